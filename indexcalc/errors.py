@@ -1,0 +1,62 @@
+"""One exception family for everything indexcalc rejects.
+
+Every error a user can cause is an `IndexCalcError`; the subclasses say which stage
+objected. An error about text carries the position it concerns, so the message can quote
+the line and put a caret under the offending character.
+"""
+
+from __future__ import annotations
+
+
+class IndexCalcError(Exception):
+    """Base class of every error indexcalc raises on bad input."""
+
+    def __init__(self, message: str, *, text: str | None = None, pos: int | None = None):
+        self.problem = message
+        self.text = text
+        self.pos = pos
+        super().__init__(self._render())
+
+    def with_source(self, text: str, pos: int | None) -> "IndexCalcError":
+        """Attach the source text (and a position in it, if not known yet)."""
+        if self.text is None:
+            self.text = text
+            if self.pos is None:
+                self.pos = pos
+            self.args = (self._render(),)
+        return self
+
+    def _render(self) -> str:
+        if self.text is None or self.pos is None:
+            return self.problem
+        return self.problem + "\n" + point_at(self.text, self.pos)
+
+    def __str__(self) -> str:
+        return self._render()
+
+
+class ParseError(IndexCalcError):
+    """The text is not in the notation (bad character, bad grammar, unknown function)."""
+
+
+class IndexNotationError(IndexCalcError):
+    """The indices break a summation rule (mismatched terms, wrong free indices, ...)."""
+
+
+class ShapeError(IndexCalcError):
+    """An array's shape disagrees with its indices or with another array."""
+
+
+class MissingArrayError(IndexCalcError):
+    """A tensor or scalar named in the expression was not given an array."""
+
+
+def point_at(text: str, pos: int) -> str:
+    """The line of `text` holding `pos`, with a caret under that character."""
+    pos = max(0, min(pos, len(text)))
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    end = len(text) if end == -1 else end
+    line_number = text.count("\n", 0, start) + 1
+    prefix = f"  line {line_number}: "
+    return f"{prefix}{text[start:end]}\n{' ' * (len(prefix) + pos - start)}^"

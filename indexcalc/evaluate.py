@@ -1,0 +1,149 @@
+"""Numbers by einsum: every product becomes one opt_einsum contraction.
+
+A contraction's path is planned once per (spec, shapes) and the planned expression is
+reused, so evaluating the same formula again on arrays of the same shapes does no path
+search. Sums broadcast their terms over the indices fixed from outside; functions act
+elementwise; reductions sum or average over their axes. The meaning of every index comes
+from `indexcalc.indices`, the same place the explicit-loop evaluator asks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import opt_einsum
+
+from . import functions
+from .errors import IndexCalcError, ShapeError
+from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .indices import free_indices, relabelled_index
+from .program import Environment, run
+
+Labelled = "tuple[np.ndarray, tuple[str, ...]]"
+
+_PLANS: dict[tuple, Any] = {}
+
+
+def contraction(spec: str, shapes: tuple[tuple[int, ...], ...]):
+    """The opt_einsum expression for `spec` on these shapes, planned once and cached."""
+    key = (spec, shapes)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = opt_einsum.contract_expression(spec, *shapes, optimize="auto")
+    return plan
+
+
+def plan_cache_size() -> int:
+    return len(_PLANS)
+
+
+def evaluate(source, arrays: Mapping[str, Any], *, backend: str = "numpy") -> np.ndarray:
+    """Evaluate an expression, equation or program with einsum contractions.
+
+    `arrays` maps tensor names to arrays (scalars may be floats). The result's axes are
+    the left-hand side's indices in order (for a bare expression: its free indices in
+    order of first appearance). For a program, the last equation's value is returned.
+    """
+    if backend != "numpy":
+        raise IndexCalcError(f"unknown backend {backend!r}; this version evaluates with 'numpy'")
+    return run(source, arrays, _evaluate_equation, _evaluate_expression)
+
+
+def _evaluate_equation(eq: Equation, env: Environment) -> np.ndarray:
+    fixed = frozenset(eq.lhs.all_indices)
+    value, axes = _Einsum(env).eval(eq.rhs, fixed)
+    return _arrange(value, axes, eq.lhs.all_indices, env)
+
+
+def _evaluate_expression(node: Expr, env: Environment) -> np.ndarray:
+    value, axes = _Einsum(env).eval(node, frozenset())
+    return _arrange(value, axes, free_indices(node), env)
+
+
+def _arrange(value: np.ndarray, axes: tuple[str, ...], target: tuple[str, ...], env: Environment) -> np.ndarray:
+    """Transpose `value` (axes named `axes`) to `target`, broadcasting absent axes."""
+    present = [i for i in target if i in axes]
+    value = np.transpose(value, [axes.index(i) for i in present]) if axes else np.asarray(value)
+    value = value.reshape([env.size(i) if i in axes else 1 for i in target])
+    if len(present) < len(target):
+        value = np.array(np.broadcast_to(value, [env.size(i) for i in target]))
+    return value
+
+
+class _Einsum:
+    def __init__(self, env: Environment):
+        self.env = env
+
+    def eval(self, node: Expr, fixed: frozenset[str]):
+        if isinstance(node, Number):
+            return np.asarray(node.value), ()
+        if isinstance(node, (Tensor, Delta, Product)):
+            return self.product(node, fixed)
+        if isinstance(node, Sum):
+            return self.sum(node, fixed)
+        if isinstance(node, Power):
+            base, axes = self.eval(node.base, fixed)
+            exponent, _ = self.eval(node.exponent, fixed)
+            with np.errstate(all="ignore"):
+                return np.power(base, exponent), axes
+        if isinstance(node, Call):
+            arg, axes = self.eval(node.arg, fixed)
+            if node.relabel is not None:
+                source = relabelled_index(node, fixed)
+                axes = tuple(node.relabel if i == source else i for i in axes)
+            with np.errstate(all="ignore"):
+                return functions.lookup(node.func).compute(arg), axes
+        if isinstance(node, Reduce):
+            return self.reduce(node, fixed)
+        raise IndexCalcError(f"cannot evaluate {type(node).__name__} {node}")
+
+    def operand(self, factor: Expr, fixed):
+        if isinstance(factor, Tensor):
+            return self.env.array(factor), factor.all_indices
+        if isinstance(factor, Delta):
+            raise AssertionError("deltas are split into pairs before this point")
+        return self.eval(factor, fixed)
+
+    def product(self, node: Expr, fixed: frozenset[str]):
+        factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
+        operands: list[tuple[np.ndarray, tuple[str, ...]]] = []
+        for factor in factors:
+            if isinstance(factor, Delta):
+                for a, b in factor.pairs:
+                    operands.append((self.identity(a, b), (a, b)))
+            else:
+                operands.append(self.operand(factor, fixed))
+        out = free_indices(node, fixed)
+        if len(operands) == 1 and operands[0][1] == out:
+            return operands[0]
+        letters = {ix: opt_einsum.get_symbol(k) for k, ix in enumerate(dict.fromkeys(
+            [i for _, axes in operands for i in axes]))}
+        spec = ",".join("".join(letters[i] for i in axes) for _, axes in operands)
+        spec += "->" + "".join(letters[i] for i in out)
+        arrays = [np.asarray(a) for a, _ in operands]
+        plan = contraction(spec, tuple(a.shape for a in arrays))
+        return plan(*arrays), out
+
+    def identity(self, a: str, b: str) -> np.ndarray:
+        n = self.env.size(a)
+        if self.env.size(b) != n:
+            raise ShapeError(f"δ pairs index {a} (size {n}) with index {b} (size {self.env.size(b)})")
+        return np.eye(n)
+
+    def sum(self, node: Sum, fixed: frozenset[str]):
+        out = free_indices(node, fixed)
+        total = None
+        for term in node.terms:
+            value, axes = self.eval(term, fixed)
+            present = [i for i in out if i in axes]
+            value = np.transpose(value, [axes.index(i) for i in present]) if axes else value
+            value = np.reshape(value, [self.env.size(i) if i in axes else 1 for i in out])
+            total = value if total is None else total + value
+        return np.broadcast_to(total, [self.env.size(i) for i in out]), out
+
+    def reduce(self, node: Reduce, fixed: frozenset[str]):
+        body, axes = self.eval(node.body, fixed | set(node.indices))
+        where = tuple(axes.index(i) for i in node.indices)
+        value = body.sum(axis=where) if node.op == "sum" else body.mean(axis=where)
+        return value, tuple(i for i in axes if i not in node.indices)

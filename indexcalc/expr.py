@@ -1,0 +1,216 @@
+"""The immutable expression tree.
+
+A node mirrors the notation one to one, so that printing a tree and parsing the text
+gives the same tree back: a product in parentheses stays a nested `Product` (parentheses
+around a product only group, and the index rules see through it), `a / b` is the factor
+`b^-1`, and `a - b` is the term `-1 b`. Nodes compare and hash by structure; the position
+a node came from (`span`) is kept for error messages and takes no part in equality.
+
+Which indices are free and which are summed is not stored here: it depends on what is
+fixed from outside, and `indexcalc.indices` works it out in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+Span = "tuple[int, int] | None"
+
+
+@dataclass(frozen=True)
+class Expr:
+    """Base of all expression nodes."""
+
+    def __str__(self) -> str:
+        from .printing import plain
+
+        return plain(self)
+
+    def pretty(self) -> str:
+        """Comma notation with Unicode symbols (σ, δ, Σ, ŷ), for reading, not parsing."""
+        from .printing import plain
+
+        return plain(self, unicode=True)
+
+    def latex(self) -> str:
+        """The formula as LaTeX."""
+        from .printing import latex
+
+        return latex(self)
+
+    def _repr_latex_(self) -> str:
+        return f"${self.latex()}$"
+
+    def einsum(self) -> str:
+        """The einsum specification of every product in the formula, one per line."""
+        from .printing import einsum_specs
+
+        return "\n".join(einsum_specs(self))
+
+    def children(self) -> tuple["Expr", ...]:
+        return ()
+
+    def walk(self) -> Iterator["Expr"]:
+        """This node and all below it, parents first."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+
+def _span() -> "tuple[int, int] | None":
+    return field(default=None, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Number(Expr):
+    value: float
+    span: "tuple[int, int] | None" = _span()
+
+
+@dataclass(frozen=True)
+class Deriv:
+    """One comma derivative: by the tensor `wrt` (None where the text does not say), at
+    `indices` (one index `f_{,i}`, a group `f_{,(gh)}`, or none for a scalar `wrt`)."""
+
+    indices: tuple[str, ...]
+    wrt: str | None = None
+
+
+@dataclass(frozen=True)
+class Tensor(Expr):
+    """`w_ij`, a scalar `eta` (no indices), or a comma derivative `loss_{,(gh)}[w]`."""
+
+    name: str
+    indices: tuple[str, ...] = ()
+    derivs: tuple[Deriv, ...] = ()
+    span: "tuple[int, int] | None" = _span()
+
+    @property
+    def all_indices(self) -> tuple[str, ...]:
+        """The tensor's own indices, then those of each derivative: its array's axes."""
+        out = list(self.indices)
+        for d in self.derivs:
+            out.extend(d.indices)
+        return tuple(out)
+
+    @property
+    def key(self) -> str:
+        """The name its array goes by: `w`, or `loss_{,}[w]` for a derivative of loss by w
+        (index letters are local, so they are not part of the key)."""
+        if not self.derivs:
+            return self.name
+        wrts = ",".join(d.wrt or "?" for d in self.derivs)
+        return f"{self.name}_{{{',' * len(self.derivs)}}}[{wrts}]"
+
+
+@dataclass(frozen=True)
+class Delta(Expr):
+    """Kronecker delta: `δ_ij` is Delta(("i",), ("j",)); `δ_(ij)(kl)` pairs i-k and j-l."""
+
+    left: tuple[str, ...]
+    right: tuple[str, ...]
+    span: "tuple[int, int] | None" = _span()
+
+    @property
+    def all_indices(self) -> tuple[str, ...]:
+        return self.left + self.right
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(zip(self.left, self.right))
+
+
+@dataclass(frozen=True)
+class Product(Expr):
+    """Juxtaposition, `*` and `/` (a divisor is the factor `Power(b, -1)`)."""
+
+    factors: tuple[Expr, ...]
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return self.factors
+
+
+@dataclass(frozen=True)
+class Sum(Expr):
+    """`a + b - c`: a difference is a term whose leading number is negative."""
+
+    terms: tuple[Expr, ...]
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return self.terms
+
+
+@dataclass(frozen=True)
+class Power(Expr):
+    """`base^exponent`, elementwise; the exponent carries no free index."""
+
+    base: Expr
+    exponent: Expr
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.base, self.exponent)
+
+
+@dataclass(frozen=True)
+class Call(Expr):
+    """An elementwise function `f(arg)`; `σ_i(arg)` relabels the argument's one free
+    index (beside those fixed from outside) to `relabel`."""
+
+    func: str
+    arg: Expr
+    relabel: str | None = None
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.arg,)
+
+
+@dataclass(frozen=True)
+class Reduce(Expr):
+    """`sum_j(body)` or `mean_n(body)`: the indices are fixed inside body, then reduced."""
+
+    op: str
+    indices: tuple[str, ...]
+    body: Expr
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.body,)
+
+
+@dataclass(frozen=True)
+class Equation(Expr):
+    """`lhs = rhs`: the left-hand side's indices are fixed throughout the right."""
+
+    lhs: Tensor
+    rhs: Expr
+    source: str | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.lhs, self.rhs)
+
+
+@dataclass(frozen=True)
+class Program(Expr):
+    """Equations in order; a later one may use the left-hand side of an earlier one."""
+
+    equations: tuple[Equation, ...]
+
+    def children(self) -> tuple[Expr, ...]:
+        return self.equations
+
+
+REDUCTIONS = ("sum", "mean")
+
+
+def leaf_factors(product: Product) -> Iterator[Expr]:
+    """The factors of a product with nested (parenthesised) products opened up."""
+    for factor in product.factors:
+        if isinstance(factor, Product):
+            yield from leaf_factors(factor)
+        else:
+            yield factor

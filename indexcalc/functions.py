@@ -1,0 +1,103 @@
+"""Elementwise functions: one table, one entry per function.
+
+An entry holds everything indexcalc needs to know of a function: how it is spelled
+(ASCII and Unicode aliases), how to compute it (a NumPy ufunc-like callable that is
+numerically stable over the whole real line), how it looks in LaTeX, and its derivative as
+an expression of the argument (`derivative(u)` returns f'(u)). A derivative that has no
+closed form worth writing (σ', relu') is itself an entry, printed with a prime, so
+`σ'(u)` and `relu'(u)` print and parse back. Adding a function is adding one entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .expr import Call, Expr, Number, Power, Product, Sum
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    compute: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[Expr], Expr]
+    latex: str
+    aliases: tuple[str, ...] = ()
+    unicode: str | None = None
+
+
+def _call(name: str) -> Callable[[Expr], Expr]:
+    return lambda u: Call(name, u)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _sigmoid_prime(x):
+    s = _sigmoid(x)
+    return s * (1.0 - s)
+
+
+def _step(x):
+    return (np.asarray(x) > 0).astype(np.result_type(x, np.float32))
+
+
+def _zero(u: Expr) -> Expr:
+    return Number(0.0)
+
+
+def _neg(*factors: Expr) -> Expr:
+    return Product((Number(-1.0),) + factors)
+
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function("sigma", _sigmoid, _call("sigma'"), r"\sigma", ("sigmoid", "σ"), "σ"),
+    Function(
+        "sigma'",
+        _sigmoid_prime,
+        lambda u: Product((Call("sigma'", u), Sum((Number(1.0), _neg(Number(2.0), Call("sigma", u)))))),
+        r"\sigma'",
+        ("sigmoid'", "σ'"),
+        "σ'",
+    ),
+    Function("tanh", np.tanh, _call("tanh'"), r"\tanh"),
+    Function(
+        "tanh'",
+        lambda x: 1.0 - np.tanh(x) ** 2,
+        lambda u: _neg(Number(2.0), Call("tanh", u), Call("tanh'", u)),
+        r"\tanh'",
+    ),
+    Function("relu", lambda x: np.maximum(x, 0), _call("relu'"), r"\operatorname{relu}"),
+    Function("relu'", _step, _zero, r"\operatorname{relu}'"),
+    Function("exp", np.exp, _call("exp"), r"\exp"),
+    Function("log", np.log, lambda u: Power(u, Number(-1.0)), r"\log"),
+    Function(
+        "sqrt",
+        np.sqrt,
+        lambda u: Product((Number(0.5), Power(Call("sqrt", u), Number(-1.0)))),
+        r"\sqrt",
+    ),
+    Function("sin", np.sin, _call("cos"), r"\sin"),
+    Function("cos", np.cos, lambda u: _neg(Call("sin", u)), r"\cos"),
+    Function("softplus", lambda x: np.logaddexp(0, x), _call("sigma"), r"\operatorname{softplus}"),
+    Function("abs", np.abs, _call("abs'"), r"\operatorname{abs}"),
+    Function("abs'", np.sign, _zero, r"\operatorname{abs}'"),
+)
+
+
+BY_NAME: dict[str, Function] = {}
+for _f in FUNCTIONS:
+    for _spelling in (_f.name,) + _f.aliases:
+        BY_NAME[_spelling] = _f
+
+
+def lookup(name: str) -> Function | None:
+    """The function spelled `name` (any alias), or None."""
+    return BY_NAME.get(name)
+
+
+def canonical_name(name: str) -> str:
+    return BY_NAME[name].name

@@ -1,0 +1,107 @@
+"""Running a program: what both evaluators share.
+
+Equations run in order; each left-hand side's value joins the named arrays for the lines
+after it. Before a line runs, its index rules are checked, every tensor it names must have
+an array, and the size of every index is worked out from the arrays. The evaluators only
+say how to compute one equation; the bookkeeping and the error reporting live here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import IndexCalcError, MissingArrayError, ParseError, ShapeError
+from .expr import Equation, Expr, Program, Tensor
+from .indices import check_equation, free_indices, infer_sizes
+from .notation import parse
+
+
+def as_parsed(source) -> Expr:
+    """Text is parsed; a tree is taken as it is."""
+    if isinstance(source, str):
+        return parse(source)
+    if isinstance(source, Expr):
+        return source
+    raise IndexCalcError(f"expected notation text or a parsed expression, got {type(source).__name__}")
+
+
+class Environment:
+    """The named arrays, and the index sizes of the equation being evaluated."""
+
+    def __init__(self, arrays: Mapping[str, Any]):
+        if not isinstance(arrays, Mapping):
+            raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}")
+        self.arrays: dict[str, np.ndarray] = {}
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                raise ShapeError(f"the array for '{name}' is not real numbers (dtype {array.dtype})")
+            self.arrays[str(name)] = array if array.dtype.kind == "f" else array.astype(float)
+        self.sizes: dict[str, int] = {}
+
+    def prepare(self, node: Expr) -> None:
+        """Check that every tensor of `node` has an array and work out the index sizes."""
+        missing = sorted({t.key for t in node.walk() if isinstance(t, Tensor) and t.key not in self.arrays}
+                         - ({node.lhs.key} if isinstance(node, Equation) else set()))
+        if missing:
+            known = ", ".join(sorted(self.arrays)) or "none"
+            raise MissingArrayError(
+                f"no array given for {', '.join(repr(m) for m in missing)} (arrays given: {known})"
+            )
+        target = node.rhs if isinstance(node, Equation) else node
+        fixed = frozenset(node.lhs.all_indices) if isinstance(node, Equation) else frozenset()
+        self.sizes = infer_sizes(target, {k: v.shape for k, v in self.arrays.items()}, fixed)
+        for sub in target.walk():
+            for index in getattr(sub, "all_indices", ()):
+                self.size(index)
+
+    def array(self, tensor: Tensor) -> np.ndarray:
+        try:
+            return self.arrays[tensor.key]
+        except KeyError:
+            raise MissingArrayError(f"no array given for '{tensor.key}'") from None
+
+    def size(self, index: str) -> int:
+        try:
+            return self.sizes[index]
+        except KeyError:
+            raise ShapeError(
+                f"cannot tell the size of index {index}: no array has an axis for it"
+            ) from None
+
+
+EquationEvaluator = Callable[[Equation, Environment], np.ndarray]
+ExpressionEvaluator = Callable[[Expr, Environment], np.ndarray]
+
+_INTERNAL = (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError, MemoryError)
+
+
+def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_expression: ExpressionEvaluator) -> np.ndarray:
+    """Evaluate `source` with the given per-equation evaluator; return the last value."""
+    text = source if isinstance(source, str) else None
+    try:
+        node = as_parsed(source)
+        env = Environment(arrays)
+        if isinstance(node, Program):
+            equations = node.equations
+        elif isinstance(node, Equation):
+            equations = (node,)
+        else:
+            free_indices(node)
+            env.prepare(node)
+            return on_expression(node, env)
+        value = None
+        for eq in equations:
+            check_equation(eq)
+            env.prepare(eq)
+            value = on_equation(eq, env)
+            env.arrays[eq.lhs.key] = value
+        return value
+    except IndexCalcError as err:
+        raise err.with_source(text, None) if text else err
+    except RecursionError:
+        raise ParseError("the expression is nested too deeply to evaluate") from None
+    except _INTERNAL as err:
+        raise IndexCalcError(f"could not evaluate: {type(err).__name__}: {err}") from err
