@@ -25,19 +25,19 @@ class Expr:
     def __str__(self) -> str:
         from .printing import plain
 
-        return plain(self)
+        return _printed(plain, self)
 
     def pretty(self) -> str:
         """Comma notation with Unicode symbols (σ, δ, Σ, ŷ), for reading, not parsing."""
         from .printing import plain
 
-        return plain(self, unicode=True)
+        return _printed(plain, self, unicode=True)
 
     def latex(self) -> str:
         """The formula as LaTeX."""
         from .printing import latex
 
-        return latex(self)
+        return _printed(latex, self)
 
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
@@ -46,7 +46,7 @@ class Expr:
         """The einsum specification of every product in the formula, one per line."""
         from .printing import einsum_specs
 
-        return "\n".join(einsum_specs(self))
+        return "\n".join(_printed(einsum_specs, self))
 
     def children(self) -> tuple["Expr", ...]:
         return ()
@@ -56,6 +56,16 @@ class Expr:
         yield self
         for child in self.children():
             yield from child.walk()
+
+
+def _printed(printer, node: Expr, **options):
+    """Run a printer; a tree nested too deeply to print is an IndexCalcError."""
+    try:
+        return printer(node, **options)
+    except RecursionError:
+        from .errors import IndexCalcError
+
+        raise IndexCalcError("the expression is nested too deeply to print") from None
 
 
 def _span() -> "tuple[int, int] | None":

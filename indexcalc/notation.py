@@ -61,7 +61,10 @@ def parse(text: str) -> Expr:
     if not isinstance(text, str):
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
     text = unicodedata.normalize("NFC", text)
-    lines = _Parser(text).lines()
+    try:
+        lines = _Parser(text).lines()
+    except RecursionError:
+        raise ParseError("the expression is nested too deeply to parse", text=text, pos=0) from None
     if not lines:
         raise ParseError("nothing to parse: the text holds no expression", text=text, pos=0)
     if len(lines) == 1:

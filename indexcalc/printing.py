@@ -320,23 +320,26 @@ def _collect_specs(node: Expr, fixed: frozenset[str], lines: list[str]) -> None:
         lines.append(_spec_line([(f"[{plain(node.body)}]", body_free)], out, fixed, node.op))
         return
     if isinstance(node, (Product, Tensor)) and (isinstance(node, Product) or len(set(node.all_indices)) < len(node.all_indices)):
-        operands = []
+        operands, scale = [], 1.0
         factors = list(leaf_factors(node)) if isinstance(node, Product) else [node]
         for factor in factors:
-            if isinstance(factor, (Tensor, Delta)):
-                label = plain(factor).split("_")[0] if isinstance(factor, Tensor) and not factor.derivs else plain(factor)
+            if isinstance(factor, Number):
+                scale *= factor.value
+            elif isinstance(factor, (Tensor, Delta)):
+                label = factor.name if isinstance(factor, Tensor) and not factor.derivs else plain(factor)
                 operands.append((label, factor.all_indices))
             else:
                 _collect_specs(factor, fixed, lines)
                 operands.append((f"[{plain(factor)}]", free_indices(factor, fixed)))
-        if len(operands) > 1 or isinstance(node, Tensor) or any(len(set(ix)) < len(ix) for _, ix in operands):
-            lines.append(_spec_line(operands, free_indices(node, fixed), fixed, None, node))
+        out = free_indices(node, fixed)
+        if len(operands) > 1 or any(tuple(ix) != tuple(out) for _, ix in operands):
+            lines.append(_spec_line(operands, out, fixed, None, node, scale))
         return
     for child in node.children():
         _collect_specs(child, fixed, lines)
 
 
-def _spec_line(operands, out, fixed, reduction, product=None) -> str:
+def _spec_line(operands, out, fixed, reduction, product=None, scale=1.0) -> str:
     from opt_einsum import get_symbol
 
     letters: dict[str, str] = {}
@@ -353,6 +356,8 @@ def _spec_line(operands, out, fixed, reduction, product=None) -> str:
             taken.add(letters[ix])
     spec = ",".join("".join(letters[i] for i in ix) for _, ix in operands) + "->" + "".join(letters[i] for i in out)
     line = f'einsum("{spec}", {", ".join(name for name, _ in operands)})'
+    if scale != 1.0:
+        line = f"{format_number(scale)} * {line}"
     notes = []
     if reduction == "mean":
         notes.append("then divide by the size of the reduced index")
