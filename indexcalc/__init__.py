@@ -22,3 +22,10 @@ __all__ = [
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Product", "Sum", "Power", "Call", "Reduce",
     "Equation", "Program",
 ]
+
+from .diff import DiffError, diff  # noqa: E402
+
+__all__ += ["diff", "DiffError"]
+from .simplify import simplify  # noqa: E402
+
+__all__ += ["simplify"]

@@ -4,8 +4,9 @@
     indexcalc show "y_i = w_ij x_j"       canonical form, Unicode, LaTeX, einsum specs
     indexcalc show model.ic               the same for a file of equations
     indexcalc eval "y_i = w_ij x_j" --size i=2 j=3 [--npz arrays.npz] [--seed 0]
+    indexcalc diff "PROGRAM" --wrt w_gh [--raw] [--inline] [--latex] [--of NAME]
 
-argparse (standard library) is enough for three subcommands; a dependency would not earn
+argparse (standard library) is enough for four subcommands; a dependency would not earn
 its place here.
 """
 
@@ -19,11 +20,13 @@ from typing import Sequence
 import numpy as np
 
 from .errors import IndexCalcError
+from .diff import diff
 from .evaluate import evaluate
 from .expr import Equation, Expr, Program, Tensor
 from .indices import free_indices, infer_sizes
 from .loops import evaluate_loops
 from .notation import parse
+from .simplify import simplify
 
 DEMO = """\
 # The index-notation note: one sigmoid layer and its squared loss.
@@ -146,6 +149,18 @@ def _command_eval(args) -> str:
     return evaluate_report(node, arrays)
 
 
+def _command_diff(args) -> str:
+    node = parse(read_source(args.source))
+    result = diff(node, args.wrt, of=args.of, inline=args.inline)
+    if not args.raw:
+        result = simplify(result)
+    lines = result.equations if isinstance(result, Program) else (result,)
+    shown = [eq for eq in lines if eq.lhs.derivs or args.all]
+    if args.latex:
+        return "\n".join(eq.latex() for eq in shown)
+    return "\n".join(eq.pretty() if args.unicode else str(eq) for eq in shown)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="indexcalc",
@@ -166,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--npz", help="a .npz file of named arrays (overrides random ones)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
     ev.set_defaults(run=_command_eval)
+    df = sub.add_parser("diff", help="differentiate a formula or program in comma notation")
+    df.add_argument("source", help="the notation, or a file holding it")
+    df.add_argument("--wrt", required=True, help="the tensor to differentiate by, with fresh indices (w_gh) or bare (b)")
+    df.add_argument("--of", help="the equation to differentiate (default: the last)")
+    df.add_argument("--raw", action="store_true", help="the derivative as derived, with its δ tensors, not simplified")
+    df.add_argument("--inline", action="store_true", help="one formula: named derivatives of intermediates substituted")
+    df.add_argument("--latex", action="store_true", help="print LaTeX")
+    df.add_argument("--unicode", action="store_true", help="print σ, δ, ŷ")
+    df.add_argument("--all", action="store_true", help="also print the forward equations the derivative refers to")
+    df.set_defaults(run=_command_diff)
     return parser
 
 

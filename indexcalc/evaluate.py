@@ -74,10 +74,12 @@ def _arrange(value: np.ndarray, axes: tuple[str, ...], target: tuple[str, ...], 
 class _Einsum:
     def __init__(self, env: Environment):
         self.env = env
+        # numbers and δ take the arrays' float type, so float32 inputs give float32
+        self.dtype = np.result_type(*env.arrays.values()) if env.arrays else np.float64
 
     def eval(self, node: Expr, fixed: frozenset[str]):
         if isinstance(node, Number):
-            return np.asarray(node.value), ()
+            return np.asarray(node.value, dtype=self.dtype), ()
         if isinstance(node, (Tensor, Delta, Product)):
             return self.product(node, fixed)
         if isinstance(node, Sum):
@@ -91,6 +93,10 @@ class _Einsum:
             arg, axes = self.eval(node.arg, fixed)
             if node.relabel is not None:
                 source = relabelled_index(node, fixed)
+                if node.relabel in axes and source != node.relabel:
+                    # σ_i(W_jk x_nk a_i) with i fixed outside: σ(W_ik x_nk a_i), the diagonal
+                    arg = np.diagonal(arg, axis1=axes.index(source), axis2=axes.index(node.relabel))
+                    axes = tuple(i for i in axes if i not in (source, node.relabel)) + (node.relabel,)
                 axes = tuple(node.relabel if i == source else i for i in axes)
             with np.errstate(all="ignore"):
                 return functions.lookup(node.func).compute(arg), axes
@@ -129,7 +135,7 @@ class _Einsum:
         n = self.env.size(a)
         if self.env.size(b) != n:
             raise ShapeError(f"δ pairs index {a} (size {n}) with index {b} (size {self.env.size(b)})")
-        return np.eye(n)
+        return np.eye(n, dtype=self.dtype)
 
     def sum(self, node: Sum, fixed: frozenset[str]):
         out = free_indices(node, fixed)

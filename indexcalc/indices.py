@@ -147,13 +147,14 @@ def _sum_free(node: Sum, fixed: frozenset[str]) -> tuple[str, ...]:
 
 
 def check_equation(eq: Equation) -> None:
-    """The right-hand side must carry exactly the left-hand side's indices."""
+    """The right-hand side must carry exactly the left-hand side's indices; a comma
+    derivative may leave some out, being constant along them (`y_{i,()}[c] = 1`)."""
     lhs = eq.lhs.all_indices
     try:
         free = free_indices(eq.rhs, frozenset(lhs))
     except IndexNotationError as err:
         raise _with_source(err, eq)
-    if set(free) != set(lhs):
+    if set(free) != set(lhs) and not (eq.lhs.derivs and set(free) <= set(lhs)):
         extra = [i for i in free if i not in lhs]
         missing = [i for i in lhs if i not in free]
         detail = []
@@ -173,16 +174,23 @@ def _with_source(err: IndexNotationError, eq: Equation) -> IndexNotationError:
     return err.with_source(eq.source, None) if eq.source else err
 
 
-def infer_sizes(node: Expr, shapes: dict[str, tuple[int, ...]], fixed: frozenset[str] = frozenset()) -> dict[str, int]:
+def infer_sizes(
+    node: Expr,
+    shapes: dict[str, tuple[int, ...]],
+    fixed: frozenset[str] = frozenset(),
+    preset: dict[str, tuple[int, str]] | None = None,
+) -> dict[str, int]:
     """The size of every index in `node`, from the shapes of the arrays of its tensors.
 
     Index letters are local to one equation and have one size in it. A δ ties the sizes
     of its paired indices, and so does a relabelling `σ_i(w_jk x_k)` (i with j). `shapes`
     maps a tensor's key to its shape; a tensor whose key is missing is skipped here (the
-    evaluator names it).
+    evaluator names it). `preset` gives sizes known otherwise, with where they come from.
     """
     sizes: dict[str, int] = {}
     origin: dict[str, str] = {}
+    for index, (size, where) in (preset or {}).items():
+        _bind(sizes, origin, index, size, where)
     for sub in node.walk():
         if isinstance(sub, Tensor) and sub.key in shapes:
             shape = shapes[sub.key]

@@ -126,6 +126,8 @@ class _Tokenizer:
             elif c.isdigit() or (c == "." and text[self.i + 1 : self.i + 2].isdigit()):
                 m = _NUMBER.match(text, self.i)
                 self.i = m.end()
+                if float(m.group()) == float("inf"):
+                    raise self.error(f"the number {m.group()} is too large for a float", start)
                 out.append(Token("num", float(m.group()), start, self.i))
             elif c.isalpha():
                 head = self._head()
@@ -152,6 +154,10 @@ class _Tokenizer:
     def _head(self) -> Head:
         text = self.text
         parts = [self._name_part()]
+        primes = ""  # σ'_i(u), as printed; σ_i'(u) is read below
+        while self.i < len(text) and text[self.i] == "'":
+            primes += "'"
+            self.i += 1
         subscript: str | None = None
         sub_pos = self.i
         while self.i < len(text) and text[self.i] == "_":
@@ -179,7 +185,7 @@ class _Tokenizer:
                 raise self.error("'_' must be followed by indices, '{...}' or '(...)'", self.i)
         if subscript is None and len(parts) > 1:
             subscript = parts.pop()
-        name = "_".join(parts)
+        name = "_".join(parts) + primes
         while self.i < len(text) and text[self.i] == "'":
             name += "'"
             self.i += 1
@@ -361,10 +367,11 @@ class _Parser:
         return self.power()
 
     def power(self) -> Expr:
+        start = self.tok.pos
         base = self.atom()
         if self.at("^", "**"):
             self.take()
-            return Power(base, self.exponent())
+            return Power(base, self.exponent(), span=(start, self.tok.pos))
         return base
 
     def exponent(self) -> Expr:
@@ -433,6 +440,8 @@ class _Parser:
         op = REDUCTION_NAMES[h.name]
         if not h.is_call or not h.indices or h.derivs or h.groups is not None:
             raise self.error(f"write a reduction as {op}_j(...), its index as subscript", tok)
+        if len(set(h.indices)) != len(h.indices):
+            raise self.error(f"{op}_{''.join(h.indices)}(...) repeats an index", tok)
         self.expect("(", "after the reduction")
         body = self.sum()
         self.expect(")", f"to close {op}_{''.join(h.indices)}(...)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import unicodedata
 
 from . import functions
+from .errors import IndexNotationError
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import occurrence_counts, free_indices
 
@@ -39,7 +40,10 @@ def _is_negative_lead(node: Expr) -> bool:
 
 
 def _summed_beyond_two(node: Expr, fixed: frozenset[str]) -> list[tuple[str, int]]:
-    counts = occurrence_counts(node, fixed)
+    try:
+        counts = occurrence_counts(node, fixed)
+    except IndexNotationError:
+        return []  # broken index rules: no mark; evaluation names the problem
     return [(i, n) for i, n in counts.items() if n > 2 and i not in fixed]
 
 

@@ -8,6 +8,7 @@ say how to compute one equation; the bookkeeping and the error reporting live he
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -52,10 +53,27 @@ class Environment:
             )
         target = node.rhs if isinstance(node, Equation) else node
         fixed = frozenset(node.lhs.all_indices) if isinstance(node, Equation) else frozenset()
-        self.sizes = infer_sizes(target, {k: v.shape for k, v in self.arrays.items()}, fixed)
+        shapes = {k: v.shape for k, v in self.arrays.items()}
+        preset = self._derivative_sizes(node.lhs) if isinstance(node, Equation) else {}
+        self.sizes = infer_sizes(target, shapes, fixed, preset)
         for sub in target.walk():
             for index in getattr(sub, "all_indices", ()):
                 self.size(index)
+
+    def _derivative_sizes(self, lhs: Tensor) -> dict[str, tuple[int, str]]:
+        """A comma derivative's indices run over the shapes of what it differentiates
+        (`y_{i,(gh)}[w]`: i as y's axis, g and h as w's), where those are known."""
+        if not lhs.derivs:
+            return {}
+        known: dict[str, tuple[int, str]] = {}
+        base = self.arrays.get(lhs.name)
+        if base is not None and base.ndim == len(lhs.indices):
+            known.update((i, (n, f"the array of {lhs.name}")) for i, n in zip(lhs.indices, base.shape))
+        for d in lhs.derivs:
+            wrt = self.arrays.get(d.wrt) if d.wrt else None
+            if wrt is not None and wrt.ndim == len(d.indices):
+                known.update((i, (n, f"the array of {d.wrt}")) for i, n in zip(d.indices, wrt.shape))
+        return known
 
     def array(self, tensor: Tensor) -> np.ndarray:
         try:
@@ -80,7 +98,8 @@ _INTERNAL = (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, Ove
 
 def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_expression: ExpressionEvaluator) -> np.ndarray:
     """Evaluate `source` with the given per-equation evaluator; return the last value."""
-    text = source if isinstance(source, str) else None
+    # positions in errors count in the text as parse read it (NFC), so quote that text
+    text = unicodedata.normalize("NFC", source) if isinstance(source, str) else None
     try:
         node = as_parsed(source)
         env = Environment(arrays)

@@ -1,0 +1,396 @@
+"""Symbolic derivatives in comma notation, one rule per node type in one table.
+
+`diff(F, "w_gh")` gives `F_{a,(gh)}[w] = ...`: the derivative's free indices are F's,
+then the fresh ones of `w`. The rules are the ones on paper: `w_{mn,(gh)} = δ_(mn)(gh)`,
+sum, product, power (quotients are powers -1), the elementwise chain rule
+`σ_{,(gh)}(u) = σ'(u) u_{,(gh)}` with σ' from the function table, reductions pass
+through, numbers and deltas give zero.
+
+Through a program the chain rule follows the equations: every line that depends on `w`
+gets its derivative line, and a use of an earlier result `h_ni` becomes the named
+derivative `h_{ni,(gh)}[w]`, so the derivative program is as long as the forward one.
+`inline=True` substitutes those names back, as the notes write a single formula.
+
+Two index facts keep the results meaning what they say. A product's derivative factor
+may sum an index of its own; it is renamed apart from the other factors, since a product
+in parentheses only groups. And a sum whose terms lose their indices when differentiated
+(`d(x_i + c)/dc`) keeps one term `0 x_i`, so the result still runs over i, as a scalar
+expanded over i must.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import IndexCalcError, IndexNotationError
+from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
+from . import functions
+from .indices import check_equation, free_indices, occurrence_counts, relabelled_index
+from .notation import parse
+from .program import as_parsed
+from .relabel import Fresh, fresh_letters, letters_in, rename, rename_fixed
+
+
+
+class DiffError(IndexCalcError):
+    """What to differentiate, or by what, is not well posed."""
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a derivative: `coef × factors`, inside the reductions `reds`
+    (outermost first; their indices are fixed inside, as in `sum_j(...)`)."""
+
+    coef: float
+    factors: tuple[Expr, ...]
+    reds: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def expr(self) -> Expr:
+        body = _product(self.coef, self.factors)
+        for op, indices in reversed(self.reds):
+            body = Reduce(op, indices, body)
+        return body
+
+    def letters(self) -> set[str]:
+        out = set().union(*(letters_in(f) for f in self.factors)) if self.factors else set()
+        return out.union(*(set(ix) for _, ix in self.reds))
+
+    def bound(self) -> set[str]:
+        return set().union(*(set(ix) for _, ix in self.reds)) if self.reds else set()
+
+
+def _product(coef: float, factors: tuple[Expr, ...]) -> Expr:
+    if not factors:
+        return Number(coef)
+    if coef == 1.0:
+        return factors[0] if len(factors) == 1 else Product(factors)
+    return Product((Number(coef),) + factors)
+
+
+def _flat(expr: Expr) -> tuple[float, tuple[Expr, ...]]:
+    """An expression as coefficient and leaf factors (a product is opened up)."""
+    if isinstance(expr, Number):
+        return expr.value, ()
+    coef, out = 1.0, []
+    for factor in leaf_factors(expr) if isinstance(expr, Product) else (expr,):
+        if isinstance(factor, Number):
+            coef *= factor.value
+        else:
+            out.append(factor)
+    return coef, tuple(out)
+
+
+class _Rules:
+    """Differentiates the nodes of one equation by one tensor.
+
+    A rule returns the derivative as a list of terms (empty for zero). A term is *open*
+    when one of its node's free indices, not fixed from outside, occurs in it other than
+    once (the chain rule's `σ'(u_k) u_{k,g}` runs elementwise over k, which a product by
+    itself would sum), or not at all (a scalar expanded over k). An open term cannot
+    stand alone inside a scope; the enclosing product takes its factors in (distributes),
+    where k is summed or, at the top, fixed by the left-hand side.
+    """
+
+    def __init__(self, wrt: str, fresh_indices: tuple[str, ...], derived: set[str], fresh: Fresh):
+        self.wrt = wrt
+        self.G = fresh_indices
+        self.derived = derived  # keys of earlier results that depend on wrt
+        self.fresh = fresh
+
+    def d(self, node: Expr, fixed: frozenset[str]) -> list[Term]:
+        return RULES[type(node)](self, node, fixed)
+
+    # --- leaves
+    def zero(self, node: Expr, fixed) -> list[Term]:
+        return []
+
+    def tensor(self, node: Tensor, fixed) -> list[Term]:
+        if node.key == self.wrt:
+            return [Term(1.0, (Delta(node.all_indices, self.G),) if self.G else ())]
+        if node.key in self.derived:
+            return [Term(1.0, (Tensor(node.name, node.indices, node.derivs + (Deriv(self.G, self.wrt),)),))]
+        return []
+
+    # --- composites
+    def sum(self, node: Sum, fixed) -> list[Term]:
+        return [t for term in node.terms for t in self.d(term, fixed)]
+
+    def product(self, node: Product, fixed) -> list[Term]:
+        factors = list(leaf_factors(node))
+        out: list[Term] = []
+        for k, factor in enumerate(factors):
+            others = tuple(factors[:k] + factors[k + 1 :])
+            out.extend(self.times(others, factor, self.d(factor, fixed), fixed))
+        return out
+
+    def power(self, node: Power, fixed) -> list[Term]:
+        u, c = node.base, node.exponent
+        lowered = Number(c.value - 1.0) if isinstance(c, Number) else Sum((c, Number(-1.0)))
+        return self.times((c, Power(u, lowered)), u, self.d(u, fixed), fixed) + self.times(
+            (node, Call("log", u)), c, self.d(c, fixed), fixed
+        )
+
+    def call(self, node: Call, fixed) -> list[Term]:
+        inner = self.d(node.arg, fixed)
+        if not inner:
+            return []
+        outer = functions.lookup(node.func).derivative(node.arg)
+        if node.relabel is not None:
+            source = relabelled_index(node, fixed)
+            outer = _relabelled(outer, node.relabel)
+            inner = [self.renamed(t, source, node.relabel, fixed) for t in inner]
+        coef, factors = _flat(outer)
+        return self.times(factors, node.arg, inner, fixed, coef)
+
+    def reduce(self, node: Reduce, fixed) -> list[Term]:
+        inside = fixed | set(node.indices)
+        out = []
+        for t in self.d(node.body, inside):
+            present = t.letters()
+            if node.op == "mean":
+                kept = tuple(i for i in node.indices if i in present)
+                factors = t.factors
+                coef = t.coef
+            else:
+                kept = node.indices
+                factors = t.factors + tuple(Delta((i,), (i,)) for i in node.indices if i not in present)
+                coef = t.coef
+            reds = ((node.op, kept),) + t.reds if kept else t.reds
+            out.append(Term(coef, factors, reds))
+        return out
+
+    # --- putting a factor's derivative beside the other factors
+    def times(self, others: tuple[Expr, ...], factor: Expr, terms: list[Term], fixed, coef: float = 1.0) -> list[Term]:
+        """`others × d(factor)`: one term if every term of d(factor) is closed, else
+        distributed, each term's own letters renamed apart from the others'."""
+        if not terms:
+            return []
+        free = set(free_indices(factor, fixed)) - fixed
+        avoid = set().union(*(letters_in(f) for f in others)) if others else set()
+        if all(not self.is_open(t, free, fixed) for t in terms):
+            if len(terms) == 1 and not terms[0].reds:
+                t = self.apart(terms[0], avoid, free | fixed)
+                return [Term(coef * t.coef, others + t.factors)]
+            scope = terms[0].expr() if len(terms) == 1 else Sum(tuple(t.expr() for t in terms))
+            return [Term(coef, others + (scope,))]
+        out = []
+        for t in terms:
+            t = self.apart(t, avoid, free | fixed)
+            out.append(Term(coef * t.coef, others + t.factors, t.reds))
+        return out
+
+    def is_open(self, term: Term, free: set[str], fixed) -> bool:
+        counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
+        return any(counts.get(i, 0) != 1 for i in free if i not in term.bound())
+
+    def apart(self, term: Term, avoid: set[str], keep: set[str]) -> Term:
+        """Rename the indices a term sums or reduces off the letters in `avoid`."""
+        own = (term.letters() - keep - set(self.G)) & avoid
+        for index in own:
+            term = self.renamed(term, index, self.fresh(), frozenset(keep))
+        return term
+
+    def renamed(self, term: Term, old: str, new: str, fixed) -> Term:
+        reds = tuple((op, tuple(new if i == old else i for i in ix)) for op, ix in term.reds)
+        inside = frozenset(fixed) | term.bound() | {old, new}
+        if not term.factors:
+            return Term(term.coef, (), reds)
+        product = rename(Product(term.factors), old, new, inside, self.fresh, merge=True)
+        return Term(term.coef, tuple(leaf_factors(product)), reds)
+
+
+def _relabelled(expr: Expr, index: str) -> Expr:
+    """σ'(u) for σ_i(u): every call on u in the derivative relabels as σ_i did."""
+    if isinstance(expr, Call):
+        return Call(expr.func, expr.arg, index)
+    if isinstance(expr, Product):
+        return Product(tuple(_relabelled(f, index) for f in expr.factors))
+    if isinstance(expr, Sum):
+        return Sum(tuple(_relabelled(t, index) for t in expr.terms))
+    if isinstance(expr, Power):
+        return Power(_relabelled(expr.base, index), expr.exponent)
+    return expr
+
+
+RULES: dict[type, Callable] = {
+    Number: _Rules.zero,
+    Delta: _Rules.zero,
+    Tensor: _Rules.tensor,
+    Sum: _Rules.sum,
+    Product: _Rules.product,
+    Power: _Rules.power,
+    Call: _Rules.call,
+    Reduce: _Rules.reduce,
+}
+
+
+def _assemble(terms: list[Term]) -> Expr | None:
+    if not terms:
+        return None
+    exprs = tuple(t.expr() for t in terms)
+    return exprs[0] if len(exprs) == 1 else Sum(exprs)
+
+
+# ---------------------------------------------------------------- the public entry
+
+
+def diff(source, wrt: str, *, of: str | None = None, inline: bool = False) -> Expr:
+    """The derivative of an equation (a program's last, or the one named by `of`) with
+    respect to the tensor `wrt`, given with fresh indices (`"w_gh"`) or as a bare name.
+
+    For one equation the result is the equation `F_{a,(gh)}[w] = ...`; for a program it
+    is a program: the forward equations, then a derivative line for every line that
+    depends on `wrt`, so that `evaluate` can run it as it is. A bare expression gives the
+    bare derivative expression.
+    """
+    text = source if isinstance(source, str) else None
+    try:
+        return _diff(as_parsed(source), wrt, of, inline)
+    except IndexCalcError as err:
+        raise err.with_source(text, None) if text else err
+
+
+def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
+    if isinstance(node, Program):
+        equations = list(node.equations)
+    elif isinstance(node, Equation):
+        equations = [node]
+    else:
+        return _diff_expression(node, wrt)
+    target = _target(equations, of)
+    equations = equations[: target + 1]
+    for eq in equations:
+        check_equation(eq)
+    name, given = _parse_wrt(wrt)
+    count = _index_count(equations, name)
+    target_eq = equations[-1]
+    G = _fresh_indices(given, count, name, letters_in(target_eq), target_eq)
+
+    derived: set[str] = set()
+    lines: list[Equation] = []
+    for eq in equations:
+        if name not in {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)} and not (
+            derived & {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
+        ):
+            continue
+        used = letters_in(eq)
+        local = G
+        if eq is not target_eq and set(G) & used:
+            fresh = fresh_letters(used)
+            local = tuple(fresh() for _ in G)
+        lines.append(_derive_equation(eq, name, local, derived))
+        derived.add(eq.lhs.key)
+    if target_eq.lhs.key not in derived:
+        raise DiffError(f"{target_eq.lhs} does not depend on {name}")
+    if inline:
+        lines = [_inline(lines)]
+    if len(equations) == 1 and len(lines) == 1:
+        return lines[0]
+    return Program(tuple(equations) + tuple(lines))
+
+
+def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[str]) -> Equation:
+    fixed = frozenset(eq.lhs.all_indices) | set(G)
+    fresh = fresh_letters(letters_in(eq) | set(G))
+    rhs = _assemble(_Rules(name, G, derived, fresh).d(eq.rhs, fixed))
+    lhs = Tensor(eq.lhs.name, eq.lhs.indices, eq.lhs.derivs + (Deriv(G, name),))
+    result = Equation(lhs, rhs if rhs is not None else Number(0.0))
+    check_equation(result)
+    return result
+
+
+def _diff_expression(node: Expr, wrt: str) -> Equation:
+    """A bare expression is differentiated as the equation `f_a = expression`, a, its
+    free indices, being fixed: the derivative runs elementwise over them."""
+    names = {t.name for t in node.walk() if isinstance(t, Tensor)}
+    name = next(n for n in ("f", "F", "g", "G", "df") if n not in names)
+    return _diff(Equation(Tensor(name, free_indices(node)), node), wrt, None, False)
+
+
+def _target(equations: list[Equation], of: str | None) -> int:
+    if of is None:
+        return len(equations) - 1
+    for k in range(len(equations) - 1, -1, -1):
+        if of in (equations[k].lhs.name, equations[k].lhs.key, str(equations[k].lhs)):
+            return k
+    names = ", ".join(eq.lhs.key for eq in equations)
+    raise DiffError(f"no equation defines {of!r} (the program defines {names})")
+
+
+def _parse_wrt(wrt: str) -> tuple[str, tuple[str, ...] | None]:
+    """`"w_gh"` → ("w", ("g", "h")); a bare `"w"` → ("w", None)."""
+    if not isinstance(wrt, str):
+        raise DiffError(f"wrt names a tensor, like 'w_gh' or 'b', got {type(wrt).__name__}")
+    node = parse(wrt)
+    if not isinstance(node, Tensor) or node.derivs:
+        raise DiffError(f"wrt names one tensor with fresh indices, like 'w_gh', got {wrt!r}")
+    if len(set(node.indices)) != len(node.indices):
+        raise DiffError(f"the indices of wrt {wrt!r} must be distinct")
+    return node.name, (node.indices if "_" in wrt else None)
+
+
+def _index_count(nodes, name: str) -> int:
+    counts = {len(t.all_indices) for n in nodes for t in n.walk() if isinstance(t, Tensor) and t.key == name}
+    if not counts:
+        where = "; ".join(str(n) for n in nodes)
+        raise DiffError(f"{name} does not occur in {where}: nothing to differentiate by")
+    if len(counts) > 1:
+        raise IndexNotationError(f"{name} occurs with different numbers of indices ({sorted(counts)})")
+    return counts.pop()
+
+
+def _fresh_indices(given, count: int, name: str, used: set[str], where: Expr) -> tuple[str, ...]:
+    if given is None:
+        fresh = fresh_letters(used, "ghklpqrstuv")
+        return tuple(fresh() for _ in range(count))
+    if len(given) != count:
+        raise DiffError(
+            f"{name} carries {count} ind{'ex' if count == 1 else 'ices'} where it occurs, "
+            f"but wrt gives {len(given)}: {name}_{''.join(given)}"
+        )
+    clash = [i for i in given if i in used]
+    if clash:
+        raise DiffError(
+            f"the index {', '.join(clash)} of wrt {name}_{''.join(given)} is already used in {where}; "
+            f"pick fresh letters"
+        )
+    return given
+
+
+def _inline(lines: list[Equation]) -> Equation:
+    """The last derivative line with every named derivative replaced by its definition."""
+    definitions = {eq.lhs.key: eq for eq in lines}
+    target = lines[-1]
+    used = set().union(*(letters_in(eq) for eq in lines))
+    fresh = fresh_letters(used)
+    fixed = frozenset(target.lhs.all_indices)
+    return Equation(target.lhs, _substitute(target.rhs, definitions, fixed, fresh, target.lhs.key))
+
+
+def _substitute(node: Expr, definitions, fixed, fresh, own: str) -> Expr:
+    if isinstance(node, Tensor) and node.derivs and node.key in definitions and node.key != own:
+        eq = definitions[node.key]
+        body = _substitute(eq.rhs, definitions, frozenset(eq.lhs.all_indices), fresh, node.key)
+        inner_fixed = frozenset(eq.lhs.all_indices)
+        for index in _summed_here(body, inner_fixed):
+            body = rename(body, index, fresh(), inner_fixed, fresh)
+        mapping = dict(zip(eq.lhs.all_indices, node.all_indices))
+        return rename_fixed(body, mapping, inner_fixed, fresh)
+    if isinstance(node, Reduce):
+        return Reduce(node.op, node.indices, _substitute(node.body, definitions, fixed | set(node.indices), fresh, own))
+    if isinstance(node, Product):
+        return Product(tuple(_substitute(f, definitions, fixed, fresh, own) for f in node.factors))
+    if isinstance(node, Sum):
+        return Sum(tuple(_substitute(t, definitions, fixed, fresh, own) for t in node.terms))
+    if isinstance(node, Power):
+        return Power(_substitute(node.base, definitions, fixed, fresh, own), node.exponent)
+    if isinstance(node, Call):
+        return Call(node.func, _substitute(node.arg, definitions, fixed, fresh, own), node.relabel)
+    return node
+
+
+def _summed_here(node: Expr, fixed) -> tuple[str, ...]:
+    from .indices import summed_indices
+
+    return summed_indices(node, fixed) if isinstance(node, (Product, Tensor)) else ()

@@ -1,0 +1,146 @@
+"""Renaming indices without changing what an expression means.
+
+Index letters are bound by scopes: a product binds the indices it sums, a reduction binds
+its own. Renaming index `old` to `new` in a node renames the occurrence of `old` that
+belongs to that node's level, follows it into the inner scopes where it is free, and
+leaves alone inner scopes that bind a letter of their own of the same name. Where `new`
+is already bound at a level the rename passes through, that bound letter is first moved
+to a fresh one, so nothing is captured. The differentiator, inlining and δ elimination
+all rename through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Iterable
+
+from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor
+from .indices import free_indices, summed_indices
+
+Fresh = Callable[[], str]
+
+POOL = "klmpqrstuvwabcdefghijnoxyz"
+
+
+def letters_in(node: Expr) -> set[str]:
+    """Every index letter that occurs anywhere in `node`."""
+    out: set[str] = set()
+    for sub in node.walk():
+        if isinstance(sub, (Tensor, Delta)):
+            out.update(sub.all_indices)
+        elif isinstance(sub, Reduce):
+            out.update(sub.indices)
+        elif isinstance(sub, Call) and sub.relabel:
+            out.add(sub.relabel)
+    return out
+
+
+def fresh_letters(used: Iterable[str], preferred: str = POOL) -> Fresh:
+    """A source of index letters none of which is in `used` (nor handed out before)."""
+    taken = set(used)
+
+    def fresh() -> str:
+        for candidate in _candidates(preferred):
+            if candidate not in taken:
+                taken.add(candidate)
+                return candidate
+        raise AssertionError("unreachable: the candidates are endless")
+
+    return fresh
+
+
+def _candidates(preferred: str):
+    yield from preferred
+    n = 1
+    while True:
+        for letter in preferred:
+            yield f"{letter}{n}"
+        n += 1
+
+
+def _swap(indices: tuple[str, ...], old: str, new: str) -> tuple[str, ...]:
+    return tuple(new if i == old else i for i in indices)
+
+
+def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, merge: bool = False) -> Expr:
+    """Rename the index `old` of `node`'s own level (and where it runs inside) to `new`.
+
+    With `merge`, `new` may already be summed at this level and the two become one index
+    (δ elimination: `a_i δ_ij b_j` → `a_j b_j`); otherwise such a `new` is moved aside.
+    """
+    if old == new or isinstance(node, Number):
+        return node
+    if isinstance(node, Tensor):
+        derivs = tuple(Deriv(_swap(d.indices, old, new), d.wrt) for d in node.derivs)
+        return Tensor(node.name, _swap(node.indices, old, new), derivs, span=node.span)
+    if isinstance(node, Delta):
+        return Delta(_swap(node.left, old, new), _swap(node.right, old, new), span=node.span)
+    if isinstance(node, Product):
+        if not merge and new in summed_indices(node, fixed):
+            node = rename(node, new, fresh(), fixed, fresh)
+        factors = tuple(_rename_factor(f, old, new, fixed, fresh, merge) for f in node.factors)
+        return Product(factors, span=node.span)
+    if isinstance(node, Sum):
+        return Sum(
+            tuple(rename(t, old, new, fixed, fresh) if old in free_indices(t, fixed) else t for t in node.terms),
+            span=node.span,
+        )
+    if isinstance(node, Power):
+        return Power(rename(node.base, old, new, fixed, fresh), node.exponent, span=node.span)
+    if isinstance(node, Call):
+        if node.relabel is not None:
+            if node.relabel == old:
+                return replace(node, relabel=new)
+            if old not in free_indices(node.arg, fixed):
+                return node
+        return replace(node, arg=rename(node.arg, old, new, fixed, fresh))
+    if isinstance(node, Reduce):
+        if old in node.indices:
+            return node
+        if new in node.indices:
+            node = rebind_reduction(node, new, fresh(), fixed, fresh)
+        inner = fixed | set(node.indices)
+        return replace(node, body=rename(node.body, old, new, inner, fresh))
+    raise TypeError(f"cannot rename indices in {type(node).__name__}")
+
+
+def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) -> Expr:
+    if isinstance(factor, (Tensor, Delta, Product)):
+        return rename(factor, old, new, fixed, fresh, merge)
+    if old in free_indices(factor, fixed):
+        return rename(factor, old, new, fixed, fresh)
+    return factor
+
+
+def rebind_reduction(node: Reduce, old: str, new: str, fixed: frozenset[str], fresh: Fresh) -> Reduce:
+    """`sum_old(body)` as `sum_new(body)`, the body's old renamed with it."""
+    inner = fixed | set(node.indices)
+    body = rename(node.body, old, new, inner - {old}, fresh) if new not in letters_in(node.body) else None
+    if body is None:
+        body = rename(rename(node.body, new, fresh(), inner, fresh), old, new, inner - {old}, fresh)
+    return Reduce(node.op, _swap(node.indices, old, new), body, span=node.span)
+
+
+def rename_summed_apart(node: Expr, avoid: set[str], fixed: frozenset[str], fresh: Fresh) -> Expr:
+    """Move the indices summed at `node`'s own level off the letters in `avoid`, so the
+    node can be set beside other factors in a product without sharing a summation."""
+    if not isinstance(node, (Product, Tensor)):
+        return node
+    for index in summed_indices(node, fixed):
+        if index in avoid:
+            node = rename(node, index, fresh(), fixed, fresh)
+    return node
+
+
+def rename_fixed(node: Expr, mapping: dict[str, str], fixed: frozenset[str], fresh: Fresh) -> Expr:
+    """Rename indices fixed from outside (a definition's left-hand side indices, when it is
+    inlined where it is used) all at once, through temporaries so that swaps are safe."""
+    temps = {old: fresh() for old in mapping}
+    for old, temp in temps.items():
+        node = rename(node, old, temp, fixed, fresh)
+        fixed = (fixed - {old}) | {temp}
+    for old, temp in temps.items():
+        target = mapping[old]
+        node = rename(node, temp, target, fixed, fresh)
+        fixed = (fixed - {temp}) | {target}
+    return node

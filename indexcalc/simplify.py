@@ -1,0 +1,375 @@
+"""Rewrite rules that make a derivative read the way one writes it by hand.
+
+`simplify` rewrites bottom-up: the children of a node first, then the node's own rules,
+in the order of the table `RULES`, until none applies. Each rule is one small function
+that returns the rewritten node or None, and knows which indices are fixed from outside,
+since whether an index is summed decides what is allowed (a δ is contracted away only
+through an index it sums; equal factors become a power only over fixed indices).
+
+The rules keep meaning, never only the look: every one is checked by evaluating before
+and after in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
+from .indices import free_indices, occurrence_counts
+from .program import as_parsed
+from .relabel import Fresh, fresh_letters, letters_in, rename, rename_summed_apart
+
+
+@dataclass(frozen=True)
+class Context:
+    fixed: frozenset[str]
+    fresh: Fresh
+
+
+Rule = Callable[[Expr, Context], "Expr | None"]
+
+
+def simplify(source) -> Expr:
+    """δ elimination, constant folding, like terms collected, zero terms dropped.
+
+    Takes and returns what `parse` and `diff` return: an expression, an equation or a
+    program (each equation simplified with its left-hand side's indices fixed).
+    """
+    node = as_parsed(source)
+    if isinstance(node, Program):
+        return Program(tuple(simplify(eq) for eq in node.equations))
+    if isinstance(node, Equation):
+        fresh = fresh_letters(letters_in(node))
+        rhs = _simplify(node.rhs, Context(frozenset(node.lhs.all_indices), fresh))
+        return Equation(node.lhs, rhs)
+    return _simplify(node, Context(frozenset(), fresh_letters(letters_in(node))))
+
+
+def _simplify(node: Expr, ctx: Context) -> Expr:
+    node = _children(node, ctx)
+    for _ in range(100):
+        for node_type, rule in RULES:
+            if isinstance(node, node_type):
+                new = rule(node, ctx)
+                if new is not None and new != node:
+                    node = _children(new, ctx)
+                    break
+        else:
+            return node
+    return node
+
+
+def _children(node: Expr, ctx: Context) -> Expr:
+    if isinstance(node, Product):
+        return _product_of(tuple(_simplify(f, ctx) for f in leaf_factors(node)), ctx)
+    if isinstance(node, Sum):
+        return Sum(tuple(_simplify(t, ctx) for t in node.terms))
+    if isinstance(node, Power):
+        return Power(_simplify(node.base, ctx), _simplify(node.exponent, ctx))
+    if isinstance(node, Call):
+        return Call(node.func, _simplify(node.arg, ctx), node.relabel)
+    if isinstance(node, Reduce):
+        inner = Context(ctx.fixed | set(node.indices), ctx.fresh)
+        return Reduce(node.op, node.indices, _simplify(node.body, inner))
+    return node
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _product_of(factors: tuple[Expr, ...], ctx: Context) -> Product:
+    """A product of simplified factors. A factor that was a scope (a one-term sum, a
+    power 1) and became a product must not share its summed letters with its siblings,
+    since parentheses around a product only group."""
+    out = list(factors)
+    for k, factor in enumerate(out):
+        if isinstance(factor, (Product, Tensor)):
+            others = set().union(*(letters_in(f) for j, f in enumerate(out) if j != k))
+            out[k] = rename_summed_apart(factor, others, ctx.fixed, ctx.fresh)
+    return Product(tuple(out))
+
+
+def _coefficient(node: Expr) -> tuple[float, tuple[Expr, ...]]:
+    """A term as (number, the other factors)."""
+    if isinstance(node, Number):
+        return node.value, ()
+    if isinstance(node, Product):
+        c, rest = 1.0, []
+        for f in node.factors:
+            if isinstance(f, Number):
+                c *= f.value
+            else:
+                rest.append(f)
+        return c, tuple(rest)
+    return 1.0, (node,)
+
+
+def _make_product(c: float, factors: tuple[Expr, ...]) -> Expr:
+    if c == 0:
+        return Number(0.0) if not factors else Product((Number(0.0),) + factors)
+    if not factors:
+        return Number(c)
+    if c == 1:
+        return factors[0] if len(factors) == 1 else Product(factors)
+    return Product((Number(c),) + factors)
+
+
+def _is_zero(node: Expr) -> bool:
+    return _coefficient(node)[0] == 0
+
+
+_RANK = {Number: 0, Sum: 1, Reduce: 2, Call: 3, Power: 4, Tensor: 5, Delta: 6}
+
+
+def _factor_key(factor: Expr):
+    if isinstance(factor, Power) and factor.exponent == Number(-1.0):
+        return (9, str(factor))
+    base = factor.base if isinstance(factor, Power) else factor
+    return (_RANK.get(type(base), 7), str(factor))
+
+
+# ---------------------------------------------------------------- product rules
+
+
+def flatten_product(node: Product, ctx: Context) -> Expr | None:
+    """Parentheses around a product only group: open them."""
+    if any(isinstance(f, Product) for f in node.factors):
+        return Product(tuple(leaf_factors(node)))
+    return None
+
+
+def fold_numbers(node: Product, ctx: Context) -> Expr | None:
+    """One leading number: 2 x 3 y → 6 x y; a lone factor stands alone."""
+    c, rest = _coefficient(node)
+    if c == 0 and rest:
+        kept = _zero_carrier(node, ctx)
+        return None if kept == node else kept
+    result = _make_product(c, rest)
+    return None if result == node else result
+
+
+def _zero_carrier(node: Product, ctx: Context) -> Expr:
+    """0 times anything is 0, but a zero must keep the indices it runs over."""
+    if not free_indices(node, ctx.fixed):
+        return Number(0.0)
+    return node
+
+
+def order_factors(node: Product, ctx: Context) -> Expr | None:
+    """Numbers, brackets, functions, tensors, δ, divisors: the order of the notes."""
+    ordered = tuple(sorted(node.factors, key=_factor_key))
+    return None if ordered == node.factors else Product(ordered)
+
+
+def eliminate_delta(node: Product, ctx: Context) -> Expr | None:
+    """δ_ig x_i → x_g: a δ contracted through an index it sums is removed by renaming."""
+    counts = occurrence_counts(node, ctx.fixed)
+
+    def summed(i: str) -> bool:
+        return i not in ctx.fixed and counts[i] > 1
+
+    for k, factor in enumerate(node.factors):
+        if not isinstance(factor, Delta):
+            continue
+        for p, (a, b) in enumerate(factor.pairs):
+            if a == b:
+                if a in ctx.fixed:
+                    return _drop_pair(node, k, p, None, None, ctx)
+                continue
+            for old, new in ((a, b), (b, a)):
+                if summed(old) and (summed(new) or new in ctx.fixed or counts[old] == 2):
+                    return _drop_pair(node, k, p, old, new, ctx)
+    return None
+
+
+def _drop_pair(node: Product, k: int, p: int, old, new, ctx: Context) -> Expr:
+    delta = node.factors[k]
+    pairs = [pair for q, pair in enumerate(delta.pairs) if q != p]
+    rest = list(node.factors[:k] + node.factors[k + 1 :])
+    if pairs:
+        rest.append(Delta(tuple(a for a, _ in pairs), tuple(b for _, b in pairs)))
+    result = Product(tuple(rest)) if rest else Number(1.0)
+    if old is not None and isinstance(result, Product):
+        result = rename(result, old, new, ctx.fixed, ctx.fresh, merge=True)
+    return result
+
+
+def combine_powers(node: Product, ctx: Context) -> Expr | None:
+    """u u → u^2 and u^a u^b → u^(a+b), where u runs only over fixed indices."""
+    seen: dict[Expr, int] = {}
+    factors = list(node.factors)
+    for k, factor in enumerate(factors):
+        base, exponent = (factor.base, factor.exponent) if isinstance(factor, Power) else (factor, Number(1.0))
+        if not isinstance(exponent, Number) or isinstance(base, Number):
+            continue
+        if any(i not in ctx.fixed for i in free_indices(base, ctx.fixed)):
+            continue
+        if base in seen:
+            j = seen[base]
+            other = factors[j]
+            total = exponent.value + (other.exponent.value if isinstance(other, Power) else 1.0)
+            factors[j] = Power(base, Number(total))
+            del factors[k]
+            return Product(tuple(factors))
+        seen[base] = k
+    return None
+
+
+def drop_zero_carriers(node: Product, ctx: Context) -> Expr | None:
+    """In σ'(u_i) (0 x_i + 1), the zero term only kept i alive; σ' already carries it."""
+    counts = occurrence_counts(node, ctx.fixed)
+    for k, factor in enumerate(node.factors):
+        if not isinstance(factor, Sum) or not any(_is_zero(t) for t in factor.terms):
+            continue
+        kept = [t for t in factor.terms if not _is_zero(t)]
+        if not kept:
+            continue
+        lost = set(free_indices(factor, ctx.fixed)) - set().union(*(free_indices(t, ctx.fixed) for t in kept))
+        if all(i in ctx.fixed and counts[i] > 1 for i in lost):
+            new = kept[0] if len(kept) == 1 else Sum(tuple(kept))
+            return Product(node.factors[:k] + (new,) + node.factors[k + 1 :])
+    return None
+
+
+# ---------------------------------------------------------------- sum rules
+
+
+def flatten_sum(node: Sum, ctx: Context) -> Expr | None:
+    if any(isinstance(t, Sum) for t in node.terms):
+        terms = []
+        for t in node.terms:
+            terms.extend(t.terms if isinstance(t, Sum) else (t,))
+        return Sum(tuple(terms))
+    return None
+
+
+def collect_terms(node: Sum, ctx: Context) -> Expr | None:
+    """2 a + 3 a → 5 a, numbers added up, zero terms dropped where nothing is lost."""
+    groups: dict[object, list] = {}
+    order = []
+    for term in node.terms:
+        c, rest = _coefficient(term)
+        key = _canonical_key(rest, ctx)
+        if key not in groups:
+            groups[key] = [0.0, rest]
+            order.append(key)
+        groups[key][0] += c
+    terms = [_make_product(groups[k][0], groups[k][1]) for k in order]
+    needed = set(free_indices(node, ctx.fixed))
+    nonzero = [t for t in terms if not _is_zero(t)]
+    carried = set().union(*(free_indices(t, ctx.fixed) for t in nonzero)) if nonzero else set()
+    if carried != needed:
+        nonzero += [t for t in terms if _is_zero(t) and set(free_indices(t, ctx.fixed)) - carried][:1]
+    if not nonzero:
+        return Number(0.0)
+    result = nonzero[0] if len(nonzero) == 1 else Sum(tuple(nonzero))
+    return None if result == node else result
+
+
+def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
+    """Factors up to order and up to the names of the indices summed, at every level."""
+    if not factors:
+        return ()
+    product = Product(tuple(sorted(factors, key=_factor_key)))
+    fresh = fresh_letters(letters_in(product) | ctx.fixed)
+    canonical = _canonical(product, ctx.fixed, fresh, iter(range(10**6)))
+    return tuple(sorted(str(f) for f in canonical.factors))
+
+
+def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr:
+    """Bound indices renamed #0, #1, ... in order of appearance, scope by scope."""
+    if isinstance(node, (Product, Tensor)):
+        counts = occurrence_counts(node, fixed)
+        for index in [i for i in counts if i not in fixed and counts[i] > 1]:
+            node = rename(node, index, f"#{next(counter)}", fixed, fresh)
+        if isinstance(node, Product):
+            return Product(tuple(_canonical(f, fixed, fresh, counter) if not isinstance(f, (Tensor, Delta)) else f
+                                 for f in node.factors))
+        return node
+    if isinstance(node, Sum):
+        return Sum(tuple(_canonical(t, fixed, fresh, counter) for t in node.terms))
+    if isinstance(node, Power):
+        return Power(_canonical(node.base, fixed, fresh, counter), node.exponent)
+    if isinstance(node, Call):
+        return Call(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
+    if isinstance(node, Reduce):
+        from .relabel import rebind_reduction
+
+        for index in node.indices:
+            node = rebind_reduction(node, index, f"#{next(counter)}", fixed, fresh)
+        inner = fixed | set(node.indices)
+        return Reduce(node.op, node.indices, _canonical(node.body, inner, fresh, counter))
+    return node
+
+
+# ---------------------------------------------------------------- other rules
+
+
+def fold_power(node: Power, ctx: Context) -> Expr | None:
+    """u^1 → u; 2^3 → 8; u^0 → 1 where u runs over no index."""
+    if node.exponent == Number(1.0):
+        return node.base
+    if isinstance(node.base, Number) and isinstance(node.exponent, Number):
+        try:
+            value = node.base.value ** node.exponent.value
+        except (OverflowError, ZeroDivisionError):
+            return None
+        return Number(value) if isinstance(value, float) or isinstance(value, int) else None
+    if node.exponent == Number(0.0) and not free_indices(node.base, ctx.fixed):
+        return Number(1.0)
+    return None
+
+
+def fold_call(node: Call, ctx: Context) -> Expr | None:
+    """A function of a number is a number (relu'(2) → 1)."""
+    if isinstance(node.arg, Number):
+        from . import functions
+
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            value = float(functions.lookup(node.func).compute(np.float64(node.arg.value)))
+        return Number(value) if np.isfinite(value) else None
+    return None
+
+
+def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry."""
+    if node.op != "sum":
+        return None
+    factors = list(leaf_factors(node.body)) if isinstance(node.body, Product) else [node.body]
+    for k, factor in enumerate(factors):
+        if not isinstance(factor, Delta):
+            continue
+        for p, (a, b) in enumerate(factor.pairs):
+            for old, new in ((a, b), (b, a)):
+                if old in node.indices and new not in node.indices and old != new:
+                    inner = ctx.fixed | set(node.indices)
+                    body = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
+                    body = rename(body, old, new, inner | {new}, ctx.fresh, merge=True)
+                    kept = tuple(i for i in node.indices if i != old)
+                    return Reduce(node.op, kept, body) if kept else body
+    return None
+
+
+def lone_delta(node: Delta, ctx: Context) -> Expr | None:
+    """A δ standing alone sums what it repeats: δ_(ii)(gh) → δ_gh."""
+    result = eliminate_delta(Product((node,)), ctx)
+    return None if result is None else result
+
+
+RULES: tuple[tuple[type, Rule], ...] = (
+    (Delta, lone_delta),
+    (Product, flatten_product),
+    (Product, fold_numbers),
+    (Product, eliminate_delta),
+    (Product, drop_zero_carriers),
+    (Product, combine_powers),
+    (Product, order_factors),
+    (Sum, flatten_sum),
+    (Sum, collect_terms),
+    (Reduce, reduce_delta),
+    (Power, fold_power),
+    (Call, fold_call),
+)

@@ -1,0 +1,746 @@
+"""Errors: bad input raises the indexcalc exception family, with a message that helps.
+
+The contract: every mistake a user can make raises `ic.IndexCalcError` or a subclass
+(ParseError, IndexNotationError, ShapeError, MissingArrayError). A syntax error quotes
+the line and puts a caret under the offending character; an index error names the
+indices and the expression; a size error names the index and both sizes; a missing array
+is named. No other exception escapes the public API on any input, and nothing hangs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import indexcalc as ic
+
+EVALUATORS = [ic.evaluate, ic.evaluate_loops]
+evaluators = pytest.mark.parametrize("evaluator", EVALUATORS, ids=["einsum", "loops"])
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def caret(err: ic.IndexCalcError) -> tuple[int, str, int]:
+    """(line number, quoted line, column of the caret in that line) read off a message."""
+    lines = str(err).split("\n")
+    assert len(lines) >= 3, f"no quoted line and caret in:\n{err}"
+    quoted, marker = lines[-2], lines[-1]
+    m = re.match(r"  line (\d+): ", quoted)
+    assert m, f"no 'line N:' before the quoted text in:\n{err}"
+    assert marker.strip() == "^", f"the last line is not a lone caret in:\n{err}"
+    return int(m.group(1)), quoted[m.end():], marker.index("^") - m.end()
+
+
+def assert_points_at(err: ic.IndexCalcError, text: str, where) -> None:
+    """The caret stands under character `where` of `text` (an offset into the whole text,
+    or a (low, high) range of acceptable offsets), on the line that holds it."""
+    low, high = (where, where) if isinstance(where, int) else where
+    line_number, quoted, column = caret(err)
+    line_start = text.rfind("\n", 0, low) + 1
+    assert line_number == text.count("\n", 0, low) + 1, str(err)
+    assert quoted == text[line_start:].split("\n")[0], str(err)
+    assert low - line_start <= column <= high - line_start, (
+        f"caret at column {column}, expected {low - line_start}..{high - line_start}:\n{err}"
+    )
+
+
+def parse_error(text: str, cls=ic.ParseError) -> ic.IndexCalcError:
+    with pytest.raises(cls) as info:
+        ic.parse(text)
+    return info.value
+
+
+def eval_error(evaluator, text, arrays, cls) -> ic.IndexCalcError:
+    with pytest.raises(cls) as info:
+        evaluator(text, arrays)
+    return info.value
+
+
+@pytest.fixture
+def arrays():
+    rng = np.random.default_rng(0)
+    return {
+        "w": rng.normal(size=(3, 4)),
+        "x": rng.normal(size=4),
+        "b": rng.normal(size=3),
+        "v": rng.normal(size=3),
+        "m": rng.normal(size=(3, 3)),
+    }
+
+
+def test_the_family():
+    for cls in (ic.ParseError, ic.IndexNotationError, ic.ShapeError, ic.MissingArrayError):
+        assert issubclass(cls, ic.IndexCalcError)
+    assert issubclass(ic.IndexCalcError, Exception)
+
+
+# ---------------------------------------------------------------- syntax
+
+
+@pytest.mark.parametrize(
+    "text, char",
+    [
+        ("y_i = w_ij x_j $ 2", "$"),
+        ("y_i = x_i @ 2", "@"),
+        ("y = x ! z", "!"),
+        ("y = x & z", "&"),
+        ("y_i = x_i]", "]"),
+        ("y_i = w_ij} x_j", "}"),
+        ('y = "x"', '"'),
+        ("y_i = x_i ? 1", "?"),
+    ],
+)
+def test_unexpected_character(text, char):
+    err = parse_error(text)
+    assert "unexpected character" in str(err)
+    assert repr(char) in str(err)
+    assert_points_at(err, text, text.index(char))
+
+
+@pytest.mark.parametrize(
+    "text, fragment, where",
+    [
+        ("y_i = (w_ij x_j", "expected ')'", len("y_i = (w_ij x_j")),
+        ("y = sigma(x_i x_i", "to close the argument of 'sigma'", len("y = sigma(x_i x_i")),
+        ("y = sum_i(x_i", "to close sum_i(...)", len("y = sum_i(x_i")),
+        ("y_i = w_ij x_j)", "unexpected ')'", len("y_i = w_ij x_j")),
+        ("y = (x))", "unexpected ')'", len("y = (x)")),
+        ("y = w_{ij x_j", "unclosed '{'", len("y = w_")),
+        ("y_i = w_ij} x_j", "unexpected character '}'", len("y_i = w_ij")),
+        ("d = loss_{,(gh)}[w", "unclosed '['", len("d = loss_{,(gh)}")),
+        ("y = ()", "empty parentheses", len("y = (")),
+    ],
+)
+def test_unbalanced_parentheses_and_braces(text, fragment, where):
+    err = parse_error(text)
+    assert fragment in str(err)
+    assert_points_at(err, text, where)
+
+
+@pytest.mark.parametrize(
+    "text, found, where",
+    [
+        ("y_i = w_ij x_j +", "the end of the text", 16),
+        ("y_i = x_i -", "the end of the text", 11),
+        ("y_i = x_i /", "the end of the text", 11),
+        ("y = x^", "the end of the text", 6),
+        ("y = x **", "the end of the text", 8),
+        ("y = 2 *", "the end of the text", 7),
+        ("y_i = * x_i", "'*'", 6),
+        ("y = x + * z", "'*'", 8),
+        ("y = x / / z", "'/'", 8),
+        ("= x", "'='", 0),
+        ("y_i = x_i +\nz = 1", "the end of the line", 11),
+    ],
+)
+def test_dangling_operator(text, found, where):
+    err = parse_error(text)
+    assert "expected a tensor, number or '('" in str(err)
+    assert f"found {found}" in str(err)
+    assert_points_at(err, text, where)
+
+
+def test_nothing_after_equals():
+    err = parse_error("y = ")
+    assert "expected an expression after '='" in str(err)
+    assert_points_at(err, "y = ", 4)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n", "# only a comment", "# one\n  # two\n", ";"])
+def test_empty_input(text):
+    err = parse_error(text)
+    assert "nothing to parse" in str(err)
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [("eta(x_i + 1)", "eta"), ("y_i = eta(x_i + 1)", "eta"), ("y = lr(x_i x_i)", "lr"), ("y = foo'(x)", "foo'")],
+)
+def test_unknown_function(text, name):
+    err = parse_error(text)
+    message = str(err)
+    assert f"unknown function '{name}'" in message
+    assert "write a space" in message and f"'{name} (...)'" in message
+    assert_points_at(err, text, text.index(name))
+    if "'" not in name:  # and the advice works: with a space it is a product
+        assert isinstance(ic.parse(text.replace(f"{name}(", f"{name} (")), ic.Expr)
+
+
+@pytest.mark.parametrize(
+    "text, fragment, where",
+    [
+        ("exp", "the function 'exp' needs an argument in parentheses", 0),
+        ("y = exp + 1", "the function 'exp' needs an argument in parentheses", 4),
+        ("y_i = sigma_i", "the function 'sigma' needs an argument in parentheses", 6),
+        ("y = 2 tanh", "the function 'tanh' needs an argument in parentheses", 6),
+        ("y = exp()", "'exp' needs an argument", (8, 9)),
+    ],
+)
+def test_function_without_argument(text, fragment, where):
+    err = parse_error(text)
+    assert fragment in str(err)
+    assert_points_at(err, text, where)
+
+
+@pytest.mark.parametrize(
+    "text, fragment, where",
+    [
+        ("w_", "'_' must be followed by indices", (1, 2)),
+        ("y = 2 x_", "'_' must be followed by indices", (7, 8)),
+        ("y = x_ + 1", "'_' must be followed by indices", (5, 6)),
+        ("w_{i,}", "a comma derivative needs indices after the comma", (2, 5)),
+        ("w_{1}", "cannot read indices '1'", (2, 4)),
+        ("y = w_{i1j,}", "a comma derivative needs indices after the comma", (6, 11)),
+        ("w_{i,j,k}", "at most one comma", (2, 8)),
+        ("w_(ij)", "grouped indices (ij)(kl) are only for δ", 0),
+        ("y = σ_ij(x_i)", "a subscripted function takes one index", 4),
+    ],
+)
+def test_bad_subscript(text, fragment, where):
+    err = parse_error(text)
+    assert fragment in str(err)
+    assert_points_at(err, text, where)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("δ_i", "a Kronecker delta takes two indices"),
+        ("delta_i", "a Kronecker delta takes two indices"),
+        ("δ_ijk", "a Kronecker delta takes two indices"),
+        ("y_i = δ_ijk x_k", "a Kronecker delta takes two indices"),
+        ("δ_(ij)(k)", "a grouped delta pairs two groups of equal length"),
+        ("y = δ_(ij)(kl)(mn) a_ijklmn", "a grouped delta pairs two groups of equal length"),
+        ("δ_()()", "a grouped delta pairs two groups of equal length"),
+    ],
+)
+def test_bad_delta(text, fragment):
+    err = parse_error(text)
+    assert fragment in str(err)
+    start = text.index("δ") if "δ" in text else text.index("delta")
+    assert_points_at(err, text, start)
+
+
+@pytest.mark.parametrize("text", ["w_ij[w]", "y = loss[w]", "y_i = x_i[w] + 1"])
+def test_wrt_on_a_tensor_without_comma_derivative(text):
+    err = parse_error(text)
+    assert "'[...]' names what a comma derivative is taken by" in str(err)
+    assert "has no comma derivative" in str(err)
+    assert_points_at(err, text, text.index("["))
+
+
+@pytest.mark.parametrize(
+    "text, derivs, names",
+    [("f_{,ij}[a,b,c]", 2, 3), ("f_{,(gh)}[a,b]", 1, 2), ("y = f_{k,i(gh)}[a,b,c,d] z_kigh", 2, 4)],
+)
+def test_wrong_number_of_names_in_brackets(text, derivs, names):
+    err = parse_error(text)
+    assert f"{derivs} derivative" in str(err) and f"{names} names" in str(err)
+    assert_points_at(err, text, (text.index("["), text.index("]")))
+
+
+@pytest.mark.parametrize(
+    "text, fragment, where",
+    [
+        ("2 = x", "the left-hand side of '=' must be one tensor", 0),
+        ("x_i + 1 = y_i", "the left-hand side of '=' must be one tensor", 0),
+        ("sigma(x) = y", "the left-hand side of '=' must be one tensor", 0),
+        ("a_i = x_i\n2 x_i = y_i", "the left-hand side of '=' must be one tensor", 10),
+        ("y_ii = x_i", "the left-hand side y_ii repeats an index", 0),
+        ("h_{i,i} = x_i", "repeats an index", 0),
+        ("y = x = z", "only one '=' per line", 6),
+        ("y_i = 2 x_i =", "only one '=' per line", 12),
+    ],
+)
+def test_bad_equation(text, fragment, where):
+    err = parse_error(text)
+    assert fragment in str(err)
+    assert_points_at(err, text, where)
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("y_i = x_i\nx_i + 1", "x_i + 1"),
+        ("# layer\ny_i = x_i\n\n  2 x_i\nz = 1", "  2 x_i"),
+        ("w_ij x_j\ny_i = x_i", "w_ij x_j"),
+        ("y_i = x_i\nx_i^2", "x_i^2"),
+        ("y_i = x_i\nz = 1\n  x_i ** 2 + 1", "  x_i ** 2 + 1"),
+    ],
+)
+def test_bare_expression_in_a_program(text, line):
+    err = parse_error(text)
+    assert "every line must be an equation" in str(err)
+    where = text.index(line) + len(line) - len(line.lstrip())
+    assert_points_at(err, text, where)
+
+
+def test_caret_on_the_right_line_of_a_program():
+    text = "h_i = w_ij x_j   # hidden\n# a comment with $ in it\nyhat_i = sigma(h_i + $)\nloss = yhat_i yhat_i\n"
+    err = parse_error(text)
+    line_number, quoted, column = caret(err)
+    assert line_number == 3
+    assert quoted == "yhat_i = sigma(h_i + $)"
+    assert column == quoted.index("$")
+    assert "loss" not in str(err) and "hidden" not in str(err)
+
+
+def test_caret_on_the_right_line_of_a_program_with_braces_across_lines():
+    text = "a_i = x_i\nb_{i\n j} = x_ij\nc = (a_i a_i +\n  * 2)"
+    err = parse_error(text)
+    line_number, quoted, column = caret(err)
+    assert (line_number, quoted, column) == (5, "  * 2)", 2)
+
+
+@evaluators
+def test_index_error_caret_on_the_right_line(evaluator, arrays):
+    text = "h_i = w_ij x_j\n\ny_i = h_i + b_k\n"
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    assert_points_at(err, text, text.index("b_k"))
+
+
+@evaluators
+def test_caret_counts_characters_of_the_text_as_read(evaluator):
+    """ŷ may come as y + combining hat; the caret still stands under the offending term."""
+    text = "y\u0302_i + x_j"
+    err = eval_error(evaluator, text, {"yhat": np.ones(2), "x": np.ones(2)}, ic.IndexNotationError)
+    _, quoted, column = caret(err)
+    assert quoted[column:] == "x_j"
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [("y_i = x_j^2", 6), ("y_i = x_i + x_j**2", 12), ("y = x_i^x_j^2", 8), ("y = x_i\nz_i = x_j^2 + 1", 14)],
+)
+@evaluators
+def test_index_error_caret_under_a_power(evaluator, text, where):
+    err = eval_error(evaluator, text, {"x": np.ones(2)}, ic.IndexNotationError)
+    assert_points_at(err, text, where)
+
+
+# ---------------------------------------------------------------- index rules
+
+
+@evaluators
+def test_sum_terms_with_different_indices(evaluator, arrays):
+    text = "y_i = w_ij x_j + b_k"
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    message = str(err)
+    assert "the terms of a sum must carry the same indices" in message
+    assert "w_ij x_j has {i}" in message and "b_k has {k}" in message
+    assert_points_at(err, text, text.index("b_k"))
+
+
+@evaluators
+def test_sum_terms_with_different_indices_inside_a_function(evaluator, arrays):
+    text = "y_i = sigma(w_ij x_j + m_ik)"
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    message = str(err)
+    assert "{i}" in message and "{i, k}" in message and "m_ik" in message
+
+
+@pytest.mark.parametrize(
+    "text, lhs, right, detail",
+    [
+        ("y_ik = w_ij x_j", "{i, k}", "{i}", "{k} on the left but not on the right"),
+        ("y = w_ij x_j", "no index", "{i}", "{i} free on the right but not on the left"),
+        ("y_j = w_ij x_j", "{j}", "{i, j}", "{i} free on the right but not on the left"),
+    ],
+)
+@evaluators
+def test_rhs_indices_differ_from_lhs(evaluator, arrays, text, lhs, right, detail):
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    message = str(err)
+    lhs_name = text.split("=")[0].strip()
+    assert f"the two sides of {lhs_name} = ... carry different indices" in message
+    assert f"the left has {lhs}" in message and f"the right {right}" in message
+    assert detail in message
+    assert_points_at(err, text, text.index("=") + 2)
+
+
+@pytest.mark.parametrize(
+    "text, found",
+    [("y_i = σ_i(x_j v_j)", "no index free"), ("y_i = σ_i(w_jk m_kl)", "{j, l} free"), ("y_i = tanh_i(2)", "no index free")],
+)
+@evaluators
+def test_subscripted_function_needs_one_free_index(evaluator, arrays, text, found):
+    arrays = {**arrays, "w": np.ones((3, 3))}
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    message = str(err)
+    assert "relabels one free index of its argument" in message
+    assert found in message
+    arg = text[text.index("(") + 1 : text.rindex(")")]
+    assert arg in message
+    assert_points_at(err, text, 6)
+
+
+@pytest.mark.parametrize(
+    "text, reduction, missing, body",
+    [
+        ("y = sum_k(x_j x_j)", "sum_k", "{k}", "x_j x_j"),
+        ("y_i = mean_n(w_ij x_j)", "mean_n", "{n}", "w_ij x_j"),
+        ("y = Σ_jk(w_jq x_q)", "sum_jk", "{k}", "w_jq x_q"),
+    ],
+)
+@evaluators
+def test_reduction_over_an_absent_index(evaluator, arrays, text, reduction, missing, body):
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    message = str(err)
+    assert f"{reduction}(...) reduces over {missing}" in message
+    assert f"does not occur in {body}" in message
+    assert_points_at(err, text, text.index(text.split("= ")[1][:1]))
+
+
+@pytest.mark.parametrize("text, reduction", [("y = sum_jj(x_j)", "sum_jj"), ("y = mean_nkn(X_nk)", "mean_nkn")])
+def test_reduction_repeating_an_index(text, reduction):
+    err = parse_error(text)
+    assert f"{reduction}(...) repeats an index" in str(err)
+    assert_points_at(err, text, text.index(reduction))
+
+
+@pytest.mark.parametrize(
+    "text, exponent, free",
+    [("y_j = x_j^x_j", "x_j", "{j}"), ("y_i = b_i ** (w_ij x_j)", "w_ij x_j", "{i}"), ("y = 2^x_j", "x_j", "{j}")],
+)
+@evaluators
+def test_exponent_with_a_free_index(evaluator, arrays, text, exponent, free):
+    err = eval_error(evaluator, text, arrays, ic.IndexNotationError)
+    message = str(err)
+    assert f"the exponent {exponent} must carry no free index, it has {free}" in message
+    assert_points_at(err, text, text.rindex(exponent))
+
+
+# ---------------------------------------------------------------- arrays and sizes
+
+
+@evaluators
+def test_size_mismatch_names_index_and_both_sizes(evaluator):
+    arrays = {"w": np.ones((3, 4)), "x": np.ones(3)}
+    err = eval_error(evaluator, "y_i = w_ij x_j", arrays, ic.ShapeError)
+    message = str(err)
+    assert re.search(r"\bindex j\b", message), message
+    assert "size 4" in message and "size 3" in message
+    assert "w_ij" in message and "x_j" in message
+
+
+@evaluators
+def test_size_mismatch_between_equations_of_a_program(evaluator):
+    arrays = {"w": np.ones((3, 4)), "x": np.ones(4), "b": np.ones(5)}
+    err = eval_error(evaluator, "h_i = w_ij x_j\ny_i = h_i + b_i", arrays, ic.ShapeError)
+    message = str(err)
+    assert re.search(r"\bindex i\b", message) and "size 3" in message and "size 5" in message
+
+
+@pytest.mark.parametrize(
+    "text, given, tensor, ndim",
+    [
+        ("y_i = w_i x_i", {"w": np.ones((3, 4)), "x": np.ones(3)}, "w_i has 1 index", "2 dimensions"),
+        ("y_i = x_i", {"x": 2.0}, "x_i has 1 index", "0 dimensions"),
+        ("y = eta x_i x_i", {"eta": np.ones(3), "x": np.ones(3)}, "eta has 0 indices", "1 dimension"),
+        ("y_ij = m_ij", {"m": np.ones((2, 2, 2))}, "m_ij has 2 indices", "3 dimensions"),
+    ],
+)
+@evaluators
+def test_array_of_wrong_ndim(evaluator, text, given, tensor, ndim):
+    err = eval_error(evaluator, text, given, ic.ShapeError)
+    assert tensor in str(err) and ndim in str(err)
+
+
+@evaluators
+def test_missing_array_is_named_and_the_given_ones_listed(evaluator, arrays):
+    err = eval_error(evaluator, "y_i = w_ij z_j + b_i", arrays, ic.MissingArrayError)
+    message = str(err)
+    assert "no array given for 'z'" in message
+    assert "arrays given: b, m, v, w, x" in message
+
+
+@evaluators
+def test_missing_arrays_all_named(evaluator):
+    err = eval_error(evaluator, "loss = eta (p_i - q_i)(p_i - q_i)", {"q": np.ones(2)}, ic.MissingArrayError)
+    message = str(err)
+    assert "'eta'" in message and "'p'" in message and "'q'" not in message.split("(arrays")[0]
+    assert "arrays given: q" in message
+
+
+@evaluators
+def test_missing_array_with_nothing_given(evaluator):
+    err = eval_error(evaluator, "y_i = x_i", {}, ic.MissingArrayError)
+    assert "'x'" in str(err) and "none" in str(err)
+
+
+@evaluators
+def test_missing_comma_derivative_array_is_named(evaluator):
+    err = eval_error(evaluator, "w_new_gh = w_gh - eta loss_{,(gh)}[w]",
+                     {"w": np.ones((2, 2)), "eta": 0.1}, ic.MissingArrayError)
+    assert "loss" in str(err) and "[w]" in str(err)
+
+
+@pytest.mark.parametrize(
+    "text, given, a, b",
+    [
+        ("y = δ_ij w_ij", {"w": np.ones((3, 4))}, ("i", 3), ("j", 4)),
+        ("y_i = δ_ij x_j + b_i", {"x": np.ones(4), "b": np.ones(3)}, ("i", 3), ("j", 4)),
+        ("y = δ_(ij)(kl) a_ij c_kl", {"a": np.ones((2, 3)), "c": np.ones((3, 3))}, ("i", 2), ("k", 3)),
+    ],
+)
+@evaluators
+def test_delta_pairing_indices_of_different_sizes(evaluator, text, given, a, b):
+    err = eval_error(evaluator, text, given, ic.ShapeError)
+    message = str(err)
+    assert "delta" in message or "δ" in message
+    for index, size in (a, b):
+        assert f"index {index} (size {size})" in message, message
+
+
+@pytest.mark.parametrize("text, index", [("y_ij = δ_ij", "i"), ("y_i = x_j δ_jj + 0 δ_ii", "i")])
+@evaluators
+def test_index_of_unknown_size(evaluator, text, index):
+    err = eval_error(evaluator, text, {"x": np.ones(3)}, ic.ShapeError)
+    assert f"cannot tell the size of index {index}" in str(err)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["a", "b", "c"],
+        "abc",
+        None,
+        object(),
+        {"a": 1},
+        np.array([1 + 2j, 0, 0]),
+        np.array(["1", "2", "3"]),
+        np.array(["2020-01-01"] * 3, dtype="datetime64[D]"),
+        [[1.0, 2.0], [3.0]],
+    ],
+    ids=["strings", "str", "None", "object", "dict", "complex", "numpy-str", "datetime", "ragged"],
+)
+@evaluators
+def test_non_numeric_array(evaluator, value):
+    with pytest.raises(ic.IndexCalcError) as info:
+        evaluator("y = x_i x_i", {"x": value})
+    if not isinstance(value, list) or not isinstance(value[0], list):
+        assert isinstance(info.value, ic.ShapeError)
+        assert "'x'" in str(info.value) and "not real numbers" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [[1.0, 2.0], None, "x", ("x", 1.0), 3.0, np.ones(3)])
+@evaluators
+def test_arrays_not_a_mapping(evaluator, value):
+    with pytest.raises(ic.IndexCalcError) as info:
+        evaluator("y = x_i x_i", value)
+    assert "arrays must be a mapping" in str(info.value)
+
+
+@pytest.mark.parametrize("source", [42, None, b"y = x", ["y = x"], 1.5, np.ones(2)])
+def test_parse_source_not_a_string(source):
+    with pytest.raises(ic.ParseError) as info:
+        ic.parse(source)
+    assert "expected text to parse" in str(info.value)
+
+
+@pytest.mark.parametrize("source", [42, None, b"y = x", ["y = x"], {"y": 1}, np.ones(2)])
+@evaluators
+def test_evaluate_source_not_a_string_or_expression(evaluator, source):
+    with pytest.raises(ic.IndexCalcError) as info:
+        evaluator(source, {"x": np.ones(2)})
+    assert "expected notation text or a parsed expression" in str(info.value)
+
+
+def test_unknown_backend():
+    with pytest.raises(ic.IndexCalcError) as info:
+        ic.evaluate("y = x_i x_i", {"x": np.ones(2)}, backend="cupy")
+    assert "'cupy'" in str(info.value)
+
+
+@evaluators
+def test_errors_on_a_parsed_tree_keep_their_message(evaluator, arrays):
+    tree = ic.parse("y_ik = w_ij x_j")
+    err = eval_error(evaluator, tree, arrays, ic.IndexNotationError)
+    assert "{k} on the left but not on the right" in str(err)
+
+
+# ---------------------------------------------------------------- nothing else escapes, nothing hangs
+
+TIME_LIMIT = 2.0
+
+
+def guarded(call, *args, **kwargs):
+    """Run one public call: it returns, or raises an IndexCalcError whose message renders
+    (with a caret inside the text, if it points); it never takes long."""
+    start = time.perf_counter()
+    try:
+        result = call(*args, **kwargs)
+    except ic.IndexCalcError as err:
+        result = err
+        message = str(err)
+        assert message
+        if err.text is not None and err.pos is not None:
+            assert 0 <= err.pos <= len(err.text)
+            caret(err)
+    elapsed = time.perf_counter() - start
+    assert elapsed < TIME_LIMIT, f"{getattr(call, '__name__', call)} took {elapsed:.1f} s on {args!r:.300}"
+    return result
+
+
+def exercise(text: str, arrays) -> None:
+    """Every public entry point on `text`: parse, the printers, both evaluators. A syntax
+    or index error about the text points into the text as parsed (NFC)."""
+    as_read = unicodedata.normalize("NFC", text)
+    tree = guarded(ic.parse, text)
+    if isinstance(tree, ic.IndexCalcError):
+        assert isinstance(tree, ic.ParseError), f"ic.parse raised {type(tree).__name__}: {tree}"
+        assert tree.text == as_read and tree.pos is not None, f"a syntax error without a position: {tree}"
+    else:
+        assert isinstance(tree, ic.Expr)
+        guarded(str, tree)
+        guarded(tree.pretty)
+        guarded(tree.latex)
+        guarded(tree.einsum)
+        guarded(ic.evaluate, tree, arrays)
+    for evaluator in EVALUATORS:
+        result = guarded(evaluator, text, arrays)
+        if isinstance(result, ic.IndexCalcError) and result.text is not None:
+            assert result.text == as_read, f"the message quotes other text than was parsed: {result}"
+        if isinstance(result, ic.IndexNotationError):
+            assert result.pos is not None, f"an index error about text without a position: {result}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(" * 5000,
+        "(" * 5000 + "x" + ")" * 5000,
+        "y = " + "(" * 5000 + "x_i + 1" + ")" * 5000,
+        "y = " + "-" * 5000 + "x",
+        "y = x" + "^x" * 5000,
+        "y_i = x_i" + "^2" * 5000,
+        "y = " + "exp(" * 3000 + "x" + ")" * 3000,
+        "y = " + "sum_i(" * 3000 + "x_i" + ")" * 3000,
+        "y_i = " + "σ_i(" * 3000 + "x_i" + ")" * 3000,
+        "y = " + "2 * (" * 3000 + "x",
+        "y = " + "x + (" * 3000 + "1" + ")" * 3000,
+    ],
+    ids=["open", "balanced", "sums", "minus", "power", "power-number", "exp", "sum", "relabel", "product", "nested-sum"],
+)
+def test_deep_nesting_raises_index_calc_error(text):
+    with pytest.raises(ic.IndexCalcError):
+        guarded_raise(ic.parse, text)
+    with pytest.raises(ic.IndexCalcError):
+        guarded_raise(ic.evaluate, text, {"x": np.ones(2)})
+
+
+def guarded_raise(call, *args):
+    start = time.perf_counter()
+    try:
+        return call(*args)
+    finally:
+        assert time.perf_counter() - start < TIME_LIMIT
+
+
+@pytest.mark.parametrize("depth", [50, 150, 250, 330, 400, 480, 600, 900])
+@pytest.mark.parametrize(
+    "template",
+    ["y_i = x_i{powers}", "y_i = {open}x_i + 1{close}", "y = {open}x_i x_i + 1{close}",
+     "y_i = {exps}x_i{close}", "y = sum_i({open}x_i x_i{close})"],
+)
+def test_deep_but_parsable_trees_print_and_evaluate_or_raise(template, depth):
+    """Near the parser's limit, the printers and evaluators recurse more deeply than the
+    parser did: they must still answer or raise an IndexCalcError."""
+    text = template.format(powers="^1" * depth, open="(" * depth, close=")" * depth, exps="exp(" * depth)
+    exercise(text, {"x": np.full(2, 0.5)})
+
+
+# A fixed set of arrays for every name the programs below use. Every index of a program
+# gets one size, and the programs evaluate as they stand; their mutants mostly do not.
+def _fuzz_arrays():
+    rng = np.random.default_rng(1)
+    shapes = {
+        "x": (2,), "w": (3, 2), "b": (3,), "y": (3,), "yhat": (3,), "u": (3,), "z": (3,),
+        "W1": (4, 2), "b1": (4,), "W2": (3, 4), "b2": (3,), "t": (5,), "X": (5, 2), "v": (2,),
+        "W": (4, 2), "c": (4,), "m": (3, 3), "a": (3,), "h": (4,), "eta": (),
+        "loss_{,}[w]": (3, 2), "yhat_{,}[w]": (3, 3, 2),
+    }
+    return {name: rng.normal(size=shape) for name, shape in shapes.items()}
+
+
+FUZZ_ARRAYS = _fuzz_arrays()
+
+VALID_PROGRAMS = [
+    "yhat_i = sigma(w_ij x_j + b_i)",
+    "loss = (yhat_j - y_j)(yhat_j - y_j)",
+    "h_i = relu(W1_ij x_j + b1_i)   # hidden layer\nyhat_k = W2_ki h_i + b2_k\nloss = (yhat_k - y_k)(yhat_k - y_k)",
+    "p_i = exp(z_i) / sum_j(exp(z_j))",
+    "C = mean_n((y_n - u_n)(y_n - u_n))",
+    "L = mean_n(log(1 + exp(-t_n X_nj v_j)))",
+    "h_ni = σ_i(W_jk X_nk)",
+    "tr = m_ii",
+    "y_i = δ_ij x_j",
+    "g_ij = δ_(ij)(kl) m_kl",
+    "w_new_gh = w_gh - eta loss_{,(gh)}[w]",
+    "s = sum_i(x_i^2) / 2 + 1e-3",
+    "# a comment line\nz_i = tanh(a_i) * 0.5 - b_i ** 2\nq = Σ_i(z_i)",
+    "out_ni = softplus(W_ij X_nj + c_i)",
+    "d_i = yhat_{i,(mn)}[w] w_mn",
+    "G_gh = 2 (yhat_i - y_i) sigma'(w_ik x_k + b_i) δ_im x_n δ_(mn)(gh)",
+    "w_ij x_j + b_i",
+    "r_i = max(0, w_ij x_j) - 1/2 abs(b_i) + sqrt(exp(u_i))",
+]
+
+POOL = list("_{}()[],^*/+-=#'σδΣ 0123ijk\n") + [
+    "ŷ", ";", ".", "e", "\t", "$", "\u0302", "μ", "sum_", "mean_n(", "exp(", "δ_", "**", ",(", "[w]", "_{,", "'(",
+]
+
+
+@st.composite
+def mutants(draw):
+    text = draw(st.sampled_from(VALID_PROGRAMS))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["delete", "insert", "replace", "swap", "truncate", "repeat"]))
+        k = draw(st.integers(0, len(text)))
+        if op == "delete":
+            n = draw(st.integers(1, 3))
+            text = text[:k] + text[k + n:]
+        elif op == "insert":
+            text = text[:k] + draw(st.sampled_from(POOL)) + text[k:]
+        elif op == "replace":
+            text = text[:k] + draw(st.sampled_from(POOL)) + text[k + 1:]
+        elif op == "swap":
+            tokens = re.findall(r"\w+|\s+|.", text)
+            if len(tokens) > 1:
+                i = draw(st.integers(0, len(tokens) - 1))
+                j = draw(st.integers(0, len(tokens) - 1))
+                tokens[i], tokens[j] = tokens[j], tokens[i]
+                text = "".join(tokens)
+        elif op == "truncate":
+            text = text[:k]
+        else:  # repeat a slice, nesting what it holds
+            n = draw(st.integers(1, 6))
+            text = text[:k] + text[k:k + n] * draw(st.integers(2, 4)) + text[k + n:]
+    return text
+
+
+@pytest.mark.parametrize("text", VALID_PROGRAMS)
+def test_fuzz_seeds_are_valid(text):
+    tree = ic.parse(text)
+    assert str(tree) and tree.latex() and tree.einsum() is not None
+    value = ic.evaluate(text, FUZZ_ARRAYS)
+    np.testing.assert_allclose(value, ic.evaluate_loops(text, FUZZ_ARRAYS), rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutants())
+def test_fuzz_mutated_programs_raise_only_index_calc_errors(text):
+    exercise(text, FUZZ_ARRAYS)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(POOL + list("xwbmyhat")), max_size=30).map("".join))
+def test_fuzz_random_text_raises_only_index_calc_errors(text):
+    exercise(text, FUZZ_ARRAYS)
