@@ -29,7 +29,7 @@ from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index
 from .notation import parse
 from .program import as_parsed
-from .relabel import Fresh, fresh_letters, letters_in, rename, rename_fixed
+from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
 
 
 
@@ -114,14 +114,21 @@ class _Rules:
 
     # --- composites
     def sum(self, node: Sum, fixed) -> list[Term]:
-        return [t for term in node.terms for t in self.d(term, fixed)]
+        out = [t for term in node.terms for t in self.d(term, fixed)]
+        # a term that lost an index of the sum (d(x_i + c)/dc = 1) still runs over it: (1 + 0 x_i)
+        for index in free_indices(node, fixed) if out else ():
+            carrier = next(term for term in node.terms if index in free_indices(term, fixed))
+            one = Sum((Number(1.0), Product((Number(0.0), carrier))))
+            out = [t if self.carries(t, index, fixed) else Term(t.coef, t.factors + (one,), t.reds) for t in out]
+        return out
 
     def product(self, node: Product, fixed) -> list[Term]:
         factors = list(leaf_factors(node))
         out: list[Term] = []
         for k, factor in enumerate(factors):
             others = tuple(factors[:k] + factors[k + 1 :])
-            out.extend(self.times(others, factor, self.d(factor, fixed), fixed))
+            # a tensor's repeated index (m_ii in m_ii x_i) is the product's, not its own
+            out.extend(self.times(others, factor, self.d(factor, fixed), fixed, exposed=isinstance(factor, Tensor)))
         return out
 
     def power(self, node: Power, fixed) -> list[Term]:
@@ -141,7 +148,8 @@ class _Rules:
             outer = _relabelled(outer, node.relabel)
             inner = [self.renamed(t, source, node.relabel, fixed) for t in inner]
         coef, factors = _flat(outer)
-        return self.times(factors, node.arg, inner, fixed, coef)
+        # the call's free indices, not the argument's: σ_m(x_i) runs over m
+        return self.times(factors, node, inner, fixed, coef)
 
     def reduce(self, node: Reduce, fixed) -> list[Term]:
         inside = fixed | set(node.indices)
@@ -161,24 +169,32 @@ class _Rules:
         return out
 
     # --- putting a factor's derivative beside the other factors
-    def times(self, others: tuple[Expr, ...], factor: Expr, terms: list[Term], fixed, coef: float = 1.0) -> list[Term]:
+    def times(
+        self, others: tuple[Expr, ...], factor: Expr, terms: list[Term], fixed, coef: float = 1.0, exposed: bool = False
+    ) -> list[Term]:
         """`others × d(factor)`: one term if every term of d(factor) is closed, else
         distributed, each term's own letters renamed apart from the others'."""
         if not terms:
             return []
-        free = set(free_indices(factor, fixed)) - fixed
-        avoid = set().union(*(letters_in(f) for f in others)) if others else set()
+        free = set(factor.all_indices if exposed else free_indices(factor, fixed)) - fixed
+        avoid = exposed_letters(others, fixed)
         if all(not self.is_open(t, free, fixed) for t in terms):
             if len(terms) == 1 and not terms[0].reds:
                 t = self.apart(terms[0], avoid, free | fixed)
                 return [Term(coef * t.coef, others + t.factors)]
             scope = terms[0].expr() if len(terms) == 1 else Sum(tuple(t.expr() for t in terms))
             return [Term(coef, others + (scope,))]
+        # a term's reductions take the others in and fix their letters in every scope of them
+        within = set().union(*(letters_in(f) for f in others)) if others else set()
         out = []
         for t in terms:
-            t = self.apart(t, avoid, free | fixed)
+            t = self.apart(t, avoid | (within & t.bound()), free | fixed)
             out.append(Term(coef * t.coef, others + t.factors, t.reds))
         return out
+
+    def carries(self, term: Term, index: str, fixed) -> bool:
+        counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
+        return index not in term.bound() and counts.get(index, 0) > 0
 
     def is_open(self, term: Term, free: set[str], fixed) -> bool:
         counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
@@ -193,10 +209,12 @@ class _Rules:
 
     def renamed(self, term: Term, old: str, new: str, fixed) -> Term:
         reds = tuple((op, tuple(new if i == old else i for i in ix)) for op, ix in term.reds)
-        inside = frozenset(fixed) | term.bound() | {old, new}
+        # old is not fixed: a scope that sums or relabels a letter old of its own keeps it; and a
+        # letter new the term sums of its own (σ_j(T_jm ...) relabels m to j) is moved aside
+        inside = frozenset(fixed) | term.bound()
         if not term.factors:
             return Term(term.coef, (), reds)
-        product = rename(Product(term.factors), old, new, inside, self.fresh, merge=True)
+        product = rename(Product(term.factors), old, new, inside, self.fresh)
         return Term(term.coef, tuple(leaf_factors(product)), reds)
 
 
@@ -305,14 +323,24 @@ def _diff_expression(node: Expr, wrt: str) -> Equation:
     free indices, being fixed: the derivative runs elementwise over them."""
     names = {t.name for t in node.walk() if isinstance(t, Tensor)}
     name = next(n for n in ("f", "F", "g", "G", "df") if n not in names)
-    return _diff(Equation(Tensor(name, free_indices(node)), node), wrt, None, False)
+    # fixed, a free letter would capture an inner scope's own (i in x_i σ(y_i z_i)): such a one moves
+    fresh = fresh_letters(letters_in(node))
+    free = []
+    for index in free_indices(node):
+        new = fresh()
+        moved = rename(node, index, new, frozenset(), fresh)
+        if index in letters_in(moved):
+            node, index = moved, new
+        free.append(index)
+    return _diff(Equation(Tensor(name, tuple(free)), node), wrt, None, False)
 
 
 def _target(equations: list[Equation], of: str | None) -> int:
     if of is None:
         return len(equations) - 1
     for k in range(len(equations) - 1, -1, -1):
-        if of in (equations[k].lhs.name, equations[k].lhs.key, str(equations[k].lhs)):
+        lhs = equations[k].lhs
+        if of in (lhs.key, str(lhs)):
             return k
     names = ", ".join(eq.lhs.key for eq in equations)
     raise DiffError(f"no equation defines {of!r} (the program defines {names})")
@@ -394,3 +422,30 @@ def _summed_here(node: Expr, fixed) -> tuple[str, ...]:
     from .indices import summed_indices
 
     return summed_indices(node, fixed) if isinstance(node, (Product, Tensor)) else ()
+
+
+def resolve_derivatives(program: Program) -> Program:
+    """A program that uses a comma derivative of an earlier result, as the update rule
+    `w_new_gh = w_gh - eta loss_{,(gh)}[w]` does, gets the lines that compute it
+    inserted before the first use: the tool works the derivative out."""
+    out: list[Equation] = []
+    defined: set[str] = set()
+    for eq in program.equations:
+        for ref in (t for t in eq.rhs.walk() if isinstance(t, Tensor) and t.derivs):
+            if ref.key in defined or ref.name not in defined:
+                continue
+            if any(d.wrt is None for d in ref.derivs):
+                raise DiffError(f"say by which tensor {ref} is taken, as in loss_{{,(gh)}}[w]")
+            lines: tuple[Equation, ...] = tuple(out)
+            of = ref.name
+            for d in ref.derivs:
+                result = diff(Program(lines), d.wrt, of=of)
+                lines = result.equations if isinstance(result, Program) else lines + (result,)
+                of = lines[-1].lhs.key
+            for line in lines:
+                if line.lhs.key not in defined:
+                    out.append(line)
+                    defined.add(line.lhs.key)
+        out.append(eq)
+        defined.add(eq.lhs.key)
+    return Program(tuple(out))

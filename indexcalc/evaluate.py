@@ -67,15 +67,15 @@ def _arrange(value: np.ndarray, axes: tuple[str, ...], target: tuple[str, ...], 
     value = np.transpose(value, [axes.index(i) for i in present]) if axes else np.asarray(value)
     value = value.reshape([env.size(i) if i in axes else 1 for i in target])
     if len(present) < len(target):
-        value = np.array(np.broadcast_to(value, [env.size(i) for i in target]))
-    return value
+        value = np.broadcast_to(value, [env.size(i) for i in target])
+    return np.array(value)  # a fresh array: never a read-only view, never the caller's
 
 
 class _Einsum:
     def __init__(self, env: Environment):
         self.env = env
         # numbers and δ take the arrays' float type, so float32 inputs give float32
-        self.dtype = np.result_type(*env.arrays.values()) if env.arrays else np.float64
+        self.dtype = np.result_type(*{a.dtype for a in env.arrays.values()}) if env.arrays else np.float64
 
     def eval(self, node: Expr, fixed: frozenset[str]):
         if isinstance(node, Number):

@@ -337,6 +337,8 @@ class _Parser:
     def term(self) -> Expr:
         if self.at("+"):
             self.take()
+            if self.at("+", "-"):
+                return self.term()
         elif self.at("-"):
             self.take()
             return negate(self.term())

@@ -104,7 +104,9 @@ def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_ex
         node = as_parsed(source)
         env = Environment(arrays)
         if isinstance(node, Program):
-            equations = node.equations
+            from .diff import resolve_derivatives
+
+            equations = resolve_derivatives(node).equations
         elif isinstance(node, Equation):
             equations = (node,)
         else:

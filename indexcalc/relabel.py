@@ -19,7 +19,7 @@ from .indices import free_indices, summed_indices
 
 Fresh = Callable[[], str]
 
-POOL = "klmpqrstuvwabcdefghijnoxyz"
+POOL = "pqrstuvklmabcdefijnowxyzgh"
 
 
 def letters_in(node: Expr) -> set[str]:
@@ -32,6 +32,20 @@ def letters_in(node: Expr) -> set[str]:
             out.update(sub.indices)
         elif isinstance(sub, Call) and sub.relabel:
             out.add(sub.relabel)
+    return out
+
+
+def exposed_letters(factors: Iterable[Expr], fixed: frozenset[str]) -> set[str]:
+    """The letters factors show to a product they stand in: all of a tensor's or δ's,
+    only the free ones of a scope (what a function argument sums stays inside)."""
+    out: set[str] = set()
+    for factor in factors:
+        if isinstance(factor, (Tensor, Delta)):
+            out.update(factor.all_indices)
+        elif isinstance(factor, Product):
+            out |= exposed_letters(factor.factors, fixed)
+        else:
+            out.update(free_indices(factor, fixed))
     return out
 
 
@@ -71,6 +85,8 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
     if old == new or isinstance(node, Number):
         return node
     if isinstance(node, Tensor):
+        if not merge and new in summed_indices(node, fixed):
+            node = rename(node, new, fresh(), fixed, fresh)  # a trace standing alone (T_nin)^2 keeps its own n
         derivs = tuple(Deriv(_swap(d.indices, old, new), d.wrt) for d in node.derivs)
         return Tensor(node.name, _swap(node.indices, old, new), derivs, span=node.span)
     if isinstance(node, Delta):
@@ -90,7 +106,10 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
     if isinstance(node, Call):
         if node.relabel is not None:
             if node.relabel == old:
-                return replace(node, relabel=new)
+                # σ_l(T_ml) with l fixed reads the diagonal T_ll: the argument's l is renamed too
+                node = replace(node, relabel=new)
+                if old not in fixed:
+                    return node
             if old not in free_indices(node.arg, fixed):
                 return node
         return replace(node, arg=rename(node.arg, old, new, fixed, fresh))
@@ -115,9 +134,10 @@ def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) 
 def rebind_reduction(node: Reduce, old: str, new: str, fixed: frozenset[str], fresh: Fresh) -> Reduce:
     """`sum_old(body)` as `sum_new(body)`, the body's old renamed with it."""
     inner = fixed | set(node.indices)
-    body = rename(node.body, old, new, inner - {old}, fresh) if new not in letters_in(node.body) else None
+    # old stays fixed while it is renamed: inside the body it is the reduction's, never summed
+    body = rename(node.body, old, new, inner, fresh) if new not in letters_in(node.body) else None
     if body is None:
-        body = rename(rename(node.body, new, fresh(), inner, fresh), old, new, inner - {old}, fresh)
+        body = rename(rename(node.body, new, fresh(), inner, fresh), old, new, inner, fresh)
     return Reduce(node.op, _swap(node.indices, old, new), body, span=node.span)
 
 

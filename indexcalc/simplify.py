@@ -18,7 +18,7 @@ from typing import Callable
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, occurrence_counts
 from .program import as_parsed
-from .relabel import Fresh, fresh_letters, letters_in, rename, rename_summed_apart
+from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_summed_apart
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ def _simplify(node: Expr, ctx: Context) -> Expr:
 
 def _children(node: Expr, ctx: Context) -> Expr:
     if isinstance(node, Product):
-        return _product_of(tuple(_simplify(f, ctx) for f in leaf_factors(node)), ctx)
+        # a δ factor's repeated index is the product's (x_i δ_(ii)(gh)): its rules are the product's
+        leaves = tuple(leaf_factors(node))
+        return _product_of(tuple(f if isinstance(f, Delta) else _simplify(f, ctx) for f in leaves), ctx, leaves)
     if isinstance(node, Sum):
         return Sum(tuple(_simplify(t, ctx) for t in node.terms))
     if isinstance(node, Power):
@@ -78,14 +80,15 @@ def _children(node: Expr, ctx: Context) -> Expr:
 # ---------------------------------------------------------------- helpers
 
 
-def _product_of(factors: tuple[Expr, ...], ctx: Context) -> Product:
+def _product_of(factors: tuple[Expr, ...], ctx: Context, leaves: tuple[Expr, ...] = ()) -> Product:
     """A product of simplified factors. A factor that was a scope (a one-term sum, a
     power 1) and became a product must not share its summed letters with its siblings,
     since parentheses around a product only group."""
     out = list(factors)
     for k, factor in enumerate(out):
-        if isinstance(factor, (Product, Tensor)):
-            others = set().union(*(letters_in(f) for j, f in enumerate(out) if j != k))
+        # a tensor that was a factor all along (m_ii in m_ii x_i) shares its letters with the product
+        if isinstance(factor, (Product, Tensor)) and not (k < len(leaves) and factor is leaves[k]):
+            others = exposed_letters((f for j, f in enumerate(out) if j != k), ctx.fixed)
             out[k] = rename_summed_apart(factor, others, ctx.fixed, ctx.fresh)
     return Product(tuple(out))
 

@@ -452,6 +452,13 @@ def test_tricky_cases_round_trip(text):
     _other_printers_run(text)
 
 
+def test_a_number_too_large_for_a_float_is_refused():
+    # read as inf it would print as `inf`, which parses back as a tensor named inf
+    assert ic.parse("1e308") == Number(1e308)
+    with pytest.raises(ic.ParseError):
+        ic.parse("2 x + 1e400")
+
+
 def test_every_example_in_this_file_round_trips():
     for table in (TENSORS, OPERATORS, CALLS, DELTAS, COMMA_DERIVATIVES, ASCII_AND_UNICODE):
         for row in table:

@@ -1,0 +1,1201 @@
+"""Derivatives: every rule of DESIGN.md's "Semantics of the derivative", checked by numbers.
+
+Every derivative `ic.diff` returns is evaluated and compared with central finite
+differences of the function it differentiates (each entry of the wrt array perturbed in
+turn, float64, eps 1e-6). The simplified derivative must give the same numbers, and the
+explicit-loop evaluator must agree with einsum on it. Then the derivative through
+programs (chain form, `of=`, `inline=`), second derivatives (Hessians), random
+well-formed programs (hypothesis), bad input, and one test per simplify rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import indexcalc as ic
+from indexcalc.expr import Call, Delta, Equation, Number, Power, Product, Program, Reduce, Sum, Tensor
+from indexcalc.relabel import fresh_letters, letters_in
+from indexcalc.simplify import RULES, Context
+
+RNG = np.random.default_rng(20240607)
+EPS = 1e-6
+RTOL = 1e-6
+ATOL = 1e-6
+
+
+def rand(*shape):
+    return RNG.normal(size=shape)
+
+
+def positive(*shape):
+    return RNG.uniform(0.5, 2.0, size=shape)
+
+
+def away_from_zero(*shape):
+    """Values with |x| in [0.2, 2]: clear of the kinks of relu and abs."""
+    return RNG.choice([-1.0, 1.0], size=shape) * RNG.uniform(0.2, 2.0, size=shape)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# --------------------------------------------------------------------------------------
+# Finite differences and the standard check
+
+
+def truncated(source, of=None):
+    """The program up to the equation `of` (the whole source if None)."""
+    node = ic.parse(source) if isinstance(source, str) else source
+    if of is None or not isinstance(node, Program):
+        return node
+    k = max(n for n, eq in enumerate(node.equations) if of in (eq.lhs.name, eq.lhs.key))
+    return Program(node.equations[: k + 1])
+
+
+def wrt_name(wrt: str) -> str:
+    return ic.parse(wrt).name
+
+
+def finite_difference(source, arrays, name, of=None, eps=EPS) -> np.ndarray:
+    """Central differences of `source` (its value: the last equation's, or `of`'s) by
+    every entry of the array `name`; axes: the function's, then the array's."""
+    node = truncated(source, of)
+    base = np.array(arrays[name], dtype=np.float64)
+    out = None
+    for idx in np.ndindex(base.shape):
+        up, down = base.copy(), base.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        f_up = np.asarray(ic.evaluate(node, {**arrays, name: up}), dtype=np.float64)
+        f_down = np.asarray(ic.evaluate(node, {**arrays, name: down}), dtype=np.float64)
+        column = (f_up - f_down) / (2 * eps)
+        if out is None:
+            out = np.zeros(column.shape + base.shape)
+        out[(Ellipsis,) + idx] = column
+    return out
+
+
+def assert_close(got, expected, what, rtol=RTOL, atol=ATOL):
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape}, expected {expected.shape}"
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def check(source, wrt, arrays, *, of=None, inline=False, loops=True):
+    """diff(source, wrt) evaluates to the finite differences, raw and simplified, by
+    einsum and (on request) by explicit loops. Returns the derivative."""
+    d = ic.diff(source, wrt, of=of, inline=inline)
+    expected = finite_difference(source, arrays, wrt_name(wrt), of)
+    got = ic.evaluate(d, arrays)
+    assert_close(got, expected, f"d/d{wrt} of {source!r}:\n{d}")
+    s = ic.simplify(d)
+    assert_close(ic.evaluate(s, arrays), expected, f"simplified d/d{wrt} of {source!r}:\n{s}")
+    if loops:
+        assert_close(ic.evaluate_loops(d, arrays), got, f"loops on {d}", rtol=1e-10, atol=1e-12)
+        assert_close(ic.evaluate_loops(s, arrays), got, f"loops on {s}", rtol=1e-10, atol=1e-12)
+    return d
+
+
+# --------------------------------------------------------------------------------------
+# One test per derivative rule
+
+
+def test_tensor_rule_is_a_grouped_delta():
+    d = ic.diff("T_mn = w_mn", "w_gh")
+    assert d == ic.parse("T_{mn,(gh)}[w] = delta_(mn)(gh)")
+    w = rand(2, 3)
+    value = check("T_mn = w_mn", "w_gh", {"w": w})
+    expected = np.einsum("mg,nh->mngh", np.eye(2), np.eye(3))
+    np.testing.assert_array_equal(ic.evaluate(value, {"w": w}), expected)
+
+
+def test_tensor_rule_for_a_vector_and_a_bare_expression():
+    x = rand(4)
+    check("y_i = x_i", "x_g", {"x": x})
+    d = ic.diff("x_i", "x_g")
+    assert isinstance(d, Equation) and d.lhs.derivs and d.lhs.derivs[0].wrt == "x"
+    np.testing.assert_array_equal(ic.evaluate(d, {"x": x}), np.eye(4))
+
+
+def test_sum_rule():
+    arrays = {"a": rand(3), "b": rand(3)}
+    check("y_i = a_i + b_i + a_i b_i", "a_g", arrays)
+    check("y_i = a_i + b_i + a_i b_i", "b_g", arrays)
+
+
+def test_difference_rule():
+    arrays = {"a": rand(3), "b": rand(3)}
+    d = check("y_i = a_i - b_i", "b_g", arrays)
+    np.testing.assert_allclose(ic.evaluate(d, arrays), -np.eye(3))
+    check("y_i = 2 a_i - a_i b_i - b_i", "a_g", arrays)
+
+
+def test_product_rule_elementwise():
+    arrays = {"a": rand(4), "b": rand(4)}
+    d = check("y_i = a_i b_i", "a_g", arrays)
+    np.testing.assert_allclose(ic.evaluate(d, arrays), np.diag(arrays["b"]))
+    check("y_i = a_i a_i b_i", "a_g", arrays)
+
+
+def test_product_rule_contraction():
+    w, x = rand(3, 4), rand(4)
+    arrays = {"w": w, "x": x}
+    dw = check("y_i = w_ij x_j", "w_gh", arrays)
+    np.testing.assert_allclose(ic.evaluate(dw, arrays), np.einsum("ig,h->igh", np.eye(3), x))
+    dx = check("y_i = w_ij x_j", "x_g", arrays)
+    np.testing.assert_allclose(ic.evaluate(dx, arrays), w)
+
+
+def test_product_rule_matrix_product():
+    arrays = {"a": rand(2, 3), "b": rand(3, 4)}
+    check("c_ik = a_ij b_jk", "a_gh", arrays)
+    check("c_ik = a_ij b_jk", "b_gh", arrays)
+    check("s = a_ij b_jk a_mi b_mk", "a_gh", {"a": rand(3, 3), "b": rand(3, 3)})
+
+
+def test_quotient_elementwise():
+    arrays = {"a": rand(4), "b": positive(4)}
+    check("y_i = a_i / b_i", "a_g", arrays)
+    d = check("y_i = a_i / b_i", "b_g", arrays)
+    a, b = arrays["a"], arrays["b"]
+    np.testing.assert_allclose(ic.evaluate(d, arrays), np.diag(-a / b**2))
+
+
+def test_quotient_of_a_reduction():
+    z = rand(5)
+    d = check("p = 1 / sum_j(exp(z_j))", "z_g", {"z": z})
+    expected = -np.exp(z) / np.sum(np.exp(z)) ** 2
+    np.testing.assert_allclose(ic.evaluate(d, {"z": z}), expected)
+
+
+def test_quotient_of_a_contraction():
+    arrays = {"w": rand(2, 3), "v": rand(3), "x": rand(2)}
+    check("y_i = x_i / (1 + (w_ij v_j)^2)", "w_gh", arrays)
+    check("y_i = x_i / (1 + (w_ij v_j)^2)", "v_g", arrays)
+    check("s = x_i w_ij v_j / (2 + sum_k(v_k v_k))", "v_g", arrays)
+
+
+@pytest.mark.parametrize("exponent", ["3", "-2", "2", "-1", "0.5", "1.5", "-0.5"])
+def test_power_rule_numeric_exponent(exponent):
+    x = positive(4)
+    d = check(f"y_i = x_i^{exponent}", "x_g", {"x": x})
+    p = float(exponent)
+    np.testing.assert_allclose(ic.evaluate(d, {"x": x}), np.diag(p * x ** (p - 1)), rtol=1e-12)
+
+
+def test_power_rule_integer_exponent_on_negative_values():
+    x = away_from_zero(4)
+    check("y_i = x_i^3", "x_g", {"x": x})
+    check("y_i = x_i^-2", "x_g", {"x": x})
+    check("y_i = (w_ij x_j)^3", "w_gh", {"w": rand(2, 4), "x": x})
+
+
+def test_power_rule_variable_exponent():
+    arrays = {"a": 1.7, "c": 0.8}
+    da = check("y = a^c", "a", arrays)
+    dc = check("y = a^c", "c", arrays)
+    np.testing.assert_allclose(ic.evaluate(da, arrays), 0.8 * 1.7 ** (0.8 - 1))
+    np.testing.assert_allclose(ic.evaluate(dc, arrays), 1.7**0.8 * np.log(1.7))
+
+
+def test_power_rule_exponent_depends_on_a_tensor():
+    arrays = {"x": positive(3), "c": 1.3, "v": rand(3)}
+    check("y_i = x_i^c", "c", arrays)
+    check("y_i = x_i^c", "x_g", arrays)
+    check("y_i = x_i^(v_j v_j)", "v_g", arrays)
+
+
+FUNCTIONS = {
+    # name: (numpy f, f', domain)
+    "sigma": (sigmoid, lambda x: sigmoid(x) * (1 - sigmoid(x)), rand),
+    "sigmoid": (sigmoid, lambda x: sigmoid(x) * (1 - sigmoid(x)), rand),
+    "σ": (sigmoid, lambda x: sigmoid(x) * (1 - sigmoid(x)), rand),
+    "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2, rand),
+    "relu": (lambda x: np.maximum(x, 0), lambda x: (x > 0).astype(float), away_from_zero),
+    "exp": (np.exp, np.exp, rand),
+    "log": (np.log, lambda x: 1 / x, positive),
+    "sqrt": (np.sqrt, lambda x: 0.5 / np.sqrt(x), positive),
+    "sin": (np.sin, np.cos, rand),
+    "cos": (np.cos, lambda x: -np.sin(x), rand),
+    "softplus": (lambda x: np.logaddexp(0, x), sigmoid, rand),
+    "abs": (np.abs, np.sign, away_from_zero),
+}
+
+
+@pytest.mark.parametrize("func", sorted(FUNCTIONS))
+def test_elementwise_chain_rule(func):
+    _, prime, domain = FUNCTIONS[func]
+    x = domain(5)
+    d = check(f"y_i = {func}(x_i)", "x_g", {"x": x})
+    np.testing.assert_allclose(ic.evaluate(d, {"x": x}), np.diag(prime(x)), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("func", sorted(FUNCTIONS))
+def test_elementwise_chain_rule_through_a_contraction(func):
+    _, _, domain = FUNCTIONS[func]
+    w = rand(3, 4)
+    x = rand(4)
+    u = w @ x
+    if domain is positive:
+        w[:, 0] += (1.0 - u) / x[0]  # move each u_i to 1
+    elif domain is away_from_zero:
+        w[:, 0] += (np.where(u >= 0, 0.5, -0.5) - u) / x[0]  # |u_i| = 0.5
+    check(f"y_i = {func}(w_ij x_j)", "w_gh", {"w": w, "x": x})
+    check(f"y_i = {func}(w_ij x_j)", "x_g", {"w": w, "x": x})
+
+
+@pytest.mark.parametrize("func", sorted(FUNCTIONS))
+def test_second_derivative_of_each_function(func):
+    """Differentiating the derivative differentiates the primed functions (σ', tanh',
+    relu', abs') and the others' derivatives."""
+    _, _, domain = FUNCTIONS[func]
+    x = domain(4)
+    first = ic.diff(f"y_i = {func}(x_i)", "x_g")
+    second = ic.diff(first, "x_k")
+    expected = finite_difference(first, {"x": x}, "x")
+    assert expected.shape == (4, 4, 4)
+    assert_close(ic.evaluate(second, {"x": x}), expected, f"second derivative of {func}:\n{second}")
+    assert_close(ic.evaluate(ic.simplify(second), {"x": x}), expected, f"simplified second derivative of {func}")
+
+
+@pytest.mark.parametrize("func", ["sigma'", "sigmoid'", "σ'", "tanh'", "relu'", "abs'"])
+def test_primed_functions(func):
+    domain = away_from_zero if func in ("relu'", "abs'") else rand
+    x = domain(5)
+    check(f"y_i = {func}(x_i)", "x_g", {"x": x})
+    check(f"y_i = {func}(w_ij x_j)", "w_gh", {"w": rand(2, 5), "x": rand(5) * 0.1 + 0.3})
+
+
+def test_subscripted_function():
+    w, x = rand(3, 4), rand(4)
+    arrays = {"w": w, "x": x}
+    dw = check("y_i = σ_i(w_jk x_k)", "w_gh", arrays)
+    s = sigmoid(w @ x)
+    np.testing.assert_allclose(ic.evaluate(dw, arrays), np.einsum("i,ig,h->igh", s * (1 - s), np.eye(3), x))
+    check("y_i = σ_i(w_jk x_k)", "x_g", arrays)
+
+
+def test_subscripted_function_batched():
+    arrays = {"W": rand(3, 4), "x": rand(2, 4)}
+    check("h_ni = tanh_i(W_jk x_nk)", "W_gh", arrays)
+    check("h_ni = σ_i(W_jk x_nk)", "x_gh", arrays)
+
+
+def test_sum_reduction_passes_through():
+    arrays = {"w": rand(3, 4), "x": rand(4)}
+    check("r_i = sum_j(exp(w_ij x_j))", "w_gh", arrays)
+    check("r_i = Σ_j(exp(w_ij x_j))", "x_g", arrays)
+    check("s = sum_ij(w_ij w_ij)", "w_gh", arrays)
+
+
+def test_mean_reduction_passes_through():
+    arrays = {"y": rand(6), "u": rand(6)}
+    d = check("C = mean_n((y_n - u_n)(y_n - u_n))", "u_g", arrays)
+    np.testing.assert_allclose(ic.evaluate(d, arrays), -2 * (arrays["y"] - arrays["u"]) / 6)
+    check("L = mean_n(log(1 + exp(-y_n X_nj w_j)))", "w_g", {"y": rand(5), "X": rand(5, 3), "w": rand(3)})
+    check("s = mean_ij(m_ij m_ij)", "m_gh", {"m": rand(2, 3)})
+
+
+def test_reduction_whose_body_does_not_depend_on_every_reduced_index():
+    # the derivative of sum_n(c) by c counts n: the reduction must keep its extent
+    arrays = {"x": rand(4), "c": 0.3}
+    check("s = sum_n(x_n + c)", "c", arrays)
+    check("s = mean_n(x_n + c)", "c", arrays)
+    check("s = sum_n(x_n c)", "c", arrays)
+
+
+def test_deltas_have_derivative_zero():
+    arrays = {"x": rand(3)}
+    d = check("y_ij = delta_ij + x_i x_j", "x_g", arrays)
+    assert Delta(("i",), ("j",)) not in d.rhs.walk()  # the δ term contributes nothing
+    assert ic.diff("y_ij = delta_ij + x_i x_j", "x_g") == ic.diff("y_ij = x_i x_j", "x_g")
+    d = check("y_i = delta_ij x_j", "x_g", arrays)
+    np.testing.assert_array_equal(ic.evaluate(d, arrays), np.eye(3))
+    check("y_ij = delta_ij x_i", "x_g", arrays)
+
+
+def test_numbers_have_derivative_zero():
+    x = rand(3)
+    d = check("y_i = 2 x_i + 3", "x_g", {"x": x})
+    np.testing.assert_allclose(ic.evaluate(d, {"x": x}), 2 * np.eye(3))
+
+
+def test_scalar_wrt_bare_name():
+    arrays = {"b": 0.7, "x": rand(3), "w": rand(3)}
+    d = check("y_i = b x_i", "b", arrays)
+    assert d.lhs.derivs[-1].wrt == "b" and d.lhs.derivs[-1].indices == ()
+    np.testing.assert_allclose(ic.evaluate(d, arrays), arrays["x"])
+    check("y = b b w_i x_i + sigma(b)", "b", arrays)
+    check("y_i = tanh(w_i b + x_i)", "b", arrays)
+
+
+def test_indexed_wrt_bare_name_picks_fresh_letters():
+    arrays = {"w": rand(3, 2), "x": rand(2)}
+    d = check("y_i = w_ij x_j", "w", arrays)
+    fresh = d.lhs.derivs[-1].indices
+    assert len(fresh) == 2 and not set(fresh) & {"i", "j"}
+
+
+def test_scalar_expansion():
+    arrays = {"x": rand(3), "c": 0.4}
+    d = check("y_i = x_i + c", "c", arrays)
+    np.testing.assert_allclose(ic.evaluate(d, arrays), np.ones(3))
+    check("y_i = sigma(x_i + c)", "c", arrays)
+    check("y_i = x_i - c c", "c", arrays)
+
+
+def test_scalar_expansion_inside_a_product():
+    arrays = {"x": rand(3), "c": 0.4}
+    d = check("s = (x_i + c)(x_i + c)", "c", arrays)
+    np.testing.assert_allclose(ic.evaluate(d, arrays), 2 * np.sum(arrays["x"] + 0.4))
+    check("s = exp(x_i + c) x_i", "c", arrays)
+
+
+def test_softmax_cross_entropy():
+    z = rand(5)
+    t = np.zeros(5)
+    t[2] = 1.0
+    arrays = {"z": z, "t": t}
+    program = "p_i = exp(z_i) / sum_j(exp(z_j))\nL = -sum_i(t_i log(p_i))"
+    d = check(program, "z_g", arrays)
+    p = np.exp(z) / np.exp(z).sum()
+    np.testing.assert_allclose(ic.evaluate(d, arrays), p - t, rtol=1e-10, atol=1e-12)
+    check("L = -t_i log(exp(z_i) / sum_j(exp(z_j)))", "z_g", arrays)
+    check(program, "z_g", arrays, of="p")
+
+
+def test_trace():
+    m = rand(4, 4)
+    d = check("t = m_ii", "m_gh", {"m": m})
+    np.testing.assert_array_equal(ic.evaluate(d, {"m": m}), np.eye(4))
+    check("s = m_ii x_i", "m_gh", {"m": m, "x": rand(4)})
+    check("d_i = m_ii", "m_gh", {"m": m})
+    check("t = a_ij a_ji", "a_gh", {"a": rand(3, 3)})
+
+
+def test_batch_index():
+    arrays = {"w": rand(3, 4), "x": rand(5, 4), "b": rand(3)}
+    check("y_ni = w_ij x_nj + b_i", "w_gh", arrays)
+    check("y_ni = w_ij x_nj + b_i", "b_g", arrays)
+    check("y_ni = w_ij x_nj + b_i", "x_gh", arrays)
+
+
+def test_index_summed_over_three_factors():
+    arrays = {"a": rand(4), "b": rand(4), "c": rand(4)}
+    d = check("s = a_i b_i c_i", "b_g", arrays)
+    np.testing.assert_allclose(ic.evaluate(d, arrays), arrays["a"] * arrays["c"])
+    arrays = {"w": rand(3, 4), "x": rand(4), "v": rand(4)}
+    check("y_i = w_ij x_j v_j", "x_g", arrays)
+    check("y_i = w_ij x_j x_j", "x_g", arrays)
+
+
+def test_derivative_axes_are_the_function_indices_then_the_fresh_ones():
+    a, b = rand(2, 3), rand(3, 4)
+    d = ic.diff("c_ki = a_ij b_jk", "a_gh")
+    value = ic.evaluate(d, {"a": a, "b": b})
+    assert value.shape == (4, 2, 2, 3)  # k, i, then g, h as a's axes
+    expected = np.einsum("ig,jk->kigj", np.eye(2), b)
+    np.testing.assert_allclose(value, expected)
+
+
+# --------------------------------------------------------------------------------------
+# Through programs
+
+
+MLP2 = """\
+h_ni = tanh(W1_ij x_nj + b1_i)
+yhat_ni = sigma(W2_ij h_nj + b2_i)
+loss = mean_n((yhat_ni - y_ni)(yhat_ni - y_ni))
+"""
+
+MLP3 = """\
+h1_ni = tanh(W1_ij x_nj + b1_i)
+h2_ni = sigma(W2_ij h1_nj + b2_i)
+yhat_ni = W3_ij h2_nj + b3_i
+loss = mean_n((yhat_ni - y_ni)(yhat_ni - y_ni))
+"""
+
+
+def mlp_arrays(layers=2, n=4, sizes=(3, 4, 3, 2)):
+    arrays = {"x": rand(n, sizes[0])}
+    for k in range(1, layers + 1):
+        arrays[f"W{k}"] = rand(sizes[k], sizes[k - 1]) * 0.7
+        arrays[f"b{k}"] = rand(sizes[k]) * 0.3
+    arrays["y"] = rand(n, sizes[layers])
+    return arrays
+
+
+@pytest.mark.parametrize("wrt", ["W1_gh", "b1_g", "W2_gh", "b2_g"])
+def test_two_layer_mlp_gradients(wrt):
+    arrays = mlp_arrays(2)
+    d = check(MLP2, wrt, arrays, loops=False)
+    assert isinstance(d, Program)
+
+
+@pytest.mark.parametrize("wrt", ["W1_gh", "b1_g", "W2_gh", "b2_g", "W3_gh", "b3_g", "x_gh"])
+def test_three_layer_mlp_gradients(wrt):
+    arrays = mlp_arrays(3)
+    check(MLP3, wrt, arrays, loops=False)
+
+
+def test_two_layer_mlp_gradient_against_backprop_by_hand():
+    arrays = mlp_arrays(2)
+    x, y, W1, b1, W2, b2 = (arrays[k] for k in ("x", "y", "W1", "b1", "W2", "b2"))
+    n = x.shape[0]
+    h = np.tanh(x @ W1.T + b1)
+    yhat = sigmoid(h @ W2.T + b2)
+    d_yhat = 2 * (yhat - y) / n
+    d_u2 = d_yhat * yhat * (1 - yhat)
+    d_h = d_u2 @ W2
+    d_u1 = d_h * (1 - h**2)
+    expected = {"W2": d_u2.T @ h, "b2": d_u2.sum(0), "W1": d_u1.T @ x, "b1": d_u1.sum(0)}
+    for name, grad in expected.items():
+        for source in (ic.diff(MLP2, name), ic.simplify(ic.diff(MLP2, name))):
+            np.testing.assert_allclose(ic.evaluate(source, arrays), grad, rtol=1e-10, atol=1e-12)
+
+
+def test_program_derivative_has_one_line_per_dependent_forward_line():
+    forward = ic.parse(MLP3)
+    for wrt, dependent in (("W1_gh", 4), ("W2_gh", 3), ("b3_g", 2), ("y_gh", 1)):
+        d = ic.diff(forward, wrt)
+        assert isinstance(d, Program)
+        assert d.equations[: len(forward.equations)] == forward.equations
+        lines = d.equations[len(forward.equations):]
+        assert len(lines) == dependent, f"{wrt}:\n{d}"
+        name = wrt_name(wrt)
+        assert all(eq.lhs.derivs and eq.lhs.derivs[-1].wrt == name for eq in lines)
+        assert [eq.lhs.name for eq in lines] == [eq.lhs.name for eq in forward.equations][-dependent:]
+
+
+def test_derivative_lines_use_the_named_derivatives_of_earlier_lines():
+    d = ic.diff(MLP2, "W1_gh")
+    last = d.equations[-1]
+    named = {t.key for t in last.rhs.walk() if isinstance(t, Tensor) and t.derivs}
+    assert named == {"yhat_{,}[W1]"}, str(last)
+
+
+def chain(layers):
+    lines = [f"x{k}_i = tanh(W{k}_ij x{k - 1}_j)" for k in range(1, layers + 1)]
+    lines.append(f"loss = x{layers}_i x{layers}_i")
+    return "\n".join(lines)
+
+
+def test_deep_chain_derivative_grows_linearly_and_fast():
+    source = chain(20)
+    forward = ic.parse(source)
+    start = time.perf_counter()
+    d = ic.diff(forward, "W1_gh")
+    s = ic.simplify(d)
+    elapsed = time.perf_counter() - start
+    assert len(d.equations) <= 2 * len(forward.equations)
+    assert len(s.equations) <= 2 * len(forward.equations)
+    assert len(str(d)) <= 4 * len(str(forward)) + 100 * len(forward.equations)
+    assert elapsed < 2.0, f"diff + simplify of a 20-layer chain took {elapsed:.2f} s"
+    mid = ic.diff(forward, "W10_gh")
+    assert len(mid.equations) == len(forward.equations) + 12
+
+
+def test_deep_chain_derivative_values():
+    source = chain(8)
+    arrays = {"x0": rand(2)}
+    for k in range(1, 9):
+        arrays[f"W{k}"] = rand(2, 2)
+    check(source, "W1_gh", arrays, loops=False)
+    check(source, "W8_gh", arrays, loops=False)
+    check(source, "x0_g", arrays, loops=False)
+
+
+def test_of_picks_an_intermediate():
+    arrays = mlp_arrays(2)
+    d = check(MLP2, "W1_gh", arrays, of="h", loops=False)
+    # h is the first line: its derivative alone is the answer
+    assert isinstance(d, Equation) and d.lhs.name == "h" and d.lhs.derivs[-1].wrt == "W1"
+    d = check(MLP2, "W1_gh", arrays, of="yhat", loops=False)
+    assert d.equations[-1].lhs.name == "yhat"
+    check(MLP2, "b2_g", arrays, of="yhat", loops=False)
+
+
+def test_of_names_an_equation_of_a_single_equation():
+    d = ic.diff("y_i = w_ij x_j", "w_gh", of="y")
+    assert d == ic.diff("y_i = w_ij x_j", "w_gh")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a program that redefines a name (h_i = w_ij x_j, then h_i = tanh(h_i)) gets derivative "
+    "lines placed after all forward lines, so h_{i,(gh)}[w] = tanh'(h_i) h_{i,(gh)}[w] reads the "
+    "final h (tanh(w x)) instead of the h before the redefinition: wrong numbers, no error"))
+def test_program_that_redefines_a_name():
+    program = "h_i = w_ij x_j\nh_i = tanh(h_i)\nloss = h_i h_i"
+    arrays = {"w": rand(2, 3), "x": rand(3)}
+    check(program, "w_gh", arrays, of="h")
+    check(program, "w_gh", arrays)
+
+
+@pytest.mark.parametrize("wrt", ["W1_gh", "b1_g", "W2_gh", "b2_g"])
+def test_inline_gives_the_same_numbers(wrt):
+    arrays = mlp_arrays(2)
+    chained = ic.diff(MLP2, wrt)
+    inlined = ic.diff(MLP2, wrt, inline=True)
+    forward = ic.parse(MLP2)
+    assert inlined.equations[: len(forward.equations)] == forward.equations
+    assert len(inlined.equations) == len(forward.equations) + 1
+    last = inlined.equations[-1]
+    assert not [t for t in last.rhs.walk() if isinstance(t, Tensor) and t.derivs], str(last)
+    np.testing.assert_allclose(ic.evaluate(inlined, arrays), ic.evaluate(chained, arrays), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        ic.evaluate(ic.simplify(inlined), arrays), ic.evaluate(chained, arrays), rtol=1e-10, atol=1e-12
+    )
+    check(MLP2, wrt, arrays, inline=True, loops=False)
+
+
+def test_inline_with_of_and_a_sum_rule_line():
+    program = "u_i = w_ij x_j\nv_i = u_i u_i + sum_j(w_ij)\nloss = sum_i(v_i)"
+    arrays = {"w": rand(3, 2), "x": rand(2)}
+    check(program, "w_gh", arrays, inline=True)
+    check(program, "w_gh", arrays, of="v", inline=True)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "inline substitutes v_{i,(gh)}[w] = u_i u_{i,(gh)}[w] + u_i u_{i,(gh)}[w] as a parenthesised sum "
+    "into u_i v_{i,(gh)}[w], where i is summed: inside the sum (a scope) u_i (x_p delta_(ip)(gh)) now "
+    "sums i on its own, so the result carries a stray free i (IndexNotationError); the product "
+    "must be distributed over the sum, or written as sum_i(...)"))
+def test_inline_of_an_elementwise_sum_into_a_product_that_sums_its_index():
+    program = "u_i = w_ij x_j\nv_i = u_i u_i\nloss = v_i u_i"
+    check(program, "w_gh", {"w": rand(3, 2), "x": rand(2)}, inline=True)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "inline renames only the top-level summed letters of a definition apart: h_{m,g}[w] = "
+    "cos_m(w_u) delta_mg, whose u is the relabelled index inside cos_m, lands where u is fixed "
+    "(y_u = z_u sum_m(h_m)), and cos_m(w_u) no longer has an index to relabel (IndexNotationError)"))
+def test_inline_of_a_definition_whose_inner_letter_is_fixed_where_it_is_used():
+    program = "h_m = sin_m(w_u)\ny_u = z_u sum_m(h_m)"
+    check(program, "w", {"w": rand(3), "z": rand(2)}, inline=True)
+
+
+# --------------------------------------------------------------------------------------
+# Second derivatives
+
+
+def test_hessian_of_a_quadratic_form():
+    a, w = rand(3, 3), rand(3)
+    d2 = ic.diff(ic.diff("q = w_i a_ij w_j", "w_g"), "w_k")
+    np.testing.assert_allclose(ic.evaluate(d2, {"a": a, "w": w}), a + a.T, rtol=1e-12)
+    np.testing.assert_allclose(ic.evaluate(ic.simplify(d2), {"a": a, "w": w}), a + a.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("first, second", [("W1_gh", "W1_kl"), ("W2_gh", "W2_kl"), ("W1_gh", "b2_k"), ("b1_g", "W2_kl")])
+def test_hessian_of_an_mlp(first, second):
+    arrays = mlp_arrays(2, n=3, sizes=(2, 3, 2))
+    gradient = ic.diff(MLP2, first)
+    hessian = ic.diff(gradient, second)
+    assert isinstance(hessian, Program)
+    assert hessian.equations[-1].lhs.name == "loss" and len(hessian.equations[-1].lhs.derivs) == 2
+    expected = finite_difference(gradient, arrays, wrt_name(second))
+    assert_close(ic.evaluate(hessian, arrays), expected, f"Hessian {first}, {second}")
+    assert_close(ic.evaluate(ic.simplify(hessian), arrays), expected, f"simplified Hessian {first}, {second}")
+    twice = ic.diff(ic.simplify(gradient), second)
+    assert_close(ic.evaluate(twice, arrays), expected, f"Hessian of the simplified gradient {first}, {second}")
+
+
+def test_hessian_is_symmetric():
+    arrays = mlp_arrays(2, n=3, sizes=(2, 3, 2))
+    h = ic.evaluate(ic.diff(ic.diff(MLP2, "W1_gh"), "W1_kl"), arrays)
+    np.testing.assert_allclose(h, h.transpose(2, 3, 0, 1), rtol=1e-10, atol=1e-12)
+
+
+LOGISTIC = """\
+p_n = sigma(X_nj w_j)
+L = -mean_n(y_n log(p_n) + (1 - y_n) log(1 - p_n))
+"""
+
+
+def test_logistic_regression_gradient_and_hessian():
+    n, k = 7, 3
+    X, w = rand(n, k), rand(k)
+    y = (RNG.uniform(size=n) > 0.5).astype(float)
+    arrays = {"X": X, "w": w, "y": y}
+    p = sigmoid(X @ w)
+    gradient = ic.diff(LOGISTIC, "w_g")
+    np.testing.assert_allclose(ic.evaluate(gradient, arrays), X.T @ (p - y) / n, rtol=1e-10, atol=1e-12)
+    hessian = ic.diff(gradient, "w_k")
+    expected = X.T @ np.diag(p * (1 - p)) @ X / n
+    for h in (hessian, ic.simplify(hessian), ic.diff(ic.simplify(gradient), "w_k")):
+        np.testing.assert_allclose(ic.evaluate(h, arrays), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ic.evaluate_loops(hessian, arrays), expected, rtol=1e-9, atol=1e-12)
+    assert_close(ic.evaluate(hessian, arrays), finite_difference(gradient, arrays, "w"), "logistic Hessian")
+
+
+def test_second_derivative_of_a_single_equation_by_two_tensors():
+    arrays = {"w": rand(2, 3), "x": rand(3)}
+    first = ic.diff("y_i = tanh(w_ij x_j)", "w_gh")
+    second = ic.diff(first, "x_k")
+    assert second.lhs.all_indices[:1] == ("i",) and len(second.lhs.all_indices) == 4
+    assert_close(ic.evaluate(second, arrays), finite_difference(first, arrays, "x"), "d²y/dw dx")
+
+
+# --------------------------------------------------------------------------------------
+# Property-based: random well-formed programs
+
+
+LETTERS = ("i", "j", "k", "l", "m", "n", "p", "q", "r", "s", "u", "v", "μ", "k1")
+FRESH_WRT = ("g", "h", "a", "b", "c", "d", "e", "f", "o")
+PLAIN = ("sigma", "σ", "tanh", "softplus", "sin", "cos")
+SMOOTH = PLAIN + ("exp(tanh({}))", "log(1 + ({})^2)", "sqrt(1 + ({})^2)", "exp(0.5 sin({}))", "sigma'({})", "tanh'({})")
+POWERS = ("({})^2", "({})^3", "(1 + ({})^2)^0.5", "(1 + ({})^2)^-1", "(2 + sin({}))^1.5")
+NUMBERS = ("2", "0.5", "1.5", "3", "0.25")
+
+
+class Generator:
+    """Draws a random well-formed program of smooth functions.
+
+    `expr(out, optional, fixed, depth)` is text whose free indices at its top are exactly
+    `out` (plus perhaps letters of `optional`, fixed letters it may broadcast over);
+    letters in `fixed` are never summed. Every letter has one size (1 to 3).
+    """
+
+    def __init__(self, data):
+        self.data = data
+        self.sizes: dict[str, int] = {}
+        self.inputs: dict[str, tuple[int, ...]] = {}
+        self.results: dict[str, tuple[int, ...]] = {}
+        self.count = 0
+
+    def draw(self, strategy):
+        return self.data.draw(strategy)
+
+    def chance(self, tenths: int) -> bool:
+        return self.draw(st.integers(0, 9)) < tenths
+
+    def pick(self, options):
+        return self.draw(st.sampled_from(list(options)))
+
+    def fresh(self, avoid, size=None):
+        options = [l for l in LETTERS if l not in avoid and (size is None or self.sizes.get(l, size) == size)]
+        if not options:
+            return None
+        letter = self.pick(options)
+        if letter not in self.sizes:
+            self.sizes[letter] = size if size else self.draw(st.integers(1, 3))
+        return letter
+
+    def tensor(self, letters) -> str:
+        shape = tuple(self.sizes[l] for l in letters)
+        sub = "_" + "".join(letters) if letters else ""
+        if self.results and self.chance(4):
+            for name, rshape in self.results.items():
+                for perm in itertools.permutations(letters):
+                    if tuple(self.sizes[l] for l in perm) == rshape:
+                        return name + ("_" + "".join(perm) if perm else "")
+        name = f"T{self.count}"
+        self.count += 1
+        self.inputs[name] = shape
+        return name + sub
+
+    def expr(self, out, optional, fixed, depth) -> str:
+        kinds = ["leaf"] if depth <= 0 else ["leaf", "product", "product", "sum", "call", "reduce", "power", "relabel"]
+        kind = self.pick(kinds)
+        if kind == "product":
+            return self.product(out, optional, fixed, depth)
+        return self.factor(out, optional, fixed, depth, kind=kind)
+
+    def factor(self, out, optional, fixed, depth, busy=None, kind=None) -> str:
+        """An operand of a product; `busy`: the letters its siblings use (no trace on them)."""
+        busy = set(out | fixed) if busy is None else busy
+        if kind is None:
+            kinds = ["leaf"] if depth <= 0 else ["leaf", "leaf", "sum", "call", "reduce", "power", "relabel"]
+            kind = self.pick(kinds)
+        if kind == "sum":
+            return "(" + self.sum(out, optional, fixed, depth) + ")"
+        if kind == "call":
+            return self.call(out, optional, fixed, depth)
+        if kind == "reduce":
+            return self.reduce(out, optional, fixed, depth)
+        if kind == "power":
+            return self.power(out, optional, fixed, depth)
+        if kind == "relabel":
+            text = self.relabel(out, optional, fixed, depth)
+            return text if text is not None else self.call(out, optional, fixed, depth)
+        return self.leaf(out, optional, fixed, busy)
+
+    def leaf(self, out, optional, fixed, busy) -> str:
+        letters = list(out) + [l for l in sorted(optional - out) if self.chance(3)]
+        if not letters and self.chance(3):
+            return self.pick(NUMBERS)
+        if self.chance(1):
+            t = self.fresh(busy | out | fixed)
+            if t is not None:
+                busy.add(t)
+                letters += [t, t]  # a trace over t
+        return self.tensor(self.draw(st.permutations(letters)))
+
+    def product(self, out, optional, fixed, depth) -> str:
+        nf = self.draw(st.integers(2, 3))
+        summed: set[str] = set()
+        for _ in range(self.draw(st.integers(0, 2))):
+            letter = self.fresh(out | fixed | summed)
+            if letter is not None:
+                summed.add(letter)
+        assign = [set() for _ in range(nf)]
+        for letter in sorted(out - fixed):
+            assign[self.draw(st.integers(0, nf - 1))].add(letter)
+        for letter in sorted(out & fixed):
+            for k in self.draw(st.sets(st.integers(0, nf - 1), min_size=1)):
+                assign[k].add(letter)
+        for letter in sorted(summed):
+            count = 3 if nf == 3 and self.chance(3) else 2
+            for k in self.draw(st.permutations(range(nf)))[:count]:
+                assign[k].add(letter)
+        busy = set(out | fixed | summed)
+        deltas = []
+        if self.chance(3):
+            candidates = [(k, a) for k in range(nf) for a in sorted(assign[k])]
+            if candidates:
+                k, a = self.pick(candidates)
+                b = self.fresh(busy, size=self.sizes[a])
+                if b is not None:
+                    busy.add(b)
+                    assign[k] = (assign[k] - {a}) | {b}
+                    deltas.append(f"delta_{a}{b}" if self.chance(5) else f"δ_{b}{a}")
+        divide = self.chance(3)
+        texts = [self.factor(frozenset(assign[k]), optional, fixed, depth - 1, busy)
+                 for k in range(nf - 1 if divide else nf)]
+        texts += deltas
+        if self.chance(3):
+            texts.append(self.pick(NUMBERS))
+        texts = list(self.draw(st.permutations(texts)))
+        text = (" * " if self.chance(2) else " ").join(texts)
+        if divide:
+            below = self.expr(frozenset(assign[nf - 1]), optional, fixed, depth - 1)
+            text += f" / (1 + ({below})^2)"
+        return text
+
+    def sum(self, out, optional, fixed, depth) -> str:
+        terms = [self.expr(out, optional, fixed, depth - 1)]
+        for _ in range(self.draw(st.integers(1, 2))):
+            if self.chance(3):
+                terms.append(self.expr(frozenset(), frozenset(), fixed, depth - 1))  # scalar expansion
+            else:
+                terms.append(self.expr(out, optional, fixed, depth - 1))
+        terms = self.draw(st.permutations(terms))
+        text = terms[0]
+        for term in terms[1:]:
+            text += self.pick((" + ", " - ")) + term
+        return text
+
+    def call(self, out, optional, fixed, depth) -> str:
+        func = self.pick(SMOOTH)
+        arg = self.expr(out, optional, fixed, depth - 1)
+        return func.format(arg) if "{" in func else f"{func}({arg})"
+
+    def relabel(self, out, optional, fixed, depth):
+        free = out - fixed
+        targets = sorted(free) if free else sorted((out | optional) & fixed)
+        if len(free) > 1 or not targets:
+            return None
+        target = self.pick(targets)
+        source = self.fresh(out | fixed | {target}, size=self.sizes[target])
+        if source is None:
+            return None
+        arg = self.expr((out - {target}) | {source}, optional, fixed, depth - 1)
+        return f"{self.pick(PLAIN)}_{target}({arg})"
+
+    def reduce(self, out, optional, fixed, depth) -> str:
+        letters = []
+        for _ in range(1 if self.chance(7) else 2):
+            letter = self.fresh(out | fixed | set(letters))
+            if letter is not None:
+                letters.append(letter)
+        if not letters:
+            return self.call(out, optional, fixed, depth)
+        new = frozenset(letters)
+        body = self.expr(out | new, optional | new, fixed | new, depth - 1)
+        return f"{self.pick(('sum', 'Σ', 'mean'))}_{''.join(letters)}({body})"
+
+    def power(self, out, optional, fixed, depth) -> str:
+        if self.chance(3):
+            return self.leaf(out, optional, fixed, set(out | fixed)) + "^2"
+        return self.pick(POWERS).format(self.expr(out, optional, fixed, depth - 1))
+
+    def program(self, max_depth=3) -> str:
+        if self.chance(2):
+            out = frozenset(filter(None, (self.fresh(set()) for _ in range(self.draw(st.integers(0, 1))))))
+            return self.expr(out, frozenset(), frozenset(), self.draw(st.integers(1, max_depth)))
+        lines = []
+        for number in range(self.draw(st.integers(1, 3))):
+            lhs: list[str] = []
+            for _ in range(self.draw(st.integers(0, 2))):
+                letter = self.fresh(set(lhs))
+                if letter is not None:
+                    lhs.append(letter)
+            fixed = frozenset(lhs)
+            rhs = self.expr(fixed, fixed, fixed, self.draw(st.integers(1, max_depth)))
+            if self.results and self.chance(6):
+                earlier = self.pick(sorted(self.results))
+                letters: list[str] = []
+                for size in self.results[earlier]:
+                    letter = self.fresh(fixed | set(letters), size=size)
+                    if letter is None:
+                        break
+                    letters.append(letter)
+                if len(letters) == len(self.results[earlier]):
+                    op = self.pick(("sum", "mean"))
+                    use = f"{op}_{''.join(letters)}({earlier}_{''.join(letters)})" if letters else earlier
+                    rhs = f"({rhs}) * {self.pick(('tanh', 'sigma', ''))}({use})"
+            name = f"y{number}"
+            lines.append(f"{name}{'_' + ''.join(lhs) if lhs else ''} = {rhs}")
+            self.results[name] = tuple(self.sizes[l] for l in lhs)
+        return "\n".join(lines)
+
+    def arrays(self, seed: int) -> dict:
+        rng = np.random.default_rng(seed)
+        out = {}
+        for name, shape in self.inputs.items():
+            out[name] = float(rng.uniform(-1, 1)) if not shape and seed % 2 else rng.uniform(-1, 1, shape)
+        return out
+
+
+def dependencies(node) -> set[str]:
+    """The input tensors the value of `node` (its last equation) depends on."""
+    equations = node.equations if isinstance(node, Program) else (node,)
+    if not isinstance(node, (Program, Equation)):
+        return {t.key for t in node.walk() if isinstance(t, Tensor)}
+    defined = {}
+    for eq in equations:
+        defined[eq.lhs.key] = {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    out: set[str] = set()
+    todo = [equations[-1].lhs.key]
+    seen = set()
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        for used in defined.get(key, ()):
+            if used in defined:
+                todo.append(used)
+            else:
+                out.add(used)
+    return out
+
+
+@st.composite
+def derivative_cases(draw):
+    gen = Generator(draw(st.data()))
+    text = gen.program()
+    node = ic.parse(text)
+    depends = sorted(dependencies(node))
+    assume(depends)  # a formula of numbers alone has nothing to differentiate by
+    name = draw(st.sampled_from(depends))
+    count = len(gen.inputs[name])
+    if count and draw(st.booleans()):
+        wrt = name + "_" + "".join(FRESH_WRT[:count])
+    else:
+        wrt = name
+    arrays = gen.arrays(draw(st.integers(0, 2**32 - 1)))
+    return text, wrt, arrays
+
+
+PROPERTY = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+@PROPERTY
+@given(derivative_cases())
+def test_random_derivatives_match_finite_differences(case):
+    text, wrt, arrays = case
+    d = ic.diff(text, wrt)
+    got = ic.evaluate(d, arrays)
+    assert np.all(np.isfinite(got))
+    expected = finite_difference(text, arrays, wrt_name(wrt))
+    assert_close(got, expected, f"d/d{wrt} of\n{text}\n=\n{d}", rtol=1e-5)
+
+
+@PROPERTY
+@given(derivative_cases())
+def test_simplify_preserves_the_value(case):
+    text, wrt, arrays = case
+    forward = ic.parse(text)
+    assert_close(ic.evaluate(ic.simplify(forward), arrays), ic.evaluate(forward, arrays),
+                 f"simplify of\n{text}", rtol=1e-10, atol=1e-12)
+    d = ic.diff(forward, wrt)
+    s = ic.simplify(d)
+    assert_close(ic.evaluate(s, arrays), ic.evaluate(d, arrays), f"simplify of\n{d}\n->\n{s}", rtol=1e-10, atol=1e-12)
+    assert ic.simplify(s) == s or np.allclose(ic.evaluate(ic.simplify(s), arrays), ic.evaluate(s, arrays))
+
+
+@PROPERTY
+@given(derivative_cases())
+def test_einsum_agrees_with_loops_on_derivatives(case):
+    text, wrt, arrays = case
+    d = ic.diff(text, wrt)
+    for version in (d, ic.simplify(d)):
+        fast = ic.evaluate(version, arrays)
+        slow = ic.evaluate_loops(version, arrays)
+        assert_close(fast, slow, f"einsum vs loops on\n{version}", rtol=1e-9, atol=1e-11)
+
+
+@PROPERTY
+@given(derivative_cases())
+def test_derivatives_print_and_parse_back(case):
+    text, wrt, arrays = case
+    d = ic.diff(text, wrt)
+    for version in (d, ic.simplify(d)):
+        printed = str(version)
+        assert ic.parse(printed) == version, f"round trip of\n{printed}"
+        assert ic.parse(version.pretty()) == version, f"round trip of\n{version.pretty()}"
+
+
+# --------------------------------------------------------------------------------------
+# Regressions: inputs the random programs found
+
+
+def test_relabelled_call_in_a_product_that_sums_the_new_letter():
+    arrays = {"a": rand(3), "x": rand(3), "T": rand(3)}
+    check("y = a_m cos_m(x_i)", "x_g", arrays)
+    check("y = delta_im T_i cos_m(x_i)", "x", arrays)
+
+
+def test_relabelled_call_that_reads_a_diagonal():
+    # inside sum_jl, l is fixed: cos_l(T_mjl) is cos(T_ljl)
+    check("y = sum_jl(cos_l(T_mjl))", "T", {"T": rand(3, 2, 3)})
+    check("y = sum_m(sigma_m(sigma_k(T_lm)))", "T", {"T": rand(3, 3)})
+    check("y = sum_m(tanh_m(1.5 a_p T_mkp c))", "T", {"a": rand(2), "T": rand(3, 3, 2), "c": 0.4})
+
+
+def test_bare_expression_whose_free_letter_an_inner_scope_also_sums():
+    arrays = {"x": rand(3), "y": rand(3), "z": rand(3)}
+    d = check("x_i sigma(y_i z_i)", "y_g", arrays)
+    assert d.lhs.name == "f" and len(d.lhs.indices) == 1
+    check("cos_v(cos_q(a δ_mv x_m))", "x", {"a": 0.7, "x": rand(3)})
+    # no capture, no renaming: the derivative keeps the expression's letters
+    assert ic.diff("w_ij x_j", "w_gh").lhs.indices == ("i",)
+
+
+def test_reduction_term_beside_a_factor_that_uses_its_letters_inside():
+    arrays = {"T3": rand(1, 3, 1, 2), "T4": rand(1, 1, 2), "T5": rand(2, 3, 1)}
+    check("y = sum_ml(cos(T3_ipml)) (T4_mil T5_lpm)^3", "T3", arrays)
+
+
+def test_trace_factor_keeps_its_letters_when_simplified():
+    arrays = {"T0": rand(2, 3, 2, 3, 3), "T1": rand(2, 3), "m": rand(3, 3), "x": rand(3), "T2": rand(3, 3, 3)}
+    for text in ("1.5 delta_pj T0_upkpj / (1 + (T1_kp)^2)", "s_gh = x_i delta_(ii)(gh)", "s = (m_ii)^1 x_i x_i",
+                 "s = delta_in x_n (T2_nin)^2"):
+        simplified = ic.simplify(text)
+        assert_close(ic.evaluate(simplified, arrays), ic.evaluate(text, arrays), f"{text} -> {simplified}",
+                     rtol=1e-12, atol=1e-12)
+
+
+def test_like_terms_under_different_reductions_are_not_merged():
+    # in the first term n is fixed inside sigma (elementwise), in the second summed inside it
+    text = "s = mean_n(a_n sigma(a_n b_n)) + mean_m(a_m sigma(a_n b_n))"
+    arrays = {"a": rand(3), "b": rand(3)}
+    assert_close(ic.evaluate(ic.simplify(text), arrays), ic.evaluate(text, arrays), text, rtol=1e-12, atol=1e-12)
+    text = "y_i = mean_n(x_ni tanh(x_ni + b_i)) + mean_n(x_ni tanh(x_ni + b_i))"
+    arrays = {"x": rand(4, 3), "b": rand(3)}
+    assert_close(ic.evaluate(ic.simplify(text), arrays), ic.evaluate(text, arrays), text, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+
+
+def raises_diff_error(source, wrt, *fragments, **options):
+    with pytest.raises(ic.DiffError) as info:
+        ic.diff(source, wrt, **options)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+def test_wrt_that_does_not_occur():
+    raises_diff_error("y_i = w_ij x_j", "v_gh", "v", "does not occur")
+    raises_diff_error("y_i = w_ij x_j", "v", "v", "does not occur")
+    # a tensor of a later line does not occur in what is differentiated
+    raises_diff_error("y_i = w_ij x_j\nz_i = v_i y_i", "v_g", "v", "does not occur", of="y")
+
+
+def test_wrt_with_the_wrong_number_of_indices():
+    raises_diff_error("y_i = w_ij x_j", "w_g", "w", "2 indices", "1")
+    raises_diff_error("y_i = w_ij x_j", "w_ghk", "2 indices", "3")
+    raises_diff_error("y_i = w_ij x_j", "x_gh", "1 index", "2")
+
+
+def test_wrt_index_already_used_in_the_equation():
+    message = raises_diff_error("y_i = w_ij x_j", "w_ij", "already used", "fresh")
+    assert "i" in message and "j" in message
+    raises_diff_error("y_i = w_ij x_j", "w_gi", "already used")
+    raises_diff_error("h_ni = tanh(W_ij x_nj)\nloss = h_ni h_ni", "W_gn", "already used")
+
+
+def test_wrt_indices_must_be_distinct():
+    raises_diff_error("y_i = w_ij x_j", "w_gg", "distinct")
+
+
+@pytest.mark.parametrize("wrt", ["2", "w_{,i}", "w_{,(gh)}[w]", "w_gh + 1", "sigma(w_gh)", "delta_gh", "-w_gh"])
+def test_wrt_that_is_not_a_tensor(wrt):
+    raises_diff_error("y_i = w_ij x_j", wrt, "wrt")
+
+
+def test_wrt_that_is_not_text_or_not_parseable():
+    raises_diff_error("y_i = w_ij x_j", 3, "wrt")
+    with pytest.raises(ic.IndexCalcError):
+        ic.diff("y_i = w_ij x_j", "w_g(")
+    with pytest.raises(ic.IndexCalcError):
+        ic.diff("y_i = w_ij x_j", "")
+
+
+def test_of_naming_nothing():
+    raises_diff_error(MLP2, "W1_gh", "no equation defines", "'z'", of="z")
+    raises_diff_error("y_i = w_ij x_j", "w_gh", "no equation defines", of="q")
+
+
+def test_target_that_does_not_depend_on_wrt():
+    raises_diff_error("h_i = w_ij x_j\nloss = v_i v_i", "w_gh", "loss", "does not depend on w")
+    raises_diff_error(MLP2, "W2_gh", "W2", "does not occur", of="h")  # h comes before W2
+    raises_diff_error("u_i = w_ij x_j\nv_i = z_i\nloss = v_i v_i", "w_gh", "loss", "does not depend on w")
+    raises_diff_error("y_i = w_ij x_j", "y_g", "does not depend")
+
+
+def test_source_that_breaks_the_index_rules():
+    with pytest.raises(ic.IndexCalcError):
+        ic.diff("y_i = w_ij x_k", "w_gh")
+    with pytest.raises(ic.IndexCalcError):
+        ic.diff("y_i = w_ij x_j + w_i", "w_gh")
+
+
+def test_diff_errors_are_indexcalc_errors():
+    assert issubclass(ic.DiffError, ic.IndexCalcError)
+
+
+# --------------------------------------------------------------------------------------
+# Simplify: every rule fires and keeps the value
+
+
+def context_for(eq: Equation) -> Context:
+    return Context(frozenset(eq.lhs.all_indices), fresh_letters(letters_in(eq)))
+
+
+def find(node, kind):
+    """The first sub-node of type `kind`, parents first."""
+    return next(n for n in node.walk() if isinstance(n, kind))
+
+
+def replaced(node, old, new):
+    """`node` with its sub-node `old` (by identity) replaced by `new`."""
+    if node is old:
+        return new
+    if isinstance(node, Product):
+        return Product(tuple(replaced(f, old, new) for f in node.factors))
+    if isinstance(node, Sum):
+        return Sum(tuple(replaced(t, old, new) for t in node.terms))
+    if isinstance(node, Power):
+        return Power(replaced(node.base, old, new), replaced(node.exponent, old, new))
+    if isinstance(node, Call):
+        return Call(node.func, replaced(node.arg, old, new), node.relabel)
+    if isinstance(node, Reduce):
+        return Reduce(node.op, node.indices, replaced(node.body, old, new))
+    return node
+
+
+RULE_CASES = {
+    "lone_delta": [("t_gh = delta_(ii)(gh) + m_gh", Delta, "t_gh = delta_gh + m_gh"),
+                   ("y_i = delta_ii + x_i", Delta, "y_i = 1 + x_i")],
+    "flatten_product": [("s = 2 (a_i b_i) x_j d_j", Product, "s = 2 a_i b_i x_j d_j")],
+    "fold_numbers": [("y_i = 2 x_i 3", Product, "y_i = 6 x_i"),
+                     ("s = 0 x_i x_i", Product, "s = 0"),
+                     ("y_i = 1 x_i", Product, "y_i = x_i")],
+    "eliminate_delta": [("y_g = delta_ig x_i", Product, "y_g = x_g"),
+                        ("s = a_i delta_ij b_j", Product, None),
+                        ("y_i = delta_ii x_i", Product, "y_i = x_i")],
+    "drop_zero_carriers": [("y_i = sigma(x_i) (0 x_i + 1)", Product, "y_i = sigma(x_i)")],
+    "combine_powers": [("y_i = x_i x_i", Product, "y_i = x_i^2"),
+                       ("y_i = x_i^2 x_i^-1 z_i", Product, None)],
+    "order_factors": [("y_i = x_i sigma(z_i)", Product, "y_i = sigma(z_i) x_i")],
+    "flatten_sum": [("y_i = a_i + (b_i - x_i)", Sum, "y_i = a_i + b_i - x_i")],
+    "collect_terms": [("y_i = 2 a_i + 3 a_i", Sum, "y_i = 5 a_i"),
+                      ("s = a_j b_j + a_k b_k", Sum, "s = 2 a_j b_j"),
+                      ("y_i = a_i - a_i + b_i", Sum, "y_i = b_i"),
+                      ("y = 1 + 2 + c", Sum, "y = 3 + c")],
+    "reduce_delta": [("y_g = sum_j(delta_jg x_j)", Reduce, "y_g = x_g"),
+                     ("y_g = sum_jk(delta_jg x_j z_k)", Reduce, None)],
+    "fold_power": [("y_i = x_i^1", Power, "y_i = x_i"),
+                   ("y_i = x_i + 2^3", Power, "y_i = x_i + 8"),
+                   ("y_i = x_i + c^0", Power, "y_i = x_i + 1")],
+    "fold_call": [("y_i = x_i relu'(2)", Call, "y_i = x_i"),
+                  ("y_i = x_i + exp(0)", Call, "y_i = x_i + 1")],
+}
+
+
+def rule_arrays():
+    return {"m": rand(3, 3), "x": rand(3), "z": rand(3), "a": rand(3), "b": rand(3), "c": 0.7,
+            "d": rand(3), "s": rand(3)}
+
+
+def test_every_simplify_rule_has_a_test():
+    assert {rule.__name__ for _, rule in RULES} == set(RULE_CASES)
+
+
+@pytest.mark.parametrize("rule_name, text, kind, simplified",
+                         [(name, *case) for name, cases in RULE_CASES.items() for case in cases])
+def test_simplify_rule_fires_and_keeps_the_value(rule_name, text, kind, simplified):
+    rule = next(rule for node_type, rule in RULES if rule.__name__ == rule_name)
+    eq = ic.parse(text)
+    if rule_name == "flatten_sum" and not any(isinstance(t, Sum) for t in find(eq.rhs, Sum).terms):
+        pytest.fail("the parser flattened the nested sum; pick another input")
+    node = find(eq.rhs, kind)
+    ctx = context_for(eq)
+    fixed = set(ctx.fixed)
+    # the rule sees the indices fixed at the node: the left-hand side's and enclosing reductions'
+    for outer in eq.rhs.walk():
+        if isinstance(outer, Reduce) and any(n is node for n in outer.body.walk()):
+            fixed |= set(outer.indices)
+    new = rule(node, Context(frozenset(fixed), ctx.fresh))
+    assert new is not None and new != node, f"{rule_name} did not fire on {node}"
+    rewritten = Equation(eq.lhs, replaced(eq.rhs, node, new))
+    arrays = rule_arrays()
+    before = ic.evaluate(eq, arrays)
+    assert_close(ic.evaluate(rewritten, arrays), before, f"{rule_name}: {eq} -> {rewritten}", rtol=1e-12, atol=1e-12)
+    assert_close(ic.evaluate_loops(rewritten, arrays), before, f"{rule_name} (loops)", rtol=1e-12, atol=1e-12)
+    result = ic.simplify(eq)
+    assert_close(ic.evaluate(result, arrays), before, f"simplify {eq} -> {result}", rtol=1e-12, atol=1e-12)
+    if simplified is not None:
+        assert result == ic.simplify(ic.parse(simplified)), f"simplify({eq}) = {result}, expected {simplified}"
+
+
+def test_simplify_writes_the_gradient_as_on_paper():
+    d = ic.simplify(ic.diff("yhat_i = sigma(w_ij x_j + b_i)", "w_gh"))
+    assert not [n for n in d.rhs.walk() if isinstance(n, Delta) and set(n.all_indices) <= {"i", "j"}]
+    text = str(d)
+    assert "x_h" in text and "delta_ig" in text
+    d = ic.simplify(ic.diff("s = a_i b_i c_i", "b_g"))
+    assert d == ic.parse("s_{,g}[b] = a_g c_g")
+
+
+def test_simplify_keeps_a_delta_that_is_part_of_the_answer():
+    # the Jacobian of w_i / x_i by x_j is diagonal: the δ stays
+    d = ic.simplify(ic.diff("y_i = w_i / x_i", "x_g"))
+    assert any(isinstance(n, Delta) for n in d.rhs.walk())
+    arrays = {"w": rand(3), "x": positive(3)}
+    np.testing.assert_allclose(ic.evaluate(d, arrays), np.diag(-arrays["w"] / arrays["x"] ** 2))
+
+
+def test_simplify_takes_every_kind():
+    text = "w_ij x_j delta_jg"
+    assert isinstance(ic.simplify(text), type(ic.parse(text)))
+    eq = ic.diff("y_i = w_ij x_j", "w_gh")
+    assert isinstance(ic.simplify(eq), Equation)
+    assert isinstance(ic.simplify(ic.diff(MLP2, "W1_gh")), Program)
+    assert isinstance(ic.simplify(str(eq)), Equation)
