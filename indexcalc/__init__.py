@@ -29,3 +29,6 @@ __all__ += ["diff", "DiffError"]
 from .simplify import simplify  # noqa: E402
 
 __all__ += ["simplify"]
+from .compile import Compiled, compile  # noqa: E402,A001
+
+__all__ += ["compile", "Compiled"]

@@ -146,7 +146,7 @@ class _Rules:
         if node.relabel is not None:
             source = relabelled_index(node, fixed)
             outer = _relabelled(outer, node.relabel)
-            inner = [self.renamed(t, source, node.relabel, fixed) for t in inner]
+            inner = [self.renamed(t, source, node.relabel, fixed, merge=False) for t in inner]
         coef, factors = _flat(outer)
         # the call's free indices, not the argument's: σ_m(x_i) runs over m
         return self.times(factors, node, inner, fixed, coef)
@@ -180,7 +180,7 @@ class _Rules:
         avoid = exposed_letters(others, fixed)
         if all(not self.is_open(t, free, fixed) for t in terms):
             if len(terms) == 1 and not terms[0].reds:
-                t = self.apart(terms[0], avoid, free | fixed)
+                t = self.apart(terms[0], avoid, free | fixed, fixed)
                 return [Term(coef * t.coef, others + t.factors)]
             scope = terms[0].expr() if len(terms) == 1 else Sum(tuple(t.expr() for t in terms))
             return [Term(coef, others + (scope,))]
@@ -188,7 +188,7 @@ class _Rules:
         within = set().union(*(letters_in(f) for f in others)) if others else set()
         out = []
         for t in terms:
-            t = self.apart(t, avoid | (within & t.bound()), free | fixed)
+            t = self.apart(t, avoid | (within & t.bound()), free | fixed, fixed)
             out.append(Term(coef * t.coef, others + t.factors, t.reds))
         return out
 
@@ -200,21 +200,21 @@ class _Rules:
         counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
         return any(counts.get(i, 0) != 1 for i in free if i not in term.bound())
 
-    def apart(self, term: Term, avoid: set[str], keep: set[str]) -> Term:
+    def apart(self, term: Term, avoid: set[str], keep: set[str], fixed) -> Term:
         """Rename the indices a term sums or reduces off the letters in `avoid`."""
         own = (term.letters() - keep - set(self.G)) & avoid
         for index in own:
-            term = self.renamed(term, index, self.fresh(), frozenset(keep))
+            term = self.renamed(term, index, self.fresh(), fixed)  # keep's free letters are not fixed
         return term
 
-    def renamed(self, term: Term, old: str, new: str, fixed) -> Term:
+    def renamed(self, term: Term, old: str, new: str, fixed, merge: bool = True) -> Term:
         reds = tuple((op, tuple(new if i == old else i for i in ix)) for op, ix in term.reds)
         # old is not fixed: a scope that sums or relabels a letter old of its own keeps it; and a
         # letter new the term sums of its own (σ_j(T_jm ...) relabels m to j) is moved aside
         inside = frozenset(fixed) | term.bound()
         if not term.factors:
             return Term(term.coef, (), reds)
-        product = rename(Product(term.factors), old, new, inside, self.fresh)
+        product = rename(Product(term.factors), old, new, inside, self.fresh, merge=merge)
         return Term(term.coef, tuple(leaf_factors(product)), reds)
 
 

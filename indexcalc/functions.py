@@ -26,6 +26,7 @@ class Function:
     latex: str
     aliases: tuple[str, ...] = ()
     unicode: str | None = None
+    prime_from_value: Callable[[str], str] | None = None  # f'(u) as code from y = f(u)
 
 
 def _call(name: str) -> Callable[[Expr], Expr]:
@@ -54,7 +55,9 @@ def _neg(*factors: Expr) -> Expr:
 
 
 FUNCTIONS: tuple[Function, ...] = (
-    Function("sigma", _sigmoid, _call("sigma'"), r"\sigma", ("sigmoid", "σ"), "σ"),
+    Function(
+        "sigma", _sigmoid, _call("sigma'"), r"\sigma", ("sigmoid", "σ"), "σ", lambda y: f"{y} * (1.0 - {y})"
+    ),
     Function(
         "sigma'",
         _sigmoid_prime,
@@ -63,14 +66,20 @@ FUNCTIONS: tuple[Function, ...] = (
         ("sigmoid'", "σ'"),
         "σ'",
     ),
-    Function("tanh", np.tanh, _call("tanh'"), r"\tanh"),
+    Function("tanh", np.tanh, _call("tanh'"), r"\tanh", prime_from_value=lambda y: f"1.0 - {y} * {y}"),
     Function(
         "tanh'",
         lambda x: 1.0 - np.tanh(x) ** 2,
         lambda u: _neg(Number(2.0), Call("tanh", u), Call("tanh'", u)),
         r"\tanh'",
     ),
-    Function("relu", lambda x: np.maximum(x, 0), _call("relu'"), r"\operatorname{relu}"),
+    Function(
+        "relu",
+        lambda x: np.maximum(x, 0),
+        _call("relu'"),
+        r"\operatorname{relu}",
+        prime_from_value=lambda y: f"({y} > 0).astype({y}.dtype)",
+    ),
     Function("relu'", _step, _zero, r"\operatorname{relu}'"),
     Function("exp", np.exp, _call("exp"), r"\exp"),
     Function("log", np.log, lambda u: Power(u, Number(-1.0)), r"\log"),

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor
-from .indices import free_indices, summed_indices
+from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .indices import free_indices, occurrence_counts, summed_indices
 
 Fresh = Callable[[], str]
 
@@ -163,4 +163,36 @@ def rename_fixed(node: Expr, mapping: dict[str, str], fixed: frozenset[str], fre
         target = mapping[old]
         node = rename(node, temp, target, fixed, fresh)
         fixed = (fixed - {temp}) | {target}
+    return node
+
+
+def canonical_bound(node: Expr, fixed: frozenset[str], fresh: Fresh) -> Expr:
+    """`node` with every bound index renamed #0, #1, ... in order of appearance, scope by
+    scope: two expressions that differ only in the names of what they sum become equal."""
+    return _canonical(node, fixed, fresh, iter(range(1 << 30)))
+
+
+def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr:
+    """Bound indices renamed #0, #1, ... in order of appearance, scope by scope."""
+    if isinstance(node, (Product, Tensor)):
+        counts = occurrence_counts(node, fixed)
+        for index in [i for i in counts if i not in fixed and counts[i] > 1]:
+            node = rename(node, index, f"#{next(counter)}", fixed, fresh)
+        if isinstance(node, Product):
+            return Product(tuple(
+                f if isinstance(f, (Tensor, Delta)) else _canonical(f, fixed, fresh, counter)
+                for f in leaf_factors(node)
+            ))
+        return node
+    if isinstance(node, Sum):
+        return Sum(tuple(_canonical(t, fixed, fresh, counter) for t in node.terms))
+    if isinstance(node, Power):
+        return Power(_canonical(node.base, fixed, fresh, counter), node.exponent)
+    if isinstance(node, Call):
+        return Call(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
+    if isinstance(node, Reduce):
+        for index in node.indices:
+            node = rebind_reduction(node, index, f"#{next(counter)}", fixed, fresh)
+        inner = fixed | set(node.indices)
+        return Reduce(node.op, node.indices, _canonical(node.body, inner, fresh, counter))
     return node

@@ -12,13 +12,14 @@ and after in the tests.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, occurrence_counts
 from .program import as_parsed
-from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_summed_apart
+from .relabel import Fresh, canonical_bound, exposed_letters, fresh_letters, letters_in, rename, rename_summed_apart
 
 
 @dataclass(frozen=True)
@@ -276,34 +277,57 @@ def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
         return ()
     product = Product(tuple(sorted(factors, key=_factor_key)))
     fresh = fresh_letters(letters_in(product) | ctx.fixed)
-    canonical = _canonical(product, ctx.fixed, fresh, iter(range(10**6)))
+    canonical = canonical_bound(product, ctx.fixed, fresh)
     return tuple(sorted(str(f) for f in canonical.factors))
 
 
-def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr:
-    """Bound indices renamed #0, #1, ... in order of appearance, scope by scope."""
-    if isinstance(node, (Product, Tensor)):
-        counts = occurrence_counts(node, fixed)
-        for index in [i for i in counts if i not in fixed and counts[i] > 1]:
-            node = rename(node, index, f"#{next(counter)}", fixed, fresh)
-        if isinstance(node, Product):
-            return Product(tuple(_canonical(f, fixed, fresh, counter) if not isinstance(f, (Tensor, Delta)) else f
-                                 for f in node.factors))
-        return node
-    if isinstance(node, Sum):
-        return Sum(tuple(_canonical(t, fixed, fresh, counter) for t in node.terms))
-    if isinstance(node, Power):
-        return Power(_canonical(node.base, fixed, fresh, counter), node.exponent)
-    if isinstance(node, Call):
-        return Call(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
-    if isinstance(node, Reduce):
-        from .relabel import rebind_reduction
+def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
+    """mean_n(a) + mean_n(b) → mean_n(a + b): one pass over n instead of two."""
+    seen: dict[tuple, int] = {}
+    terms = list(node.terms)
+    for k, term in enumerate(terms):
+        c, rest = _coefficient(term)
+        if len(rest) != 1 or not isinstance(rest[0], Reduce):
+            continue
+        reduce = rest[0]
+        signature = (reduce.op, reduce.indices)
+        if signature in seen:
+            j = seen[signature]
+            cj, (first,) = _coefficient(terms[j])[0], _coefficient(terms[j])[1]
+            body = Sum((_make_product(cj, (first.body,)), _make_product(c, (reduce.body,))))
+            terms[j] = Reduce(reduce.op, reduce.indices, body)
+            del terms[k]
+            return terms[0] if len(terms) == 1 else Sum(tuple(terms))
+        seen[signature] = k
+    return None
 
-        for index in node.indices:
-            node = rebind_reduction(node, index, f"#{next(counter)}", fixed, fresh)
-        inner = fixed | set(node.indices)
-        return Reduce(node.op, node.indices, _canonical(node.body, inner, fresh, counter))
-    return node
+
+def factor_common(node: Sum, ctx: Context) -> Expr | None:
+    """a f + b f → (a + b) f, for a factor f shared by every term that runs only over
+    fixed indices (so taking it out of the terms changes no summation)."""
+    splits = [_coefficient(t) for t in node.terms]
+    if len(splits) < 2 or any(not rest for _, rest in splits):
+        return None
+    shared = Counter(splits[0][1])
+    for _, rest in splits[1:]:
+        shared &= Counter(rest)
+    common = [f for f in shared.elements() if _runs_over_fixed_only(f, ctx)]
+    if not common:
+        return None
+    terms = []
+    for c, rest in splits:
+        remaining = list(rest)
+        for f in common:
+            remaining.remove(f)
+        terms.append(_make_product(c, tuple(remaining)))
+    return Product(tuple(common) + (Sum(tuple(terms)),))
+
+
+def _runs_over_fixed_only(factor: Expr, ctx: Context) -> bool:
+    if isinstance(factor, (Tensor, Delta)):
+        axes = factor.all_indices
+        return len(set(axes)) == len(axes) and set(axes) <= ctx.fixed
+    return all(i in ctx.fixed for i in free_indices(factor, ctx.fixed))
 
 
 # ---------------------------------------------------------------- other rules
@@ -372,6 +396,8 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Product, order_factors),
     (Sum, flatten_sum),
     (Sum, collect_terms),
+    (Sum, merge_reductions),
+    (Sum, factor_common),
     (Reduce, reduce_delta),
     (Power, fold_power),
     (Call, fold_call),

@@ -1136,6 +1136,10 @@ RULE_CASES = {
                    ("y_i = x_i + c^0", Power, "y_i = x_i + 1")],
     "fold_call": [("y_i = x_i relu'(2)", Call, "y_i = x_i"),
                   ("y_i = x_i + exp(0)", Call, "y_i = x_i + 1")],
+    "merge_reductions": [("y = mean_n(s_n x_n) + 2 mean_n(s_n^2)", Sum, "y = mean_n(s_n x_n + 2 s_n^2)"),
+                         ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
+    "factor_common": [("y_g = a_g x_g + b_g x_g", Sum, "y_g = (a_g + b_g) x_g"),
+                      ("y_g = 2 c sigma(a_g) - c tanh(a_g)", Sum, None)],
 }
 
 

@@ -1,0 +1,265 @@
+"""`ic.compile`: the loss and every gradient in one planned call.
+
+Backpropagation falls out of the algebra. The forward program is put in a form where
+every function argument is a named intermediate (`u_ni = W_ij x_nj + b_i`,
+`h_ni = tanh(u_ni)`), and then, from the loss backwards, each line's adjoint is the
+derivative of the line contracted with the adjoint of its result and simplified:
+
+    ū_gh = sum_ni(h̄_ni tanh'(u_ni) δ_(ni)(gh))  →  h̄_gh tanh'(u_gh)
+    W̄_gh = sum_ni(ū_ni δ_ig x_nh)               →  sum_n(ū_ng x_nh)
+
+a vector–Jacobian product with the δ contracted away, so no Jacobian is ever built.
+Forward and backward lines are then lowered together into one plan (`indexcalc.plan`)
+per shape signature, which shares what they have in common.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .diff import DiffError, _assemble, _parse_wrt, _Rules, _target, resolve_derivatives
+from .errors import IndexCalcError, MissingArrayError
+from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
+from .indices import check_equation, free_indices
+from .plan import Lowering, canonical_key, emit
+from .program import as_parsed
+from .relabel import fresh_letters, letters_in, rename_fixed
+from .simplify import simplify
+
+
+def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None) -> "Compiled":
+    """A callable `f(arrays) -> (value, grads)` for the equation `of` (default: the last).
+
+    `wrt` names the parameters (`"W1"` or `"W1_gh"`); the equation must then be a scalar,
+    and `grads` maps each name to an array shaped like it. Without `wrt` the callable
+    evaluates the program (a derivative program from `diff` included) and `grads` is empty.
+    """
+    text = source if isinstance(source, str) else None
+    try:
+        return _compile(as_parsed(source), [wrt] if isinstance(wrt, str) else list(wrt), of)
+    except IndexCalcError as err:
+        raise err.with_source(text, None) if text else err
+
+
+def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
+    if isinstance(node, Program):
+        equations = list(resolve_derivatives(node).equations)
+    elif isinstance(node, Equation):
+        equations = [node]
+    else:
+        equations = [Equation(Tensor("value", free_indices(node)), node)]
+    equations = equations[: _target(equations, of) + 1]
+    for eq in equations:
+        check_equation(eq)
+    equations = _needed(equations)
+    target = equations[-1]
+    params = [_parse_wrt(w)[0] for w in wrt]
+    used = {t.key for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    for name in params:
+        if name not in used:
+            raise DiffError(f"{name} does not occur in the program: nothing to differentiate by")
+    if params and target.lhs.all_indices:
+        raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
+    forward, scales = _prepare(equations)
+    backward = _adjoints(forward, params) if params else []
+    return Compiled(forward, backward, params, scales)
+
+
+def _needed(equations: list[Equation]) -> list[Equation]:
+    """The lines the last one depends on, in order."""
+    wanted = {equations[-1].lhs.key}
+    kept = []
+    for eq in reversed(equations):
+        if eq.lhs.key in wanted:
+            kept.append(eq)
+            wanted |= {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    return kept[::-1]
+
+
+# ---------------------------------------------------------------- forward form
+
+
+def _prepare(equations: list[Equation]) -> tuple[list[Equation], dict[str, tuple]]:
+    """Name every function argument; write mean_n(x) as sum_n(x) times a constant 1/N."""
+    out: list[Equation] = []
+    scales: dict[str, tuple] = {}
+    named: dict[str, tuple[str, tuple[str, ...]]] = {}
+    counter = iter(range(1 << 30))
+    for eq in equations:
+        fixed = frozenset(eq.lhs.all_indices)
+        rhs = _named_arguments(eq.rhs, fixed, (out, counter, scales, named, eq.lhs.all_indices))
+        out.append(Equation(eq.lhs, rhs))
+    return out, scales
+
+
+def _named_arguments(node: Expr, fixed, state) -> Expr:
+    """`node` with its non-trivial function arguments replaced by named tensors; an
+    argument met again (whatever its letters) reuses the first one's name."""
+    out, counter, scales, named, order = state
+
+    def again(child: Expr, inner=fixed) -> Expr:
+        return _named_arguments(child, inner, state)
+
+    if isinstance(node, Call):
+        arg = again(node.arg)
+        if not (isinstance(arg, Tensor) and len(set(arg.all_indices)) == len(arg.all_indices)):
+            key, canonical_order = canonical_key(arg, fixed)
+            if key not in named:
+                letters = tuple(i for i in order if i in canonical_order)
+                letters += tuple(i for i in canonical_order if i not in letters)
+                name = f"#u{next(counter)}"
+                out.append(Equation(Tensor(name, letters), arg))
+                named[key] = (name, tuple(canonical_order.index(i) for i in letters))
+            name, positions = named[key]
+            arg = Tensor(name, tuple(canonical_order[p] for p in positions))
+        return Call(node.func, arg, node.relabel)
+    if isinstance(node, Product):
+        return Product(tuple(again(f) for f in node.factors))
+    if isinstance(node, Sum):
+        return Sum(tuple(again(t) for t in node.terms))
+    if isinstance(node, Power):
+        return Power(again(node.base), again(node.exponent))
+    if isinstance(node, Reduce):
+        body = again(node.body, fixed | set(node.indices))
+        if node.op == "mean":
+            scale = Tensor(f"#mean{next(counter)}")
+            scales[scale.key] = node.indices
+            return Product((Reduce("sum", node.indices, body), scale))
+        return Reduce(node.op, node.indices, body)
+    return node
+
+
+# ---------------------------------------------------------------- adjoints
+
+
+def _bar(key: str) -> str:
+    return f"{key}#bar"
+
+
+def _adjoints(forward: list[Equation], params: list[str]) -> list[Equation]:
+    """From the loss backwards: each line's result's adjoint, then the parameters'."""
+    depends = set(params)
+    for eq in forward:
+        if {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)} & depends:
+            depends.add(eq.lhs.key)
+    contributions: dict[str, list[tuple[Expr, tuple[str, ...]]]] = {}
+    lines: list[Equation] = []
+    target = forward[-1].lhs.key
+    for eq in reversed(forward):
+        key = eq.lhs.key
+        if key not in depends:
+            continue
+        if key == target:
+            adjoint: Expr = Number(1.0)
+        elif key in contributions:
+            bar = _sum_of(contributions.pop(key), eq.lhs.all_indices, key)
+            lines.append(bar)
+            adjoint = Tensor(bar.lhs.name, eq.lhs.all_indices)
+        else:
+            continue
+        inputs = {t.key: t for t in eq.rhs.walk() if isinstance(t, Tensor) and t.key in depends}
+        for x_key, x in inputs.items():
+            contributions.setdefault(x_key, []).append(_vjp(eq, x, adjoint))
+    for name in params:
+        if name in contributions:
+            lines.append(_sum_of(contributions.pop(name), None, name))
+    return lines
+
+
+def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]:
+    """sum_A(ȳ_A ∂y_A/∂x_G), simplified, with G fresh letters for x's axes."""
+    used = letters_in(eq)
+    fresh = fresh_letters(used)
+    G = tuple(fresh() for _ in x.all_indices)
+    fixed = frozenset(eq.lhs.all_indices) | set(G)
+    derivative = _assemble(_Rules(x.key, G, set(), fresh).d(eq.rhs, fixed))
+    A = eq.lhs.all_indices
+    body = Product((adjoint, derivative)) if derivative is not None else Number(0.0)
+    contribution = Reduce("sum", A, body) if A else body
+    result = simplify(Equation(Tensor("#c", G), contribution))
+    return result.rhs, G
+
+
+def _sum_of(parts: list[tuple[Expr, tuple[str, ...]]], letters: tuple[str, ...] | None, key: str) -> Equation:
+    """x̄ = the sum of the contributions of every line that uses x, on x's letters."""
+    letters = parts[0][1] if letters is None else letters
+    terms = []
+    for expr, G in parts:
+        if tuple(G) != tuple(letters):
+            fresh = fresh_letters(letters_in(expr) | set(G) | set(letters))
+            expr = rename_fixed(expr, dict(zip(G, letters)), frozenset(G), fresh)
+        terms.append(expr)
+    return Equation(Tensor(_bar(key), tuple(letters)), terms[0] if len(terms) == 1 else Sum(tuple(terms)))
+
+
+# ---------------------------------------------------------------- the callable
+
+
+class Compiled:
+    """The compiled program: call it with arrays by name; `print()` shows its plan."""
+
+    def __init__(self, forward: list[Equation], backward: list[Equation], params: list[str], scales):
+        self.forward = forward
+        self.backward = backward
+        self.params = params
+        self.scales = scales
+        defined = {eq.lhs.key for eq in forward}
+        read = {t.key for eq in forward for t in eq.rhs.walk() if isinstance(t, Tensor)}
+        self.inputs = sorted(read - defined - set(scales))
+        self._plans: dict[tuple, _Plan] = {}
+        self._last: _Plan | None = None
+
+    def __call__(self, arrays: Mapping[str, Any]):
+        try:
+            signature = tuple((k, np.shape(arrays[k]), getattr(arrays[k], "dtype", None)) for k in self.inputs)
+        except KeyError as err:
+            raise MissingArrayError(
+                f"no array given for {err.args[0]!r} (the program reads {', '.join(self.inputs)})"
+            ) from None
+        except TypeError:
+            raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
+        plan = self._plans.get(signature)
+        if plan is None:
+            plan = self._plans[signature] = _Plan(self, arrays)
+        self._last = plan
+        value, grads = plan.run(arrays)
+        for name in self.params:
+            if name not in grads:
+                grads[name] = np.zeros(np.shape(arrays[name]))
+        return value, grads
+
+    @property
+    def plan_count(self) -> int:
+        """How many shape signatures have been planned."""
+        return len(self._plans)
+
+    def __str__(self) -> str:
+        head = f"compiled {self.forward[-1].lhs}" + (f", gradients by {', '.join(self.params)}" if self.params else "")
+        if self._last is None:
+            lines = [str(eq) for eq in self.forward + self.backward]
+            return head + " (not planned yet; the lines it will plan:)\n" + "\n".join("  " + l for l in lines)
+        return head + "\n" + "\n".join("  " + str(step) for step in self._last.lowering.steps)
+
+    __repr__ = __str__
+
+
+class _Plan:
+    """One shape signature's steps, as a compiled Python function."""
+
+    def __init__(self, compiled: Compiled, arrays: Mapping[str, Any]):
+        shapes = {}
+        for key in compiled.inputs:
+            value = np.asarray(arrays[key])
+            if value.dtype.kind not in "biuf":
+                raise IndexCalcError(f"the array for '{key}' is not real numbers (dtype {value.dtype})")
+            shapes[key] = value.shape
+        lowering = Lowering(shapes, compiled.scales)
+        for eq in compiled.forward + compiled.backward:
+            lowering.equation(eq)
+        value = lowering.env[compiled.forward[-1].lhs.key]
+        grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}
+        outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
+        self.lowering = lowering
+        self.source, self.run = emit(lowering, outputs)

@@ -1,0 +1,383 @@
+"""Lowering equations to a plan: straight-line NumPy, one step per operation.
+
+A plan is made once per shape signature and then run many times. Every product is one
+contraction; opt_einsum chooses the pairwise order, and each pair becomes the BLAS call
+it amounts to (`@` on transposed views, a batched `np.matmul`, or a broadcast multiply)
+instead of a dispatch through einsum, whose per-call overhead is larger than a small
+network's whole backward pass. The steps are emitted as Python source and compiled, so
+a call runs no planning and no interpretation.
+
+Equal subexpressions are computed once: each node is keyed by its canonical form (free
+indices numbered in order of appearance, bound ones renamed), so `W_gj x_nj + b_g` in a
+gradient reuses the forward pass's `W_ij x_nj + b_i`, and `tanh'(u)` is computed from
+the forward `tanh(u)` where the function table says how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+import opt_einsum
+
+from . import functions
+from .errors import IndexCalcError, ShapeError
+from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .indices import free_indices, infer_sizes
+from .printing import format_number
+from .relabel import canonical_bound, fresh_letters, letters_in, rename
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A value during lowering: code (a variable or a literal) and its axes' letters."""
+
+    code: str
+    letters: tuple[str, ...]
+    literal: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    out: str
+    code: str
+    routine: str
+    spec: str
+    shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        spec = f"  [{self.spec}]" if self.spec else ""
+        return f"{self.out} = {self.code}    # {self.routine}{spec} -> {self.shape}"
+
+
+class Lowering:
+    """Turns equations, in order, into steps; tensors are looked up by key."""
+
+    def __init__(self, inputs: dict[str, tuple[int, ...]], size_constants: dict[str, tuple[str, ...]] | None = None):
+        self.size_constants = size_constants or {}  # key -> indices: the constant 1/(their sizes)
+        self.steps: list[Step] = []
+        self.env: dict[str, str] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.cache: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.count = 0
+        self.sizes: dict[str, int] = {}
+        self.inputs = list(inputs)
+        for key, shape in inputs.items():
+            var = self._var()
+            self._emit(var, f"arrays[{key!r}]", "input", key, shape)
+            self.env[key] = var
+
+    # --- bookkeeping
+    def _var(self) -> str:
+        self.count += 1
+        return f"v{self.count}"
+
+    def _emit(self, var: str, code: str, routine: str, spec: str, shape) -> str:
+        self.steps.append(Step(var, code, routine, spec, tuple(shape)))
+        self.shapes[var] = tuple(shape)
+        return var
+
+    def _store(self, code: str, letters: tuple[str, ...], routine: str, spec: str = "") -> Operand:
+        var = self._var()
+        self._emit(var, code, routine, spec, [self.sizes[i] for i in letters])
+        return Operand(var, letters)
+
+    def tensor(self, key: str) -> str:
+        """The variable holding a tensor; a mean's constant 1/N is made when first met."""
+        if key not in self.env and key in self.size_constants:
+            value = 1.0 / prod(self.sizes[i] for i in self.size_constants[key])
+            self.env[key] = self._emit(self._var(), repr(value), "constant", key, ())
+        return self.env[key]
+
+    # --- equations
+    def equation(self, eq: Equation) -> str:
+        shapes = {k: self.shapes[v] for k, v in self.env.items()}
+        fixed = frozenset(eq.lhs.all_indices)
+        self.sizes = infer_sizes(eq.rhs, shapes, fixed)
+        missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
+        if missing:
+            raise ShapeError(f"cannot tell the size of {', '.join(missing)} in {eq.lhs}")
+        result = self.lower(eq.rhs, fixed)
+        var = self.arrange(result, eq.lhs.all_indices, broadcast=True)
+        self.env[eq.lhs.key] = var
+        return var
+
+    def arrange(self, op: Operand, target: tuple[str, ...], broadcast: bool = False) -> str:
+        """A variable holding `op` with axes in `target` order (absent axes broadcast)."""
+        code = self.aligned(op, target)
+        full = tuple(self.sizes[i] for i in target)
+        present = all(i in op.letters for i in target)
+        if op.literal or not present:
+            code = f"np.broadcast_to({code}, {full})" if broadcast else code
+            return self._store(f"np.array({code})" if broadcast else code, target, "broadcast").code
+        if code == op.code:
+            return op.code
+        return self._store(code, target, "transpose").code
+
+    def aligned(self, op: Operand, target: tuple[str, ...]) -> str:
+        """Code for `op` transposed and expanded so that it broadcasts against `target`."""
+        if op.literal or not op.letters:
+            return op.code
+        present = [i for i in target if i in op.letters]
+        perm = [op.letters.index(i) for i in present]
+        code = op.code
+        if perm != list(range(len(perm))):
+            code = f"{code}.T" if perm == [1, 0] else f"{code}.transpose({tuple(perm)})"
+        if len(present) < len(target):
+            code = f"{code}[{', '.join(':' if i in op.letters else 'None' for i in target)}]"
+        return code
+
+    # --- expressions
+    def lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
+        if isinstance(node, Number):
+            return Operand(repr(float(node.value)), (), literal=True)
+        if isinstance(node, Tensor) and len(set(node.all_indices)) == len(node.all_indices):
+            return Operand(self.tensor(node.key), node.all_indices)
+        key, order = canonical_key(node, fixed)
+        hit = self.cache.get(key)
+        if hit is not None:
+            var, positions = hit
+            return Operand(var, tuple(order[p] for p in positions))
+        result = self._lower(node, fixed)
+        if not result.literal:
+            self.cache[key] = (result.code, tuple(order.index(i) for i in result.letters))
+        return result
+
+    def _lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
+        if isinstance(node, (Tensor, Delta, Product)):
+            return self.product(node, fixed, free_indices(node, fixed), fixed)
+        if isinstance(node, Sum):
+            return self.sum(node, fixed)
+        if isinstance(node, Power):
+            return self.power(node, fixed)
+        if isinstance(node, Call):
+            return self.call(node, fixed)
+        if isinstance(node, Reduce):
+            return self.reduce(node, fixed)
+        raise IndexCalcError(f"cannot plan {type(node).__name__}")
+
+    def sum(self, node: Sum, fixed) -> Operand:
+        target = free_indices(node, fixed)
+        code = ""
+        literal = True
+        for term in node.terms:
+            sign = " + "
+            if isinstance(term, Product) and isinstance(term.factors[0], Number) and term.factors[0].value < 0:
+                sign, term = " - ", Product((Number(-term.factors[0].value),) + term.factors[1:])
+            part = self.lower(term, fixed)
+            literal = literal and part.literal
+            code += sign + self.aligned(part, target)
+        code = code[3:] if code.startswith(" + ") else "-" + code[3:]
+        if literal:
+            return Operand(f"({code})", (), literal=True)
+        return self._store(code, target, "add")
+
+    def power(self, node: Power, fixed) -> Operand:
+        base = self.lower(node.base, fixed)
+        exponent = self.lower(node.exponent, fixed)
+        b, e = base.code, exponent.code
+        special = {2.0: f"{b} * {b}", -1.0: f"1.0 / {b}", 0.5: f"np.sqrt({b})", 1.0: b, -2.0: f"1.0 / ({b} * {b})"}
+        value = node.exponent.value if isinstance(node.exponent, Number) else None
+        code = special.get(value, f"{b} ** {e}")
+        if base.literal and exponent.literal:
+            return Operand(f"({code})", (), literal=True)
+        return self._store(code, base.letters, "power")
+
+    def call(self, node: Call, fixed) -> Operand:
+        arg = self.lower(node.arg, fixed)
+        letters = arg.letters
+        if node.relabel is not None:
+            from .indices import relabelled_index
+
+            source = relabelled_index(node, fixed)
+            letters = tuple(node.relabel if i == source else i for i in letters)
+        base = functions.lookup(node.func.rstrip("'")) if node.func.endswith("'") else None
+        if base is not None and base.prime_from_value and node.func == base.name + "'":
+            key, order = canonical_key(Call(base.name, node.arg, node.relabel), fixed)
+            hit = self.cache.get(key)
+            if hit is not None:
+                var, positions = hit
+                value_letters = tuple(order[p] for p in positions)
+                code = base.prime_from_value(self.aligned(Operand(var, value_letters), letters))
+                return self._store(code, letters, f"{node.func} from {base.name}")
+        name = "_fn_" + functions.lookup(node.func).name.replace("'", "_prime")
+        if arg.literal:
+            return Operand(f"float({name}(np.float64({arg.code})))", (), literal=True)
+        return self._store(f"{name}({arg.code})", letters, node.func)
+
+    def reduce(self, node: Reduce, fixed) -> Operand:
+        inner = fixed | set(node.indices)
+        out = tuple(i for i in free_indices(node.body, inner) if i not in node.indices)
+        scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
+        if isinstance(node.body, (Product, Tensor, Delta)):
+            return self.product(node.body, inner, out, fixed, scale)
+        body = self.lower(node.body, inner)
+        axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
+        code = f"{body.code}.{node.op}(axis={axes if len(axes) > 1 else axes[0]})"
+        return self._store(code, tuple(i for i in body.letters if i not in node.indices), node.op)
+
+    # --- contractions
+    def product(self, node: Expr, fixed, out: tuple[str, ...], outer_fixed, scale: float = 1.0) -> Operand:
+        factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
+        operands: list[Operand] = []
+        embeds: list[tuple[str, str]] = []
+        for factor in factors:
+            if isinstance(factor, Number):
+                scale *= factor.value
+            elif isinstance(factor, Delta):
+                for a, b in factor.pairs:
+                    if a in out and b in out and a != b:
+                        embeds.append((a, b))
+                    else:
+                        operands.append(self.identity(a, b))
+            elif isinstance(factor, Tensor):
+                operands.append(self.unary(Operand(self.tensor(factor.key), factor.all_indices), None))
+            else:
+                operands.append(self.lower(factor, fixed))
+        embedded = {b for _, b in embeds}
+        inner_out = tuple(i for i in out if i not in embedded)
+        result = self.contract([op for op in operands if not op.literal], inner_out)
+        for op in operands:
+            if op.literal:
+                scale_code = op.code
+                result = self._store(f"{scale_code} * {result.code}", result.letters, "scale") if not result.literal else Operand(f"({scale_code} * {result.code})", (), True)
+        if scale != 1.0:
+            if result.literal:
+                result = Operand(f"({format_number(scale)} * {result.code})", (), True)
+            else:
+                result = self._store(f"{format_number(scale)} * {result.code}", result.letters, "scale")
+        for a, b in embeds:
+            result = self.embed(result, a, b)
+        return result
+
+    def identity(self, a: str, b: str) -> Operand:
+        if a == b:
+            return Operand("1.0", (), literal=True)
+        return self._store(f"np.eye({self.sizes[a]})", (a, b), "identity (δ kept)")
+
+    def embed(self, op: Operand, a: str, b: str) -> Operand:
+        """result_{..a..b..} = op_{..a..} δ_ab, written on the diagonal of zeros."""
+        letters = op.letters + (b,) if a in op.letters else op.letters + (a, b)
+        if a not in op.letters:
+            op = self._store(f"np.ones({self.sizes[a]}) * {op.code}" if op.literal else f"{op.code}[..., None] * np.ones({self.sizes[a]})", op.letters + (a,), "broadcast")
+            letters = op.letters + (b,)
+        shape = tuple(self.sizes[i] for i in letters)
+        var = self._var()
+        diag = opt_einsum.get_symbol
+        src = "".join(diag(k) for k in range(len(letters) - 1))
+        spec = src + diag(letters.index(a)) + "->" + src
+        code = f"_embed({op.code}, {shape}, {spec!r})"
+        self._emit(var, code, "diagonal (δ in the answer)", spec, shape)
+        return Operand(var, letters)
+
+    def unary(self, op: Operand, out: tuple[str, ...] | None) -> Operand:
+        """Take diagonals of repeated letters (`m_ii`) and sum letters not wanted."""
+        if len(set(op.letters)) == len(op.letters) and (out is None or set(op.letters) <= set(out)):
+            return op
+        letters = tuple(dict.fromkeys(op.letters))
+        keep = letters if out is None else tuple(i for i in letters if i in out)
+        sym = {i: opt_einsum.get_symbol(k) for k, i in enumerate(letters)}
+        spec = "".join(sym[i] for i in op.letters) + "->" + "".join(sym[i] for i in keep)
+        if len(set(op.letters)) == len(op.letters):
+            axes = tuple(op.letters.index(i) for i in op.letters if i not in keep)
+            return self._store(f"{op.code}.sum(axis={axes})", keep, "sum", spec)
+        return self._store(f"np.einsum({spec!r}, {op.code})", keep, "einsum (diagonal)", spec)
+
+    def contract(self, operands: list[Operand], out: tuple[str, ...]) -> Operand:
+        if not operands:
+            return Operand("1.0", (), literal=True)
+        counts: dict[str, int] = {}
+        for op in operands:
+            for i in set(op.letters):
+                counts[i] = counts.get(i, 0) + 1
+        operands = [self.unary(op, tuple(i for i in op.letters if i in out or counts[i] > 1)) for op in operands]
+        if len(operands) == 1:
+            return operands[0]
+        if len(operands) == 2:
+            return self.pair(operands[0], operands[1], out)
+        sym = {}
+        for op in operands:
+            for i in op.letters:
+                sym.setdefault(i, opt_einsum.get_symbol(len(sym)))
+        spec = ",".join("".join(sym[i] for i in op.letters) for op in operands) + "->" + "".join(sym[i] for i in out)
+        shapes = [self.shapes[op.code] for op in operands]
+        path, _ = opt_einsum.contract_path(spec, *shapes, shapes=True, optimize="auto")
+        pending = list(operands)
+        for pair in path:
+            picked = [pending[k] for k in pair]
+            rest = [op for k, op in enumerate(pending) if k not in pair]
+            needed = set(out).union(*(op.letters for op in rest)) if rest else set(out)
+            if len(picked) == 1:
+                result = self.unary(picked[0], tuple(i for i in picked[0].letters if i in needed))
+            else:
+                keep = tuple(dict.fromkeys(i for op in picked for i in op.letters if i in needed))
+                result = self.pair(picked[0], picked[1], keep) if len(picked) == 2 else self.contract(picked, keep)
+            pending = rest + [result]
+        return pending[0]
+
+    def pair(self, a: Operand, b: Operand, out: tuple[str, ...]) -> Operand:
+        """Two operands, every letter in both of them or in `out`: the right BLAS call."""
+        shared = [i for i in a.letters if i in b.letters]
+        contracted = [i for i in shared if i not in out]
+        batch = [i for i in shared if i in out]
+        left = [i for i in a.letters if i not in b.letters]
+        right = [i for i in b.letters if i not in a.letters]
+        spec = f"{''.join(a.letters)},{''.join(b.letters)}->{''.join(out)}"
+        if not contracted:
+            letters = tuple(a.letters) + tuple(right)
+            code = f"{self.aligned(a, letters)} * {self.aligned(b, letters)}"
+            return self._store(code, letters, "multiply", spec)
+        if not batch and len(a.letters) <= 2 and len(b.letters) <= 2 and len(contracted) == 1:
+            k = contracted[0]
+            ca = a.code if a.letters[-1] == k else f"{a.code}.T"
+            cb = b.code if b.letters[0] == k else f"{b.code}.T"
+            return self._store(f"{ca} @ {cb}", tuple(left) + tuple(right), "matmul", spec)
+        return self.batched(a, b, batch, left, contracted, right, spec)
+
+    def batched(self, a, b, batch, left, contracted, right, spec) -> Operand:
+        size = self.sizes
+        ta = self.aligned(a, tuple(batch + left + contracted))
+        tb = self.aligned(b, tuple(batch + contracted + right))
+        nb, nl, nk, nr = (prod(size[i] for i in group) for group in (batch, left, contracted, right))
+        letters = tuple(batch + left + right)
+        shape = tuple(size[i] for i in letters)
+        if batch:
+            code = f"np.matmul({ta}.reshape({nb}, {nl}, {nk}), {tb}.reshape({nb}, {nk}, {nr})).reshape({shape})"
+        else:
+            code = f"({ta}.reshape({nl}, {nk}) @ {tb}.reshape({nk}, {nr})).reshape({shape})"
+        return self._store(code, letters, "batched matmul" if batch else "tensordot", spec)
+
+
+def canonical_key(node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+    """A text that names what `node` computes, whatever its letters, and the order of its
+    free indices that the text's placeholders stand for."""
+    order = free_indices(node, fixed)
+    fresh = fresh_letters(letters_in(node) | fixed)
+    inner_fixed = set(fixed)
+    for n, index in enumerate(order):
+        mark = f"<{n}{'F' if index in fixed else ''}>"
+        node = rename(node, index, mark, frozenset(inner_fixed), fresh)
+        inner_fixed = (inner_fixed - {index}) | ({mark} if index in fixed else set())
+    node = canonical_bound(node, frozenset(inner_fixed), fresh)
+    return f"{type(node).__name__}:{node}", order
+
+
+def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.result_type(values, np.float32))
+    np.einsum(spec, out)[...] = values
+    return out
+
+
+NAMESPACE = {"np": np, "_embed": _embed}
+for _f in functions.FUNCTIONS:
+    NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
+
+
+def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
+    """Python source of the plan, and the function it defines."""
+    body = "\n".join(f"    {step.out} = {step.code}" for step in lowering.steps)
+    source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
+    namespace = dict(NAMESPACE)
+    exec(compile(source, "<indexcalc plan>", "exec"), namespace)
+    return source, namespace["plan"]
