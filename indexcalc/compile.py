@@ -19,10 +19,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .diff import DiffError, _assemble, _parse_wrt, _Rules, _target, resolve_derivatives
+from .diff import (
+    DiffError, _assemble, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _target,
+    resolve_derivatives,
+)
 from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
-from .indices import check_equation, free_indices
+from .indices import check_equation
 from .plan import Lowering, canonical_key, emit
 from .program import as_parsed
 from .relabel import fresh_letters, letters_in, rename_fixed
@@ -49,17 +52,20 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     elif isinstance(node, Equation):
         equations = [node]
     else:
-        equations = [Equation(Tensor("value", free_indices(node)), node)]
+        equations = [_expression_equation(node)]
     equations = equations[: _target(equations, of) + 1]
     for eq in equations:
         check_equation(eq)
     equations = _needed(equations)
     target = equations[-1]
-    params = [_parse_wrt(w)[0] for w in wrt]
+    wanted = [_parse_wrt(w) for w in wrt]
+    params = [name for name, _ in wanted]
     used = {t.key for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
-    for name in params:
+    for name, given in wanted:
         if name not in used:
             raise DiffError(f"{name} does not occur in the program: nothing to differentiate by")
+        if given is not None:  # as in diff: W1_g for a matrix is a typo
+            _fresh_indices(given, _index_count(equations, name), name, set(), target)
     if params and target.lhs.all_indices:
         raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
     forward, scales = _prepare(equations)
@@ -174,9 +180,11 @@ def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]
     fresh = fresh_letters(used)
     G = tuple(fresh() for _ in x.all_indices)
     fixed = frozenset(eq.lhs.all_indices) | set(G)
-    derivative = _assemble(_Rules(x.key, G, set(), fresh).d(eq.rhs, fixed))
+    terms = _Rules(x.key, G, set(), fresh).d(eq.rhs, fixed)
     A = eq.lhs.all_indices
-    body = Product((adjoint, derivative)) if derivative is not None else Number(0.0)
+    # the adjoint goes into every term, beside the δ it is to be contracted with
+    products = tuple(Product((adjoint, t.expr())) for t in terms)
+    body = Sum(products) if len(products) > 1 else products[0] if products else Number(0.0)
     contribution = Reduce("sum", A, body) if A else body
     result = simplify(Equation(Tensor("#c", G), contribution))
     return result.rhs, G
@@ -220,6 +228,12 @@ class Compiled:
             ) from None
         except TypeError:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
+        except ValueError:  # a ragged nested list
+            signature = None
+        if signature is None or any(dtype is None and shape or dtype == bool for _, shape, dtype in signature):
+            # nested lists and booleans, taken as evaluate takes them
+            arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
+            signature = tuple((k, np.shape(arrays[k]), arrays[k].dtype) for k in self.inputs)
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._plans[signature] = _Plan(self, arrays)
@@ -245,6 +259,14 @@ class Compiled:
     __repr__ = __str__
 
 
+def _as_input(key: str, value) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError as err:
+        raise IndexCalcError(f"the array for '{key}' is not a rectangular array of numbers ({err})") from None
+    return array.astype(float) if array.dtype == bool else array
+
+
 class _Plan:
     """One shape signature's steps, as a compiled Python function."""
 
@@ -256,8 +278,10 @@ class _Plan:
                 raise IndexCalcError(f"the array for '{key}' is not real numbers (dtype {value.dtype})")
             shapes[key] = value.shape
         lowering = Lowering(shapes, compiled.scales)
-        for eq in compiled.forward + compiled.backward:
+        for eq in compiled.forward:
             lowering.equation(eq)
+        for eq in compiled.backward:
+            lowering.equation(eq, like=eq.lhs.name[: -len("#bar")])
         value = lowering.env[compiled.forward[-1].lhs.key]
         grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}
         outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"

@@ -321,6 +321,11 @@ def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[s
 def _diff_expression(node: Expr, wrt: str) -> Equation:
     """A bare expression is differentiated as the equation `f_a = expression`, a, its
     free indices, being fixed: the derivative runs elementwise over them."""
+    return _diff(_expression_equation(node), wrt, None, False)
+
+
+def _expression_equation(node: Expr) -> Equation:
+    """A bare expression as the equation `f_a = expression`, f a name it does not use."""
     names = {t.name for t in node.walk() if isinstance(t, Tensor)}
     name = next(n for n in ("f", "F", "g", "G", "df") if n not in names)
     # fixed, a free letter would capture an inner scope's own (i in x_i σ(y_i z_i)): such a one moves
@@ -332,7 +337,7 @@ def _diff_expression(node: Expr, wrt: str) -> Equation:
         if index in letters_in(moved):
             node, index = moved, new
         free.append(index)
-    return _diff(Equation(Tensor(name, tuple(free)), node), wrt, None, False)
+    return Equation(Tensor(name, tuple(free)), node)
 
 
 def _target(equations: list[Equation], of: str | None) -> int:

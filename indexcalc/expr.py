@@ -224,3 +224,30 @@ def leaf_factors(product: Product) -> Iterator[Expr]:
             yield from leaf_factors(factor)
         else:
             yield factor
+
+
+def with_children(node: Expr, children: tuple[Expr, ...]) -> Expr:
+    """The same node over new children (in the order `children()` gives them)."""
+    if isinstance(node, Product):
+        return Product(children, span=node.span)
+    if isinstance(node, Sum):
+        return Sum(children, span=node.span)
+    if isinstance(node, Power):
+        return Power(children[0], children[1], span=node.span)
+    if isinstance(node, Call):
+        return Call(node.func, children[0], node.relabel, span=node.span)
+    if isinstance(node, Reduce):
+        return Reduce(node.op, node.indices, children[0], span=node.span)
+    if isinstance(node, Equation):
+        return Equation(children[0], children[1], source=node.source)
+    if isinstance(node, Program):
+        return Program(children)
+    return node
+
+
+def map_tensors(node: Expr, change) -> Expr:
+    """`node` with every tensor t replaced by `change(t)`."""
+    if isinstance(node, Tensor):
+        return change(node)
+    kids = node.children()
+    return with_children(node, tuple(map_tensors(k, change) for k in kids)) if kids else node

@@ -91,10 +91,15 @@ class Lowering:
         return self.env[key]
 
     # --- equations
-    def equation(self, eq: Equation) -> str:
+    def equation(self, eq: Equation, like: str | None = None) -> str:
+        """Lower one equation; `like` names a tensor whose shape its result has (the
+        adjoint of x is shaped like x, even where it is constant along an axis)."""
         shapes = {k: self.shapes[v] for k, v in self.env.items()}
         fixed = frozenset(eq.lhs.all_indices)
-        self.sizes = infer_sizes(eq.rhs, shapes, fixed)
+        preset = {}
+        if like is not None:
+            preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.tensor(like)])}
+        self.sizes = infer_sizes(eq.rhs, shapes, fixed, preset)
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"cannot tell the size of {', '.join(missing)} in {eq.lhs}")
@@ -192,6 +197,9 @@ class Lowering:
 
             source = relabelled_index(node, fixed)
             letters = tuple(node.relabel if i == source else i for i in letters)
+            if len(set(letters)) < len(letters):  # σ_i(T_ji) with i fixed outside: σ(T_ii), the diagonal
+                arg = self.unary(Operand(arg.code, letters), None)
+                letters = arg.letters
         base = functions.lookup(node.func.rstrip("'")) if node.func.endswith("'") else None
         if base is not None and base.prime_from_value and node.func == base.name + "'":
             key, order = canonical_key(Call(base.name, node.arg, node.relabel), fixed)
@@ -235,8 +243,23 @@ class Lowering:
                 operands.append(self.unary(Operand(self.tensor(factor.key), factor.all_indices), None))
             else:
                 operands.append(self.lower(factor, fixed))
+        # the free letters δs link form groups, each one diagonal: a letter the factors carry
+        # (or the first) stays, the others go on its diagonal (x_j δ_ij: i does, not j), and
+        # a second carried letter is masked (x_i z_j δ_ij)
+        carried = {i for op in operands for i in op.letters}
+        groups: list[list[str]] = []
+        for a, b in embeds:
+            joined = [g for g in groups if a in g or b in g]
+            merged = [i for g in joined for i in g] + [i for i in (a, b) if not any(i in g for g in joined)]
+            groups = [g for g in groups if g not in joined] + [merged]
+        embeds = []
+        for group in groups:
+            held = [i for i in group if i in carried]
+            rep = held[0] if held else group[0]
+            operands += [self.identity(rep, i) for i in held[1:]]
+            embeds += [(rep, i) for i in group if i != rep and i not in held]
         embedded = {b for _, b in embeds}
-        inner_out = tuple(i for i in out if i not in embedded)
+        inner_out = tuple(i for i in out if i not in embedded and i in carried)
         result = self.contract([op for op in operands if not op.literal], inner_out)
         for op in operands:
             if op.literal:
@@ -254,13 +277,14 @@ class Lowering:
     def identity(self, a: str, b: str) -> Operand:
         if a == b:
             return Operand("1.0", (), literal=True)
-        return self._store(f"np.eye({self.sizes[a]})", (a, b), "identity (δ kept)")
+        # float32 holds 0 and 1 exactly and leaves the type to the other factors (float32 stays float32)
+        return self._store(f"np.eye({self.sizes[a]}, dtype=np.float32)", (a, b), "identity (δ kept)")
 
     def embed(self, op: Operand, a: str, b: str) -> Operand:
         """result_{..a..b..} = op_{..a..} δ_ab, written on the diagonal of zeros."""
         letters = op.letters + (b,) if a in op.letters else op.letters + (a, b)
         if a not in op.letters:
-            op = self._store(f"np.ones({self.sizes[a]}) * {op.code}" if op.literal else f"{op.code}[..., None] * np.ones({self.sizes[a]})", op.letters + (a,), "broadcast")
+            op = self._store(f"np.ones({self.sizes[a]}) * {op.code}" if op.literal else f"np.repeat(np.expand_dims({op.code}, -1), {self.sizes[a]}, -1)", op.letters + (a,), "broadcast")
             letters = op.letters + (b,)
         shape = tuple(self.sizes[i] for i in letters)
         var = self._var()

@@ -290,6 +290,8 @@ def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
         if len(rest) != 1 or not isinstance(rest[0], Reduce):
             continue
         reduce = rest[0]
+        if _delta_on(reduce.body, reduce.indices):
+            continue
         signature = (reduce.op, reduce.indices)
         if signature in seen:
             j = seen[signature]
@@ -303,11 +305,16 @@ def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
 
 
 def factor_common(node: Sum, ctx: Context) -> Expr | None:
-    """a f + b f → (a + b) f, for a factor f shared by every term that runs only over
-    fixed indices (so taking it out of the terms changes no summation)."""
+    """2 a - 2 b → 2 (a - b); a f + b f → (a + b) f, for a factor f shared by every term
+    that runs only over fixed indices (so taking it out changes no summation)."""
     splits = [_coefficient(t) for t in node.terms]
     if len(splits) < 2 or any(not rest for _, rest in splits):
         return None
+    if any(isinstance(f, Delta) for _, rest in splits for f in rest):
+        return None  # a δ is better contracted inside its product than taken out
+    scale = abs(splits[0][0])
+    if scale not in (0.0, 1.0) and all(abs(c) == scale for c, _ in splits):
+        return Product((Number(scale), Sum(tuple(_make_product(c / scale, rest) for c, rest in splits))))
     shared = Counter(splits[0][1])
     for _, rest in splits[1:]:
         shared &= Counter(rest)
@@ -380,6 +387,22 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
     return None
 
 
+def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_j(a δ_jg + b) → sum_j(a δ_jg) + sum_j(b), so the δ can pick its entry."""
+    if not isinstance(node.body, Sum) or not any(_delta_on(t, node.indices) for t in node.body.terms):
+        return None
+    inner = ctx.fixed | set(node.indices)
+    if not all(set(node.indices) <= set(free_indices(t, inner)) for t in node.body.terms):
+        return None
+    return Sum(tuple(Reduce(node.op, node.indices, t) for t in node.body.terms))
+
+
+def _delta_on(node: Expr, indices) -> bool:
+    """Whether `node` is a product with a δ factor on one of `indices`."""
+    factors = leaf_factors(node) if isinstance(node, Product) else (node,)
+    return any(isinstance(f, Delta) and set(f.all_indices) & set(indices) for f in factors)
+
+
 def lone_delta(node: Delta, ctx: Context) -> Expr | None:
     """A δ standing alone sums what it repeats: δ_(ii)(gh) → δ_gh."""
     result = eliminate_delta(Product((node,)), ctx)
@@ -399,6 +422,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Sum, merge_reductions),
     (Sum, factor_common),
     (Reduce, reduce_delta),
+    (Reduce, split_reduction),
     (Power, fold_power),
     (Call, fold_call),
 )

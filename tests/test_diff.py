@@ -988,6 +988,22 @@ def test_reduction_term_beside_a_factor_that_uses_its_letters_inside():
     check("y = sum_ml(cos(T3_ipml)) (T4_mil T5_lpm)^3", "T3", arrays)
 
 
+def test_factor_whose_free_index_a_trace_inside_it_also_uses():
+    # T4_ii is expanded over the sum it stands in; renaming apart must not fix its i
+    arrays = {"T1": rand(2, 3), "T5": rand(3, 2), "T3": rand(2, 3), "T4": rand(2, 2), "z": rand(2)}
+    check("y = (T1_iq T5_qr (T3_rq + T4_ii))^2 z_i", "T5", arrays)
+    arrays = {"T0": rand(2, 2, 2), "T1": rand(2, 2, 3), "T2": rand(2, 2), "T3": rand(2, 2, 3, 2),
+              "T4": rand(2, 2), "T5": rand(2, 2)}
+    check("sum_m(delta_ru 0.5 sum_s(cos(T0_ris)) / (1 + ((1.5 - T1_iqm + T2_iq) T5_qr (T3_rumq + T4_ii))^2))",
+          "T5", arrays)
+
+
+def test_relabel_onto_a_letter_the_argument_sums_of_its_own():
+    # sigma_j relabels m to j, while the argument sums a j of its own
+    arrays = {"T0": rand(3, 3, 1, 3), "T1": rand(3, 3, 1)}
+    check("y0_i = σ_i(sigma_j(T0_jmμi * 0.5 * δ_k1μ / (1 + (T1_ijk1)^2)))", "T0", arrays)
+
+
 def test_trace_factor_keeps_its_letters_when_simplified():
     arrays = {"T0": rand(2, 3, 2, 3, 3), "T1": rand(2, 3), "m": rand(3, 3), "x": rand(3), "T2": rand(3, 3, 3)}
     for text in ("1.5 delta_pj T0_upkpj / (1 + (T1_kp)^2)", "s_gh = x_i delta_(ii)(gh)", "s = (m_ii)^1 x_i x_i",
@@ -1136,9 +1152,11 @@ RULE_CASES = {
                    ("y_i = x_i + c^0", Power, "y_i = x_i + 1")],
     "fold_call": [("y_i = x_i relu'(2)", Call, "y_i = x_i"),
                   ("y_i = x_i + exp(0)", Call, "y_i = x_i + 1")],
+    "split_reduction": [("y_g = sum_j(delta_jg x_j + z_j)", Reduce, "y_g = x_g + sum_j(z_j)")],
     "merge_reductions": [("y = mean_n(s_n x_n) + 2 mean_n(s_n^2)", Sum, "y = mean_n(s_n x_n + 2 s_n^2)"),
                          ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
     "factor_common": [("y_g = a_g x_g + b_g x_g", Sum, "y_g = (a_g + b_g) x_g"),
+                      ("y_g = 2 a_g - 2 b_g", Sum, "y_g = 2 (a_g - b_g)"),
                       ("y_g = 2 c sigma(a_g) - c tanh(a_g)", Sum, None)],
 }
 
