@@ -271,13 +271,15 @@ class _Plan:
     """One shape signature's steps, as a compiled Python function."""
 
     def __init__(self, compiled: Compiled, arrays: Mapping[str, Any]):
-        shapes = {}
+        shapes, types = {}, []
         for key in compiled.inputs:
             value = np.asarray(arrays[key])
             if value.dtype.kind not in "biuf":
                 raise IndexCalcError(f"the array for '{key}' is not real numbers (dtype {value.dtype})")
             shapes[key] = value.shape
+            types.append(value.dtype)
         lowering = Lowering(shapes, compiled.scales)
+        lowering.dtype = np.result_type(np.float32, *types).name
         for eq in compiled.forward:
             lowering.equation(eq)
         for eq in compiled.backward:

@@ -63,6 +63,7 @@ class Lowering:
         self.count = 0
         self.sizes: dict[str, int] = {}
         self.inputs = list(inputs)
+        self.dtype = "float64"  # of δ's identity matrices: the inputs' float type
         for key, shape in inputs.items():
             var = self._var()
             self._emit(var, f"arrays[{key!r}]", "input", key, shape)
@@ -277,8 +278,7 @@ class Lowering:
     def identity(self, a: str, b: str) -> Operand:
         if a == b:
             return Operand("1.0", (), literal=True)
-        # float32 holds 0 and 1 exactly and leaves the type to the other factors (float32 stays float32)
-        return self._store(f"np.eye({self.sizes[a]}, dtype=np.float32)", (a, b), "identity (δ kept)")
+        return self._store(f"np.eye({self.sizes[a]}, dtype=np.{self.dtype})", (a, b), "identity (δ kept)")
 
     def embed(self, op: Operand, a: str, b: str) -> Operand:
         """result_{..a..b..} = op_{..a..} δ_ab, written on the diagonal of zeros."""

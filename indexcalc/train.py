@@ -240,6 +240,34 @@ def accuracy(output: str, target: str) -> Callable:
         wanted = np.asarray(data[target])
         if predicted.ndim > 1 and predicted.shape[-1] > 1:
             return float(np.mean(predicted.argmax(-1) == wanted.argmax(-1)))
-        return float(np.mean((predicted.reshape(len(wanted), -1) > 0.5) == (wanted.reshape(len(wanted), -1) > 0.5)))
+        threshold = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5
+        side = predicted.reshape(len(wanted), -1) > threshold
+        return float(np.mean(side == (wanted.reshape(len(wanted), -1) > threshold)))
 
     return measure
+
+
+def train_file(model_file, *, epochs: int | None = None, lr: float | None = None, seed: int | None = None,
+               batch_size: int | None = None, checkpoint: str | None = None, resume: str | None = None,
+               progress: Callable[[int, dict], None] | None = None) -> tuple[Result, dict, dict]:
+    """Train what a model file declares (settings given here override its own)."""
+    from . import datasets
+
+    mf = model_file
+    seed = mf.seed if seed is None else seed
+    if mf.dataset is None:
+        raise TrainingError(f"{mf.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
+    train, test = datasets.load(mf.dataset, list(mf.model.data), seed, mf.folder)
+    name, settings = mf.optimizer
+    if lr is not None:
+        settings = {**settings, "lr": lr}
+    trainer = Trainer(
+        mf.model,
+        optimiser(name, **settings),
+        batch_size=batch_size or mf.batch_size,
+        seed=seed,
+        metric=accuracy(*mf.metric) if mf.metric else None,
+        checkpoint=checkpoint,
+    )
+    result = trainer.fit(train, epochs or mf.epochs, test=test or None, resume=resume, progress=progress)
+    return result, train, test
