@@ -32,3 +32,6 @@ __all__ += ["simplify"]
 from .compile import Compiled, compile  # noqa: E402,A001
 
 __all__ += ["compile", "Compiled"]
+from .model import Model  # noqa: E402
+
+__all__ += ["Model"]

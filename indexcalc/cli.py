@@ -175,7 +175,7 @@ def _command_train(args) -> str:
     path = args.model or _default_model()
     mf = load(path)
     epochs = args.epochs or mf.epochs
-    print(f"training {os.path.basename(path)}: {_describe(mf)}", flush=True)
+    print(f"training {os.path.basename(path)}: {_describe(mf, args)}", flush=True)
     bar = _progress(epochs, args.quiet)
     result, train, test = train_file(
         mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
@@ -194,12 +194,14 @@ def _command_train(args) -> str:
     return "\n".join(lines)
 
 
-def _describe(mf) -> str:
+def _describe(mf, args) -> str:
     sizes = sum(int(np.prod(p.shape)) for p in mf.model.parameters.values())
     name, settings = mf.optimizer
+    settings = settings if args.lr is None else {**settings, "lr": args.lr}
     opts = " ".join(f"{k}={v:g}" for k, v in settings.items())
+    seed = mf.seed if args.seed is None else args.seed
     return (f"{len(mf.model.parameters)} parameter tensors ({sizes} numbers), data set {mf.dataset}, "
-            f"{name} {opts}, batch {mf.batch_size or 'all'}, seed {mf.seed}")
+            f"{name} {opts}, batch {args.batch_size or mf.batch_size or 'all'}, seed {seed}")
 
 
 class _Bar:

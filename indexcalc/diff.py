@@ -114,12 +114,22 @@ class _Rules:
 
     # --- composites
     def sum(self, node: Sum, fixed) -> list[Term]:
-        out = [t for term in node.terms for t in self.d(term, fixed)]
+        out = []
+        for term in node.terms:
+            # a letter the sum runs over that this term sums of its own (m in x_mn + a_km b_mk)
+            # is renamed apart in its derivative, which would otherwise run over the sum's m
+            clash = set(free_indices(node, fixed)) - set(free_indices(term, fixed)) - fixed
+            for t in self.d(term, fixed):
+                for index in clash & t.letters():
+                    t = self.renamed(t, index, self.fresh(), fixed)
+                out.append(t)
         # a term that lost an index of the sum (d(x_i + c)/dc = 1) still runs over it: (1 + 0 x_i)
         for index in free_indices(node, fixed) if out else ():
             carrier = next(term for term in node.terms if index in free_indices(term, fixed))
             one = Sum((Number(1.0), Product((Number(0.0), carrier))))
-            out = [t if self.carries(t, index, fixed) else Term(t.coef, t.factors + (one,), t.reds) for t in out]
+            # (outside a term's reductions, which would take the carrier's letters for their own)
+            out = [t if self.carries(t, index, fixed) else Term(t.coef, t.factors + (one,), t.reds) if not t.reds
+                   else Term(1.0, (t.expr(), one)) for t in out]
         return out
 
     def product(self, node: Product, fixed) -> list[Term]:

@@ -107,9 +107,13 @@ class Model:
                 raise ModelError(f"data tensor {name} does not occur in the equations")
         unknown = sorted(read - defined - set(self.parameters) - set(self.data))
         if unknown:
+            span = next((t.span for eq in equations for t in eq.rhs.walk()
+                         if isinstance(t, Tensor) and t.name in unknown and t.span), None)
             raise ModelError(
                 f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} neither a parameter, "
-                f"nor data, nor computed by an equation"
+                f"nor data, nor computed by an equation",
+                text=self.source if span and isinstance(self.source, str) else None,
+                pos=span[0] if span else None,
             )
         if self.loss not in defined:
             raise ModelError(f"no equation computes the loss {self.loss!r}")

@@ -65,7 +65,10 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
     source, declarations = split_declarations(text)
     for word, after, where in declarations:
         if word == "param":
-            params.append((_param(after, text, where), where))
+            param = _param(after, text, where)
+            if any(p.name == param.name for p, _ in params):
+                raise ModelError(f"parameter {param.name} is declared twice", text=text, pos=where)
+            params.append((param, where))
         elif word in declared:
             raise ModelError(f"'{word}' is declared twice", text=text, pos=where)
         else:
@@ -97,9 +100,9 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
             loss=value("loss"),
         )
     except IndexCalcError as err:
-        if err.text is None and params:
+        if err.text is None and err.pos is None and params:
             for p, where in params:
-                if p.name in err.problem:
+                if re.search(rf"\b{re.escape(p.name)}\b", err.problem):
                     raise err.with_source(text, where) from None
         raise err.with_source(text, None) if err.pos is not None else err.with_source(text, 0)
     return ModelFile(

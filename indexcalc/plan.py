@@ -15,6 +15,7 @@ the forward `tanh(u)` where the function table says how.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from math import prod
 
@@ -62,6 +63,7 @@ class Lowering:
         self.cache: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.count = 0
         self.sizes: dict[str, int] = {}
+        self.order: dict[str, int] = {}
         self.inputs = list(inputs)
         self.dtype = "float64"  # of δ's identity matrices: the inputs' float type
         for key, shape in inputs.items():
@@ -104,6 +106,7 @@ class Lowering:
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"cannot tell the size of {', '.join(missing)} in {eq.lhs}")
+        self.order = {index: k for k, index in enumerate(eq.lhs.all_indices)}
         result = self.lower(eq.rhs, fixed)
         var = self.arrange(result, eq.lhs.all_indices, broadcast=True)
         self.env[eq.lhs.key] = var
@@ -134,6 +137,11 @@ class Lowering:
             code = f"{code}[{', '.join(':' if i in op.letters else 'None' for i in target)}]"
         return code
 
+    def preferred(self, letters: tuple[str, ...]) -> tuple[str, ...]:
+        """Letters in the order of the equation's left-hand side where it has them, so
+        results come out laid out as they will be stored (no transposed activations)."""
+        return tuple(sorted(letters, key=lambda i: self.order.get(i, len(self.order))))
+
     # --- expressions
     def lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
         if isinstance(node, Number):
@@ -152,7 +160,7 @@ class Lowering:
 
     def _lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
         if isinstance(node, (Tensor, Delta, Product)):
-            return self.product(node, fixed, free_indices(node, fixed), fixed)
+            return self.product(node, fixed, self.preferred(free_indices(node, fixed)), fixed)
         if isinstance(node, Sum):
             return self.sum(node, fixed)
         if isinstance(node, Power):
@@ -164,7 +172,7 @@ class Lowering:
         raise IndexCalcError(f"cannot plan {type(node).__name__}")
 
     def sum(self, node: Sum, fixed) -> Operand:
-        target = free_indices(node, fixed)
+        target = self.preferred(free_indices(node, fixed))
         code = ""
         literal = True
         for term in node.terms:
@@ -217,7 +225,7 @@ class Lowering:
 
     def reduce(self, node: Reduce, fixed) -> Operand:
         inner = fixed | set(node.indices)
-        out = tuple(i for i in free_indices(node.body, inner) if i not in node.indices)
+        out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
         if isinstance(node.body, (Product, Tensor, Delta)):
             return self.product(node.body, inner, out, fixed, scale)
@@ -261,16 +269,18 @@ class Lowering:
             embeds += [(rep, i) for i in group if i != rep and i not in held]
         embedded = {b for _, b in embeds}
         inner_out = tuple(i for i in out if i not in embedded and i in carried)
-        result = self.contract([op for op in operands if not op.literal], inner_out)
-        for op in operands:
-            if op.literal:
-                scale_code = op.code
-                result = self._store(f"{scale_code} * {result.code}", result.letters, "scale") if not result.literal else Operand(f"({scale_code} * {result.code})", (), True)
-        if scale != 1.0:
-            if result.literal:
-                result = Operand(f"({format_number(scale)} * {result.code})", (), True)
-            else:
-                result = self._store(f"{format_number(scale)} * {result.code}", result.letters, "scale")
+        scalars = [op.code for op in operands if not op.letters]
+        arrays = [op for op in operands if op.letters]
+        if scale != 1.0 or not scalars:
+            scalars.insert(0, format_number(scale))
+        if arrays:
+            result = self.contract(arrays, inner_out)
+            if scalars != ["1"]:
+                result = self._store(f"{' * '.join(scalars)} * {result.code}", result.letters, "scale")
+        elif all(op.literal for op in operands):
+            result = Operand(f"({' * '.join(scalars)})", (), literal=True)
+        else:
+            result = self._store(" * ".join(scalars), (), "multiply")
         for a, b in embeds:
             result = self.embed(result, a, b)
         return result
@@ -353,6 +363,8 @@ class Lowering:
             code = f"{self.aligned(a, letters)} * {self.aligned(b, letters)}"
             return self._store(code, letters, "multiply", spec)
         if not batch and len(a.letters) <= 2 and len(b.letters) <= 2 and len(contracted) == 1:
+            if left and right and out.index(right[0]) < out.index(left[0]):
+                return self.pair(b, a, out)  # (n, i) is wanted: x @ W.T, not (W @ x.T).T
             k = contracted[0]
             ca = a.code if a.letters[-1] == k else f"{a.code}.T"
             cb = b.code if b.letters[0] == k else f"{b.code}.T"
@@ -380,7 +392,7 @@ def canonical_key(node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ..
     fresh = fresh_letters(letters_in(node) | fixed)
     inner_fixed = set(fixed)
     for n, index in enumerate(order):
-        mark = f"<{n}{'F' if index in fixed else ''}>"
+        mark = f"<{n}>"  # fixed or not: a free index means the same either way
         node = rename(node, index, mark, frozenset(inner_fixed), fresh)
         inner_fixed = (inner_fixed - {index}) | ({mark} if index in fixed else set())
     node = canonical_bound(node, frozenset(inner_fixed), fresh)
@@ -399,8 +411,21 @@ for _f in functions.FUNCTIONS:
 
 
 def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
-    """Python source of the plan, and the function it defines."""
-    body = "\n".join(f"    {step.out} = {step.code}" for step in lowering.steps)
+    """Python source of the plan, and the function it defines. Each variable is deleted
+    after its last use, so memory holds what is still needed, as hand-written code does."""
+    names = re.compile(r"\bv\d+\b")
+    last_use: dict[str, int] = {}
+    for k, step in enumerate(lowering.steps):
+        for name in names.findall(step.code):
+            last_use[name] = k
+    kept = set(names.findall(outputs))
+    lines = []
+    for k, step in enumerate(lowering.steps):
+        lines.append(f"    {step.out} = {step.code}")
+        dead = sorted(n for n, last in last_use.items() if last == k and n not in kept)
+        if dead:
+            lines.append(f"    del {', '.join(dead)}")
+    body = "\n".join(lines)
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
     namespace = dict(NAMESPACE)
     exec(compile(source, "<indexcalc plan>", "exec"), namespace)

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Callable, Iterable
 
 from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
-from .indices import free_indices, occurrence_counts, summed_indices
+from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
 
 Fresh = Callable[[], str]
 
@@ -98,13 +98,16 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
         return Product(factors, span=node.span)
     if isinstance(node, Sum):
         return Sum(
-            tuple(rename(t, old, new, fixed, fresh) if old in free_indices(t, fixed) else t for t in node.terms),
+            tuple(rename(t, old, new, fixed, fresh) if old in free_indices(t, fixed)
+                  else _move_bound(t, new, fixed, fresh) if old in fixed else t for t in node.terms),
             span=node.span,
         )
     if isinstance(node, Power):
         return Power(rename(node.base, old, new, fixed, fresh), node.exponent, span=node.span)
     if isinstance(node, Call):
         if node.relabel is not None:
+            if node.relabel != old and _relabels(node, new, fixed):  # σ_i(T_j) while renaming to j: its j moves aside
+                node = replace(node, arg=rename(node.arg, new, fresh(), fixed, fresh))
             if node.relabel == old:
                 # σ_l(T_ml) with l fixed reads the diagonal T_ll: the argument's l is renamed too
                 node = replace(node, relabel=new)
@@ -128,7 +131,35 @@ def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) 
         return rename(factor, old, new, fixed, fresh, merge)
     if old in free_indices(factor, fixed):
         return rename(factor, old, new, fixed, fresh)
-    return factor
+    return _move_bound(factor, new, fixed, fresh) if old in fixed else factor
+
+
+def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
+    """`node`, beside which `letter` is about to be fixed, with the scopes inside it that
+    bind a `letter` of their own moved to fresh letters (in `σ(a_j b_j)` the j is its own)."""
+    if letter not in letters_in(node) or letter in free_indices(node, fixed):
+        return node
+    if isinstance(node, (Tensor, Product)) and letter in summed_indices(node, fixed):
+        node = rename(node, letter, fresh(), fixed, fresh)
+    if isinstance(node, Product):
+        return Product(tuple(_move_bound(f, letter, fixed, fresh) for f in node.factors), span=node.span)
+    if isinstance(node, Sum):
+        return Sum(tuple(_move_bound(t, letter, fixed, fresh) for t in node.terms), span=node.span)
+    if isinstance(node, Power):
+        return Power(_move_bound(node.base, letter, fixed, fresh), _move_bound(node.exponent, letter, fixed, fresh),
+                     span=node.span)
+    if isinstance(node, Call):
+        if _relabels(node, letter, fixed):
+            node = replace(node, arg=rename(node.arg, letter, fresh(), fixed, fresh))
+        return replace(node, arg=_move_bound(node.arg, letter, fixed, fresh))
+    if isinstance(node, Reduce) and letter not in node.indices:
+        return replace(node, body=_move_bound(node.body, letter, fixed | set(node.indices), fresh))
+    return node
+
+
+def _relabels(call: Call, letter: str, fixed) -> bool:
+    """Whether `call` relabels its argument's own index `letter` (σ_i(T_j), letter j)."""
+    return call.relabel is not None and call.relabel != letter and relabelled_index(call, fixed) == letter
 
 
 def rebind_reduction(node: Reduce, old: str, new: str, fixed: frozenset[str], fresh: Fresh) -> Reduce:

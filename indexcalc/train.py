@@ -137,6 +137,7 @@ class Trainer:
         size = self.batch_size or n
         begun = time.perf_counter()
         good = {k: v.copy() for k, v in params.items()}
+        last, kept = good, (dict(self.optimizer.state), rng.bit_generator.state)
         stopped, message = "done", ""
         try:
             for epoch in range(start, epochs):
@@ -153,11 +154,11 @@ class Trainer:
                             f"the parameters of the last good step are kept (try a smaller learning rate)"
                         )
                         break
-                    good = {k: v.copy() for k, v in params.items()}
+                    last = {k: v.copy() for k, v in params.items()}
                     self.optimizer.step(params, grads)
                     total += float(loss) * len(picked)
                 if stopped == "nan":
-                    params = good
+                    params = last
                     break
                 record = {"epoch": epoch + 1, "loss": total / n}
                 record.update(self.scores(params, train, "train"))
@@ -165,13 +166,15 @@ class Trainer:
                     record.update(self.scores(params, test, "test"))
                 history.append(record)
                 good = {k: v.copy() for k, v in params.items()}
+                kept = (dict(self.optimizer.state), rng.bit_generator.state)
                 if self.checkpoint:
                     self.save(self.checkpoint, params, epoch + 1, history, rng)
                 if progress:
                     progress(epoch + 1, record)
         except KeyboardInterrupt:
-            stopped, message = "interrupted", "interrupted: the parameters of the last finished step are kept"
+            stopped, message = "interrupted", "interrupted: the parameters of the last finished epoch are kept"
             params = good
+            self.optimizer.state, rng.bit_generator.state = dict(kept[0]), kept[1]
         done = history[-1]["epoch"] if history else start
         if stopped != "done" and self.checkpoint:
             self.save(self.checkpoint, params, done, history, rng)
@@ -257,13 +260,23 @@ def train_file(model_file, *, epochs: int | None = None, lr: float | None = None
     seed = mf.seed if seed is None else seed
     if mf.dataset is None:
         raise TrainingError(f"{mf.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
-    train, test = datasets.load(mf.dataset, list(mf.model.data), seed, mf.folder)
+    def at(word: str) -> int | None:  # errors about a declaration point at its line
+        return mf.declared[word][1] if word in mf.declared else None
+
+    try:
+        train, test = datasets.load(mf.dataset, list(mf.model.data), seed, mf.folder)
+    except IndexCalcError as err:
+        raise err.with_source(mf.text, at("dataset")) from None
     name, settings = mf.optimizer
     if lr is not None:
         settings = {**settings, "lr": lr}
+    try:
+        chosen = optimiser(name, **settings)
+    except TrainingError as err:
+        raise err.with_source(mf.text, at("optimizer")) from None
     trainer = Trainer(
         mf.model,
-        optimiser(name, **settings),
+        chosen,
         batch_size=batch_size or mf.batch_size,
         seed=seed,
         metric=accuracy(*mf.metric) if mf.metric else None,
