@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .diff import (
-    DiffError, _assemble, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _target,
-    resolve_derivatives,
+    DiffError, _assemble, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
+    _target, resolve_derivatives, still_needed,
 )
 from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
@@ -56,7 +56,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     equations = equations[: _target(equations, of) + 1]
     for eq in equations:
         check_equation(eq)
-    equations = _needed(equations)
+    equations = [simplify(eq) for eq in _needed(_inline_derivatives(_needed(equations)))]
     target = equations[-1]
     wanted = [_parse_wrt(w) for w in wrt]
     params = [name for name, _ in wanted]
@@ -71,6 +71,25 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     forward, scales = _prepare(equations)
     backward = _adjoints(forward, params) if params else []
     return Compiled(forward, backward, params, scales)
+
+
+INLINE_LIMIT = 4000  # nodes: past this, a derivative stays a line of its own
+
+
+def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
+    """Named derivatives (`z_{n,g}[w]`, the chain form of `diff`) substituted where they
+    are used, so that a Hessian is one formula that simplify can factor and the plan can
+    contract backwards, not a chain of Jacobian-sized arrays. A formula that would grow
+    past INLINE_LIMIT nodes keeps its derivative lines."""
+    definitions = {eq.lhs.key: eq for eq in equations if eq.lhs.derivs}
+    if not definitions:
+        return equations
+    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
+    last = equations[-1]
+    rhs = _substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key)
+    if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
+        return equations
+    return still_needed(equations[:-1], [Equation(last.lhs, rhs)])
 
 
 def _needed(equations: list[Equation]) -> list[Equation]:

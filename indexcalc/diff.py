@@ -20,13 +20,14 @@ expanded over i must.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
 from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from . import functions
-from .indices import check_equation, free_indices, occurrence_counts, relabelled_index
+from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import parse
 from .program import as_parsed
 from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
@@ -218,6 +219,8 @@ class _Rules:
         return term
 
     def renamed(self, term: Term, old: str, new: str, fixed, merge: bool = True) -> Term:
+        if not merge and new in term.bound():  # σ_p(sum_p(T_jp)): the term's own p moves aside first
+            term = self.renamed(term, new, self.fresh(), fixed, merge=False)
         reds = tuple((op, tuple(new if i == old else i for i in ix)) for op, ix in term.reds)
         # old is not fixed: a scope that sums or relabels a letter old of its own keeps it; and a
         # letter new the term sums of its own (σ_j(T_jm ...) relabels m to j) is moved aside
@@ -312,7 +315,7 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     if target_eq.lhs.key not in derived:
         raise DiffError(f"{target_eq.lhs} does not depend on {name}")
     if inline:
-        lines = [_inline(lines)]
+        lines = _inline(lines)
     if len(equations) == 1 and len(lines) == 1:
         return lines[0]
     return Program(tuple(equations) + tuple(lines))
@@ -401,36 +404,92 @@ def _fresh_indices(given, count: int, name: str, used: set[str], where: Expr) ->
     return given
 
 
-def _inline(lines: list[Equation]) -> Equation:
-    """The last derivative line with every named derivative replaced by its definition."""
-    definitions = {eq.lhs.key: eq for eq in lines}
+def _inline(lines: list[Equation]) -> list[Equation]:
+    """The last derivative line with every named derivative replaced by its definition,
+    after the definitions it still needs (none, unless a derivative sits where it cannot
+    be substituted without changing what its indices mean)."""
     target = lines[-1]
-    used = set().union(*(letters_in(eq) for eq in lines))
-    fresh = fresh_letters(used)
-    fixed = frozenset(target.lhs.all_indices)
-    return Equation(target.lhs, _substitute(target.rhs, definitions, fixed, fresh, target.lhs.key))
+    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in lines)))
+    definitions = {eq.lhs.key: eq for eq in lines}
+    rhs = _substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key)
+    return still_needed(lines[:-1], [Equation(target.lhs, rhs)])
+
+
+def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equation]:
+    """The definitions that `last` (and they themselves) still refer to, then `last`."""
+    wanted = {t.key for eq in last for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    kept = []
+    for eq in reversed(definitions):
+        if eq.lhs.key in wanted:
+            kept.append(eq)
+            wanted |= {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    return kept[::-1] + last
 
 
 def _substitute(node: Expr, definitions, fixed, fresh, own: str) -> Expr:
-    if isinstance(node, Tensor) and node.derivs and node.key in definitions and node.key != own:
-        eq = definitions[node.key]
-        body = _substitute(eq.rhs, definitions, frozenset(eq.lhs.all_indices), fresh, node.key)
-        inner_fixed = frozenset(eq.lhs.all_indices)
-        for index in _summed_here(body, inner_fixed):
-            body = rename(body, index, fresh(), inner_fixed, fresh)
-        mapping = dict(zip(eq.lhs.all_indices, node.all_indices))
-        return rename_fixed(body, mapping, inner_fixed, fresh)
-    if isinstance(node, Reduce):
-        return Reduce(node.op, node.indices, _substitute(node.body, definitions, fixed | set(node.indices), fresh, own))
+    """Named derivatives replaced by their definitions. In a product the definition's
+    terms are multiplied out with the other factors, so every index keeps its count
+    (a definition `a_{i,g} = s_i t_i + u_i` used in `c_i a_{i,g}` gives
+    `c_i s_i t_i + c_i u_i`); elsewhere a name is replaced only where its letters are
+    fixed, as they were on the definition's left-hand side."""
+
+    def again(child: Expr, inner=fixed) -> Expr:
+        return _substitute(child, definitions, inner, fresh, own)
+
+    def named(t: Expr) -> bool:
+        return isinstance(t, Tensor) and bool(t.derivs) and t.key in definitions and t.key != own
+
+    if named(node):
+        return _definition(node, definitions, fresh) if set(node.all_indices) <= fixed else node
     if isinstance(node, Product):
-        return Product(tuple(_substitute(f, definitions, fixed, fresh, own) for f in node.factors))
+        choices = []
+        for factor in leaf_factors(node):
+            if named(factor):
+                body = _definition(factor, definitions, fresh)
+                parts = body.terms if isinstance(body, Sum) else (body,)
+                choices.append([(part, set(factor.all_indices)) for part in parts])
+            else:
+                choices.append([(again(factor), set())])
+        terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
+        return terms[0] if len(terms) == 1 else Sum(tuple(terms))
+    if isinstance(node, Reduce):
+        return Reduce(node.op, node.indices, again(node.body, fixed | set(node.indices)))
     if isinstance(node, Sum):
-        return Sum(tuple(_substitute(t, definitions, fixed, fresh, own) for t in node.terms))
+        return Sum(tuple(again(t) for t in node.terms))
     if isinstance(node, Power):
-        return Power(_substitute(node.base, definitions, fixed, fresh, own), node.exponent)
+        return Power(again(node.base), node.exponent)
     if isinstance(node, Call):
-        return Call(node.func, _substitute(node.arg, definitions, fixed, fresh, own), node.relabel)
+        return Call(node.func, again(node.arg), node.relabel)
     return node
+
+
+def _summed_product(choice, fixed) -> Expr:
+    """The product of the chosen factors. A term of a definition that is constant along
+    one of its name's indices (a scalar expanded over it) leaves that index to fewer
+    factors; where it is then left to one, the sum over it is written out."""
+    product = Product(tuple(part for part, _ in choice))
+    counts = occurrence_counts(product, fixed)
+    lost = set()
+    for part, letters in choice:
+        lost |= {i for i in letters if i not in fixed and i not in letters_in(part)}
+    lone = tuple(sorted(i for i in lost if counts.get(i, 0) == 1))
+    return Reduce("sum", lone, product) if lone else product
+
+
+def _definition(ref: Tensor, definitions, fresh) -> Expr:
+    """The definition of `ref`: what it sums renamed to fresh letters (it will stand
+    beside other factors), its own indices renamed to the ones `ref` uses."""
+    eq = definitions[ref.key]
+    inner_fixed = frozenset(eq.lhs.all_indices)
+    body = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key)
+    parts = body.terms if isinstance(body, Sum) else (body,)
+    renamed = []
+    for part in parts:
+        for index in _summed_here(part, inner_fixed):
+            part = rename(part, index, fresh(), inner_fixed, fresh)
+        renamed.append(part)
+    body = Sum(tuple(renamed)) if isinstance(body, Sum) else renamed[0]
+    return rename_fixed(body, dict(zip(eq.lhs.all_indices, ref.all_indices)), inner_fixed, fresh)
 
 
 def _summed_here(node: Expr, fixed) -> tuple[str, ...]:

@@ -110,7 +110,8 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         if node.relabel is None:
             return free
         source = relabelled_index(node, fixed)
-        return tuple(node.relabel if i == source else i for i in free)
+        # σ_i(T_ji) with i fixed outside reads the diagonal T_ii: one i
+        return tuple(dict.fromkeys(node.relabel if i == source else i for i in free))
     if isinstance(node, Reduce):
         inner = fixed | set(node.indices)
         free = _free(node.body, inner)

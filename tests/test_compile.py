@@ -308,6 +308,46 @@ def test_update_rule_with_a_comma_derivative_compiles():
     np.testing.assert_allclose(value, ic.evaluate(source, arrays), rtol=1e-12)
 
 
+def test_bare_expressions_whose_free_letter_an_inner_scope_uses():
+    """A bare expression's free letter is not fixed inside its scopes (as evaluate reads it)."""
+    arrays = {"x": rand(3), "y": rand(3), "z": rand(3), "T0": rand(2), "value": rand(3), "f": rand(3)}
+    for source in ("x_i sigma(y_i z_i)", "sigma_μ(sigma_i(T0_μ))", "value_i x_i", "f_i x_i"):
+        value, _ = ic.compile(source)(arrays)
+        np.testing.assert_allclose(value, ic.evaluate(source, arrays), rtol=1e-12, err_msg=source)
+    check("value_i x_i", ["x", "value"], arrays)
+
+
+def test_relabelled_call_that_reads_a_diagonal():
+    """σ_i(T_ji) with i fixed outside is σ(T_ii)."""
+    arrays = {"T0": rand(3, 3), "T4": rand(3, 3, 2, 2), "x": rand(3)}
+    for source in ("y_i = sigma_i(T0_ji)", "y_i = sigma(sigma_i(T0_ji)) x_i"):
+        value, _ = ic.compile(source)(arrays)
+        np.testing.assert_allclose(value, ic.evaluate(source, arrays), rtol=1e-12, err_msg=source)
+    check("y = sum_i(sigma(sigma_i(T0_ji)))", ["T0"], arrays)
+    check("y = sum_i(x_i tanh(sigma_i(T4_jikk)))", ["T4", "x"], arrays)
+    check("y_i = sigma_i(T0_ji)\nL = sum_i(y_i y_i)", ["T0"], arrays)
+
+
+def test_relabel_onto_a_letter_that_a_reduction_inside_sums():
+    # sigma_p relabels j to p while sum_p inside sums a p of its own (diff got a δ_(ipp) here)
+    source = "y1_ki = sigma_k(sigma_p(sum_p(T0_ijp)))\nZ = sum_ki(y1_ki y1_ki)"
+    check(source, ["T0"], {"T0": rand(2, 3, 3)})
+
+
+def test_adjoint_letters_do_not_capture_an_inner_scope():
+    """The adjoint of #u_ij is written on i and j; an inner scope of the line that uses it
+    with a j (a trace, a relabelled argument) of its own keeps it apart."""
+    arrays = {"T0": rand(2, 3, 2, 2), "T1": rand(2, 3), "T2": rand(3, 2, 2), "T3": rand(3)}
+    check("L = (sigma(T0_ijkk) * T1_ij / (1 + (T2_jii)^2))^2", ["T0", "T1", "T2"], arrays)
+    arrays = {"T0": rand(3, 3, 2, 2), "T1": rand(3), "T2": rand(3, 3)}
+    check("L = sigma(T0_ijkk) * sigma_i(T1_j) * 2 / (1 + (T2_ij)^2)", ["T0", "T1", "T2"], arrays)
+
+
+def test_gradient_of_a_trace_inside_a_quotient():
+    arrays = {"T0": rand(2, 3, 3)}
+    f, value, grads = check("E_i = 2 * 2 / (1 + (T0_ijj)^2)\nZ = sum_i(E_i E_i)", ["T0"], arrays)
+
+
 # --------------------------------------------------------------------------------------
 # Property-based: random well-formed scalar programs
 
