@@ -240,7 +240,10 @@ class Compiled:
 
     def __call__(self, arrays: Mapping[str, Any]):
         try:
-            signature = tuple((k, np.shape(arrays[k]), getattr(arrays[k], "dtype", None)) for k in self.inputs)
+            signature = tuple(
+                (v.shape, v.dtype) if type(v) is np.ndarray else (np.shape(v), getattr(v, "dtype", None))
+                for v in [arrays[k] for k in self.inputs]
+            )
         except KeyError as err:
             raise MissingArrayError(
                 f"no array given for {err.args[0]!r} (the program reads {', '.join(self.inputs)})"
@@ -249,10 +252,10 @@ class Compiled:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
         except ValueError:  # a ragged nested list
             signature = None
-        if signature is None or any(dtype is None and shape or dtype == bool for _, shape, dtype in signature):
+        if signature is None or any(dtype is None and shape or dtype == bool for shape, dtype in signature):
             # nested lists and booleans, taken as evaluate takes them
             arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
-            signature = tuple((k, np.shape(arrays[k]), arrays[k].dtype) for k in self.inputs)
+            signature = tuple((np.shape(arrays[k]), arrays[k].dtype) for k in self.inputs)
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._plans[signature] = _Plan(self, arrays)
