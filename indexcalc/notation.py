@@ -69,6 +69,7 @@ def parse(text: str) -> Expr:
         raise ParseError("nothing to parse: the text holds no expression", text=text, pos=0)
     if len(lines) == 1:
         return lines[0]
+    defined: set[str] = set()
     for line in lines:
         if not isinstance(line, Equation):
             raise ParseError(
@@ -76,6 +77,14 @@ def parse(text: str) -> Expr:
                 text=text,
                 pos=_start(line),
             )
+        if line.lhs.key in defined:
+            # one name, one value: the derivative lines of `diff` refer to names
+            raise ParseError(
+                f"{line.lhs.key} is defined twice; give the new value a name of its own",
+                text=text,
+                pos=_start(line.lhs),
+            )
+        defined.add(line.lhs.key)
     return Program(tuple(lines))
 
 
