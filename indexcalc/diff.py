@@ -305,6 +305,10 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
             derived & {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
         ):
             continue
+        derived_key = Tensor(eq.lhs.name, eq.lhs.indices, eq.lhs.derivs + (Deriv(G, name),)).key
+        if derived_key in {e.lhs.key for e in equations}:
+            derived.add(eq.lhs.key)  # differentiated before (a Hessian's other half): reused
+            continue
         used = letters_in(eq)
         local = G
         if eq is not target_eq and set(G) & used:

@@ -26,6 +26,8 @@ import functools
 
 from hypothesis import strategies as st
 
+import indexcalc as ic
+
 # binding levels of generated text, loosest first
 SUM, NEGATED, PRODUCT, POWER, ATOM = range(5)
 
@@ -218,6 +220,9 @@ def equations(draw, max_leaves: int = 10) -> str:
 def programs(draw) -> str:
     """Several equations, one per line, with `#` comments and blank lines."""
     lines = draw(st.lists(equations(max_leaves=6), min_size=2, max_size=4))
+    lines = list({ic.parse(line).lhs.key: line for line in lines}.values())  # a name is defined once
+    if len(lines) < 2:
+        lines.append("unused_defined_once = 1")
     out = []
     for line in lines:
         if draw(st.booleans()):
