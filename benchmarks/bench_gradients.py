@@ -14,6 +14,9 @@ What it measures (see benchmarks/README.md):
      the closed form X^T diag(p(1-p)) X / n.
   4. Peak memory (tracemalloc) of one gradient call, medium MLP float64.
   5. Per-call overhead on the tiny MLP, in microseconds.
+  6. Training loop overhead: wall time per epoch of `Trainer.fit` on the XOR and Fizz Buzz
+     model files (indexcalc/examples/*.ic), the time inside its compiled gradient calls
+     (`model.loss_and_grads` wrapped), and the difference, absolute and as a fraction.
 
 Timing: every contender of a case is timed in the same rounds, the order rotating from
 round to round; a round times a batch of calls of each contender; the table reports the
@@ -34,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="fewer rounds, skip the large MLP and the slowest Hessian form (< 60 s)")
+                   help="fewer rounds, skip the large MLP (< 60 s; about 10 s here)")
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads (default 1: single-threaded timings are the stable ones here)")
     p.add_argument("--plans", action="store_true",
@@ -593,12 +596,21 @@ def bench_build(repeats: int, layers: int = 20, width: int = 16) -> None:
 
 
 HESSIAN_FORMS = [
-    # (label, program, labels in {-1, +1}?, largest d it is run at)
-    ("log(1+exp(-y Xw)) [examples/]", "L = mean_n(log(1 + exp(-y_n X_nj w_j)))", True, None),
-    ("softplus(-y Xw)", "L = mean_n(softplus(-y_n X_nj w_j))", True, None),
+    # (label, program, labels in {-1, +1}?)
+    ("log(1+exp(-y Xw)) [examples/]", "L = mean_n(log(1 + exp(-y_n X_nj w_j)))", True),
+    ("softplus(-y Xw)", "L = mean_n(softplus(-y_n X_nj w_j))", True),
     ("cross-entropy of p=σ(Xw)", "p_n = sigma(X_nj w_j)\nL = -mean_n(y_n log(p_n) + (1 - y_n) log(1 - p_n))",
-     False, 100),
+     False),
 ]
+
+
+def largest_step(f) -> tuple[int, tuple[int, ...]]:
+    """The element count and shape of the largest array in the compiled callable's last plan."""
+    try:
+        steps = f._last.lowering.steps
+    except AttributeError:
+        return 0, ()
+    return max(((int(np.prod(s.shape)), s.shape) for s in steps), default=(0, ()))
 
 
 def closed_form_hessian(X, w):
@@ -620,12 +632,18 @@ def closed_form_hessian_syrk(X, w):
 
 
 def bench_hessian(peers, timing) -> None:
-    for label, program, signed, max_d in HESSIAN_FORMS:
+    for label, program, signed in HESSIAN_FORMS:
+        earlier = None  # the largest array of the plan at the smaller size, as (elements, shape, n, d)
         for d, n in ((100, 1000), (500, 2000)):
             case = f"Hessian {label} d={d} n={n}"
-            if max_d is not None and d > max_d:
+            if earlier is not None and earlier[0] > 2 * earlier[2] * earlier[3]:
+                # a plan with an array beyond n·d (X's size) at the earlier size, an n·d·d one say,
+                # would need that array scaled up here: not run
+                elements, shape, n0, d0 = earlier
+                scaled = elements * (n / n0) * (d / d0) ** (len(shape) - 1)
                 ROWS.append(Row("3", case, "float64", "indexcalc", "", "", "",
-                                f"skipped: its plan materialises an n·d·d array ({n * d * d * 8 / 2**30:.1f} GiB)"))
+                                f"skipped: at d={d0} its plan has a {shape} array (more than n·d); "
+                                f"here ~{scaled * 8 / 2**30:.1f} GiB"))
                 continue
             rng = np.random.default_rng(2)
             X = rng.standard_normal((n, d)) / np.sqrt(d)
@@ -673,6 +691,7 @@ def bench_hessian(peers, timing) -> None:
                       flag_over=1.2)
             PLANS.append((case, f))
             PLANS.append((case + " (+ simplify)", fs))
+            earlier = (*max(largest_step(f), largest_step(fs)), n, d)
 
 
 # ============================================================================ 4: memory
@@ -721,6 +740,154 @@ def bench_memory() -> None:
         ROWS.append(Row("4", case, "float64", name, f"{peak / 2**20:8.2f} MiB", f"{peak / base:6.2f}x", "", note))
 
 
+# ============================================================================ 6: training loop
+
+
+TRAINING = [  # (model file in indexcalc/examples, epochs per fit)
+    ("xor.ic", 20),
+    ("fizzbuzz.ic", 3),
+]
+
+
+def training_setup(path: Path):
+    """What `train_file` builds from a model file, without its checkpoint: the model file,
+    the data (train, test) and a function making a fresh Trainer (optimiser state reset)."""
+    from indexcalc import datasets
+    from indexcalc.modelfile import load
+    from indexcalc.train import Trainer, accuracy, optimiser
+
+    mf = load(str(path))
+    train, test = datasets.load(mf.dataset, list(mf.model.data), mf.seed, mf.folder)
+    name, settings = mf.optimizer
+
+    def trainer():
+        return Trainer(mf.model, optimiser(name, **settings), batch_size=mf.batch_size, seed=mf.seed,
+                       metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=None)
+
+    return mf, train, test or None, trainer
+
+
+def fit_instrumented(mf, train, test, trainer, epochs: int) -> dict[str, float]:
+    """One fit with `model.loss_and_grads`, `Trainer.scores`, `model.evaluate` and the
+    optimiser's `step` wrapped (instance attributes; the model's are removed after): seconds
+    inside the compiled gradient calls of the batch steps and of `scores` (the epoch's loss
+    on train and test), in the metric's forward calls, in the optimiser, and the whole fit's."""
+    model = mf.model
+    acc = {"steps": 0.0, "scores": 0.0, "metric": 0.0, "optimizer": 0.0, "step calls": 0, "score calls": 0}
+    where = ["steps"]
+    plain_grads, plain_evaluate = model.loss_and_grads, model.evaluate
+    tr = trainer()
+    plain_scores, plain_step = tr.scores, tr.optimizer.step
+    clock = time.perf_counter
+
+    def loss_and_grads(params, data):
+        t0 = clock()
+        try:
+            return plain_grads(params, data)
+        finally:
+            acc[where[0]] += clock() - t0
+            acc["step calls" if where[0] == "steps" else "score calls"] += 1
+
+    def scores(params, data, prefix):
+        where[0] = "scores"
+        try:
+            return plain_scores(params, data, prefix)
+        finally:
+            where[0] = "steps"
+
+    def evaluate(name, params, data):
+        t0 = clock()
+        try:
+            return plain_evaluate(name, params, data)
+        finally:
+            acc["metric"] += clock() - t0
+
+    def step(params, grads):
+        t0 = clock()
+        try:
+            return plain_step(params, grads)
+        finally:
+            acc["optimizer"] += clock() - t0
+
+    model.loss_and_grads, model.evaluate, tr.scores, tr.optimizer.step = loss_and_grads, evaluate, scores, step
+    try:
+        t0 = clock()
+        result = tr.fit(train, epochs, test=test)
+        acc["fit"] = clock() - t0
+    finally:
+        del model.loss_and_grads, model.evaluate
+    assert result.stopped == "done" and result.epochs == epochs, (mf.name, result.stopped, result.message)
+    return acc
+
+
+def bench_training(timing) -> None:
+    """Wall time per epoch of Trainer.fit against the time inside its compiled gradient
+    calls: plain fits and instrumented fits alternate in rounds (the wrappers cost a little,
+    so the loop time is the plain fits'); every fit starts from the same seed, so all do
+    the same work."""
+    rounds = timing[0]
+    examples = Path(ic.__file__).resolve().parent / "examples"
+    for file_name, epochs in TRAINING:
+        mf, train, test, trainer = training_setup(examples / file_name)
+        n = len(next(iter(train.values())))
+        size = mf.batch_size or n
+        steps = -(-n // size)
+        reference = fit_instrumented(mf, train, test, trainer, epochs)  # warm-up: compiles and plans
+        trainer().fit(train, epochs, test=test)
+        plain, timed = [], []
+        for r in range(rounds):
+            for kind in (("plain", "timed") if r % 2 == 0 else ("timed", "plain")):
+                gc.collect()
+                gc.disable()
+                try:
+                    if kind == "plain":
+                        t0 = time.perf_counter()
+                        trainer().fit(train, epochs, test=test)
+                        plain.append((time.perf_counter() - t0) / epochs)
+                    else:
+                        acc = fit_instrumented(mf, train, test, trainer, epochs)
+                        timed.append({k: v / epochs for k, v in acc.items()})
+                finally:
+                    gc.enable()
+        med = statistics.median
+        loop = med(plain)
+        grads_rounds = [t["steps"] + t["scores"] for t in timed]
+        grads = med(grads_rounds)
+        over_rounds = [p - g for p, g in zip(plain, grads_rounds)]
+        over = loop - grads
+
+        def iqr(xs, centre):
+            q = statistics.quantiles(xs, n=4)
+            return f"{100 * (q[2] - q[0]) / abs(centre):5.1f}%" if centre else ""
+
+        best_loop, best_grads = min(plain), min(grads_rounds)
+        case = f"Trainer.fit {file_name}, {epochs} epochs"
+        calls = reference["step calls"] // epochs, reference["score calls"] // epochs
+        ROWS.append(Row("6", case, "float64", "Trainer.fit, per epoch", fmt_time(loop), f"{1:6.2f}x",
+                        iqr(plain, loop),
+                        f"baseline; {rounds} rounds; per epoch {steps} step(s) of batch {size} (n={n}) + loss"
+                        f"{' and ' + mf.metric[0] + ' accuracy' if mf.metric else ''} on train"
+                        f"{' and test' if test else ''}; no checkpoint",
+                        f"{fmt_time(best_loop)} {1:5.2f}x"))
+        ROWS.append(Row("6", case, "float64", "compiled gradient calls", fmt_time(grads), f"{grads / loop:6.2f}x",
+                        iqr(grads_rounds, grads),
+                        f"model.loss_and_grads, {calls[0]} step + {calls[1]} scores() calls per epoch: steps "
+                        f"{fmt_time(med(t['steps'] for t in timed)).strip()}, scores() "
+                        f"{fmt_time(med(t['scores'] for t in timed)).strip()} (wrapped fits: "
+                        f"{fmt_time(med(t['fit'] for t in timed)).strip()}/epoch)",
+                        f"{fmt_time(best_grads)} {best_grads / best_loop:5.2f}x"))
+        ROWS.append(Row("6", case, "float64", "overhead (loop − gradients)", fmt_time(over), f"{over / loop:6.2f}x",
+                        iqr(over_rounds, over),
+                        f"{100 * over / loop:.0f}% of the epoch outside the gradient calls; of it "
+                        f"{mf.optimizer[0]} steps {fmt_time(med(t['optimizer'] for t in timed)).strip()}, the metric's "
+                        f"forward calls (model.evaluate) {fmt_time(med(t['metric'] for t in timed)).strip()}",
+                        f"{fmt_time(best_loop - best_grads)} {(best_loop - best_grads) / best_loop:5.2f}x"))
+        f = mf.model.gradient
+        first = {k: np.asarray(v)[:size] for k, v in train.items()}
+        mf.model.loss_and_grads(mf.model.init_params(mf.seed), first)  # so print(f) shows a step's plan
+        PLANS.append((f"{case}: one step's gradient call (batch {size})", f))
+
+
 # ============================================================================ main
 
 
@@ -751,7 +918,8 @@ def header(peers, args, thread_note, timing) -> None:
           "            Every contender's results are checked against the baseline's before timing.")
     print("rows      : 1 MLP loss+gradients (sigmoid layers, mean squared error); 2 build time; 3 logistic-\n"
           "            regression Hessian; 4 peak memory of one call (tracemalloc, after a warm-up); 5 tiny-MLP\n"
-          "            per-call overhead")
+          "            per-call overhead; 6 training loop: Trainer.fit per epoch, its compiled gradient calls,\n"
+          "            the rest (ratio = fraction of the epoch)")
     print()
 
 
@@ -766,6 +934,7 @@ def main(args: argparse.Namespace) -> int:
     bench_build(3 if args.quick else 7)
     bench_hessian(peers, timing)
     bench_memory()
+    bench_training(timing)
     print_table()
     print()
     thresholds = "indexcalc > 1.5x NumPy (tiny MLP), > 1.1x (other MLPs), > 1.2x the closed form (Hessian)"

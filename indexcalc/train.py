@@ -30,7 +30,10 @@ class TrainingError(IndexCalcError):
 
 
 class SGD:
-    """w ← w − η g: the index-notation note's update rule."""
+    """w ← w − η g: the index-notation note's update rule.
+
+    A step puts new arrays in `params` and never writes into the old ones, so the loop
+    keeps the last good parameters by holding on to the old dict, without copying."""
 
     name = "sgd"
 
@@ -154,7 +157,7 @@ class Trainer:
                             f"the parameters of the last good step are kept (try a smaller learning rate)"
                         )
                         break
-                    last = {k: v.copy() for k, v in params.items()}
+                    last = dict(params)  # the optimisers make new arrays, never write in place
                     self.optimizer.step(params, grads)
                     total += float(loss) * len(picked)
                 if stopped == "nan":
@@ -165,7 +168,7 @@ class Trainer:
                 if test is not None:
                     record.update(self.scores(params, test, "test"))
                 history.append(record)
-                good = {k: v.copy() for k, v in params.items()}
+                good = dict(params)
                 kept = (dict(self.optimizer.state), rng.bit_generator.state)
                 if self.checkpoint:
                     self.save(self.checkpoint, params, epoch + 1, history, rng)
