@@ -56,7 +56,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     equations = equations[: _target(equations, of) + 1]
     for eq in equations:
         check_equation(eq)
-    equations = [simplify(eq) for eq in _needed(_inline_derivatives(_needed(equations)))]
+    equations = _needed(_inline_derivatives(_needed(equations)))
     target = equations[-1]
     wanted = [_parse_wrt(w) for w in wrt]
     params = [name for name, _ in wanted]
@@ -68,7 +68,8 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
             _fresh_indices(given, _index_count(equations, name), name, set(), target)
     if params and target.lhs.all_indices:
         raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
-    forward, scales = _prepare(equations)
+    # simplified after the checks: T0_ii tanh(1.5 - 1.5) folds to 0, but T0 occurs, with gradient 0
+    forward, scales = _prepare([simplify(eq) for eq in equations])
     backward = _adjoints(forward, params) if params else []
     return Compiled(forward, backward, params, scales)
 
@@ -135,7 +136,11 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
                 letters = tuple(i for i in order if i in canonical_order)
                 letters += tuple(i for i in canonical_order if i not in letters)
                 name = f"#u{next(counter)}"
-                out.append(Equation(Tensor(name, letters), arg))
+                # fixed on the new line, its letters must not capture an inner scope's own
+                # (the trace k in σ_i(T_jikk^2 x_k)): renamed onto themselves, that one moves aside
+                own = {i: i for i in canonical_order if i not in fixed}
+                body = rename_fixed(arg, own, fixed, fresh_letters(letters_in(arg) | fixed)) if own else arg
+                out.append(Equation(Tensor(name, letters), body))
                 named[key] = (name, tuple(canonical_order.index(i) for i in letters))
             name, positions = named[key]
             arg = Tensor(name, tuple(canonical_order[p] for p in positions))
@@ -234,7 +239,8 @@ class Compiled:
         self.scales = scales
         defined = {eq.lhs.key for eq in forward}
         read = {t.key for eq in forward for t in eq.rhs.walk() if isinstance(t, Tensor)}
-        self.inputs = sorted(read - defined - set(scales))
+        # a parameter the simplified lines no longer read still has a gradient (zeros) shaped like it
+        self.inputs = sorted((read | set(params)) - defined - set(scales))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
 

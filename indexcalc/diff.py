@@ -167,6 +167,11 @@ class _Rules:
         out = []
         for t in self.d(node.body, inside):
             present = t.letters()
+            if node.op == "logsumexp":
+                # d log Σ_j exp(b_j) = Σ_j softmax_j db_j, the weights exp(b_j - logsumexp_j(b))
+                weight = Call("exp", Sum((node.body, Product((Number(-1.0), node)))))
+                out.append(Term(t.coef, t.factors + (weight,), (("sum", node.indices),) + t.reds))
+                continue
             if node.op == "mean":
                 kept = tuple(i for i in node.indices if i in present)
                 factors = t.factors

@@ -151,5 +151,5 @@ class _Einsum:
     def reduce(self, node: Reduce, fixed: frozenset[str]):
         body, axes = self.eval(node.body, fixed | set(node.indices))
         where = tuple(axes.index(i) for i in node.indices)
-        value = body.sum(axis=where) if node.op == "sum" else body.mean(axis=where)
+        value = functions.reduce_array(node.op, body, where)
         return value, tuple(i for i in axes if i not in node.indices)

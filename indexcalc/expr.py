@@ -214,7 +214,7 @@ class Program(Expr):
         return self.equations
 
 
-REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("sum", "mean", "logsumexp")
 
 
 def leaf_factors(product: Product) -> Iterator[Expr]:

@@ -97,6 +97,19 @@ FUNCTIONS: tuple[Function, ...] = (
 )
 
 
+def reduce_array(op: str, values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """sum, mean, or logsumexp (log Σ exp, shifted by the maximum so it never overflows:
+    the stable way to write the log of a softmax's denominator)."""
+    if op == "sum":
+        return values.sum(axis=axes)
+    if op == "mean":
+        return values.mean(axis=axes)
+    top = np.max(values, axis=axes, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top, axis=axes) + np.log(np.sum(np.exp(values - top), axis=axes))
+
+
 BY_NAME: dict[str, Function] = {}
 for _f in FUNCTIONS:
     for _spelling in (_f.name,) + _f.aliases:

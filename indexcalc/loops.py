@@ -67,11 +67,11 @@ def _value(node: Expr, at: dict[str, int], fixed: frozenset[str], env: Environme
     if isinstance(node, Reduce):
         inner_fixed = fixed | set(node.indices)
         ranges = [range(env.size(i)) for i in node.indices]
-        total, count = 0.0, 0
-        for values in itertools.product(*ranges):
-            total += _value(node.body, {**at, **dict(zip(node.indices, values))}, inner_fixed, env)
-            count += 1
-        return total / count if node.op == "mean" else total
+        values = [
+            _value(node.body, {**at, **dict(zip(node.indices, picked))}, inner_fixed, env)
+            for picked in itertools.product(*ranges)
+        ]
+        return float(functions.reduce_array(node.op, np.array(values), (0,)))
     raise TypeError(f"cannot evaluate {type(node).__name__}")
 
 

@@ -28,7 +28,7 @@ from .errors import ParseError
 from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
 
 DELTA_NAMES = ("delta", "δ")
-REDUCTION_NAMES = {"sum": "sum", "Σ": "sum", "mean": "mean"}
+REDUCTION_NAMES = {"sum": "sum", "Σ": "sum", "mean": "mean", "logsumexp": "logsumexp"}
 
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _OPERATORS = ("**", "+", "-", "*", "/", "^", "=", "(", ")", ",")

@@ -227,11 +227,11 @@ class Lowering:
         inner = fixed | set(node.indices)
         out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
-        if isinstance(node.body, (Product, Tensor, Delta)):
+        if isinstance(node.body, (Product, Tensor, Delta)) and node.op != "logsumexp":
             return self.product(node.body, inner, out, fixed, scale)
         body = self.lower(node.body, inner)
         axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
-        code = f"{body.code}.{node.op}(axis={axes if len(axes) > 1 else axes[0]})"
+        code = f"_reduce({node.op!r}, {body.code}, {axes})"
         return self._store(code, tuple(i for i in body.letters if i not in node.indices), node.op)
 
     # --- contractions
@@ -405,7 +405,7 @@ def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
     return out
 
 
-NAMESPACE = {"np": np, "_embed": _embed}
+NAMESPACE = {"np": np, "_embed": _embed, "_reduce": functions.reduce_array}
 for _f in functions.FUNCTIONS:
     NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
 

@@ -271,7 +271,7 @@ class LatexPrinter(PlainPrinter):
     def reduce(self, node: Reduce, fixed) -> str:
         inner = fixed | set(node.indices)
         body = self.fmt(node.body, inner)[0]
-        op = r"\sum" if node.op == "sum" else r"\operatorname{mean}"
+        op = {"sum": r"\sum", "mean": r"\operatorname{mean}"}.get(node.op, r"\operatorname{" + node.op + "}")
         return rf"{op}_{{{self.index_list(node.indices)}}} \left({body}\right)"
 
     def fmt(self, node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, int]:

@@ -287,7 +287,7 @@ def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
     terms = list(node.terms)
     for k, term in enumerate(terms):
         c, rest = _coefficient(term)
-        if len(rest) != 1 or not isinstance(rest[0], Reduce):
+        if len(rest) != 1 or not isinstance(rest[0], Reduce) or rest[0].op not in ("sum", "mean"):
             continue
         reduce = rest[0]
         if _delta_on(reduce.body, reduce.indices):
@@ -389,7 +389,9 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
 
 def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
     """sum_j(a δ_jg + b) → sum_j(a δ_jg) + sum_j(b), so the δ can pick its entry."""
-    if not isinstance(node.body, Sum) or not any(_delta_on(t, node.indices) for t in node.body.terms):
+    if node.op not in ("sum", "mean") or not isinstance(node.body, Sum):
+        return None
+    if not any(_delta_on(t, node.indices) for t in node.body.terms):
         return None
     inner = ctx.fixed | set(node.indices)
     if not all(set(node.indices) <= set(free_indices(t, inner)) for t in node.body.terms):

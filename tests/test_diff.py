@@ -1215,3 +1215,19 @@ def test_simplify_takes_every_kind():
     assert isinstance(ic.simplify(eq), Equation)
     assert isinstance(ic.simplify(ic.diff(MLP2, "W1_gh")), Program)
     assert isinstance(ic.simplify(str(eq)), Equation)
+
+
+def test_logsumexp_derivative_is_the_softmax():
+    """d logsumexp_c(z_c) / dz_g = softmax_g; cross-entropy's gradient is softmax - y."""
+    z, y = rand(3, 4), np.eye(4)[[0, 2, 3]]
+    arrays = {"z": z, "y": y}
+    check("s_n = logsumexp_c(z_nc)", "z_gh", arrays)
+    source = "L = mean_n(logsumexp_c(z_nc) - y_nk z_nk)"
+    check(source, "z_gh", arrays)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ic.evaluate(ic.simplify(ic.diff(source, "z_gh")), arrays), (p - y) / 3, rtol=1e-10)
+    value, grads = ic.compile(source, wrt=["z"])(arrays)
+    np.testing.assert_allclose(grads["z"], (p - y) / 3, rtol=1e-10)
+    hessian = ic.evaluate(ic.diff(ic.diff("s = logsumexp_c(w_c)", "w_g"), "w_h"), {"w": z[0]})
+    q = p[0]
+    np.testing.assert_allclose(hessian, np.diag(q) - np.outer(q, q), rtol=1e-10, atol=1e-12)

@@ -673,3 +673,18 @@ def test_einsum_agrees_with_explicit_loops(case):
     assert np.shape(fast) == np.shape(slow)
     assert np.all(np.isfinite(slow)), "the generator should stay on safe domains"
     np.testing.assert_allclose(fast, slow, rtol=1e-8, atol=1e-9, err_msg=text)
+
+
+def test_logsumexp_is_the_log_of_a_sum_of_exps_and_does_not_overflow():
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(3, 4))
+    text = "s_n = logsumexp_c(z_nc)"
+    expected = np.log(np.exp(z).sum(axis=1))
+    np.testing.assert_allclose(ic.evaluate(text, {"z": z}), expected, rtol=1e-12)
+    np.testing.assert_allclose(ic.evaluate_loops(text, {"z": z}), expected, rtol=1e-12)
+    huge = 1000.0 * z  # exp overflows; the shifted form does not
+    top = huge.max(axis=1)
+    stable = top + np.log(np.exp(huge - top[:, None]).sum(axis=1))
+    for evaluator in (ic.evaluate, ic.evaluate_loops):
+        assert np.all(np.isfinite(evaluator(text, {"z": huge})))
+        np.testing.assert_allclose(evaluator(text, {"z": huge}), stable, rtol=1e-12)

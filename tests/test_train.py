@@ -660,7 +660,7 @@ def test_model_file_without_equations_or_unreadable():
 def test_model_file_declarations_are_read():
     mf = parse_model(example("fizzbuzz"))
     assert mf.dataset == "fizzbuzz" and mf.epochs == 120 and mf.batch_size == 32 and mf.seed == 0
-    assert mf.optimizer == ("adam", {"lr": 0.01}) and mf.metric == ("p", "y")
+    assert mf.optimizer == ("adam", {"lr": 0.01}) and mf.metric == ("z", "y")
     assert mf.model.data == ("x", "y") and mf.model.batch == "n" and mf.model.reduce == "mean"
     assert {k: p.shape for k, p in mf.model.parameters.items()} == {
         "W1": (100, 10), "b1": (100,), "W2": (4, 100), "b2": (4,)}
