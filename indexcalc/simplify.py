@@ -12,6 +12,7 @@ and after in the tests.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +20,9 @@ from typing import Callable
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, occurrence_counts
 from .program import as_parsed
-from .relabel import Fresh, canonical_bound, exposed_letters, fresh_letters, letters_in, rename, rename_summed_apart
+from .relabel import (
+    Fresh, canonical_bound, exposed_letters, fresh_letters, letters_in, rebind_reduction, rename, rename_summed_apart,
+)
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,27 @@ def drop_zero_carriers(node: Product, ctx: Context) -> Expr | None:
     return None
 
 
+def absorb_into_reduction(node: Product, ctx: Context) -> Expr | None:
+    """sum_n(a_ng) v_g → sum_n(a_ng v_g): the factors beside one sum or mean go inside it,
+    so that one contraction sees them all (a Hessian–vector product then multiplies v
+    into X first and never builds the Hessian)."""
+    reductions = [k for k, f in enumerate(node.factors) if isinstance(f, Reduce) and f.op in ("sum", "mean")]
+    others = [f for k, f in enumerate(node.factors) if k not in reductions[:1] and not isinstance(f, Number)]
+    if len(reductions) != 1 or not others:
+        return None
+    reduce = node.factors[reductions[0]]
+    outside = set().union(*(letters_in(f) for f in others))
+    for index in [i for i in reduce.indices if i in outside]:
+        reduce = rebind_reduction(reduce, index, ctx.fresh(), ctx.fixed, ctx.fresh)
+    inner = ctx.fixed | set(reduce.indices)
+    body = rename_summed_apart(reduce.body, exposed_letters(others, ctx.fixed), inner, ctx.fresh)
+    numbers = tuple(f for f in node.factors if isinstance(f, Number))
+    return _make_product(
+        math.prod(n.value for n in numbers),
+        (Reduce(reduce.op, reduce.indices, Product((body,) + tuple(others))),),
+    )
+
+
 # ---------------------------------------------------------------- sum rules
 
 
@@ -419,6 +443,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Product, drop_zero_carriers),
     (Product, combine_powers),
     (Product, order_factors),
+    (Product, absorb_into_reduction),
     (Sum, flatten_sum),
     (Sum, collect_terms),
     (Sum, merge_reductions),

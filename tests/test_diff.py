@@ -1146,6 +1146,8 @@ RULE_CASES = {
                    ("y_i = x_i + c^0", Power, "y_i = x_i + 1")],
     "fold_call": [("y_i = x_i relu'(2)", Call, "y_i = x_i"),
                   ("y_i = x_i + exp(0)", Call, "y_i = x_i + 1")],
+    "absorb_into_reduction": [("y_g = sum_n(m_ng m_nh) x_h", Product, "y_g = sum_n(m_ng m_nh x_h)"),
+                              ("y = 2 mean_n(s_n) c", Product, None)],
     "split_reduction": [("y_g = sum_j(delta_jg x_j + z_j)", Reduce, "y_g = x_g + sum_j(z_j)")],
     "merge_reductions": [("y = mean_n(s_n x_n) + 2 mean_n(s_n^2)", Sum, "y = mean_n(s_n x_n + 2 s_n^2)"),
                          ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
