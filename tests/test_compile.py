@@ -769,3 +769,16 @@ def test_print_before_and_after_a_call():
         if step.spec:
             assert step.spec in after
     assert len(after.splitlines()) >= len(f._last.lowering.steps)
+
+
+def test_hessian_vector_product_never_builds_the_hessian():
+    """hv_g = L_{,gh}[w] v_h compiles to X^T (s ⊙ (X v)) / n: no d×d step."""
+    n, d = 40, 7
+    X, w, v = rand(n, d), rand(d), rand(d)
+    y = RNG.choice([-1.0, 1.0], size=n)
+    source = "z_n = X_nj w_j\nL = mean_n(softplus(-y_n z_n))\nhv_g = L_{,gh}[w] v_h"
+    f = ic.compile(source)
+    hv, _ = f({"X": X, "w": w, "y": y, "v": v})
+    p = 1 / (1 + np.exp(-(X @ w)))
+    np.testing.assert_allclose(hv, X.T @ (p * (1 - p) * (X @ v)) / n, rtol=1e-10)
+    assert all(step.shape != (d, d) for step in f._last.lowering.steps), str(f)
