@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import indexcalc as ic
+from carets import caret
 from indexcalc import cli, datasets
 from indexcalc.model import Model, ModelError, Param
 from indexcalc.modelfile import load, parse_model
@@ -37,17 +38,6 @@ XOR_INIT = {"W1": "xavier", "W2": "xavier", "b1": "zeros", "b2": "zeros"}
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def caret(err: ic.IndexCalcError) -> tuple[int, str, int]:
-    """(line number, quoted line, column of the caret in that line) read off a message."""
-    lines = str(err).split("\n")
-    assert len(lines) >= 3, f"no quoted line and caret in:\n{err}"
-    quoted, marker = lines[-2], lines[-1]
-    m = re.match(r"  line (\d+): ", quoted)
-    assert m, f"no 'line N:' before the quoted text in:\n{err}"
-    assert marker.strip() == "^", f"the last line is not a lone caret in:\n{err}"
-    return int(m.group(1)), quoted[m.end():], marker.index("^") - m.end()
 
 
 def line_of(text: str, needle: str) -> int:

@@ -1,0 +1,31 @@
+"""Reading the line and the caret off an error message, for the tests of errors."""
+
+from __future__ import annotations
+
+import re
+
+import indexcalc as ic
+
+
+def caret(err: ic.IndexCalcError) -> tuple[int, str, int]:
+    """(line number, quoted line, column of the caret in that line) read off a message."""
+    lines = str(err).split("\n")
+    assert len(lines) >= 3, f"no quoted line and caret in:\n{err}"
+    quoted, marker = lines[-2], lines[-1]
+    m = re.match(r"  line (\d+): ", quoted)
+    assert m, f"no 'line N:' before the quoted text in:\n{err}"
+    assert marker.strip() == "^", f"the last line is not a lone caret in:\n{err}"
+    return int(m.group(1)), quoted[m.end():], marker.index("^") - m.end()
+
+
+def assert_points_at(err: ic.IndexCalcError, text: str, where) -> None:
+    """The caret stands under character `where` of `text` (an offset into the whole text,
+    or a (low, high) range of acceptable offsets), on the line that holds it."""
+    low, high = (where, where) if isinstance(where, int) else where
+    line_number, quoted, column = caret(err)
+    line_start = text.rfind("\n", 0, low) + 1
+    assert line_number == text.count("\n", 0, low) + 1, str(err)
+    assert quoted == text[line_start:].split("\n")[0], str(err)
+    assert low - line_start <= column <= high - line_start, (
+        f"caret at column {column}, expected {low - line_start}..{high - line_start}:\n{err}"
+    )
