@@ -143,12 +143,18 @@ class Lowering:
         return tuple(sorted(letters, key=lambda i: self.order.get(i, len(self.order))))
 
     # --- expressions
+    def key(self, node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+        """canonical_key with the sizes of the free letters: a δ's may come from outside it
+        (T9#bar_pqrs and T10#bar_pqrs read the same, δ_rs, but r and s have T9's or T10's sizes)."""
+        key, order = canonical_key(node, fixed)
+        return key + repr(tuple(self.sizes.get(i) for i in order)), order
+
     def lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
         if isinstance(node, Number):
             return Operand(repr(float(node.value)), (), literal=True)
         if isinstance(node, Tensor) and len(set(node.all_indices)) == len(node.all_indices):
             return Operand(self.tensor(node.key), node.all_indices)
-        key, order = canonical_key(node, fixed)
+        key, order = self.key(node, fixed)
         hit = self.cache.get(key)
         if hit is not None:
             var, positions = hit
@@ -211,7 +217,7 @@ class Lowering:
                 letters = arg.letters
         base = functions.lookup(node.func.rstrip("'")) if node.func.endswith("'") else None
         if base is not None and base.prime_from_value and node.func == base.name + "'":
-            key, order = canonical_key(Call(base.name, node.arg, node.relabel), fixed)
+            key, order = self.key(Call(base.name, node.arg, node.relabel), fixed)
             hit = self.cache.get(key)
             if hit is not None:
                 var, positions = hit

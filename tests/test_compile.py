@@ -353,6 +353,13 @@ def test_named_argument_does_not_capture_a_trace_inside_it():
         check(line + "\nZ = sum_ij(y_ij y_ij)", ["T0", "T1"] if "x_k" not in line else ["T0", "x"], arrays)
 
 
+def test_equal_looking_adjoints_of_different_sizes_are_not_shared():
+    # T9 and T10 get the same adjoint text (... δ_rs), but r and s have T9's sizes or T10's
+    source = "y_i = (T6_ijk + 2) T7_jk (T8_ji + T9_jill + T10_jimm)\nZ = sum_i(y_i y_i)"
+    arrays = {"T6": rand(2, 3, 2), "T7": rand(3, 2), "T8": rand(3, 2), "T9": rand(3, 2, 2, 2), "T10": rand(3, 2, 1, 1)}
+    check(source, ["T9", "T10"], arrays)
+
+
 def test_a_parameter_that_simplifies_away_has_a_zero_gradient():
     # tanh(1.5 - 1.5) folds to 0: T0 occurs, and its gradient is zeros shaped like it
     f, value, grads = check("T0_ii * tanh((1.5 - 1.5))", ["T0"], {"T0": rand(2, 2)})
