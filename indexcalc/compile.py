@@ -269,7 +269,7 @@ class Compiled:
         value, grads = plan.run(arrays)
         for name in self.params:
             if name not in grads:
-                grads[name] = np.zeros(np.shape(arrays[name]))
+                grads[name] = np.zeros(np.shape(arrays[name]), dtype=np.result_type(arrays[name], np.float32))
         return value, grads
 
     @property
