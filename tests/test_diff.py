@@ -10,7 +10,7 @@ well-formed programs (hypothesis), bad input, and one test per simplify rule.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import time
 
 import numpy as np
@@ -22,6 +22,7 @@ import indexcalc as ic
 from indexcalc.expr import Call, Delta, Equation, Power, Product, Program, Reduce, Sum, Tensor
 from indexcalc.relabel import fresh_letters, letters_in
 from indexcalc.simplify import RULES, Context
+from strategies import SMOOTH_PROGRAMS, ProgramGenerator
 
 RNG = np.random.default_rng(20240607)
 EPS = 1e-6
@@ -642,221 +643,10 @@ def test_second_derivative_of_a_single_equation_by_two_tensors():
 # Property-based: random well-formed programs
 
 
-LETTERS = ("i", "j", "k", "l", "m", "n", "p", "q", "r", "s", "u", "v", "μ", "k1")
 FRESH_WRT = ("g", "h", "a", "b", "c", "d", "e", "f", "o")
-PLAIN = ("sigma", "σ", "tanh", "softplus", "sin", "cos")
-SMOOTH = PLAIN + ("exp(tanh({}))", "log(1 + ({})^2)", "sqrt(1 + ({})^2)", "exp(0.5 sin({}))", "sigma'({})", "tanh'({})")
-POWERS = ("({})^2", "({})^3", "(1 + ({})^2)^0.5", "(1 + ({})^2)^-1", "(2 + sin({}))^1.5")
-NUMBERS = ("2", "0.5", "1.5", "3", "0.25")
 
-
-class Generator:
-    """Draws a random well-formed program of smooth functions.
-
-    `expr(out, optional, fixed, depth)` is text whose free indices at its top are exactly
-    `out` (plus perhaps letters of `optional`, fixed letters it may broadcast over);
-    letters in `fixed` are never summed. Every letter has one size (1 to 3).
-    """
-
-    def __init__(self, data):
-        self.data = data
-        self.sizes: dict[str, int] = {}
-        self.inputs: dict[str, tuple[int, ...]] = {}
-        self.results: dict[str, tuple[int, ...]] = {}
-        self.count = 0
-
-    def draw(self, strategy):
-        return self.data.draw(strategy)
-
-    def chance(self, tenths: int) -> bool:
-        return self.draw(st.integers(0, 9)) < tenths
-
-    def pick(self, options):
-        return self.draw(st.sampled_from(list(options)))
-
-    def fresh(self, avoid, size=None):
-        options = [l for l in LETTERS if l not in avoid and (size is None or self.sizes.get(l, size) == size)]
-        if not options:
-            return None
-        letter = self.pick(options)
-        if letter not in self.sizes:
-            self.sizes[letter] = size if size else self.draw(st.integers(1, 3))
-        return letter
-
-    def tensor(self, letters) -> str:
-        shape = tuple(self.sizes[l] for l in letters)
-        sub = "_" + "".join(letters) if letters else ""
-        if self.results and self.chance(4):
-            for name, rshape in self.results.items():
-                for perm in itertools.permutations(letters):
-                    if tuple(self.sizes[l] for l in perm) == rshape:
-                        return name + ("_" + "".join(perm) if perm else "")
-        name = f"T{self.count}"
-        self.count += 1
-        self.inputs[name] = shape
-        return name + sub
-
-    def expr(self, out, optional, fixed, depth) -> str:
-        kinds = ["leaf"] if depth <= 0 else ["leaf", "product", "product", "sum", "call", "reduce", "power", "relabel"]
-        kind = self.pick(kinds)
-        if kind == "product":
-            return self.product(out, optional, fixed, depth)
-        return self.factor(out, optional, fixed, depth, kind=kind)
-
-    def factor(self, out, optional, fixed, depth, busy=None, kind=None) -> str:
-        """An operand of a product; `busy`: the letters its siblings use (no trace on them)."""
-        busy = set(out | fixed) if busy is None else busy
-        if kind is None:
-            kinds = ["leaf"] if depth <= 0 else ["leaf", "leaf", "sum", "call", "reduce", "power", "relabel"]
-            kind = self.pick(kinds)
-        if kind == "sum":
-            return "(" + self.sum(out, optional, fixed, depth) + ")"
-        if kind == "call":
-            return self.call(out, optional, fixed, depth)
-        if kind == "reduce":
-            return self.reduce(out, optional, fixed, depth)
-        if kind == "power":
-            return self.power(out, optional, fixed, depth)
-        if kind == "relabel":
-            text = self.relabel(out, optional, fixed, depth)
-            return text if text is not None else self.call(out, optional, fixed, depth)
-        return self.leaf(out, optional, fixed, busy)
-
-    def leaf(self, out, optional, fixed, busy) -> str:
-        letters = list(out) + [l for l in sorted(optional - out) if self.chance(3)]
-        if not letters and self.chance(3):
-            return self.pick(NUMBERS)
-        if self.chance(1):
-            t = self.fresh(busy | out | fixed)
-            if t is not None:
-                busy.add(t)
-                letters += [t, t]  # a trace over t
-        return self.tensor(self.draw(st.permutations(letters)))
-
-    def product(self, out, optional, fixed, depth) -> str:
-        nf = self.draw(st.integers(2, 3))
-        summed: set[str] = set()
-        for _ in range(self.draw(st.integers(0, 2))):
-            letter = self.fresh(out | fixed | summed)
-            if letter is not None:
-                summed.add(letter)
-        assign = [set() for _ in range(nf)]
-        for letter in sorted(out - fixed):
-            assign[self.draw(st.integers(0, nf - 1))].add(letter)
-        for letter in sorted(out & fixed):
-            for k in self.draw(st.sets(st.integers(0, nf - 1), min_size=1)):
-                assign[k].add(letter)
-        for letter in sorted(summed):
-            count = 3 if nf == 3 and self.chance(3) else 2
-            for k in self.draw(st.permutations(range(nf)))[:count]:
-                assign[k].add(letter)
-        busy = set(out | fixed | summed)
-        deltas = []
-        if self.chance(3):
-            candidates = [(k, a) for k in range(nf) for a in sorted(assign[k])]
-            if candidates:
-                k, a = self.pick(candidates)
-                b = self.fresh(busy, size=self.sizes[a])
-                if b is not None:
-                    busy.add(b)
-                    assign[k] = (assign[k] - {a}) | {b}
-                    deltas.append(f"delta_{a}{b}" if self.chance(5) else f"δ_{b}{a}")
-        divide = self.chance(3)
-        texts = [self.factor(frozenset(assign[k]), optional, fixed, depth - 1, busy)
-                 for k in range(nf - 1 if divide else nf)]
-        texts += deltas
-        if self.chance(3):
-            texts.append(self.pick(NUMBERS))
-        texts = list(self.draw(st.permutations(texts)))
-        text = (" * " if self.chance(2) else " ").join(texts)
-        if divide:
-            below = self.expr(frozenset(assign[nf - 1]), optional, fixed, depth - 1)
-            text += f" / (1 + ({below})^2)"
-        return text
-
-    def sum(self, out, optional, fixed, depth) -> str:
-        terms = [self.expr(out, optional, fixed, depth - 1)]
-        for _ in range(self.draw(st.integers(1, 2))):
-            if self.chance(3):
-                terms.append(self.expr(frozenset(), frozenset(), fixed, depth - 1))  # scalar expansion
-            else:
-                terms.append(self.expr(out, optional, fixed, depth - 1))
-        terms = self.draw(st.permutations(terms))
-        text = terms[0]
-        for term in terms[1:]:
-            text += self.pick((" + ", " - ")) + term
-        return text
-
-    def call(self, out, optional, fixed, depth) -> str:
-        func = self.pick(SMOOTH)
-        arg = self.expr(out, optional, fixed, depth - 1)
-        return func.format(arg) if "{" in func else f"{func}({arg})"
-
-    def relabel(self, out, optional, fixed, depth):
-        free = out - fixed
-        targets = sorted(free) if free else sorted((out | optional) & fixed)
-        if len(free) > 1 or not targets:
-            return None
-        target = self.pick(targets)
-        source = self.fresh(out | fixed | {target}, size=self.sizes[target])
-        if source is None:
-            return None
-        arg = self.expr((out - {target}) | {source}, optional, fixed, depth - 1)
-        return f"{self.pick(PLAIN)}_{target}({arg})"
-
-    def reduce(self, out, optional, fixed, depth) -> str:
-        letters = []
-        for _ in range(1 if self.chance(7) else 2):
-            letter = self.fresh(out | fixed | set(letters))
-            if letter is not None:
-                letters.append(letter)
-        if not letters:
-            return self.call(out, optional, fixed, depth)
-        new = frozenset(letters)
-        body = self.expr(out | new, optional | new, fixed | new, depth - 1)
-        return f"{self.pick(('sum', 'Σ', 'mean'))}_{''.join(letters)}({body})"
-
-    def power(self, out, optional, fixed, depth) -> str:
-        if self.chance(3):
-            return self.leaf(out, optional, fixed, set(out | fixed)) + "^2"
-        return self.pick(POWERS).format(self.expr(out, optional, fixed, depth - 1))
-
-    def program(self, max_depth=3) -> str:
-        if self.chance(2):
-            out = frozenset(filter(None, (self.fresh(set()) for _ in range(self.draw(st.integers(0, 1))))))
-            return self.expr(out, frozenset(), frozenset(), self.draw(st.integers(1, max_depth)))
-        lines = []
-        for number in range(self.draw(st.integers(1, 3))):
-            lhs: list[str] = []
-            for _ in range(self.draw(st.integers(0, 2))):
-                letter = self.fresh(set(lhs))
-                if letter is not None:
-                    lhs.append(letter)
-            fixed = frozenset(lhs)
-            rhs = self.expr(fixed, fixed, fixed, self.draw(st.integers(1, max_depth)))
-            if self.results and self.chance(6):
-                earlier = self.pick(sorted(self.results))
-                letters: list[str] = []
-                for size in self.results[earlier]:
-                    letter = self.fresh(fixed | set(letters), size=size)
-                    if letter is None:
-                        break
-                    letters.append(letter)
-                if len(letters) == len(self.results[earlier]):
-                    op = self.pick(("sum", "mean"))
-                    use = f"{op}_{''.join(letters)}({earlier}_{''.join(letters)})" if letters else earlier
-                    rhs = f"({rhs}) * {self.pick(('tanh', 'sigma', ''))}({use})"
-            name = f"y{number}"
-            lines.append(f"{name}{'_' + ''.join(lhs) if lhs else ''} = {rhs}")
-            self.results[name] = tuple(self.sizes[l] for l in lhs)
-        return "\n".join(lines)
-
-    def arrays(self, seed: int) -> dict:
-        rng = np.random.default_rng(seed)
-        out = {}
-        for name, shape in self.inputs.items():
-            out[name] = float(rng.uniform(-1, 1)) if not shape and seed % 2 else rng.uniform(-1, 1, shape)
-        return out
+# smooth functions, small programs (test_compile.py uses it too)
+Generator = functools.partial(ProgramGenerator, settings=SMOOTH_PROGRAMS)
 
 
 def dependencies(node) -> set[str]:
