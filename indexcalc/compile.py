@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .diff import (
-    DiffError, _assemble, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
+    DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
     _target, resolve_derivatives, still_needed,
 )
 from .errors import IndexCalcError, MissingArrayError

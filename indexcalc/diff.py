@@ -502,8 +502,6 @@ def _definition(ref: Tensor, definitions, fresh) -> Expr:
 
 
 def _summed_here(node: Expr, fixed) -> tuple[str, ...]:
-    from .indices import summed_indices
-
     return summed_indices(node, fixed) if isinstance(node, (Product, Tensor)) else ()
 
 

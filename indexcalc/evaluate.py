@@ -20,8 +20,6 @@ from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, S
 from .indices import free_indices, relabelled_index
 from .program import Environment, run
 
-Labelled = "tuple[np.ndarray, tuple[str, ...]]"
-
 _PLANS: dict[tuple, Any] = {}
 
 

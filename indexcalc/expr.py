@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
-Span = "tuple[int, int] | None"
-
 
 @dataclass(frozen=True)
 class Expr:

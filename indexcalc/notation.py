@@ -324,7 +324,7 @@ class _Parser:
         lhs = self.sum()
         if not self.at("="):
             return lhs
-        eq = self.take()
+        self.take()
         if not isinstance(lhs, Tensor):
             raise self.error("the left-hand side of '=' must be one tensor, like y_ij", start)
         if len(set(lhs.all_indices)) != len(lhs.all_indices):
