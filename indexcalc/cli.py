@@ -176,7 +176,7 @@ def _command_train(args) -> str:
     mf = load(path)
     epochs = args.epochs or mf.epochs
     print(f"training {os.path.basename(path)}: {_describe(mf, args)}", flush=True)
-    bar = _progress(epochs, args.quiet)
+    bar = _Bar(epochs, args.quiet)
     result, train, test = train_file(
         mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
         checkpoint=args.checkpoint, resume=args.resume, progress=bar.update,
@@ -228,10 +228,6 @@ class _Bar:
     def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()
-
-
-def _progress(total: int, quiet: bool) -> _Bar:
-    return _Bar(total, quiet)
 
 
 def _plot(history: list[dict], path: str) -> str:

@@ -27,7 +27,7 @@ from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
 from .plan import Lowering, canonical_key, emit
-from .program import as_parsed
+from .program import as_parsed, numeric_array
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .simplify import simplify
 
@@ -164,8 +164,16 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
 # ---------------------------------------------------------------- adjoints
 
 
+BAR = "#bar"
+
+
 def _bar(key: str) -> str:
-    return f"{key}#bar"
+    """The name of the adjoint of `key`; `_unbar` gives `key` back."""
+    return key + BAR
+
+
+def _unbar(name: str) -> str:
+    return name[: -len(BAR)]
 
 
 def _adjoints(forward: list[Equation], params: list[str]) -> list[Equation]:
@@ -288,10 +296,7 @@ class Compiled:
 
 
 def _as_input(key: str, value) -> np.ndarray:
-    try:
-        array = np.asarray(value)
-    except ValueError as err:
-        raise IndexCalcError(f"the array for '{key}' is not a rectangular array of numbers ({err})") from None
+    array = numeric_array(key, value)
     return array.astype(float) if array.dtype == bool else array
 
 
@@ -301,9 +306,7 @@ class _Plan:
     def __init__(self, compiled: Compiled, arrays: Mapping[str, Any]):
         shapes, types = {}, []
         for key in compiled.inputs:
-            value = np.asarray(arrays[key])
-            if value.dtype.kind not in "biuf":
-                raise IndexCalcError(f"the array for '{key}' is not real numbers (dtype {value.dtype})")
+            value = numeric_array(key, arrays[key])
             shapes[key] = value.shape
             types.append(value.dtype)
         lowering = Lowering(shapes, compiled.scales)
@@ -311,7 +314,7 @@ class _Plan:
         for eq in compiled.forward:
             lowering.equation(eq)
         for eq in compiled.backward:
-            lowering.equation(eq, like=eq.lhs.name[: -len("#bar")])
+            lowering.equation(eq, like=_unbar(eq.lhs.name))
         value = lowering.env[compiled.forward[-1].lhs.key]
         grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}
         outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"

@@ -28,6 +28,17 @@ def as_parsed(source) -> Expr:
     raise IndexCalcError(f"expected notation text or a parsed expression, got {type(source).__name__}")
 
 
+def numeric_array(name: str, value) -> np.ndarray:
+    """`value` as an array, refused unless it is a rectangular array of real numbers."""
+    try:
+        array = np.asarray(value)
+    except ValueError as err:  # a ragged nested list
+        raise ShapeError(f"the array for '{name}' is not a rectangular array of numbers ({err})") from None
+    if array.dtype.kind not in "biuf":
+        raise ShapeError(f"the array for '{name}' is not real numbers (dtype {array.dtype})")
+    return array
+
+
 class Environment:
     """The named arrays, and the index sizes of the equation being evaluated."""
 
@@ -36,9 +47,7 @@ class Environment:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}")
         self.arrays: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
-            array = np.asarray(value)
-            if array.dtype.kind not in "biuf":
-                raise ShapeError(f"the array for '{name}' is not real numbers (dtype {array.dtype})")
+            array = numeric_array(str(name), value)
             self.arrays[str(name)] = array if array.dtype.kind == "f" else array.astype(float)
         self.sizes: dict[str, int] = {}
 
