@@ -166,7 +166,7 @@ class Lowering:
 
     def _lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
         if isinstance(node, (Tensor, Delta, Product)):
-            return self.product(node, fixed, self.preferred(free_indices(node, fixed)), fixed)
+            return self.product(node, fixed, self.preferred(free_indices(node, fixed)))
         if isinstance(node, Sum):
             return self.sum(node, fixed)
         if isinstance(node, Power):
@@ -234,14 +234,14 @@ class Lowering:
         out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
         if isinstance(node.body, (Product, Tensor, Delta)) and node.op != "logsumexp":
-            return self.product(node.body, inner, out, fixed, scale)
+            return self.product(node.body, inner, out, scale)
         body = self.lower(node.body, inner)
         axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
         code = f"_reduce({node.op!r}, {body.code}, {axes})"
         return self._store(code, tuple(i for i in body.letters if i not in node.indices), node.op)
 
     # --- contractions
-    def product(self, node: Expr, fixed, out: tuple[str, ...], outer_fixed, scale: float = 1.0) -> Operand:
+    def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:
         factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
         operands: list[Operand] = []
         embeds: list[tuple[str, str]] = []
