@@ -21,7 +21,7 @@ expanded over i must.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
@@ -31,6 +31,7 @@ from .indices import check_equation, free_indices, occurrence_counts, relabelled
 from .notation import parse
 from .program import as_parsed
 from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
+from .scope import explicit, fresh_binders, tidy
 
 
 
@@ -45,20 +46,23 @@ class Term:
 
     coef: float
     factors: tuple[Expr, ...]
-    reds: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    reds: tuple[Reduce, ...] = ()  # bodiless: op, indices and how each is written
 
     def expr(self) -> Expr:
         body = _product(self.coef, self.factors)
-        for op, indices in reversed(self.reds):
-            body = Reduce(op, indices, body)
+        for red in reversed(self.reds):
+            body = replace(red, body=body)
         return body
 
     def letters(self) -> set[str]:
         out = set().union(*(letters_in(f) for f in self.factors)) if self.factors else set()
-        return out.union(*(set(ix) for _, ix in self.reds))
+        return out.union(*(set(red.indices) for red in self.reds))
 
     def bound(self) -> set[str]:
-        return set().union(*(set(ix) for _, ix in self.reds)) if self.reds else set()
+        return set().union(*(set(red.indices) for red in self.reds)) if self.reds else set()
+
+
+_EMPTY = Number(0.0)  # the body of a reduction a term records, until the term is assembled
 
 
 def _product(coef: float, factors: tuple[Expr, ...]) -> Expr:
@@ -170,7 +174,7 @@ class _Rules:
             if node.op == "logsumexp":
                 # d log Σ_j exp(b_j) = Σ_j softmax_j db_j, the weights exp(b_j - logsumexp_j(b))
                 weight = Call("exp", Sum((node.body, Product((Number(-1.0), node)))))
-                out.append(Term(t.coef, t.factors + (weight,), (("sum", node.indices),) + t.reds))
+                out.append(Term(t.coef, t.factors + (weight,), (Reduce("sum", node.indices, _EMPTY),) + t.reds))
                 continue
             if node.op == "mean":
                 kept = tuple(i for i in node.indices if i in present)
@@ -180,7 +184,7 @@ class _Rules:
                 kept = node.indices
                 factors = t.factors + tuple(Delta((i,), (i,)) for i in node.indices if i not in present)
                 coef = t.coef
-            reds = ((node.op, kept),) + t.reds if kept else t.reds
+            reds = (replace(node, indices=kept, body=_EMPTY),) + t.reds if kept else t.reds
             out.append(Term(coef, factors, reds))
         return out
 
@@ -226,7 +230,7 @@ class _Rules:
     def renamed(self, term: Term, old: str, new: str, fixed, merge: bool = True) -> Term:
         if not merge and new in term.bound():  # σ_p(sum_p(T_jp)): the term's own p moves aside first
             term = self.renamed(term, new, self.fresh(), fixed, merge=False)
-        reds = tuple((op, tuple(new if i == old else i for i in ix)) for op, ix in term.reds)
+        reds = tuple(replace(red, indices=tuple(new if i == old else i for i in red.indices)) for red in term.reds)
         # old is not fixed: a scope that sums or relabels a letter old of its own keeps it; and a
         # letter new the term sums of its own (σ_j(T_jm ...) relabels m to j) is moved aside
         inside = frozenset(fixed) | term.bound()
@@ -289,7 +293,8 @@ def diff(source, wrt: str, *, of: str | None = None, inline: bool = False) -> Ex
 
 def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     if isinstance(node, Program):
-        equations = list(node.equations)
+        # a derivative line the program uses is a function of what it differentiates
+        equations = list(resolve_derivatives(node).equations)
     elif isinstance(node, Equation):
         equations = [node]
     else:
@@ -301,30 +306,35 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     name, given = _parse_wrt(wrt)
     count = _index_count(equations, name)
     target_eq = equations[-1]
-    G = _fresh_indices(given, count, name, letters_in(target_eq), target_eq)
+    # in a derivative line the summed letters are the tool's, not the user's: they move aside
+    # (explicit(..., reserved=G)); in the user's own line a clash is likelier a typo
+    used = set(target_eq.lhs.all_indices) if target_eq.lhs.derivs else letters_in(target_eq)
+    G = _fresh_indices(given, count, name, used, target_eq)
+    user_letters = set().union(*(letters_in(eq) for eq in equations)) | set(G)
 
     derived: set[str] = set()
     lines: list[Equation] = []
     for eq in equations:
-        if name not in {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)} and not (
-            derived & {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
-        ):
+        if not ({name} | derived) & {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}:
             continue
         derived_key = Tensor(eq.lhs.name, eq.lhs.indices, eq.lhs.derivs + (Deriv(G, name),)).key
         if derived_key in {e.lhs.key for e in equations}:
             derived.add(eq.lhs.key)  # differentiated before (a Hessian's other half): reused
             continue
-        used = letters_in(eq)
         local = G
-        if eq is not target_eq and set(G) & used:
-            fresh = fresh_letters(used)
+        if eq is not target_eq and set(G) & letters_in(eq):
+            fresh = fresh_letters(letters_in(eq) | set(G))
             local = tuple(fresh() for _ in G)
-        lines.append(_derive_equation(eq, name, local, derived))
+            user_letters |= set(local)
+        lines.append(_derive_equation(explicit(eq, reserved=local), name, local, derived))
         derived.add(eq.lhs.key)
     if target_eq.lhs.key not in derived:
         raise DiffError(f"{target_eq.lhs} does not depend on {name}")
-    if inline:
-        lines = _inline(lines)
+    if inline:  # one formula, as the notes write it: simplified
+        from .simplify import simplify
+
+        lines = [simplify(line) for line in _inline(lines)]
+    lines = [tidy(line, user_letters) for line in lines]
     if len(equations) == 1 and len(lines) == 1:
         return lines[0]
     return Program(tuple(equations) + tuple(lines))
@@ -462,7 +472,7 @@ def _substitute(node: Expr, definitions, fixed, fresh, own: str) -> Expr:
         terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
         return terms[0] if len(terms) == 1 else Sum(tuple(terms))
     if isinstance(node, Reduce):
-        return Reduce(node.op, node.indices, again(node.body, fixed | set(node.indices)))
+        return replace(node, body=again(node.body, fixed | set(node.indices)))
     if isinstance(node, Sum):
         return Sum(tuple(again(t) for t in node.terms))
     if isinstance(node, Power):
@@ -482,12 +492,13 @@ def _summed_product(choice, fixed) -> Expr:
     for part, letters in choice:
         lost |= {i for i in letters if i not in fixed and i not in letters_in(part)}
     lone = tuple(sorted(i for i in lost if counts.get(i, 0) == 1))
-    return Reduce("sum", lone, product) if lone else product
+    return Reduce("sum", lone, product, implicit=True) if lone else product
 
 
 def _definition(ref: Tensor, definitions, fresh) -> Expr:
-    """The definition of `ref`: what it sums renamed to fresh letters (it will stand
-    beside other factors), its own indices renamed to the ones `ref` uses."""
+    """The definition of `ref`: every letter it binds renamed to a fresh one (it comes
+    from another equation, where a letter may have another size), its own indices
+    renamed to the ones `ref` uses."""
     eq = definitions[ref.key]
     inner_fixed = frozenset(eq.lhs.all_indices)
     body = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key)
@@ -496,7 +507,7 @@ def _definition(ref: Tensor, definitions, fresh) -> Expr:
     for part in parts:
         for index in _summed_here(part, inner_fixed):
             part = rename(part, index, fresh(), inner_fixed, fresh)
-        renamed.append(part)
+        renamed.append(fresh_binders(part, inner_fixed, fresh))
     body = Sum(tuple(renamed)) if isinstance(body, Sum) else renamed[0]
     return rename_fixed(body, dict(zip(eq.lhs.all_indices, ref.all_indices)), inner_fixed, fresh)
 

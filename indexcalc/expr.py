@@ -179,12 +179,18 @@ class Call(Expr):
 
 @dataclass(frozen=True)
 class Reduce(Expr):
-    """`sum_j(body)` or `mean_n(body)`: the indices are fixed inside body, then reduced."""
+    """`sum_j(body)` or `mean_n(body)`: the indices are fixed inside body, then reduced.
+
+    `implicit` marks a sum that the text leaves to the summation convention (`w_ij x_j`)
+    and the rewriting routes write out (`indexcalc.scope.explicit`): it prints as the bare
+    product wherever reading that back gives the same sum. It takes no part in equality,
+    since both spellings mean the same."""
 
     op: str
     indices: tuple[str, ...]
     body: Expr
     span: "tuple[int, int] | None" = _span()
+    implicit: bool = field(default=False, compare=False, hash=False, repr=False)
 
     def children(self) -> tuple[Expr, ...]:
         return (self.body,)
@@ -235,7 +241,7 @@ def with_children(node: Expr, children: tuple[Expr, ...]) -> Expr:
     if isinstance(node, Call):
         return Call(node.func, children[0], node.relabel, span=node.span)
     if isinstance(node, Reduce):
-        return Reduce(node.op, node.indices, children[0], span=node.span)
+        return Reduce(node.op, node.indices, children[0], span=node.span, implicit=node.implicit)
     if isinstance(node, Equation):
         return Equation(children[0], children[1], source=node.source)
     if isinstance(node, Program):

@@ -17,6 +17,7 @@ from . import functions
 from .errors import IndexNotationError
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import occurrence_counts, free_indices
+from .scope import implicit_form
 
 SUM, PRODUCT, NEGATIVE, POWER, ATOM = range(1, 6)
 
@@ -288,11 +289,11 @@ class LatexPrinter(PlainPrinter):
 
 
 def plain(node: Expr, unicode: bool = False) -> str:
-    return PlainPrinter(unicode).fmt(node)[0]
+    return PlainPrinter(unicode).fmt(implicit_form(node))[0]
 
 
 def latex(node: Expr) -> str:
-    return LatexPrinter().fmt(node)[0]
+    return LatexPrinter().fmt(implicit_form(node))[0]
 
 
 def einsum_specs(node: Expr) -> list[str]:
@@ -302,7 +303,7 @@ def einsum_specs(node: Expr) -> list[str]:
     longer than one character are given einsum letters, and the mapping is shown.
     """
     lines: list[str] = []
-    _collect_specs(node, frozenset(), lines)
+    _collect_specs(implicit_form(node), frozenset(), lines)
     return lines
 
 

@@ -164,12 +164,14 @@ def _relabels(call: Call, letter: str, fixed) -> bool:
 
 def rebind_reduction(node: Reduce, old: str, new: str, fixed: frozenset[str], fresh: Fresh) -> Reduce:
     """`sum_old(body)` as `sum_new(body)`, the body's old renamed with it."""
+    if old == new:
+        return node
     inner = fixed | set(node.indices)
     # old stays fixed while it is renamed: inside the body it is the reduction's, never summed
     body = rename(node.body, old, new, inner, fresh) if new not in letters_in(node.body) else None
     if body is None:
         body = rename(rename(node.body, new, fresh(), inner, fresh), old, new, inner, fresh)
-    return Reduce(node.op, _swap(node.indices, old, new), body, span=node.span)
+    return replace(node, indices=_swap(node.indices, old, new), body=body)
 
 
 def rename_summed_apart(node: Expr, avoid: set[str], fixed: frozenset[str], fresh: Fresh) -> Expr:

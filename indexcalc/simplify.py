@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, occurrence_counts
 from .program import as_parsed
+from .scope import explicit, origin, tidy
 from .relabel import (
     Fresh, canonical_bound, exposed_letters, fresh_letters, letters_in, rebind_reduction, rename, rename_summed_apart,
 )
@@ -29,6 +30,7 @@ from .relabel import (
 class Context:
     fixed: frozenset[str]
     fresh: Fresh
+    convention: frozenset[str] = frozenset()  # fixed by a sum the text leaves to the convention
 
 
 Rule = Callable[[Expr, Context], "Expr | None"]
@@ -43,10 +45,12 @@ def simplify(source) -> Expr:
     node = as_parsed(source)
     if isinstance(node, Program):
         return Program(tuple(simplify(eq) for eq in node.equations))
+    keep = letters_in(node)
+    node = explicit(node)  # every sum a node: no rule below can capture an index
     if isinstance(node, Equation):
         fresh = fresh_letters(letters_in(node))
         rhs = _simplify(node.rhs, Context(frozenset(node.lhs.all_indices), fresh))
-        return Equation(node.lhs, rhs)
+        return tidy(Equation(node.lhs, rhs), keep)
     return _simplify(node, Context(frozenset(), fresh_letters(letters_in(node))))
 
 
@@ -76,8 +80,9 @@ def _children(node: Expr, ctx: Context) -> Expr:
     if isinstance(node, Call):
         return Call(node.func, _simplify(node.arg, ctx), node.relabel)
     if isinstance(node, Reduce):
-        inner = Context(ctx.fixed | set(node.indices), ctx.fresh)
-        return Reduce(node.op, node.indices, _simplify(node.body, inner))
+        by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
+        inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention)
+        return replace(node, body=_simplify(node.body, inner))
     return node
 
 
@@ -210,7 +215,8 @@ def combine_powers(node: Product, ctx: Context) -> Expr | None:
         base, exponent = (factor.base, factor.exponent) if isinstance(factor, Power) else (factor, Number(1.0))
         if not isinstance(exponent, Number) or isinstance(base, Number):
             continue
-        if any(i not in ctx.fixed for i in free_indices(base, ctx.fixed)):
+        # (x_j - y_j)(x_j - y_j) under an implicit sum stays a product, as the notes write it
+        if any(i not in ctx.fixed or i in ctx.convention for i in free_indices(base, ctx.fixed)):
             continue
         if base in seen:
             j = seen[base]
@@ -254,10 +260,7 @@ def absorb_into_reduction(node: Product, ctx: Context) -> Expr | None:
     inner = ctx.fixed | set(reduce.indices)
     body = rename_summed_apart(reduce.body, exposed_letters(others, ctx.fixed), inner, ctx.fresh)
     numbers = tuple(f for f in node.factors if isinstance(f, Number))
-    return _make_product(
-        math.prod(n.value for n in numbers),
-        (Reduce(reduce.op, reduce.indices, Product((body,) + tuple(others))),),
-    )
+    return _make_product(math.prod(n.value for n in numbers), (replace(reduce, body=Product((body,) + tuple(others))),))
 
 
 # ---------------------------------------------------------------- sum rules
@@ -316,12 +319,15 @@ def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
         reduce = rest[0]
         if _delta_on(reduce.body, reduce.indices):
             continue
-        signature = (reduce.op, reduce.indices)
+        # letters made from one letter (n, n1) have its size: the sums run over the same range
+        signature = (reduce.op, tuple(origin(i) for i in reduce.indices))
         if signature in seen:
             j = seen[signature]
             cj, (first,) = _coefficient(terms[j])[0], _coefficient(terms[j])[1]
+            for mine, theirs in zip(reduce.indices, first.indices):
+                reduce = rebind_reduction(reduce, mine, theirs, ctx.fixed, ctx.fresh)
             body = Sum((_make_product(cj, (first.body,)), _make_product(c, (reduce.body,))))
-            terms[j] = Reduce(reduce.op, reduce.indices, body)
+            terms[j] = replace(first, body=body, implicit=first.implicit and reduce.implicit)
             del terms[k]
             return terms[0] if len(terms) == 1 else Sum(tuple(terms))
         seen[signature] = k
@@ -407,7 +413,40 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
                     body = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
                     body = rename(body, old, new, inner | {new}, ctx.fresh, merge=True)
                     kept = tuple(i for i in node.indices if i != old)
-                    return Reduce(node.op, kept, body) if kept else body
+                    return replace(node, indices=kept, body=body) if kept else body
+    return None
+
+
+def merge_nested_sums(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_i(sum_j(x)) → sum_ij(x): one contraction over both (each letter is bound once,
+    so nothing is captured)."""
+    inner = node.body
+    if node.op == inner_op(inner) == "sum" and inner.implicit == node.implicit:
+        return replace(node, indices=node.indices + inner.indices, body=inner.body)
+    return None
+
+
+def inner_op(node: Expr) -> str | None:
+    return node.op if isinstance(node, Reduce) else None
+
+
+def sum_inside(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_h(mean_n(x)) → mean_n(sum_h(x)): the sum meets the factors it contracts (a
+    Hessian–vector product multiplies v into X first and never builds the Hessian). A
+    sum the convention leaves implicit goes inside one the user wrote, where it can
+    stay unwritten."""
+    inner = node.body
+    if node.op != "sum" or inner_op(inner) not in ("sum", "mean"):
+        return None
+    if inner.op == "mean" or (node.implicit and not inner.implicit):
+        return replace(inner, body=replace(node, body=inner.body))
+    return None
+
+
+def zero_reduction(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_i(0 x_i) → 0, where nothing outside runs over it."""
+    if node.op in ("sum", "mean") and _is_zero(node.body) and not free_indices(node, ctx.fixed):
+        return Number(0.0)
     return None
 
 
@@ -420,7 +459,7 @@ def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
     inner = ctx.fixed | set(node.indices)
     if not all(set(node.indices) <= set(free_indices(t, inner)) for t in node.body.terms):
         return None
-    return Sum(tuple(Reduce(node.op, node.indices, t) for t in node.body.terms))
+    return Sum(tuple(replace(node, body=t) for t in node.body.terms))
 
 
 def _delta_on(node: Expr, indices) -> bool:
@@ -449,6 +488,9 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Sum, merge_reductions),
     (Sum, factor_common),
     (Reduce, reduce_delta),
+    (Reduce, merge_nested_sums),
+    (Reduce, sum_inside),
+    (Reduce, zero_reduction),
     (Reduce, split_reduction),
     (Power, fold_power),
     (Call, fold_call),

@@ -10,6 +10,7 @@ well-formed programs (hypothesis), bad input, and one test per simplify rule.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -19,6 +20,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from indexcalc.scope import explicit
+from indexcalc.expr import with_children
 from indexcalc.expr import Call, Delta, Equation, Power, Product, Program, Reduce, Sum, Tensor
 from indexcalc.relabel import fresh_letters, letters_in
 from indexcalc.simplify import RULES, Context
@@ -378,7 +381,7 @@ def test_trace():
     m = rand(4, 4)
     d = check("t = m_ii", "m_gh", {"m": m})
     np.testing.assert_array_equal(ic.evaluate(d, {"m": m}), np.eye(4))
-    check("s = m_ii x_i", "m_gh", {"m": m, "x": rand(4)})
+    check("s = sum_i(m_ii x_i)", "m_gh", {"m": m, "x": rand(4)})
     check("d_i = m_ii", "m_gh", {"m": m})
     check("t = a_ij a_ji", "a_gh", {"a": rand(3, 3)})
 
@@ -392,11 +395,11 @@ def test_batch_index():
 
 def test_index_summed_over_three_factors():
     arrays = {"a": rand(4), "b": rand(4), "c": rand(4)}
-    d = check("s = a_i b_i c_i", "b_g", arrays)
+    d = check("s = sum_i(a_i b_i c_i)", "b_g", arrays)
     np.testing.assert_allclose(ic.evaluate(d, arrays), arrays["a"] * arrays["c"])
     arrays = {"w": rand(3, 4), "x": rand(4), "v": rand(4)}
-    check("y_i = w_ij x_j v_j", "x_g", arrays)
-    check("y_i = w_ij x_j x_j", "x_g", arrays)
+    check("y_i = sum_j(w_ij x_j v_j)", "x_g", arrays)
+    check("y_i = sum_j(w_ij x_j x_j)", "x_g", arrays)
 
 
 def test_derivative_axes_are_the_function_indices_then_the_fresh_ones():
@@ -569,10 +572,6 @@ def test_inline_of_an_elementwise_sum_into_a_product_that_sums_its_index():
     check(program, "w_gh", {"w": rand(3, 2), "x": rand(2)}, inline=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "inline renames only the top-level summed letters of a definition apart: h_{m,g}[w] = "
-    "cos_m(w_u) delta_mg, whose u is the relabelled index inside cos_m, lands where u is fixed "
-    "(y_u = z_u sum_m(h_m)), and cos_m(w_u) no longer has an index to relabel (IndexNotationError)"))
 def test_inline_of_a_definition_whose_inner_letter_is_fixed_where_it_is_used():
     program = "h_m = sin_m(w_u)\ny_u = z_u sum_m(h_m)"
     check(program, "w", {"w": rand(3), "z": rand(2)}, inline=True)
@@ -736,9 +735,27 @@ def test_derivatives_print_and_parse_back(case):
     text, wrt, arrays = case
     d = ic.diff(text, wrt)
     for version in (d, ic.simplify(d)):
+        # the printed text leaves implicit sums to the convention: read back, it binds the same
+        bound = bindings(version)
         printed = str(version)
-        assert ic.parse(printed) == version, f"round trip of\n{printed}"
-        assert ic.parse(version.pretty()) == version, f"round trip of\n{version.pretty()}"
+        assert bindings(ic.parse(printed)) == bound, f"round trip of\n{printed}"
+        assert bindings(ic.parse(version.pretty())) == bound, f"round trip of\n{version.pretty()}"
+
+
+def bindings(tree):
+    """The tree with every sum written out, the indices of each in one order: what it binds where."""
+    def ordered(node):
+        if isinstance(node, ic.Reduce):
+            return dataclasses.replace(node, indices=tuple(sorted(node.indices)))
+        return node
+    return map_nodes(explicit(tree), ordered)
+
+
+def map_nodes(node, change):
+    kids = node.children()
+    if kids:
+        node = with_children(node, tuple(map_nodes(k, change) for k in kids))
+    return change(node)
 
 
 # --------------------------------------------------------------------------------------
@@ -775,10 +792,10 @@ def test_reduction_term_beside_a_factor_that_uses_its_letters_inside():
 def test_factor_whose_free_index_a_trace_inside_it_also_uses():
     # T4_ii is expanded over the sum it stands in; renaming apart must not fix its i
     arrays = {"T1": rand(2, 3), "T5": rand(3, 2), "T3": rand(2, 3), "T4": rand(2, 2), "z": rand(2)}
-    check("y = (T1_iq T5_qr (T3_rq + T4_ii))^2 z_i", "T5", arrays)
+    check("y = sum_q(T1_iq T5_qr (T3_rq + T4_ii))^2 z_i", "T5", arrays)
     arrays = {"T0": rand(2, 2, 2), "T1": rand(2, 2, 3), "T2": rand(2, 2), "T3": rand(2, 2, 3, 2),
               "T4": rand(2, 2), "T5": rand(2, 2)}
-    check("sum_m(delta_ru 0.5 sum_s(cos(T0_ris)) / (1 + ((1.5 - T1_iqm + T2_iq) T5_qr (T3_rumq + T4_ii))^2))",
+    check("sum_m(delta_ru 0.5 sum_s(cos(T0_ris)) / (1 + sum_q((1.5 - T1_iqm + T2_iq) T5_qr (T3_rumq + T4_ii))^2))",
           "T5", arrays)
 
 
@@ -790,7 +807,7 @@ def test_relabel_onto_a_letter_the_argument_sums_of_its_own():
 
 def test_trace_factor_keeps_its_letters_when_simplified():
     arrays = {"T0": rand(2, 3, 2, 3, 3), "T1": rand(2, 3), "m": rand(3, 3), "x": rand(3), "T2": rand(3, 3, 3)}
-    for text in ("1.5 delta_pj T0_upkpj / (1 + (T1_kp)^2)", "s_gh = x_i delta_(ii)(gh)", "s = (m_ii)^1 x_i x_i",
+    for text in ("sum_p(1.5 delta_pj T0_upkpj / (1 + (T1_kp)^2))", "s_gh = x_i delta_(ii)(gh)", "s = (m_ii)^1 x_i x_i",
                  "s = delta_in x_n (T2_nin)^2"):
         simplified = ic.simplify(text)
         assert_close(ic.evaluate(simplified, arrays), ic.evaluate(text, arrays), f"{text} -> {simplified}",
@@ -938,6 +955,9 @@ RULE_CASES = {
                   ("y_i = x_i + exp(0)", Call, "y_i = x_i + 1")],
     "absorb_into_reduction": [("y_g = sum_n(m_ng m_nh) x_h", Product, "y_g = sum_n(m_ng m_nh x_h)"),
                               ("y = 2 mean_n(s_n) c", Product, None)],
+    "merge_nested_sums": [("y = sum_i(sum_j(m_ij))", Reduce, None)],
+    "sum_inside": [("y = sum_i(mean_j(m_ij))", Reduce, "y = mean_j(sum_i(m_ij))")],
+    "zero_reduction": [("y = sum_i(0 x_i)", Reduce, "y = 0")],
     "split_reduction": [("y_g = sum_j(delta_jg x_j + z_j)", Reduce, "y_g = x_g + sum_j(z_j)")],
     "merge_reductions": [("y = mean_n(s_n x_n) + 2 mean_n(s_n^2)", Sum, "y = mean_n(s_n x_n + 2 s_n^2)"),
                          ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
@@ -988,7 +1008,7 @@ def test_simplify_writes_the_gradient_as_on_paper():
     assert not [n for n in d.rhs.walk() if isinstance(n, Delta) and set(n.all_indices) <= {"i", "j"}]
     text = str(d)
     assert "x_h" in text and "delta_ig" in text
-    d = ic.simplify(ic.diff("s = a_i b_i c_i", "b_g"))
+    d = ic.simplify(ic.diff("s = sum_i(a_i b_i c_i)", "b_g"))
     assert d == ic.parse("s_{,g}[b] = a_g c_g")
 
 

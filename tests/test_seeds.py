@@ -1040,12 +1040,14 @@ def test_index_note_chain_form_reads_as_the_design_writes_it():
     result = ic.simplify(ic.diff(LAYER, "w_gh"))
     lines = [str(eq) for eq in result.equations]
     assert lines[-1] == "loss_{,(gh)}[w] = 2 (yhat_j - y_j) yhat_{j,(gh)}[w]"
-    assert re.fullmatch(r"yhat_\{i,\(gh\)\}\[w\] = sigma'\(w_ij x_j \+ b_i\) x_h delta_ig", lines[-2]), lines[-2]
+    # the letter σ' sums is its own: the tool may pick one the line does not use elsewhere
+    assert re.fullmatch(r"yhat_\{i,\(gh\)\}\[w\] = sigma'\(w_i(\w) x_\1 \+ b_i\) x_h delta_ig", lines[-2]), lines[-2]
 
 
 def test_relabelled_gradient_reads_as_the_note_writes_it():
     result = ic.simplify(ic.diff("yhat_i = σ_i(w_jk x_k)\nloss = (yhat_j - y_j)(yhat_j - y_j)", "w_gh", inline=True))
-    assert last_rhs(result) == "2 (yhat_g - y_g) sigma'_g(w_jk x_k) x_h"
+    # σ_i(w_jk x_k) is σ(w_ik x_k): the derivative reads as the notes write it, relabelling done
+    assert last_rhs(result) == "2 (yhat_g - y_g) sigma'(w_gk x_k) x_h"
 
 
 def test_quotient_jacobian_keeps_exactly_one_delta():
