@@ -26,7 +26,7 @@ from .diff import (
 from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
-from .plan import Lowering, canonical_key, emit
+from .plan import Lowering, canonical_key, emit, sized_by
 from .program import as_parsed, numeric_array
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .simplify import simplify
@@ -249,27 +249,27 @@ class Compiled:
         read = {t.key for eq in forward for t in eq.rhs.walk() if isinstance(t, Tensor)}
         # a parameter the simplified lines no longer read still has a gradient (zeros) shaped like it
         self.inputs = sorted((read | set(params)) - defined - set(scales))
+        # arrays a derivative line is sized by (`Y_{ij,(gh)}[X] = δ_(ij)(gh)`), when given
+        sizing = set().union(*(sized_by(eq.lhs) for eq in forward))
+        self.sizing = sorted(sizing - defined - set(self.inputs))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
 
     def __call__(self, arrays: Mapping[str, Any]):
         try:
-            signature = tuple(
-                (v.shape, v.dtype) if type(v) is np.ndarray else (np.shape(v), getattr(v, "dtype", None))
-                for v in [arrays[k] for k in self.inputs]
-            )
+            values = [arrays[k] for k in self.inputs]
         except KeyError as err:
             raise MissingArrayError(
                 f"no array given for {err.args[0]!r} (the program reads {', '.join(self.inputs)})"
             ) from None
         except TypeError:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
-        except ValueError:  # a ragged nested list
-            signature = None
-        if signature is None or any(dtype is None and shape or dtype == bool for shape, dtype in signature):
-            # nested lists and booleans, taken as evaluate takes them
+        signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray and v.dtype.kind == "f" else None for v in values)
+        if None in signature:
             arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
-            signature = tuple((np.shape(arrays[k]), arrays[k].dtype) for k in self.inputs)
+            signature = tuple((arrays[k].shape, arrays[k].dtype) for k in self.inputs)
+        if self.sizing:
+            signature += tuple(_given_shapes(self.sizing, arrays).items())
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._plans[signature] = _Plan(self, arrays)
@@ -296,8 +296,15 @@ class Compiled:
 
 
 def _as_input(key: str, value) -> np.ndarray:
+    """An input as evaluate reads it: an array, of floats. The plan then never meets a
+    Python number (whose `**` and `/` differ from NumPy's) nor integers."""
     array = numeric_array(key, value)
-    return array.astype(float) if array.dtype == bool else array
+    return array if array.dtype.kind == "f" else array.astype(np.float64)
+
+
+def _given_shapes(names: list[str], arrays: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes of those of `names` that have arrays: optional, as they are to evaluate."""
+    return {k: numeric_array(k, arrays[k]).shape for k in names if k in arrays}
 
 
 class _Plan:
@@ -309,8 +316,7 @@ class _Plan:
             value = numeric_array(key, arrays[key])
             shapes[key] = value.shape
             types.append(value.dtype)
-        lowering = Lowering(shapes, compiled.scales)
-        lowering.dtype = np.result_type(np.float32, *types).name
+        lowering = Lowering(shapes, compiled.scales, types, _given_shapes(compiled.sizing, arrays))
         for eq in compiled.forward:
             lowering.equation(eq)
         for eq in compiled.backward:

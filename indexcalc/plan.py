@@ -15,9 +15,13 @@ the forward `tanh(u)` where the function table says how.
 
 from __future__ import annotations
 
+import functools
+import math
+import operator
 import re
 from dataclasses import dataclass
 from math import prod
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import opt_einsum
@@ -27,16 +31,52 @@ from .errors import IndexCalcError, ShapeError
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, infer_sizes
 from .printing import format_number
+from .program import Environment
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
 
 @dataclass(frozen=True)
 class Operand:
-    """A value during lowering: code (a variable or a literal) and its axes' letters."""
+    """A value during lowering: code (a variable or a literal) and its axes' letters. A
+    literal also holds its value, so that operations on literals are done while planning,
+    in NumPy, as evaluate does them, and never by Python's float arithmetic in the plan."""
 
     code: str
     letters: tuple[str, ...]
-    literal: bool = False
+    value: np.floating | None = None
+
+    @property
+    def literal(self) -> bool:
+        return self.value is not None
+
+
+def literal(value: float) -> str:
+    """Source text that reads back as exactly `value` (inf and nan included) and binds
+    as tightly as a name, so that no operator around it can change what it means."""
+    value = float(value)
+    if math.isnan(value):
+        return "np.nan"
+    if math.isinf(value):
+        text = "-np.inf" if value < 0 else "np.inf"
+    else:
+        text = format_number(value) if value else repr(value)  # repr keeps -0.0's sign
+    return f"({text})" if text.startswith("-") else text
+
+
+def sized_by(lhs: Tensor) -> set[str]:
+    """The arrays a comma derivative's index sizes may come from: what it differentiates
+    and what it differentiates by."""
+    if not lhs.derivs:
+        return set()
+    return {lhs.name} | {d.wrt for d in lhs.derivs if d.wrt}
+
+
+def derivative_sizes(lhs: Tensor, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:
+    """The sizes evaluate gives a comma derivative's indices, found by evaluate's own rule
+    (Environment._derivative_sizes) from shapes alone: zero-strided stand-ins carry the
+    shapes without the data."""
+    stand_ins = {k: np.broadcast_to(np.empty(()), shapes[k]) for k in sized_by(lhs) if k in shapes}
+    return Environment(stand_ins)._derivative_sizes(lhs)
 
 
 @dataclass(frozen=True)
@@ -53,10 +93,20 @@ class Step:
 
 
 class Lowering:
-    """Turns equations, in order, into steps; tensors are looked up by key."""
+    """Turns equations, in order, into steps; tensors are looked up by key.
 
-    def __init__(self, inputs: dict[str, tuple[int, ...]], size_constants: dict[str, tuple[str, ...]] | None = None):
+    `dtypes` are the inputs' float types. Numbers and δs take their common type, as in
+    evaluate; where the inputs' types differ, a literal is written with its type
+    (`np.float64(3)`), since a bare Python number would leave a float32 operand's type
+    alone where evaluate's number promotes it. `known` holds the shapes of arrays given
+    but not read, which may still size a derivative.
+    """
+
+    def __init__(self, inputs: dict[str, tuple[int, ...]], size_constants: dict[str, tuple[str, ...]] | None = None,
+                 dtypes: Sequence[np.dtype] = (), known: Mapping[str, tuple[int, ...]] | None = None):
         self.size_constants = size_constants or {}  # key -> indices: the constant 1/(their sizes)
+        self.known = dict(known or {})
+        self.means: dict[str, Operand] = {}
         self.steps: list[Step] = []
         self.env: dict[str, str] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -65,7 +115,8 @@ class Lowering:
         self.sizes: dict[str, int] = {}
         self.order: dict[str, int] = {}
         self.inputs = list(inputs)
-        self.dtype = "float64"  # of δ's identity matrices: the inputs' float type
+        self.dtype = np.result_type(*dtypes).name if dtypes else "float64"
+        self.typed = len(set(dtypes)) > 1
         for key, shape in inputs.items():
             var = self._var()
             self._emit(var, f"arrays[{key!r}]", "input", key, shape)
@@ -86,12 +137,24 @@ class Lowering:
         self._emit(var, code, routine, spec, [self.sizes[i] for i in letters])
         return Operand(var, letters)
 
-    def tensor(self, key: str) -> str:
-        """The variable holding a tensor; a mean's constant 1/N is made when first met."""
-        if key not in self.env and key in self.size_constants:
-            value = 1.0 / prod(self.sizes[i] for i in self.size_constants[key])
-            self.env[key] = self._emit(self._var(), repr(value), "constant", key, ())
-        return self.env[key]
+    def leaf(self, node: Tensor) -> Operand:
+        """A tensor as an operand; a mean's constant 1/N is a literal, its N taken from the
+        sizes of the line the mean is on, where it is first met (the adjoints reuse it)."""
+        if node.key not in self.size_constants:
+            return Operand(self.env[node.key], node.all_indices)
+        if node.key not in self.means:
+            self.means[node.key] = self.constant(1.0 / prod(self.sizes[i] for i in self.size_constants[node.key]))
+        return self.means[node.key]
+
+    def constant(self, value) -> Operand:
+        """A literal in the plan's float type, as evaluate makes its numbers."""
+        value = np.dtype(self.dtype).type(value)
+        return Operand(f"np.{self.dtype}({literal(value)})" if self.typed else literal(value), (), value)
+
+    def fold(self, compute: Callable[[], float]) -> Operand:
+        """An operation on literals done now, in NumPy, quiet as evaluate is about inf and nan."""
+        with np.errstate(all="ignore"):
+            return self.constant(compute())
 
     # --- equations
     def equation(self, eq: Equation, like: str | None = None) -> str:
@@ -99,9 +162,9 @@ class Lowering:
         adjoint of x is shaped like x, even where it is constant along an axis)."""
         shapes = {k: self.shapes[v] for k, v in self.env.items()}
         fixed = frozenset(eq.lhs.all_indices)
-        preset = {}
+        preset = derivative_sizes(eq.lhs, {**self.known, **shapes})
         if like is not None:
-            preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.tensor(like)])}
+            preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.env[like]])}
         self.sizes = infer_sizes(eq.rhs, shapes, fixed, preset)
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
@@ -117,6 +180,8 @@ class Lowering:
         code = self.aligned(op, target)
         full = tuple(self.sizes[i] for i in target)
         present = all(i in op.letters for i in target)
+        if op.literal and broadcast:
+            return self._store(f"np.full({full}, {code}, dtype=np.{self.dtype})", target, "broadcast").code
         if op.literal or not present:
             code = f"np.broadcast_to({code}, {full})" if broadcast else code
             return self._store(f"np.array({code})" if broadcast else code, target, "broadcast").code
@@ -151,9 +216,9 @@ class Lowering:
 
     def lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
         if isinstance(node, Number):
-            return Operand(repr(float(node.value)), (), literal=True)
+            return self.constant(node.value)
         if isinstance(node, Tensor) and len(set(node.all_indices)) == len(node.all_indices):
-            return Operand(self.tensor(node.key), node.all_indices)
+            return self.leaf(node)
         key, order = self.key(node, fixed)
         hit = self.cache.get(key)
         if hit is not None:
@@ -179,33 +244,31 @@ class Lowering:
 
     def sum(self, node: Sum, fixed) -> Operand:
         target = self.preferred(free_indices(node, fixed))
-        code = ""
-        literal = True
-        for term in node.terms:
-            sign = " + "
-            if isinstance(term, Product) and isinstance(term.factors[0], Number) and term.factors[0].value < 0:
-                sign, term = " - ", Product((Number(-term.factors[0].value),) + term.factors[1:])
-            part = self.lower(term, fixed)
-            literal = literal and part.literal
-            code += sign + self.aligned(part, target)
+        parts = [(negative, self.lower(term, fixed)) for negative, term in map(_unsigned, node.terms)]
+        if all(part.literal for _, part in parts):
+            values = [-part.value if negative else part.value for negative, part in parts]
+            return self.fold(lambda: functools.reduce(operator.add, values))
+        code = "".join((" - " if negative else " + ") + self.aligned(part, target) for negative, part in parts)
         code = code[3:] if code.startswith(" + ") else "-" + code[3:]
-        if literal:
-            return Operand(f"({code})", (), literal=True)
         return self._store(code, target, "add")
 
     def power(self, node: Power, fixed) -> Operand:
+        """`b * b` for b², `1.0 / b` for 1/b and the like, which keep b's float type: where
+        the inputs' types differ, evaluate's typed exponent may promote it, so there it is
+        `b ** e`, with e written with its type."""
         base = self.lower(node.base, fixed)
         exponent = self.lower(node.exponent, fixed)
+        if base.literal and exponent.literal:
+            return self.fold(lambda: np.power(base.value, exponent.value))
         b, e = base.code, exponent.code
         special = {2.0: f"{b} * {b}", -1.0: f"1.0 / {b}", 0.5: f"np.sqrt({b})", 1.0: b, -2.0: f"1.0 / ({b} * {b})"}
-        value = node.exponent.value if isinstance(node.exponent, Number) else None
-        code = special.get(value, f"{b} ** {e}")
-        if base.literal and exponent.literal:
-            return Operand(f"({code})", (), literal=True)
-        return self._store(code, base.letters, "power")
+        value = node.exponent.value if isinstance(node.exponent, Number) and not self.typed else None
+        return self._store(special.get(value, f"{b} ** {e}"), base.letters, "power")
 
     def call(self, node: Call, fixed) -> Operand:
         arg = self.lower(node.arg, fixed)
+        if arg.literal:
+            return self.fold(lambda: functions.lookup(node.func).compute(np.asarray(arg.value)))
         letters = arg.letters
         if node.relabel is not None:
             from .indices import relabelled_index
@@ -225,8 +288,6 @@ class Lowering:
                 code = base.prime_from_value(self.aligned(Operand(var, value_letters), letters))
                 return self._store(code, letters, f"{node.func} from {base.name}")
         name = "_fn_" + functions.lookup(node.func).name.replace("'", "_prime")
-        if arg.literal:
-            return Operand(f"float({name}(np.float64({arg.code})))", (), literal=True)
         return self._store(f"{name}({arg.code})", letters, node.func)
 
     def reduce(self, node: Reduce, fixed) -> Operand:
@@ -243,11 +304,11 @@ class Lowering:
     # --- contractions
     def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:
         factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
-        operands: list[Operand] = []
+        operands: list[Operand] = [self.constant(scale)]
         embeds: list[tuple[str, str]] = []
         for factor in factors:
             if isinstance(factor, Number):
-                scale *= factor.value
+                operands.append(self.constant(factor.value))
             elif isinstance(factor, Delta):
                 for a, b in factor.pairs:
                     if a in out and b in out and a != b:
@@ -255,7 +316,7 @@ class Lowering:
                     else:
                         operands.append(self.identity(a, b))
             elif isinstance(factor, Tensor):
-                operands.append(self.unary(Operand(self.tensor(factor.key), factor.all_indices), None))
+                operands.append(self.unary(self.leaf(factor), None))
             else:
                 operands.append(self.lower(factor, fixed))
         # the free letters δs link form groups, each one diagonal: a letter the factors carry
@@ -275,32 +336,33 @@ class Lowering:
             embeds += [(rep, i) for i in group if i != rep and i not in held]
         embedded = {b for _, b in embeds}
         inner_out = tuple(i for i in out if i not in embedded and i in carried)
-        scalars = [op.code for op in operands if not op.letters]
+        literals = [op.value for op in operands if op.literal]
+        scale = self.fold(lambda: functools.reduce(operator.mul, literals))
+        scalars = [op.code for op in operands if not op.letters and not op.literal]
         arrays = [op for op in operands if op.letters]
-        if scale != 1.0 or not scalars:
-            scalars.insert(0, format_number(scale))
+        factors = scalars if scale.value == 1 else [scale.code] + scalars
         if arrays:
             result = self.contract(arrays, inner_out)
-            if scalars != ["1"]:
-                result = self._store(f"{' * '.join(scalars)} * {result.code}", result.letters, "scale")
-        elif all(op.literal for op in operands):
-            result = Operand(f"({' * '.join(scalars)})", (), literal=True)
+            if factors:
+                result = self._store(f"{' * '.join(factors)} * {result.code}", result.letters, "scale")
+        elif scalars:
+            result = self._store(" * ".join(factors), (), "multiply")
         else:
-            result = self._store(" * ".join(scalars), (), "multiply")
+            result = scale
         for a, b in embeds:
             result = self.embed(result, a, b)
         return result
 
     def identity(self, a: str, b: str) -> Operand:
         if a == b:
-            return Operand("1.0", (), literal=True)
+            return self.constant(1.0)
         return self._store(f"np.eye({self.sizes[a]}, dtype=np.{self.dtype})", (a, b), "identity (δ kept)")
 
     def embed(self, op: Operand, a: str, b: str) -> Operand:
         """result_{..a..b..} = op_{..a..} δ_ab, written on the diagonal of zeros."""
         letters = op.letters + (b,) if a in op.letters else op.letters + (a, b)
         if a not in op.letters:
-            op = self._store(f"np.ones({self.sizes[a]}) * {op.code}" if op.literal else f"np.repeat(np.expand_dims({op.code}, -1), {self.sizes[a]}, -1)", op.letters + (a,), "broadcast")
+            op = self._store(f"np.full({self.sizes[a]}, {op.code}, dtype=np.{self.dtype})" if op.literal else f"np.repeat(np.expand_dims({op.code}, -1), {self.sizes[a]}, -1)", op.letters + (a,), "broadcast")
             letters = op.letters + (b,)
         shape = tuple(self.sizes[i] for i in letters)
         var = self._var()
@@ -326,7 +388,7 @@ class Lowering:
 
     def contract(self, operands: list[Operand], out: tuple[str, ...]) -> Operand:
         if not operands:
-            return Operand("1.0", (), literal=True)
+            return self.constant(1.0)
         counts: dict[str, int] = {}
         for op in operands:
             for i in set(op.letters):
@@ -391,6 +453,13 @@ class Lowering:
         return self._store(code, letters, "batched matmul" if batch else "tensordot", spec)
 
 
+def _unsigned(term: Expr) -> tuple[bool, Expr]:
+    """A term led by a negative number, as the term it subtracts (`a - 2 b`, not `a + -2 * b`)."""
+    if isinstance(term, Product) and isinstance(term.factors[0], Number) and term.factors[0].value < 0:
+        return True, Product((Number(-term.factors[0].value),) + term.factors[1:])
+    return False, term
+
+
 def canonical_key(node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ...]]:
     """A text that names what `node` computes, whatever its letters, and the order of its
     free indices that the text's placeholders stand for."""
@@ -416,15 +485,25 @@ for _f in functions.FUNCTIONS:
     NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
 
 
+_TOKENS = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\b(v\d+)\b""")
+
+
+def _variables(code: str) -> list[str]:
+    """The plan variables `code` reads: names outside its quoted keys and specs, so that a
+    tensor called `v9` (read as `arrays['v9']`) is not taken for the variable v9."""
+    return [name for name in _TOKENS.findall(code) if name]
+
+
 def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
     """Python source of the plan, and the function it defines. Each variable is deleted
-    after its last use, so memory holds what is still needed, as hand-written code does."""
-    names = re.compile(r"\bv\d+\b")
+    after its last use, so memory holds what is still needed, as hand-written code does.
+    The function runs with NumPy's floating-point warnings off, as evaluate's powers and
+    functions do: inf and nan are answers here, not accidents."""
     last_use: dict[str, int] = {}
     for k, step in enumerate(lowering.steps):
-        for name in names.findall(step.code):
+        for name in _variables(step.code):
             last_use[name] = k
-    kept = set(names.findall(outputs))
+    kept = set(_variables(outputs))
     lines = []
     for k, step in enumerate(lowering.steps):
         lines.append(f"    {step.out} = {step.code}")
@@ -435,4 +514,4 @@ def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
     namespace = dict(NAMESPACE)
     exec(compile(source, "<indexcalc plan>", "exec"), namespace)
-    return source, namespace["plan"]
+    return source, np.errstate(all="ignore")(namespace["plan"])
