@@ -128,8 +128,9 @@ class _Rules:
                 for index in clash & t.letters():
                     t = self.renamed(t, index, self.fresh(), fixed)
                 out.append(t)
-        # a term that lost an index of the sum (d(x_i + c)/dc = 1) still runs over it: (1 + 0 x_i)
-        for index in free_indices(node, fixed) if out else ():
+        # a term that lost an index of the sum (d(x_i + c)/dc = 1) still runs over it: (1 + 0 x_i);
+        # an index fixed from outside needs no carrier (its left-hand side or sum runs over it)
+        for index in [i for i in free_indices(node, fixed) if i not in fixed] if out else ():
             carrier = next(term for term in node.terms if index in free_indices(term, fixed))
             one = Sum((Number(1.0), Product((Number(0.0), carrier))))
             # (outside a term's reductions, which would take the carrier's letters for their own)

@@ -266,7 +266,7 @@ def tidy(node: Expr, keep: Iterable[str] = ()) -> Expr:
         return node
     node = explicit(node)
     names = {t.name for t in node.walk() if isinstance(t, Tensor)}
-    used = letters_in(node) | names
+    used = {origin(letter) for letter in letters_in(node)} | names  # j~1 may become j again
     rhs = _tidy(node.rhs, frozenset(node.lhs.all_indices), keep, used, fresh_letters(used))
     return Equation(node.lhs, rhs, source=node.source)
 
