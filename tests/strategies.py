@@ -30,13 +30,20 @@ finite differences).
     gen = ProgramGenerator(draw(st.data()), SAFE_PROGRAMS)
     text = gen.program()
     arrays = gen.arrays(draw(st.integers(0, 2**32 - 1)))
+
+The third part, `RouteGenerator` with `ROUTE_PROGRAMS`, composes programs from the
+constructs of issue 8 (softmax, attention, layer norm, RBF, δ-only Jacobians and Hessians,
+negative literals, scalar inputs, derivative lines, names like `v9`) for the cross-route
+property; `route_cases()` draws one `RouteCase` (tests/routes.py compares its routes).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
+import re
 
 import numpy as np
 from hypothesis import strategies as st
@@ -280,6 +287,7 @@ class ProgramSettings:
     fixed_scalar_terms: bool  # whether a sum whose letters are all fixed may have a scalar term
     chain: int  # chance an equation multiplies by an earlier result, reduced to a scalar,
     chain_functions: tuple[str, ...]  # and calls one of these on it ("" for parentheses; none: bare)
+    constants: tuple[str, ...] = CONSTANTS  # numbers a leaf or a product may be
 
 
 SAFE_FUNCTIONS = ("sigma", "σ", "sigmoid", "tanh", "softplus", "sin", "cos", "relu", "abs")
@@ -421,7 +429,7 @@ class ProgramGenerator:
     def leaf(self, out, optional, fixed, busy) -> str:
         letters = list(out) + [l for l in sorted(optional - out) if self.chance(3)]
         if not letters and self.chance(3):
-            return self.pick(CONSTANTS)
+            return self.pick(self.settings.constants)
         if self.chance(self.settings.trace):
             t = self.fresh(busy | out | fixed)
             if t is not None:
@@ -443,8 +451,11 @@ class ProgramGenerator:
         for letter in sorted(out & fixed):
             for k in self.draw(st.sets(st.integers(0, nf - 1), min_size=1)):
                 assign[k].add(letter)
+        explicit = []  # summed over all three factors: legal only written as sum_s(...)
         for letter in sorted(summed):
             count = 3 if nf == 3 and self.chance(3) else 2
+            if count == 3:
+                explicit.append(letter)
             for k in self.draw(st.permutations(range(nf)))[:count]:
                 assign[k].add(letter)
         busy = set(out | fixed | summed)
@@ -474,7 +485,7 @@ class ProgramGenerator:
         else:
             texts.extend(f"{self.pick(('δ', 'delta'))}_{a}{b}" for a, b in deltas)
         if self.chance(3):
-            texts.append(self.pick(CONSTANTS))
+            texts.append(self.pick(self.settings.constants))
         texts = list(self.draw(st.permutations(texts)))
         if settings.group and len(texts) >= 3 and self.chance(3):
             start = self.draw(st.integers(0, len(texts) - 2))
@@ -484,14 +495,17 @@ class ProgramGenerator:
         if divide:
             below = self.expr(frozenset(assign[nf - 1]), optional, fixed, depth - 1)
             text += f" / (1 + ({below})^2)"
+        if explicit:
+            text = f"sum_{''.join(explicit)}({text})"
         return text
 
     def sum(self, out, optional, fixed, depth) -> str:
         terms = [self.expr(out, optional, fixed, depth - 1)]
         for _ in range(self.draw(st.integers(1, 2))):
             if (self.settings.fixed_scalar_terms or out - fixed) and self.chance(3):
-                # a term with no free index at all is expanded over the others
-                terms.append(self.expr(frozenset(), frozenset(), fixed, depth - 1))
+                # a term with no free index at all is expanded over the others; it may
+                # not sum a letter its siblings carry free (`a_ij b_ij - t_ij` is refused)
+                terms.append(self.expr(frozenset(), frozenset(), fixed | out, depth - 1))
             else:
                 terms.append(self.expr(out, optional, fixed, depth - 1))
         terms = self.draw(st.permutations(terms))
@@ -579,3 +593,525 @@ class ProgramGenerator:
         for name, shape in self.inputs.items():
             out[name] = float(rng.uniform(-1, 1)) if not shape and seed % 2 else rng.uniform(-1, 1, shape)
         return out
+
+
+# --------------------------------------------------------------------------------------
+# Programs for the cross-route property (issue 8: one route, one answer)
+
+ROUTE_FUNCTIONS = ("sigma", "σ", "tanh", "softplus", "sin", "cos")
+
+# Every route is compared with central finite differences, so only smooth functions, values
+# kept away from the edges of their domains (log and sqrt of 1 + u², never of u), and small
+# sizes. Negative numbers are factors of their own: `x_i (-2)`, `(2^-1)`.
+ROUTE_PROGRAMS = ProgramSettings(
+    letters=("i", "j", "k", "l", "m", "n", "p", "q", "r", "s", "t", "u", "v", "μ", "k1"),
+    max_size=3,
+    functions=ROUTE_FUNCTIONS + ("exp(tanh({}))", "log(1 + ({})^2)", "sqrt(1 + ({})^2)", "sigma'({})"),
+    subscripted=ROUTE_FUNCTIONS,
+    powers=("({})^2", "({})^3", "(1 + ({})^2)^-1", "(2 + sin({}))^1.5", "(1 + ({})^2)^-0.5"),
+    max_depth=3,
+    max_free=1,
+    max_lhs=2,
+    reuse=5,
+    trace=1,
+    delta=3,
+    max_deltas=2,
+    divide=2,
+    group=True,
+    fixed_scalar_terms=True,
+    chain=0,
+    chain_functions=(),
+    constants=CONSTANTS + ("(-2)", "(-0.5)", "(-1.5)", "(2^-1)", "((-3)^2)"),
+)
+
+# Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)
+INPUT_NAMINGS = (("T", 0), ("v", 9), ("v", 1), ("W", 1))
+WRT_LETTERS = ("a", "b", "c", "d")  # never used by ROUTE_PROGRAMS' letters: fresh for diff
+HESSIAN_LETTERS = ("α", "β", "γ", "ζ")  # nor by the letters diff chooses for itself
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteCase:
+    """One draw of the cross-route property: a program, what to differentiate by, and how to
+    make its arrays again (`specs`: name → (shape, kind); `seed`), so that a failure can be
+    replayed from its printout alone."""
+
+    text: str
+    wrt: str | None  # "T0_ab", or a bare name; None when the program depends on no input
+    wrt2: str | None  # the second derivative's, for the Hessian routes
+    specs: dict
+    seed: int
+    scalar: bool  # whether the target (the last line) is a scalar: compile(wrt=...) needs one
+    tags: tuple[str, ...] = ()
+
+    def arrays(self) -> dict:
+        return make_arrays(self.specs, self.seed)
+
+    def __str__(self) -> str:
+        return (f"program:\n{self.text}\nwrt: {self.wrt}  wrt2: {self.wrt2}  scalar target: {self.scalar}\n"
+                f"arrays: make_arrays({self.specs!r}, seed={self.seed})\ntags: {', '.join(self.tags)}")
+
+
+def make_arrays(specs: dict, seed: int) -> dict:
+    """Values by kind. Tensors are uniform in [-1, 1]. A scalar is a Python float, a Python
+    int or a 0-d array (users pass all three); an exponent is an integer (so that `(-2)^a`
+    is real), a step size is positive."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (shape, kind) in specs.items():
+        if kind == "tensor" and shape:
+            out[name] = rng.uniform(-1, 1, shape)
+        elif kind == "exponent":
+            value = int(rng.integers(2, 4))
+            out[name] = value if rng.random() < 0.5 else float(value)
+        elif kind == "positive":
+            out[name] = float(rng.uniform(0.1, 0.5)) if rng.random() < 0.8 else 1
+        else:
+            style = rng.integers(0, 3)
+            value = float(rng.uniform(-1, 1))
+            out[name] = value if style == 0 else int(rng.choice([-2, -1, 1, 2])) if style == 1 else np.array(value)
+    return out
+
+
+class RouteGenerator(ProgramGenerator):
+    """Programs rich enough to reach every class of issue 8, valid under the notation.
+
+    A program is a few blocks, each a textbook construct whose operands are new inputs or
+    earlier results (so the constructs compose and intermediates get inlined): a softmax,
+    an attention head, a layer norm, an RBF layer, a δ-only Jacobian or quadratic form,
+    literal-heavy lines, a derivative line (the update rule, a gradient, a Jacobian) used
+    by a later line, or a random equation of `ProgramGenerator`'s grammar. That grammar is
+    extended with reductions nested in products whose outer letters are free inside them
+    (`exp(z_nk) / sum_c(exp(z_nc))`, `x_nk - mean_c(x_nc)`, `exp(-0.5 sum_c((a_kc - b_c)^2))`).
+    Finally the last result is usually reduced to a scalar, so `compile(wrt=...)` applies.
+
+    What the notation refuses is never drawn: no letter summed over three factors without
+    an explicit reduction, no scalar term summing a letter its siblings carry free, no
+    letter in both terms of a sum unless fixed. `tags` counts the constructs drawn.
+    """
+
+    def __init__(self, data, settings: ProgramSettings = ROUTE_PROGRAMS):
+        super().__init__(data, settings)
+        self.prefix, self.count = self.pick(INPUT_NAMINGS)
+        self.kinds: dict[str, str] = {}
+        self.depends: dict[str, set[str]] = {}  # result -> the inputs it depends on
+        self.rhs: dict[str, tuple[list[str], str]] = {}  # result -> (its letters, its right-hand side)
+        self.lines: list[str] = []
+        self.used: set[str] = set()  # names the line being drawn reads
+        self.prefer: list[str] = []  # inputs the last construct is about (the δ classes' X)
+        self.tags: collections.Counter = collections.Counter()
+        self.scalar = True
+
+    # ---- operands
+
+    def new_input(self, letters, kind="tensor") -> str:
+        name = f"{self.prefix}{self.count}"
+        self.count += 1
+        self.inputs[name] = tuple(self.sizes[l] for l in letters)
+        self.kinds[name] = kind if letters or kind != "tensor" else "scalar"
+        self.used.add(name)
+        return name
+
+    def operand(self, letters, reuse=None) -> tuple[str, tuple[str, ...]]:
+        """(name, its letters in order) of a tensor over `letters`: often an earlier result
+        of that shape, so that constructs compose, else a new input."""
+        reuse = self.settings.reuse if reuse is None else reuse
+        if self.results and self.chance(reuse):
+            options = [
+                (name, perm) for name, shape in self.results.items()
+                for perm in dict.fromkeys(itertools.permutations(letters))
+                if tuple(self.sizes[l] for l in perm) == shape
+            ]
+            if options:
+                name, perm = self.pick(options)
+                self.used.add(name)
+                return name, perm
+        return self.new_input(letters), tuple(letters)
+
+    @staticmethod
+    def ref(name, letters, swap=None) -> str:
+        letters = [swap.get(l, l) for l in letters] if swap else list(letters)
+        return name + ("_" + "".join(letters) if letters else "")
+
+    def tensor(self, letters) -> str:
+        return self.ref(*self.operand(letters))
+
+    def letters(self, count, avoid=(), sizes=None) -> list[str] | None:
+        out: list[str] = []
+        for k in range(count):
+            letter = self.fresh(set(avoid) | set(out), None if sizes is None else sizes[k])
+            if letter is None:
+                return None
+            out.append(letter)
+        return out
+
+    def name(self, base: str) -> str:
+        taken = set(self.results) | set(self.inputs)
+        return next(n for n in itertools.chain([base], (f"{base}{k}" for k in itertools.count(2))) if n not in taken)
+
+    def define(self, base: str, letters, rhs: str) -> str:
+        """Append the equation `base_letters = rhs`; returns the name it got."""
+        name = self.name(base)
+        deps: set[str] = set()
+        for used in self.used:
+            deps |= self.depends.get(used, {used})
+        self.used = set()
+        self.lines.append(f"{self.ref(name, letters)} = {rhs}")
+        self.results[name] = tuple(self.sizes[l] for l in letters)
+        self.depends[name] = deps
+        self.rhs[name] = (list(letters), rhs)
+        return name
+
+    # ---- the grammar, with nested reductions
+
+    def expr(self, out, optional, fixed, depth) -> str:
+        if depth > 0 and self.chance(2):
+            text = self.nested(out, fixed, depth)
+            if text is not None:
+                return text
+        return super().expr(out, optional, fixed, depth)
+
+    def factor(self, out, optional, fixed, depth, busy=None, kind=None) -> str:
+        if kind is None and depth > 0 and self.chance(2):
+            text = self.nested(out, fixed, depth)
+            if text is not None:
+                return text
+        return super().factor(out, optional, fixed, depth, busy, kind)
+
+    def body(self, letters, k, d_avoid) -> tuple[str, str] | None:
+        """The same expression twice, over `letters` and with k renamed (to "@"): a tensor,
+        or attention scores `q_sd k_ud` summing a letter of their own."""
+        if k is None or len(letters) < 2 or self.chance(6):
+            name, order = self.operand(sorted(letters))
+            return self.ref(name, order), self.ref(name, order, {k: "@"})
+        d = self.fresh(d_avoid)
+        if d is None:
+            return None
+        q = self.tensor(sorted(letters - {k}) + [d])
+        kname, korder = self.operand([k, d])
+        return f"{q} {self.ref(kname, korder)}", f"{q} {self.ref(kname, korder, {k: '@'})}"
+
+    def nested(self, out, fixed, depth) -> str | None:
+        """A reduction over c nested where the letters of `out` are free inside it: only
+        with those letters fixed (a letter summed outside may occur once per product)."""
+        pattern = self.pick(("softmax", "softmax-lse", "log-softmax", "centre", "scale", "rbf"))
+        if pattern != "centre" and out - fixed:
+            return None
+        ks = sorted(out & fixed)
+        if pattern == "rbf":
+            c = self.fresh(out | fixed)
+            if c is None:
+                return None
+            self.tags["nested rbf"] += 1
+            return f"exp(-0.5 sum_{c}(({self.tensor(sorted(out) + [c])} - {self.tensor([c])})^2))"
+        if not ks:
+            return None
+        k = self.pick(ks)
+        c = self.fresh(out | fixed, size=self.sizes[k])
+        pair = self.body(out, k, out | fixed | {c}) if c is not None else None
+        if pair is None:
+            return None
+        top, below = pair[0], pair[1].replace("@", c)
+        self.tags[f"nested {pattern}"] += 1
+        if pattern == "softmax":
+            return f"(exp({top}) / sum_{c}(exp({below})))"
+        if pattern == "softmax-lse":
+            return f"exp({top} - logsumexp_{c}({below}))"
+        if pattern == "log-softmax":
+            return f"({top} - logsumexp_{c}({below}))"
+        if pattern == "centre":
+            return f"({top} - mean_{c}({below}))"
+        return f"({top} / sqrt(0.5 + mean_{c}(({below})^2)))"
+
+    # ---- blocks: the constructs of issue 8, one or more lines each
+
+    def block_random(self):
+        lhs = self.letters(self.draw(st.integers(0, self.settings.max_lhs))) or []
+        fixed = frozenset(lhs)
+        rhs = self.expr(fixed, fixed, fixed, self.draw(st.integers(1, self.settings.max_depth)))
+        if not self.used:  # numbers alone: nothing to differentiate, nothing to compose with
+            rhs = f"({rhs}) {self.tensor(lhs)}"
+        self.define("y", lhs, rhs)
+
+    def block_softmax(self):
+        """`p_nk = exp(z_nk) / sum_c(exp(z_nc))`, by logsumexp, or with a named denominator."""
+        letters = self.letters(self.draw(st.integers(1, 2)))
+        k = letters[-1]
+        c = self.fresh(set(letters), size=self.sizes[k])
+        z, order = self.operand(letters, reuse=7)
+        top, below = self.ref(z, order), self.ref(z, order, {k: c})
+        style = self.pick(("sum", "logsumexp", "line"))
+        self.tags[f"softmax ({style})"] += 1
+        if style == "sum":
+            self.define("p", letters, f"exp({top}) / sum_{c}(exp({below}))")
+        elif style == "logsumexp":
+            self.define("p", letters, f"exp({top} - logsumexp_{c}({below}))")
+        else:
+            rest = letters[:-1]
+            self.used.add(z)
+            s = self.define("s", rest, f"sum_{c}(exp({below}))")
+            self.used.add(z)
+            self.define("p", letters, f"exp({top}) / {self.ref(s, rest)}")
+
+    def block_attention(self):
+        """One self-attention head: scores `q_se k_ue`, a softmax over u, the values
+        `A_su x_ud`; as named lines, or with the scores written inside the softmax."""
+        s, d, e = self.letters(3)
+        u, v = self.letters(2, {s, d, e}, sizes=[self.sizes[s]] * 2)
+        m = self.fresh({s, d, e, u, v}, size=self.sizes[d])
+        x, order = self.operand([s, d], reuse=6)
+        wq, wk = self.new_input([d, e]), self.new_input([d, e])
+        self.prefer = [self.pick((wq, wk))]
+        style = self.pick(("lines", "one line", "logsumexp"))
+        self.tags[f"attention ({style})"] += 1
+        X = functools.partial(self.ref, x, order)
+        self.used.add(x)
+        if style == "one line":
+            score = f"{X()} {wq}_{d}{e} {{}} {wk}_{m}{e}"
+            a = self.define("A", [s, u], f"exp({score.format(X({s: u, d: m}))}) / "
+                                          f"sum_{v}(exp({score.format(X({s: v, d: m}))}))")
+        else:
+            q = self.define("q", [s, e], f"{X()} {wq}_{d}{e}")
+            self.used.add(x)
+            key = self.define("k", [u, e], f"{X({s: u})} {wk}_{d}{e}")
+            self.used |= {q, key}
+            S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}")
+            self.used.add(S)
+            if style == "lines":
+                a = self.define("A", [s, u], f"exp({S}_{s}{u}) / sum_{v}(exp({S}_{s}{v}))")
+            else:
+                a = self.define("A", [s, u], f"exp({S}_{s}{u} - logsumexp_{v}({S}_{s}{v}))")
+        self.used |= {a, x}
+        self.define("o", [s, d], f"{a}_{s}{u} {X({s: u})}")
+
+    def block_layernorm(self):
+        """`mu_n = mean_d(x_nd)`, `x_nd - mu_n`, the variance, the scaled result; or all of
+        it in one line, the means nested in the expression that uses them."""
+        d = self.fresh(set())
+        e, f = self.letters(2, {d}, sizes=[self.sizes[d]] * 2)
+        n = [self.fresh({d, e, f})] if self.chance(7) else []
+        x, order = self.operand(n + [d], reuse=7)
+        X = functools.partial(self.ref, x, order)
+        style = self.pick(("lines", "one line"))
+        self.tags[f"layer norm ({style})"] += 1
+        self.used.add(x)
+        if style == "one line":
+            centred = f"({X()} - mean_{e}({X({d: e})}))"
+            spread = f"sqrt(0.1 + mean_{e}(({X({d: e})} - mean_{f}({X({d: f})}))^2))"
+            self.define("ln", n + [d], f"{centred} / {spread}")
+            return
+        mu = self.define("mu", n, f"mean_{d}({X()})")
+        self.used |= {x, mu}
+        xc = self.define("xc", n + [d], f"{X()} - {self.ref(mu, n)}")
+        XC = self.ref(xc, n + [d])
+        self.used.add(xc)
+        var = self.define("var", n, f"mean_{d}({self.pick((f'{XC} {XC}', f'{XC}^2'))})")
+        gain = f"{self.new_input([d])}_{d} " if self.chance(5) else ""
+        self.used |= {xc, var}
+        self.define("ln", n + [d], f"{gain}{XC} / sqrt({self.ref(var, n)} + 0.1)")
+
+    def block_rbf(self):
+        """An RBF layer: `exp(-sum_d((x_nd - c_kd)^2))` weighted by a_k, the sum over the
+        centres k as a product or written out with `sum_k`."""
+        d, k = self.letters(2)
+        n = [self.fresh({d, k})] if self.chance(7) else []
+        x, order = self.operand(n + [d], reuse=6)
+        c, a = self.new_input([k, d]), self.new_input([k])
+        self.prefer = [self.pick((c, a))]
+        square = self.pick((f"({self.ref(x, order)} - {c}_{k}{d})^2",
+                            f"({self.ref(x, order)} - {c}_{k}{d}) ({self.ref(x, order)} - {c}_{k}{d})"))
+        width = self.pick(("", "0.5 ", "gamma"))
+        width = f"{self.new_input([], 'positive')} " if width == "gamma" else width
+        style = self.pick(("lines", "sum_k"))
+        self.tags[f"rbf ({style})"] += 1
+        if style == "sum_k":
+            self.define("y", n, f"sum_{k}({a}_{k} exp(-{width}sum_{d}({square})))")
+        else:
+            r = self.define("r", n + [k], f"exp(-{width}sum_{d}({square}))")
+            self.used.add(r)
+            self.used.add(a)
+            self.define("y", n, f"{self.ref(r, n + [k])} {a}_{k}")
+
+    DELTA_FORMS = {
+        # name: (left-hand letters, right-hand side, inputs and their letters, letters as long as i)
+        # Jacobians whose derivative letters survive only on a δ
+        "identity": ("ij", "{X}_{i}{j}", {"X": "ij"}, ""),
+        "diag": ("ij", "delta_{i}{j} {x}_{i}", {"x": "i"}, "j"),
+        "outer": ("ij", "{x}_{i} {z}_{j}", {"x": "i", "z": "j"}, ""),
+        "kronecker": ("ijkl", "{X}_{i}{k} {B}_{j}{l}", {"X": "ik", "B": "jl"}, ""),
+        "bilinear": ("k", "{x}_{i} {W}_{k}{i}{j} {z}_{j}", {"x": "i", "W": "kij", "z": "j"}, ""),
+        # scalars whose Hessians are δ's: tr(X²), ‖X‖², tr(XᵀBX), bᵀXᵀXc, ‖T − UVᵀ‖², (1ᵀx)², mean(x²)
+        "tr(XX)": ("", "{X}_{i}{j} {X}_{j}{i}", {"X": "ij"}, "j"),
+        "|X|^2": ("", "{X}_{i}{j} {X}_{i}{j}", {"X": "ij"}, ""),
+        "tr(XtBX)": ("", "{X}_{i}{j} {B}_{i}{k} {X}_{k}{j}", {"X": "ij", "B": "ik"}, "k"),
+        "btXtXc": ("", "{x}_{i} {X}_{j}{i} {X}_{j}{k} {z}_{k}", {"x": "i", "X": "ji", "z": "k"}, "k"),
+        "|T-UVt|^2": ("", "({T}_{i}{j} - {X}_{i}{k} {V}_{j}{k}) ({T}_{i}{j} - {X}_{i}{k} {V}_{j}{k})",
+                      {"T": "ij", "X": "ik", "V": "jk"}, ""),
+        "(1tx)^2": ("", "sum_{i}({x}_{i})^2", {"x": "i"}, ""),
+        "(1tx)(1tx)": ("", "sum_{i}({x}_{i}) sum_{j}({x}_{j})", {"x": "i"}, "j"),
+        "mean(x^2)": ("", "mean_{i}({x}_{i}^2)", {"x": "i"}, ""),
+    }
+
+    def block_delta(self):
+        """A linear map or a quadratic form: its first or second derivative is δ's alone,
+        so the derivative's letters get their sizes only from the wrt tensor."""
+        form = self.pick(sorted(self.DELTA_FORMS))
+        lhs, rhs, shapes, same = self.DELTA_FORMS[form]
+        letters = {"i": self.fresh(set())}
+        for generic in "jkl":
+            size = self.sizes[letters["i"]] if generic in same else None
+            letters[generic] = self.fresh(set(letters.values()), size=size)
+        names = {key: self.new_input([letters[g] for g in spec]) for key, spec in shapes.items()}
+        self.prefer = [names.get("X", names.get("x"))]
+        self.tags[f"δ {form}"] += 1
+        self.define("J" if lhs else "Q", [letters[g] for g in lhs], rhs.format(**names, **letters))
+
+    def block_literals(self):
+        """Negative literals and scalar inputs where generated code could misread them:
+        `-3 x_i`, `(-2)^a` with an integer a, `x_i * -2`, `x_i / -2`, `2^-1 x_i`."""
+        lhs = self.letters(self.draw(st.integers(0, 2))) or []
+        fixed = frozenset(lhs)
+        terms = []
+        for _ in range(self.draw(st.integers(1, 3))):
+            form = self.pick(("-3 {}", "(-2)^{a} {}", "{} * -2", "{} / -2", "2^-1 {}", "{} (-0.5)", "(-2)^{a}"))
+            if form == "(-2)^{a}" and lhs and not terms:
+                form = "(-2)^{a} {}"  # a term of its own only beside one that carries the letters
+            self.tags[f"literal {form.replace('{}', 'E')}"] += 1
+            term = ""
+            if "{}" in form:
+                term = self.expr(fixed, fixed, fixed, self.draw(st.integers(0, 2)))
+                term = term if re.fullmatch(r"\w+", term) else f"({term})"
+            if "{a}" in form:
+                form = form.replace("{a}", self.new_input([], "exponent"))
+            terms.append(form.format(term).strip())
+        text = terms[0]
+        for term in terms[1:]:
+            text += self.pick((" + ", " - ")) + term
+        self.define("y", lhs, text)
+
+    def block_derivative(self):
+        """A derivative line used by a later line: the update rule
+        `w_new_gh = w_gh - eta loss_{,(gh)}[w]` then a loss of w_new (by a line of its own, or
+        the layer that made the loss run again with w_new: MAML), a gradient line, or a
+        Jacobian line. The loss is nonlinear in w, so its derivative depends on w."""
+        options = [
+            (r, w) for r in sorted(self.results) if len(self.results[r]) <= 2
+            for w in sorted(self.depends[r]) if 1 <= len(self.inputs[w]) <= 2 and self.kinds[w] == "tensor"
+        ]
+        if not options:  # a layer of its own to differentiate
+            i, j = self.letters(2)
+            self.define("h", [i], f"tanh({self.new_input([i, j])}_{i}{j} {self.tensor([j])})")
+            return self.block_derivative()
+        r, w = self.pick(options)
+        letters = self.letters(len(self.results[r]), sizes=self.results[r])
+        R = self.ref(r, letters)
+        self.used.add(r)
+        loss = self.define("loss", [], self.pick((
+            f"sum_{''.join(letters)}(softplus({R}))" if letters else f"softplus({R})",
+            f"mean_{''.join(letters)}(log(1 + {R}^2))" if letters else f"log(1 + {R}^2)",
+        )))
+        g = self.letters(len(self.inputs[w]), set(letters), sizes=self.inputs[w])
+        G = "".join(g)
+        comma = f"{G}" if len(g) == 1 and self.chance(5) else f"({G})"
+        style = self.pick(("update", "maml", "gradient", "jacobian"))
+        self.tags[f"derivative line ({style})"] += 1
+        self.prefer = [w]
+        if style in ("update", "maml"):
+            self.used.add(loss)
+            eta = self.new_input([], "positive")
+            new = self.define(f"{w}_new", g, f"{w}_{G} - {eta} {loss}_{{,{comma}}}[{w}]")
+            layer, rhs = self.rhs[r]
+            pattern = rf"(?<![\w]){re.escape(w)}(?=_)"
+            if style == "maml" and re.search(pattern, rhs):
+                self.used.add(new)
+                self.used |= self.depends[r] - {w}
+                again = self.define(r + "new", layer, re.sub(pattern, new, rhs))
+                self.used.add(again)
+                self.define("L", [], f"sum_{''.join(layer)}(softplus({self.ref(again, layer)}))" if layer
+                            else f"softplus({again})")
+            else:
+                self.used.add(new)
+                self.define("L", [], f"{new}_{G} {new}_{G}")
+        elif style == "gradient" or not letters:
+            self.used.add(loss)
+            grad = self.define("grad", g, f"{loss}_{{,{comma}}}[{w}]")
+            if self.chance(7):  # else the gradient is the program's value (issue 8, item 3)
+                self.used.add(grad)
+                self.define("L", [], f"{grad}_{G} {grad}_{G}")
+        else:
+            self.used.add(r)
+            jac = self.define("jac", letters + g, f"{r}_{{{''.join(letters)},{comma}}}[{w}]")
+            self.used.add(jac)
+            weight = self.new_input(letters + g)
+            self.define("L", [], f"{weight}_{''.join(letters + g)} {jac}_{''.join(letters + g)}")
+
+    # ---- programs
+
+    BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative")
+
+    def program(self, max_depth: int | None = None) -> str:
+        for _ in range(self.draw(st.integers(1, 3))):
+            getattr(self, "block_" + self.pick(self.BLOCKS))()
+        self.finish()
+        if len(self.lines) == 1 and not self.rhs[next(iter(self.rhs))][0] and self.chance(1):
+            # a line without letters only: the left-hand side's letters are fixed inside
+            self.tags["bare expression"] += 1
+            return self.lines[0].split(" = ", 1)[1]
+        return "\n".join(self.lines)
+
+    def finish(self):
+        """Usually reduce the last result to a scalar, by a weighted sum (every entry of
+        the result counts), a sum of squares or a cross-entropy."""
+        last = self.lines[-1].split(" = ")[0]
+        name = next(n for n in reversed(self.results) if last == self.ref(n, self.rhs[n][0]))
+        letters = self.rhs[name][0]
+        if not letters or self.chance(2):
+            self.scalar = not letters
+            return
+        L = "".join(letters)
+        X = self.ref(name, letters)
+        self.used.add(name)
+        form = self.pick(("weighted", "squares", "log", "cross-entropy" if len(letters) == 2 else "weighted"))
+        if form == "weighted":
+            weights = f"{self.new_input(letters)}_{L}"
+            rhs = f"{weights} {X}" if self.chance(5) else f"{X} {weights}"
+        elif form == "squares":
+            rhs = f"sum_{L}({X} {X})"
+        elif form == "log":
+            rhs = f"mean_{L}(log(1 + {X}^2))"
+        else:
+            n, c = letters
+            rhs = f"mean_{n}(logsumexp_{c}({X}) - {self.new_input([c])}_{c} {X})"
+        self.define("L", [], rhs)
+
+    def wrt_choices(self) -> list[str]:
+        """The inputs the target depends on (not the integer exponents: `(-2)^a` has no
+        derivative by a)."""
+        target = next(reversed(self.results))
+        return sorted(w for w in self.depends[target] if self.kinds[w] != "exponent")
+
+    def specs(self) -> dict:
+        return {name: (shape, self.kinds[name]) for name, shape in self.inputs.items()}
+
+
+@st.composite
+def route_cases(draw, settings: ProgramSettings = ROUTE_PROGRAMS) -> RouteCase:
+    """A program of `RouteGenerator`, the tensor to differentiate by (with fresh letters,
+    or bare), a second one for the Hessian, and an arrays seed."""
+    gen = RouteGenerator(draw(st.data()), settings)
+    text = gen.program()
+    choices = gen.wrt_choices()
+    wrt = wrt2 = None
+    if choices:
+        preferred = [w for w in gen.prefer if w in choices]
+        first = draw(st.sampled_from(preferred)) if preferred and draw(st.booleans()) else draw(st.sampled_from(choices))
+        second = first if draw(st.booleans()) else draw(st.sampled_from(choices))
+
+        def spelled(name, letters):
+            rank = len(gen.inputs[name])
+            return name + "_" + "".join(letters[:rank]) if rank and draw(st.integers(0, 4)) else name
+
+        wrt, wrt2 = spelled(first, WRT_LETTERS), spelled(second, HESSIAN_LETTERS)
+    tags = tuple(sorted(gen.tags)) + (("scalar inputs",) if any(not s for s in gen.inputs.values()) else ())
+    tags += (f"names {gen.prefix}",) + (() if gen.scalar else ("non-scalar target",))
+    return RouteCase(text, wrt, wrt2, gen.specs(), draw(st.integers(0, 2**32 - 1)), gen.scalar, tags)

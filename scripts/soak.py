@@ -1,0 +1,142 @@
+"""Soak the cross-route property (issue 8): N random programs, every route compared.
+
+    python scripts/soak.py --count 100000 --seed 1 --jobs 2 --out failures.txt
+
+Unlike the property under pytest, which stops at the first failure and shrinks it, this
+runs all N programs and writes every failing one to --out (the program, what it was
+differentiated by, how to remake its arrays, which routes disagreed and by how much, or
+the traceback), then a summary of the failure classes. It uses the same generator
+(tests/strategies.py) and the same comparison (tests/routes.py) as tests/test_routes.py.
+
+The programs come from Hypothesis, driven in chunks of --chunk examples with seeds derived
+from --seed, so a run is reproducible and its memory stays bounded. The last line reads
+`soak: N programs, D disagreements, E unexpected exceptions`: D counts programs on which
+some route gave other numbers or refused the (valid) program, E those on which some
+route raised something other than an IndexCalcError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing
+import signal
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+
+from routes import Problem, check  # noqa: E402
+from strategies import route_cases  # noqa: E402
+
+
+SLOW = 5.0  # seconds: a route slower than this on a program this small is reported (not failed)
+
+
+class RouteTimeout(Exception):
+    """A route ran past --timeout: a hang is a finding too."""
+
+
+def _alarm(signum, frame):
+    raise RouteTimeout("the route ran past the soak's --timeout")
+
+
+def run_chunk(task):
+    """Run one chunk of programs; return how many ran, the failures (as text, with their
+    problem signatures and kinds) and the constructs drawn."""
+    chunk, size, base_seed, timeout = task
+    results = {"count": 0, "failures": [], "slow": [], "tags": collections.Counter(), "seconds": collections.Counter()}
+    warnings.simplefilter("ignore")
+    signal.signal(signal.SIGALRM, _alarm)
+
+    @seed(base_seed * 1_000_003 + chunk)
+    @settings(max_examples=size, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(route_cases())
+    def one(case):
+        results["count"] += 1
+        results["tags"].update(case.tags)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        seconds: dict[str, float] = {}
+        try:
+            problems = check(case, seconds)
+        except Exception as err:  # noqa: BLE001 - outside any route: the alarm between two, say
+            problems = [Problem("check", "raised", traceback.format_exc(), True, f"{type(err).__name__}: {err}")]
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        results["seconds"].update(seconds)
+        slow = {route: round(t, 1) for route, t in seconds.items() if t > SLOW}
+        if slow:
+            results["slow"].append(f"{case}\nslow routes (seconds): {slow}")
+        if problems:
+            results["failures"].append({
+                "text": f"{case}\nproblems:\n" + "\n".join("  " + str(p).replace("\n", "\n    ") for p in problems),
+                "signatures": sorted({p.signature() for p in problems}),
+                "disagreement": any(not p.crash for p in problems),
+                "crash": any(p.crash for p in problems),
+            })
+
+    one()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100_000, help="programs to run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole run")
+    parser.add_argument("--out", default="failures.txt", help="file for the failing programs")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--chunk", type=int, default=200, help="programs per Hypothesis run")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one program's routes may take")
+    parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines")
+    args = parser.parse_args(argv)
+
+    chunks = -(-args.count // args.chunk)
+    tasks = [(k, min(args.chunk, args.count - k * args.chunk), args.seed, args.timeout) for k in range(chunks)]
+    count = failed = disagreements = crashes = 0
+    classes: collections.Counter = collections.Counter()
+    tags: collections.Counter = collections.Counter()
+    seconds: collections.Counter = collections.Counter()
+    slow: list[str] = []
+    start = last = time.time()
+    with open(args.out, "w") as out, multiprocessing.Pool(args.jobs) as pool:
+        for result in pool.imap_unordered(run_chunk, tasks):
+            count += result["count"]
+            tags.update(result["tags"])
+            seconds.update(result["seconds"])
+            slow += result["slow"]
+            for failure in result["failures"]:
+                failed += 1
+                disagreements += failure["disagreement"]
+                crashes += failure["crash"]
+                classes.update(failure["signatures"])
+                out.write(f"=== failure {failed}\n{failure['text']}\n\n")
+            out.flush()
+            if time.time() - last >= args.every:
+                last = time.time()
+                rate = count / (last - start)
+                print(f"  {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions,"
+                      f" {rate:.1f} programs/s", flush=True)
+        elapsed = time.time() - start
+        summary = ["", f"constructs drawn ({count} programs):"]
+        summary += [f"  {n:7d}  {tag}" for tag, n in sorted(tags.items())]
+        summary += ["failure classes (programs showing each):"]
+        summary += [f"  {n:7d}  {signature}" for signature, n in classes.most_common()]
+        summary += ["time by route (seconds, all programs):"]
+        summary += [f"  {t:9.1f}  {route}" for route, t in seconds.most_common()]
+        summary += [f"programs with a route slower than {SLOW:.0f} s: {len(slow)} (listed at the end of {args.out})"]
+        out.write("\n".join(summary) + "\n\n" + "\n\n".join(slow) + "\n")
+    print("\n".join(summary))
+    print(f"elapsed {elapsed:.0f} s, {count / elapsed:.2f} programs/s")
+    print(f"soak: {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions")
+    return 1 if disagreements or crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Every route from a program to its numbers, compared (issue 8: one route, one answer).
+
+`check(case)` runs one `RouteCase` (tests/strategies.py) through every route the toolkit
+offers and returns what went wrong, as a list of `Problem`s (empty: all routes agree).
+Both tests/test_routes.py and scripts/soak.py call it, so the property the soak runs a
+hundred thousand times is exactly the one CI runs a hundred times.
+
+The routes, for the value of the program:
+    evaluate, evaluate_loops, compile (no wrt), evaluate(simplify), evaluate(parse(str))
+for its derivative d = diff(p, wrt):
+    evaluate(d), evaluate(simplify(d)), evaluate(diff inline), evaluate_loops(d),
+    compile(d), compile(p, wrt) (a scalar target), evaluate(parse(str(x))) for every
+    derivative x, and central finite differences of evaluate(p): the ground truth
+and for the Hessian h = diff(d, wrt2):
+    evaluate(h), compile(h), evaluate(parse(str(h))), and finite differences of a
+    first-derivative route that agreed with fd: the compiled gradient, else compile(d)
+    or evaluate(d), so that one broken route is not blamed on the Hessian.
+
+Every route is compared with the finite differences (loosely: they are approximate) and,
+where evaluate(d) agrees with them, with evaluate(d) tightly: a disagreement too small for
+finite differences to see is still a disagreement. Any exception is a problem: the
+programs are valid, so even an `IndexCalcError` is one (`crash` marks the others).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+
+import numpy as np
+
+import indexcalc as ic
+
+EXACT_RTOL = 1e-6
+EXACT_ATOL = 1e-9  # times the magnitude of the values compared
+FD_STEP = 1e-6
+FD_RTOL = 1e-4
+FD_ATOL = 1e-6  # times the magnitude of the function and of its derivative
+LOOPS_LIMIT = 100  # the largest loops_cost(case) the explicit loops are run for
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """`route` disagreed with `against` by `detail` (max difference), or raised
+    (`against` is "raised", `detail` the traceback; `crash` if not an IndexCalcError)."""
+
+    route: str
+    against: str
+    detail: str
+    crash: bool = False
+    error: str = ""  # the exception's type and the first line of its message
+
+    def __str__(self) -> str:
+        if self.against == "raised":
+            kind = "CRASH" if self.crash else "error"
+            return f"{self.route}: {kind}\n{self.detail}"
+        return f"{self.route} vs {self.against}: {self.detail}"
+
+    def signature(self) -> str:
+        """What makes two problems the same class: the routes, or the exception's type."""
+        if self.against == "raised":
+            return f"{self.route} raises {self.error.split(':')[0]}"
+        return f"{self.route} vs {self.against}"
+
+
+def finite_difference(f, arrays: dict, name: str) -> np.ndarray:
+    """Central differences of f(arrays) by every entry of arrays[name]; axes: f's, then
+    the array's. A Python scalar is perturbed as a Python float, as a user would pass it."""
+    base = np.array(arrays[name], dtype=np.float64)
+    python_scalar = not isinstance(arrays[name], np.ndarray)
+    columns = []
+    for idx in np.ndindex(base.shape):
+        values = []
+        for sign in (1, -1):
+            moved = base.copy()
+            moved[idx] += sign * FD_STEP
+            values.append(np.asarray(f({**arrays, name: float(moved) if python_scalar else moved}), dtype=np.float64))
+        columns.append((values[0] - values[1]) / (2 * FD_STEP))
+    return np.moveaxis(np.array(columns), 0, -1).reshape(columns[0].shape + base.shape)
+
+
+def wrt_name(wrt: str) -> str:
+    """`"T0_ab"` → `"T0"`; a bare name as it is (names may contain `_`: `w_new_gh`)."""
+    node = ic.parse(wrt)
+    return node.name if isinstance(node, ic.Tensor) else wrt
+
+
+class _Runner:
+    """Runs the routes, keeping each value (or the problem it raised) under its name."""
+
+    def __init__(self):
+        self.values: dict[str, np.ndarray] = {}
+        self.problems: list[Problem] = []
+        self.seconds: dict[str, float] = {}
+
+    def run(self, route: str, compute):
+        start = time.perf_counter()
+        try:
+            value = compute()
+        except Exception as err:  # noqa: BLE001 - every exception is a finding here
+            crash = not isinstance(err, ic.IndexCalcError)
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            self.problems.append(Problem(route, "raised", traceback.format_exc(limit=-3), crash, error))
+            return None
+        finally:
+            self.seconds[route] = time.perf_counter() - start
+        self.values[route] = value
+        return value
+
+    def compare(self, route: str, against: str, rtol: float, atol: float, scale: float = 1.0):
+        if route not in self.values or against not in self.values:
+            return True
+        got, want = np.asarray(self.values[route]), np.asarray(self.values[against])
+        if got.shape != want.shape:
+            self.problems.append(Problem(route, against, f"shape {got.shape}, expected {want.shape}"))
+            return False
+        if np.iscomplexobj(got) or np.iscomplexobj(want):
+            self.problems.append(Problem(route, against, f"complex values: {got!r} vs {want!r}"))
+            return False
+        got, want = got.astype(np.float64), want.astype(np.float64)
+        magnitude = max(scale, float(np.max(np.abs(want), initial=0.0)))
+        bad = ~np.isclose(got, want, rtol=rtol, atol=atol * magnitude, equal_nan=False)
+        if np.any(bad):
+            worst = float(np.max(np.abs(got - want)[bad]))  # nan where either is not finite
+            self.problems.append(Problem(route, against, f"max |difference| {worst:.3g}, values up to {magnitude:.3g}"))
+            return False
+        return True
+
+    def excuse_if_zero(self, route: str, fd: str, scale: float) -> bool:
+        """Forgive `route` an IndexCalcError when the derivative it refused is zero: DESIGN
+        refuses a wrt the formula does not depend on ("a typo is far likelier than a wish
+        for zero"), so the Hessian of a function linear in the wrt is an error, not 0."""
+        zero = fd in self.values and np.allclose(self.values[fd], 0.0, rtol=0, atol=FD_ATOL * scale)
+        refused = [p for p in self.problems if p.route == route and p.against == "raised" and not p.crash]
+        if zero and refused:
+            self.problems = [p for p in self.problems if p not in refused]
+        return zero and bool(refused)
+
+    def magnitude(self, *routes) -> float:
+        return max([1.0] + [float(np.max(np.abs(self.values[r]), initial=0.0)) for r in routes if r in self.values])
+
+
+def loops_cost(case) -> int:
+    """A rough measure of the explicit loops' work on the derivative: the largest input
+    times the wrt's size, once more the largest input for a program with derivative lines
+    (the loops work those out too). Measured: 100 is about a quarter of a second."""
+    biggest = max([math.prod(shape) for shape, _ in case.specs.values()] or [1])
+    wrt_size = math.prod(case.specs[wrt_name(case.wrt)][0]) if case.wrt else 1
+    return biggest * wrt_size * (biggest if "[" in case.text else 1)
+
+
+def check(case, seconds: dict | None = None) -> list[Problem]:
+    """All routes of `case`, compared; the problems found (none when all agree). The time
+    each route took goes into `seconds`, if given (the soak reports the slow ones)."""
+    r = _Runner()
+    try:
+        return _check(case, r)
+    finally:
+        if seconds is not None:
+            seconds.update(r.seconds)
+
+
+def _check(case, r: _Runner) -> list[Problem]:
+    arrays = case.arrays()
+    small = loops_cost(case) <= LOOPS_LIMIT
+    _value(case.text, arrays, r, small)
+    if case.wrt is not None:
+        first = _first_derivative(case, arrays, r, small)
+        if first is not None and case.wrt2 is not None:
+            _second_derivative(case, arrays, r, *first)
+    return r.problems
+
+
+def _value(text, arrays, r: _Runner, small: bool):
+    r.run("evaluate", lambda: ic.evaluate(text, arrays))
+    if small:
+        r.run("evaluate_loops", lambda: ic.evaluate_loops(text, arrays))
+    r.run("compile", lambda: ic.compile(text)(arrays)[0])
+    r.run("evaluate(simplify)", lambda: ic.evaluate(ic.simplify(ic.parse(text)), arrays))
+    r.run("evaluate(parse(str))", lambda: ic.evaluate(ic.parse(str(ic.parse(text))), arrays))
+    if "evaluate" in r.values and not np.all(np.isfinite(r.values["evaluate"])):
+        r.problems.append(Problem("evaluate", "finite", "not finite: the generator left the safe domain"))
+    for route in ("evaluate_loops", "compile", "evaluate(simplify)", "evaluate(parse(str))"):
+        r.compare(route, "evaluate", EXACT_RTOL, EXACT_ATOL)
+
+
+def _first_derivative(case, arrays, r: _Runner, small: bool):
+    """The derivative by every route; returns (d, a first-derivative function of the
+    arrays, its name) for the Hessian, the function one that agreed with fd if any did."""
+    text, wrt, name = case.text, case.wrt, wrt_name(case.wrt)
+    d = r.run("diff", lambda: ic.diff(text, wrt))
+    r.run("fd", lambda: finite_difference(lambda a: ic.evaluate(text, a), arrays, name))
+    functions = {}  # route → the same route as a function of the arrays
+    if case.scalar:
+        gradient = r.run("compile(wrt)", lambda: ic.compile(text, wrt=[wrt]))
+        if gradient is not None:
+            functions["compile(wrt) gradient"] = lambda a: gradient(a)[1][name]
+            r.run("compile(wrt) value", lambda: gradient(arrays)[0])
+            r.compare("compile(wrt) value", "evaluate", EXACT_RTOL, EXACT_ATOL)
+    if d is not None:
+        functions["evaluate(diff)"] = lambda a: ic.evaluate(d, a)
+        compiled = r.run("compile(diff) plan", lambda: ic.compile(d))
+        if compiled is not None:
+            functions["compile(diff)"] = lambda a: compiled(a)[0]
+        s = r.run("simplify(diff)", lambda: ic.simplify(d))
+        inline = r.run("diff inline", lambda: ic.diff(text, wrt, inline=True))
+        derivatives = {"diff": d, "simplify(diff)": s, "diff inline": inline}
+        for label, x in derivatives.items():
+            if x is not None and label != "diff":
+                r.run(f"evaluate({label})", lambda: ic.evaluate(x, arrays))
+        if small:
+            r.run("evaluate_loops(diff)", lambda: ic.evaluate_loops(d, arrays))
+        for label, x in derivatives.items():
+            if x is not None:
+                r.run(f"evaluate(parse(str({label})))", lambda: ic.evaluate(ic.parse(str(x)), arrays))
+    for route, f in functions.items():
+        r.run(route, lambda: f(arrays))
+    routes = ["evaluate(diff)", "evaluate(simplify(diff))", "evaluate(diff inline)", "evaluate_loops(diff)",
+              "compile(diff)", "compile(wrt) gradient", "evaluate(parse(str(diff)))",
+              "evaluate(parse(str(simplify(diff))))", "evaluate(parse(str(diff inline)))"]
+    scale = r.magnitude("evaluate", "fd")
+    r.excuse_if_zero("diff", "fd", scale)
+    r.excuse_if_zero("compile(wrt)", "fd", scale)
+    right = [route for route in routes if r.compare(route, "fd", FD_RTOL, FD_ATOL, scale)]
+    if "evaluate(diff)" in right:
+        for route in right[1:]:
+            r.compare(route, "evaluate(diff)", EXACT_RTOL, EXACT_ATOL)
+    if d is None or not functions:
+        return None
+    label = next((route for route in functions if route in right), next(iter(functions)))
+    return d, functions[label], label
+
+
+def _second_derivative(case, arrays, r: _Runner, d, first, label):
+    """The Hessian by every route, against finite differences of a first derivative
+    (the compiled gradient when it is right)."""
+    wrt2, name2 = case.wrt2, wrt_name(case.wrt2)
+    h = r.run("diff(diff)", lambda: ic.diff(d, wrt2))
+    reference = f"fd({label})"
+    r.run(reference, lambda: finite_difference(first, arrays, name2))
+    scale = r.magnitude("fd", label, reference)
+    if h is None:
+        r.excuse_if_zero("diff(diff)", reference, scale)
+        return
+    r.run("evaluate(hessian)", lambda: ic.evaluate(h, arrays))
+    r.run("compile(hessian)", lambda: ic.compile(h)(arrays)[0])
+    r.run("evaluate(parse(str(hessian)))", lambda: ic.evaluate(ic.parse(str(h)), arrays))
+    routes = ["evaluate(hessian)", "compile(hessian)", "evaluate(parse(str(hessian)))"]
+    right = [route for route in routes if r.compare(route, reference, FD_RTOL, FD_ATOL, scale)]
+    if "evaluate(hessian)" in right:
+        for route in right[1:]:
+            r.compare(route, "evaluate(hessian)", EXACT_RTOL, EXACT_ATOL)

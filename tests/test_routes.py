@@ -1,0 +1,416 @@
+"""One route, one answer (issue 8): every program the notation accepts gives the same right
+numbers by every route (evaluate, loops, diff, simplify, inline, compile, the compiled
+Hessian), or a clear error.
+
+The property draws programs from `RouteGenerator` (tests/strategies.py) and compares the
+routes with `routes.check` (tests/routes.py), the same code scripts/soak.py runs a hundred
+thousand times. CI runs a small, derandomized sample; `HYPOTHESIS_PROFILE=soak` runs the
+property at soak size under pytest (it stops at the first failure and shrinks it; the
+script collects them all).
+
+Below the property, one regression test per failure class: the issue's own reproductions,
+then the minimal programs the property found. Each fails on the main the issue was filed
+against and is marked `xfail(strict=True)`, so that each flips visibly when its fix lands.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+
+import indexcalc as ic
+from routes import check, finite_difference
+from strategies import route_cases
+
+settings.register_profile(
+    "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
+PROPERTY = settings.get_profile("soak") if SOAK else settings(
+    max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+
+RNG = np.random.default_rng(8)
+
+
+def issue8(what: str):
+    return pytest.mark.xfail(strict=True, reason=f"issue 8: {what}")
+
+
+# --------------------------------------------------------------------------------------
+# The cross-route property
+
+
+@issue8("the cross-route property finds the classes below until the core rewrite lands")
+@PROPERTY
+@given(route_cases())
+def test_every_route_gives_the_same_numbers(case):
+    for tag in case.tags:
+        event(tag)
+    problems = check(case)
+    assert not problems, f"{case}\n\n" + "\n\n".join(map(str, problems))
+
+
+# --------------------------------------------------------------------------------------
+# Helpers of the regression tests
+
+
+def rand(*shape):
+    return RNG.uniform(-1, 1, shape)
+
+
+def fd(source, arrays, name):
+    """Central differences of evaluate(source) by arrays[name]: the ground truth."""
+    return finite_difference(lambda a: ic.evaluate(source, a), arrays, name)
+
+
+def assert_close(got, expected, what="", rtol=1e-4):
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape}, expected {expected.shape}"
+    assert not np.iscomplexobj(got), f"{what}: complex values {got}"
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-6 * scale, err_msg=what)
+
+
+def routes_of_gradient(source, wrt, arrays):
+    """Every first-derivative route of `source` by `wrt`, by name."""
+    d = ic.diff(source, wrt)
+    return {
+        "evaluate(diff)": lambda: ic.evaluate(d, arrays),
+        "evaluate(simplify(diff))": lambda: ic.evaluate(ic.simplify(d), arrays),
+        "evaluate(diff inline)": lambda: ic.evaluate(ic.diff(source, wrt, inline=True), arrays),
+        "evaluate_loops(diff)": lambda: ic.evaluate_loops(d, arrays),
+        "compile(diff)": lambda: ic.compile(d)(arrays)[0],
+        "evaluate(parse(str(diff)))": lambda: ic.evaluate(ic.parse(str(d)), arrays),
+        "evaluate(parse(str(diff inline)))": lambda: ic.evaluate(ic.parse(str(ic.diff(source, wrt, inline=True))), arrays),
+    }
+
+
+def assert_routes_right(source, wrt, arrays, only=None):
+    """Each route (or those named in `only`) equals finite differences; all are tried
+    before failing, so that the message lists every wrong one."""
+    name = wrt.split("_")[0]
+    truth = fd(source, arrays, name)
+    wrong = []
+    for route, compute in routes_of_gradient(source, wrt, arrays).items():
+        if only and route not in only:
+            continue
+        try:
+            assert_close(compute(), truth, route)
+        except Exception as err:  # noqa: BLE001 - collected, reported together
+            wrong.append(f"{route}: {type(err).__name__}: {str(err).strip().splitlines()[0]}")
+    assert not wrong, "\n".join(wrong)
+
+
+def outcome(compute):
+    """The value, or "refused" for an IndexCalcError; any other exception propagates."""
+    try:
+        return np.asarray(compute())
+    except ic.IndexCalcError:
+        return "refused"
+
+
+def assert_same_outcome(first, second):
+    """Two routes agree: both refuse, or both give the same numbers."""
+    a, b = outcome(first), outcome(second)
+    if isinstance(a, str) or isinstance(b, str):
+        assert isinstance(a, str) and isinstance(b, str), f"one route refused, the other gave {a if isinstance(b, str) else b}"
+    else:
+        assert_close(a, b, "the two routes", rtol=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# The issue's reproductions, item by item
+
+UPDATE_RULE = """yhat_i = σ(w_ij x_j + b_i)
+loss = (yhat_j - y_j)(yhat_j - y_j)
+w_new_gh = w_gh - eta loss_{,(gh)}[w]
+L2 = w_new_gh w_new_gh"""
+
+
+def update_rule_arrays():
+    return {"w": rand(2, 3), "x": rand(3), "b": rand(2), "y": rand(2), "eta": 0.3}
+
+
+@issue8("item 1, a derivative line is differentiated as a constant (the Hessian term is missing)")
+def test_update_rule_by_w_has_the_hessian_term():
+    assert_routes_right(UPDATE_RULE, "w_ab", update_rule_arrays())
+
+
+@issue8("item 1, a line after a derivative line 'does not depend on x'")
+def test_update_rule_by_x():
+    assert_routes_right(UPDATE_RULE, "x_p", update_rule_arrays())
+
+
+def test_update_rule_compiled_gradient_is_right():
+    arrays = update_rule_arrays()
+    assert_close(ic.compile(UPDATE_RULE, wrt=["w"])(arrays)[1]["w"], fd(UPDATE_RULE, arrays, "w"))
+
+
+SOFTMAX = "p_nk = exp(x_nk) / sum_c(exp(x_nc))\nL = r_nk p_nk"
+
+
+@issue8("item 2, inlining lets sum_c capture the outer n")
+def test_softmax_inlined_and_compiled_derivative():
+    arrays = {"x": rand(2, 3), "r": rand(2, 3)}
+    assert_routes_right(SOFTMAX, "x_gh", arrays)
+
+
+@issue8("item 2, the compiled softmax Hessian")
+def test_softmax_compiled_hessian():
+    arrays = {"x": rand(2, 3), "r": rand(2, 3)}
+    hessian = ic.diff(ic.diff(SOFTMAX, "x_gh"), "x_αβ")
+    gradient = ic.compile(SOFTMAX, wrt=["x"])
+    expected = finite_difference(lambda a: gradient(a)[1]["x"], arrays, "x")
+    assert_close(ic.evaluate(hessian, arrays), expected, "evaluate")
+    assert_close(ic.compile(hessian)(arrays)[0], expected, "compile")
+
+
+ATTENTION = """q_se = x_sd Wq_de
+k_ue = x_ud Wk_de
+S_su = q_se k_ue
+A_su = exp(S_su) / sum_v(exp(S_sv))
+o_sd = A_su x_ud
+L = r_sd o_sd"""
+
+
+def attention_arrays():
+    return {"x": rand(3, 2), "Wq": rand(2, 2), "Wk": rand(2, 2), "r": rand(3, 2)}
+
+
+@pytest.mark.parametrize("wrt", ["Wq_gh", "Wk_gh"])
+@issue8("item 2, attention: the softmax over u captures the query's s")
+def test_attention_by_its_weights(wrt):
+    assert_routes_right(ATTENTION, wrt, attention_arrays())
+
+
+@issue8("item 3, compile of a program that reads a derivative line builds a scalar for a vector")
+def test_compile_a_program_that_reads_a_derivative_line():
+    text = "yhat_i = σ(w_ij x_j b_i)\nloss = yhat_j c_j\ng_gh = loss_{,(gh)}[w]"
+    arrays = {"w": rand(2, 3), "x": rand(3), "b": rand(2), "c": rand(2)}
+    expected = fd("yhat_i = σ(w_ij x_j b_i)\nloss = yhat_j c_j", arrays, "w")
+    assert_close(ic.evaluate(text, arrays), expected, "evaluate")
+    assert_close(ic.compile(text)(arrays)[0], expected, "compile")
+
+
+@issue8("item 4, the emitted `-2.0 ** v1` reads (-2)^a as -(2^a)")
+def test_negative_literal_base():
+    for a in (2, 2.0, 3):
+        assert ic.compile("y = (-2)^a")({"a": a})[0] == ic.evaluate("y = (-2)^a", {"a": a}) == (-2.0) ** a
+
+
+@issue8("item 4, Python float inputs stay Python numbers: a^b is complex")
+def test_python_float_inputs_are_read_as_evaluate_reads_them():
+    arrays = {"a": -2.0, "b": 0.5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        compiled, evaluated = ic.compile("y = a^b")(arrays)[0], ic.evaluate("y = a^b", arrays)
+    assert not np.iscomplexobj(compiled)
+    np.testing.assert_array_equal(compiled, evaluated)  # nan, as numpy says
+
+
+@issue8("item 4, Python int inputs raise ZeroDivisionError")
+def test_python_int_inputs_are_read_as_evaluate_reads_them():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for text, arrays in [("y = a/b", {"a": 1, "b": 0}), ("y = a^b", {"a": 0, "b": -1})]:
+            np.testing.assert_array_equal(ic.compile(text)(arrays)[0], ic.evaluate(text, arrays))
+
+
+@issue8("item 4, a folded inf becomes a NameError in the generated code")
+def test_folded_infinity():
+    arrays = {"x": rand(2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for text in ("y_i = x_i * 1e308 * 1e308", "y_i = x_i / 0"):
+            np.testing.assert_array_equal(ic.compile(text)(arrays)[0], ic.evaluate(text, arrays))
+
+
+@issue8("item 4, a tensor named v9 crashes the plan (its variable regex matches inside arrays['v9'])")
+def test_tensors_named_like_plan_variables():
+    arrays = {"v9": rand(3), "v10": rand(3), "v1": rand(3)}
+    text = "y = v9_i v10_i + v1_i v1_i"
+    assert_close(ic.compile(text)(arrays)[0], ic.evaluate(text, arrays), rtol=1e-12)
+    grads = ic.compile(text, wrt=["v9", "v1"])(arrays)[1]
+    assert_close(grads["v9"], arrays["v10"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("text", ["L = (a_ij b_ij - t_ij)(a_ij b_ij - t_ij)", "y_i = w_ij x_j x_j"])
+@issue8("item 5, ambiguous index use is read one way without a word")
+def test_ambiguous_index_use_is_refused(text):
+    arrays = {"a": rand(2, 2), "b": rand(2, 2), "t": rand(2, 2), "w": rand(2, 3), "x": rand(3)}
+    for route in (lambda: ic.evaluate(text, arrays), lambda: ic.compile(text)(arrays), lambda: ic.evaluate_loops(text, arrays)):
+        with pytest.raises(ic.IndexCalcError):
+            route()
+
+
+@issue8("item 6, D_g = y_{,g}[w] for a matrix w: refused by evaluate, a 2-D result from compile")
+def test_one_validity_check_for_a_comma_derivative_with_too_few_letters():
+    text = "y = w_ij w_ij\nD_g = y_{,g}[w]"
+    arrays = {"w": rand(2, 2)}
+    assert_same_outcome(lambda: ic.evaluate(text, arrays), lambda: ic.compile(text)(arrays)[0])
+
+
+@issue8("item 6, an equation that reads its own name: evaluate accepts it, compile crashes")
+def test_one_validity_check_for_an_equation_reading_its_own_name():
+    text = "w_i = w_i - 0.1 g_i"
+    arrays = {"w": rand(3), "g": rand(3)}
+    assert_same_outcome(lambda: ic.evaluate(text, arrays), lambda: ic.compile(text)(arrays)[0])
+
+
+@issue8("item 6, Reduce('max', ...) is a sum to compile and a logsumexp to evaluate")
+def test_one_reading_of_a_reduction_built_in_python():
+    eq = ic.Equation(ic.Tensor("y"), ic.Reduce("max", ("i",), ic.Tensor("x", ("i",))))
+    arrays = {"x": np.array([1.0, 2.0, 3.0])}
+    assert_same_outcome(lambda: ic.evaluate(eq, arrays), lambda: ic.compile(eq)(arrays)[0])
+    assert_same_outcome(lambda: ic.evaluate(eq, arrays), lambda: ic.evaluate_loops(eq, arrays))
+
+
+# "Clear errors on valid input": compile of derivatives whose letters survive only on a δ
+
+HESSIANS = {
+    "tr(X²)": ("t = X_ij X_ji", "X", {"X": (3, 3)}),
+    "‖X‖²": ("n = X_ij X_ij", "X", {"X": (3, 2)}),
+    "tr(XᵀBX)": ("t = X_ij B_ik X_kj", "X", {"X": (3, 2), "B": (3, 3)}),
+    "bᵀXᵀXc": ("s = b_i X_ji X_jk c_k", "X", {"X": (2, 3), "b": (3,), "c": (3,)}),
+    "‖T − UVᵀ‖² by U": ("e = (T_ij - U_ik V_jk)(T_ij - U_ik V_jk)", "U", {"T": (3, 2), "U": (3, 2), "V": (2, 2)}),
+    "(1ᵀx)²": ("s = sum_i(x_i)^2", "x", {"x": (3,)}),
+    "mean(x²)": ("m = mean_i(x_i^2)", "x", {"x": (3,)}),
+}
+PASSING_HESSIANS = {"mean(x²)"}
+
+
+@pytest.mark.parametrize("form", [
+    pytest.param(form, marks=() if form in PASSING_HESSIANS else issue8("a compiled Hessian whose letters only a δ carries: ShapeError"))
+    for form in HESSIANS
+])
+def test_compiled_hessian_whose_letters_survive_only_on_a_delta(form):
+    text, name, shapes = HESSIANS[form]
+    arrays = {k: rand(*shape) for k, shape in shapes.items()}
+    spell = {1: ("_g", "_α"), 2: ("_gh", "_αβ")}[len(shapes[name])]
+    hessian = ic.diff(ic.diff(text, name + spell[0]), name + spell[1])
+    gradient = ic.compile(text, wrt=[name])
+    expected = finite_difference(lambda a: gradient(a)[1][name], arrays, name)
+    assert_close(ic.evaluate(hessian, arrays), expected, "evaluate")
+    assert_close(ic.compile(hessian)(arrays)[0], expected, "compile")
+
+
+JACOBIANS = {
+    "X ↦ X": ("y_ij = X_ij", "X_gh", {"X": (2, 3)}),
+    "diag": ("y_ij = delta_ij x_i", "x_g", {"x": (3,)}),
+    "outer": ("y_ij = x_i z_j", "x_g", {"x": (3,), "z": (2,)}),
+    "Kronecker": ("y_ijkl = A_ik B_jl", "A_gh", {"A": (2, 3), "B": (2, 2)}),
+    "bilinear": ("y_k = x_i W_kij z_j", "W_gho", {"x": (3,), "W": (2, 3, 2), "z": (2,)}),
+}
+
+
+@pytest.mark.parametrize("form", list(JACOBIANS))
+@issue8("a compiled Jacobian whose letters only a δ carries: ShapeError")
+def test_compiled_jacobian_whose_letters_survive_only_on_a_delta(form):
+    text, wrt, shapes = JACOBIANS[form]
+    arrays = {k: rand(*shape) for k, shape in shapes.items()}
+    assert_routes_right(text, wrt, arrays)
+
+
+LAYER_NORM = """mu_n = mean_d(x_nd)
+xc_nd = x_nd - mu_n
+v_n = mean_d(xc_nd xc_nd)
+y_nd = xc_nd / sqrt(v_n + 0.1)
+L = r_nd y_nd"""
+RBF = "y_n = sum_k(a_k exp(-sum_d((x_nd - c_kd)^2)))\nL = r_n y_n"
+
+
+@pytest.mark.parametrize("text, wrt, shapes", [
+    pytest.param(LAYER_NORM, "x_gh", {"x": (2, 3), "r": (2, 3)}, id="layer norm"),
+    pytest.param(RBF, "x_gh", {"x": (2, 3), "a": (2,), "c": (2, 3), "r": (2,)}, id="rbf sum_k"),
+    pytest.param(ATTENTION, "x_gh", {"x": (3, 2), "Wq": (2, 2), "Wk": (2, 2), "r": (3, 2)}, id="attention by x"),
+])
+@issue8("inline=True and compile(diff) raise IndexNotationError on valid layers")
+def test_inline_and_compiled_derivatives_of_layers(text, wrt, shapes):
+    arrays = {k: rand(*shape) for k, shape in shapes.items()}
+    assert_routes_right(text, wrt, arrays)
+
+
+# --------------------------------------------------------------------------------------
+# Classes the property found beyond the issue's reproductions, shrunk to their cores
+
+
+@pytest.mark.parametrize("wrt", ["W_ab", "v_a"])
+@issue8("a gradient line read by a later line: 'L does not depend on W' (nor on v, the very wrt)")
+def test_a_gradient_line_read_by_a_later_line(wrt):
+    text = "h_i = tanh(W_ij v_j)\nloss = sum_i(softplus(h_i))\ng_k = loss_{,k}[v]\nL = g_k g_k"
+    arrays = {"W": rand(2, 3), "v": rand(3)}
+    assert_routes_right(text, wrt, arrays)
+
+
+@issue8("a Jacobian line read by a later line: diff says 'does not depend on x'")
+def test_a_jacobian_line_read_by_a_later_line():
+    text = "y_ij = tanh(x_ij)\nJ_ijkl = y_{ij,(kl)}[x]\nL = r_ijkl J_ijkl"
+    arrays = {"x": rand(2, 2), "r": rand(2, 2, 2, 2)}
+    assert_routes_right(text, "x_ab", arrays)
+
+
+@issue8("compile of a program whose Jacobian line is a δ alone: ShapeError, cannot tell the size")
+def test_compile_a_program_reading_a_jacobian_that_is_a_delta():
+    text = "y_ij = x_ij\nJ_ijkl = y_{ij,(kl)}[x]\nL = r_ijkl J_ijkl"
+    arrays = {"x": rand(2, 3), "r": rand(2, 3, 2, 3)}
+    assert_close(ic.compile(text)(arrays)[0], ic.evaluate(text, arrays), "compile", rtol=1e-9)
+
+
+@issue8("a Hessian through the update rule by its step size, then by w: 'does not depend on w'")
+def test_update_rule_hessian_by_eta_then_w():
+    arrays = update_rule_arrays()
+    first = ic.diff(UPDATE_RULE, "eta")
+    expected = finite_difference(lambda a: ic.evaluate(first, a), arrays, "w")
+    assert_close(ic.evaluate(ic.diff(first, "w_ab"), arrays), expected)
+
+
+@issue8("attention scores summed inside the softmax: inline and compile(diff) capture the outer i")
+def test_attention_scores_written_inside_the_softmax():
+    text = "A_il = exp(X_ij P_jk X_ln Q_nk) / sum_m(exp(X_ij P_jk X_mn Q_nk))\no_ij = A_il X_lj"
+    arrays = {"X": rand(2, 2), "P": rand(2, 1), "Q": rand(2, 1)}
+    assert_routes_right(text, "X_ab", arrays)
+
+
+def second_difference(source, arrays, name, step=1e-3):
+    """d²/dname² of evaluate(source) for a scalar input `name`, by a central second difference."""
+    at = lambda shift: np.asarray(ic.evaluate(source, {**arrays, name: arrays[name] + shift}))  # noqa: E731
+    return (at(step) - 2 * at(0.0) + at(-step)) / step**2
+
+
+@issue8("compile of a Hessian through a softmax and the update rule (by w, then eta) crashes: "
+        "ValueError: axes don't match array")
+def test_compiled_hessian_through_a_softmax_and_the_update_rule():
+    text = """p_sm = exp(v_sm) / sum_μ(exp(v_sμ))
+loss = sum_tk(softplus(p_tk))
+v_new_nq = v_nq - eta loss_{,(nq)}[v]
+L = v_new_nq v_new_nq"""
+    arrays = {"v": rand(2, 3), "eta": 0.3}
+    gradient = ic.compile(text, wrt=["v"])
+    expected = finite_difference(lambda a: gradient(a)[1]["v"], arrays, "eta")
+    assert_close(ic.compile(ic.diff(ic.diff(text, "v_ab"), "eta"))(arrays)[0], expected)
+
+
+@issue8("compile of the second derivative by eta through a mean and the update rule crashes: KeyError")
+def test_compiled_second_derivative_by_the_step_size():
+    text = """mu_m = mean_k(v_mk)
+loss = mean_k(mu_k^2)
+v_new_jq = v_jq - eta loss_{,(jq)}[v]
+L = v_new_jq v_new_jq"""
+    arrays = {"v": rand(2, 2), "eta": 0.3}
+    expected = second_difference(text, arrays, "eta")
+    assert_close(ic.compile(ic.diff(ic.diff(text, "eta"), "eta"))(arrays)[0], expected)
+
+
+@issue8("compile of a mixed second derivative whose letters only a δ carries: ShapeError, size of b")
+def test_compiled_mixed_derivative_through_a_mean():
+    text = "mu_m = mean_k(v_mk)\nL = eta mu_k mu_k"
+    arrays = {"v": rand(2, 3), "eta": 0.3}
+    mixed = ic.diff(ic.diff(text, "v_ab"), "eta")
+    expected = finite_difference(lambda a: ic.compile(text, wrt=["v"])(a)[1]["v"], arrays, "eta")
+    assert_close(ic.evaluate(mixed, arrays), expected, "evaluate")
+    assert_close(ic.compile(mixed)(arrays)[0], expected, "compile")
