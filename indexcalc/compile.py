@@ -15,6 +15,7 @@ per shape signature, which shares what they have in common.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -29,6 +30,7 @@ from .indices import check_equation
 from .plan import Lowering, canonical_key, emit, sized_by
 from .program import as_parsed, numeric_array
 from .relabel import fresh_letters, letters_in, rename_fixed
+from .scope import explicit
 from .simplify import simplify
 
 
@@ -56,7 +58,8 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     equations = equations[: _target(equations, of) + 1]
     for eq in equations:
         check_equation(eq)
-    equations = _needed(_inline_derivatives(_needed(equations)))
+    # every sum a node before anything is substituted: an inlined definition cannot capture
+    equations = _needed(_inline_derivatives(_needed([explicit(eq) for eq in equations])))
     target = equations[-1]
     wanted = [_parse_wrt(w) for w in wrt]
     params = [name for name, _ in wanted]
@@ -90,7 +93,7 @@ def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     rhs = _substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key)
     if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
         return equations
-    return still_needed(equations[:-1], [Equation(last.lhs, rhs)])
+    return still_needed(equations[:-1], [explicit(Equation(last.lhs, rhs))])
 
 
 def _needed(equations: list[Equation]) -> list[Equation]:
@@ -156,8 +159,10 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
         if node.op == "mean":
             scale = Tensor(f"#mean{next(counter)}")
             scales[scale.key] = node.indices
-            return Product((Reduce("sum", node.indices, body), scale))
-        return Reduce(node.op, node.indices, body)
+            if isinstance(body, Reduce) and body.op == "sum":  # mean_n(sum_h(..)): one contraction
+                return Product((replace(body, indices=node.indices + body.indices), scale))
+            return Product((Reduce("sum", node.indices, body, implicit=node.implicit), scale))
+        return replace(node, body=body)
     return node
 
 
@@ -217,7 +222,7 @@ def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]
     # the adjoint goes into every term, beside the δ it is to be contracted with
     products = tuple(Product((adjoint, t.expr())) for t in terms)
     body = Sum(products) if len(products) > 1 else products[0] if products else Number(0.0)
-    contribution = Reduce("sum", A, body) if A else body
+    contribution = Reduce("sum", A, body, implicit=True) if A else body
     result = simplify(Equation(Tensor("#c", G), contribution))
     return result.rhs, G
 
