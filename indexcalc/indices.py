@@ -7,8 +7,16 @@ occurs more than once (in two or more factors, or twice on one tensor as in `m_i
 summed there, einsum's rule; parentheses around a product only group. Function
 arguments, reductions and sums are scopes: what is summed inside them stays inside.
 
+Two uses have two readings and are refused here, with both readings spelled out: a term
+of a sum that sums an index which a sibling term carries free (`a_ij b_ij - t_ij`), and an
+index occurring three or more times in one product outside a δ (`w_ij x_j x_j`). Trees
+built in Python are held to the notation too: a reduction or function the notation does
+not know is refused here, not read one way by one route and another by the next.
+
 Every evaluator asks `free_indices` and `summed_indices`, so the einsum evaluator and the
-explicit loops can never disagree about what an expression means.
+explicit loops can never disagree about what an expression means; and every route (the
+evaluators, diff, simplify, compile) passes through `free_indices` or `check_equation`,
+so all of them refuse the same things.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from __future__ import annotations
 from collections import Counter
 from functools import lru_cache
 
+from . import functions
 from .errors import IndexNotationError, ShapeError
 from .expr import (
+    REDUCTIONS,
     Call,
     Delta,
     Equation,
@@ -72,20 +82,20 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
     )
 
 
+def _factor_indices(node: Expr, fixed: frozenset[str]) -> list[tuple[Expr, tuple[str, ...]]]:
+    """Each factor of a product (a lone tensor is its own one factor) with the indices it
+    shows the product: a tensor's or δ's own, the free ones of anything else."""
+    factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
+    return [(f, f.all_indices if isinstance(f, (Tensor, Delta)) else _free(f, fixed)) for f in factors]
+
+
 def _occurrences(node: Expr, fixed: frozenset[str]) -> list[str]:
-    if isinstance(node, (Tensor, Delta)):
-        return list(node.all_indices)
-    out: list[str] = []
-    for factor in leaf_factors(node):
-        if isinstance(factor, (Tensor, Delta)):
-            out.extend(factor.all_indices)
-        else:
-            out.extend(_free(factor, fixed))
-    return out
+    return [i for _, indices in _factor_indices(node, fixed) for i in indices]
 
 
 @lru_cache(maxsize=65536)
 def _occurrence_split(node: Expr, fixed: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    _refuse_three_occurrences(node, fixed)
     counts = Counter(_occurrences(node, fixed))
     free = tuple(i for i in counts if i in fixed or counts[i] == 1)
     summed = tuple(i for i in counts if i not in fixed and counts[i] > 1)
@@ -106,6 +116,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
             raise _error(f"the exponent {node.exponent} must carry no free index, it has {_fmt(exponent_free)}", node.exponent)
         return _free(node.base, fixed)
     if isinstance(node, Call):
+        _check_function(node)
         free = _free(node.arg, fixed)
         if node.relabel is None:
             return free
@@ -113,6 +124,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         # σ_i(T_ji) with i fixed outside reads the diagonal T_ii: one i
         return tuple(dict.fromkeys(node.relabel if i == source else i for i in free))
     if isinstance(node, Reduce):
+        _check_reduction(node)
         inner = fixed | set(node.indices)
         free = _free(node.body, inner)
         missing = [i for i in node.indices if i not in free]
@@ -141,15 +153,166 @@ def _sum_free(node: Sum, fixed: frozenset[str]) -> tuple[str, ...]:
                 f"{_fmt(sorted(fixed))}): {first[0]} has {_fmt(first[1])} but {term} has {_fmt(free)}",
                 term,
             )
+    _refuse_hidden_sums(node, frees, fixed)
     out: list[str] = []
     for free in frees:
         out.extend(i for i in free if i not in out)
     return tuple(out)
 
 
+# ---------------------------------------------------------------- uses with two readings
+
+
+def _refuse_three_occurrences(node: Expr, fixed: frozenset[str]) -> None:
+    """A repeated index pairs two occurrences; on three or more factors of one product
+    (`w_ij x_j x_j`, `m_ii x_i`) it is far likelier a slip than a wish for one sum over
+    all of them, so it must be written out (`sum_j(...)` fixes j inside). Occurrences on
+    a δ do not count: a δ renames an index rather than multiplying by another value, and
+    derivatives produce `a_i δ_ij b_j`."""
+    if isinstance(node, Delta):
+        return
+    factors = _factor_indices(node, fixed)
+    counted = [(f, ix) for f, ix in factors if not isinstance(f, Delta)]
+    counts = Counter(i for _, ix in counted for i in ix if i not in fixed)
+    index = next((i for i, n in counts.items() if n >= 3), None)
+    if index is None:
+        return
+    seen = 0
+    for factor, indices in counted:
+        seen += indices.count(index)
+        if seen >= 3:
+            break
+    where = factor if getattr(factor, "span", None) else node
+    raise _error(_three_occurrences_message(node, index, counts[index], factors), where)
+
+
+def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> str:
+    """Both readings of an index occurring `count` times in `node`, and how to write each."""
+    readings = [f"one sum over all {count}: write sum_{index}({node})"]
+    seen, pair, rest = 0, [], []
+    for factor, indices in factors:
+        if seen >= 2 or isinstance(factor, Delta):
+            rest.append(factor)
+        else:
+            pair.append(factor)
+            seen += indices.count(index)
+    if rest:
+        readings.append(
+            f"{_text(pair)} summed, {index} free on the rest: write sum_{index}({_text(pair)}) {_text(rest)} "
+            f"(or, for a different index there, a letter of its own)"
+        )
+    else:
+        readings.append(f"two different indices: give an occurrence of {index} a letter of its own")
+    return _two_readings(f"{index} occurs {count} times in {node} (outside a δ), but a repeated index sums a pair", readings)
+
+
+def _two_readings(problem: str, readings: list[str]) -> str:
+    """The problem, then each reading on a line of its own."""
+    return problem + ", so it reads two ways:" + "".join(f"\n    {r}" for r in readings)
+
+
+def _text(factors: list[Expr]) -> str:
+    """Factors as they would be written in a product."""
+    if len(factors) == 1:
+        return f"({factors[0]})" if isinstance(factors[0], Sum) else str(factors[0])
+    return str(Product(tuple(factors)))
+
+
+def _refuse_hidden_sums(node: Sum, frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
+    """No term may sum, by einsum's rule, an index that a sibling term carries free:
+    anywhere inside the term counts (a function argument, a parenthesised sum), only a
+    written-out `sum_j(...)`/`mean_j(...)` says what is meant. In `(a_ij b_ij - t_ij)`
+    the user almost surely means the elementwise product, while the rule contracts it to
+    one number and expands that over t_ij: both are plausible, so neither is chosen."""
+    for k, term in enumerate(node.terms):
+        carried = {i for n, free in enumerate(frees) if n != k for i in free if i not in fixed}
+        for carrier, summed, inner in _implicit_sums(term, fixed):
+            clash = tuple(i for i in summed if i in carried)
+            if clash:
+                sibling = next(t for n, t in enumerate(node.terms) if n != k and set(clash) & set(frees[n]))
+                where = carrier if getattr(carrier, "span", None) else term
+                raise _error(_hidden_sum_message(node, term, carrier, clash, sibling, inner), where)
+
+
+@lru_cache(maxsize=65536)
+def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple[str, ...], frozenset[str]], ...]:
+    """Every product in `node` (a lone tensor `m_ii` too) that sums an index by einsum's
+    rule, with the indices it sums and those fixed where it stands. Inside a reduction its
+    own indices are fixed, so a sum written out is never among them."""
+    out = []
+    if isinstance(node, (Tensor, Delta, Product)):
+        summed = _occurrence_split(node, fixed)[1]
+        if summed:
+            out.append((node, summed, fixed))
+    if isinstance(node, Reduce):
+        fixed = fixed | set(node.indices)
+    children = leaf_factors(node) if isinstance(node, Product) else node.children()
+    for child in children:
+        if not (isinstance(node, Product) and isinstance(child, (Tensor, Delta))):
+            out.extend(_implicit_sums(child, fixed))
+    return tuple(out)
+
+
+def _hidden_sum_message(node: Sum, term: Expr, carrier: Expr, clash, sibling: Expr, fixed) -> str:
+    """Both readings of `carrier` beside `sibling`, and how to write each."""
+    shown, sibling = _without_number(carrier), _without_number(sibling)
+    summed = set(_occurrence_split(carrier, fixed)[1])
+    kept = [i for i in _occurrences(carrier, fixed) if i not in summed or i in clash]
+    line = f"{_new_name(node)}_{''.join(dict.fromkeys(kept))}"
+    inside = "" if carrier is term else f" (inside the term {_without_number(term)})"
+    indices = ", ".join(clash)
+    return _two_readings(
+        f"{shown} sums {indices}, which its sibling term {sibling} carries free{inside}",
+        [
+            f"elementwise, {indices} running beside {sibling}: write {line} = {shown} on a line of its own "
+            f"and use {line} here",
+            f"summed over {indices}, one value spread over {sibling}: write sum_{''.join(clash)}({shown})",
+        ],
+    )
+
+
+def _without_number(node: Expr) -> Expr:
+    """A product without its leading number: `-a_ij b_ij` is talked about as `a_ij b_ij`."""
+    if isinstance(node, Product) and isinstance(node.factors[0], Number) and len(node.factors) > 1:
+        rest = node.factors[1:]
+        return rest[0] if len(rest) == 1 else Product(rest, span=node.span)
+    return node
+
+
+def _new_name(node: Expr) -> str:
+    """A name for a suggested new line that `node` does not already use."""
+    used = {t.name for t in node.walk() if isinstance(t, Tensor)}
+    return next(n for n in ("P", "Q", "R", "S", "P1", "P2", "P3") if n not in used)
+
+
+# ---------------------------------------------------------------- trees built in Python
+
+
+def _check_function(node: Call) -> None:
+    """The parser refuses an unknown function; a tree built in Python must be refused too,
+    not fail halfway through one route and print in another."""
+    if functions.lookup(node.func) is None:
+        known = ", ".join(f.name for f in functions.FUNCTIONS)
+        raise _error(f"unknown function '{node.func}' in {node.func}(...); the functions are {known}", node)
+
+
+def _check_reduction(node: Reduce) -> None:
+    """Each route reads a reduction by its name; one it does not know would be read as
+    whatever that route falls back to (a sum by one, a logsumexp by another)."""
+    if node.op not in REDUCTIONS:
+        raise _error(
+            f"unknown reduction '{node.op}' in {node.op}_{''.join(node.indices)}(...); "
+            f"the reductions are {', '.join(REDUCTIONS)}",
+            node,
+        )
+
+
 def check_equation(eq: Equation) -> None:
     """The right-hand side must carry exactly the left-hand side's indices; a comma
-    derivative may leave some out, being constant along them (`y_{i,()}[c] = 1`)."""
+    derivative may leave some out, being constant along them (`y_{i,()}[c] = 1`). An
+    equation may not read its own name: one name, one value, as the routes that order
+    and differentiate a program by names need."""
+    _refuse_own_name(eq)
     lhs = eq.lhs.all_indices
     try:
         free = free_indices(eq.rhs, frozenset(lhs))
@@ -169,6 +332,21 @@ def check_equation(eq: Equation) -> None:
             pos=eq.rhs.span[0] if getattr(eq.rhs, "span", None) else None,
         )
         raise _with_source(err, eq)
+
+
+def _refuse_own_name(eq: Equation) -> None:
+    """`w_i = w_i - 0.1 g_i` is an update in a programming language, but in a program of
+    equations w would have two values; the new one takes a name of its own."""
+    own = next((t for t in eq.rhs.walk() if isinstance(t, Tensor) and t.key == eq.lhs.key), None)
+    if own is None:
+        return
+    renamed = Equation(Tensor(eq.lhs.name + "_new", eq.lhs.indices, eq.lhs.derivs), eq.rhs)
+    err = _error(
+        f"{eq.lhs} = ... reads {own} on its right-hand side: an equation names a new value and "
+        f"cannot read its own; give the new value a name of its own, as in {renamed}",
+        own,
+    )
+    raise _with_source(err, eq)
 
 
 def _with_source(err: IndexNotationError, eq: Equation) -> IndexNotationError:

@@ -4,17 +4,20 @@ Equations run in order; each left-hand side's value joins the named arrays for t
 after it. Before a line runs, its index rules are checked, every tensor it names must have
 an array, and the size of every index is worked out from the arrays. The evaluators only
 say how to compute one equation; the bookkeeping and the error reporting live here.
+
+`check_program` is the validity check of a whole program, the same for every route: what
+evaluate accepts, compile and diff accept, and what one refuses, all refuse.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import IndexCalcError, MissingArrayError, ParseError, ShapeError
-from .expr import Equation, Expr, Program, Tensor
+from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError
+from .expr import Deriv, Equation, Expr, Program, Tensor
 from .indices import check_equation, free_indices, infer_sizes
 from .notation import parse
 
@@ -37,6 +40,85 @@ def numeric_array(name: str, value) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise ShapeError(f"the array for '{name}' is not real numbers (dtype {array.dtype})")
     return array
+
+
+def check_program(equations: Sequence[Equation]) -> None:
+    """Refuse a program any route would refuse, before any route starts on it.
+
+    Every equation obeys the index rules and reads no name it defines (`check_equation`);
+    each name is defined once; and a comma derivative has as many indices as what it
+    differentiates carries in the program (`y_{,g}[w]` for a matrix w is a typo, which
+    one route would refuse for its shape and another read as a matrix).
+    """
+    defined: set[str] = set()
+    for eq in equations:
+        if eq.lhs.key in defined:
+            raise _located(f"{eq.lhs.key} is defined twice; give the new value a name of its own", eq.lhs, eq)
+        defined.add(eq.lhs.key)
+    counts = _index_counts(equations)
+    for eq in equations:
+        for ref in (t for t in eq.walk() if isinstance(t, Tensor) and t.derivs):
+            _check_derivative_counts(ref, counts, eq)
+    for eq in equations:
+        check_equation(eq)
+
+
+def _index_counts(equations: Sequence[Equation]) -> dict[str, Tensor]:
+    """For each name the program writes plainly (not as a comma derivative), one place it
+    does so; names written with different numbers of indices are left out, the index
+    rules name those."""
+    seen: dict[str, Tensor] = {}
+    clashing: set[str] = set()
+    for eq in equations:
+        for t in eq.walk():
+            if isinstance(t, Tensor) and not t.derivs:
+                if t.name in seen and len(seen[t.name].indices) != len(t.indices):
+                    clashing.add(t.name)
+                seen.setdefault(t.name, t)
+    return {name: t for name, t in seen.items() if name not in clashing}
+
+
+def _check_derivative_counts(ref: Tensor, known: dict[str, Tensor], eq: Equation) -> None:
+    """`ref`'s own indices are those of what it differentiates, and each derivative group
+    has as many indices as the tensor it is taken by."""
+    base = known.get(ref.name)
+    if base is not None and len(base.indices) != len(ref.indices):
+        fixed = Tensor(ref.name, _letters(ref.indices, len(base.indices), eq), ref.derivs)
+        raise _located(
+            f"{ref} gives {ref.name} {_count(len(ref.indices))}, but {ref.name} carries "
+            f"{_count(len(base.indices))} in this program (as in {base}); write {fixed}",
+            ref,
+            eq,
+        )
+    for k, d in enumerate(ref.derivs):
+        wrt = known.get(d.wrt) if d.wrt else None
+        if wrt is not None and len(wrt.indices) != len(d.indices):
+            group = Deriv(_letters(d.indices, len(wrt.indices), eq), d.wrt)
+            fixed = Tensor(ref.name, ref.indices, ref.derivs[:k] + (group,) + ref.derivs[k + 1 :])
+            raise _located(
+                f"{ref} is taken by {d.wrt} at {_count(len(d.indices))}, but {d.wrt} carries "
+                f"{_count(len(wrt.indices))} in this program (as in {wrt}); write {fixed}",
+                ref,
+                eq,
+            )
+
+
+def _count(n: int) -> str:
+    return f"{n} index" if n == 1 else f"{n} indices"
+
+
+def _letters(given: tuple[str, ...], n: int, eq: Equation) -> tuple[str, ...]:
+    """`n` index letters for a suggestion: the given ones, then letters `eq` does not use."""
+    used = {i for t in eq.walk() for i in getattr(t, "all_indices", ())}
+    spare = (c for c in "ghklpqrstuvmn" if c not in used and c not in given)
+    return tuple(given[:n]) + tuple(next(spare) for _ in range(n - len(given[:n])))
+
+
+def _located(message: str, node: Expr, eq: Equation) -> IndexNotationError:
+    """An error pointing at `node` in the text `eq` came from."""
+    span = getattr(node, "span", None)
+    err = IndexNotationError(message, pos=span[0] if span else None)
+    return err.with_source(eq.source, None) if eq.source else err
 
 
 class Environment:
@@ -115,8 +197,10 @@ def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_ex
         if isinstance(node, Program):
             from .diff import resolve_derivatives
 
+            check_program(node.equations)
             equations = resolve_derivatives(node).equations
         elif isinstance(node, Equation):
+            check_program((node,))
             equations = (node,)
         else:
             free_indices(node)

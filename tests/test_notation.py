@@ -557,21 +557,22 @@ def test_latex_shows_a_formula_that_breaks_the_index_rules():
 
 
 def test_index_summed_over_three_factors_is_marked():
-    tree = ic.parse("z_i = a_j w_ij x_j")
+    # three times outside a δ is refused (issue 8); with a δ among them it is legal and marked
+    tree = ic.parse("z_i = a_j w_ij delta_jk x_k")
     assert free_indices(tree.rhs, frozenset("i")) == ("i",)  # j is summed
     tex = tree.latex()
-    assert r"\underbrace{a_{j} \, w_{ij} \, x_{j}}" in tex
+    assert r"\underbrace{a_{j} \, w_{ij} \, \delta_{jk} \, x_{k}}" in tex
     assert r"j \text{ over 3 factors}" in tex
     spec = tree.einsum()
-    assert 'einsum("j,ij,j->i", a, w, x)' in spec
+    assert 'einsum("j,ij,jk,k->i", a, w, delta_jk, x)' in spec
     assert "j summed over 3 factors" in spec
 
 
 def test_index_summed_over_four_factors_and_greek_index_are_marked():
-    tex = ic.parse("x_μ a_μ b_μ c_μ").latex()
+    tex = ic.parse("x_μ a_μ δ_μν δ_μκ").latex()  # twice outside a δ: legal
     assert r"\mu \text{ over 4 factors}" in tex
-    spec = ic.parse("x_μ a_μ b_μ").einsum()
-    assert "μ summed over 3 factors" in spec and '"a,a,a->"' in spec
+    spec = ic.parse("x_μ a_μ δ_μν b_ν").einsum()
+    assert "μ summed over 3 factors" in spec and '"a,a,ab,b->"' in spec
 
 
 def test_ordinary_contractions_and_fixed_indices_are_not_marked():
