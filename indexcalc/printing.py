@@ -228,6 +228,18 @@ class LatexPrinter(PlainPrinter):
             text += "," + groups
         return f"_{{{text}}}"
 
+    def tensor(self, node: Tensor) -> str:
+        """A comma derivative says by what: `loss_{,(gh)}[w]`; one by scalars only is
+        written as the notes write it, ∂C/∂b."""
+        if node.derivs and all(not d.indices for d in node.derivs) and all(d.wrt for d in node.derivs):
+            plain = Tensor(node.name, node.indices)
+            order = f"^{{{len(node.derivs)}}}" if len(node.derivs) > 1 else ""
+            below = " ".join(rf"\partial {self.name(d.wrt)}" for d in node.derivs)
+            return rf"\frac{{\partial{order} {self.tensor(plain)}}}{{{below}}}"
+        text = self.name(node.name) + self.subscript(node)
+        wrts = list(dict.fromkeys(d.wrt for d in node.derivs if d.wrt))
+        return text + rf"\,[{', '.join(self.name(w) for w in wrts)}]" if wrts else text
+
     def number(self, node: Number) -> tuple[str, int]:
         text, prec = super().number(node)
         if "e" in text:

@@ -183,7 +183,7 @@ def test_trace():
     f, value, grads = check("t = m_ii", ["m"], {"m": m})
     np.testing.assert_allclose(grads["m"], np.eye(4))
     check("t = m_ii\nL = t t + w_i m_ij w_j", ["m", "w"], {"m": m, "w": rand(4)})
-    check("s = m_ii x_i", ["m", "x"], {"m": m, "x": rand(4)})
+    check("s = sum_i(m_ii x_i)", ["m", "x"], {"m": m, "x": rand(4)})
     check("t = a_ij a_ji", ["a"], {"a": rand(3, 3)})
 
 
@@ -196,10 +196,10 @@ def test_deltas_in_a_program():
 
 def test_index_summed_over_three_factors():
     arrays = {"a": rand(4), "b": rand(4), "c": rand(4), "x": rand(5, 4), "y": rand(5)}
-    f, value, grads = check("s = a_i b_i c_i", ["a", "b", "c"], arrays)
+    f, value, grads = check("s = sum_i(a_i b_i c_i)", ["a", "b", "c"], arrays)
     np.testing.assert_allclose(grads["b"], arrays["a"] * arrays["c"], rtol=1e-12)
-    check("s = x_ni a_i b_i y_n", ["a", "b", "x", "y"], arrays)
-    check("s = sum_n(tanh(x_ni a_i a_i))", ["a", "x"], arrays)
+    check("s = sum_i(x_ni a_i b_i) y_n", ["a", "b", "x", "y"], arrays)
+    check("s = sum_n(tanh(sum_i(x_ni a_i a_i)))", ["a", "x"], arrays)
 
 
 def test_subscripted_functions():
@@ -338,9 +338,9 @@ def test_adjoint_letters_do_not_capture_an_inner_scope():
     """The adjoint of #u_ij is written on i and j; an inner scope of the line that uses it
     with a j (a trace, a relabelled argument) of its own keeps it apart."""
     arrays = {"T0": rand(2, 3, 2, 2), "T1": rand(2, 3), "T2": rand(3, 2, 2), "T3": rand(3)}
-    check("L = (sigma(T0_ijkk) * T1_ij / (1 + (T2_jii)^2))^2", ["T0", "T1", "T2"], arrays)
+    check("L = sum_j(sigma(T0_ijkk) * T1_ij / (1 + (T2_jii)^2))^2", ["T0", "T1", "T2"], arrays)
     arrays = {"T0": rand(3, 3, 2, 2), "T1": rand(3), "T2": rand(3, 3)}
-    check("L = sigma(T0_ijkk) * sigma_i(T1_j) * 2 / (1 + (T2_ij)^2)", ["T0", "T1", "T2"], arrays)
+    check("L = sum_i(sigma(T0_ijkk) * sigma_i(T1_j) * 2 / (1 + (T2_ij)^2))", ["T0", "T1", "T2"], arrays)
 
 
 def test_named_argument_does_not_capture_a_trace_inside_it():
@@ -355,7 +355,7 @@ def test_named_argument_does_not_capture_a_trace_inside_it():
 
 def test_equal_looking_adjoints_of_different_sizes_are_not_shared():
     # T9 and T10 get the same adjoint text (... δ_rs), but r and s have T9's sizes or T10's
-    source = "y_i = (T6_ijk + 2) T7_jk (T8_ji + T9_jill + T10_jimm)\nZ = sum_i(y_i y_i)"
+    source = "y_i = sum_j((T6_ijk + 2) T7_jk (T8_ji + T9_jill + T10_jimm))\nZ = sum_i(y_i y_i)"
     arrays = {"T6": rand(2, 3, 2), "T7": rand(3, 2), "T8": rand(3, 2), "T9": rand(3, 2, 2, 2), "T10": rand(3, 2, 1, 1)}
     check(source, ["T9", "T10"], arrays)
 
