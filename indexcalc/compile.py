@@ -28,7 +28,7 @@ from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
 from .plan import Lowering, canonical_key, emit, sized_by
-from .program import as_parsed, numeric_array
+from .program import as_parsed, check_program, numeric_array
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify
@@ -50,6 +50,7 @@ def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None) -> 
 
 def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     if isinstance(node, Program):
+        check_program(node.equations)
         equations = list(resolve_derivatives(node).equations)
     elif isinstance(node, Equation):
         equations = [node]
@@ -217,7 +218,7 @@ def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]
     fresh = fresh_letters(used)
     G = tuple(fresh() for _ in x.all_indices)
     fixed = frozenset(eq.lhs.all_indices) | set(G)
-    terms = _Rules(x.key, G, set(), fresh).d(eq.rhs, fixed)
+    terms = _Rules(x.key, G, set(), fresh, sized_outside=True).d(eq.rhs, fixed)  # ȳ_A carries A
     A = eq.lhs.all_indices
     # the adjoint goes into every term, beside the δ it is to be contracted with
     products = tuple(Product((adjoint, t.expr())) for t in terms)

@@ -29,7 +29,7 @@ from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Pr
 from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import parse
-from .program import as_parsed
+from .program import as_parsed, check_program
 from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
 
@@ -97,11 +97,14 @@ class _Rules:
     where k is summed or, at the top, fixed by the left-hand side.
     """
 
-    def __init__(self, wrt: str, fresh_indices: tuple[str, ...], derived: set[str], fresh: Fresh):
+    def __init__(self, wrt: str, fresh_indices: tuple[str, ...], derived: set[str], fresh: Fresh,
+                 sized_outside: bool = False):
         self.wrt = wrt
+        self.sized_outside = sized_outside  # the left-hand side's letters get their sizes elsewhere
         self.G = fresh_indices
         self.derived = derived  # keys of earlier results that depend on wrt
         self.fresh = fresh
+        self.reduced: set[str] = set()  # letters a reduction binds: no array gives them a size
 
     def d(self, node: Expr, fixed: frozenset[str]) -> list[Term]:
         return RULES[type(node)](self, node, fixed)
@@ -129,8 +132,9 @@ class _Rules:
                     t = self.renamed(t, index, self.fresh(), fixed)
                 out.append(t)
         # a term that lost an index of the sum (d(x_i + c)/dc = 1) still runs over it: (1 + 0 x_i);
-        # an index fixed from outside needs no carrier (its left-hand side or sum runs over it)
-        for index in [i for i in free_indices(node, fixed) if i not in fixed] if out else ():
+        # one the left-hand side fixes needs none where its size comes from elsewhere (an adjoint)
+        needed = [i for i in free_indices(node, fixed) if not self.sized_outside or i not in fixed or i in self.reduced]
+        for index in needed if out else ():
             carrier = next(term for term in node.terms if index in free_indices(term, fixed))
             one = Sum((Number(1.0), Product((Number(0.0), carrier))))
             # (outside a term's reductions, which would take the carrier's letters for their own)
@@ -169,6 +173,7 @@ class _Rules:
 
     def reduce(self, node: Reduce, fixed) -> list[Term]:
         inside = fixed | set(node.indices)
+        self.reduced |= set(node.indices)
         out = []
         for t in self.d(node.body, inside):
             present = t.letters()
@@ -294,6 +299,7 @@ def diff(source, wrt: str, *, of: str | None = None, inline: bool = False) -> Ex
 
 def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     if isinstance(node, Program):
+        check_program(node.equations)
         # a derivative line the program uses is a function of what it differentiates
         equations = list(resolve_derivatives(node).equations)
     elif isinstance(node, Equation):

@@ -54,7 +54,8 @@ def _unrelabelled(node: Expr, fixed: frozenset[str], fresh) -> Expr:
     sum is written out, which would fix the j that the relabelling takes)."""
     if isinstance(node, Call) and node.relabel is not None:
         source = relabelled_index(node, fixed)
-        arg = rename(node.arg, source, node.relabel, fixed, fresh, merge=True) if source != node.relabel else node.arg
+        # (a letter i the argument sums of its own moves aside: σ_i(T_jii) is σ(T_ikk))
+        arg = rename(node.arg, source, node.relabel, fixed, fresh) if source != node.relabel else node.arg
         return Call(node.func, _unrelabelled(arg, fixed, fresh), span=node.span)
     if isinstance(node, Reduce):
         return replace(node, body=_unrelabelled(node.body, fixed | set(node.indices), fresh))

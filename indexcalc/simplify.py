@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
-from .indices import free_indices, occurrence_counts
-from .program import as_parsed
+from .indices import check_equation, free_indices, occurrence_counts
+from .errors import IndexNotationError
+from .program import as_parsed, check_program
 from .scope import explicit, origin, tidy
 from .relabel import (
     Fresh, canonical_bound, exposed_letters, fresh_letters, letters_in, rebind_reduction, rename, rename_summed_apart,
@@ -44,7 +45,10 @@ def simplify(source) -> Expr:
     """
     node = as_parsed(source)
     if isinstance(node, Program):
+        check_program(node.equations)
         return Program(tuple(simplify(eq) for eq in node.equations))
+    if isinstance(node, Equation):
+        check_equation(node)  # what no route would evaluate is not rewritten either
     keep = letters_in(node)
     node = explicit(node)  # every sum a node: no rule below can capture an index
     if isinstance(node, Equation):
@@ -327,11 +331,21 @@ def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
             for mine, theirs in zip(reduce.indices, first.indices):
                 reduce = rebind_reduction(reduce, mine, theirs, ctx.fixed, ctx.fresh)
             body = Sum((_make_product(cj, (first.body,)), _make_product(c, (reduce.body,))))
+            if not _valid(body, ctx.fixed | set(first.indices)):
+                continue  # sum_j(T_ijj) + sum_j(U_jj): the two bodies run over different letters
             terms[j] = replace(first, body=body, implicit=first.implicit and reduce.implicit)
             del terms[k]
             return terms[0] if len(terms) == 1 else Sum(tuple(terms))
         seen[signature] = k
     return None
+
+
+def _valid(node: Expr, fixed: frozenset[str]) -> bool:
+    try:
+        free_indices(node, fixed)
+    except IndexNotationError:
+        return False
+    return True
 
 
 def factor_common(node: Sum, ctx: Context) -> Expr | None:

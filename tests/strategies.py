@@ -451,11 +451,10 @@ class ProgramGenerator:
         for letter in sorted(out & fixed):
             for k in self.draw(st.sets(st.integers(0, nf - 1), min_size=1)):
                 assign[k].add(letter)
-        explicit = []  # summed over all three factors: legal only written as sum_s(...)
+        # a pair of factors each: a letter in three is refused unless a sum_j(...) is written,
+        # and that sum would fix the letter for the scopes inside (a relabelling's source)
         for letter in sorted(summed):
-            count = 3 if nf == 3 and self.chance(3) else 2
-            if count == 3:
-                explicit.append(letter)
+            count = 2
             for k in self.draw(st.permutations(range(nf)))[:count]:
                 assign[k].add(letter)
         busy = set(out | fixed | summed)
@@ -495,8 +494,6 @@ class ProgramGenerator:
         if divide:
             below = self.expr(frozenset(assign[nf - 1]), optional, fixed, depth - 1)
             text += f" / (1 + ({below})^2)"
-        if explicit:
-            text = f"sum_{''.join(explicit)}({text})"
         return text
 
     def sum(self, out, optional, fixed, depth) -> str:

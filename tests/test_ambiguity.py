@@ -184,7 +184,6 @@ def test_a_comma_derivative_with_the_wrong_number_of_indices_is_refused():
         check_program(ic.parse(DERIVATIVE_WITH_ONE_INDEX).equations)
 
 
-@pytest.mark.xfail(strict=True, reason="compile calls check_program once wired in (remove this mark then)")
 def test_compile_refuses_the_wrong_number_of_derivative_indices_too():
     arrays = {"x": RNG.normal(size=3), "w": W, "c": X}
     with pytest.raises(ic.IndexNotationError):
