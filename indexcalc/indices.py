@@ -220,8 +220,10 @@ def _text(factors: list[Expr]) -> str:
 
 def _refuse_hidden_sums(node: Sum, frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
     """No term may sum, by einsum's rule, an index that a sibling term carries free:
-    anywhere inside the term counts (a function argument, a parenthesised sum), only a
-    written-out `sum_j(...)`/`mean_j(...)` says what is meant. In `(a_ij b_ij - t_ij)`
+    anywhere inside the term counts (a parenthesised product or sum, a power's base)
+    but a function's argument, which the notation makes a scope of its own ("summed
+    within the arguments first"); only a written-out `sum_j(...)`/`mean_j(...)` says
+    what is meant otherwise. In `(a_ij b_ij - t_ij)`
     the user almost surely means the elementwise product, while the rule contracts it to
     one number and expands that over t_ij: both are plausible, so neither is chosen."""
     for k, term in enumerate(node.terms):
@@ -244,6 +246,8 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
         summed = _occurrence_split(node, fixed)[1]
         if summed:
             out.append((node, summed, fixed))
+    if isinstance(node, Call):
+        return tuple(out)
     if isinstance(node, Reduce):
         fixed = fixed | set(node.indices)
     children = leaf_factors(node) if isinstance(node, Product) else node.children()

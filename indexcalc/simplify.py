@@ -132,6 +132,8 @@ def _make_product(c: float, factors: tuple[Expr, ...]) -> Expr:
 
 
 def _is_zero(node: Expr) -> bool:
+    if isinstance(node, Reduce) and node.op in ("sum", "mean"):  # sum_k(0 W_gk x_nk)
+        return _is_zero(node.body)
     return _coefficient(node)[0] == 0
 
 
