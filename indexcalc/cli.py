@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--wrt", required=True, help="the tensor to differentiate by, with fresh indices (w_gh) or bare (b)")
     df.add_argument("--of", help="the equation to differentiate (default: the last)")
     df.add_argument("--raw", action="store_true", help="the derivative as derived, with its δ tensors, not simplified")
-    df.add_argument("--inline", action="store_true", help="one formula: named derivatives of intermediates substituted")
+    df.add_argument("--inline", action="store_true", help="one formula: named derivatives of intermediates substituted, simplified")
     df.add_argument("--latex", action="store_true", help="print LaTeX")
     df.add_argument("--unicode", action="store_true", help="print σ, δ, ŷ")
     df.add_argument("--all", action="store_true", help="also print the forward equations the derivative refers to")
