@@ -11,6 +11,7 @@ all rename through here.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable
 
@@ -22,17 +23,23 @@ Fresh = Callable[[], str]
 POOL = "pqrstuvklmabcdefijnowxyzgh"
 
 
-def letters_in(node: Expr) -> set[str]:
-    """Every index letter that occurs anywhere in `node`."""
-    out: set[str] = set()
+def letter_counts(node: Expr) -> Counter:
+    """How often each index letter is written in `node` (on tensors and δs, as a
+    reduction's or a relabelling's letter)."""
+    counts: Counter = Counter()
     for sub in node.walk():
         if isinstance(sub, (Tensor, Delta)):
-            out.update(sub.all_indices)
+            counts.update(sub.all_indices)
         elif isinstance(sub, Reduce):
-            out.update(sub.indices)
+            counts.update(sub.indices)
         elif isinstance(sub, Call) and sub.relabel:
-            out.add(sub.relabel)
-    return out
+            counts[sub.relabel] += 1
+    return counts
+
+
+def letters_in(node: Expr) -> set[str]:
+    """Every index letter that occurs anywhere in `node`."""
+    return set(letter_counts(node))
 
 
 def exposed_letters(factors: Iterable[Expr], fixed: frozenset[str]) -> set[str]:

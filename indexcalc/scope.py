@@ -20,14 +20,13 @@ text back by the convention gives the same sum, and writes `sum_j(...)` everywhe
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from .errors import IndexCalcError
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors, with_children
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
-from .relabel import fresh_letters, letters_in, rebind_reduction, rename
+from .relabel import fresh_letters, letter_counts, letters_in, rebind_reduction, rename
 
 TIDY_POOL = "klmnpqrstuvjabcdefhiowxyzg"
 
@@ -70,26 +69,13 @@ def origin(letter: str) -> str:
     return letter.split("~")[0]
 
 
-def _occurrences(node: Expr) -> Counter:
-    """How often each letter is written in `node` (indices, reduction and relabel letters)."""
-    counts: Counter = Counter()
-    for sub in node.walk():
-        if isinstance(sub, (Tensor, Delta)):
-            counts.update(sub.all_indices)
-        elif isinstance(sub, Reduce):
-            counts.update(sub.indices)
-        elif isinstance(sub, Call) and sub.relabel:
-            counts[sub.relabel] += 1
-    return counts
-
-
 class _Binding:
     """One pass, inside out. A binder keeps its letter where that letter is written
     nowhere else in the equation and no other binder has it; otherwise it moves to a
     fresh one."""
 
     def __init__(self, root: Expr, fixed: frozenset[str], reserved: frozenset[str]):
-        self.total = _occurrences(root)
+        self.total = letter_counts(root)
         self.claimed = set(fixed) | reserved
         self.taken = set(self.total) | set(fixed) | reserved
         self.fresh = fresh_letters(self.taken)
@@ -104,16 +90,16 @@ class _Binding:
 
     def own_letter(self, node: Expr, letter: str, fixed: frozenset[str]) -> tuple[Expr, str]:
         """`node` with the letter it binds made unique in the equation."""
-        if letter not in self.claimed and self.total[letter] <= _occurrences(node)[letter]:
+        if letter not in self.claimed and self.total[letter] <= letter_counts(node)[letter]:
             self.claimed.add(letter)
             return node, letter
         new = self.variant(letter)
-        before = _occurrences(node)[letter]
+        before = letter_counts(node)[letter]
         if isinstance(node, Reduce):
             node = rebind_reduction(node, letter, new, fixed, self.fresh)
         else:
             node = rename(node, letter, new, fixed, self.fresh, merge=True)
-        self.total[letter] -= before - _occurrences(node)[letter]
+        self.total[letter] -= before - letter_counts(node)[letter]
         self.claimed.add(new)
         return node, new
 
