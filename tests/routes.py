@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import time
 import traceback
 
@@ -39,6 +40,14 @@ FD_STEP = 1e-6
 FD_RTOL = 1e-4
 FD_ATOL = 1e-6  # times the magnitude of the function and of its derivative
 LOOPS_LIMIT = 100  # the largest loops_cost(case) the explicit loops are run for
+
+
+class RouteTimeout(Exception):
+    """A route ran past its time limit (the soak's --timeout): a hang is a finding too."""
+
+
+def _alarm(signum, frame):
+    raise RouteTimeout("the route ran past its time limit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +99,16 @@ def wrt_name(wrt: str) -> str:
 class _Runner:
     """Runs the routes, keeping each value (or the problem it raised) under its name."""
 
-    def __init__(self):
+    def __init__(self, timeout: float | None = None):
         self.values: dict[str, np.ndarray] = {}
         self.problems: list[Problem] = []
         self.seconds: dict[str, float] = {}
+        self.timeout = timeout
 
     def run(self, route: str, compute):
         start = time.perf_counter()
+        if self.timeout:  # repeated every half second: a garbage-collector callback may swallow one
+            signal.setitimer(signal.ITIMER_REAL, self.timeout, 0.5)
         try:
             value = compute()
         except Exception as err:  # noqa: BLE001 - every exception is a finding here
@@ -105,6 +117,8 @@ class _Runner:
             self.problems.append(Problem(route, "raised", traceback.format_exc(limit=-3), crash, error))
             return None
         finally:
+            if self.timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             self.seconds[route] = time.perf_counter() - start
         self.values[route] = value
         return value
@@ -151,13 +165,19 @@ def loops_cost(case) -> int:
     return biggest * wrt_size * (biggest if "[" in case.text else 1)
 
 
-def check(case, seconds: dict | None = None) -> list[Problem]:
+def check(case, seconds: dict | None = None, timeout: float | None = None) -> list[Problem]:
     """All routes of `case`, compared; the problems found (none when all agree). The time
-    each route took goes into `seconds`, if given (the soak reports the slow ones)."""
-    r = _Runner()
+    each route took goes into `seconds`, if given (the soak reports the slow ones); with a
+    `timeout`, a route is stopped after that many seconds (by SIGALRM: main thread only)."""
+    r = _Runner(timeout)
+    if timeout:
+        previous = signal.signal(signal.SIGALRM, _alarm)
     try:
         return _check(case, r)
     finally:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
         if seconds is not None:
             seconds.update(r.seconds)
 

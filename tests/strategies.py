@@ -623,8 +623,8 @@ ROUTE_PROGRAMS = ProgramSettings(
 
 # Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)
 INPUT_NAMINGS = (("T", 0), ("v", 9), ("v", 1), ("W", 1))
-WRT_LETTERS = ("a", "b", "c", "d")  # never used by ROUTE_PROGRAMS' letters: fresh for diff
-HESSIAN_LETTERS = ("α", "β", "γ", "ζ")  # nor by the letters diff chooses for itself
+WRT_LETTERS = ("a", "b", "c", "d", "e", "f")  # never used by ROUTE_PROGRAMS' letters: fresh for diff
+HESSIAN_LETTERS = ("α", "β", "γ", "ζ", "η", "θ")  # nor by the letters diff chooses for itself
 
 
 @dataclasses.dataclass(frozen=True)
@@ -763,14 +763,14 @@ class RouteGenerator(ProgramGenerator):
 
     def expr(self, out, optional, fixed, depth) -> str:
         if depth > 0 and self.chance(2):
-            text = self.nested(out, fixed, depth)
+            text = self.nested(out, fixed)
             if text is not None:
                 return text
         return super().expr(out, optional, fixed, depth)
 
     def factor(self, out, optional, fixed, depth, busy=None, kind=None) -> str:
         if kind is None and depth > 0 and self.chance(2):
-            text = self.nested(out, fixed, depth)
+            text = self.nested(out, fixed)
             if text is not None:
                 return text
         return super().factor(out, optional, fixed, depth, busy, kind)
@@ -778,7 +778,7 @@ class RouteGenerator(ProgramGenerator):
     def body(self, letters, k, d_avoid) -> tuple[str, str] | None:
         """The same expression twice, over `letters` and with k renamed (to "@"): a tensor,
         or attention scores `q_sd k_ud` summing a letter of their own."""
-        if k is None or len(letters) < 2 or self.chance(6):
+        if len(letters) < 2 or self.chance(6):
             name, order = self.operand(sorted(letters))
             return self.ref(name, order), self.ref(name, order, {k: "@"})
         d = self.fresh(d_avoid)
@@ -788,7 +788,7 @@ class RouteGenerator(ProgramGenerator):
         kname, korder = self.operand([k, d])
         return f"{q} {self.ref(kname, korder)}", f"{q} {self.ref(kname, korder, {k: '@'})}"
 
-    def nested(self, out, fixed, depth) -> str | None:
+    def nested(self, out, fixed) -> str | None:
         """A reduction over c nested where the letters of `out` are free inside it: only
         with those letters fixed (a letter summed outside may occur once per product)."""
         pattern = self.pick(("softmax", "softmax-lse", "log-softmax", "centre", "scale", "rbf"))
@@ -868,8 +868,9 @@ class RouteGenerator(ProgramGenerator):
             a = self.define("A", [s, u], f"exp({score.format(X({s: u, d: m}))}) / "
                                           f"sum_{v}(exp({score.format(X({s: v, d: m}))}))")
         else:
+            self.used.discard(wk)
             q = self.define("q", [s, e], f"{X()} {wq}_{d}{e}")
-            self.used.add(x)
+            self.used |= {x, wk}
             key = self.define("k", [u, e], f"{X({s: u})} {wk}_{d}{e}")
             self.used |= {q, key}
             S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}")
@@ -913,21 +914,23 @@ class RouteGenerator(ProgramGenerator):
         d, k = self.letters(2)
         n = [self.fresh({d, k})] if self.chance(7) else []
         x, order = self.operand(n + [d], reuse=6)
-        c, a = self.new_input([k, d]), self.new_input([k])
-        self.prefer = [self.pick((c, a))]
+        c = self.new_input([k, d])
         square = self.pick((f"({self.ref(x, order)} - {c}_{k}{d})^2",
                             f"({self.ref(x, order)} - {c}_{k}{d}) ({self.ref(x, order)} - {c}_{k}{d})"))
         width = self.pick(("", "0.5 ", "gamma"))
         width = f"{self.new_input([], 'positive')} " if width == "gamma" else width
         style = self.pick(("lines", "sum_k"))
         self.tags[f"rbf ({style})"] += 1
+        if style == "lines":
+            r = self.define("r", n + [k], f"exp(-{width}sum_{d}({square}))")
+            self.used.add(r)
+            kernel = self.ref(r, n + [k])
+        a = self.new_input([k])
+        self.prefer = [self.pick((c, a))]
         if style == "sum_k":
             self.define("y", n, f"sum_{k}({a}_{k} exp(-{width}sum_{d}({square})))")
         else:
-            r = self.define("r", n + [k], f"exp(-{width}sum_{d}({square}))")
-            self.used.add(r)
-            self.used.add(a)
-            self.define("y", n, f"{self.ref(r, n + [k])} {a}_{k}")
+            self.define("y", n, f"{kernel} {a}_{k}")
 
     DELTA_FORMS = {
         # name: (left-hand letters, right-hand side, inputs and their letters, letters as long as i)
@@ -1018,7 +1021,8 @@ class RouteGenerator(ProgramGenerator):
             eta = self.new_input([], "positive")
             new = self.define(f"{w}_new", g, f"{w}_{G} - {eta} {loss}_{{,{comma}}}[{w}]")
             layer, rhs = self.rhs[r]
-            pattern = rf"(?<![\w]){re.escape(w)}(?=_)"
+            # w's references, not those of a name that extends it (w_new_ij)
+            pattern = rf"(?<!\w){re.escape(w)}(?=_(?:[^\W\d_]\d*)+(?!\w))"
             if style == "maml" and re.search(pattern, rhs):
                 self.used.add(new)
                 self.used |= self.depends[r] - {w}
