@@ -89,12 +89,32 @@ def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     definitions = {eq.lhs.key: eq for eq in equations if eq.lhs.derivs}
     if not definitions:
         return equations
-    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
     last = equations[-1]
+    if _inlined_size(last, definitions, {}) > INLINE_LIMIT:
+        return equations  # known before the work: a chain of update rules grows past it fast
+    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
     rhs = _substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key)
     if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
         return equations
     return still_needed(equations[:-1], [explicit(Equation(last.lhs, rhs))])
+
+
+def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str, int]) -> int:
+    """At least how many nodes `eq` has once every named derivative in it is substituted
+    (multiplying out products makes it more)."""
+    total = 0
+    for node in eq.rhs.walk():
+        key = node.key if isinstance(node, Tensor) else None
+        if key in definitions and key != eq.lhs.key:
+            if key not in memo:
+                memo[key] = 0  # a definition never refers to itself; this guards the recursion
+                memo[key] = _inlined_size(definitions[key], definitions, memo)
+            total += memo[key]
+        else:
+            total += 1
+        if total > INLINE_LIMIT:
+            break
+    return total
 
 
 def _needed(equations: list[Equation]) -> list[Equation]:
@@ -237,7 +257,8 @@ def _sum_of(parts: list[tuple[Expr, tuple[str, ...]]], letters: tuple[str, ...] 
             fresh = fresh_letters(letters_in(expr) | set(G) | set(letters))
             expr = rename_fixed(expr, dict(zip(G, letters)), frozenset(G), fresh)
         terms.append(expr)
-    return Equation(Tensor(_bar(key), tuple(letters)), terms[0] if len(terms) == 1 else Sum(tuple(terms)))
+    # contributions from different lines may bind a letter of the result: one letter, one size
+    return explicit(Equation(Tensor(_bar(key), tuple(letters)), terms[0] if len(terms) == 1 else Sum(tuple(terms))))
 
 
 # ---------------------------------------------------------------- the callable

@@ -59,9 +59,10 @@ def exposed_letters(factors: Iterable[Expr], fixed: frozenset[str]) -> set[str]:
 def fresh_letters(used: Iterable[str], preferred: str = POOL) -> Fresh:
     """A source of index letters none of which is in `used` (nor handed out before)."""
     taken = set(used)
+    candidates = _candidates(preferred)  # one pass: a candidate passed over stays taken
 
     def fresh() -> str:
-        for candidate in _candidates(preferred):
+        for candidate in candidates:
             if candidate not in taken:
                 taken.add(candidate)
                 return candidate
