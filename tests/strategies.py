@@ -1110,7 +1110,8 @@ def route_cases(draw, settings: ProgramSettings = ROUTE_PROGRAMS) -> RouteCase:
 
         def spelled(name, letters):
             rank = len(gen.inputs[name])
-            return name + "_" + "".join(letters[:rank]) if rank and draw(st.integers(0, 4)) else name
+            fresh = rank and rank <= len(letters) and draw(st.integers(0, 4))
+            return name + "_" + "".join(letters[:rank]) if fresh else name
 
         wrt, wrt2 = spelled(first, WRT_LETTERS), spelled(second, HESSIAN_LETTERS)
     tags = tuple(sorted(gen.tags)) + (("scalar inputs",) if any(not s for s in gen.inputs.values()) else ())
