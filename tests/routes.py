@@ -46,6 +46,16 @@ class RouteTimeout(Exception):
     """A route ran past its time limit (the soak's --timeout): a hang is a finding too."""
 
 
+def _trace(err: Exception) -> str:
+    """The last frames of `err`'s traceback; its message alone where Python 3.11 gave a
+    frame no line number (an exception raised by a signal handler can have one), on which
+    the traceback module fails."""
+    try:
+        return "".join(traceback.format_exception(err, limit=-3))
+    except Exception:  # noqa: BLE001 - the report must not crash on its own formatting
+        return f"{type(err).__name__}: {err}"
+
+
 def _alarm(signum, frame):
     raise RouteTimeout("the route ran past its time limit")
 
@@ -114,7 +124,7 @@ class _Runner:
         except Exception as err:  # noqa: BLE001 - every exception is a finding here
             crash = not isinstance(err, ic.IndexCalcError)
             error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            self.problems.append(Problem(route, "raised", traceback.format_exc(limit=-3), crash, error))
+            self.problems.append(Problem(route, "raised", _trace(err), crash, error))
             return None
         finally:
             if self.timeout:
