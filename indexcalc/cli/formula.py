@@ -1,32 +1,28 @@
-"""The `indexcalc` command: show a formula in every notation, evaluate it, run the demo.
+"""The formula commands: `demo`, `show`, `eval` and `diff`.
 
     indexcalc demo                        the built-in example, end to end
     indexcalc show "y_i = w_ij x_j"       canonical form, Unicode, LaTeX, einsum specs
     indexcalc show model.ic               the same for a file of equations
     indexcalc eval "y_i = w_ij x_j" --size i=2 j=3 [--npz arrays.npz] [--seed 0]
     indexcalc diff "PROGRAM" --wrt w_gh [--raw] [--inline] [--latex] [--of NAME]
-
-argparse (standard library) is enough for four subcommands; a dependency would not earn
-its place here.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from typing import Sequence
 
 import numpy as np
 
-from .errors import IndexCalcError
-from .diff import diff
-from .evaluate import evaluate
-from .expr import Equation, Expr, Program, Tensor
-from .indices import free_indices, infer_sizes
-from .loops import evaluate_loops
-from .notation import parse
-from .simplify import simplify
+from ..errors import IndexCalcError
+from ..diff import diff
+from ..evaluate import evaluate
+from ..expr import Equation, Expr, Program, Tensor
+from ..indices import free_indices, infer_sizes
+from ..loops import evaluate_loops
+from ..notation import parse
+from ..simplify import simplify
+
 
 DEMO = """\
 # The index-notation note: one sigmoid layer and its squared loss.
@@ -39,7 +35,7 @@ DEMO_SIZES = {"i": 3, "j": 4}
 def read_source(text_or_path: str) -> str:
     """A file's equations if the argument names a file (a model file's declaration lines
     left out), else the argument itself."""
-    from .modelfile import split_declarations
+    from ..modelfile import split_declarations
 
     if os.path.isfile(text_or_path):
         try:
@@ -164,134 +160,8 @@ def _command_diff(args) -> str:
     return "\n".join(eq.pretty() if args.unicode else str(eq) for eq in shown)
 
 
-def _default_model() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "fizzbuzz.ic")
-
-
-def _command_train(args) -> str:
-    from .modelfile import load
-    from .train import train_file
-
-    path = args.model or _default_model()
-    mf = load(path)
-    epochs = args.epochs or mf.epochs
-    print(f"training {os.path.basename(path)}: {_describe(mf, args)}", flush=True)
-    bar = _Bar(epochs, args.quiet)
-    result, train, test = train_file(
-        mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
-        checkpoint=args.checkpoint, resume=args.resume, progress=bar.update,
-    )
-    bar.close()
-    lines = [result.message] if result.message else []
-    if result.history:
-        last = result.history[-1]
-        scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
-        lines.append(f"after {result.epochs} epochs ({result.seconds:.2f} s): {scores}")
-    if args.checkpoint:
-        lines.append(f"checkpoint: {args.checkpoint} (resume with --resume {args.checkpoint})")
-    if args.plot:
-        lines.append(_plot(result.history, args.plot))
-    return "\n".join(lines)
-
-
-def _describe(mf, args) -> str:
-    sizes = sum(int(np.prod(p.shape)) for p in mf.model.parameters.values())
-    name, settings = mf.optimizer
-    settings = settings if args.lr is None else {**settings, "lr": args.lr}
-    opts = " ".join(f"{k}={v:g}" for k, v in settings.items())
-    seed = mf.seed if args.seed is None else args.seed
-    return (f"{len(mf.model.parameters)} parameter tensors ({sizes} numbers), data set {mf.dataset}, "
-            f"{name} {opts}, batch {args.batch_size or mf.batch_size or 'all'}, seed {seed}")
-
-
-class _Bar:
-    """A progress bar by tqdm when it is installed; else a line every tenth of the run."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet, self.tqdm = total, quiet, None
-        if not quiet:
-            try:
-                from tqdm import tqdm
-
-                self.tqdm = tqdm(total=total, unit="epoch", leave=False)
-            except ImportError:
-                pass
-
-    def update(self, epoch: int, record: dict) -> None:
-        scores = {k: f"{v:.4g}" for k, v in record.items() if k != "epoch"}
-        if self.tqdm is not None:
-            self.tqdm.update(epoch - self.tqdm.n)
-            self.tqdm.set_postfix(scores, refresh=False)
-        elif not self.quiet and (epoch % max(1, self.total // 10) == 0 or epoch == self.total):
-            print(f"  epoch {epoch:>5}: " + ", ".join(f"{k} {v}" for k, v in scores.items()), flush=True)
-
-    def close(self) -> None:
-        if self.tqdm is not None:
-            self.tqdm.close()
-
-
-def _plot(history: list[dict], path: str) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "--plot needs matplotlib: pip install 'indexcalc[plot]' (or pip install matplotlib)"
-    epochs = [r["epoch"] for r in history]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for key in [k for k in history[0] if k.endswith("loss")] if history else []:
-        axes.plot(epochs, [r[key] for r in history], label=key)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("loss")
-    axes.set_yscale("log")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    return f"loss curves: {path}"
-
-
-def _command_check(args) -> str:
-    from .modelfile import load
-    from .datasets import load as load_data
-    from .loops import evaluate_loops
-
-    mf = load(args.model)
-    train, _ = load_data(mf.dataset, list(mf.model.data), mf.seed, mf.folder) if mf.dataset else ({}, {})
-    if not train:
-        raise IndexCalcError(f"{args.model} declares no dataset to check on")
-    batch = {k: np.asarray(v)[: args.batch] for k, v in train.items()}
-    params = mf.model.init_params(mf.seed)
-    value, grads = mf.model.loss_and_grads(params, batch)
-    rows = [f"checked on {len(next(iter(batch.values())))} samples; largest absolute differences:",
-            f"  {'parameter':<12}{'loops':>12}{'finite diff':>14}"]
-    for name, g in grads.items():
-        by_loops = evaluate_loops(diff(mf.model.program, name, of=mf.model.loss), {**batch, **params})
-        numeric = _finite_difference(mf.model, params, batch, name)
-        rows.append(f"  {name:<12}{np.max(np.abs(g - by_loops)):>12.2e}{np.max(np.abs(g - numeric)):>14.2e}")
-    return "\n".join(rows)
-
-
-def _finite_difference(model, params, batch, name, eps=1e-6):
-    out = np.zeros_like(params[name], dtype=float)
-    for index in np.ndindex(*np.shape(params[name])):
-        values = []
-        for sign in (1, -1):
-            moved = {**params, name: np.array(params[name], dtype=float)}
-            moved[name][index] += sign * eps
-            values.append(model.loss_and_grads(moved, batch)[0])
-        out[index] = (values[0] - values[1]) / (2 * eps)
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="indexcalc",
-        description="Tensor calculus in Einstein index notation.",
-        epilog="Notation: w_ij x_j sums j; sigma(...) acts elementwise; sum_j(...), mean_n(...), "
-        "delta_ij, loss_{,(gh)}[w]. One equation per line, '#' comments.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def register(sub) -> None:
+    """The formula commands' parsers, on the `indexcalc` command's subparsers."""
     demo = sub.add_parser("demo", help="parse, print and evaluate the built-in example")
     demo.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
     demo.set_defaults(run=_command_demo)
@@ -314,37 +184,3 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--unicode", action="store_true", help="print σ, δ, ŷ")
     df.add_argument("--all", action="store_true", help="also print the forward equations the derivative refers to")
     df.set_defaults(run=_command_diff)
-    tr = sub.add_parser("train", help="train a model file (default: the built-in Fizz Buzz)")
-    tr.add_argument("model", nargs="?", help="a model file (.ic); see examples/")
-    tr.add_argument("--epochs", type=int, help="epochs in all (default: the file's)")
-    tr.add_argument("--lr", type=float, help="learning rate (default: the file's)")
-    tr.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default: the file's)")
-    tr.add_argument("--batch-size", type=int, help="mini-batch size (default: the file's)")
-    tr.add_argument("--checkpoint", help="write the state to this .npz after every epoch (atomically)")
-    tr.add_argument("--resume", help="continue from a checkpoint")
-    tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
-    tr.add_argument("--quiet", action="store_true", help="no progress output")
-    tr.set_defaults(run=_command_train)
-    ck = sub.add_parser("check", help="compare a model's compiled gradients with explicit loops and finite differences")
-    ck.add_argument("model", help="a model file (.ic)")
-    ck.add_argument("--batch", type=int, default=3, help="samples to check on (default 3)")
-    ck.set_defaults(run=_command_check)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    try:
-        print(args.run(args))
-    except IndexCalcError as err:
-        print(f"indexcalc: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
