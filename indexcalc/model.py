@@ -22,17 +22,29 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .compile import Compiled, compile as compile_program
+from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
-from .expr import Equation, Expr, Program, Reduce, Tensor
+from .expr import Equation, Expr, Program, Reduce, Tensor, map_tensors
 from .notation import parse
+from .program import check_program
 from .relabel import letters_in
-from .expr import map_tensors
 
 INITIALISERS = ("zeros", "ones", "normal", "uniform", "xavier", "glorot", "he")
 
 
+SCALED = ("normal", "uniform")  # the initialisers that take a number: normal(std), uniform(a)
+
+
 class ModelError(IndexCalcError):
-    """A model's declarations do not fit its equations."""
+    """A model's declarations do not fit its equations.
+
+    `about` names the declaration the error concerns ("param W2", "loss", "metric", ...),
+    so that a model file can point at the line where the user wrote it."""
+
+    def __init__(self, message: str, *, text: str | None = None, pos: int | None = None,
+                 about: str | None = None):
+        super().__init__(message, text=text, pos=pos)
+        self.about = about
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,22 @@ class Param:
     shape: tuple[int, ...]
     init: str = "normal"
     scale: float = 1.0
+
+    def __post_init__(self):
+        about = f"param {self.name}"
+        if not all(isinstance(d, (int, np.integer)) and d >= 1 for d in self.shape):
+            raise ModelError(f"the shape of {self.name} must be positive whole numbers, got {self.shape}", about=about)
+        if self.init not in INITIALISERS:
+            raise ModelError(f"unknown initialiser {self.init!r} for {self.name} (known: {', '.join(INITIALISERS)})",
+                             about=about)
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ModelError(f"{self.init}({self.scale:g}) for {self.name}: the number in {self.init}(...) "
+                             f"must be positive (a standard deviation or a half-width)", about=about)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the float64 array, worked out before any allocation."""
+        return int(np.prod(self.shape, dtype=object)) * 8
 
     def initial(self, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
         """Zeros, normal(scale), uniform, Xavier/Glorot uniform, or He normal."""
@@ -57,10 +85,8 @@ class Param:
         elif self.init in ("xavier", "glorot"):
             limit = np.sqrt(6.0 / (fan_in + fan_out))
             value = rng.uniform(-limit, limit, self.shape)
-        elif self.init == "he":
+        else:  # he
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), self.shape)
-        else:
-            raise ModelError(f"unknown initialiser {self.init!r} for {self.name} (known: {', '.join(INITIALISERS)})")
         return np.asarray(value, dtype=dtype)
 
 
@@ -82,48 +108,87 @@ class Model:
         equations = list(node.equations) if isinstance(node, Program) else [node]
         if not all(isinstance(eq, Equation) for eq in equations):
             raise ModelError("a model is a program of equations, one per line: name_ij = ...")
+        try:  # the user's own equations first, so that messages speak of what they wrote
+            check_program(equations)
+        except IndexCalcError as err:
+            raise self._located(err) from None
         self.per_sample = Program(tuple(equations))
         self.loss = self.loss or equations[-1].lhs.name
         self.parameters = {name: _param(name, spec, self.init.get(name)) for name, spec in self.params.items()}
         self.data = tuple(self.data)
         self._check_names(equations)
+        self._check_ranks(equations)
+        self._check_memory()
         if self.reduce not in ("mean", "sum"):
-            raise ModelError(f"reduce is 'mean' or 'sum' (the loss over the batch), got {self.reduce!r}")
+            raise ModelError(f"reduce is 'mean' or 'sum' (the loss over the batch), got {self.reduce!r}", about="batch")
+        loss = next(eq.lhs for eq in equations if eq.lhs.name == self.loss)
+        if loss.indices:
+            raise self._located(ModelError(
+                f"the loss {loss} must be a scalar (one number) but has the index {', '.join(loss.indices)}; "
+                f"sum over it in its equation, e.g. {self.loss} = sum_{loss.indices[0]}(...)",
+                pos=loss.span[0] if loss.span else None, about="loss"))
         self.program = self._batched(equations) if self.batch else self.per_sample
-        last = self.program.equations[-1]
-        if last.lhs.all_indices:
-            raise ModelError(f"the loss {last.lhs} must be a scalar")
         self._compiled: Compiled | None = None
         self._forward: dict[str, Compiled] = {}
+
+    def _located(self, err: IndexCalcError) -> IndexCalcError:
+        """The error quoting the equations' text, where it has a position in them."""
+        return err.with_source(self.source, None) if isinstance(self.source, str) and err.pos is not None else err
 
     def _check_names(self, equations: list[Equation]) -> None:
         defined = {eq.lhs.name for eq in equations}
         read = {t.name for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
         for name in self.parameters:
             if name not in read:
-                raise ModelError(f"parameter {name} does not occur in the equations")
+                raise ModelError(f"parameter {name} does not occur in the equations", about=f"param {name}")
+            if name in defined:
+                raise ModelError(f"{name} is declared a parameter but an equation computes it", about=f"param {name}")
         for name in self.data:
             if name not in read:
-                raise ModelError(f"data tensor {name} does not occur in the equations")
+                raise ModelError(f"data tensor {name} does not occur in the equations", about="data")
         unknown = sorted(read - defined - set(self.parameters) - set(self.data))
         if unknown:
             span = next((t.span for eq in equations for t in eq.rhs.walk()
                          if isinstance(t, Tensor) and t.name in unknown and t.span), None)
-            raise ModelError(
+            raise self._located(ModelError(
                 f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} neither a parameter, "
-                f"nor data, nor computed by an equation",
-                text=self.source if span and isinstance(self.source, str) else None,
-                pos=span[0] if span else None,
-            )
+                f"nor data, nor computed by an equation", pos=span[0] if span else None))
         if self.loss not in defined:
-            raise ModelError(f"no equation computes the loss {self.loss!r}")
+            raise ModelError(f"no equation computes the loss {self.loss!r}", about="loss")
+
+    def _check_ranks(self, equations: list[Equation]) -> None:
+        """A parameter is written with as many indices as its declared shape has axes."""
+        for eq in equations:
+            for t in eq.rhs.walk():
+                p = self.parameters.get(t.name) if isinstance(t, Tensor) and not t.derivs else None
+                if p is not None and len(t.indices) != len(p.shape):
+                    declared = f"{p.name}[{', '.join(map(str, p.shape))}]"
+                    raise ModelError(
+                        f"{p.name} is declared with {_axes(len(p.shape))} ({declared}) but written {t} "
+                        f"with {_axes(len(t.indices), 'index', 'indices')} in the equations", about=f"param {p.name}")
+
+    def _check_memory(self) -> None:
+        """Refuse a parameter too big for this machine before allocating any."""
+        if not self.parameters:
+            return
+        biggest = max(self.parameters.values(), key=lambda p: p.nbytes)
+        try:
+            refuse_if_too_big(f"parameter {biggest.name}{list(biggest.shape)}", biggest.nbytes)
+            total = sum(p.nbytes for p in self.parameters.values())
+            refuse_if_too_big(f"the parameters together ({len(self.parameters)} arrays)", total)
+        except IndexCalcError as err:
+            raise ModelError(err.problem, about=f"param {biggest.name}") from None
 
     def _batched(self, equations: list[Equation]) -> Program:
         """Per-sample equations → batched: n joins every tensor that depends on data."""
         n = self.batch
         used = set().union(*(letters_in(eq) for eq in equations))
         if n in used:
-            raise ModelError(f"the batch index {n} is already used in the equations; pick another letter")
+            span = next((t.span for eq in equations for t in eq.walk() if isinstance(t, Tensor) and n in t.indices), None)
+            raise self._located(ModelError(
+                f"the batch index {n} is already used in the equations: with 'batch {n} {self.reduce}' the "
+                f"equations are written per sample, without {n}; pick another letter, or write 'batch none'",
+                pos=span[0] if span else None, about="batch"))
         batched = set(self.data)
         out = []
         for eq in equations:
@@ -167,6 +232,10 @@ class Model:
         return value
 
 
+def _axes(count: int, one: str = "axis", many: str = "axes") -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
 def _param(name: str, spec, init: str | None) -> Param:
     if isinstance(spec, Param):
         return spec
@@ -174,4 +243,5 @@ def _param(name: str, spec, init: str | None) -> Param:
         return Param(name, (int(spec),), init or "normal")
     if isinstance(spec, tuple) and all(isinstance(s, (int, np.integer)) for s in spec):
         return Param(name, tuple(int(s) for s in spec), init or "normal")
-    raise ModelError(f"the shape of parameter {name} must be a whole number or a tuple of them, got {spec!r}")
+    raise ModelError(f"the shape of parameter {name} must be a whole number or a tuple of them, got {spec!r}",
+                     about=f"param {name}")

@@ -11,6 +11,7 @@
     batch_size 4
     seed 0
     metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0)
+    onehot y 4                # y holds class labels 0..3 (one per sample); the equations see y_k
 
     h_i = σ(W1_ij x_j + b1_i)
     yhat_k = σ(W2_ki h_i + b2_k)
@@ -27,9 +28,11 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import IndexCalcError
-from .model import INITIALISERS, Model, ModelError, Param
+from .model import INITIALISERS, SCALED, Model, ModelError, Param
+from .train import optimiser
 
-KEYWORDS = ("data", "batch", "param", "dataset", "optimizer", "epochs", "batch_size", "seed", "metric", "loss")
+KEYWORDS = ("data", "batch", "param", "dataset", "optimizer", "epochs", "batch_size", "seed", "metric", "loss",
+            "onehot")
 
 
 @dataclass
@@ -45,6 +48,25 @@ class ModelFile:
     text: str = ""
     name: str = "<text>"
     declared: dict = field(default_factory=dict)
+    params_at: dict[str, int] = field(default_factory=dict)
+    onehot: dict[str, int] = field(default_factory=dict)
+
+    def position(self, about: str | None) -> int | None:
+        """Where the declaration `about` ("param W1", "optimizer", ...) is written."""
+        if about is None:
+            return None
+        word, _, name = about.partition(" ")
+        if word == "param":
+            return self.params_at.get(name)
+        return self.declared[word][1] if word in self.declared else None
+
+    def locate(self, err: IndexCalcError, about: str | None = None) -> IndexCalcError:
+        """The error quoting the model file at the line it concerns (its own position in the
+        equations, or the declaration it is `about`), else at the top of the file."""
+        if err.text is None:
+            pos = err.pos if err.pos is not None else self.position(about or getattr(err, "about", None))
+            err.with_source(self.text, 0 if pos is None else pos)
+        return err
 
 
 def load(path: str) -> ModelFile:
@@ -83,13 +105,11 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
         return ModelError(message, text=text, pos=declared[word][1] if word in declared else 0)
 
     data = [n.split("_")[0] for n in value("data", "").replace(",", " ").split()]
+    if "data" in declared and not data:
+        raise fail("data", "write the data tensors as: data x y (the names the equations use)")
     batch, reduce = _batch(value("batch", "n mean"), fail)
-    metric = value("metric")
-    if metric is not None:
-        parts = metric.split()
-        if len(parts) != 3 or parts[0] != "accuracy":
-            raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET")
-        metric = (parts[1], parts[2])
+    where = {p.name: at for p, at in params}
+    partial = ModelFile(model=None, text=text, name=name, declared=declared, params_at=where)  # for positions
     try:
         model = Model(
             source,
@@ -100,23 +120,23 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
             loss=value("loss"),
         )
     except IndexCalcError as err:
-        if err.text is None and err.pos is None and params:
-            for p, where in params:
-                if re.search(rf"\b{re.escape(p.name)}\b", err.problem):
-                    raise err.with_source(text, where) from None
-        raise err.with_source(text, None) if err.pos is not None else err.with_source(text, 0)
+        raise partial.locate(err) from None
+    if "dataset" in declared and not value("dataset"):
+        raise fail("dataset", "write the data set as: dataset NAME (built in) or dataset FILE.npz")
     return ModelFile(
         model=model,
         dataset=value("dataset"),
         optimizer=_optimizer(value("optimizer", "sgd lr=0.1"), fail),
-        epochs=_whole(value("epochs", "100"), "epochs", fail),
-        batch_size=_whole(value("batch_size"), "batch_size", fail) if "batch_size" in declared else None,
-        seed=_whole(value("seed", "0"), "seed", fail),
-        metric=metric,
+        epochs=_whole(value("epochs", "100"), "epochs", fail, least=1),
+        batch_size=_whole(value("batch_size"), "batch_size", fail, least=1) if "batch_size" in declared else None,
+        seed=_whole(value("seed", "0"), "seed", fail, least=0),
+        metric=_metric(value("metric"), model, fail),
         folder=folder,
         text=text,
         name=name,
         declared=declared,
+        params_at=where,
+        onehot=_onehot(value("onehot"), model, fail),
     )
 
 
@@ -144,16 +164,24 @@ def _param(spec: str, text: str, where: int) -> Param:
     if not m:
         raise ModelError("write a parameter as: param NAME[size, size] INITIALISER", text=text, pos=where)
     name, dims, init, scale = m.groups()
-    try:
-        shape = tuple(int(d) for d in dims.replace(",", " ").split())
-    except ValueError:
-        raise ModelError(f"the shape of {name} must be whole numbers: [{dims}]", text=text, pos=where) from None
+    sizes = dims.replace(",", " ").split()
+    if not all(re.fullmatch(r"[0-9]+", d) for d in sizes):
+        raise ModelError(f"the shape of {name} must be whole numbers: [{dims}]", text=text, pos=where)
+    shape = tuple(int(d) for d in sizes)
     if any(d < 1 for d in shape):
         raise ModelError(f"the shape of {name} must be positive: [{dims}]", text=text, pos=where)
     init = init or "normal"
     if init not in INITIALISERS:
         raise ModelError(f"unknown initialiser {init!r} (known: {', '.join(INITIALISERS)})", text=text, pos=where)
-    return Param(name, shape, init, float(scale) if scale else 1.0)
+    if scale is not None and init not in SCALED:
+        raise ModelError(f"{init} takes no number; only {' and '.join(f'{s}(...)' for s in SCALED)} do",
+                         text=text, pos=where)
+    try:
+        return Param(name, shape, init, float(scale) if scale else 1.0)
+    except ValueError:
+        raise ModelError(f"{init}({scale}) for {name}: the number is not a number", text=text, pos=where) from None
+    except IndexCalcError as err:
+        raise err.with_source(text, where) from None
 
 
 def _batch(spec: str, fail):
@@ -166,6 +194,9 @@ def _batch(spec: str, fail):
 
 
 def _optimizer(spec: str, fail) -> tuple[str, dict]:
+    """`adam lr=0.01 beta1=0.9`, checked now (names and values), not after an epoch."""
+    if not spec.split():
+        raise fail("optimizer", "write the optimizer as: optimizer adam lr=0.01 (or sgd lr=…, momentum lr=… beta=…)")
     name, *settings = spec.split()
     values = {}
     for setting in settings:
@@ -174,10 +205,48 @@ def _optimizer(spec: str, fail) -> tuple[str, dict]:
             values[key] = float(number)
         except ValueError:
             raise fail("optimizer", f"optimizer settings are name=number, got {setting!r}") from None
+    try:
+        optimiser(name, **values)
+    except IndexCalcError as err:
+        raise fail("optimizer", err.problem) from None
     return name, values
 
 
-def _whole(spec: str | None, word: str, fail) -> int:
-    if spec is None or not spec.isdigit():
-        raise fail(word, f"{word} takes a whole number, got {spec!r}")
+def _whole(spec: str | None, word: str, fail, least: int) -> int:
+    if spec is None or not re.fullmatch(r"[0-9]+", spec) or int(spec) < least:
+        at_least = "a positive whole number" if least == 1 else "a whole number (0 or more)"
+        raise fail(word, f"{word} takes {at_least}, got {spec!r}")
     return int(spec)
+
+
+def _metric(spec: str | None, model: Model, fail) -> tuple[str, str] | None:
+    """`accuracy OUTPUT TARGET`: OUTPUT computed by an equation, TARGET a data tensor."""
+    if spec is None:
+        return None
+    parts = spec.split()
+    if len(parts) != 3 or parts[0] != "accuracy":
+        raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET")
+    output, target = parts[1:]
+    computed = [eq.lhs.name for eq in model.per_sample.equations]
+    if output not in computed:
+        raise fail("metric", f"the metric's output {output} is not computed by any equation "
+                             f"(the equations compute {', '.join(computed)})")
+    if target not in model.data:
+        raise fail("metric", f"the metric's target {target} is not a data tensor "
+                             f"(the data line names {', '.join(model.data) or 'none'})")
+    return output, target
+
+
+def _onehot(spec: str | None, model: Model, fail) -> dict[str, int]:
+    """`onehot y 4`: the data set's y holds class labels 0..3, the equations read y_k."""
+    if spec is None:
+        return {}
+    parts = spec.split()
+    if len(parts) != 2 or not re.fullmatch(r"[0-9]+", parts[1]):
+        raise fail("onehot", "write it as: onehot TARGET CLASSES (e.g. onehot y 4: labels 0..3, read as y_k)")
+    name, classes = parts[0], int(parts[1])
+    if name not in model.data:
+        raise fail("onehot", f"{name} is not a data tensor (the data line names {', '.join(model.data) or 'none'})")
+    if classes < 2:
+        raise fail("onehot", f"a one-hot target needs at least 2 classes, got {classes}")
+    return {name: classes}

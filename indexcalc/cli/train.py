@@ -1,10 +1,21 @@
-"""`indexcalc train`: train a model file (default: the built-in Fizz Buzz)."""
+"""`indexcalc train`: train a model file (default: the built-in Fizz Buzz).
+
+Everything that can fail is checked before the first epoch: the numbers given (by
+argparse), the model file, the data, the checkpoint's and the plot's paths and the plot's
+dependency. A run that ends early (a non-finite loss, Ctrl-C) prints its scores, keeps
+the last good parameters (in the checkpoint, if one is written) and exits non-zero.
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
+import sys
 
 import numpy as np
+
+from ..errors import IndexCalcError
 
 
 def _default_model() -> str:
@@ -13,27 +24,43 @@ def _default_model() -> str:
 
 def _command_train(args) -> str:
     from ..modelfile import load
-    from ..train import train_file
+    from ..train import TrainingStopped, check_output_path, train_file
 
     path = args.model or _default_model()
-    mf = load(path)
-    epochs = args.epochs or mf.epochs
-    print(f"training {os.path.basename(path)}: {_describe(mf, args)}", flush=True)
-    bar = _Bar(epochs, args.quiet)
-    result, train, test = train_file(
-        mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
-        checkpoint=args.checkpoint, resume=args.resume, progress=bar.update,
-    )
+    try:
+        mf = load(path)
+        if args.plot:
+            _matplotlib()
+            check_output_path(args.plot, "the plot")
+        epochs = mf.epochs if args.epochs is None else args.epochs
+        bar = _Bar(epochs, args.quiet)
+
+        def announce(data) -> None:
+            print(f"training {os.path.basename(path)}: {_describe(mf, args)}", flush=True)
+            print(f"  {data.describe()}", flush=True)
+
+        result, _, _ = train_file(
+            mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
+            checkpoint=args.checkpoint, resume=args.resume, progress=bar.update, prepared=announce,
+        )
+    except KeyboardInterrupt:
+        raise TrainingStopped("interrupted before the first epoch ended; nothing was trained or written") from None
     bar.close()
-    lines = [result.message] if result.message else []
+    for warning in result.warnings:
+        print(f"indexcalc: warning: {warning}", file=sys.stderr, flush=True)
+    lines = []
     if result.history:
         last = result.history[-1]
         scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
         lines.append(f"after {result.epochs} epochs ({result.seconds:.2f} s): {scores}")
     if args.checkpoint:
         lines.append(f"checkpoint: {args.checkpoint} (resume with --resume {args.checkpoint})")
+    if result.stopped != "done":
+        print("\n".join(lines), flush=True)
+        raise TrainingStopped(result.message)
     if args.plot:
-        lines.append(_plot(result.history, args.plot))
+        print("\n".join(lines), flush=True)  # the scores stay on screen whatever the plot does
+        return _plot(result.history, args.plot)
     return "\n".join(lines)
 
 
@@ -43,8 +70,9 @@ def _describe(mf, args) -> str:
     settings = settings if args.lr is None else {**settings, "lr": args.lr}
     opts = " ".join(f"{k}={v:g}" for k, v in settings.items())
     seed = mf.seed if args.seed is None else args.seed
+    batch = mf.batch_size if args.batch_size is None else args.batch_size
     return (f"{len(mf.model.parameters)} parameter tensors ({sizes} numbers), data set {mf.dataset}, "
-            f"{name} {opts}, batch {args.batch_size or mf.batch_size or 'all'}, seed {seed}")
+            f"{name} {opts}, batch {batch or 'all'}, seed {seed}")
 
 
 class _Bar:
@@ -73,14 +101,22 @@ class _Bar:
             self.tqdm.close()
 
 
-def _plot(history: list[dict], path: str) -> str:
+def _matplotlib():
+    """pyplot on a file-only backend, or an error saying how to install it (asked before
+    training, so that a missing plot dependency costs no run)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "--plot needs matplotlib: pip install 'indexcalc[plot]' (or pip install matplotlib)"
+        raise IndexCalcError("--plot needs matplotlib, which is not installed: "
+                             "pip install 'indexcalc[plot]' (or pip install matplotlib)") from None
+    return plt
+
+
+def _plot(history: list[dict], path: str) -> str:
+    plt = _matplotlib()
     epochs = [r["epoch"] for r in history]
     figure, axes = plt.subplots(figsize=(6, 4))
     for key in [k for k in history[0] if k.endswith("loss")] if history else []:
@@ -90,20 +126,49 @@ def _plot(history: list[dict], path: str) -> str:
     axes.set_yscale("log")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    try:
+        figure.savefig(path)
+    except (OSError, ValueError) as err:
+        raise IndexCalcError(f"could not draw the plot into {path}: {err}; the scores above are final") from None
+    finally:
+        plt.close(figure)
     return f"loss curves: {path}"
+
+
+def _whole(least: int, meaning: str):
+    """An argparse type: a whole number of at least `least` (one line if not)."""
+    def parse(text: str) -> int:
+        if not text.strip().isascii() or not text.strip().isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"{meaning} must be a whole number, {least} or more, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"the learning rate must be a positive number, got {text!r}")
+    return value
 
 
 def register(sub) -> None:
     """The `train` command's parser, on the `indexcalc` command's subparsers."""
-    tr = sub.add_parser("train", help="train a model file (default: the built-in Fizz Buzz)")
+    tr = sub.add_parser(
+        "train", help="train a model file (default: the built-in Fizz Buzz)",
+        description="Train a model file. A non-finite loss or Ctrl-C stops the run with the last good "
+        "parameters (written to --checkpoint, if given) and a non-zero exit.",
+    )
     tr.add_argument("model", nargs="?", help="a model file (.ic); see examples/")
-    tr.add_argument("--epochs", type=int, help="epochs in all (default: the file's)")
-    tr.add_argument("--lr", type=float, help="learning rate (default: the file's)")
-    tr.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default: the file's)")
-    tr.add_argument("--batch-size", type=int, help="mini-batch size (default: the file's)")
+    tr.add_argument("--epochs", type=_whole(1, "--epochs"), help="epochs in all, counting a resumed checkpoint's (default: the file's)")
+    tr.add_argument("--lr", type=_learning_rate, help="learning rate, a positive number (default: the file's)")
+    tr.add_argument("--seed", type=_whole(0, "--seed"), help="seed of initialisation and shuffling (default: the file's)")
+    tr.add_argument("--batch-size", type=_whole(1, "--batch-size"), help="mini-batch size (default: the file's)")
     tr.add_argument("--checkpoint", help="write the state to this .npz after every epoch (atomically)")
-    tr.add_argument("--resume", help="continue from a checkpoint")
+    tr.add_argument("--resume", help="continue from a checkpoint of the same model file")
     tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
     tr.add_argument("--quiet", action="store_true", help="no progress output")
     tr.set_defaults(run=_command_train)
