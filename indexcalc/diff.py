@@ -153,6 +153,8 @@ class _Rules:
 
     def power(self, node: Power, fixed) -> list[Term]:
         u, c = node.base, node.exponent
+        if c == Number(0.0):  # u^0 is 1 (also where u = 0): 0 u^-1 would be 0 inf there
+            return []
         lowered = Number(c.value - 1.0) if isinstance(c, Number) else Sum((c, Number(-1.0)))
         return self.times((c, Power(u, lowered)), u, self.d(u, fixed), fixed) + self.times(
             (node, Call("log", u)), c, self.d(c, fixed), fixed
@@ -516,7 +518,31 @@ def _definition(ref: Tensor, definitions, fresh) -> Expr:
             part = rename(part, index, fresh(), inner_fixed, fresh)
         renamed.append(fresh_binders(part, inner_fixed, fresh))
     body = Sum(tuple(renamed)) if isinstance(body, Sum) else renamed[0]
-    return rename_fixed(body, dict(zip(eq.lhs.all_indices, ref.all_indices)), inner_fixed, fresh)
+    body = rename_fixed(body, dict(zip(eq.lhs.all_indices, ref.all_indices)), inner_fixed, fresh)
+    return _with_wrt_sizes(body, ref)
+
+
+def _with_wrt_sizes(body: Expr, ref: Tensor) -> Expr:
+    """`body`, the definition of the derivative `ref`, with a carrier `(1 + 0 w_gh)` for a
+    derivative group whose letters reach it only through δ tensors: on its own line the
+    group took its sizes from the tensor `w` it is by, and once the definition is
+    substituted under a reduction that runs over them (`sum_lr(g_lr)`), eliminating the δ
+    must not leave that reduction with no extent."""
+    parts = list(body.terms) if isinstance(body, Sum) else [body]
+    position = len(ref.indices)
+    for d in ref.derivs:
+        group = ref.all_indices[position : position + len(d.indices)]
+        position += len(d.indices)
+        if not group or d.wrt is None:
+            continue
+        carrier = Sum((Number(1.0), Product((Number(0.0), Tensor(d.wrt, group)))))
+        parts = [Product((part, carrier)) if not set(group) <= _sized_letters(part) else part for part in parts]
+    return Sum(tuple(parts)) if isinstance(body, Sum) else parts[0]
+
+
+def _sized_letters(node: Expr) -> set[str]:
+    """The letters of `node` that an array's axis gives a size (a δ gives none)."""
+    return {i for t in node.walk() if isinstance(t, Tensor) for i in t.all_indices}
 
 
 def _summed_here(node: Expr, fixed) -> tuple[str, ...]:

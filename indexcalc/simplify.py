@@ -245,10 +245,26 @@ def drop_zero_carriers(node: Product, ctx: Context) -> Expr | None:
         if not kept:
             continue
         lost = set(free_indices(factor, ctx.fixed)) - set().union(*(free_indices(t, ctx.fixed) for t in kept))
-        if all(i in ctx.fixed and counts[i] > 1 for i in lost):
+        sized = _sized_letters(node.factors[:k] + node.factors[k + 1 :])
+        if all(i in ctx.fixed and counts[i] > 1 and i in sized for i in lost):
             new = kept[0] if len(kept) == 1 else Sum(tuple(kept))
             return Product(node.factors[:k] + (new,) + node.factors[k + 1 :])
     return None
+
+
+def _sized_letters(factors: tuple[Expr, ...]) -> set[str]:
+    """The letters an array's axis gives a size to in `factors`, directly or through a δ
+    that pairs them with such a letter: a carrier is kept for any other."""
+    sized = {i for f in factors for t in f.walk() if isinstance(t, Tensor) for i in t.all_indices}
+    ties = [pair for f in factors for d in f.walk() if isinstance(d, Delta) for pair in zip(d.left, d.right)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in ties:
+            if (a in sized) != (b in sized):
+                sized |= {a, b}
+                grew = True
+    return sized
 
 
 def absorb_into_reduction(node: Product, ctx: Context) -> Expr | None:

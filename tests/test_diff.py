@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given, reject, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
 from indexcalc.scope import explicit
+from indexcalc.program import check_program
 from indexcalc.expr import with_children
 from indexcalc.expr import Call, Delta, Equation, Power, Product, Program, Reduce, Sum, Tensor
 from indexcalc.relabel import fresh_letters, letters_in
@@ -201,6 +202,20 @@ def test_power_rule_integer_exponent_on_negative_values():
     check("y_i = x_i^3", "x_g", {"x": x})
     check("y_i = x_i^-2", "x_g", {"x": x})
     check("y_i = (w_ij x_j)^3", "w_gh", {"w": rand(2, 4), "x": x})
+
+
+@pytest.mark.parametrize("text", ["y_i = x_i^0 + x_i", "y_i = x_i^2", "y_i = x_i^1 x_i"])
+def test_power_rule_at_zero_has_no_zero_times_infinity(text):
+    """A literal exponent's derivative leaves no x^-1 where its coefficient is 0: at x = 0
+    the first, second and third derivatives are numbers, the same by every route."""
+    x = {"x": np.zeros(3)}
+    d = text + "\nL = sum_i(y_i^3)"
+    for letter in "abc":
+        d = ic.diff(d, f"x_{letter}")
+        value = ic.evaluate(d, x)
+        assert np.all(np.isfinite(value)), (str(d), value)
+        np.testing.assert_allclose(value, ic.evaluate(ic.simplify(d), x))
+        np.testing.assert_allclose(value, ic.compile(d)(x)[0])
 
 
 def test_power_rule_variable_exponent():
@@ -676,7 +691,12 @@ def dependencies(node) -> set[str]:
 def derivative_cases(draw):
     gen = Generator(draw(st.data()))
     text = gen.program()
-    node = ic.parse(text)
+    try:
+        node = ic.parse(text)
+        check_program(node.equations if isinstance(node, ic.Program) else
+                      (node,) if isinstance(node, ic.Equation) else ())
+    except ic.IndexCalcError:
+        reject()  # an ambiguous use of an index (T2_k / (1 + T3_kk^2)): tests/test_ambiguity.py
     depends = sorted(dependencies(node))
     assume(depends)  # a formula of numbers alone has nothing to differentiate by
     name = draw(st.sampled_from(depends))
