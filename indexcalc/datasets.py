@@ -121,7 +121,6 @@ def open_dataset(name: str, names: list[str], seed: int = 0, folder: str = ".",
     """A built-in data set or a `.npz` file, checked: every named array present and real
     numbers, with at least one sample, the same number of samples in each split, and the
     arrays declared one-hot turned from class labels into one-hot rows."""
-    onehot = dict(onehot or {})
     if name in BUILT_IN:
         train_list, test_list = BUILT_IN[name](seed)
         if len(names) != len(train_list):
@@ -133,10 +132,19 @@ def open_dataset(name: str, names: list[str], seed: int = 0, folder: str = ".",
     else:
         data = _from_file(name, names, folder)
     for split, arrays in (("train", data.train), ("test", data.test)):
+        if arrays:
+            sample_count(arrays, f"the {split} arrays of {data.source}")
+    return apply_onehot(data, onehot or {})
+
+
+def apply_onehot(data: DataSet, onehot: Mapping[str, int]) -> DataSet:
+    """The data set with the arrays named in `onehot` turned from class labels into
+    one-hot rows of the given number of classes."""
+    for split, arrays in (("train", data.train), ("test", data.test)):
         for label, classes in onehot.items():
-            arrays[label] = one_hot(arrays[label], classes, f"{split} array {label} of {data.source}")
-        sample_count(arrays, f"the {split} arrays of {data.source}")
-    data.onehot = onehot
+            if label in arrays:
+                arrays[label] = one_hot(arrays[label], classes, f"{split} array {label} of {data.source}")
+    data.onehot = {**data.onehot, **onehot}
     return data
 
 
@@ -217,8 +225,8 @@ def read_npz(path: str, what: str, kinds: str = "biuf") -> dict[str, np.ndarray]
     except OSError as err:
         raise DataError(f"cannot read {what} {path}: {err.strerror or err}") from None
     if head.startswith(NPY_MAGIC):
-        raise DataError(f"{what} {path} is a single .npy array, but arrays are looked up by name in an .npz: "
-                        f"save them with np.savez('{os.path.splitext(os.path.basename(path))[0]}.npz', x=..., y=...)")
+        raise DataError(f"{what} {path} is a single .npy array, not an .npz archive of named arrays "
+                        f"(np.savez('{os.path.splitext(os.path.basename(path))[0]}.npz', x=..., y=...) writes one)")
     if not head.startswith(b"PK"):
         raise DataError(f"{what} {path} is not an .npz file (the archive np.savez writes)")
     try:

@@ -62,10 +62,11 @@ class ModelFile:
 
     def locate(self, err: IndexCalcError, about: str | None = None) -> IndexCalcError:
         """The error quoting the model file at the line it concerns (its own position in the
-        equations, or the declaration it is `about`), else at the top of the file."""
+        equations, or the declaration it is `about`); one about no line is left as it is."""
         if err.text is None:
             pos = err.pos if err.pos is not None else self.position(about or getattr(err, "about", None))
-            err.with_source(self.text, 0 if pos is None else pos)
+            if pos is not None:
+                err.with_source(self.text, pos)
         return err
 
 

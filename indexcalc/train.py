@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .datasets import DataError, open_dataset, read_npz, sample_count
+from .datasets import DataError, apply_onehot, open_dataset, read_npz, sample_count
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
@@ -174,6 +174,9 @@ class Trainer:
                                 about="batch_size")
         if not (_whole(self.seed) and self.seed >= 0):
             raise TrainingError(f"the seed must be a whole number, 0 or more, got {self.seed!r}", about="seed")
+        if self.checkpoint:  # before any work: a run must not end unable to save it
+            check_output_path(self.checkpoint, "the checkpoint", replaceable=is_checkpoint)
+            remove_stale_temporaries(self.checkpoint)
 
     def fit(
         self,
@@ -187,9 +190,6 @@ class Trainer:
         """Run `epochs` epochs (in total, counting those of a resumed checkpoint)."""
         if not (_whole(epochs) and epochs >= 0):
             raise TrainingError(f"epochs must be a whole number, 0 or more, got {epochs!r}", about="epochs")
-        if self.checkpoint:
-            check_output_path(self.checkpoint, "the checkpoint", replaceable=is_checkpoint)
-            remove_stale_temporaries(self.checkpoint)
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, float]] = []
         start = 0
@@ -536,13 +536,17 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
     name, settings = mf.optimizer
     chosen = optimiser(name, **(settings if lr is None else {**settings, "lr": lr}))
     seed = mf.seed if seed is None else seed
-    try:
-        data = open_dataset(mf.dataset, list(mf.model.data), seed, mf.folder, onehot=mf.onehot)
-    except IndexCalcError as err:
-        raise mf.locate(err, "dataset") from None
-    check_data_ranks(mf.model, data)
     trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
                       seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint)
+    try:
+        data = open_dataset(mf.dataset, list(mf.model.data), seed, mf.folder)
+    except IndexCalcError as err:
+        raise mf.locate(err, "dataset") from None
+    try:
+        apply_onehot(data, mf.onehot)
+    except IndexCalcError as err:
+        raise mf.locate(err, "onehot") from None
+    check_data_ranks(mf.model, data)
     return trainer, data
 
 
@@ -559,11 +563,15 @@ def check_data_ranks(model: Model, data) -> None:
                 continue
             written = next(t for eq in model.per_sample.equations for t in eq.walk()
                            if isinstance(t, Tensor) and t.name == name)
-            per_sample = tuple(np.shape(value))[1:] if model.batch else tuple(np.shape(value))
-            message = (f"the {split} array {name} of {data.source} has shape {np.shape(value)}, "
-                       f"{'per sample ' + str(per_sample) + ', ' if model.batch else ''}but the equations write "
-                       f"{written}, with {len(written.indices)} "
-                       f"{'index' if len(written.indices) == 1 else 'indices'}")
+            shape = np.shape(value)
+            if model.batch:
+                shape_note = "one number per sample" if len(shape) == 1 else f"{shape[1:]} per sample"
+                shape_note = f"{shape} ({shape_note})"
+            else:
+                shape_note = str(shape)
+            count = len(written.indices)
+            message = (f"the {split} array {name} of {data.source} has shape {shape_note}, but the equations "
+                       f"write {written}, with {count} {'index' if count == 1 else 'indices'}")
             labels = np.asarray(value)
             if model.batch and labels.ndim == 1 and len(written.indices) == 1 and np.all(labels == np.round(labels)):
                 classes = int(labels.max()) + 1

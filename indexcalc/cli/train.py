@@ -135,11 +135,11 @@ def _plot(history: list[dict], path: str) -> str:
     return f"loss curves: {path}"
 
 
-def _whole(least: int, meaning: str):
+def _whole(least: int):
     """An argparse type: a whole number of at least `least` (one line if not)."""
     def parse(text: str) -> int:
         if not text.strip().isascii() or not text.strip().isdigit() or int(text) < least:
-            raise argparse.ArgumentTypeError(f"{meaning} must be a whole number, {least} or more, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a whole number, {least} or more, got {text!r}")
         return int(text)
 
     return parse
@@ -151,7 +151,7 @@ def _learning_rate(text: str) -> float:
     except ValueError:
         value = math.nan
     if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"the learning rate must be a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 
@@ -163,10 +163,10 @@ def register(sub) -> None:
         "parameters (written to --checkpoint, if given) and a non-zero exit.",
     )
     tr.add_argument("model", nargs="?", help="a model file (.ic); see examples/")
-    tr.add_argument("--epochs", type=_whole(1, "--epochs"), help="epochs in all, counting a resumed checkpoint's (default: the file's)")
+    tr.add_argument("--epochs", type=_whole(1), help="epochs in all, counting a resumed checkpoint's (default: the file's)")
     tr.add_argument("--lr", type=_learning_rate, help="learning rate, a positive number (default: the file's)")
-    tr.add_argument("--seed", type=_whole(0, "--seed"), help="seed of initialisation and shuffling (default: the file's)")
-    tr.add_argument("--batch-size", type=_whole(1, "--batch-size"), help="mini-batch size (default: the file's)")
+    tr.add_argument("--seed", type=_whole(0), help="seed of initialisation and shuffling (default: the file's)")
+    tr.add_argument("--batch-size", type=_whole(1), help="mini-batch size (default: the file's)")
     tr.add_argument("--checkpoint", help="write the state to this .npz after every epoch (atomically)")
     tr.add_argument("--resume", help="continue from a checkpoint of the same model file")
     tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
