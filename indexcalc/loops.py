@@ -1,83 +1,231 @@
-"""The reference evaluator: explicit loops, one number at a time.
+"""The reference evaluator: the notation's meaning, spelled out by enumeration.
 
-Written to be obviously right, not fast: for every entry of the result it assigns each
-free index a value, and every product loops over the indices it sums, multiplying the
-entries of its factors. It shares nothing with the einsum evaluator but the summation
-rules (`indexcalc.indices`), so agreement between the two is a real check.
+A second reading of the notation, independent of the einsum evaluator: it shares nothing
+with it but the summation rules (`indexcalc.indices`), so agreement between the two is a
+real check. Every index is given its values explicitly, a tensor is read entry by entry
+at those values, and a product is the literal sum, over every value of its summed
+indices, of the product of its factors: no contraction order, no einsum.
+
+To be fast enough to run every time, the enumeration is vectorised rather than done one
+number at a time: the entries of the result being computed are handled together, each
+bound index holding an integer array of its values over them (a tensor is read by
+indexing its array with those), and a summed index runs over a new leading axis that is
+then summed away. Where that would make an array larger than `BUDGET` numbers, the
+remaining summed indices are looped over in Python one value at a time instead, so
+memory stays bounded whatever the sizes.
+
+`evaluate_loops_at` computes only some entries of the result (a random sample, or given
+positions): the way to check a result too large to enumerate.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import Any, Mapping
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from . import functions
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .errors import IndexCalcError
+from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, relabelled_index, summed_indices
-from .program import Environment, run
+from .program import Environment, as_parsed, run
+
+BUDGET = 1 << 20  # numbers in the largest array built; summed indices beyond it are looped in Python
+CHUNK = 1 << 13  # entries of the result computed together, between two progress updates
 
 
-def evaluate_loops(source, arrays: Mapping[str, Any]) -> np.ndarray:
-    """Evaluate like `evaluate`, by explicit loops over every index."""
-    return run(source, arrays, _loop_equation, _loop_expression)
+class Bar(Protocol):
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> Any: ...
 
 
-def _loop_equation(eq: Equation, env: Environment) -> np.ndarray:
-    return _fill(eq.rhs, eq.lhs.all_indices, frozenset(eq.lhs.all_indices), env)
+# Makes a progress bar, as tqdm.tqdm does: called with total= (entries) and desc=.
+Progress = Callable[..., Bar]
 
 
-def _loop_expression(node: Expr, env: Environment) -> np.ndarray:
-    return _fill(node, free_indices(node), frozenset(), env)
+@dataclass(frozen=True)
+class Entries:
+    """Some entries of a result of `shape`: `values[k]` is the entry at `positions[k]`
+    (a row of indices), so that `full[tuple(positions.T)] == values`."""
+
+    positions: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        """How many entries the whole result has."""
+        return math.prod(self.shape)
 
 
-def _fill(node: Expr, axes: tuple[str, ...], fixed: frozenset[str], env: Environment) -> np.ndarray:
-    out = np.empty([env.size(i) for i in axes])
-    for position in itertools.product(*(range(env.size(i)) for i in axes)):
-        out[position] = _value(node, dict(zip(axes, position)), fixed, env)
-    return out
+def evaluate_loops(source, arrays: Mapping[str, Any], *, progress: Progress | None = None) -> np.ndarray:
+    """Evaluate like `evaluate`, by enumerating the values of every index.
+
+    `progress`, a callable like `tqdm.tqdm`, is given a bar for each equation."""
+    return run(source, arrays, *_evaluators(None, None, progress))
 
 
-def _value(node: Expr, at: dict[str, int], fixed: frozenset[str], env: Environment) -> float:
+def evaluate_loops_at(
+    source,
+    arrays: Mapping[str, Any],
+    entries: int | np.ndarray,
+    *,
+    seed: int | None = 0,
+    progress: Progress | None = None,
+) -> Entries:
+    """Some entries of the value `evaluate_loops` gives: `entries` random ones (all of
+    them if there are fewer; drawn with `seed`), or those at the given positions (an
+    array of shape (count, ndim)). Earlier equations of a program are computed whole,
+    as the last one reads them."""
+    if not isinstance(entries, np.ndarray) and (not isinstance(entries, int) or entries < 1):
+        raise IndexCalcError(f"entries must be a positive whole number or an array of positions, got {entries!r}")
+    node = as_parsed(source)
+    last = node.equations[-1].lhs.key if isinstance(node, Program) else None
+    return run(source, arrays, *_evaluators(last, (entries, seed), progress))
+
+
+def _evaluators(last: str | None, sample, progress: Progress | None):
+    """The per-equation and per-expression callbacks of `program.run`: the last equation
+    (a bare expression, a lone equation) is sampled when `sample` is given."""
+
+    def on_equation(eq: Equation, env: Environment):
+        axes = eq.lhs.all_indices
+        return _compute(eq.rhs, axes, frozenset(axes), env, sample if last in (None, eq.lhs.key) else None,
+                        progress, str(eq.lhs))
+
+    def on_expression(node: Expr, env: Environment):
+        return _compute(node, free_indices(node), frozenset(), env, sample, progress, "value")
+
+    return on_equation, on_expression
+
+
+def _compute(node: Expr, axes, fixed, env: Environment, sample, progress: Progress | None, what: str):
+    """The whole value of `node` over `axes`, or, with `sample`, an `Entries` of it."""
+    shape = tuple(env.size(i) for i in axes)
+    total = math.prod(shape)
+    if sample is None:
+        positions = None
+    elif isinstance(sample[0], np.ndarray):
+        positions = _checked_positions(sample[0], shape)
+    else:
+        flat = np.sort(np.random.default_rng(sample[1]).choice(total, size=min(sample[0], total), replace=False))
+        positions = np.stack(np.unravel_index(flat, shape), axis=1) if shape else np.zeros((len(flat), 0), int)
+    count = total if positions is None else len(positions)
+    values = np.empty(count)
+    bar = progress(total=count, desc=what) if progress else None
+    with np.errstate(all="ignore"):  # as Python floats: inf and nan, never a warning
+        for start in range(0, count, CHUNK):
+            stop = min(count, start + CHUNK)
+            if positions is None:
+                at = np.unravel_index(np.arange(start, stop), shape) if shape else ()
+            else:
+                at = tuple(positions[start:stop].T)
+            frame = _Frame(dict(zip(axes, at)), (stop - start,))
+            values[start:stop] = np.broadcast_to(_value(node, frame, fixed, env), frame.shape)
+            if bar:
+                bar.update(stop - start)
+    if bar:
+        bar.close()
+    if positions is None:
+        return values.reshape(shape)
+    return Entries(positions, values, shape)
+
+
+def _checked_positions(positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    positions = np.asarray(positions)
+    if positions.ndim != 2 or positions.shape[1] != len(shape) or positions.dtype.kind not in "iu":
+        raise IndexCalcError(f"positions must be whole numbers of shape (count, {len(shape)}), got {positions.shape}")
+    if len(positions) and (positions.min(initial=0) < 0 or np.any(positions >= np.array(shape))):
+        raise IndexCalcError(f"a position lies outside the result's shape {shape}")
+    return positions
+
+
+class _Frame:
+    """The entries being computed: each bound index's values over them, as an integer
+    array that broadcasts against `shape` (or a plain int, for an index looped over).
+
+    Its last axis runs over the entries of the result; each summed index enumerated in
+    one go adds a leading axis. Every value computed in a frame has its number of axes."""
+
+    def __init__(self, at: dict[str, Any], shape: tuple[int, ...]):
+        self.at, self.shape = at, shape
+
+    def bind(self, indices, values) -> _Frame:
+        return _Frame({**self.at, **dict(zip(indices, values))}, self.shape)
+
+    def widen(self, indices, sizes) -> _Frame:
+        """One new leading axis for each index, running over all its values."""
+        ndim = len(indices) + len(self.shape)
+        grids = [np.arange(n).reshape([n if a == k else 1 for a in range(ndim)]) for k, n in enumerate(sizes)]
+        return _Frame({**self.at, **dict(zip(indices, grids))}, tuple(sizes) + self.shape)
+
+    def lift(self, value) -> np.ndarray:
+        """`value` as float64 with the frame's number of axes (missing ones of size 1)."""
+        value = np.asarray(value, dtype=np.float64)
+        return value.reshape((1,) * (len(self.shape) - value.ndim) + value.shape)
+
+
+def _value(node: Expr, frame: _Frame, fixed: frozenset[str], env: Environment) -> np.ndarray:
     if isinstance(node, Number):
-        return node.value
+        return frame.lift(node.value)
     if isinstance(node, (Tensor, Delta, Product)):
         factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
-        summed = summed_indices(node, fixed)
-        total = 0.0
-        for values in itertools.product(*(range(env.size(i)) for i in summed)):
-            inner = {**at, **dict(zip(summed, values))}
-            term = 1.0
-            for factor in factors:
-                term *= _factor(factor, inner, fixed, env)
-            total += term
-        return total
+        return _over("sum", summed_indices(node, fixed), frame, env, lambda inner: _product(factors, inner, fixed, env))
     if isinstance(node, Sum):
-        return sum(_value(term, at, fixed, env) for term in node.terms)
+        return sum(_value(term, frame, fixed, env) for term in node.terms)
     if isinstance(node, Power):
-        with np.errstate(all="ignore"):
-            return float(np.power(_value(node.base, at, fixed, env), _value(node.exponent, at, fixed, env)))
+        return np.power(_value(node.base, frame, fixed, env), _value(node.exponent, frame, fixed, env))
     if isinstance(node, Call):
-        inner = at
         if node.relabel is not None:
-            inner = {**at, relabelled_index(node, fixed): at[node.relabel]}
-        with np.errstate(all="ignore"):
-            return float(functions.lookup(node.func).compute(np.float64(_value(node.arg, inner, fixed, env))))
+            frame = frame.bind((relabelled_index(node, fixed),), (frame.at[node.relabel],))
+        return frame.lift(functions.lookup(node.func).compute(_value(node.arg, frame, fixed, env)))
     if isinstance(node, Reduce):
         inner_fixed = fixed | set(node.indices)
-        ranges = [range(env.size(i)) for i in node.indices]
-        values = [
-            _value(node.body, {**at, **dict(zip(node.indices, picked))}, inner_fixed, env)
-            for picked in itertools.product(*ranges)
-        ]
-        return float(functions.reduce_array(node.op, np.array(values), (0,)))
+        return _over(node.op, node.indices, frame, env, lambda inner: _value(node.body, inner, inner_fixed, env))
     raise TypeError(f"cannot evaluate {type(node).__name__}")
 
 
-def _factor(factor: Expr, at: dict[str, int], fixed: frozenset[str], env: Environment) -> float:
-    if isinstance(factor, Tensor):
-        return float(env.array(factor)[tuple(at[i] for i in factor.all_indices)])
-    if isinstance(factor, Delta):
-        return 1.0 if all(at[a] == at[b] for a, b in factor.pairs) else 0.0
-    return _value(factor, at, fixed, env)
+def _product(factors: list[Expr], frame: _Frame, fixed: frozenset[str], env: Environment) -> np.ndarray:
+    term = frame.lift(1.0)
+    for factor in factors:
+        if isinstance(factor, Tensor):
+            term = term * frame.lift(env.array(factor)[tuple(frame.at[i] for i in factor.all_indices)])
+        elif isinstance(factor, Delta):
+            term = term * frame.lift(functools.reduce(
+                np.logical_and, (frame.at[a] == frame.at[b] for a, b in factor.pairs), True))
+        else:
+            term = term * _value(factor, frame, fixed, env)
+    return term
+
+
+def _over(op: str, indices: tuple[str, ...], frame: _Frame, env: Environment, body) -> np.ndarray:
+    """`op` (sum, mean or logsumexp) of `body` over every value of `indices`.
+
+    The first indices that fit in `BUDGET` are enumerated at once on leading axes; the
+    rest are looped over, and the parts combined (a mean of equal parts' means, the
+    logsumexp of their logsumexps)."""
+    if not indices:
+        return body(frame)
+    sizes = [env.size(i) for i in indices]
+    wide = len(sizes)
+    if 0 not in sizes:
+        room = BUDGET // max(1, math.prod(frame.shape))
+        wide = next((k for k in range(len(sizes)) if math.prod(sizes[: k + 1]) > room), len(sizes))
+    axes = tuple(range(wide))
+    total = None
+    for values in itertools.product(*(range(n) for n in sizes[wide:])):
+        inner = frame.bind(indices[wide:], values).widen(indices[:wide], sizes[:wide])
+        part = body(inner)
+        part = functions.reduce_array(op, np.broadcast_to(part, tuple(sizes[:wide]) + part.shape[wide:]), axes)
+        if total is None:
+            total = part
+        else:
+            total = np.logaddexp(total, part) if op == "logsumexp" else total + part
+    if op == "mean":
+        total = total / math.prod(sizes[wide:])
+    return frame.lift(total)
