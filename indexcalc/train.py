@@ -356,7 +356,7 @@ CHECKPOINT_FORMAT = "indexcalc checkpoint 1"
 def _meta(arrays: Mapping[str, np.ndarray], where: str) -> dict:
     """The checkpoint's metadata, its shape checked (a crafted file is told, not obeyed)."""
     def bad(problem: str) -> TrainingError:
-        return TrainingError(f"{where} is not a checkpoint indexcalc can resume from: {problem}")
+        return TrainingError(f"cannot resume: {where} is not an indexcalc checkpoint ({problem})")
 
     text = arrays.get("meta")
     if text is None or text.dtype.kind != "U" or text.ndim != 0:
