@@ -209,7 +209,7 @@ class Trainer:
             sample_count({k: test[k] for k in self.model.data if k in test}, "the test data")
         size = self.batch_size or n
         begun = time.perf_counter()
-        good = last = params
+        good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
         kept = (dict(self.optimizer.state), rng.bit_generator.state)
         stopped, message, warnings = "done", "", []
         best = min((r["loss"] for r in history), default=math.inf)

@@ -676,6 +676,24 @@ def test_ctrl_c_keeps_the_last_epoch_in_the_checkpoint_and_exits_with_one_line(t
             np.testing.assert_array_equal(stored[f"param.{name}"], value)
 
 
+def test_ctrl_c_after_some_steps_of_the_first_epoch_keeps_the_initial_parameters():
+    model = xor_model()
+    initial = model.init_params(0)
+    real, calls = model.loss_and_grads, []
+
+    def interrupted(params, batch):
+        calls.append(1)
+        if len(calls) == 4:  # the preflight's call, then two steps of the first epoch
+            raise KeyboardInterrupt
+        return real(params, batch)
+
+    model.loss_and_grads = interrupted
+    result = Trainer(model, Adam(lr=0.1), batch_size=4).fit(small_data(), 5)
+    assert result.stopped == "interrupted" and result.epochs == 0
+    for name, value in initial.items():
+        np.testing.assert_array_equal(result.params[name], value)
+
+
 def test_ctrl_c_before_training_is_one_line(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
