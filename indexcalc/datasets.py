@@ -3,7 +3,8 @@
 Each returns `(train, test)`, two lists of arrays in the order features, targets; a model
 file's `data` line names them. They are the examples of the source notes: XOR and Fizz
 Buzz (the partial-derivatives note), a single ReLU neuron (Parr–Howard), logistic
-regression with labels ±1 (the tuples note), and a linear layer Y = XW (Huang).
+regression with labels ±1 (the tuples note), a linear layer Y = XW (Huang), and three
+clusters with integer class labels (blobs).
 """
 
 from __future__ import annotations
@@ -72,12 +73,23 @@ def linear(seed: int = 0, n: int = 128, d: int = 3, k: int = 2) -> Split:
     return [x[:n], y[:n]], [x[n:], y[n:]]
 
 
+def blobs(seed: int = 0, n: int = 150, classes: int = 3) -> Split:
+    """Three Gaussian clusters in the plane, labelled 0, 1, 2 (integers, one per sample:
+    what users' data files hold; a model declares `onehot y 3` to read them as y_k)."""
+    rng = np.random.default_rng(seed)
+    centres = 3.0 * np.array([[np.cos(a), np.sin(a)] for a in 2 * np.pi * np.arange(classes) / classes])
+    labels = rng.integers(0, classes, 2 * n)
+    x = centres[labels] + rng.normal(size=(2 * n, 2))
+    return [x[:n], labels[:n]], [x[n:], labels[n:]]
+
+
 BUILT_IN: dict[str, Callable[..., Split]] = {
     "xor": xor,
     "fizzbuzz": fizzbuzz,
     "relu_neuron": relu_neuron,
     "logistic": logistic,
     "linear": linear,
+    "blobs": blobs,
 }
 
 

@@ -11,14 +11,19 @@
     batch_size 4
     seed 0
     metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0)
-    onehot y 4                # y holds class labels 0..3 (one per sample); the equations see y_k
 
     h_i = σ(W1_ij x_j + b1_i)
     yhat_k = σ(W2_ki h_i + b2_k)
     loss = (yhat_k - y_k)(yhat_k - y_k)
 
-A line is a declaration when it starts with one of the words above (and no `=` follows
-the word); every other line is notation. Errors point at the line and the character.
+Data sets often hold class labels (0, 1, 2, one per sample) where the equations read
+one-hot rows (`y_k`): `onehot y 3` says so, and y is turned into rows of 3 (see
+examples/blobs.ic). A data file's arrays are named as the data line's tensors, and its
+held-out arrays `test_x`, `test_y`.
+
+A line is a declaration when it starts with one of the words above or `onehot` (and no
+`=` follows the word); every other line is notation. Errors point at the line and the
+character.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .datasets import DataError, apply_onehot, open_dataset, read_npz, sample_count
+from .datasets import DataError, apply_onehot, open_dataset, read_npz, refuse_if_too_big, sample_count
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
@@ -174,6 +174,11 @@ class Trainer:
                                 about="batch_size")
         if not (_whole(self.seed) and self.seed >= 0):
             raise TrainingError(f"the seed must be a whole number, 0 or more, got {self.seed!r}", about="seed")
+        state = sum(p.nbytes for p in self.model.parameters.values()) * (2 + len(self.optimizer.moments))
+        try:  # parameters, their gradients and the optimiser's moments, before any allocation
+            refuse_if_too_big(f"training {', '.join(self.model.parameters)} with {self.optimizer.name}", state)
+        except IndexCalcError as err:
+            raise TrainingError(err.problem) from None
         if self.checkpoint:  # before any work: a run must not end unable to save it
             check_output_path(self.checkpoint, "the checkpoint", replaceable=is_checkpoint)
             remove_stale_temporaries(self.checkpoint)
@@ -255,6 +260,10 @@ class Trainer:
                         self._save_or_fail(params, epoch + 1, history, rng)
                     if progress:
                         progress(epoch + 1, record)
+        except MemoryError:
+            saved = f"; {self.checkpoint} holds the last finished epoch" if self.checkpoint and history else ""
+            raise TrainingError(f"out of memory in epoch {len(history) + start + 1} (try a smaller batch size)"
+                                f"{saved}") from None
         except KeyboardInterrupt:
             stopped, message = "interrupted", "interrupted: the parameters of the last finished epoch are kept"
             params = good

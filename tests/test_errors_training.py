@@ -33,7 +33,7 @@ from indexcalc.cli import train as cli_train
 from indexcalc.datasets import read_npz
 from indexcalc.model import Model, ModelError
 from indexcalc.modelfile import load, parse_model
-from indexcalc.train import SGD, Adam, Momentum, Trainer, TrainingError, remove_stale_temporaries, train_file
+from indexcalc.train import SGD, Adam, Trainer, TrainingError, remove_stale_temporaries, train_file
 
 EXAMPLES = Path(ic.__file__).parent / "examples"
 XOR = (EXAMPLES / "xor.ic").read_text(encoding="utf-8")
@@ -477,6 +477,33 @@ def test_any_declaration_line_is_read_or_refused_with_a_caret(word, pieces, repl
     except ic.IndexCalcError as err:
         number, _, _ = caret(err)  # every model-file message points into the file
         assert 1 <= number <= len(lines)
+
+
+def test_training_that_would_not_fit_in_memory_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(ic.datasets, "memory_size", lambda: 10**9)
+    model = Model("loss = w_i w_i", params={"w": 40_000_000})  # 320 MB: fits, but not four times over
+    Trainer(model, SGD())  # the parameters and their gradients: 640 MB
+    with pytest.raises(TrainingError, match=r"training w with adam would take 1.3 GB, more than .* \(1.0 GB\)"):
+        Trainer(model, Adam())
+    with pytest.raises(ModelError, match=r"parameter w\[200000000\] would take 1.6 GB"):
+        Model("loss = w_i w_i", params={"w": 200_000_000})
+
+
+def test_running_out_of_memory_in_an_epoch_is_an_error_and_the_checkpoint_stays(tmp_path):
+    model, path = xor_model(), tmp_path / "state.npz"
+    real, calls = model.loss_and_grads, []
+
+    def exhausted(params, batch):
+        calls.append(1)
+        if len(calls) > 9:  # the preflight's call, then 3 steps and a scoring call per epoch: in epoch 3
+            raise MemoryError
+        return real(params, batch)
+
+    model.loss_and_grads = exhausted
+    with pytest.raises(TrainingError, match="out of memory in epoch 3 .* holds the last finished epoch"):
+        Trainer(model, SGD(), batch_size=4, checkpoint=str(path)).fit(small_data(), 5)
+    with np.load(path) as stored:
+        assert json.loads(str(stored["meta"]))["epoch"] == 2
 
 
 # ---------------------------------------------------------------- the command line's numbers

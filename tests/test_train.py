@@ -174,6 +174,16 @@ def test_linear_layer_example_finds_the_hidden_weights():
 # ---------------------------------------------------------------- models in Python
 
 
+def test_blobs_example_trains_on_integer_labels_declared_one_hot():
+    mf = load(str(EXAMPLES / "blobs.ic"))
+    assert mf.onehot == {"y": 3}
+    result, train, test = train_file(mf)
+    assert train["y"].shape == (150, 3) and set(train["y"].sum(1)) == {1.0}
+    assert result.history[-1]["test_accuracy"] > 0.95
+    with pytest.raises(ic.IndexCalcError, match="declare: onehot y 3"):
+        train_file(parse_model(example("blobs").replace("onehot y 3\n", "")))
+
+
 def test_model_in_python_trains_xor():
     model = ic.Model(XOR_NET, params=XOR_PARAMS, init=XOR_INIT, data=["x", "y"], batch="n", reduce="mean")
     result = Trainer(model, Adam(lr=0.1), batch_size=4, seed=0).fit({"x": XOR_X, "y": XOR_Y}, 300)
