@@ -32,6 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .train import optimiser
@@ -55,6 +56,20 @@ class ModelFile:
     declared: dict = field(default_factory=dict)
     params_at: dict[str, int] = field(default_factory=dict)
     onehot: dict[str, int] = field(default_factory=dict)
+
+    def load_data(self, seed: int | None = None) -> DataSet:
+        """The declared data set, checked, its one-hot declarations applied; an error
+        points at the dataset (or onehot) line."""
+        if self.dataset is None:
+            raise ModelError(f"{self.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
+        try:
+            data = open_dataset(self.dataset, list(self.model.data), self.seed if seed is None else seed, self.folder)
+        except IndexCalcError as err:
+            raise self.locate(err, "dataset") from None
+        try:
+            return apply_onehot(data, self.onehot)
+        except IndexCalcError as err:
+            raise self.locate(err, "onehot") from None
 
     def position(self, about: str | None) -> int | None:
         """Where the declaration `about` ("param W1", "optimizer", ...) is written."""

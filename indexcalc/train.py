@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .datasets import DataError, apply_onehot, open_dataset, read_npz, refuse_if_too_big, sample_count
+from .datasets import DataError, read_npz, refuse_if_too_big, sample_count
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
@@ -547,14 +547,7 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
     seed = mf.seed if seed is None else seed
     trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
                       seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint)
-    try:
-        data = open_dataset(mf.dataset, list(mf.model.data), seed, mf.folder)
-    except IndexCalcError as err:
-        raise mf.locate(err, "dataset") from None
-    try:
-        apply_onehot(data, mf.onehot)
-    except IndexCalcError as err:
-        raise mf.locate(err, "onehot") from None
+    data = mf.load_data(seed)
     check_data_ranks(mf.model, data)
     return trainer, data
 
