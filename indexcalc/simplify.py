@@ -60,6 +60,7 @@ def simplify(source) -> Expr:
 
 def _simplify(node: Expr, ctx: Context) -> Expr:
     node = _children(node, ctx)
+    seen = {node}
     for _ in range(100):
         for node_type, rule in RULES:
             if isinstance(node, node_type):
@@ -69,6 +70,9 @@ def _simplify(node: Expr, ctx: Context) -> Expr:
                     break
         else:
             return node
+        if node in seen:  # two rules undoing each other: each pass would re-simplify the subtree
+            return node
+        seen.add(node)
     return node
 
 
@@ -141,6 +145,8 @@ _RANK = {Number: 0, Sum: 1, Reduce: 2, Call: 3, Power: 4, Tensor: 5, Delta: 6}
 
 
 def _factor_key(factor: Expr):
+    if isinstance(factor, Number):  # the coefficient leads, as fold_numbers writes it: before (-2)^a too
+        return (-1, "")
     if isinstance(factor, Power) and factor.exponent == Number(-1.0):
         return (9, str(factor))
     base = factor.base if isinstance(factor, Power) else factor
