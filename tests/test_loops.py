@@ -14,6 +14,8 @@ import ast
 import contextlib
 import inspect
 import itertools
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from indexcalc import functions, loops
+from indexcalc import cli, functions, loops
 from indexcalc.expr import Call, Delta, Equation, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from indexcalc.indices import free_indices, relabelled_index, summed_indices
 from indexcalc.program import run
@@ -244,3 +246,59 @@ def test_the_reference_shares_no_code_with_the_einsum_route():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not imported & {"opt_einsum", "evaluate", "compile", "plan"}, imported
     assert "einsum" not in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+
+
+# --------------------------------------------------------------------------------------
+# indexcalc check: sampled entries, both references, options validated
+
+EXAMPLES = Path(ic.__file__).parent / "examples"
+
+
+def check_rows(out: str) -> dict[str, tuple[str, float]]:
+    rows = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"\s+(\w+)\s+(skipped|[0-9.e+-]+)\s+([0-9.e+-]+)", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), float(m.group(3)))
+    return rows
+
+
+def test_check_compares_a_stated_sample_of_entries(capsys):
+    assert cli.main(["check", str(EXAMPLES / "fizzbuzz.ic"), "--entries", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "W1 30 of 1000, b1 30 of 100, W2 30 of 400, b2 all 4" in out, out
+    rows = check_rows(out)
+    assert set(rows) == {"W1", "b1", "W2", "b2"}
+    assert all(float(loops) < 1e-9 and numeric < 1e-6 for loops, numeric in rows.values()), out
+
+
+def test_check_finds_a_wrong_gradient_entry_by_both_references(monkeypatch, capsys):
+    from indexcalc.model import Model
+
+    right = Model.loss_and_grads
+
+    def one_entry_off(self, params, data):
+        value, grads = right(self, params, data)
+        grads = {**grads, "W1": np.array(grads["W1"], dtype=float)}
+        grads["W1"][1, 0] += 1e-3
+        return value, grads
+
+    monkeypatch.setattr(Model, "loss_and_grads", one_entry_off)
+    assert cli.main(["check", str(EXAMPLES / "xor.ic"), "--entries", "all"]) == 0
+    rows = check_rows(capsys.readouterr().out)
+    assert float(rows["W1"][0]) == pytest.approx(1e-3, rel=1e-3) and rows["W1"][1] == pytest.approx(1e-3, rel=1e-2)
+    assert float(rows["b1"][0]) < 1e-9
+
+
+def test_check_without_loops_says_so(capsys):
+    assert cli.main(["check", str(EXAMPLES / "xor.ic"), "--no-loops"]) == 0
+    rows = check_rows(capsys.readouterr().out)
+    assert {loops for loops, _ in rows.values()} == {"skipped"} and max(n for _, n in rows.values()) < 1e-6
+
+
+@pytest.mark.parametrize("option", [["--batch", "0"], ["--batch", "-1"], ["--entries", "0"], ["--entries", "some"]])
+def test_check_refuses_counts_below_one(option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["check", str(EXAMPLES / "xor.ic"), *option])
+    assert exit_.value.code == 2
+    assert f"argument {option[0]}: expected a positive whole number" in capsys.readouterr().err
