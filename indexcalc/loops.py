@@ -107,50 +107,62 @@ def _evaluators(last: str | None, sample, progress: Progress | None):
 def _compute(node: Expr, axes, fixed, env: Environment, sample, progress: Progress | None, what: str):
     """The whole value of `node` over `axes`, or, with `sample`, an `Entries` of it."""
     shape = tuple(env.size(i) for i in axes)
-    total = math.prod(shape)
-    if sample is None:
-        positions = None
-    elif isinstance(sample[0], np.ndarray):
-        positions = _checked_positions(sample[0], shape)
-    else:
-        flat = np.sort(np.random.default_rng(sample[1]).choice(total, size=min(sample[0], total), replace=False))
-        positions = np.stack(np.unravel_index(flat, shape), axis=1) if shape else np.zeros((len(flat), 0), int)
-    count = total if positions is None else len(positions)
-    values = np.empty(count)
-    bar = progress(total=count, desc=what) if progress else None
+    positions = None if sample is None else _positions(sample, shape)
+    values = np.empty(math.prod(shape) if positions is None else len(positions))
+    bar = progress(total=len(values), desc=what) if progress else None
     with np.errstate(all="ignore"):  # as Python floats: inf and nan, never a warning
-        for start in range(0, count, CHUNK):
-            stop = min(count, start + CHUNK)
-            if positions is None:
-                at = np.unravel_index(np.arange(start, stop), shape) if shape else ()
-            else:
-                at = tuple(positions[start:stop].T)
-            frame = _Frame(dict(zip(axes, at)), (stop - start,))
-            values[start:stop] = np.broadcast_to(_value(node, frame, fixed, env), frame.shape)
+        for start, frame in _blocks(axes, shape) if positions is None else _lists(axes, positions):
+            block = np.broadcast_to(_value(node, frame, fixed, env), frame.shape).reshape(-1)
+            values[start : start + len(block)] = block
             if bar:
-                bar.update(stop - start)
+                bar.update(len(block))
     if bar:
         bar.close()
-    if positions is None:
-        return values.reshape(shape)
-    return Entries(positions, values, shape)
+    return values.reshape(shape) if positions is None else Entries(positions, values, shape)
 
 
-def _checked_positions(positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    positions = np.asarray(positions)
-    if positions.ndim != 2 or positions.shape[1] != len(shape) or positions.dtype.kind not in "iu":
-        raise IndexCalcError(f"positions must be whole numbers of shape (count, {len(shape)}), got {positions.shape}")
-    if len(positions) and (positions.min(initial=0) < 0 or np.any(positions >= np.array(shape))):
+def _blocks(axes, shape):
+    """Frames for the whole result, some rows of its first axis at a time: each index
+    runs over its own axis, so what depends on fewer indices is computed fewer times."""
+    if not shape:
+        yield 0, _Frame({}, ())
+        return
+    rest = math.prod(shape[1:])
+    rows = max(1, CHUNK // max(1, rest))
+    grids = [np.arange(n).reshape([n if a == k else 1 for a in range(len(shape))]) for k, n in enumerate(shape)]
+    for first in range(0, shape[0], rows):
+        block = grids[0][first : first + rows]
+        yield first * rest, _Frame(dict(zip(axes, [block, *grids[1:]])), (len(block), *shape[1:]))
+
+
+def _lists(axes, positions: np.ndarray):
+    """Frames for listed entries, `CHUNK` at a time, each index on the one axis of the list."""
+    for start in range(0, len(positions), CHUNK):
+        chunk = positions[start : start + CHUNK]
+        yield start, _Frame(dict(zip(axes, chunk.T)), (len(chunk),))
+
+
+def _positions(sample, shape: tuple[int, ...]) -> np.ndarray:
+    """The (count, ndim) positions asked for: given ones checked, or a number drawn."""
+    entries, seed = sample
+    if not isinstance(entries, np.ndarray):
+        total = math.prod(shape)
+        flat = np.sort(np.random.default_rng(seed).choice(total, size=min(entries, total), replace=False))
+        return np.stack(np.unravel_index(flat, shape), axis=1) if shape else np.zeros((len(flat), 0), dtype=int)
+    if entries.ndim != 2 or entries.shape[1] != len(shape) or entries.dtype.kind not in "iu":
+        raise IndexCalcError(f"positions must be whole numbers of shape (count, {len(shape)}), got {entries.shape}")
+    if len(entries) and (entries.min() < 0 or np.any(entries >= np.array(shape))):
         raise IndexCalcError(f"a position lies outside the result's shape {shape}")
-    return positions
+    return entries
 
 
 class _Frame:
     """The entries being computed: each bound index's values over them, as an integer
     array that broadcasts against `shape` (or a plain int, for an index looped over).
 
-    Its last axis runs over the entries of the result; each summed index enumerated in
-    one go adds a leading axis. Every value computed in a frame has its number of axes."""
+    Its trailing axes run over entries of the result (a block of the whole, one axis per
+    index, or a list of entries on one axis); each summed index enumerated in one go adds
+    a leading axis. Every value computed in a frame has its number of axes."""
 
     def __init__(self, at: dict[str, Any], shape: tuple[int, ...]):
         self.at, self.shape = at, shape
