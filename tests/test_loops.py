@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import itertools
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +303,17 @@ def test_check_refuses_counts_below_one(option, capsys):
         cli.main(["check", str(EXAMPLES / "xor.ic"), *option])
     assert exit_.value.code == 2
     assert f"argument {option[0]}: expected a positive whole number" in capsys.readouterr().err
+
+
+def test_check_progress_without_tqdm_is_a_line_a_second_after_the_first(monkeypatch, capsys):
+    from indexcalc.cli import check
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # not installed
+    clock = iter([0.0, 0.5, 1.2, 1.7, 2.4])
+    monkeypatch.setattr(check.time, "monotonic", lambda: next(clock))
+    bar = check.progress_bars("W1 by loops")(total=40, desc="loss_{,(gh)}[W1]")
+    for _ in range(4):
+        bar.update(10)
+    bar.close()
+    assert capsys.readouterr().err.splitlines() == ["  W1 by loops: loss_{,(gh)}[W1]: 20 of 40 entries (1 s)",
+                                                    "  W1 by loops: loss_{,(gh)}[W1]: 40 of 40 entries (2 s)"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _by_loops(model, name: str, arrays: dict, positions: np.ndarray) -> np.ndarr
     derivative = diff(model.program, name, of=model.loss, inline=True)
     if sum(1 for _ in derivative.walk()) > INLINE_LIMIT:
         derivative = simplify(diff(model.program, name, of=model.loss))
-    return evaluate_loops_at(derivative, arrays, positions, progress=_bar_factory(f"{name} by loops")).values
+    return evaluate_loops_at(derivative, arrays, positions, progress=progress_bars(f"{name} by loops")).values
 
 
 def _finite_differences(model, params: dict, batch: dict, name: str, positions: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -77,7 +78,7 @@ def _finite_differences(model, params: dict, batch: dict, name: str, positions: 
     moved = np.array(params[name], dtype=float)
     others = {**params, name: moved}
     out = np.empty(len(positions))
-    bar = _bar_factory(f"{name} by finite differences")(total=len(positions))
+    bar = progress_bars(f"{name} by finite differences")(total=len(positions))
     for k, index in enumerate(map(tuple, positions)):
         values = []
         for step in (eps, -eps):
@@ -90,9 +91,10 @@ def _finite_differences(model, params: dict, batch: dict, name: str, positions: 
     return out
 
 
-def _bar_factory(label: str):
-    """Progress bars for `label` (called as tqdm is, with total=), shown only on what
-    runs longer than a second: tqdm's when it is installed, else plain lines."""
+def progress_bars(label: str) -> Callable[..., Any]:
+    """A maker of progress bars for `label` (called as tqdm is, with total= and desc=),
+    shown only on what runs longer than a second: tqdm's when it is installed (the
+    optional extra `progress`), else plain lines on stderr. What `loops` takes."""
 
     def make(total: int, desc: str | None = None):
         desc = label if desc is None else f"{label}: {desc}"
@@ -124,7 +126,8 @@ class _Lines:
         pass
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -134,11 +137,12 @@ def _positive(text: str) -> int:
     return value
 
 
-def _entries(text: str) -> int | None:
+def entry_count(text: str) -> int | None:
+    """An argparse type: a number of entries to compare, or 'all' (None)."""
     if text == "all":
         return None
     try:
-        return _positive(text)
+        return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive whole number or 'all', got {text!r}") from None
 
@@ -147,8 +151,8 @@ def register(sub) -> None:
     """The `check` command's parser, on the `indexcalc` command's subparsers."""
     ck = sub.add_parser("check", help="compare a model's compiled gradients with explicit loops and finite differences")
     ck.add_argument("model", help="a model file (.ic)")
-    ck.add_argument("--batch", type=_positive, default=3, help="samples to check on (default 3)")
-    ck.add_argument("--entries", type=_entries, default=DEFAULT_ENTRIES, metavar="N",
+    ck.add_argument("--batch", type=positive_int, default=3, help="samples to check on (default 3)")
+    ck.add_argument("--entries", type=entry_count, default=DEFAULT_ENTRIES, metavar="N",
                     help=f"random entries of each gradient to compare, or 'all' (default {DEFAULT_ENTRIES})")
     ck.add_argument("--no-loops", action="store_true", help="skip the explicit-loop reference (finite differences only)")
     ck.set_defaults(run=_command_check)
