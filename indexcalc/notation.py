@@ -13,24 +13,41 @@ right; `^` and `**` bind tighter and take one factor):
     atom     := number | tensor | delta | call | reduction | '(' sum ')'
 
 A *head* (`w_ij`, `W1_{i j}`, `loss_{,(gh)}[w]`, `σ'`, `δ_(ij)(kl)`) is read whole by
-the tokenizer: a name made of letters and digits, joined by underscores, the part after
-the last underscore being the subscript. A head directly followed by `(` is a call.
+the tokenizer: a name made of letters, the digits 0-9 and combining marks, joined by
+underscores, the part after the last underscore being the subscript. A head directly
+followed by `(` is a call.
+
+Characters that look like the notation but would be read as something else are refused
+with the spelling meant: a superscript `x²` is not a name `x²` but a power `x^2`, a
+full-width `ｘ` is `x`, and numbers are written with 0-9 only.
+
+Parentheses, function arguments, reductions and exponents nest at most `MAX_NESTING`
+deep: every later stage walks the tree recursively, and a limit refused here with a caret
+is better than a RecursionError there. Signs do not nest (`--x` is read in a loop).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import functions
-from .errors import ParseError
+from .errors import IndexCalcError, ParseError
 from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
 
 DELTA_NAMES = ("delta", "δ")
 REDUCTION_NAMES = {"sum": "sum", "Σ": "sum", "mean": "mean", "logsumexp": "logsumexp"}
 
-_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+MAX_NESTING = 100  # parentheses, arguments, reductions and exponents, one inside another
+DIGITS = "0123456789"
+_NUMBER = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+TRANSPOSE_ADVICE = (
+    "the notation needs no transpose: indices name the axes, so the transpose of w_ij is "
+    "w_ji and x_i w_ij sums over w's rows (for a power of a scalar named T write x^(T))"
+)
 _OPERATORS = ("**", "+", "-", "*", "/", "^", "=", "(", ")", ",")
 
 
@@ -55,20 +72,35 @@ class Token:
     end: int
 
 
-def parse(text: str) -> Expr:
+def parse(text: str, *, check: bool = True) -> Expr:
     """Parse text in the notation: an `Equation`, a bare expression, or a `Program` of
-    several equations (one per line, `#` comments)."""
+    several equations (one per line, `#` comments).
+
+    With `check` (the default) the result also obeys the index rules, the same check
+    every route applies (`indexcalc.program.check_program`), so that text which would
+    be refused later, or read other than written, is refused here with a caret. Pass
+    `check=False` for a tree that is completed before it is used (a model file's
+    per-sample equations, say)."""
     if not isinstance(text, str):
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
     text = unicodedata.normalize("NFC", text)
+    parser = _Parser(text)
     try:
-        lines = _Parser(text).lines()
-    except RecursionError:
-        raise ParseError("the expression is nested too deeply to parse", text=text, pos=0) from None
+        lines = parser.lines()
+    except RecursionError:  # the nesting limit comes first unless the caller's stack is deep
+        raise parser.error("the expression is nested too deeply to parse") from None
     if not lines:
         raise ParseError("nothing to parse: the text holds no expression", text=text, pos=0)
     if len(lines) == 1:
-        return lines[0]
+        result = lines[0]
+    else:
+        result = Program(tuple(_program_lines(lines, text)))
+    if check:
+        _check(result, text)
+    return result
+
+
+def _program_lines(lines: list[Expr], text: str) -> list[Equation]:
     defined: set[str] = set()
     for line in lines:
         if not isinstance(line, Equation):
@@ -85,7 +117,23 @@ def parse(text: str) -> Expr:
                 pos=_start(line.lhs),
             )
         defined.add(line.lhs.key)
-    return Program(tuple(lines))
+    return lines
+
+
+def _check(node: Expr, text: str) -> None:
+    """The index rules, by the checker every route uses (imported here: it parses too)."""
+    from .indices import free_indices
+    from .program import check_program
+
+    try:
+        if isinstance(node, Program):
+            check_program(node.equations)
+        elif isinstance(node, Equation):
+            check_program([node])
+        else:
+            free_indices(node)
+    except IndexCalcError as err:
+        raise err.with_source(text, None) from None
 
 
 def _start(node: Expr) -> int:
@@ -97,7 +145,41 @@ def _start(node: Expr) -> int:
 
 
 def _is_name_char(c: str) -> bool:
-    return c.isalnum() or unicodedata.category(c) == "Mn"
+    """Letters of any script, the digits 0-9 and combining marks (ŷ written y + ^)."""
+    return (c.isalpha() or c in DIGITS or unicodedata.category(c).startswith("M")) and not _looks_like_other(c)
+
+
+def _looks_like_other(c: str) -> bool:
+    """A character the notation would misread: a superscript or subscript (`x²` is not a
+    name but a power), a full-width form, or a digit other than 0-9."""
+    tag = unicodedata.decomposition(c).split(" ")[0]
+    return tag in ("<super>", "<sub>", "<wide>", "<narrow>", "<fraction>") or (c.isnumeric() and c not in DIGITS)
+
+
+def _blank(c: str) -> bool:
+    return c in " \t\r\f\v" or unicodedata.category(c) == "Zs"  # Zs: a no-break space, say
+
+
+def _character_problem(c: str) -> str:
+    """Why the tokenizer cannot read `c`, and what to write instead."""
+    name = unicodedata.name(c, "") if not c.isascii() else ""
+    said = f"{c!r}" + (f" ({name})" if name else "")
+    plain = unicodedata.normalize("NFKC", c)
+    tag = unicodedata.decomposition(c).split(" ")[0]
+    if plain == "T" and tag == "<super>" or c == "\u22a4":
+        return f"unexpected character {said}: {TRANSPOSE_ADVICE}"
+    if tag == "<super>":
+        return f"unexpected character {said}: write a power with ^, as in x^{plain}"
+    if tag == "<sub>":
+        written = f"x{plain} for a name, x_i{plain} for an index" if plain in DIGITS else f"x_{plain}"
+        return f"unexpected character {said}: write subscripts in plain letters and digits ({written})"
+    if tag in ("<wide>", "<narrow>"):
+        return f"unexpected character {said}: write {plain!r}"
+    if c.isnumeric():
+        return f"unexpected character {said}: write numbers with the digits 0-9 (and / for a fraction)"
+    if unicodedata.category(c) == "Cf":
+        return f"unexpected invisible character {said}: delete it"
+    return f"unexpected character {said}"
 
 
 def canonical_name(raw: str) -> str:
@@ -132,26 +214,26 @@ class _Tokenizer:
                 self.i += 1
                 if depth == 0:
                     out.append(Token("newline", c, start, self.i))
-            elif c.isdigit() or (c == "." and text[self.i + 1 : self.i + 2].isdigit()):
+            elif c in DIGITS or (c == "." and text[self.i + 1 : self.i + 2] in tuple(DIGITS)):
                 m = _NUMBER.match(text, self.i)
                 self.i = m.end()
                 if float(m.group()) == float("inf"):
                     raise self.error(f"the number {m.group()} is too large for a float", start)
                 out.append(Token("num", float(m.group()), start, self.i))
-            elif c.isalpha():
+            elif _is_name_char(c) and c not in DIGITS and unicodedata.category(c)[0] != "M":
                 head = self._head()
                 out.append(Token("head", head, start, self.i))
             else:
                 op = next((o for o in _OPERATORS if text.startswith(o, self.i)), None)
                 if op is None:
-                    raise self.error(f"unexpected character {c!r}", start)
+                    raise self.error(_character_problem(c), start)
                 depth += {"(": 1, ")": -1}.get(op, 0)
                 depth = max(depth, 0)
                 self.i += len(op)
                 out.append(Token("op", op, start, self.i))
 
     def _skip_blanks(self) -> None:
-        while self.i < len(self.text) and self.text[self.i] in " \t\r\f\v":
+        while self.i < len(self.text) and _blank(self.text[self.i]):
             self.i += 1
 
     def _name_part(self) -> str:
@@ -264,7 +346,10 @@ class _Tokenizer:
         return tuple(out)
 
     def _indices(self, s: str, pos: int) -> tuple[str, ...]:
-        found = re.findall(r"[^\W\d_]\d*", s)
+        found = re.findall(r"[^\W\d_][0-9]*", s)
+        if any(not _is_name_char(c) for c in s):
+            bad = next(c for c in s if not _is_name_char(c))
+            raise self.error(f"cannot read indices {s!r}: {_character_problem(bad)}", pos)
         if "".join(found) != s:
             raise self.error(
                 f"cannot read indices {s!r}: an index is one letter, optionally followed by digits",
@@ -281,6 +366,21 @@ class _Parser:
         self.text = text
         self.toks = _Tokenizer(text).tokens()
         self.k = 0
+        self.depth = 0  # how many parentheses, arguments and exponents enclose the token
+
+    @contextmanager
+    def nested(self, opening: Token):
+        """One level deeper inside `opening` ('(', a function or reduction, '^')."""
+        if self.depth >= MAX_NESTING:
+            raise self.error(
+                f"the expression nests more than {MAX_NESTING} levels deep (parentheses, function "
+                "arguments, reductions and exponents); give an inner part a line of its own", opening
+            )
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     @property
     def tok(self) -> Token:
@@ -344,14 +444,17 @@ class _Parser:
         return terms[0] if len(terms) == 1 else Sum(tuple(terms), span=(start, self.tok.pos))
 
     def term(self) -> Expr:
-        if self.at("+"):
-            self.take()
-            if self.at("+", "-"):
-                return self.term()
-        elif self.at("-"):
-            self.take()
-            return negate(self.term())
-        return self.product()
+        return self.after_signs(self.product, "+", "-")
+
+    def after_signs(self, read, *signs: str) -> Expr:
+        """`read()` after any run of signs, negated once per '-' (a loop: signs do not nest)."""
+        minuses = 0
+        while self.at(*signs):
+            minuses += self.take().value == "-"
+        node = read()
+        for _ in range(minuses):
+            node = negate(node)
+        return node
 
     def product(self) -> Expr:
         start = self.tok.pos
@@ -372,24 +475,20 @@ class _Parser:
         return Product(tuple(factors), span=(start, self.tok.pos))
 
     def signed(self) -> Expr:
-        if self.at("-"):
-            self.take()
-            return negate(self.signed())
-        return self.power()
+        return self.after_signs(self.power, "-")
 
     def power(self) -> Expr:
         start = self.tok.pos
         base = self.atom()
-        if self.at("^", "**"):
-            self.take()
-            return Power(base, self.exponent(), span=(start, self.tok.pos))
-        return base
-
-    def exponent(self) -> Expr:
-        if self.at("-"):
-            self.take()
-            return negate(self.exponent())
-        return self.power()
+        if not self.at("^", "**"):
+            return base
+        caret = self.take()
+        transpose = self.tok
+        if transpose.kind == "head" and transpose.value.name == "T" and not transpose.value.has_subscript:
+            raise self.error(f"'{caret.value}{transpose.value.name}' reads as a power: {TRANSPOSE_ADVICE}", caret)
+        with self.nested(caret):
+            exponent = self.after_signs(self.power, "-")
+        return Power(base, exponent, span=(start, self.tok.pos))
 
     def atom(self) -> Expr:
         tok = self.tok
@@ -403,7 +502,8 @@ class _Parser:
             self.take()
             if self.at(")"):
                 raise self.error("empty parentheses")
-            inner = self.sum()
+            with self.nested(tok):
+                inner = self.sum()
             self.expect(")", "to close the '(' opened earlier")
             return inner
         raise self.error(f"expected a tensor, number or '(' but found {self._describe(tok)}")
@@ -420,10 +520,14 @@ class _Parser:
             return self.call(h, tok, function)
         if h.is_call:
             raise self.error(
-                f"unknown function '{h.name}'; for a product write a space: '{h.name} (...)'", tok
+                f"unknown function '{h.name}'{_did_you_mean(h.name)}; for a product write a space: "
+                f"'{h.name} (...)'", tok
             )
         if "'" in h.name:
-            raise self.error(f"unknown function '{h.name}'", tok)
+            raise self.error(
+                f"unknown function '{h.name}'{_did_you_mean(h.name)}: a prime marks a function's "
+                f"derivative, as in σ'(u), and {TRANSPOSE_ADVICE}", tok
+            )
         if h.name in DELTA_NAMES:
             return self.delta(h, tok)
         if h.groups is not None:
@@ -442,7 +546,8 @@ class _Parser:
         self.expect("(", "after the function name")
         if self.at(")"):
             raise self.error(f"'{h.name}' needs an argument")
-        arg = self.sum()
+        with self.nested(tok):
+            arg = self.sum()
         self.expect(")", f"to close the argument of '{h.name}'")
         relabel = h.indices[0] if h.indices else None
         return Call(function.name, arg, relabel, span=(tok.pos, self.toks[self.k - 1].end))
@@ -454,15 +559,17 @@ class _Parser:
         if len(set(h.indices)) != len(h.indices):
             raise self.error(f"{op}_{''.join(h.indices)}(...) repeats an index", tok)
         self.expect("(", "after the reduction")
-        body = self.sum()
+        with self.nested(tok):
+            body = self.sum()
         self.expect(")", f"to close {op}_{''.join(h.indices)}(...)")
         return Reduce(op, h.indices, body, span=(tok.pos, self.toks[self.k - 1].end))
 
     def maximum(self, tok: Token) -> Expr:
         self.expect("(", "after max")
-        first = self.sum()
-        self.expect(",", "between the two arguments of max(0, u)")
-        second = self.sum()
+        with self.nested(tok):
+            first = self.sum()
+            self.expect(",", "between the two arguments of max(0, u)")
+            second = self.sum()
         self.expect(")", "to close max(0, u)")
         zero = Number(0.0)
         if first == zero:
@@ -484,6 +591,13 @@ class _Parser:
         if len(h.indices) != 2:
             raise self.error("a Kronecker delta takes two indices, δ_ij, or two groups, δ_(ij)(kl)", tok)
         return Delta(h.indices[:1], h.indices[1:], span=span)
+
+
+def _did_you_mean(name: str) -> str:
+    """' (did you mean relu?)' for a misspelt function or reduction, else ''."""
+    known = [n for n in list(functions.BY_NAME) + list(REDUCTION_NAMES) + ["max"] if ("'" in n) == ("'" in name)]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def negate(node: Expr) -> Expr:

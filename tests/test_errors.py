@@ -538,7 +538,7 @@ def test_unknown_backend():
 
 @evaluators
 def test_errors_on_a_parsed_tree_keep_their_message(evaluator, arrays):
-    tree = ic.parse("y_ik = w_ij x_j")
+    tree = ic.parse("y_ik = w_ij x_j", check=False)
     err = eval_error(evaluator, tree, arrays, ic.IndexNotationError)
     assert "{k} on the left but not on the right" in str(err)
 
@@ -572,8 +572,8 @@ def exercise(text: str, arrays) -> None:
     as_read = unicodedata.normalize("NFC", text)
     tree = guarded(ic.parse, text)
     if isinstance(tree, ic.IndexCalcError):
-        assert isinstance(tree, ic.ParseError), f"ic.parse raised {type(tree).__name__}: {tree}"
-        assert tree.text == as_read and tree.pos is not None, f"a syntax error without a position: {tree}"
+        assert isinstance(tree, (ic.ParseError, ic.IndexNotationError)), f"ic.parse raised {type(tree).__name__}: {tree}"
+        assert tree.text == as_read and tree.pos is not None, f"an error about text without a position: {tree}"
     else:
         assert isinstance(tree, ic.Expr)
         guarded(str, tree)
@@ -595,7 +595,6 @@ def exercise(text: str, arrays) -> None:
         "(" * 5000,
         "(" * 5000 + "x" + ")" * 5000,
         "y = " + "(" * 5000 + "x_i + 1" + ")" * 5000,
-        "y = " + "-" * 5000 + "x",
         "y = x" + "^x" * 5000,
         "y_i = x_i" + "^2" * 5000,
         "y = " + "exp(" * 3000 + "x" + ")" * 3000,
@@ -603,8 +602,9 @@ def exercise(text: str, arrays) -> None:
         "y_i = " + "σ_i(" * 3000 + "x_i" + ")" * 3000,
         "y = " + "2 * (" * 3000 + "x",
         "y = " + "x + (" * 3000 + "1" + ")" * 3000,
+        "y = " + "max(0, " * 3000 + "x" + ")" * 3000,
     ],
-    ids=["open", "balanced", "sums", "minus", "power", "power-number", "exp", "sum", "relabel", "product", "nested-sum"],
+    ids=["open", "balanced", "sums", "power", "power-number", "exp", "sum", "relabel", "product", "nested-sum", "max"],
 )
 def test_deep_nesting_raises_index_calc_error(text):
     with pytest.raises(ic.IndexCalcError):
