@@ -312,48 +312,72 @@ def einsum_specs(node: Expr) -> list[str]:
     """One line per contraction: `einsum("ij,j->i", w, x)`, inner contractions first.
 
     Operands that are not plain tensors are shown as their formula in brackets. Indices
-    longer than one character are given einsum letters, and the mapping is shown.
+    longer than one character are given einsum letters, and the mapping is shown. In an
+    equation every output lists the left-hand side's indices in its order, so the last
+    line is the array the equation defines (`y_ji = w_ij` is `einsum("ij->ji", w)`).
     """
     lines: list[str] = []
-    _collect_specs(implicit_form(node), frozenset(), lines)
+    _collect_specs(implicit_form(node), frozenset(), lines, ())
     return lines
 
 
-def _collect_specs(node: Expr, fixed: frozenset[str], lines: list[str]) -> None:
+def _in_order(indices, order: tuple[str, ...]) -> tuple[str, ...]:
+    """`indices` with those of `order` first, in its order; the others as they were."""
+    return tuple(sorted(indices, key=lambda i: order.index(i) if i in order else len(order)))
+
+
+def _collect_specs(node: Expr, fixed: frozenset[str], lines: list[str], order: tuple[str, ...]) -> None:
     if isinstance(node, Program):
         for eq in node.equations:
-            _collect_specs(eq, fixed, lines)
+            _collect_specs(eq, fixed, lines, order)
         return
     if isinstance(node, Equation):
         start = len(lines)
-        _collect_specs(node.rhs, frozenset(node.lhs.all_indices), lines)
+        order = node.lhs.all_indices
+        _collect_specs(node.rhs, frozenset(order), lines, order)
         for k in range(start, len(lines)):
             lines[k] = f"{node.lhs.name}: {lines[k]}"
         return
     if isinstance(node, Reduce):
-        _collect_specs(node.body, fixed | set(node.indices), lines)
-        body_free = free_indices(node.body, fixed | set(node.indices))
-        out = [i for i in body_free if i not in node.indices]
-        lines.append(_spec_line([(f"[{plain(node.body)}]", body_free)], out, fixed, node.op))
+        inner = fixed | set(node.indices)
+        if _is_plain(node.body):  # sum_j(w_ji): w itself is the operand
+            operand = (_operand_label(node.body), node.body.all_indices)
+        else:
+            _collect_specs(node.body, inner, lines, order)
+            operand = (f"[{plain(node.body)}]", _in_order(free_indices(node.body, inner), order))
+        out = [i for i in _in_order(operand[1], order) if i not in node.indices]
+        lines.append(_spec_line([operand], out, fixed, node.op))
         return
-    if isinstance(node, (Product, Tensor)) and (isinstance(node, Product) or len(set(node.all_indices)) < len(node.all_indices)):
+    if isinstance(node, Tensor) and node.all_indices != _in_order(node.all_indices, order) and _is_plain(node):
+        # a transpose: y_ji = w_ij, or a term of y_ji = w_ij + v_ji
+        lines.append(_spec_line([(_operand_label(node), node.all_indices)], _in_order(node.all_indices, order), fixed, None))
+        return
+    if isinstance(node, (Product, Tensor)) and (isinstance(node, Product) or not _is_plain(node)):
         operands, scale = [], 1.0
         factors = list(leaf_factors(node)) if isinstance(node, Product) else [node]
         for factor in factors:
             if isinstance(factor, Number):
                 scale *= factor.value
             elif isinstance(factor, (Tensor, Delta)):
-                label = factor.name if isinstance(factor, Tensor) and not factor.derivs else plain(factor)
-                operands.append((label, factor.all_indices))
+                operands.append((_operand_label(factor), factor.all_indices))
             else:
-                _collect_specs(factor, fixed, lines)
-                operands.append((f"[{plain(factor)}]", free_indices(factor, fixed)))
-        out = free_indices(node, fixed)
+                _collect_specs(factor, fixed, lines, order)
+                operands.append((f"[{plain(factor)}]", _in_order(free_indices(factor, fixed), order)))
+        out = _in_order(free_indices(node, fixed), order)
         if len(operands) > 1 or any(tuple(ix) != tuple(out) for _, ix in operands):
             lines.append(_spec_line(operands, out, fixed, None, node, scale))
         return
     for child in node.children():
-        _collect_specs(child, fixed, lines)
+        _collect_specs(child, fixed, lines, order)
+
+
+def _is_plain(node: Expr) -> bool:
+    """A tensor with no index twice (not a trace or diagonal, `m_ii`)."""
+    return isinstance(node, Tensor) and len(set(node.all_indices)) == len(node.all_indices)
+
+
+def _operand_label(factor: Expr) -> str:
+    return factor.name if isinstance(factor, Tensor) and not factor.derivs else plain(factor)
 
 
 def _spec_line(operands, out, fixed, reduction, product=None, scale=1.0) -> str:
