@@ -3,16 +3,26 @@ its parser (`register(subparsers)`): formula (demo, show, eval, diff), train and
 
 argparse (standard library) is enough for five subcommands; a dependency would not earn
 its place here.
+
+Whatever happens, the user gets one line, never a traceback: a refused input is
+`indexcalc: error: ...` (exit 1), Ctrl-C is `indexcalc: interrupted` (exit 130), output
+into a closed pipe (`indexcalc show f | head`) ends quietly (exit 141, as a command killed
+by SIGPIPE), and anything else is reported as a bug in indexcalc (exit 70;
+INDEXCALC_TRACEBACK=1 shows the traceback), which the fuzz tests look for.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
+from .. import __version__
 from ..errors import IndexCalcError
 from . import check, formula, train
+
+EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 70, 130, 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Notation: w_ij x_j sums j; sigma(...) acts elementwise; sum_j(...), mean_n(...), "
         "delta_ij, loss_{,(gh)}[w]. One equation per line, '#' comments.",
     )
+    parser.add_argument("--version", action="version", version=f"indexcalc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in (formula, train, check):
         command.register(sub)
@@ -29,17 +40,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    """Run one command; the exit status (argparse itself exits with 2 on bad options)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
         print(args.run(args))
     except IndexCalcError as err:
-        print(f"indexcalc: error: {err}", file=sys.stderr)
-        return 1
+        return _say(f"error: {err}", EXIT_ERROR)
+    except KeyboardInterrupt:
+        return _say("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except MemoryError:
+        return _say("error: out of memory (try smaller sizes)", EXIT_ERROR)
+    except Exception as err:  # noqa: BLE001 - the last resort: a bug, said in one line
+        if os.environ.get("INDEXCALC_TRACEBACK"):
+            raise
+        return _say(
+            f"internal error: {type(err).__name__}: {err}\n(a bug in indexcalc: please report it with "
+            "the command that caused it; INDEXCALC_TRACEBACK=1 shows where it happened)",
+            EXIT_BUG,
+        )
     return 0
+
+
+def _say(message: str, status: int) -> int:
+    try:
+        print(f"indexcalc: {message}", file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed too: the status still says it
+        pass
+    return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail on the
+    closed pipe again (the recipe in the `signal` module's documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured)
+        pass
 
 
 if __name__ == "__main__":

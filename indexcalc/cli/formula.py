@@ -9,11 +9,15 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import unicodedata
 from typing import Sequence
 
 import numpy as np
 
+from ..datasets import human_size, read_npz
 from ..errors import IndexCalcError
 from ..diff import diff
 from ..evaluate import evaluate
@@ -30,6 +34,7 @@ yhat_i = σ(w_ij x_j + b_i)
 loss = (yhat_j - y_j)(yhat_j - y_j)
 """
 DEMO_SIZES = {"i": 3, "j": 4}
+DEMO_WRT = "w_gh"
 
 
 def read_source(text_or_path: str) -> str:
@@ -46,35 +51,75 @@ def read_source(text_or_path: str) -> str:
     return text_or_path
 
 
-def random_arrays(node: Expr, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Normal random arrays for every tensor a program reads but does not define.
+MAX_RANDOM_NUMBERS = 1 << 27  # 2^27 float64 numbers, 1 GiB: beyond it eval refuses at once
+
+
+def random_arrays(
+    node: Expr, sizes: dict[str, int], seed: int = 0, given: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Normal random arrays for every tensor a program reads but neither defines nor finds
+    in `given`.
 
     Index letters are local to an equation, so a tensor's shape is taken first from the
-    arrays already shaped in that equation (an earlier result, another input), and only
-    then from `sizes`, which maps index letters to sizes.
+    arrays already shaped in that equation (an earlier result, a given array, through δ
+    and relabelling ties too), and only then from `sizes`, which maps index letters to
+    sizes. Each equation is looked at twice, whatever its length: set-up is linear.
+    Arrays are sized before any is made, so that a request too large fails at once.
     """
-    rng = np.random.default_rng(seed)
-    shapes: dict[str, tuple[int, ...]] = {}
-    arrays: dict[str, np.ndarray] = {}
-    equations = node.equations if isinstance(node, Program) else (node,)
-    for eq in equations:
-        rhs = eq.rhs if isinstance(eq, Equation) else eq
-        for tensor in (t for t in rhs.walk() if isinstance(t, Tensor)):
-            if tensor.key in shapes:
-                continue
-            known = infer_sizes(rhs, shapes)
-            missing = [i for i in tensor.all_indices if i not in known and i not in sizes]
+    shapes = {key: np.shape(value) for key, value in (given or {}).items()}
+    defined = {eq.lhs.name for eq in _equations(node) if isinstance(eq, Equation)}
+    wanted: dict[str, tuple[Tensor, tuple[int, ...]]] = {}
+    for eq in _equations(node):
+        rhs, fixed = (eq.rhs, frozenset(eq.lhs.all_indices)) if isinstance(eq, Equation) else (eq, frozenset())
+        known = infer_sizes(rhs, shapes, fixed)
+        letters = {i for t in eq.walk() for i in getattr(t, "all_indices", ())}
+        preset = {i: (sizes[i], f"--size {i}={sizes[i]}") for i in letters if i in sizes and i not in known}
+        known = infer_sizes(rhs, shapes, fixed, preset)
+        for tensor in _inputs(rhs, shapes, defined):
+            missing = [i for i in tensor.all_indices if i not in known]
             if missing:
                 raise IndexCalcError(
-                    f"give a size for index {', '.join(missing)} of {tensor} (e.g. --size {missing[0]}=3)"
+                    f"give a size for index {', '.join(missing)} of {tensor} "
+                    f"(e.g. --size {missing[0]}=3), or its array with --npz"
                 )
-            shape = tuple(known.get(i, sizes.get(i)) for i in tensor.all_indices)
-            shapes[tensor.key] = shape
-            arrays[tensor.key] = rng.normal(size=shape)
+            shapes[tensor.key] = tuple(known[i] for i in tensor.all_indices)
+            wanted[tensor.key] = (tensor, shapes[tensor.key])
         if isinstance(eq, Equation):
-            known = infer_sizes(rhs, shapes)
+            missing = [i for i in eq.lhs.all_indices if i not in known]
+            if missing:
+                raise IndexCalcError(f"give a size for index {', '.join(missing)} of {eq.lhs} (e.g. --size {missing[0]}=3)")
             shapes[eq.lhs.key] = tuple(known[i] for i in eq.lhs.all_indices)
-    return arrays
+            wanted[eq.lhs.key] = (eq.lhs, shapes[eq.lhs.key])  # sized, not made: evaluation makes it
+    _refuse_huge(wanted.values())
+    rng = np.random.default_rng(seed)
+    return {key: rng.normal(size=shape) for key, (tensor, shape) in wanted.items() if tensor.name not in defined}
+
+
+def _equations(node: Expr) -> tuple[Expr, ...]:
+    return node.equations if isinstance(node, Program) else (node,)
+
+
+def _inputs(rhs: Expr, shapes: dict, defined: set[str]):
+    """The tensors of `rhs` not shaped yet, each once: neither given, nor made earlier,
+    nor a derivative of a defined name (evaluation works that out)."""
+    seen = set(shapes)
+    for tensor in rhs.walk():
+        if isinstance(tensor, Tensor) and tensor.key not in seen and not (tensor.derivs and tensor.name in defined):
+            seen.add(tensor.key)
+            yield tensor
+
+
+def _refuse_huge(arrays) -> None:
+    """Refuse, naming the array, a request that could not fit in memory."""
+    total = 0
+    for tensor, shape in arrays:
+        numbers = math.prod(shape)
+        total += numbers
+        if numbers > MAX_RANDOM_NUMBERS or total > MAX_RANDOM_NUMBERS:
+            what = f"the array of {tensor} would have shape {shape}, {numbers:,} numbers ({human_size(8 * numbers)})"
+            if numbers <= MAX_RANDOM_NUMBERS:
+                what += f", bringing the arrays of eval to {human_size(8 * total)}"
+            raise IndexCalcError(f"{what}: more than eval's limit of {human_size(8 * MAX_RANDOM_NUMBERS)}; give smaller sizes")
 
 
 def show(node: Expr) -> str:
@@ -112,13 +157,27 @@ def evaluate_report(node: Expr, arrays: dict[str, np.ndarray]) -> str:
     return "\n".join(lines)
 
 
-def _parse_sizes(pairs: Sequence[str]) -> dict[str, int]:
-    sizes = {}
+_SIZE = re.compile(r"(?P<index>\w+)=(?P<base>[0-9]{1,30})(?:(?P<op>\^|\*\*|e)(?P<power>[0-9]{1,3}))?")
+
+
+def parse_sizes(pairs: Sequence[str]) -> dict[str, int]:
+    """`i=3 j=10^4 k=1e6` as {index: size}; an index given twice or a size below 1 is refused."""
+    sizes: dict[str, int] = {}
     for pair in pairs:
-        name, _, value = pair.partition("=")
-        if not name or not value.isdigit() or int(value) < 1:
-            raise IndexCalcError(f"--size takes INDEX=N with N a positive whole number, got {pair!r}")
-        sizes[name] = int(value)
+        m = _SIZE.fullmatch(unicodedata.normalize("NFC", pair.strip()))
+        index = m["index"] if m else ""
+        if not (index[:1].isalpha() and all(c in "0123456789" for c in index[1:])):
+            raise IndexCalcError(
+                f"--size takes INDEX=N: an index (one letter, optionally digits 0-9) and a positive "
+                f"whole number (3, 10^6 or 1e6, digits 0-9), got {pair!r}"
+            )
+        base, power = int(m["base"]), int(m["power"] or 0)
+        size = base * 10**power if m["op"] == "e" else base**power if m["op"] else base
+        if size < 1:
+            raise IndexCalcError(f"--size {pair}: a size is at least 1")
+        if index in sizes:
+            raise IndexCalcError(f"--size gives index {index} twice")
+        sizes[index] = size
     return sizes
 
 
@@ -126,9 +185,14 @@ def _command_demo(args) -> str:
     node = parse(DEMO)
     arrays = random_arrays(node, DEMO_SIZES, seed=args.seed)
     sizes = ", ".join(f"{i}={n}" for i, n in DEMO_SIZES.items())
+    derivative = simplify(diff(node, DEMO_WRT))
+    inline = diff(node, DEMO_WRT, inline=True)
     return (
         f"{DEMO}\n{show(node)}\n\n"
-        f"evaluated on random arrays ({sizes}, seed {args.seed}):\n{evaluate_report(node, arrays)}"
+        f"evaluated on random arrays ({sizes}, seed {args.seed}):\n{evaluate_report(node, arrays)}\n\n"
+        f"the derivative by {DEMO_WRT} (indexcalc diff --wrt {DEMO_WRT}), through the program:\n"
+        f"{_indent(_derivative_lines(derivative, unicode=True))}\n"
+        f"and in one formula (--inline):\n{_indent(_derivative_lines(inline, unicode=True))}"
     )
 
 
@@ -138,26 +202,39 @@ def _command_show(args) -> str:
 
 def _command_eval(args) -> str:
     node = parse(read_source(args.source))
-    arrays = random_arrays(node, _parse_sizes(args.size), seed=args.seed) if args.size else {}
-    if args.npz:
-        try:
-            with np.load(args.npz) as data:
-                arrays.update({k: data[k] for k in data.files})
-        except (OSError, ValueError) as err:
-            raise IndexCalcError(f"cannot read arrays from {args.npz}: {err}") from None
+    sizes = parse_sizes(args.size)
+    letters = {i for t in node.walk() for i in getattr(t, "all_indices", ())}
+    unused = [i for i in sizes if i not in letters]
+    if unused:
+        raise IndexCalcError(
+            f"--size gives index {', '.join(unused)}, which the formula does not use "
+            f"(its indices: {', '.join(sorted(letters)) or 'none'})"
+        )
+    given = read_npz(args.npz, "the arrays file") if args.npz else {}
+    arrays = {**random_arrays(node, sizes, seed=args.seed, given=given), **given}
     return evaluate_report(node, arrays)
 
 
 def _command_diff(args) -> str:
     node = parse(read_source(args.source))
-    result = diff(node, args.wrt, of=args.of, inline=args.inline)
+    result = diff(node, args.wrt[0], of=args.of, inline=args.inline)
+    for wrt in args.wrt[1:]:  # the Hessian and beyond: differentiate the derivative again
+        result = diff(result, wrt, inline=args.inline)
     if not args.raw:
         result = simplify(result)
-    lines = result.equations if isinstance(result, Program) else (result,)
-    shown = [eq for eq in lines if eq.lhs.derivs or args.all]
     if args.latex:
-        return "\n".join(eq.latex() for eq in shown)
-    return "\n".join(eq.pretty() if args.unicode else str(eq) for eq in shown)
+        return "\n".join(eq.latex() for eq in _shown(result, args.all))
+    return _derivative_lines(result, args.unicode, args.all)
+
+
+def _shown(result: Expr, everything: bool = False) -> list[Expr]:
+    lines = result.equations if isinstance(result, Program) else (result,)
+    return [eq for eq in lines if everything or not isinstance(eq, Equation) or eq.lhs.derivs]
+
+
+def _derivative_lines(result: Expr, unicode: bool = False, everything: bool = False) -> str:
+    """The derivative lines of what `diff` returned (all lines with `everything`)."""
+    return "\n".join(eq.pretty() if unicode else str(eq) for eq in _shown(result, everything))
 
 
 def register(sub) -> None:
@@ -170,14 +247,17 @@ def register(sub) -> None:
     show_cmd.set_defaults(run=_command_show)
     ev = sub.add_parser("eval", help="evaluate a formula by einsum and by explicit loops")
     ev.add_argument("source", help="the notation, or a file holding it")
-    ev.add_argument("--size", nargs="*", default=[], metavar="INDEX=N", help="random normal arrays with these index sizes")
-    ev.add_argument("--npz", help="a .npz file of named arrays (overrides random ones)")
+    ev.add_argument("--size", nargs="*", default=[], metavar="INDEX=N",
+                    help="sizes of the indices (N: 3, 10^4 or 1e4) for random normal arrays of the tensors not in --npz")
+    ev.add_argument("--npz", help="a .npz file of named arrays (np.savez); tensors not in it get random ones")
     ev.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
     ev.set_defaults(run=_command_eval)
     df = sub.add_parser("diff", help="differentiate a formula or program in comma notation")
     df.add_argument("source", help="the notation, or a file holding it")
-    df.add_argument("--wrt", required=True, help="the tensor to differentiate by, with fresh indices (w_gh) or bare (b)")
-    df.add_argument("--of", help="the equation to differentiate (default: the last)")
+    df.add_argument("--wrt", required=True, action="append", metavar="TENSOR",
+                    help="the tensor to differentiate by, with fresh indices (w_gh) or bare (b); "
+                    "given again, differentiate again (--wrt w_gh --wrt w_kl: the Hessian)")
+    df.add_argument("--of", metavar="NAME", help="the equation to differentiate, by its left-hand side's name (default: the last)")
     df.add_argument("--raw", action="store_true", help="the derivative as derived, with its δ tensors, not simplified")
     df.add_argument("--inline", action="store_true", help="one formula: named derivatives of intermediates substituted, simplified")
     df.add_argument("--latex", action="store_true", help="print LaTeX")
