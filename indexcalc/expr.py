@@ -37,6 +37,19 @@ class Expr:
 
         return _printed(latex, self)
 
+    def __repr__(self) -> str:
+        """`<Equation yhat_i = sigma(w_ij x_j + b_i)>`: the class and the formula as it
+        parses back, cut at `REPR_WIDTH` (a dataclass's own repr of one layer runs to
+        thousands of characters, with every span). Never fails, even on a tree that no
+        printer accepts."""
+        try:
+            text = "; ".join(str(self).splitlines())
+        except Exception:  # noqa: BLE001 - a repr for debugging must not raise
+            text = f"(unprintable, {len(self.children())} children)"
+        if len(text) > REPR_WIDTH:
+            text = text[: REPR_WIDTH - 1] + "…"
+        return f"<{type(self).__name__} {text}>"
+
     def _repr_latex_(self) -> str:
         return f"${self.latex()}$"
 
@@ -217,6 +230,13 @@ class Program(Expr):
     def children(self) -> tuple[Expr, ...]:
         return self.equations
 
+
+REPR_WIDTH = 120
+
+# the dataclass decorator wrote a field-by-field __repr__ for each node; the short one above
+# serves them all
+for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
+    _node.__repr__ = Expr.__repr__
 
 REDUCTIONS = ("sum", "mean", "logsumexp")
 
