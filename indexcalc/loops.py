@@ -151,7 +151,7 @@ def _positions(sample, shape: tuple[int, ...]) -> np.ndarray:
         return np.stack(np.unravel_index(flat, shape), axis=1) if shape else np.zeros((len(flat), 0), dtype=int)
     if entries.ndim != 2 or entries.shape[1] != len(shape) or entries.dtype.kind not in "iu":
         raise IndexCalcError(f"positions must be whole numbers of shape (count, {len(shape)}), got {entries.shape}")
-    if len(entries) and (entries.min() < 0 or np.any(entries >= np.array(shape))):
+    if entries.size and (entries.min() < 0 or np.any(entries >= np.array(shape))):
         raise IndexCalcError(f"a position lies outside the result's shape {shape}")
     return entries
 

@@ -204,6 +204,8 @@ def test_a_scalar_result_is_one_entry():
     sample = loops.evaluate_loops_at("s = x_i x_i", {"x": np.arange(3.0)}, 5)
     assert sample.shape == () and sample.positions.shape == (1, 0)
     np.testing.assert_allclose(sample.values, [5.0])
+    given = loops.evaluate_loops_at("s = x_i x_i", {"x": np.arange(3.0)}, np.zeros((2, 0), dtype=int))
+    np.testing.assert_allclose(given.values, [5.0, 5.0])
 
 
 @pytest.mark.parametrize("entries", [0, -2, 2.5, np.array([[5, 0]]), np.array([[0, 0, 0]]), np.array([[0.0, 1.0]])])
