@@ -735,3 +735,274 @@ def test_fuzz_mutated_programs_raise_only_index_calc_errors(text):
 @given(st.lists(st.sampled_from(POOL + list("xwbmyhat")), max_size=30).map("".join))
 def test_fuzz_random_text_raises_only_index_calc_errors(text):
     exercise(text, FUZZ_ARRAYS)
+
+
+# ---------------------------------------------------------------- issue 9: a hardened surface
+# One test per family: every member of the family, not only the issue's example.
+
+from indexcalc import cli  # noqa: E402
+from indexcalc.cli import formula  # noqa: E402
+from indexcalc.notation import MAX_NESTING  # noqa: E402
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run `indexcalc ARGV` in-process: (exit status, stdout, stderr); never a traceback."""
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if code != 0:
+        assert err.startswith("indexcalc: "), err
+    return code, out, err
+
+
+# --- tokenizer: a character is read as what it looks like, or refused saying what to write
+
+LOOK_ALIKES = [
+    ("²", "x^2"), ("³", "x^3"), ("ⁱ", "x^i"), ("₁", "x1"), ("ₐ", "x_a"), ("３", "'3'"), ("ｘ", "'x'"),
+    ("٣", "0-9"), ("१", "0-9"), ("½", "0-9"), ("\u200b", "invisible"), ("\ufeff", "invisible"),
+    ("ᵀ", "transpose"), ("⊤", "transpose"),
+]
+
+
+@pytest.mark.parametrize("char, advice", LOOK_ALIKES, ids=[unicodedata.name(c) for c, _ in LOOK_ALIKES])
+@pytest.mark.parametrize("template", ["y = {c}", "y = x{c}", "y_i = x_i{c} + 1", "y = 2{c}", "loss{c} = 1"])
+def test_characters_that_look_like_the_notation_are_refused(template, char, advice):
+    text = template.format(c=char)
+    err = parse_error(text)
+    assert repr(char) in str(err) and advice in str(err)
+    assert_points_at(err, text, text.index(char))
+
+
+def test_characters_inside_braces_and_brackets_are_refused():
+    for text in ("y_i = w_{i²} x_i", "y_i = w_{iⁱ} x_i", "y_i = w_{i٣} x_i", "d = loss_{,g²}[w]"):
+        assert "cannot read" in str(parse_error(text))
+    assert "must list tensor names" in str(parse_error("d_g = loss_{,g}[w²]"))
+
+
+def test_what_other_scripts_write_is_read():
+    # letters of any script, a no-break space as a blank, ℓ (a layer) and ϵ as names
+    assert ic.parse("y = x\u00a0+ 1") == ic.parse("y = x + 1")
+    assert ic.parse("名_i = ℓ_ij x_j + ϵ").lhs.name == "名"
+    assert ic.parse("h_i = w_iμ x_μ").rhs == ic.parse("h_i = w_iν x_ν").rhs.__class__(
+        ic.parse("h_i = w_iμ x_μ").rhs.factors)
+
+
+@pytest.mark.parametrize("size", ["i=²", "i=３", "i=٣", "i=", "=3", "i=0", "i=-1", "i=3.5", "ii=3", "²=3", "i=3x", "i=9^999"])
+def test_cli_size_values_are_refused_in_one_line(capsys, size):
+    code, _, err = run_cli(capsys, "eval", "y_i = x_i", "--size", size)
+    assert code == 1 and "--size" in err and len(err.strip().splitlines()) == 1
+
+
+# --- depth: MAX_NESTING levels are read (and printed, checked, evaluated); one more is refused
+
+NESTINGS = {  # the template, what opens a level, what closes it, where in the opener the caret goes
+    "parentheses": ("y_i = {open}x_i + 1{close}", "(", ")", 0),
+    "functions": ("y_i = {open}x_i{close}", "exp(", ")", 0),
+    "relabellings": ("y_i = {open}x_i{close}", "σ_i(", ")", 0),
+    "max": ("y_i = {open}x_i{close}", "max(0, ", ")", 0),
+    "quotients": ("y = {open}x{close}", "x/(", ")", 2),
+    "powers": ("y_i = x_i{open}", "^1", "", 0),
+    "mixed": ("y_i = {open}x_i{close}", "(1 + exp(", "))", 0),
+}
+
+
+@pytest.mark.parametrize("name", NESTINGS)
+def test_nesting_up_to_the_limit_works_and_beyond_is_refused_with_a_caret(name):
+    template, opener, closer, caret_at = NESTINGS[name]
+    levels = opener.count("(") + opener.count("^")
+    deepest = template.format(open=opener * (MAX_NESTING // levels), close=closer * (MAX_NESTING // levels))
+    tree = guarded(ic.parse, deepest)
+    assert isinstance(tree, ic.Equation), tree
+    for printer in (str, ic.Expr.pretty, ic.Expr.latex, ic.Expr.einsum):
+        assert isinstance(guarded(printer, tree), str)
+    assert ic.parse(str(tree)) == tree
+    guarded(ic.evaluate, tree, {"x": np.full(2, 0.5) if "_i" in template else 0.5})
+    n = MAX_NESTING // levels + 1
+    too_deep = template.format(open=opener * n, close=closer * n)
+    err = parse_error(too_deep)
+    assert f"nests more than {MAX_NESTING} levels" in str(err)
+    assert_points_at(err, too_deep, len(template.split("{open}")[0]) + (n - 1) * len(opener) + caret_at)
+
+
+def test_signs_do_not_nest():
+    assert ic.parse("y = " + "-" * 5000 + "x") == ic.parse("y = --x")
+    assert ic.parse("y = " + "-" * 5001 + "x") == ic.parse("y = -x")
+    assert ic.parse("y = 2 * " + "-" * 5001 + "x") == ic.parse("y = 2 * -x")
+    assert ic.parse("y = x^" + "-" * 5001 + "2") == ic.parse("y = x^-2")
+
+
+def test_deep_input_from_a_deep_caller_is_still_a_parse_error():
+    """Even where the caller has used most of the stack, the parser answers with a
+    ParseError, never a RecursionError."""
+    text = "y_i = " + "exp(" * MAX_NESTING + "x_i" + ")" * MAX_NESTING
+
+    def at_depth(n):
+        return at_depth(n - 1) if n else ic.parse(text)
+
+    for used in (600, 800, 900):
+        try:
+            at_depth(used)
+        except ic.ParseError as err:
+            assert "nested too deeply" in str(err)
+
+
+def test_cli_show_of_deep_input_is_one_message(capsys):
+    code, _, err = run_cli(capsys, "show", "y = " + "(" * 3000 + "x" + ")" * 3000)
+    assert code == 1 and "nests more than" in err
+
+
+# --- show and eval: what the rules refuse is refused, before anything is printed
+
+def test_show_reports_the_index_rules(capsys):
+    code, out, err = run_cli(capsys, "show", "y_i = w_ij x_j + b_k")
+    assert code == 1 and out == ""
+    assert "b_k has {k}" in err
+    assert err.rstrip().splitlines()[-1].index("^") == err.splitlines()[-2].index("b_k")
+
+
+@pytest.mark.parametrize("text", ["y_i = a * b / c", "y_i = 1", "y_ij = x_i", "y_i = x_i + b_k"])
+def test_eval_of_a_formula_the_rules_refuse(capsys, text):
+    code, _, err = run_cli(capsys, "eval", text, "--size", "i=3", "j=2")
+    assert code == 1 and "indices" in err and "KeyError" not in err
+
+
+def test_random_arrays_name_what_has_no_size():
+    tree = ic.parse("y_i = 1", check=False)  # refused by the rules, still not a KeyError here
+    with pytest.raises(ic.IndexCalcError, match="size for index i of y_i"):
+        formula.random_arrays(tree, {})
+    with pytest.raises(ic.IndexCalcError, match=r"size for index j of w_ij .*--size j=3"):
+        formula.random_arrays(ic.parse("y_i = w_ij x_j"), {"i": 2})
+
+
+def test_random_arrays_take_shapes_from_earlier_lines_ties_and_given_arrays():
+    program = ic.parse("h_k = W_kj x_j\ny_i = δ_ik h_k + v_i\nz = sum_i(y_i)")
+    arrays = formula.random_arrays(program, {"k": 3, "j": 2}, given={"x": np.ones(2)})
+    assert set(arrays) == {"W", "v"}  # x given, h and y computed
+    assert arrays["W"].shape == (3, 2) and arrays["v"].shape == (3,)  # i sized through δ_ik
+    assert np.isfinite(ic.evaluate(program, {**arrays, "x": np.ones(2)}))
+
+
+def test_random_arrays_look_at_each_equation_twice_whatever_its_length(monkeypatch):
+    calls = []
+    real = formula.infer_sizes
+    monkeypatch.setattr(formula, "infer_sizes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    text = "y_i = " + " + ".join(f"w{k}_ij x{k}_j" for k in range(2000))
+    arrays = formula.random_arrays(ic.parse(text), {"i": 3, "j": 2})
+    assert len(arrays) == 4000 and len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "text, sizes, named",
+    [("y_i = x_i", ["i=10^11"], "x_i"), ("y_i = w_ij x_j", ["i=100000", "j=100000"], "w_ij"),
+     ("y_ij = x_i x_j", ["i=1e5", "j=1e5"], "y_ij"), ("y_i = x_i", ["i=10^15"], "x_i"),
+     ("y = sum_abcdefghkl(x_abcdefghkl)", [f"{c}=10^15" for c in "abcdefghkl"], "x_abcdefghkl")],
+)
+def test_a_huge_request_fails_at_once_naming_the_array(capsys, text, sizes, named):
+    start = time.perf_counter()
+    code, _, err = run_cli(capsys, "eval", text, "--size", *sizes)
+    assert time.perf_counter() - start < 1.0
+    assert code == 1 and f"the array of {named} would have shape" in err and ("GB" in err or "10^150" in err)
+
+
+def test_eval_sizes_must_be_used_and_given_once(capsys):
+    code, _, err = run_cli(capsys, "eval", "y_i = x_i", "--size", "i=3", "k=3")
+    assert code == 1 and "index k, which the formula does not use" in err
+    code, _, err = run_cli(capsys, "eval", "y_i = x_i", "--size", "i=3", "i=4")
+    assert code == 1 and "twice" in err
+
+
+def test_eval_reads_given_arrays_and_makes_the_rest(capsys, tmp_path):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, w=np.eye(2))
+    code, out, _ = run_cli(capsys, "eval", "y_i = w_ij x_j", "--npz", str(path), "--size", "j=2", "--seed", "4")
+    x = np.random.default_rng(4).normal(size=2)
+    assert code == 0 and "explicit loops agree: yes" in out
+    assert f"{x[0]:.6f}"[:6] in out
+    np.save(tmp_path / "one.npy", np.eye(2))
+    code, _, err = run_cli(capsys, "eval", "y_i = w_ij x_j", "--npz", str(tmp_path / "one.npy"), "--size", "j=2")
+    assert code == 1 and ".npy" in err
+
+
+# --- misc: a closed pipe, Ctrl-C, a bug, a misspelt function, a transpose
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    source = tmp_path / "long.ic"
+    source.write_text("\n".join(f"y{k}_i = w_ij x_j + b_i" for k in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "indexcalc", "show", str(source)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == cli.EXIT_BROKEN_PIPE
+    assert "Traceback" not in err and "Error" not in err
+
+
+def test_ctrl_c_and_a_bug_are_one_line(capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(formula, "_command_show", interrupted)
+    assert run_cli(capsys, "show", "x") == (130, "", "indexcalc: interrupted\n")
+
+    def broken(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(formula, "_command_show", broken)
+    code, _, err = run_cli(capsys, "show", "x")
+    assert code == cli.EXIT_BUG and "internal error: ValueError: a bug" in err and "please report" in err
+
+
+@pytest.mark.parametrize(
+    "text, name, suggestion",
+    [("y = rleu(x)", "rleu", "relu"), ("y = tnah(x)", "tnah", "tanh"), ("y = sigmod(x)", "sigmod", "sigmoid"),
+     ("y = summ_j(x_j)", "summ", "sum"), ("y = maen_n(x_n)", "maen", "mean"), ("y = sigmoid''(x)", "sigmoid''", "sigmoid'")],
+)
+def test_a_misspelt_function_gets_a_suggestion(text, name, suggestion):
+    err = parse_error(text)
+    assert f"did you mean {suggestion}" in str(err) or f"or {suggestion}?" in str(err)
+    assert_points_at(err, text, text.index(name[:3]))
+
+
+def test_an_unknown_name_with_nothing_close_gets_no_suggestion():
+    assert "did you mean" not in str(parse_error("y = eta(x)"))
+
+
+@pytest.mark.parametrize("text", ["y_i = x_i^T", "y_j = w_ij^T x_i", "y = x_i^T x_i", "y_i = x_i**T"])
+def test_a_transpose_is_explained_not_read_as_a_power(text):
+    err = parse_error(text)
+    assert "no transpose" in str(err) and "w_ji" in str(err)
+    assert_points_at(err, text, text.index("^") if "^" in text else text.index("**"))
+
+
+def test_a_scalar_named_t_is_still_a_power_in_parentheses():
+    assert ic.parse("y_i = x_i^(T)").rhs == ic.Power(ic.Tensor("x", ("i",)), ic.Tensor("T"))
+    assert "transpose" in str(parse_error("y_i = x_i'"))
+
+
+# --- surface: --version, several --wrt, demo
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"indexcalc {ic.__version__}"
+
+
+def test_several_wrt_differentiate_again(capsys):
+    program = "yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)"
+    code, out, _ = run_cli(capsys, "diff", program, "--wrt", "w_gh", "--wrt", "b_k")
+    assert code == 0
+    hessian = ic.simplify(ic.diff(ic.diff(program, "w_gh"), "b_k"))
+    expected = [str(eq) for eq in hessian.equations if eq.lhs.derivs]
+    assert out.strip().splitlines() == expected
+    assert out.strip().splitlines()[-1].startswith("loss_{,(gh)k}[w,b] = ")
+
+
+def test_demo_shows_the_derivative(capsys):
+    code, out, _ = run_cli(capsys, "demo")
+    assert code == 0 and "explicit loops agree: yes" in out
+    assert "loss_{,(gh)}[w] = 2 (ŷ_j - y_j) ŷ_{j,(gh)}[w]" in out
+    assert "loss_{,(gh)}[w] = 2 (ŷ_g - y_g) σ'(w_gk x_k + b_g) x_h" in out

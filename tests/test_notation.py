@@ -609,3 +609,82 @@ def test_ordinary_contractions_and_fixed_indices_are_not_marked():
 def test_einsum_of_a_layer():
     assert ic.parse("yhat_i = sigma(w_ij x_j + b_i)").einsum() == 'yhat: einsum("ij,j->i", w, x)'
     assert ic.parse("t = m_ii").einsum() == 't: einsum("ii->", m)'
+
+
+def test_einsum_outputs_follow_the_left_hand_side():
+    # the spec is the array the equation defines: its axes in the left-hand side's order
+    rng = np.random.default_rng(3)
+    arrays = {"w": rng.normal(size=(3, 4)), "x": rng.normal(size=(4, 2)), "v": rng.normal(size=(4, 3))}
+    cases = [
+        ("y_ji = w_ij", 'einsum("ij->ji", w)', ["w"]),
+        ("y_ki = w_ij x_jk", 'einsum("ij,jk->ki", w, x)', ["w", "x"]),
+        ("y_ik = w_ij x_jk", 'einsum("ij,jk->ik", w, x)', ["w", "x"]),
+        ("y_i = sum_j(v_ji)", 'einsum("ji->i", v)', ["v"]),
+    ]
+    for text, spec, operands in cases:
+        printed = ic.parse(text).einsum()
+        assert printed.endswith(spec), (text, printed)
+        formula = spec.split('"')[1]
+        np.testing.assert_allclose(np.einsum(formula, *(arrays[k] for k in operands)), ic.evaluate(text, arrays))
+    assert ic.parse("h_ni = σ(W_ij x_nj + b_i)").einsum() == 'h: einsum("ij,nj->ni", W, x)'
+    assert ic.parse("y_ji = w_ij + v_ji").einsum() == 'y: einsum("ij->ji", w)'  # the transposed term
+
+
+# ---------------------------------------------------------------- issue 9: parse checks, repr
+
+
+def test_parse_checks_the_index_rules_unless_told_not_to():
+    text = "y_i = w_ij x_j + b_k"
+    with pytest.raises(ic.IndexNotationError) as info:
+        ic.parse(text)
+    assert "b_k has {k}" in str(info.value)
+    assert info.value.text == text and info.value.pos == text.index("b_k")
+    assert isinstance(ic.parse(text, check=False), Equation)
+    for text in ("w_ij x_j + b_k", "y_ik = w_ij x_j\nz = y_ii", "w_i = w_i - 0.1 g_i", "y_{,g}[w] = w_gh"):
+        with pytest.raises(ic.IndexNotationError):
+            ic.parse(text)
+        ic.parse(text, check=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.one_of(expressions(), equations()))
+def test_parse_refuses_exactly_what_breaks_the_index_rules(text):
+    from indexcalc.program import check_program
+
+    tree = syntax(text)
+    try:
+        check_program([tree]) if isinstance(tree, Equation) else free_indices(tree)
+        valid = True
+    except ic.IndexNotationError:
+        valid = False
+    if valid:
+        assert ic.parse(text) == tree
+    else:
+        with pytest.raises(ic.IndexNotationError):
+            ic.parse(text)
+
+
+def test_every_example_and_derivative_parses_with_the_checks():
+    from pathlib import Path
+
+    from indexcalc.modelfile import split_declarations
+
+    examples = sorted((Path(ic.__file__).parent / "examples").glob("*.ic"))
+    assert examples
+    for path in examples:
+        program = ic.parse(split_declarations(path.read_text())[0])
+        assert ic.parse(str(program)) == program, path.name
+    program = ic.parse("yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)\nw_new_gh = w_gh - eta loss_{,(gh)}[w]")
+    for derivative in (ic.diff(program, "w_kl"), ic.simplify(ic.diff(program, "w_kl"))):
+        assert ic.parse(str(derivative)) == derivative
+
+
+def test_repr_is_short_and_says_what_the_tree_is():
+    program = ic.parse("yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)")
+    assert repr(program) == "<Program yhat_i = sigma(w_ij x_j + b_i); loss = (yhat_j - y_j) (yhat_j - y_j)>"
+    assert repr(program.equations[0]) == "<Equation yhat_i = sigma(w_ij x_j + b_i)>"
+    assert repr(T("w", "ij")) == "<Tensor w_ij>"
+    assert repr([N(2)]) == "[<Number 2>]"
+    big = ic.diff(ic.parse("\n".join(f"h{k}_i = tanh(W{k}_ij h{k - 1}_j)" for k in range(1, 20))), "W1_gh")
+    assert len(repr(big)) <= 130 and repr(big).startswith("<Program h1_i = tanh(") and repr(big).endswith("…>")
+    assert repr(Call("no_such_function", Product(()))).startswith("<Call ")  # unprintable: still a repr

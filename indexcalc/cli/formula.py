@@ -51,7 +51,8 @@ def read_source(text_or_path: str) -> str:
     return text_or_path
 
 
-MAX_RANDOM_NUMBERS = 1 << 27  # 2^27 float64 numbers, 1 GiB: beyond it eval refuses at once
+MAX_SIZE = 10**15  # of one index: beyond any array
+MAX_RANDOM_NUMBERS = 125_000_000  # float64 numbers: 1 GB; beyond it eval refuses at once
 
 
 def random_arrays(
@@ -116,7 +117,8 @@ def _refuse_huge(arrays) -> None:
         numbers = math.prod(shape)
         total += numbers
         if numbers > MAX_RANDOM_NUMBERS or total > MAX_RANDOM_NUMBERS:
-            what = f"the array of {tensor} would have shape {shape}, {numbers:,} numbers ({human_size(8 * numbers)})"
+            amount = f"{numbers:,} numbers ({human_size(8 * numbers)})" if numbers < 10**18 else f"about 10^{len(str(numbers)) - 1} numbers"
+            what = f"the array of {tensor} would have shape {shape}, {amount}"
             if numbers <= MAX_RANDOM_NUMBERS:
                 what += f", bringing the arrays of eval to {human_size(8 * total)}"
             raise IndexCalcError(f"{what}: more than eval's limit of {human_size(8 * MAX_RANDOM_NUMBERS)}; give smaller sizes")
@@ -173,8 +175,8 @@ def parse_sizes(pairs: Sequence[str]) -> dict[str, int]:
             )
         base, power = int(m["base"]), int(m["power"] or 0)
         size = base * 10**power if m["op"] == "e" else base**power if m["op"] else base
-        if size < 1:
-            raise IndexCalcError(f"--size {pair}: a size is at least 1")
+        if not 1 <= size <= MAX_SIZE:
+            raise IndexCalcError(f"--size {pair}: a size is at least 1 and at most 10^15")
         if index in sizes:
             raise IndexCalcError(f"--size gives index {index} twice")
         sizes[index] = size
