@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -239,10 +240,17 @@ def _derivative_lines(result: Expr, unicode: bool = False, everything: bool = Fa
     return "\n".join(eq.pretty() if unicode else str(eq) for eq in _shown(result, everything))
 
 
+def seed_value(text: str) -> int:
+    """A --seed: a whole number from 0 (what NumPy's generators take)."""
+    if not re.fullmatch(r"[0-9]{1,30}", text.strip()):
+        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0, written with 0-9; got {text!r}")
+    return int(text)
+
+
 def register(sub) -> None:
     """The formula commands' parsers, on the `indexcalc` command's subparsers."""
     demo = sub.add_parser("demo", help="parse, print and evaluate the built-in example")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
+    demo.add_argument("--seed", type=seed_value, default=0, help="seed of the random arrays (default 0)")
     demo.set_defaults(run=_command_demo)
     show_cmd = sub.add_parser("show", help="print a formula in plain, Unicode and LaTeX notation with its einsum specs")
     show_cmd.add_argument("source", help="the notation, or a file holding it")
@@ -252,7 +260,7 @@ def register(sub) -> None:
     ev.add_argument("--size", nargs="*", default=[], metavar="INDEX=N",
                     help="sizes of the indices (N: 3, 10^4 or 1e4) for random normal arrays of the tensors not in --npz")
     ev.add_argument("--npz", help="a .npz file of named arrays (np.savez); tensors not in it get random ones")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the random arrays (default 0)")
+    ev.add_argument("--seed", type=seed_value, default=0, help="seed of the random arrays (default 0)")
     ev.set_defaults(run=_command_eval)
     df = sub.add_parser("diff", help="differentiate a formula or program in comma notation")
     df.add_argument("source", help="the notation, or a file holding it")
