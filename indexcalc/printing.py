@@ -163,6 +163,8 @@ class PlainPrinter:
             if not (isinstance(node.exponent, Product) and prec == NEGATIVE and len(node.exponent.factors) == 2
                     and node.exponent.factors[0] == Number(-1.0) and self._is_atom(node.exponent.factors[1])):
                 exponent = self.parens(exponent)
+        if exponent == "T":  # a power of a scalar named T; bare, `x^T` is refused as a transpose
+            exponent = self.parens(exponent)
         return f"{base}^{exponent}"
 
     def _is_atom(self, node: Expr) -> bool:

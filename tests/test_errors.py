@@ -846,6 +846,14 @@ def test_deep_input_from_a_deep_caller_is_still_a_parse_error():
             assert "nested too deeply" in str(err)
 
 
+def test_a_path_that_names_no_file_is_said_so(capsys, tmp_path):
+    for path, said in ((tmp_path / "nothere.ic", "is not a file"), (tmp_path, "is a folder")):
+        code, _, err = run_cli(capsys, "show", str(path))
+        assert code == 1 and said in err
+    (tmp_path / "bom.ic").write_bytes("\ufeffy_i = x_i\n".encode())  # as Notepad saves it
+    assert run_cli(capsys, "show", str(tmp_path / "bom.ic"))[0] == 0
+
+
 def test_cli_show_of_deep_input_is_one_message(capsys):
     code, _, err = run_cli(capsys, "show", "y = " + "(" * 3000 + "x" + ")" * 3000)
     assert code == 1 and "nests more than" in err
@@ -978,7 +986,9 @@ def test_a_transpose_is_explained_not_read_as_a_power(text):
 
 
 def test_a_scalar_named_t_is_still_a_power_in_parentheses():
-    assert ic.parse("y_i = x_i^(T)").rhs == ic.Power(ic.Tensor("x", ("i",)), ic.Tensor("T"))
+    tree = ic.parse("y_i = x_i^(T)")
+    assert tree.rhs == ic.Power(ic.Tensor("x", ("i",)), ic.Tensor("T"))
+    assert str(tree) == "y_i = x_i^(T)" and tree.pretty() == "y_i = x_i^(T)"
     assert "transpose" in str(parse_error("y_i = x_i'"))
 
 
@@ -989,6 +999,9 @@ def test_version(capsys):
         cli.main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"indexcalc {ic.__version__}"
+    from importlib.metadata import version
+
+    assert version("indexcalc") == ic.__version__  # pyproject.toml and the package agree
 
 
 def test_several_wrt_differentiate_again(capsys):

@@ -38,17 +38,28 @@ DEMO_SIZES = {"i": 3, "j": 4}
 DEMO_WRT = "w_gh"
 
 
+MAX_SOURCE_BYTES = 10_000_000  # a file of equations larger than this is not one
+
+
 def read_source(text_or_path: str) -> str:
     """A file's equations if the argument names a file (a model file's declaration lines
-    left out), else the argument itself."""
+    left out), else the argument itself. An argument that looks like a path but names no
+    file is refused as such, not parsed as notation."""
     from ..modelfile import split_declarations
 
-    if os.path.isfile(text_or_path):
+    path = text_or_path
+    if os.path.isfile(path):
         try:
-            with open(text_or_path, encoding="utf-8") as handle:
+            if os.path.getsize(path) > MAX_SOURCE_BYTES:
+                raise IndexCalcError(f"{path} is larger than {human_size(MAX_SOURCE_BYTES)}: not a file of equations")
+            with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not notation
                 return split_declarations(handle.read())[0]
         except (OSError, UnicodeDecodeError) as err:
-            raise IndexCalcError(f"cannot read {text_or_path}: {err}") from None
+            raise IndexCalcError(f"cannot read {path}: {err}") from None
+    looks_like_a_path = path.endswith(".ic") or os.sep in path and os.path.exists(path)
+    if looks_like_a_path and "\n" not in path:
+        what = "is a folder, not a file" if os.path.isdir(path) else "is not a file"
+        raise IndexCalcError(f"{path} {what} (give a file of equations, or the notation itself in quotes)")
     return text_or_path
 
 
