@@ -890,13 +890,13 @@ def test_random_arrays_take_shapes_from_earlier_lines_ties_and_given_arrays():
     assert np.isfinite(ic.evaluate(program, {**arrays, "x": np.ones(2)}))
 
 
-def test_random_arrays_look_at_each_equation_twice_whatever_its_length(monkeypatch):
+def test_random_arrays_look_at_each_equation_three_times_whatever_its_length(monkeypatch):
     calls = []
     real = formula.infer_sizes
     monkeypatch.setattr(formula, "infer_sizes", lambda *a, **k: calls.append(1) or real(*a, **k))
     text = "y_i = " + " + ".join(f"w{k}_ij x{k}_j" for k in range(2000))
     arrays = formula.random_arrays(ic.parse(text), {"i": 3, "j": 2})
-    assert len(arrays) == 4000 and len(calls) == 2
+    assert len(arrays) == 4000 and len(calls) == 3
 
 
 @pytest.mark.parametrize(
@@ -910,6 +910,19 @@ def test_a_huge_request_fails_at_once_naming_the_array(capsys, text, sizes, name
     code, _, err = run_cli(capsys, "eval", text, "--size", *sizes)
     assert time.perf_counter() - start < 1.0
     assert code == 1 and f"the array of {named} would have shape" in err and ("GB" in err or "10^150" in err)
+
+
+def test_eval_sizes_must_agree_with_the_arrays_they_make(capsys):
+    code, _, err = run_cli(capsys, "eval", "y_ij = x_i x_j", "--size", "i=3", "j=2")
+    assert code == 1 and "index j has size 2" in err and "size 3 in x_j" in err
+    assert run_cli(capsys, "eval", "y_ij = x_i x_j", "--size", "i=3", "j=3")[0] == 0
+
+
+def test_eval_can_sample_entries_or_skip_the_loops(capsys):
+    code, out, _ = run_cli(capsys, "eval", "y_ij = x_i z_j", "--size", "i=30", "j=20", "--entries", "7", "--seed", "1")
+    assert code == 0 and "explicit loops at 7 random entries of 600 (seed 1) agree: yes" in out
+    code, out, _ = run_cli(capsys, "eval", "y_ij = x_i z_j", "--size", "i=30", "j=20", "--no-loops")
+    assert code == 0 and "explicit loops: not run" in out and "agree" not in out
 
 
 def test_eval_sizes_must_be_used_and_given_once(capsys):

@@ -24,7 +24,8 @@ from ..diff import diff
 from ..evaluate import evaluate
 from ..expr import Equation, Expr, Program, Tensor
 from ..indices import free_indices, infer_sizes
-from ..loops import evaluate_loops
+from ..loops import evaluate_loops, evaluate_loops_at
+from .check import entry_count, progress_bars
 from ..notation import parse
 from ..simplify import simplify
 
@@ -76,7 +77,8 @@ def random_arrays(
     Index letters are local to an equation, so a tensor's shape is taken first from the
     arrays already shaped in that equation (an earlier result, a given array, through δ
     and relabelling ties too), and only then from `sizes`, which maps index letters to
-    sizes. Each equation is looked at twice, whatever its length: set-up is linear.
+    sizes, which must then agree with every use of the array (`x_i x_j` with i=3, j=2 is
+    refused). Each equation is looked at three times, whatever its length: set-up is linear.
     Arrays are sized before any is made, so that a request too large fails at once.
     """
     shapes = {key: np.shape(value) for key, value in (given or {}).items()}
@@ -97,6 +99,7 @@ def random_arrays(
                 )
             shapes[tensor.key] = tuple(known[i] for i in tensor.all_indices)
             wanted[tensor.key] = (tensor, shapes[tensor.key])
+        infer_sizes(rhs, shapes, fixed, preset)  # x_i x_j with i=3 j=2: one array, two sizes
         if isinstance(eq, Equation):
             missing = [i for i in eq.lhs.all_indices if i not in known]
             if missing:
@@ -158,17 +161,32 @@ def _result_name(node: Expr) -> str:
     return "value" + (f" (axes {''.join(free)})" if free else "")
 
 
-def evaluate_report(node: Expr, arrays: dict[str, np.ndarray]) -> str:
-    by_einsum = evaluate(node, arrays)
-    by_loops = evaluate_loops(node, arrays)
-    agree = np.allclose(by_einsum, by_loops, rtol=1e-10, atol=1e-12)
+def evaluate_report(
+    node: Expr, arrays: dict[str, np.ndarray], loops: bool = True, entries: int | None = None, seed: int = 0
+) -> str:
+    """The value by einsum, and whether the explicit loops agree: on every entry, on
+    `entries` random ones (drawn with `seed`), or not run (`loops` false)."""
+    by_einsum = np.asarray(evaluate(node, arrays))
     with np.printoptions(precision=6, suppress=True):
-        lines = [f"{_result_name(node)} =", _indent(str(np.asarray(by_einsum)))]
-    lines.append(
-        f"explicit loops agree: {'yes' if agree else 'NO'} "
-        f"(largest difference {np.max(np.abs(np.asarray(by_einsum) - by_loops), initial=0.0):.1e})"
-    )
+        lines = [f"{_result_name(node)} =", _indent(str(by_einsum))]
+    progress = progress_bars("explicit loops")
+    if not loops:
+        lines.append("explicit loops: not run (--no-loops)")
+    elif entries is None:
+        lines.append(_agreement("explicit loops agree", by_einsum, evaluate_loops(node, arrays, progress=progress)))
+    else:
+        sample = evaluate_loops_at(node, arrays, entries, seed=seed, progress=progress)
+        lines.append(_agreement(
+            f"explicit loops at {len(sample.values):,} random entries of {sample.total:,} (seed {seed}) agree",
+            by_einsum[tuple(sample.positions.T)], sample.values,
+        ))
     return "\n".join(lines)
+
+
+def _agreement(what: str, by_einsum: np.ndarray, by_loops: np.ndarray) -> str:
+    agree = np.allclose(by_einsum, by_loops, rtol=1e-10, atol=1e-12)
+    largest = np.max(np.abs(by_einsum - by_loops), initial=0.0)
+    return f"{what}: {'yes' if agree else 'NO'} (largest difference {largest:.1e})"
 
 
 _SIZE = re.compile(r"(?P<index>\w+)=(?P<base>[0-9]{1,30})(?:(?P<op>\^|\*\*|e)(?P<power>[0-9]{1,3}))?")
@@ -226,7 +244,7 @@ def _command_eval(args) -> str:
         )
     given = read_npz(args.npz, "the arrays file") if args.npz else {}
     arrays = {**random_arrays(node, sizes, seed=args.seed, given=given), **given}
-    return evaluate_report(node, arrays)
+    return evaluate_report(node, arrays, loops=args.loops, entries=args.entries, seed=args.seed)
 
 
 def _command_diff(args) -> str:
@@ -266,12 +284,15 @@ def register(sub) -> None:
     show_cmd = sub.add_parser("show", help="print a formula in plain, Unicode and LaTeX notation with its einsum specs")
     show_cmd.add_argument("source", help="the notation, or a file holding it")
     show_cmd.set_defaults(run=_command_show)
-    ev = sub.add_parser("eval", help="evaluate a formula by einsum and by explicit loops")
+    ev = sub.add_parser("eval", help="evaluate a formula by einsum and check it by explicit loops")
     ev.add_argument("source", help="the notation, or a file holding it")
     ev.add_argument("--size", nargs="*", default=[], metavar="INDEX=N",
                     help="sizes of the indices (N: 3, 10^4 or 1e4) for random normal arrays of the tensors not in --npz")
     ev.add_argument("--npz", help="a .npz file of named arrays (np.savez); tensors not in it get random ones")
     ev.add_argument("--seed", type=seed_value, default=0, help="seed of the random arrays (default 0)")
+    ev.add_argument("--entries", type=entry_count, default=None, metavar="N",
+                    help="compare N random entries with the explicit loops, or 'all' (default: all)")
+    ev.add_argument("--no-loops", dest="loops", action="store_false", help="skip the explicit-loop reference")
     ev.set_defaults(run=_command_eval)
     df = sub.add_parser("diff", help="differentiate a formula or program in comma notation")
     df.add_argument("source", help="the notation, or a file holding it")
