@@ -39,6 +39,8 @@ CHUNK = 1 << 13  # entries of the result computed together, between two progress
 
 
 class Bar(Protocol):
+    """What a progress bar must do here (tqdm's does)."""
+
     def update(self, n: int) -> Any: ...
 
     def close(self) -> Any: ...
@@ -82,7 +84,8 @@ def evaluate_loops_at(
     them if there are fewer; drawn with `seed`), or those at the given positions (an
     array of shape (count, ndim)). Earlier equations of a program are computed whole,
     as the last one reads them."""
-    if not isinstance(entries, np.ndarray) and (not isinstance(entries, int) or entries < 1):
+    counted = isinstance(entries, (int, np.integer)) and not isinstance(entries, bool)
+    if not isinstance(entries, np.ndarray) and not (counted and entries >= 1):
         raise IndexCalcError(f"entries must be a positive whole number or an array of positions, got {entries!r}")
     node = as_parsed(source)
     last = node.equations[-1].lhs.key if isinstance(node, Program) else None

@@ -179,7 +179,7 @@ def test_a_sample_is_drawn_by_its_seed_and_never_repeats_an_entry():
     c = loops.evaluate_loops_at("y_ik = sum_j(w_ij w_kj x_j)", arrays, 10, seed=4)
     assert np.array_equal(a.positions, b.positions) and not np.array_equal(a.positions, c.positions)
     assert a.positions.shape == (10, 2) and len(np.unique(a.positions, axis=0)) == 10
-    everything = loops.evaluate_loops_at("y_ik = sum_j(w_ij w_kj x_j)", arrays, 1000)
+    everything = loops.evaluate_loops_at("y_ik = sum_j(w_ij w_kj x_j)", arrays, np.int64(1000))
     assert len(everything.values) == everything.total == 36
 
 
@@ -208,7 +208,7 @@ def test_a_scalar_result_is_one_entry():
     np.testing.assert_allclose(given.values, [5.0, 5.0])
 
 
-@pytest.mark.parametrize("entries", [0, -2, 2.5, np.array([[5, 0]]), np.array([[0, 0, 0]]), np.array([[0.0, 1.0]])])
+@pytest.mark.parametrize("entries", [0, -2, 2.5, True, np.array([[5, 0]]), np.array([[0, 0, 0]]), np.array([[0.0, 1.0]])])
 def test_entries_that_name_nothing_are_refused(entries):
     with pytest.raises(ic.IndexCalcError):
         loops.evaluate_loops_at("y_ij = w_ij", {"w": rand(4, 5)}, entries)
