@@ -177,6 +177,8 @@ def _character_problem(c: str) -> str:
         return f"unexpected character {said}: write {plain!r}"
     if c.isnumeric():
         return f"unexpected character {said}: write numbers with the digits 0-9 (and / for a fraction)"
+    if unicodedata.category(c) == "Cs":
+        return f"unexpected character {said}: not text (a byte that is not UTF-8?)"
     if unicodedata.category(c) == "Cf":
         return f"unexpected invisible character {said}: delete it"
     return f"unexpected character {said}"

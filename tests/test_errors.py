@@ -9,6 +9,7 @@ is named. No other exception escapes the public API on any input, and nothing ha
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import unicodedata
@@ -959,6 +960,23 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == cli.EXIT_BROKEN_PIPE
     assert "Traceback" not in err and "Error" not in err
+
+
+def test_a_terminal_that_cannot_show_unicode(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "indexcalc", "show", "y = σ(x)"], capture_output=True,
+                         env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=60)
+    assert run.returncode == 0 and b"\\u03c3" in run.stdout and not run.stderr
+
+
+def test_arguments_in_utf8_under_another_locale_are_read_as_typed(capsys):
+    # what Python hands over for "σ" typed under LC_ALL=C: its two UTF-8 bytes as surrogates
+    code, out, _ = run_cli(capsys, "show", "y = \udccf\udc83(x)")
+    assert code == 0 and "y = sigma(x)" in out
+    code, _, err = run_cli(capsys, "show", "y = \udcff")
+    assert code == 1 and "not UTF-8" in err
 
 
 def test_ctrl_c_and_a_bug_are_one_line(capsys, monkeypatch):

@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status (argparse itself exits with 2 on bad options)."""
+    _tolerant_output()
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_as_text(sys.argv[1:] if argv is None else argv))
         if args.command is None:
             parser.print_help()
             return 0
@@ -66,6 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_BUG,
         )
     return 0
+
+
+def _tolerant_output() -> None:
+    """σ and ŷ on a terminal that cannot show them are written as \\u03c3, not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream of a file
+            pass
+
+
+def _as_text(argv: Sequence[str]) -> list[str]:
+    """The arguments as typed: under a locale that is not UTF-8, Python hands UTF-8 bytes
+    over as surrogates (σ becomes '\\udccf\\udc83'); read those bytes as UTF-8 again."""
+    def recovered(arg: str) -> str:
+        try:
+            return os.fsencode(arg).decode("utf-8") if any("\udc80" <= c <= "\udcff" for c in arg) else arg
+        except (UnicodeError, TypeError):
+            return arg
+
+    return [recovered(arg) for arg in argv]
 
 
 def _say(message: str, status: int) -> int:
