@@ -121,7 +121,8 @@ def _program_lines(lines: list[Expr], text: str) -> list[Equation]:
 
 
 def _check(node: Expr, text: str) -> None:
-    """The index rules, by the checker every route uses (imported here: it parses too)."""
+    """The index rules, by the checker every route uses (imported when called, since
+    indexcalc.program imports this module)."""
     from .indices import free_indices
     from .program import check_program
 
@@ -216,13 +217,13 @@ class _Tokenizer:
                 self.i += 1
                 if depth == 0:
                     out.append(Token("newline", c, start, self.i))
-            elif c in DIGITS or (c == "." and text[self.i + 1 : self.i + 2] in tuple(DIGITS)):
+            elif c in DIGITS or (c == "." and text[self.i + 1 : self.i + 2] in list(DIGITS)):
                 m = _NUMBER.match(text, self.i)
                 self.i = m.end()
                 if float(m.group()) == float("inf"):
                     raise self.error(f"the number {m.group()} is too large for a float", start)
                 out.append(Token("num", float(m.group()), start, self.i))
-            elif _is_name_char(c) and c not in DIGITS and unicodedata.category(c)[0] != "M":
+            elif c.isalpha() and not _looks_like_other(c):
                 head = self._head()
                 out.append(Token("head", head, start, self.i))
             else:
@@ -349,8 +350,8 @@ class _Tokenizer:
 
     def _indices(self, s: str, pos: int) -> tuple[str, ...]:
         found = re.findall(r"[^\W\d_][0-9]*", s)
-        if any(not _is_name_char(c) for c in s):
-            bad = next(c for c in s if not _is_name_char(c))
+        bad = next((c for c in s if not _is_name_char(c)), None)
+        if bad is not None:
             raise self.error(f"cannot read indices {s!r}: {_character_problem(bad)}", pos)
         if "".join(found) != s:
             raise self.error(
