@@ -1045,6 +1045,17 @@ def test_several_wrt_differentiate_again(capsys):
     assert out.strip().splitlines()[-1].startswith("loss_{,(gh)k}[w,b] = ")
 
 
+def test_an_inlined_hessian_is_one_formula(capsys):
+    program = "yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)"
+    code, out, _ = run_cli(capsys, "diff", program, "--wrt", "w_gh", "--wrt", "w_kl", "--inline")
+    assert code == 0 and len(out.strip().splitlines()) == 1 and out.startswith("loss_{,(gh)(kl)}[w] = ")
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.normal(size=(3, 2)), "x": rng.normal(size=2), "b": rng.normal(size=3), "y": rng.normal(size=3)}
+    hessian = ic.evaluate(ic.diff(ic.diff(program, "w_gh"), "w_kl"), arrays)
+    arrays["yhat"] = ic.evaluate(program.splitlines()[0], arrays)
+    np.testing.assert_allclose(ic.evaluate(out.strip(), arrays), hessian, atol=1e-12)
+
+
 def test_demo_shows_the_derivative(capsys):
     code, out, _ = run_cli(capsys, "demo")
     assert code == 0 and "explicit loops agree: yes" in out

@@ -254,19 +254,21 @@ def _command_diff(args) -> str:
         result = diff(result, wrt, inline=args.inline)
     if not args.raw:
         result = simplify(result)
+    order = len(args.wrt) if args.inline else 1  # inlined, the Hessian refers to no lower derivative
     if args.latex:
-        return "\n".join(eq.latex() for eq in _shown(result, args.all))
-    return _derivative_lines(result, args.unicode, args.all)
+        return "\n".join(eq.latex() for eq in _shown(result, args.all, order))
+    return _derivative_lines(result, args.unicode, args.all, order)
 
 
-def _shown(result: Expr, everything: bool = False) -> list[Expr]:
+def _shown(result: Expr, everything: bool = False, order: int = 1) -> list[Expr]:
+    """The lines of derivatives of at least `order` (all lines with `everything`)."""
     lines = result.equations if isinstance(result, Program) else (result,)
-    return [eq for eq in lines if everything or not isinstance(eq, Equation) or eq.lhs.derivs]
+    return [eq for eq in lines if everything or not isinstance(eq, Equation) or len(eq.lhs.derivs) >= order]
 
 
-def _derivative_lines(result: Expr, unicode: bool = False, everything: bool = False) -> str:
+def _derivative_lines(result: Expr, unicode: bool = False, everything: bool = False, order: int = 1) -> str:
     """The derivative lines of what `diff` returned (all lines with `everything`)."""
-    return "\n".join(eq.pretty() if unicode else str(eq) for eq in _shown(result, everything))
+    return "\n".join(eq.pretty() if unicode else str(eq) for eq in _shown(result, everything, order))
 
 
 def seed_value(text: str) -> int:
