@@ -16,9 +16,11 @@ sample in about 15 seconds; `HYPOTHESIS_PROFILE=soak` runs 100,000 inputs a prop
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -37,7 +39,7 @@ from test_errors import FUZZ_ARRAYS, POOL, VALID_PROGRAMS, mutants
 
 TIME_LIMIT = 10.0  # seconds an input: far beyond what inputs this small need
 SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
-CI_EXAMPLES = {"api": 120, "cli": 150}
+CI_EXAMPLES = {"api": 250, "cli": 300}
 
 
 def fuzz_settings(kind: str):
@@ -157,6 +159,7 @@ def check_api(text: str, wrt: str, parameters: list[str]) -> list[str]:
 def _files() -> Path:
     """A folder of inputs for the command line: model files, arrays, garbage, a folder."""
     folder = Path(tempfile.mkdtemp(prefix="indexcalc-fuzz-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / "xor.ic").write_text(
         "data x y\nbatch n mean\nparam W1[4, 2] xavier\nparam b1[4] zeros\nparam W2[1, 4] xavier\n"
         "param b2[1] zeros\ndataset xor\noptimizer adam lr=0.1\nepochs 2\nbatch_size 4\nmetric accuracy yhat y\n"
