@@ -63,10 +63,13 @@ class Expr:
         return ()
 
     def walk(self) -> Iterator["Expr"]:
-        """This node and all below it, parents first."""
-        yield self
-        for child in self.children():
-            yield from child.walk()
+        """This node and all below it, parents first (children left to right). A stack,
+        not nested generators: those cost the depth of the tree for every node yielded."""
+        stack: list[Expr] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children()))
 
 
 def _printed(printer, node: Expr, **options):
@@ -237,6 +240,32 @@ REPR_WIDTH = 120
 # serves them all
 for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
     _node.__repr__ = Expr.__repr__
+
+
+
+def _remembered_hash(structural):
+    """A node's structural hash, worked out once: the rewriting routes keep nodes in sets
+    and dicts, and hashing a tree anew at every level made them quadratic in its depth."""
+
+    def __hash__(self) -> int:
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = structural(self)
+            object.__setattr__(self, "_hash", value)
+            return value
+
+    return __hash__
+
+
+def _state_without_hash(self) -> dict:
+    """What pickling keeps of a node: not its hash, which depends on the process."""
+    return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+
+for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
+    _node.__hash__ = _remembered_hash(_node.__hash__)
+    _node.__getstate__ = _state_without_hash
 
 REDUCTIONS = ("sum", "mean", "logsumexp")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
@@ -32,6 +32,9 @@ class Context:
     fixed: frozenset[str]
     fresh: Fresh
     convention: frozenset[str] = frozenset()  # fixed by a sum the text leaves to the convention
+    # what a subtree simplified to in this call: a rewrite re-simplifies the children of what
+    # it made, and a Hessian repeats its subtrees many times
+    done: dict = field(default_factory=dict, compare=False)
 
 
 Rule = Callable[[Expr, Context], "Expr | None"]
@@ -59,6 +62,13 @@ def simplify(source) -> Expr:
 
 
 def _simplify(node: Expr, ctx: Context) -> Expr:
+    key = (node, ctx.fixed, ctx.convention)
+    if key not in ctx.done:
+        ctx.done[key] = _rewritten(node, ctx)
+    return ctx.done[key]
+
+
+def _rewritten(node: Expr, ctx: Context) -> Expr:
     node = _children(node, ctx)
     seen = {node}
     for _ in range(100):
@@ -89,7 +99,7 @@ def _children(node: Expr, ctx: Context) -> Expr:
         return Call(node.func, _simplify(node.arg, ctx), node.relabel)
     if isinstance(node, Reduce):
         by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
-        inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention)
+        inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention, ctx.done)
         return replace(node, body=_simplify(node.body, inner))
     return node
 

@@ -46,7 +46,7 @@ import itertools
 import re
 
 import numpy as np
-from hypothesis import strategies as st
+from hypothesis import reject, strategies as st
 
 import indexcalc as ic
 
@@ -548,6 +548,17 @@ class ProgramGenerator:
     # ---- programs
 
     def program(self, max_depth: int | None = None) -> str:
+        """A program the index rules accept: the grammar does not always see an index
+        three times in one product or a hidden sum beside a sibling that carries it free
+        (tests/test_ambiguity.py tests those refusals), so such a draw is rejected."""
+        text = self._program(max_depth)
+        try:
+            ic.parse(text)
+        except ic.IndexCalcError:
+            reject()
+        return text
+
+    def _program(self, max_depth: int | None) -> str:
         settings = self.settings
         max_depth = settings.max_depth if max_depth is None else max_depth
         if self.chance(2):
