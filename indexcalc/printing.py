@@ -11,7 +11,9 @@ notes it.
 
 from __future__ import annotations
 
+import sys
 import unicodedata
+from contextlib import contextmanager
 
 from . import functions
 from .errors import IndexNotationError
@@ -302,12 +304,30 @@ class LatexPrinter(PlainPrinter):
         return super().fmt(node, fixed)
 
 
+PRINTING_STACK = 6000  # frames: a derivative of text nested MAX_NESTING deep runs deeper still
+
+
+@contextmanager
+def _stack_for_printing():
+    """Room on Python's stack for the printers, which recurse a few frames per level of
+    the tree: what diff makes of a formula nested as deep as the parser allows is deeper
+    than it, and must print (Python 3.11 keeps Python-to-Python calls off the C stack)."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, PRINTING_STACK))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
 def plain(node: Expr, unicode: bool = False) -> str:
-    return PlainPrinter(unicode).fmt(implicit_form(node))[0]
+    with _stack_for_printing():
+        return PlainPrinter(unicode).fmt(implicit_form(node))[0]
 
 
 def latex(node: Expr) -> str:
-    return LatexPrinter().fmt(implicit_form(node))[0]
+    with _stack_for_printing():
+        return LatexPrinter().fmt(implicit_form(node))[0]
 
 
 def einsum_specs(node: Expr) -> list[str]:
@@ -319,7 +339,8 @@ def einsum_specs(node: Expr) -> list[str]:
     line is the array the equation defines (`y_ji = w_ij` is `einsum("ij->ji", w)`).
     """
     lines: list[str] = []
-    _collect_specs(implicit_form(node), frozenset(), lines, ())
+    with _stack_for_printing():
+        _collect_specs(implicit_form(node), frozenset(), lines, ())
     return lines
 
 

@@ -688,3 +688,16 @@ def test_repr_is_short_and_says_what_the_tree_is():
     big = ic.diff(ic.parse("\n".join(f"h{k}_i = tanh(W{k}_ij h{k - 1}_j)" for k in range(1, 20))), "W1_gh")
     assert len(repr(big)) <= 130 and repr(big).startswith("<Program h1_i = tanh(") and repr(big).endswith("…>")
     assert repr(Call("no_such_function", Product(()))).startswith("<Call ")  # unprintable: still a repr
+
+
+def test_trees_deeper_than_the_parser_reads_still_print():
+    # what diff makes of text nested as deep as the parser allows is deeper than that text
+    tree = T("x")
+    for _ in range(300):  # x/(x/(x/(...))), three times the parser's nesting limit
+        tree = P(T("x"), Power(tree, N(-1)))
+    text = str(tree)
+    assert text.startswith("x / (x / (") and text.count("(") == 299
+    assert len(tree.latex()) > len(text) and isinstance(tree.einsum(), str)
+    assert tree.pretty() == text
+    with pytest.raises(ic.ParseError, match="nests more than"):
+        ic.parse(text)
