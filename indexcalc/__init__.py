@@ -5,33 +5,27 @@
     ic.evaluate(eq, {"w": W, "x": x, "b": b})       # einsum, axes = left-hand side's
     ic.evaluate_loops(eq, {"w": W, "x": x, "b": b}) # explicit loops, the same numbers
     str(eq), eq.latex(), eq.einsum()
+    d = ic.diff("yhat_i = sigma(w_ij x_j + b_i)", "w_gh")   # comma notation, with δ
+    f = ic.compile(program, wrt=["w"])                       # value and gradients, by einsum
 """
-
-from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError
-from .evaluate import evaluate
-from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
-from .indices import free_indices, summed_indices
-from .loops import evaluate_loops
-from .notation import parse
 
 __version__ = "0.1.0"
 
+from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError  # noqa: E402
+from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor  # noqa: E402
+from .notation import parse  # noqa: E402
+from .indices import free_indices, summed_indices  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .loops import Entries, evaluate_loops, evaluate_loops_at  # noqa: E402
+from .diff import DiffError, diff  # noqa: E402
+from .simplify import simplify  # noqa: E402
+from .compile import Compiled, compile  # noqa: E402,A001
+from .model import Model  # noqa: E402
+
 __all__ = [
-    "parse", "evaluate", "evaluate_loops", "free_indices", "summed_indices",
-    "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError",
+    "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
+    "compile", "Compiled", "Model", "free_indices", "summed_indices",
+    "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Product", "Sum", "Power", "Call", "Reduce",
     "Equation", "Program",
 ]
-
-from .diff import DiffError, diff  # noqa: E402
-
-__all__ += ["diff", "DiffError"]
-from .simplify import simplify  # noqa: E402
-
-__all__ += ["simplify"]
-from .compile import Compiled, compile  # noqa: E402,A001
-
-__all__ += ["compile", "Compiled"]
-from .model import Model  # noqa: E402
-
-__all__ += ["Model"]

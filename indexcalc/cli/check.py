@@ -23,11 +23,10 @@ INLINE_LIMIT = 4000  # nodes: past this the derivative's chain form is enumerate
 
 
 def _command_check(args) -> str:
-    from ..datasets import load as load_data
     from ..modelfile import load
 
     mf = load(args.model)
-    train, _ = load_data(mf.dataset, list(mf.model.data), mf.seed, mf.folder) if mf.dataset else ({}, {})
+    train = mf.load_data().train if mf.dataset else {}
     if not train:
         raise IndexCalcError(f"{args.model} declares no dataset to check on")
     batch = {k: np.asarray(v)[: args.batch] for k, v in train.items()}
