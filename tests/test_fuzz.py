@@ -203,9 +203,9 @@ def model_file(draw) -> str:
 @st.composite
 def command_lines(draw) -> list[str]:
     """`indexcalc ...` arguments: a command, a source, options with values good and bad."""
-    command = draw(st.sampled_from(["show", "eval", "diff", "demo", "train", "check", "shwo", ""]))
+    command = draw(st.sampled_from(["show", "eval", "diff"] * 3 + ["demo", "train", "train", "check", "check", "shwo", ""]))
     source = draw(st.one_of(texts, st.sampled_from(PATHS), model_file()))
-    value = st.one_of(st.sampled_from(VALUES), st.text(max_size=6))
+    value = st.one_of(st.sampled_from(VALUES), st.sampled_from(VALUES), st.text(max_size=6))
     path = st.one_of(st.sampled_from(PATHS), st.sampled_from(["", "-", str(FILES / "out.npz"), str(FILES / "p.png")]))
     sizes = st.lists(st.one_of(st.sampled_from(["i=2", "j=3", "k=2", "n=2", "i=10^11", "i=²", "i=0"]),
                                st.text(max_size=5)), max_size=4)
