@@ -3,8 +3,10 @@
     indexcalc demo                        the built-in example, end to end
     indexcalc show "y_i = w_ij x_j"       canonical form, Unicode, LaTeX, einsum specs
     indexcalc show model.ic               the same for a file of equations
-    indexcalc eval "y_i = w_ij x_j" --size i=2 j=3 [--npz arrays.npz] [--seed 0]
-    indexcalc diff "PROGRAM" --wrt w_gh [--raw] [--inline] [--latex] [--of NAME]
+    indexcalc eval "y_i = w_ij x_j" --size i=2 j=3 [--npz arrays.npz] [--seed 0] [--entries N] [--no-loops]
+    indexcalc diff "PROGRAM" --wrt w_gh [--wrt w_kl] [--of NAME] [--raw] [--inline] [--latex] [--unicode] [--all]
+
+Every failure is an IndexCalcError, which the `indexcalc` command prints in one line.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from ..evaluate import evaluate
 from ..expr import Equation, Expr, Program, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
-from .check import entry_count, progress_bars
 from ..notation import parse
 from ..simplify import simplify
+from .check import entry_count, progress_bars
 
 
 DEMO = """\
@@ -131,12 +133,19 @@ def _refuse_huge(arrays) -> None:
     for tensor, shape in arrays:
         numbers = math.prod(shape)
         total += numbers
-        if numbers > MAX_RANDOM_NUMBERS or total > MAX_RANDOM_NUMBERS:
-            amount = f"{numbers:,} numbers ({human_size(8 * numbers)})" if numbers < 10**18 else f"about 10^{len(str(numbers)) - 1} numbers"
-            what = f"the array of {tensor} would have shape {shape}, {amount}"
+        if total > MAX_RANDOM_NUMBERS:
+            what = f"the array of {tensor} would have shape {shape}, {_amount(numbers)}"
             if numbers <= MAX_RANDOM_NUMBERS:
-                what += f", bringing the arrays of eval to {human_size(8 * total)}"
-            raise IndexCalcError(f"{what}: more than eval's limit of {human_size(8 * MAX_RANDOM_NUMBERS)}; give smaller sizes")
+                what += f", bringing the arrays of eval to {_amount(total)}"
+            raise IndexCalcError(
+                f"{what}: more than eval's limit of {human_size(8 * MAX_RANDOM_NUMBERS)}; give smaller sizes"
+            )
+
+
+def _amount(numbers: int) -> str:
+    if numbers >= 10**18:  # past what a float (and human_size) writes plainly
+        return f"about 10^{len(str(numbers)) - 1} numbers"
+    return f"{numbers:,} numbers ({human_size(8 * numbers)})"
 
 
 def show(node: Expr) -> str:
