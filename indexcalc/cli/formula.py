@@ -149,6 +149,8 @@ def _amount(numbers: int) -> str:
 
 
 def show(node: Expr) -> str:
+    """Every printed form of a checked formula: what it parses to, how it reads, what
+    einsum computes for it (in the left-hand side's axis order)."""
     specs = node.einsum() or "(no contraction)"
     return (
         f"canonical:\n{_indent(str(node))}\n"
