@@ -123,10 +123,11 @@ class _Rules:
     # --- composites
     def sum(self, node: Sum, fixed) -> list[Term]:
         out = []
+        runs_over = set(free_indices(node, fixed)) - fixed
         for term in node.terms:
             # a letter the sum runs over that this term sums of its own (m in x_mn + a_km b_mk)
             # is renamed apart in its derivative, which would otherwise run over the sum's m
-            clash = set(free_indices(node, fixed)) - set(free_indices(term, fixed)) - fixed
+            clash = runs_over - set(free_indices(term, fixed))
             for t in self.d(term, fixed):
                 for index in clash & t.letters():
                     t = self.renamed(t, index, self.fresh(), fixed)

@@ -226,8 +226,10 @@ def _refuse_hidden_sums(node: Sum, frees: list[tuple[str, ...]], fixed: frozense
     what is meant otherwise. In `(a_ij b_ij - t_ij)`
     the user almost surely means the elementwise product, while the rule contracts it to
     one number and expands that over t_ij: both are plausible, so neither is chosen."""
+    carriers = Counter(i for free in frees for i in set(free) if i not in fixed)
     for k, term in enumerate(node.terms):
-        carried = {i for n, free in enumerate(frees) if n != k for i in free if i not in fixed}
+        own = set(frees[k])
+        carried = {i for i, n in carriers.items() if n > (i in own)}
         for carrier, summed, inner in _implicit_sums(term, fixed):
             clash = tuple(i for i in summed if i in carried)
             if clash:

@@ -35,6 +35,9 @@ from .program import Environment
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
 
+CHAIN = 64  # operands on one line of a plan
+
+
 @dataclass(frozen=True)
 class Operand:
     """A value during lowering: code (a variable or a literal) and its axes' letters. A
@@ -248,9 +251,20 @@ class Lowering:
         if all(part.literal for _, part in parts):
             values = [-part.value if negative else part.value for negative, part in parts]
             return self.fold(lambda: functools.reduce(operator.add, values))
-        code = "".join((" - " if negative else " + ") + self.aligned(part, target) for negative, part in parts)
-        code = code[3:] if code.startswith(" + ") else "-" + code[3:]
-        return self._store(code, target, "add")
+        pieces = [(" - " if negative else " + ", self.aligned(part, target)) for negative, part in parts]
+        return self._chained(pieces, target, "add")
+
+    def _chained(self, pieces: list[tuple[str, str]], letters: tuple[str, ...], routine: str) -> Operand:
+        """`a + b - c ...` (or `a * b ...`: each piece is an operator and an operand), in
+        lines of at most CHAIN operands: Python's compiler nests a chain one level per
+        operand, and a 10,000-term sum overflowed its stack."""
+        joiner = " * " if pieces[0][0] == " * " else " + "  # a line's signs stay on its line
+        while len(pieces) > CHAIN:
+            pieces = [(joiner, self._chained(pieces[k : k + CHAIN], letters, routine).code)
+                      for k in range(0, len(pieces), CHAIN)]
+        code = "".join(op + operand for op, operand in pieces)
+        code = code[3:] if code.startswith((" + ", " * ")) else "-" + code[3:]
+        return self._store(code, letters, routine)
 
     def power(self, node: Power, fixed) -> Operand:
         """`b * b` for b², `1.0 / b` for 1/b and the like, which keep b's float type: where
@@ -344,9 +358,9 @@ class Lowering:
         if arrays:
             result = self.contract(arrays, inner_out)
             if factors:
-                result = self._store(f"{' * '.join(factors)} * {result.code}", result.letters, "scale")
+                result = self._chained([(" * ", f) for f in factors + [result.code]], result.letters, "scale")
         elif scalars:
-            result = self._store(" * ".join(factors), (), "multiply")
+            result = self._chained([(" * ", f) for f in factors], (), "multiply")
         else:
             result = scale
         for a, b in embeds:

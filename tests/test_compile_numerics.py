@@ -11,6 +11,7 @@ size from the array of the tensor they differentiate by, as `evaluate` does.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -296,3 +297,23 @@ def test_a_derivative_sized_by_an_array_the_program_does_not_read_is_planned_per
         X = np.zeros(shape)
         np.testing.assert_array_equal(f({"X": X})[0], np.eye(X.size).reshape(shape + shape))
     assert f.plan_count == 2
+
+
+@pytest.mark.parametrize("terms", [5, 200])
+@pytest.mark.parametrize("chain", [4, 64])
+def test_a_long_sum_is_planned_in_lines_of_bounded_length(terms, chain, monkeypatch):
+    """A 10,000-term sum overflowed Python's compiler (a chain nests one level per
+    operand): the plan writes at most CHAIN operands a line, and the numbers stay right
+    whatever the signs and the split, gradients and scalar products too."""
+    plan = sys.modules["indexcalc.plan"]
+    monkeypatch.setattr(plan, "CHAIN", chain)
+    rng = np.random.default_rng(terms)
+    signs = rng.choice(["+", "-"], terms)
+    text = "L = " + " ".join(f"{s} {k % 5} x a{k} b" for k, s in enumerate(signs)).lstrip("+ ")
+    arrays = {"x": 0.7, "b": 1.3, **{f"a{k}": rng.uniform(-1, 1) for k in range(terms)}}
+    f = ic.compile(text, wrt=["x"])
+    value, grads = f(arrays)
+    np.testing.assert_allclose(value, ic.evaluate(text, arrays), rtol=1e-12)
+    np.testing.assert_allclose(grads["x"], ic.evaluate(ic.diff(text, "x"), arrays), rtol=1e-12)
+    for step in f._last.lowering.steps:
+        assert str(step).count(" + ") + str(step).count(" - ") + str(step).count(" * ") < chain + 2, str(step)
