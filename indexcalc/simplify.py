@@ -75,7 +75,7 @@ def _rewritten(node: Expr, ctx: Context) -> Expr:
         for node_type, rule in RULES:
             if isinstance(node, node_type):
                 new = rule(node, ctx)
-                if new is not None and new != node:
+                if new is not None and new != node and _finite(new):
                     node = _children(new, ctx)
                     break
         else:
@@ -84,6 +84,12 @@ def _rewritten(node: Expr, ctx: Context) -> Expr:
             return node
         seen.add(node)
     return node
+
+
+def _finite(node: Expr) -> bool:
+    """No number folded to inf or nan: printed, one would read back as a tensor named
+    `inf`, so the rewrite that makes one is not taken (evaluate gives the same value)."""
+    return all(math.isfinite(n.value) for n in node.walk() if isinstance(n, Number))
 
 
 def _children(node: Expr, ctx: Context) -> Expr:
