@@ -754,7 +754,8 @@ def training_setup(path: Path):
     the data (train, test) and a function making a fresh Trainer (optimiser state reset)."""
     from indexcalc import datasets
     from indexcalc.modelfile import load
-    from indexcalc.train import Trainer, accuracy, optimiser
+    from indexcalc.optimisers import optimiser
+    from indexcalc.train import Trainer, accuracy
 
     mf = load(str(path))
     train, test = datasets.load(mf.dataset, list(mf.model.data), mf.seed, mf.folder)

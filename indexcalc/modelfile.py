@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
-from .train import optimiser
+from .optimisers import optimiser
 
 KEYWORDS = ("data", "batch", "param", "dataset", "optimizer", "epochs", "batch_size", "seed", "metric", "loss",
             "onehot")

@@ -29,11 +29,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import indexcalc as ic
 from carets import caret
 from indexcalc import cli
+from indexcalc.checkpoints import remove_stale_temporaries
 from indexcalc.cli import train as cli_train
 from indexcalc.datasets import read_npz
 from indexcalc.model import Model, ModelError
 from indexcalc.modelfile import load, parse_model
-from indexcalc.train import SGD, Adam, Trainer, TrainingError, remove_stale_temporaries, train_file
+from indexcalc.optimisers import SGD, Adam, optimiser
+from indexcalc.train import Trainer, train_file
+from indexcalc.training_errors import TrainingError
 
 EXAMPLES = Path(ic.__file__).parent / "examples"
 XOR = (EXAMPLES / "xor.ic").read_text(encoding="utf-8")
@@ -540,7 +543,7 @@ def test_bad_epoch_counts_raise(epochs):
                                             ("adam", {"eps": 0}), ("adam", {"learning_rate": 1})])
 def test_bad_optimiser_settings_raise(name, settings):
     with pytest.raises(TrainingError, match=name):
-        ic.train.optimiser(name, **settings)
+        optimiser(name, **settings)
 
 
 def test_epochs_given_on_the_command_line_are_used_not_the_files(tmp_path, capsys):

@@ -23,7 +23,9 @@ from carets import caret
 from indexcalc import cli, datasets
 from indexcalc.model import Model, ModelError, Param
 from indexcalc.modelfile import load, parse_model
-from indexcalc.train import SGD, Adam, Momentum, Trainer, TrainingError, accuracy, optimiser, train_file
+from indexcalc.optimisers import SGD, Adam, Momentum, optimiser
+from indexcalc.train import Trainer, accuracy, train_file
+from indexcalc.training_errors import TrainingError
 
 EXAMPLES = Path(ic.__file__).parent / "examples"
 

@@ -23,8 +23,10 @@ def _default_model() -> str:
 
 
 def _command_train(args) -> str:
+    from ..checkpoints import check_output_path
     from ..modelfile import load
-    from ..train import TrainingStopped, check_output_path, train_file
+    from ..train import train_file
+    from ..training_errors import TrainingStopped
 
     path = args.model or _default_model()
     try:

@@ -1,0 +1,33 @@
+"""The errors of training, in a module of their own so that the optimisers, the
+checkpoints and the loop can all raise them without importing one another in a circle.
+
+`is_whole` lives here too: the loop's settings and a checkpoint's epoch are refused with
+a TrainingError when they are not whole numbers, and both need the same test."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import IndexCalcError
+
+
+class TrainingError(IndexCalcError):
+    """Training could not go on (a non-finite loss, a checkpoint that does not fit).
+
+    `about` names the model-file declaration it concerns ("param W1", "optimizer"), so
+    that a model file can point at the line."""
+
+    def __init__(self, message: str, *, text: str | None = None, pos: int | None = None,
+                 about: str | None = None):
+        super().__init__(message, text=text, pos=pos)
+        self.about = about
+
+
+class TrainingStopped(TrainingError):
+    """The run ended before its last epoch (a non-finite loss, Ctrl-C); the parameters of
+    the last good step are kept (and checkpointed, if asked)."""
+
+
+def is_whole(value: object) -> bool:
+    """An int or NumPy integer, but not a bool (True is not an epoch count)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
