@@ -38,6 +38,14 @@ from .relabel import canonical_bound, fresh_letters, letters_in, rename
 CHAIN = 64  # operands on one line of a plan
 
 
+class _Sizes(dict):
+    """Index letter -> size; a letter no array sizes (`y = δ_ij δ_ij`) is the error that
+    evaluate gives, not a KeyError."""
+
+    def __missing__(self, index: str) -> int:
+        raise ShapeError(f"cannot tell the size of index {index}: no array has an axis for it")
+
+
 @dataclass(frozen=True)
 class Operand:
     """A value during lowering: code (a variable or a literal) and its axes' letters. A
@@ -115,7 +123,7 @@ class Lowering:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.cache: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.count = 0
-        self.sizes: dict[str, int] = {}
+        self.sizes: dict[str, int] = _Sizes()
         self.order: dict[str, int] = {}
         self.inputs = list(inputs)
         self.dtype = np.result_type(*dtypes).name if dtypes else "float64"
@@ -168,7 +176,7 @@ class Lowering:
         preset = derivative_sizes(eq.lhs, {**self.known, **shapes})
         if like is not None:
             preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.env[like]])}
-        self.sizes = infer_sizes(eq.rhs, shapes, fixed, preset)
+        self.sizes = _Sizes(infer_sizes(eq.rhs, shapes, fixed, preset))
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"cannot tell the size of {', '.join(missing)} in {eq.lhs}")

@@ -297,8 +297,6 @@ def test_the_fuzz_sees_an_escape_and_a_run_away(monkeypatch):
 # Minimal reproductions of escapes in modules this fuzz does not own; each must flip.
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9, open in plan.py (identity): a δ whose indices no array sizes "
-                   "is a KeyError in a compiled call; evaluate says ShapeError 'cannot tell the size of index i'")
 def test_compiled_delta_of_unknown_size_is_an_index_calc_error():
     compiled = ic.compile("y = δ_ij δ_ij", wrt=[])
     with pytest.raises(ic.IndexCalcError, match="size of index"):
