@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import collections
 import multiprocessing
+import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,7 +80,10 @@ def main() -> int:
     chunks = max(1, args.count // args.chunk)
     tasks = [(k, args.chunk, args.seed, kinds[k % len(kinds)]) for k in range(chunks)]
     count, escapes, start = 0, [], time.time()
-    with multiprocessing.Pool(args.jobs) as pool, open(args.out, "w", encoding="utf-8") as out:
+    # the workers' folders of input files go here, removed at the end (a worker's atexit does not run)
+    scratch = tempfile.TemporaryDirectory(prefix="indexcalc-fuzz-")
+    os.environ["INDEXCALC_FUZZ_TMP"] = scratch.name
+    with scratch, multiprocessing.Pool(args.jobs) as pool, open(args.out, "w", encoding="utf-8") as out:
         for done, result in enumerate(pool.imap_unordered(run_chunk, tasks), 1):
             count += result["count"]
             escapes += result["escapes"]

@@ -160,7 +160,7 @@ def check_api(text: str, wrt: str, parameters: list[str]) -> list[str]:
 
 def _files() -> Path:
     """A folder of inputs for the command line: model files, arrays, garbage, a folder."""
-    folder = Path(tempfile.mkdtemp(prefix="indexcalc-fuzz-"))
+    folder = Path(tempfile.mkdtemp(prefix="indexcalc-fuzz-", dir=os.environ.get("INDEXCALC_FUZZ_TMP")))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / "xor.ic").write_text(
         "data x y\nbatch n mean\nparam W1[4, 2] xavier\nparam b1[4] zeros\nparam W2[1, 4] xavier\n"
