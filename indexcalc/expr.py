@@ -21,9 +21,16 @@ class Expr:
     """Base of all expression nodes."""
 
     def __str__(self) -> str:
-        from .printing import plain
+        """The plain notation, which parses back to this node. Worked out once per node:
+        simplify sorts and groups factors by their text at every level."""
+        try:
+            return self.__dict__["_text"]
+        except KeyError:
+            from .printing import plain
 
-        return _printed(plain, self)
+            text = _printed(plain, self)
+            object.__setattr__(self, "_text", text)
+            return text
 
     def pretty(self) -> str:
         """Comma notation with Unicode symbols (σ, δ, Σ, ŷ), for reading, not parsing."""
@@ -258,14 +265,15 @@ def _remembered_hash(structural):
     return __hash__
 
 
-def _state_without_hash(self) -> dict:
-    """What pickling keeps of a node: not its hash, which depends on the process."""
-    return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+def _state_without_caches(self) -> dict:
+    """What pickling keeps of a node: not its hash, which depends on the process, nor
+    its text."""
+    return {k: v for k, v in self.__dict__.items() if k not in ("_hash", "_text")}
 
 
 for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
     _node.__hash__ = _remembered_hash(_node.__hash__)
-    _node.__getstate__ = _state_without_hash
+    _node.__getstate__ = _state_without_caches
 
 REDUCTIONS = ("sum", "mean", "logsumexp")
 

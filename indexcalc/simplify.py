@@ -323,9 +323,12 @@ def collect_terms(node: Sum, ctx: Context) -> Expr | None:
     """2 a + 3 a → 5 a, numbers added up, zero terms dropped where nothing is lost."""
     groups: dict[object, list] = {}
     order = []
-    for term in node.terms:
-        c, rest = _coefficient(term)
-        key = _canonical_key(rest, ctx)
+    split = [_coefficient(term) for term in node.terms]
+    # a term no other could equal keeps a key of its own: the canonical key prints the term,
+    # and a chain of nested sqrt(1 + ...) printed its whole depth at every level
+    heads = Counter(_head_key(rest) for _, rest in split)
+    for k, (c, rest) in enumerate(split):
+        key = _canonical_key(rest, ctx) if heads[_head_key(rest)] > 1 else ("alone", k)
         if key not in groups:
             groups[key] = [0.0, rest]
             order.append(key)
@@ -340,6 +343,14 @@ def collect_terms(node: Sum, ctx: Context) -> Expr | None:
         return Number(0.0)
     result = nonzero[0] if len(nonzero) == 1 else Sum(tuple(nonzero))
     return None if result == node else result
+
+
+def _head_key(factors: tuple[Expr, ...]) -> tuple:
+    """What a term's canonical key determines, cheaply: its factors' kinds and names."""
+    def head(f: Expr) -> tuple:
+        base = f.base if isinstance(f, Power) else f
+        return type(f).__name__, type(base).__name__, getattr(base, "name", getattr(base, "func", getattr(base, "op", "")))
+    return tuple(sorted(map(head, factors)))
 
 
 def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
