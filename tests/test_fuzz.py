@@ -236,6 +236,17 @@ def command_lines(draw) -> list[str]:
     return [a for a in argv if a not in ("-h", "--help", "--version")]
 
 
+@contextlib.contextmanager
+def _working_folder(folder: Path):
+    """Run in `folder`, so that an output path like '-' or 'p.png' lands there."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def check_cli(argv: list[str]) -> list[str]:
     """`indexcalc ARGV` in-process: the problems (a bug reported, a traceback, exit 0 by
     SystemExit, a run-away)."""
@@ -243,7 +254,7 @@ def check_cli(argv: list[str]) -> list[str]:
     problems: list[str] = []
     try:
         with time_limit(TIME_LIMIT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                warnings.catch_warnings():
+                warnings.catch_warnings(), _working_folder(FILES):
             warnings.simplefilter("ignore")
             code = cli.main(argv)
     except SystemExit as stop:
