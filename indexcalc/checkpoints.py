@@ -149,6 +149,9 @@ def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] |
     folder, a file where a folder should be, a folder where the file should be, a folder
     that cannot be written to (tried, not guessed from permission bits), or, with
     `replaceable`, an existing file that is not what would be written there."""
+    if path.startswith("-"):  # `--checkpoint -` wrote a file named '-'
+        raise TrainingError(f"{what} {path} looks like an option, not a file name "
+                            f"(for a file of that name write ./{path})")
     target = os.path.abspath(path)
     if os.path.isdir(target):
         raise TrainingError(f"{what} {path} is a folder; give a file name in it, e.g. "

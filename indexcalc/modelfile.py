@@ -93,7 +93,7 @@ class ModelFile:
 def load(path: str) -> ModelFile:
     """Read a model file."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as err:
         raise IndexCalcError(f"cannot read the model file {path}: {err}") from None

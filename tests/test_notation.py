@@ -17,7 +17,7 @@ from indexcalc import Call, Delta, Equation, Number, Power, Product, Program, Re
 from indexcalc.expr import Deriv
 from indexcalc.indices import check_equation, free_indices
 
-from strategies import equations, expressions
+from strategies import equations, expressions, programs
 
 
 # ---------------------------------------------------------------- small tree builders
@@ -428,24 +428,6 @@ def test_expressions_round_trip(text):
 @given(equations())
 def test_equations_round_trip(text):
     _round_trips(text)
-
-
-@st.composite
-def programs(draw) -> str:
-    """Several equations, one per line, with `#` comments and blank lines. (As
-    strategies.programs, whose de-duplication parses with the index rules checked.)"""
-    lines = draw(st.lists(equations(max_leaves=6), min_size=2, max_size=4))
-    lines = list({syntax(line).lhs.key: line for line in lines}.values())  # a name is defined once
-    if len(lines) < 2:
-        lines.append("unused_defined_once = 1")
-    out = []
-    for line in lines:
-        if draw(st.booleans()):
-            out.append("# " + draw(st.sampled_from(("a layer", "the loss", "σ(w x) = ŷ", ""))))
-        out.append(line + draw(st.sampled_from(("", "", "  # note", "# x_i = 2"))))
-        if draw(st.booleans()):
-            out.append("")
-    return "\n".join(out)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
