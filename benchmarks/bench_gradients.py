@@ -592,6 +592,30 @@ def bench_build(repeats: int, layers: int = 20, width: int = 16) -> None:
         FLAGS.append(f"{case}: diff + simplify {total:.3f} s, over the 0.3 s target")
 
 
+def bench_hard_builds(quick: bool) -> None:
+    """Build times of the shapes that once ran away (issues 8 and 9): each a row with the
+    time before its fix, so that a regression shows as a number, not a hung test."""
+    nested = "y_i = " + "sqrt(1 + " * 80 + "w_ij x_j" + ")" * 80
+    power = "y_pm = (-2)^a x_mn U_pn / sqrt(0.5 + mean_q((x_mn U_qn)^2))\nL = sum_pm(y_pm y_pm)"
+    terms = 2000 if quick else 10000
+    long_sum = "L = " + " + ".join(f"{k % 7} x a{k}" for k in range(terms))
+    cases = [
+        ("simplify(diff) of sqrt(1 + ...) 80 deep", "13 s before a847c5e",
+         lambda: ic.simplify(ic.diff(nested, "w_gh"))),
+        ("compile of a Hessian with a (-2)^a factor", "31 s before fac7ab9",
+         lambda: ic.compile(ic.diff(ic.diff(power, "U_ab"), "U_αβ"))),
+        ("diff + simplify of a 2,000-term sum", "8 s before dd038a3",
+         lambda: ic.simplify(ic.diff(" + ".join(long_sum.split(" + ")[:2000]), "x"))),
+        (f"compile(wrt) of a {terms:,}-term sum", "RecursionError at 10,000 before dd038a3",
+         lambda: ic.compile(long_sum, wrt=["x"])),
+    ]
+    for case, before, build in cases:
+        t0 = time.perf_counter()
+        build()
+        seconds = time.perf_counter() - t0
+        ROWS.append(Row("2", case, "—", "indexcalc", fmt_time(seconds), "n/a", "", f"one run; {before}"))
+
+
 # ============================================================================ 3: Hessian
 
 
@@ -933,6 +957,7 @@ def main(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     bench_mlps(peers, timing, args.quick)
     bench_build(3 if args.quick else 7)
+    bench_hard_builds(args.quick)
     bench_hessian(peers, timing)
     bench_memory()
     bench_training(timing)

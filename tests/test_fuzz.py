@@ -314,11 +314,16 @@ def test_compiled_delta_of_unknown_size_is_an_index_calc_error():
         compiled({})
 
 
-def test_simplify_of_a_deeply_nested_derivative_is_quick():
-    # the soak: over 10 s (cubic in depth); since simplify a847c5e about 1.5 s
+def test_simplify_of_a_deeply_nested_derivative_does_not_run_away():
+    """The soak: over 10 s, cubic in the depth; since a847c5e about 1.5 s (its speed is a
+    row of benchmarks/bench_gradients.py; the limit here only catches a run-away), and
+    the simplified derivative has the unsimplified one's values."""
     derivative = ic.diff("y_i = " + "sqrt(1 + " * 80 + "w_ij x_j" + ")" * 80, "w_gh")
     try:
-        with time_limit(5.0):
-            ic.simplify(derivative)
+        with time_limit(60.0):
+            simplified = ic.simplify(derivative)
     except RunAway:
-        pytest.fail("simplify took more than 5 s")
+        pytest.fail("simplify ran for more than 60 s", pytrace=False)
+    rng = np.random.default_rng(80)
+    arrays = {"w": rng.uniform(0, 1, (2, 3)), "x": rng.uniform(0, 1, 3)}
+    np.testing.assert_allclose(ic.evaluate(simplified, arrays), ic.evaluate(derivative, arrays), rtol=1e-10)
