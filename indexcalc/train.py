@@ -199,7 +199,8 @@ class Trainer:
 
 
 def accuracy(output: str, target: str) -> Callable:
-    """Classification accuracy: argmax over classes, or the side of 0.5 for one output."""
+    """Classification accuracy: argmax over classes; for one output, the side of 0.5 (of 0
+    for labels of ±1)."""
 
     def measure(model: Model, params, data) -> float:
         predicted = np.asarray(model.evaluate(output, params, data))
