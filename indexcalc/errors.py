@@ -51,12 +51,19 @@ class MissingArrayError(IndexCalcError):
     """A tensor or scalar named in the expression was not given an array."""
 
 
+WINDOW = 60  # characters of a long line quoted on each side of the caret
+
+
 def point_at(text: str, pos: int) -> str:
-    """The line of `text` holding `pos`, with a caret under that character."""
+    """The line of `text` holding `pos`, with a caret under that character; of a long
+    line, the WINDOW characters either side, cut with "…" (a 3,000-deep formula's error
+    quoted all of it)."""
     pos = max(0, min(pos, len(text)))
     start = text.rfind("\n", 0, pos) + 1
     end = text.find("\n", pos)
     end = len(text) if end == -1 else end
     line_number = text.count("\n", 0, start) + 1
+    left, right = max(start, pos - WINDOW), min(end, pos + WINDOW)
+    shown = ("…" if left > start else "") + text[left:right] + ("…" if right < end else "")
     prefix = f"  line {line_number}: "
-    return f"{prefix}{text[start:end]}\n{' ' * (len(prefix) + pos - start)}^"
+    return f"{prefix}{shown}\n{' ' * (len(prefix) + pos - left + (left > start))}^"

@@ -20,12 +20,19 @@ def caret(err: ic.IndexCalcError) -> tuple[int, str, int]:
 
 def assert_points_at(err: ic.IndexCalcError, text: str, where) -> None:
     """The caret stands under character `where` of `text` (an offset into the whole text,
-    or a (low, high) range of acceptable offsets), on the line that holds it."""
+    or a (low, high) range of acceptable offsets), on the line that holds it; a long line
+    is quoted as a window around the caret, "…" where it is cut."""
     low, high = (where, where) if isinstance(where, int) else where
     line_number, quoted, column = caret(err)
     line_start = text.rfind("\n", 0, low) + 1
+    line = text[line_start:].split("\n")[0]
     assert line_number == text.count("\n", 0, low) + 1, str(err)
-    assert quoted == text[line_start:].split("\n")[0], str(err)
-    assert low - line_start <= column <= high - line_start, (
-        f"caret at column {column}, expected {low - line_start}..{high - line_start}:\n{err}"
+    cut_left = quoted.startswith("…") and not line.startswith("…")
+    window = quoted[1:] if cut_left else quoted
+    window = window[:-1] if window.endswith("…") and not line.endswith("…") else window
+    column -= cut_left
+    offsets = [k for k in range(len(line) - len(window) + 1) if line.startswith(window, k)]
+    assert offsets, f"the quoted text is not part of the line:\n{err}"
+    assert any(low - line_start <= k + column <= high - line_start for k in offsets), (
+        f"caret at column {column} of the window, expected {low - line_start}..{high - line_start} of the line:\n{err}"
     )

@@ -1061,3 +1061,17 @@ def test_demo_shows_the_derivative(capsys):
     assert code == 0 and "explicit loops agree: yes" in out
     assert "loss_{,(gh)}[w] = 2 (ŷ_j - y_j) ŷ_{j,(gh)}[w]" in out
     assert "loss_{,(gh)}[w] = 2 (ŷ_g - y_g) σ'(w_gk x_k + b_g) x_h" in out
+
+
+@pytest.mark.parametrize("text, where", [
+    ("y = " + "(" * 3000 + "x" + ")" * 3000, 105),
+    ("y = " + "a + " * 50 + "rleu(x) + " + "b + " * 50 + "c", 204),
+    ("y = " + "a + " * 50 + "rleu(x)", 204),
+])
+def test_a_long_line_is_quoted_as_a_window_around_the_caret(text, where):
+    """A 3,000-deep formula's error quoted all 6,000 characters: now a window of the line
+    around the caret, cut with "…", still pointing at the right character."""
+    with pytest.raises(ic.IndexCalcError) as info:
+        ic.parse(text)
+    assert len(str(info.value).splitlines()[-2]) < 200, str(info.value)
+    assert_points_at(info.value, text, (where - 1, where + 1))
