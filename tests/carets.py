@@ -18,6 +18,14 @@ def caret(err: ic.IndexCalcError) -> tuple[int, str, int]:
     return int(m.group(1)), quoted[m.end():], marker.index("^") - m.end()
 
 
+def line_of(text: str, needle: str) -> int:
+    """The 1-based number of the line of `text` that holds `needle`."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in the text")
+
+
 def assert_points_at(err: ic.IndexCalcError, text: str, where) -> None:
     """The caret stands under character `where` of `text` (an offset into the whole text,
     or a (low, high) range of acceptable offsets), on the line that holds it; a long line

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import indexcalc as ic
-from carets import caret
+from carets import caret, line_of
 from indexcalc import cli
 from indexcalc.checkpoints import remove_stale_temporaries
 from indexcalc.cli import train as cli_train
@@ -41,13 +41,6 @@ from indexcalc.training_errors import TrainingError
 EXAMPLES = Path(ic.__file__).parent / "examples"
 XOR = (EXAMPLES / "xor.ic").read_text(encoding="utf-8")
 GB = 10**9
-
-
-def line_of(text: str, needle: str) -> int:
-    for number, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return number
-    raise AssertionError(f"{needle!r} not in the text")
 
 
 def xor_file(tmp_path: Path, text: str = XOR, name: str = "xor.ic") -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import indexcalc as ic
-from carets import caret
+from carets import caret, line_of
 from indexcalc import cli, datasets
 from indexcalc.model import Model, ModelError, Param
 from indexcalc.modelfile import load, parse_model
@@ -41,14 +41,6 @@ XOR_INIT = {"W1": "xavier", "W2": "xavier", "b1": "zeros", "b2": "zeros"}
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def line_of(text: str, needle: str) -> int:
-    """The 1-based number of the line of `text` that holds `needle`."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if needle in line:
-            return number
-    raise AssertionError(f"{needle!r} not in the text")
 
 
 def example(name: str) -> str:
