@@ -55,12 +55,30 @@ def check_program(equations: Sequence[Equation]) -> None:
         if eq.lhs.key in defined:
             raise _located(f"{eq.lhs.key} is defined twice; give the new value a name of its own", eq.lhs, eq)
         defined.add(eq.lhs.key)
+    _refuse_reads_before_definition(equations)
     counts = _index_counts(equations)
     for eq in equations:
         for ref in (t for t in eq.walk() if isinstance(t, Tensor) and t.derivs):
             _check_derivative_counts(ref, counts, eq)
     for eq in equations:
         check_equation(eq)
+
+
+def _refuse_reads_before_definition(equations: Sequence[Equation]) -> None:
+    """A program runs top to bottom: a line that reads a name (or its derivative) a later
+    line defines could mean an array given under that name or the later value, so it is
+    refused (evaluate asked for the array, compile failed inside its plan)."""
+    later: dict[str, int] = {}
+    for number, eq in reversed(list(enumerate(equations, 1))):
+        for t in eq.rhs.walk():
+            if isinstance(t, Tensor) and (t.key in later or (t.derivs and t.name in later)):
+                defining = later.get(t.key, later.get(t.name))
+                raise _located(f"{t} is read on line {number}, before line {defining} defines "
+                               f"{t.key if t.key in later else t.name}; a program runs top to bottom, "
+                               f"so move that line up (or give an input a name of its own)", t, eq)
+        later[eq.lhs.key] = number
+        if not eq.lhs.derivs:
+            later[eq.lhs.name] = number
 
 
 def _index_counts(equations: Sequence[Equation]) -> dict[str, Tensor]:

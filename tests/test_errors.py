@@ -1075,3 +1075,18 @@ def test_a_long_line_is_quoted_as_a_window_around_the_caret(text, where):
         ic.parse(text)
     assert len(str(info.value).splitlines()[-2]) < 200, str(info.value)
     assert_points_at(info.value, text, (where - 1, where + 1))
+
+
+@pytest.mark.parametrize("text, where", [
+    ("h_i = relu(W1_ij x_j ŷ b1_i)\nyhat_k = W2_ki h_i + b2_k\nloss = yhat_k yhat_k", 21),
+    ("a = b + 1\nb = c", 4),
+    ("g_k = loss_{,k}[w]\nloss = w_i w_i", 6),
+    ("y_i = x_i\nz = sum_i(y_i q)\nq = 2", 24),
+])
+def test_a_name_read_before_the_line_that_defines_it_is_refused_by_every_route(text, where):
+    """The fuzz soak's escape: evaluate asked for an array `yhat`, compile failed inside its
+    plan (KeyError). Either reading (an input of that name, the later value) is a guess."""
+    for route in (ic.parse, ic.evaluate, ic.compile, lambda t: ic.diff(t, "w"), ic.simplify):
+        with pytest.raises(ic.IndexNotationError, match="before line") as info:
+            route(text) if route is not ic.evaluate else route(text, {})
+        assert_points_at(info.value, text, where)
