@@ -86,10 +86,14 @@ def _rewritten(node: Expr, ctx: Context) -> Expr:
     return node
 
 
-def _finite(node: Expr) -> bool:
+def _finite(node: Expr, depth: int = 3) -> bool:
     """No number folded to inf or nan: printed, one would read back as a tensor named
-    `inf`, so the rewrite that makes one is not taken (evaluate gives the same value)."""
-    return all(math.isfinite(n.value) for n in node.walk() if isinstance(n, Number))
+    `inf`, so the rewrite that makes one is not taken (evaluate gives the same value).
+    A rule writes the numbers it folds near the top of what it returns (a coefficient, a
+    term's coefficient inside a factored sum); deeper ones were there before, checked."""
+    if isinstance(node, Number):
+        return math.isfinite(node.value)
+    return depth == 0 or all(_finite(child, depth - 1) for child in node.children())
 
 
 def _children(node: Expr, ctx: Context) -> Expr:
@@ -160,13 +164,22 @@ def _is_zero(node: Expr) -> bool:
 _RANK = {Number: 0, Sum: 1, Reduce: 2, Call: 3, Power: 4, Tensor: 5, Delta: 6}
 
 
-def _factor_key(factor: Expr):
+def _factor_rank(factor: Expr) -> int:
     if isinstance(factor, Number):  # the coefficient leads, as fold_numbers writes it: before (-2)^a too
-        return (-1, "")
+        return -1
     if isinstance(factor, Power) and factor.exponent == Number(-1.0):
-        return (9, str(factor))
+        return 9
     base = factor.base if isinstance(factor, Power) else factor
-    return (_RANK.get(type(base), 7), str(factor))
+    return _RANK.get(type(base), 7)
+
+
+def _sorted_factors(factors) -> tuple[Expr, ...]:
+    """Factors in the order of the notes, by kind, then by their text among those of one
+    kind only: printing every factor cost the depth of a nested formula at every level."""
+    ranks = [_factor_rank(f) for f in factors]
+    shared = Counter(ranks)
+    keyed = sorted(zip(ranks, factors), key=lambda rf: (rf[0], str(rf[1]) if shared[rf[0]] > 1 else ""))
+    return tuple(f for _, f in keyed)
 
 
 # ---------------------------------------------------------------- product rules
@@ -198,7 +211,7 @@ def _zero_carrier(node: Product, ctx: Context) -> Expr:
 
 def order_factors(node: Product, ctx: Context) -> Expr | None:
     """Numbers, brackets, functions, tensors, δ, divisors: the order of the notes."""
-    ordered = tuple(sorted(node.factors, key=_factor_key))
+    ordered = _sorted_factors(node.factors)
     return None if ordered == node.factors else Product(ordered)
 
 
@@ -357,7 +370,7 @@ def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
     """Factors up to order and up to the names of the indices summed, at every level."""
     if not factors:
         return ()
-    product = Product(tuple(sorted(factors, key=_factor_key)))
+    product = Product(_sorted_factors(factors))
     fresh = fresh_letters(letters_in(product) | ctx.fixed)
     canonical = canonical_bound(product, ctx.fixed, fresh)
     return tuple(sorted(str(f) for f in canonical.factors))
