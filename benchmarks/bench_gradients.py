@@ -602,6 +602,8 @@ def bench_hard_builds(quick: bool) -> None:
     cases = [
         ("simplify(diff) of sqrt(1 + ...) 80 deep", "13 s before a847c5e",
          lambda: ic.simplify(ic.diff(nested, "w_gh"))),
+        ("simplify(diff) of x/(x/(...)) 99 deep", "over 10 s (the fuzz soak's run-away) before this row",
+         lambda: ic.simplify(ic.diff("y_i = " + "x/(" * 99 + "w_ij x_j" + ")" * 99, "w_gh"))),
         ("compile of a Hessian with a (-2)^a factor", "31 s before fac7ab9",
          lambda: ic.compile(ic.diff(ic.diff(power, "U_ab"), "U_αβ"))),
         ("diff + simplify of a 2,000-term sum", "8 s before dd038a3",

@@ -265,14 +265,42 @@ def _remembered_hash(structural):
     return __hash__
 
 
+def _remembered_equality(structural):
+    """Structural equality that remembers a match: two equal nodes (a tree rebuilt the
+    same by a rewrite, say) share a token afterwards, and compare in one step from then
+    on. The caches keyed by nodes compared whole trees again at every lookup, which made
+    simplify cubic in the depth of a nested formula."""
+
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if type(self) is not type(other):
+            return NotImplemented
+        mine, theirs = self.__dict__.get("_same"), other.__dict__.get("_same")
+        if mine is not None and mine is theirs:
+            return True
+        equal = structural(self, other)
+        if equal is True:
+            token = mine or theirs or object()
+            object.__setattr__(self, "_same", token)
+            object.__setattr__(other, "_same", token)
+        return equal
+
+    return __eq__
+
+
+_CACHES = ("_hash", "_text", "_same")
+
+
 def _state_without_caches(self) -> dict:
     """What pickling keeps of a node: not its hash, which depends on the process, nor
-    its text."""
-    return {k: v for k, v in self.__dict__.items() if k not in ("_hash", "_text")}
+    what it remembers of its text and of its equals."""
+    return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
 
 
 for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
     _node.__hash__ = _remembered_hash(_node.__hash__)
+    _node.__eq__ = _remembered_equality(_node.__eq__)
     _node.__getstate__ = _state_without_caches
 
 REDUCTIONS = ("sum", "mean", "logsumexp")
