@@ -1090,3 +1090,22 @@ def test_a_name_read_before_the_line_that_defines_it_is_refused_by_every_route(t
         with pytest.raises(ic.IndexNotationError, match="before line") as info:
             route(text) if route is not ic.evaluate else route(text, {})
         assert_points_at(info.value, text, where)
+
+
+def test_ctrl_c_while_the_package_loads_is_one_line_and_status_130(monkeypatch, capsys):
+    """The command's entry point sits outside the package: Ctrl-C during the third of a
+    second NumPy takes to load was a traceback."""
+    import builtins
+
+    import indexcalc_launcher
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "indexcalc.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert indexcalc_launcher.main() == 130
+    assert capsys.readouterr().err == "indexcalc: interrupted\n"
