@@ -21,16 +21,9 @@ class Expr:
     """Base of all expression nodes."""
 
     def __str__(self) -> str:
-        """The plain notation, which parses back to this node. Worked out once per node:
-        simplify sorts and groups factors by their text at every level."""
-        try:
-            return self.__dict__["_text"]
-        except KeyError:
-            from .printing import plain
+        from .printing import plain
 
-            text = _printed(plain, self)
-            object.__setattr__(self, "_text", text)
-            return text
+        return _printed(plain, self)
 
     def pretty(self) -> str:
         """Comma notation with Unicode symbols (σ, δ, Σ, ŷ), for reading, not parsing."""
@@ -243,10 +236,6 @@ class Program(Expr):
 
 REPR_WIDTH = 120
 
-# the dataclass decorator wrote a field-by-field __repr__ for each node; the short one above
-# serves them all
-for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
-    _node.__repr__ = Expr.__repr__
 
 
 
@@ -289,16 +278,19 @@ def _remembered_equality(structural):
     return __eq__
 
 
-_CACHES = ("_hash", "_text", "_same")
+_CACHES = ("_hash", "_same")
 
 
 def _state_without_caches(self) -> dict:
     """What pickling keeps of a node: not its hash, which depends on the process, nor
-    what it remembers of its text and of its equals."""
+    what it remembers of its equals."""
     return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
 
 
+# the dataclass decorator wrote a field-by-field __repr__ for each node; the short one of
+# Expr serves them all
 for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
+    _node.__repr__ = Expr.__repr__
     _node.__hash__ = _remembered_hash(_node.__hash__)
     _node.__eq__ = _remembered_equality(_node.__eq__)
     _node.__getstate__ = _state_without_caches

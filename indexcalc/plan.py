@@ -31,7 +31,7 @@ from .errors import IndexCalcError, ShapeError
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, infer_sizes
 from .printing import format_number
-from .program import Environment
+from .program import Environment, unknown_size
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
 
@@ -43,7 +43,7 @@ class _Sizes(dict):
     evaluate gives, not a KeyError."""
 
     def __missing__(self, index: str) -> int:
-        raise ShapeError(f"cannot tell the size of index {index}: no array has an axis for it")
+        raise unknown_size(index)
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,12 @@ def _refuse_reads_before_definition(equations: Sequence[Equation]) -> None:
     later: dict[str, int] = {}
     for number, eq in reversed(list(enumerate(equations, 1))):
         for t in eq.rhs.walk():
-            if isinstance(t, Tensor) and (t.key in later or (t.derivs and t.name in later)):
-                defining = later.get(t.key, later.get(t.name))
-                raise _located(f"{t} is read on line {number}, before line {defining} defines "
-                               f"{t.key if t.key in later else t.name}; a program runs top to bottom, "
+            if not isinstance(t, Tensor):
+                continue
+            name = t.key if t.key in later else t.name if t.derivs and t.name in later else None
+            if name is not None:
+                raise _located(f"{t} is read on line {number}, before line {later[name]} defines "
+                               f"{name}; a program runs top to bottom, "
                                f"so move that line up (or give an input a name of its own)", t, eq)
         later[eq.lhs.key] = number
         if not eq.lhs.derivs:
@@ -139,6 +141,11 @@ def _located(message: str, node: Expr, eq: Equation) -> IndexNotationError:
     return err.with_source(eq.source, None) if eq.source else err
 
 
+def unknown_size(index: str) -> ShapeError:
+    """The error of an index no array gives a size (`y = δ_ij δ_ij`), by every route."""
+    return ShapeError(f"cannot tell the size of index {index}: no array has an axis for it")
+
+
 class Environment:
     """The named arrays, and the index sizes of the equation being evaluated."""
 
@@ -194,9 +201,7 @@ class Environment:
         try:
             return self.sizes[index]
         except KeyError:
-            raise ShapeError(
-                f"cannot tell the size of index {index}: no array has an axis for it"
-            ) from None
+            raise unknown_size(index) from None
 
 
 EquationEvaluator = Callable[[Equation, Environment], np.ndarray]
