@@ -455,26 +455,29 @@ def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equa
     return kept[::-1] + last
 
 
-def _substitute(node: Expr, definitions, fixed, fresh, own: str) -> Expr:
+def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None) -> Expr:
     """Named derivatives replaced by their definitions. In a product the definition's
     terms are multiplied out with the other factors, so every index keeps its count
     (a definition `a_{i,g} = s_i t_i + u_i` used in `c_i a_{i,g}` gives
     `c_i s_i t_i + c_i u_i`); elsewhere a name is replaced only where its letters are
-    fixed, as they were on the definition's left-hand side."""
+    fixed, as they were on the definition's left-hand side. `bodies` keeps each
+    definition once substituted, so a derivative used along many paths of a Hessian's
+    chain is worked out once, not once per path."""
+    bodies = {} if bodies is None else bodies
 
     def again(child: Expr, inner=fixed) -> Expr:
-        return _substitute(child, definitions, inner, fresh, own)
+        return _substitute(child, definitions, inner, fresh, own, bodies)
 
     def named(t: Expr) -> bool:
         return isinstance(t, Tensor) and bool(t.derivs) and t.key in definitions and t.key != own
 
     if named(node):
-        return _definition(node, definitions, fresh) if set(node.all_indices) <= fixed else node
+        return _definition(node, definitions, fresh, bodies) if set(node.all_indices) <= fixed else node
     if isinstance(node, Product):
         choices = []
         for factor in leaf_factors(node):
             if named(factor):
-                body = _definition(factor, definitions, fresh)
+                body = _definition(factor, definitions, fresh, bodies)
                 parts = body.terms if isinstance(body, Sum) else (body,)
                 choices.append([(part, set(factor.all_indices)) for part in parts])
             else:
@@ -505,13 +508,15 @@ def _summed_product(choice, fixed) -> Expr:
     return Reduce("sum", lone, product, implicit=True) if lone else product
 
 
-def _definition(ref: Tensor, definitions, fresh) -> Expr:
+def _definition(ref: Tensor, definitions, fresh, bodies: dict) -> Expr:
     """The definition of `ref`: every letter it binds renamed to a fresh one (it comes
-    from another equation, where a letter may have another size), its own indices
-    renamed to the ones `ref` uses."""
+    from another equation, where a letter may have another size, and each use gets its
+    own), its own indices renamed to the ones `ref` uses."""
     eq = definitions[ref.key]
     inner_fixed = frozenset(eq.lhs.all_indices)
-    body = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key)
+    if ref.key not in bodies:
+        bodies[ref.key] = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies)
+    body = bodies[ref.key]
     parts = body.terms if isinstance(body, Sum) else (body,)
     renamed = []
     for part in parts:

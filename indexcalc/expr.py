@@ -278,7 +278,7 @@ def _remembered_equality(structural):
     return __eq__
 
 
-_CACHES = ("_hash", "_same")
+_CACHES = ("_hash", "_same", "_letters")  # _letters: relabel.letters_in
 
 
 def _state_without_caches(self) -> dict:

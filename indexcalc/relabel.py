@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors, with_children
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
 
 Fresh = Callable[[], str]
@@ -28,18 +28,56 @@ def letter_counts(node: Expr) -> Counter:
     reduction's or a relabelling's letter)."""
     counts: Counter = Counter()
     for sub in node.walk():
-        if isinstance(sub, (Tensor, Delta)):
-            counts.update(sub.all_indices)
-        elif isinstance(sub, Reduce):
-            counts.update(sub.indices)
-        elif isinstance(sub, Call) and sub.relabel:
-            counts[sub.relabel] += 1
+        counts.update(_own_letters(sub))
     return counts
+
+
+def letter_count(node: Expr, letter: str) -> int:
+    """How often `letter` is written in `node`: only the subtrees that hold it are read."""
+    total, stack = 0, [node]
+    while stack:
+        top = stack.pop()
+        if letter in _remembered_letters(top):
+            total += _own_letters(top).count(letter)
+            stack.extend(top.children())
+    return total
 
 
 def letters_in(node: Expr) -> set[str]:
     """Every index letter that occurs anywhere in `node`."""
-    return set(letter_counts(node))
+    return set(_remembered_letters(node))
+
+
+def _own_letters(node: Expr) -> tuple[str, ...]:
+    if isinstance(node, (Tensor, Delta)):
+        return node.all_indices
+    if isinstance(node, Reduce):
+        return node.indices
+    if isinstance(node, Call) and node.relabel:
+        return (node.relabel,)
+    return ()
+
+
+def _remembered_letters(node: Expr) -> frozenset[str]:
+    """The letters of `node`, kept on each node once worked out (nodes never change):
+    renaming asks for them at every level it passes, and a rewrite rebuilds a tree around
+    subtrees whose letters are known. Worked out bottom-up by a stack, not by recursion,
+    so a deep tree is no problem."""
+    stack = [node]
+    while stack:
+        top = stack[-1]
+        if "_letters" in top.__dict__:
+            stack.pop()
+            continue
+        children = top.children()
+        missing = [c for c in children if "_letters" not in c.__dict__]
+        if missing:
+            stack.extend(missing)
+            continue
+        letters = frozenset(_own_letters(top)).union(*(c.__dict__["_letters"] for c in children))
+        object.__setattr__(top, "_letters", letters)
+        stack.pop()
+    return node.__dict__["_letters"]
 
 
 def exposed_letters(factors: Iterable[Expr], fixed: frozenset[str]) -> set[str]:
@@ -92,6 +130,8 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
     """
     if old == new or isinstance(node, Number):
         return node
+    if not merge and old in fixed and new not in _remembered_letters(node):
+        return substitute_letters(node, {old: new})  # nothing to capture, no scope to analyse
     if isinstance(node, Tensor):
         if not merge and new in summed_indices(node, fixed):
             node = rename(node, new, fresh(), fixed, fresh)  # a trace standing alone (T_nin)^2 keeps its own n
@@ -196,6 +236,14 @@ def rename_summed_apart(node: Expr, avoid: set[str], fixed: frozenset[str], fres
 def rename_fixed(node: Expr, mapping: dict[str, str], fixed: frozenset[str], fresh: Fresh) -> Expr:
     """Rename indices fixed from outside (a definition's left-hand side indices, when it is
     inlined where it is used) all at once, through temporaries so that swaps are safe."""
+    changed = {old: new for old, new in mapping.items() if old != new}
+    if not changed:
+        return node
+    targets = set(changed.values())
+    present = targets & _remembered_letters(node)
+    if len(targets) == len(changed) and present <= set(changed) and (not present or not _rebinds(node, changed)):
+        # new letters found nowhere else in node capture nothing: one simultaneous pass
+        return substitute_letters(node, changed)
     temps = {old: fresh() for old in mapping}
     for old, temp in temps.items():
         node = rename(node, old, temp, fixed, fresh)
@@ -205,6 +253,36 @@ def rename_fixed(node: Expr, mapping: dict[str, str], fixed: frozenset[str], fre
         node = rename(node, temp, target, fixed, fresh)
         fixed = (fixed - {temp}) | {target}
     return node
+
+
+def _rebinds(node: Expr, letters) -> bool:
+    """Whether a reduction in `node` binds one of `letters` of its own."""
+    return any(isinstance(sub, Reduce) and set(sub.indices) & set(letters) for sub in node.walk())
+
+
+def substitute_letters(node: Expr, mapping: dict[str, str]) -> Expr:
+    """Fixed letters replaced at once, where they run free (a reduction that binds one of
+    its own keeps it): what `rename` does to a fixed letter, without its scope analysis,
+    when the new letters are distinct and occur in `node` only as letters being replaced
+    (the callers check)."""
+    def swap(indices: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(mapping.get(i, i) for i in indices)
+
+    if mapping.keys().isdisjoint(_remembered_letters(node)):
+        return node
+    if isinstance(node, Tensor):
+        derivs = tuple(Deriv(swap(d.indices), d.wrt) for d in node.derivs)
+        return Tensor(node.name, swap(node.indices), derivs, span=node.span)
+    if isinstance(node, Delta):
+        return Delta(swap(node.left), swap(node.right), span=node.span)
+    if isinstance(node, Reduce):
+        inner = {old: new for old, new in mapping.items() if old not in node.indices}
+        return replace(node, body=substitute_letters(node.body, inner)) if inner else node
+    if isinstance(node, Call) and node.relabel is not None:
+        return replace(node, relabel=mapping.get(node.relabel, node.relabel),
+                       arg=substitute_letters(node.arg, mapping))
+    children = node.children()
+    return with_children(node, tuple(substitute_letters(c, mapping) for c in children)) if children else node
 
 
 def canonical_bound(node: Expr, fixed: frozenset[str], fresh: Fresh) -> Expr:

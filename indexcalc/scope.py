@@ -26,7 +26,7 @@ from typing import Iterable
 from .errors import IndexCalcError
 from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors, with_children
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
-from .relabel import fresh_letters, letter_counts, letters_in, rebind_reduction, rename
+from .relabel import fresh_letters, letter_count, letter_counts, letters_in, rebind_reduction, rename
 
 TIDY_POOL = "klmnpqrstuvjabcdefhiowxyzg"
 
@@ -90,16 +90,16 @@ class _Binding:
 
     def own_letter(self, node: Expr, letter: str, fixed: frozenset[str]) -> tuple[Expr, str]:
         """`node` with the letter it binds made unique in the equation."""
-        if letter not in self.claimed and self.total[letter] <= letter_counts(node)[letter]:
+        if letter not in self.claimed and self.total[letter] <= letter_count(node, letter):
             self.claimed.add(letter)
             return node, letter
         new = self.variant(letter)
-        before = letter_counts(node)[letter]
+        before = letter_count(node, letter)
         if isinstance(node, Reduce):
             node = rebind_reduction(node, letter, new, fixed, self.fresh)
         else:
             node = rename(node, letter, new, fixed, self.fresh, merge=True)
-        self.total[letter] -= before - letter_counts(node)[letter]
+        self.total[letter] -= before - letter_count(node, letter)
         self.claimed.add(new)
         return node, new
 

@@ -26,8 +26,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
-sys.path.insert(0, str(TESTS))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's indexcalc, not an installed one
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
@@ -73,6 +73,18 @@ def run_chunk(task):
     return results
 
 
+def _commit() -> str:
+    """The checkout's commit, and whether it has changes: what a soak's count is about."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "indexcalc"], capture_output=True, text=True)
+    except OSError:
+        return "an unknown commit (no git)"
+    return head.stdout.strip() + (" with uncommitted changes to indexcalc/" if dirty.stdout.strip() else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="programs to run")
@@ -91,6 +103,9 @@ def main(argv=None) -> int:
     tags: collections.Counter = collections.Counter()
     seconds: collections.Counter = collections.Counter()
     slow: list[str] = []
+    import indexcalc
+
+    print(f"soak of {Path(indexcalc.__file__).parent} at {_commit()}: {args.count} programs, seed {args.seed}", flush=True)
     start = last = time.time()
     with open(args.out, "w") as out, multiprocessing.Pool(args.jobs) as pool:
         for result in pool.imap_unordered(run_chunk, tasks):
@@ -121,7 +136,7 @@ def main(argv=None) -> int:
         out.write("\n".join(summary) + "\n\n" + "\n\n".join(slow) + "\n")
     print("\n".join(summary))
     print(f"elapsed {elapsed:.0f} s, {count / elapsed:.2f} programs/s")
-    print(f"soak: {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions")
+    print(f"soak: {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions, at {_commit()}")
     return 1 if disagreements or crashes else 0
 
 
