@@ -63,6 +63,9 @@ def _remembered_letters(node: Expr) -> frozenset[str]:
     renaming asks for them at every level it passes, and a rewrite rebuilds a tree around
     subtrees whose letters are known. Worked out bottom-up by a stack, not by recursion,
     so a deep tree is no problem."""
+    known = node.__dict__.get("_letters")
+    if known is not None:
+        return known
     stack = [node]
     while stack:
         top = stack[-1]
