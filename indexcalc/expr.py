@@ -145,6 +145,45 @@ class Delta(Expr):
         return tuple(zip(self.left, self.right))
 
 
+COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+
+
+@dataclass(frozen=True)
+class Mask(Expr):
+    """An Iverson bracket on indices, `[j <= i]`: 1 where the comparison of the index
+    values (0, 1, 2, ...) holds, else 0. `right` is an index or None (a comparison with
+    the number `offset` alone: `[i >= 1]`); `offset` is added to the right side
+    (`[j <= i + 2]`). Like δ it is a constant of the indices, but it selects rather than
+    pairs: its indices take no part in the summation count (`[j <= i] exp(s_ij)` keeps
+    i and j free), so each must occur elsewhere where it stands or be fixed."""
+
+    op: str
+    left: str
+    right: str | None = None
+    offset: int = 0
+    span: "tuple[int, int] | None" = _span()
+
+    @property
+    def all_indices(self) -> tuple[str, ...]:
+        return (self.left,) if self.right is None else (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class Compare(Expr):
+    """An Iverson bracket on values, `[u_j == max_k(u_k)]`: elementwise 1 where the
+    comparison holds, else 0 (the subgradient of max and min is written with it). It is
+    a scope like a function call: its free indices are those of its two sides, and it is
+    constant under differentiation (its derivative is zero wherever it is defined)."""
+
+    op: str
+    left: Expr
+    right: Expr
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.left, self.right)
+
+
 @dataclass(frozen=True)
 class Product(Expr):
     """Juxtaposition, `*` and `/` (a divisor is the factor `Power(b, -1)`)."""
@@ -195,7 +234,8 @@ class Call(Expr):
 
 @dataclass(frozen=True)
 class Reduce(Expr):
-    """`sum_j(body)` or `mean_n(body)`: the indices are fixed inside body, then reduced.
+    """`sum_j(body)`, `mean_n(body)`, `logsumexp_j(body)` (and the others of
+    `REDUCTIONS`): the indices are fixed inside body, then reduced.
 
     `implicit` marks a sum that the text leaves to the summation convention (`w_ij x_j`)
     and the rewriting routes write out (`indexcalc.scope.explicit`): it prints as the bare
@@ -289,7 +329,7 @@ def _state_without_caches(self) -> dict:
 
 # the dataclass decorator wrote a field-by-field __repr__ for each node; the short one of
 # Expr serves them all
-for _node in (Number, Tensor, Delta, Product, Sum, Power, Call, Reduce, Equation, Program):
+for _node in (Number, Tensor, Delta, Mask, Compare, Product, Sum, Power, Call, Reduce, Equation, Program):
     _node.__repr__ = Expr.__repr__
     _node.__hash__ = _remembered_hash(_node.__hash__)
     _node.__eq__ = _remembered_equality(_node.__eq__)
@@ -317,6 +357,8 @@ def with_children(node: Expr, children: tuple[Expr, ...]) -> Expr:
         return Power(children[0], children[1], span=node.span)
     if isinstance(node, Call):
         return Call(node.func, children[0], node.relabel, span=node.span)
+    if isinstance(node, Compare):
+        return Compare(node.op, children[0], children[1], span=node.span)
     if isinstance(node, Reduce):
         return Reduce(node.op, node.indices, children[0], span=node.span, implicit=node.implicit)
     if isinstance(node, Equation):
