@@ -1,10 +1,48 @@
-"""Built-in data sets: small, made here from a seed, no download.
+"""Built-in data sets, named on a model file's `dataset` line; no download.
 
-Each returns `(train, test)`, two lists of arrays in the order features, targets; a model
-file's `data` line names them. They are the examples of the source notes: XOR and Fizz
-Buzz (the partial-derivatives note), a single ReLU neuron (Parr–Howard), logistic
-regression with labels ±1 (the tuples note), a linear layer Y = XW (Huang), and three
-clusters with integer class labels (blobs).
+Each returns `(train, test)`, two lists of arrays (features, targets, and for the
+sequence tasks a weight array); a model file's `data` line names them, in that order, and
+its equations read them per sample (`batch n` gives each the sample index n first).
+They are the examples of the source notes: XOR and Fizz Buzz (the partial-derivatives
+note), a single ReLU neuron (Parr–Howard), logistic regression with labels ±1 (the tuples
+note), a linear layer Y = XW (Huang), and three clusters with integer class labels
+(blobs). Made here from the seed, except `digits`, which scikit-learn ships.
+
+The data sets of the layers people write today (issue 10):
+
+`digits`: scikit-learn's 1,797 handwritten digits, 8×8 images (`pip install
+"indexcalc[digits]"`; the core never imports scikit-learn, and without it the data set is
+a one-line `DataError` naming that extra).
+
+    data x y          # x_{r c}: an 8×8 image, pixels scaled to [0, 1] (row r, column c)
+    dataset digits    # y_k: the digit, one-hot over k = 0 … 9
+    train 1,437 images, test 360: a stratified split, fixed whatever the training seed
+
+The image keeps its two axes, as a convolution reads it (`K_{c k l} x_{(i+k) (j+l)}`),
+and a dense layer reads it as well without reshaping (`W_{h r c} x_{r c}`); one grey
+channel needs no channel axis.
+
+`copy` and `reverse`: a sequence task for causal self-attention. A sequence of 6 symbols
+(0 … 4), the separator (token 5), then the same 6 symbols again, copied or reversed. The
+model reads the tokens and predicts, at every position t, the next token (the sequence
+shifted by one, as a language model is trained). In the first half the next token is
+random; from the separator on it is the answer, and a causal model can give it, since
+each answer token is in the first half, which every later position can look back at
+(copy: position t reads position t − 6; reverse: 11 − t).
+
+    data x y m        # x_{t v}: the token at position t = 0 … 11, one-hot over v = 0 … 5
+    dataset reverse   # y_{t v}: the token at position t + 1 (what to predict), one-hot
+                      # m_t: 1 at the 6 answer positions t = 6 … 11, 0 before
+    train 2,000 sequences, test 500: distinct sequences, none in both
+
+The loss scores the answer positions only, weighting each position's cross-entropy by m:
+
+    ce_t = logsumexp_u(z_tu) - y_tv z_tv    # z_tv: the model's logits at position t
+    loss = m_t ce_t / 6
+
+Position is not in the tokens: the model learns it (a parameter `P_{t d}` added to the
+token embedding). `metric accuracy z y` counts every position, the first half's
+unpredictable tokens too; the answer tokens' accuracy weights each position by m.
 """
 
 from __future__ import annotations
@@ -83,6 +121,91 @@ def blobs(seed: int = 0, n: int = 150, classes: int = 3) -> Split:
     return [x[:n], labels[:n]], [x[n:], labels[n:]]
 
 
+DIGITS_EXTRA = 'pip install "indexcalc[digits]"'
+DIGITS_TEST = 360  # held-out images: 20% of 1,797, 36 of each digit (give or take one)
+
+
+def digits(seed: int = 0, test: int = DIGITS_TEST, split_seed: int = 0) -> Split:
+    """scikit-learn's 8×8 handwritten digits: images (samples × 8 × 8) with pixels scaled
+    from 0 … 16 to [0, 1], and the digit one-hot (samples × 10).
+
+    The split is scikit-learn's stratified `train_test_split` from `split_seed`, and does
+    not follow the training seed (`seed`, accepted as every built-in set accepts it): the
+    held-out images stay the same, so that runs with different seeds are compared on one
+    test set, as with any published data set."""
+    load_digits, train_test_split = _sklearn("digits")
+    bunch = load_digits()
+    images = np.asarray(bunch.images, dtype=np.float64) / 16.0
+    labels = np.asarray(bunch.target)
+    train_x, test_x, train_labels, test_labels = train_test_split(
+        images, labels, test_size=test, stratify=labels, random_state=split_seed)
+    classes = np.eye(10)
+    return [train_x, classes[train_labels]], [test_x, classes[test_labels]]
+
+
+def _sklearn(dataset: str):
+    """scikit-learn's `load_digits` and `train_test_split`, imported only when a data set
+    that needs them is opened: the core does not depend on scikit-learn."""
+    try:
+        import sklearn  # noqa: F401  (first on its own: absent is one message, broken another)
+    except ImportError as err:
+        if err.name != "sklearn":
+            raise _broken(dataset, err) from None
+        raise DataError(f"the data set {dataset} needs scikit-learn, which is not installed: "
+                        f"{DIGITS_EXTRA}") from None
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as err:
+        raise _broken(dataset, err) from None
+    return load_digits, train_test_split
+
+
+def _broken(dataset: str, err: ImportError) -> DataError:
+    """scikit-learn is there but does not import (a dependency missing, a build for
+    another NumPy): the first line of the reason, and how to repair it."""
+    reason = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    return DataError(f"the data set {dataset} needs scikit-learn, which is installed but cannot be imported "
+                     f"({reason}); reinstall it: {DIGITS_EXTRA}")
+
+
+def sequences(seed: int = 0, reverse: bool = False, n: int = 2000, test: int = 500,
+              length: int = 6, symbols: int = 5) -> Split:
+    """The copy (or reverse) task as next-token prediction: tokens x (samples × 2·length ×
+    symbols+1, one-hot), the next tokens y (the same shape), and weights m (samples ×
+    2·length) that are 1 where y is an answer token, 0 where it is not.
+
+    Each sequence is `length` random symbols, the separator (token `symbols`), and the
+    symbols again (reversed with `reverse`); x is all but its last token, y all but its
+    first. The train and test sequences are distinct draws from the symbols**length
+    possible ones, so that test accuracy measures copying, not remembering."""
+    possible = symbols**length
+    if n + test > possible:
+        raise DataError(f"{n + test} distinct sequences were asked for, but {symbols} symbols make only "
+                        f"{possible} of length {length}")
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(possible, size=n + test, replace=False)
+    first = codes[:, None] // symbols ** np.arange(length) % symbols  # the code's digits, base `symbols`
+    answer = first[:, ::-1] if reverse else first
+    separator = np.full((n + test, 1), symbols)
+    whole = np.concatenate([first, separator, answer], axis=1)
+    vocabulary = np.eye(symbols + 1)
+    x, y = vocabulary[whole[:, :-1]], vocabulary[whole[:, 1:]]
+    m = np.zeros(whole[:, 1:].shape)
+    m[:, length:] = 1.0  # y at positions length … 2·length−1 is the answer
+    return [x[:n], y[:n], m[:n]], [x[n:], y[n:], m[n:]]
+
+
+def copy_task(seed: int = 0) -> Split:
+    """The copy task: after the separator, the first half again (see `sequences`)."""
+    return sequences(seed, reverse=False)
+
+
+def reverse_task(seed: int = 0) -> Split:
+    """The reverse task: after the separator, the first half backwards (see `sequences`)."""
+    return sequences(seed, reverse=True)
+
+
 BUILT_IN: dict[str, Callable[..., Split]] = {
     "xor": xor,
     "fizzbuzz": fizzbuzz,
@@ -90,6 +213,16 @@ BUILT_IN: dict[str, Callable[..., Split]] = {
     "logistic": logistic,
     "linear": linear,
     "blobs": blobs,
+    "digits": digits,
+    "copy": copy_task,
+    "reverse": reverse_task,
+}
+
+# what each built-in set's arrays are, for a `data` line that names too few or too many
+ARRAYS: dict[str, str] = {
+    "copy": "tokens x_tv, next tokens y_tv, answer weights m_t",
+    "reverse": "tokens x_tv, next tokens y_tv, answer weights m_t",
+    "digits": "images x_rc, one-hot digits y_k",
 }
 
 
@@ -137,7 +270,7 @@ def open_dataset(name: str, names: list[str], seed: int = 0, folder: str = ".",
         train_list, test_list = BUILT_IN[name](seed)
         if len(names) != len(train_list):
             raise DataError(
-                f"the data set {name} has {len(train_list)} arrays (features, targets); "
+                f"the data set {name} has {len(train_list)} arrays ({ARRAYS.get(name, 'features, targets')}); "
                 f"the model names {len(names)}: {', '.join(names)}"
             )
         data = DataSet(dict(zip(names, train_list)), dict(zip(names, test_list)), name)
