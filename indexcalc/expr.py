@@ -25,17 +25,18 @@ class Expr:
 
         return _printed(plain, self)
 
-    def pretty(self) -> str:
-        """Comma notation with Unicode symbols (σ, δ, Σ, ŷ), for reading, not parsing."""
+    def pretty(self, style: str = "default") -> str:
+        """Comma notation with Unicode symbols (σ, δ, Σ, ŷ, ≤), for reading (it parses
+        back too). `style="notes"` writes σ'(u_i) δ_im as the notes' Jacobian σ_{i,m}(u)."""
         from .printing import plain
 
-        return _printed(plain, self, unicode=True)
+        return _printed(plain, self, unicode=True, style=style)
 
-    def latex(self) -> str:
-        """The formula as LaTeX."""
+    def latex(self, style: str = "default") -> str:
+        """The formula as LaTeX; `style="notes"` as for `pretty`."""
         from .printing import latex
 
-        return _printed(latex, self)
+        return _printed(latex, self, style=style)
 
     def __repr__(self) -> str:
         """`<Equation yhat_i = sigma(w_ij x_j + b_i)>`: the class and the formula as it

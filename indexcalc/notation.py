@@ -33,13 +33,23 @@ import re
 import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterable
 
 from . import functions
 from .errors import IndexCalcError, ParseError
-from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
+from .expr import (
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+)
 
 DELTA_NAMES = ("delta", "δ")
-REDUCTION_NAMES = {"sum": "sum", "Σ": "sum", "mean": "mean", "logsumexp": "logsumexp"}
+REDUCTION_NAMES = {
+    "sum": "sum", "Σ": "sum", "mean": "mean", "logsumexp": "logsumexp", "max": "max", "min": "min",
+}
+# how a comparison in an Iverson bracket is written → the operator stored (expr.COMPARISONS)
+COMPARISON_SPELLINGS = {
+    "<=": "<=", "≤": "<=", ">=": ">=", "≥": ">=", "==": "==", "=": "==", "!=": "!=", "≠": "!=", "<": "<", ">": ">",
+}
+DECLARATION_WORDS = ("index", "indices")
 
 MAX_NESTING = 100  # parentheses, arguments, reductions and exponents, one inside another
 DIGITS = "0123456789"
@@ -48,7 +58,10 @@ TRANSPOSE_ADVICE = (
     "the notation needs no transpose: indices name the axes, so the transpose of w_ij is "
     "w_ji and x_i w_ij sums over w's rows (for a power of a scalar named T write x^(T))"
 )
-_OPERATORS = ("**", "+", "-", "*", "/", "^", "=", "(", ")", ",")
+_OPERATORS = (
+    "**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "^", "=", "(", ")", "[", "]", ",", "<", ">", "≤", "≥", "≠",
+)
+_OPENING, _CLOSING = "([", ")]"
 
 
 @dataclass(frozen=True)
@@ -72,19 +85,20 @@ class Token:
     end: int
 
 
-def parse(text: str, *, check: bool = True) -> Expr:
+def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
     """Parse text in the notation: an `Equation`, a bare expression, or a `Program` of
-    several equations (one per line, `#` comments).
+    several equations (one per line, `#` comments, `index batch` declaring a name).
 
     With `check` (the default) the result also obeys the index rules, the same check
     every route applies (`indexcalc.program.check_program`), so that text which would
     be refused later, or read other than written, is refused here with a caret. Pass
     `check=False` for a tree that is completed before it is used (a model file's
-    per-sample equations, say)."""
+    per-sample equations, say). `names` are index names known beforehand, as if
+    declared: those of a program that a wrt string refers to (`index_names`)."""
     if not isinstance(text, str):
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
     text = unicodedata.normalize("NFC", text)
-    parser = _Parser(text)
+    parser = _Parser(text, _tokens(text, frozenset(names)))
     try:
         lines = parser.lines()
     except RecursionError:  # the nesting limit comes first unless the caller's stack is deep
@@ -97,7 +111,22 @@ def parse(text: str, *, check: bool = True) -> Expr:
         result = Program(tuple(_program_lines(lines, text)))
     if check:
         _check(result, text)
+        _check_jacobians(result, parser.jacobians, text)
     return result
+
+
+def _tokens(text: str, names: frozenset[str]) -> tuple[list[Token], frozenset[str]]:
+    """The tokens and the index names of the text. A name is known everywhere in its text
+    once written beside another index (`y_{batch out}`) or declared, so a subscript
+    holding it alone (`mean_{batch}(...)`, before or after) is read a second time. The
+    first reading passes over a lone word it cannot read as letters (it may be a name
+    declared further on); the second refuses it."""
+    first = _Tokenizer(text, names, lenient=True)
+    tokens = first.tokens()
+    known = names | first.declared | first.introduced
+    if known == names and not first.passed_over:
+        return tokens, known
+    return _Tokenizer(text, known).tokens(), known
 
 
 def _program_lines(lines: list[Expr], text: str) -> list[Equation]:
@@ -192,10 +221,52 @@ def canonical_name(raw: str) -> str:
     return unicodedata.normalize("NFC", decomposed)
 
 
+def is_letter_index(word: str) -> bool:
+    """An index as the notation has always written it: one letter, optionally followed by
+    the digits 0-9 (`i`, `μ`, `i4`)."""
+    return bool(word) and word[0].isalpha() and not _looks_like_other(word[0]) and all(c in DIGITS for c in word[1:])
+
+
+def is_index_name(word: str) -> bool:
+    """A named index (`batch`, `out`, `d2`): a letter, then letters and digits, and not
+    a letter index."""
+    return (
+        bool(word) and word[0].isalpha() and all(_is_name_char(c) for c in word) and not is_letter_index(word)
+    )
+
+
+def index_names(node: Expr) -> frozenset[str]:
+    """The named indices (not letters) written anywhere in `node`: what text printed from
+    elsewhere (a wrt string for `diff`, say) may refer to."""
+    found: set[str] = set()
+    for sub in node.walk():
+        if isinstance(sub, (Tensor, Delta, Mask)):
+            found.update(sub.all_indices)
+        elif isinstance(sub, Reduce):
+            found.update(sub.indices)
+        elif isinstance(sub, Call) and sub.relabel:
+            found.add(sub.relabel)
+    return frozenset(i for i in found if is_index_name(i))
+
+
+_DECLARATION = re.compile(r"(?:index|indices)[^\S\n]+(?=[^\W\d_])")
+_WORD = re.compile(r"[^\s,]+")
+
+
 class _Tokenizer:
-    def __init__(self, text: str):
+    """Reads the text into tokens. `names` are the words read as named indices where a
+    subscript holds that word alone (`x_{batch}`); every word of a subscript of several
+    words is read on its own (`x_{batch in}`), and the names met so (`introduced`) or
+    declared (`declared`) are what a second reading takes as `names`."""
+
+    def __init__(self, text: str, names: frozenset[str] = frozenset(), lenient: bool = False):
         self.text = text
         self.i = 0
+        self.names = names
+        self.lenient = lenient
+        self.passed_over = False
+        self.introduced: set[str] = set()
+        self.declared: set[str] = set()
 
     def error(self, message: str, pos: int) -> ParseError:
         return ParseError(message, text=self.text, pos=pos)
@@ -210,6 +281,8 @@ class _Tokenizer:
                 out.append(Token("end", None, self.i, self.i))
                 return out
             c, start = text[self.i], self.i
+            if depth == 0 and (not out or out[-1].kind == "newline") and self._declaration():
+                continue
             if c == "#":
                 while self.i < len(text) and text[self.i] != "\n":
                     self.i += 1
@@ -230,10 +303,35 @@ class _Tokenizer:
                 op = next((o for o in _OPERATORS if text.startswith(o, self.i)), None)
                 if op is None:
                     raise self.error(_character_problem(c), start)
-                depth += {"(": 1, ")": -1}.get(op, 0)
+                depth += 1 if op in _OPENING else -1 if op in _CLOSING else 0
                 depth = max(depth, 0)
                 self.i += len(op)
                 out.append(Token("op", op, start, self.i))
+
+    def _declaration(self) -> bool:
+        """`index batch` or `indices batch, out` on a line of its own: these words are
+        named indices wherever they stand, alone in a subscript too. A line with '=' is
+        an equation (a tensor may be called `index`)."""
+        m = _DECLARATION.match(self.text, self.i)
+        if not m:
+            return False
+        end = len(self.text)
+        for stop in "\n;#":
+            found = self.text.find(stop, m.end())
+            end = min(end, found) if found != -1 else end
+        if "=" in self.text[m.end() : end]:
+            return False
+        for word in _WORD.finditer(self.text, m.end(), end):
+            name, at = word.group(), word.start()
+            if not is_index_name(name):
+                why = (
+                    "a letter is an index without declaring it" if is_letter_index(name)
+                    else "a named index is a letter followed by letters and digits (batch, d2)"
+                )
+                raise self.error(f"cannot declare {name!r} an index name: {why}", at)
+            self.declared.add(name)
+        self.i = end
+        return True
 
     def _skip_blanks(self) -> None:
         while self.i < len(self.text) and _blank(self.text[self.i]):
@@ -264,7 +362,7 @@ class _Tokenizer:
                 close = text.find("}", self.i)
                 if close == -1:
                     raise self.error("unclosed '{' in a subscript", self.i + 1)
-                subscript = text[self.i + 2 : close]
+                subscript, sub_pos = text[self.i + 2 : close], self.i + 2
                 self.i = close + 1
                 break
             elif nxt == "(":
@@ -287,89 +385,151 @@ class _Tokenizer:
         if subscript is not None:
             groups, indices, derivs = self._subscript(subscript, sub_pos)
         wrt = None
-        if self.i < len(text) and text[self.i] == "[":
-            close = text.find("]", self.i)
-            if close == -1:
-                raise self.error("unclosed '[' after a comma derivative", self.i)
-            if not derivs:
-                raise self.error(
-                    "'[...]' names what a comma derivative is taken by; "
-                    f"{name} has no comma derivative", self.i
-                )
-            names = [canonical_name(w.strip()) for w in text[self.i + 1 : close].split(",")]
-            if any(not n or not all(map(_is_name_char, n.replace("_", "a"))) for n in names):
-                raise self.error("'[...]' must list tensor names, separated by commas", self.i + 1)
-            if len(names) == 1:
-                names = names * len(derivs)
-            if len(names) != len(derivs):
-                raise self.error(
-                    f"{len(derivs)} derivatives but {len(names)} names in '[...]'", self.i + 1
-                )
-            wrt = tuple(names)
-            self.i = close + 1
+        if text[self.i : self.i + 1] == "[":
+            if derivs:
+                wrt = self._wrt(name, derivs)
+            else:
+                self._refuse_misplaced_wrt(name)
         is_call = text[self.i : self.i + 1] == "("
         return Head(
             canonical_name(name), groups, indices, derivs, wrt, subscript is not None, is_call
         )
 
+    def _refuse_misplaced_wrt(self, name: str) -> None:
+        """`x_i[w]`: a bracket right after a tensor that holds names and no comparison
+        was meant to say what a derivative is taken by (an Iverson bracket compares)."""
+        close = self.text.find("]", self.i)
+        inside = self.text[self.i + 1 : close] if close != -1 else ""
+        if inside.strip() and all(is_index_name(w) or is_letter_index(w) for w in _WORD.findall(inside)):
+            raise self.error(
+                f"'[...]' names what a comma derivative is taken by; {name} has no comma derivative "
+                f"(an Iverson bracket compares two sides, [j <= i])", self.i,
+            )
+
+    def _wrt(self, name: str, derivs) -> tuple[str, ...]:
+        """`[w]` or `[W1,b]` right after a comma derivative: what it is taken by."""
+        text, opening = self.text, self.i
+        close = text.find("]", opening)
+        if close == -1:
+            raise self.error("unclosed '[' after a comma derivative", opening)
+        inside = text[opening + 1 : close]
+        if any(c in inside for c in "<>=≤≥≠!"):
+            raise self.error(
+                f"'[' right after the comma derivative {name}_{{...}} reads two ways: as what it is "
+                f"taken by ({name}_{{...}}[w]) or as an Iverson bracket; for the bracket write a space "
+                f"before it: {name}_{{...}} [{inside.strip()}]", opening,
+            )
+        names = [canonical_name(w.strip()) for w in inside.split(",")]
+        if any(not n or not all(map(_is_name_char, n.replace("_", "a"))) for n in names):
+            raise self.error("'[...]' must list tensor names, separated by commas", opening + 1)
+        if len(names) == 1:
+            names = names * len(derivs)
+        if len(names) != len(derivs):
+            raise self.error(f"{len(derivs)} derivatives but {len(names)} names in '[...]'", opening + 1)
+        self.i = close + 1
+        return tuple(names)
+
     def _subscript(self, sub: str, pos: int):
-        """Read `ij`, `(ij)(kl)`, `,i`, `,(gh)`, `k,ij` or `i,(mn)(pq)` (spaces ignored)."""
-        compact = "".join(sub.split())
-        own, comma, rest = compact.partition(",")
+        """Read `ij`, `(ij)(kl)`, `,i`, `,(gh)`, `k,ij`, `i,(mn)(pq)` or `batch out,(g h)`,
+        `sub` starting at `pos` of the text."""
+        own, comma, rest = sub.partition(",")
         if "," in rest:
-            raise self.error("a subscript holds at most one comma", pos)
-        own_groups = self._groups(own, pos)
-        if own_groups is not None and comma:
-            raise self.error("grouped indices before the comma are only for δ_(ij)(kl)", pos)
-        indices = () if own_groups is not None else self._indices(own, pos)
+            raise self.error("a subscript holds at most one comma", pos + len(own) + 1 + rest.index(","))
+        if own.strip().startswith("("):
+            if comma:
+                raise self.error("grouped indices before the comma are only for δ_(ij)(kl)", pos)
+            return self._groups(own, pos), (), ()
+        indices = self._list(own, pos)
         derivs: tuple[tuple[str, ...], ...] = ()
         if comma:
-            if not rest:
-                raise self.error("a comma derivative needs indices after the comma", pos)
-            derivs = self._deriv_groups(rest, pos)
-        return own_groups, indices, derivs
+            if not rest.strip():
+                raise self.error("a comma derivative needs indices after the comma", pos + len(own))
+            derivs = self._deriv_groups(rest, pos + len(own) + 1)
+        return None, indices, derivs
 
     def _groups(self, s: str, pos: int):
-        if not s.startswith("("):
-            return None
-        groups = re.findall(r"\(([^()]*)\)", s)
-        if "".join(f"({g})" for g in groups) != s:
-            raise self.error(f"cannot read the index groups {s!r}", pos)
-        return tuple(self._indices(g, pos) for g in groups)
+        pieces = list(re.finditer(r"\s*\(([^()]*)\)\s*", s))
+        if "".join(m.group() for m in pieces) != s:
+            raise self.error(f"cannot read the index groups {s.strip()!r}", pos)
+        return tuple(self._list(m.group(1), pos + m.start(1)) for m in pieces)
 
     def _deriv_groups(self, s: str, pos: int):
-        out = []
-        for m in re.finditer(r"\(([^()]*)\)|([^()]\d*)", s):
+        """Each group in parentheses is one derivative (`(gh)`, `(out in)`); outside them
+        each index is one (`ij` is two, by i and by j)."""
+        out: list[tuple[str, ...]] = []
+        pieces = list(re.finditer(r"\(([^()]*)\)|[^()]+", s))
+        if "".join(m.group() for m in pieces) != s:
+            raise self.error(f"cannot read the derivative indices {s.strip()!r}", pos)
+        for m in pieces:
             if m.group(1) is not None:
-                out.append(self._indices(m.group(1), pos))
+                out.append(self._list(m.group(1), pos + m.start(1)))
             else:
-                out.append(self._indices(m.group(2), pos))
-        if "".join(m.group() for m in re.finditer(r"\(([^()]*)\)|([^()]\d*)", s)) != s:
-            raise self.error(f"cannot read the derivative indices {s!r}", pos)
+                out.extend((index,) for index in self._list(m.group(), pos + m.start()))
         return tuple(out)
 
-    def _indices(self, s: str, pos: int) -> tuple[str, ...]:
-        found = re.findall(r"[^\W\d_][0-9]*", s)
-        bad = next((c for c in s if not _is_name_char(c)), None)
+    def _list(self, s: str, pos: int) -> tuple[str, ...]:
+        """Indices as written in a subscript. One word is letters (`ij` is i, j), unless it
+        is a known name (`batch`, declared or written beside another index somewhere in the
+        text); of several words each is one index, a letter (`i`, `i4`) or a name."""
+        words = [(m.group(), pos + m.start()) for m in re.finditer(r"\S+", s)]
+        if len(words) == 1:
+            word, at = words[0]
+            if word in self.names:
+                return (word,)
+            if self.lenient and is_index_name(word):
+                try:
+                    return self._letters(word, at)
+                except ParseError:
+                    self.passed_over = True
+                    return (word,)
+            return self._letters(word, at)
+        out = []
+        for word, at in words:
+            if is_letter_index(word):
+                out.append(word)
+            elif is_index_name(word):
+                out.append(word)
+                self.introduced.add(word)
+            else:
+                bad = next((k for k, c in enumerate(word) if not _is_name_char(c)), 0)
+                problem = _character_problem(word[bad]) if not _is_name_char(word[bad]) else "it starts with a digit"
+                raise self.error(
+                    f"cannot read the index {word!r}: {problem} (an index is a letter with optional digits, "
+                    f"i or i4, or a name of letters and digits, batch or d2)", at + bad,
+                )
+        return tuple(out)
+
+    def _letters(self, s: str, pos: int) -> tuple[str, ...]:
+        bad = next((k for k, c in enumerate(s) if not _is_name_char(c)), None)
         if bad is not None:
-            raise self.error(f"cannot read indices {s!r}: {_character_problem(bad)}", pos)
-        if "".join(found) != s:
+            raise self.error(f"cannot read indices {s!r}: {_character_problem(s[bad])}", pos + bad)
+        found = list(re.finditer(r"[^\W\d_][0-9]*", s))
+        covered = 0
+        for m in found:
+            if m.start() != covered:
+                break
+            covered = m.end()
+        if covered != len(s):
             raise self.error(
                 f"cannot read indices {s!r}: an index is one letter, optionally followed by digits",
-                pos,
+                pos + covered,
             )
-        return tuple(found)
+        return tuple(m.group() for m in found)
 
 
 # ---------------------------------------------------------------- parser
 
 
 class _Parser:
-    def __init__(self, text: str):
+    def __init__(self, text: str, tokens: tuple[list[Token], frozenset[str]]):
         self.text = text
-        self.toks = _Tokenizer(text).tokens()
+        self.toks, self.names = tokens
         self.k = 0
         self.depth = 0  # how many parentheses, arguments and exponents enclose the token
+        self.jacobians: list[tuple[Call, Token]] = []  # σ_{i,m}(u), checked once scopes are known
+        # the products σ_{i,m}(u) reads as, joined into the product around (kept, so no other
+        # node takes the id of one)
+        self.spliced: dict[int, Product] = {}
 
     @contextmanager
     def nested(self, opening: Token):
@@ -419,8 +579,15 @@ class _Parser:
                 continue
             out.append(self.line())
             if self.tok.kind not in ("newline", "end"):
-                raise self.error(f"unexpected {self._describe(self.tok)}")
+                raise self.error(self._unexpected(self.tok))
         return out
+
+    def _unexpected(self, tok: Token) -> str:
+        if tok.kind == "op" and tok.value in COMPARISON_SPELLINGS:
+            return f"unexpected {tok.value!r}: a comparison is written in an Iverson bracket, as in [j <= i] or [x_i > 0]"
+        if tok.kind == "op" and tok.value == "]":
+            return "unexpected character ']': no '[' is open"
+        return f"unexpected {self._describe(tok)}"
 
     def line(self) -> Expr:
         start = self.tok
@@ -435,8 +602,8 @@ class _Parser:
         if self.tok.kind in ("newline", "end"):
             raise self.error("expected an expression after '='")
         rhs = self.sum()
-        if self.at("="):
-            raise self.error("only one '=' per line")
+        if self.at("=", "=="):
+            raise self.error("only one '=' per line (a comparison is written in brackets, [i == j])")
         return Equation(lhs, rhs, source=self.text)
 
     def sum(self) -> Expr:
@@ -461,21 +628,30 @@ class _Parser:
 
     def product(self) -> Expr:
         start = self.tok.pos
-        factors = [self.power()]
+        factors: list[Expr] = []
+        self.factor(factors, self.power())
         while True:
             if self.at("*"):
                 self.take()
-                factors.append(self.signed())
+                self.factor(factors, self.signed())
             elif self.at("/"):
                 self.take()
                 factors.append(Power(self.signed(), Number(-1.0)))
-            elif self.tok.kind in ("num", "head") or self.at("("):
-                factors.append(self.power())
+            elif self.tok.kind in ("num", "head") or self.at("(", "["):
+                self.factor(factors, self.power())
             else:
                 break
         if len(factors) == 1:
             return factors[0]
         return Product(tuple(factors), span=(start, self.tok.pos))
+
+    def factor(self, factors: list[Expr], node: Expr) -> None:
+        """Append a factor; the two factors σ_{i,m}(u) stands for join the product as
+        written, `a σ_{i,m}(u) b` being `a σ'_i(u) δ_im b`."""
+        if self.spliced.get(id(node)) is node:
+            factors.extend(node.factors)
+        else:
+            factors.append(node)
 
     def signed(self) -> Expr:
         return self.after_signs(self.power, "-")
@@ -501,6 +677,8 @@ class _Parser:
         if tok.kind == "head":
             self.take()
             return self.head(tok)
+        if self.at("["):
+            return self.bracket()
         if self.at("("):
             self.take()
             if self.at(")"):
@@ -514,10 +692,10 @@ class _Parser:
     def head(self, tok: Token) -> Expr:
         h: Head = tok.value
         span = (tok.pos, tok.end)
+        if h.name == "max" and h.is_call and not h.has_subscript:
+            return self.maximum(tok)
         if h.name in REDUCTION_NAMES:
             return self.reduction(h, tok)
-        if h.name == "max" and h.is_call:
-            return self.maximum(tok)
         function = functions.lookup(h.name)
         if function is not None:
             return self.call(h, tok, function)
@@ -541,10 +719,12 @@ class _Parser:
     def call(self, h: Head, tok: Token, function) -> Expr:
         if not h.is_call:
             raise self.error(f"the function '{h.name}' needs an argument in parentheses", tok)
-        if h.derivs or h.groups is not None or len(h.indices) > 1:
+        jacobian = len(h.indices) == 1 and len(h.derivs) == 1 and len(h.derivs[0]) == 1 and not h.wrt
+        if not jacobian and (h.derivs or h.groups is not None or len(h.indices) > 1):
             raise self.error(
-                f"a subscripted function takes one index, like σ_i(...); "
-                f"write its derivative as {function.name}'(...)", tok
+                f"a subscripted function takes one index, like σ_i(...), or an index and a comma "
+                f"derivative, σ_{{i,m}}(...) (the Jacobian σ'(u_i) δ_im); write its derivative as "
+                f"{function.name}'(...)", tok
             )
         self.expect("(", "after the function name")
         if self.at(")"):
@@ -552,19 +732,48 @@ class _Parser:
         with self.nested(tok):
             arg = self.sum()
         self.expect(")", f"to close the argument of '{h.name}'")
+        span = (tok.pos, self.toks[self.k - 1].end)
+        if jacobian:
+            return self.jacobian(function, arg, h.indices[0], h.derivs[0][0], tok, span)
         relabel = h.indices[0] if h.indices else None
-        return Call(function.name, arg, relabel, span=(tok.pos, self.toks[self.k - 1].end))
+        return Call(function.name, arg, relabel, span=span)
+
+    def jacobian(self, function, arg: Expr, i: str, m: str, tok: Token, span) -> Expr:
+        """`f_{i,m}(u)`, the notes' Jacobian of an elementwise f: f'(u) relabelled to i
+        (as `f_i(u)` relabels), times δ_im: `σ'_i(u) δ_im`."""
+        if i == m:
+            raise self.error(f"the Jacobian {function.name}_{{{i},{m}}}(...) pairs two different indices", tok)
+        slot = Tensor("\0")  # where the argument goes in f'(u)
+        derivative = function.derivative(slot)
+        calls_of_slot = [n for n in derivative.walk() if isinstance(n, Call) and n.arg == slot]
+        if sum(n == slot for n in derivative.walk()) > len(calls_of_slot):
+            raise self.error(
+                f"{function.name}_{{{i},{m}}}(u) would relabel u itself ({function.name}' is not a function "
+                f"of the table); write the product out with u's index i, as in δ_{i}{m} / u_{i}", tok
+            )
+        relabelled = _with_calls_relabelled(derivative, slot, arg, i)
+        own = relabelled.factors if isinstance(relabelled, Product) else (relabelled,)
+        node = Product(own + (Delta((i,), (m,)),), span=span)
+        call = next((n for n in node.factors if isinstance(n, Call)), None)
+        if call is not None:
+            self.jacobians.append((call, tok))
+        self.spliced[id(node)] = node
+        return node
 
     def reduction(self, h: Head, tok: Token) -> Expr:
         op = REDUCTION_NAMES[h.name]
         if not h.is_call or not h.indices or h.derivs or h.groups is not None:
-            raise self.error(f"write a reduction as {op}_j(...), its index as subscript", tok)
+            also = "; max(0, u) is relu(u)" if op == "max" else ""
+            raise self.error(f"write a reduction as {op}_j(...), its index as subscript{also}", tok)
+        written = f"{op}{written_subscript(h.indices)}(...)"
         if len(set(h.indices)) != len(h.indices):
-            raise self.error(f"{op}_{''.join(h.indices)}(...) repeats an index", tok)
+            raise self.error(f"{written} repeats an index", tok)
         self.expect("(", "after the reduction")
         with self.nested(tok):
             body = self.sum()
-        self.expect(")", f"to close {op}_{''.join(h.indices)}(...)")
+        if self.at(",") and op in ("max", "min"):
+            raise self.error(f"{written} takes one argument, the values to reduce (max(0, u), unsubscripted, is relu)")
+        self.expect(")", f"to close {written}")
         return Reduce(op, h.indices, body, span=(tok.pos, self.toks[self.k - 1].end))
 
     def maximum(self, tok: Token) -> Expr:
@@ -594,6 +803,209 @@ class _Parser:
         if len(h.indices) != 2:
             raise self.error("a Kronecker delta takes two indices, δ_ij, or two groups, δ_(ij)(kl)", tok)
         return Delta(h.indices[:1], h.indices[1:], span=span)
+
+    # ---- Iverson brackets
+
+    def bracket(self) -> Expr:
+        """`[j <= i]`, `[i >= 1]`, `[j <= i + 2]` (a `Mask`: bare words are indices, compared
+        with indices and whole numbers) or `[x_i > 0]`, `[u_j == max_k(u_k)]` (a `Compare` of
+        values). One side an index and the other a value is refused with both readings."""
+        opening = self.take()
+        with self.nested(opening):
+            if self.at("]"):
+                raise self.error("an Iverson bracket compares two sides, as in [j <= i] or [x_i > 0]")
+            left = self.index_side(self.k)
+            right = self.index_side(left.end + 1) if left is not None and self._comparison_at(left.end) else None
+            if left is not None and right is not None and (left.index or right.index):
+                self.k = right.end
+                node = self.mask(left, self.toks[left.end], right, opening)
+            else:
+                if left is not None and left.index:
+                    self.k = left.end
+                    self.comparison()
+                    self.refuse_mixed(left, self.tok, index_first=True)
+                node = self.compare(opening)
+            self.expect("]", "to close the bracket")
+        return node
+
+    def compare(self, opening: Token) -> Compare:
+        left = self.value_side()
+        op = self.comparison()
+        right_index = self.index_side(self.k)
+        if right_index is not None and right_index.index:
+            self.refuse_mixed(right_index, self.toks[self.k], index_first=False, value=left)
+        right = self.value_side()
+        return Compare(op, left, right, span=(opening.pos, self.tok.end))
+
+    def comparison(self) -> str:
+        tok = self.tok
+        if not self._comparison_at(self.k):
+            what = self._describe(tok)
+            raise self.error(
+                f"expected a comparison (<=, <, ==, !=, >=, >) in the bracket, found {what}"
+                + (": an Iverson bracket compares two sides, as in [j <= i]" if tok.value == "]" else "")
+            )
+        self.take()
+        return COMPARISON_SPELLINGS[tok.value]
+
+    def _comparison_at(self, k: int) -> bool:
+        tok = self.toks[k]
+        return tok.kind == "op" and tok.value in COMPARISON_SPELLINGS
+
+    def index_side(self, k: int) -> "_IndexSide | None":
+        """The side starting at token k if it is written as an index side: an index plus
+        or minus whole numbers (`i`, `i + 2`, `2 + i`, `3`), ending at a comparison or
+        ']'; else None. A bare word is an index if it is a letter (`i`, `i4`) or a known
+        name; another word (`eta`) makes the side a value."""
+        start, index, index_tok, offset, sign = k, None, None, 0, 1
+        if self.toks[k].kind == "op" and self.toks[k].value in "+-":
+            sign = -1 if self.toks[k].value == "-" else 1
+            k += 1
+        while True:
+            tok = self.toks[k]
+            if tok.kind == "num" and self.text[tok.pos : tok.end].isdigit():
+                offset += sign * int(self.text[tok.pos : tok.end])
+            elif tok.kind == "head" and self._bare_index(tok.value):
+                if index is not None or sign < 0:
+                    raise self.error(
+                        "an index bracket compares one index with another index plus a whole number, "
+                        "as in [j <= i + 2] (for a comparison of scalars named by letters write them in "
+                        "parentheses, [(a + b) > 0])", tok,
+                    )
+                index, index_tok = tok.value.name, tok
+            else:
+                return None
+            k += 1
+            after = self.toks[k]
+            if after.kind == "op" and after.value in "+-":
+                sign = -1 if after.value == "-" else 1
+                k += 1
+            elif self._comparison_at(k) or (after.kind == "op" and after.value == "]"):
+                return _IndexSide(index, index_tok, offset, start, k)
+            else:
+                return None
+
+    def _bare_index(self, head: Head) -> bool:
+        return (
+            not head.has_subscript and not head.is_call and "'" not in head.name
+            and (is_letter_index(head.name) or head.name in self.names)
+        )
+
+    def mask(self, left: "_IndexSide", op_tok: Token, right: "_IndexSide", opening: Token) -> Mask:
+        """Normalised so the first index stands on the left: `[2 <= i]` is `[i >= 2]`,
+        `[j + 1 <= i]` is `[j <= i - 1]`."""
+        op = COMPARISON_SPELLINGS[op_tok.value]
+        span = (opening.pos, self.tok.end)
+        if left.index is None:
+            return Mask(_FLIPPED[op], right.index, None, left.offset - right.offset, span=span)
+        return Mask(op, left.index, right.index, right.offset - left.offset, span=span)
+
+    def value_side(self) -> Expr:
+        """A side compared by value; a bare index word standing in it (outside parentheses)
+        would read as an index, so it is refused with the spelling of each reading."""
+        start = self.k
+        node = self.sum()
+        depth = 0
+        for tok in self.toks[start : self.k]:
+            if tok.kind == "op" and tok.value in _OPENING + _CLOSING:
+                depth += 1 if tok.value in _OPENING else -1
+            elif depth == 0 and tok.kind == "head" and self._bare_index(tok.value):
+                raise self.error(
+                    f"in a bracket a bare {tok.value.name} is an index, but here it stands in a value "
+                    f"({self.text[self.toks[start].pos : self.toks[self.k - 1].end]}); "
+                    f"for a scalar named {tok.value.name} write ({tok.value.name})", tok,
+                )
+        return node
+
+    def refuse_mixed(self, side: "_IndexSide", at: Token, index_first: bool, value: Expr | None = None) -> None:
+        word = side.index
+        raise self.error(
+            f"this bracket compares the index {word} with a value, so it reads two ways: an index "
+            f"comparison needs an index or a whole number on the other side ([{word} <= j + 1]); a "
+            f"comparison of values needs {word} as a value: write ({word}) for a scalar named {word}",
+            side.token if index_first else at,
+        )
+
+
+
+@dataclass(frozen=True)
+class _IndexSide:
+    """One side of an index bracket: `index + offset` (index None for a number alone),
+    read from token `start` up to `end` (the comparison or ']')."""
+
+    index: str | None
+    token: Token | None
+    offset: int
+    start: int
+    end: int
+
+
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def written_subscript(indices) -> str:
+    """`_ij`, or `_{batch out}` where a name is among the indices: an index list quoted in
+    a message as it is written."""
+    if all(is_letter_index(i) for i in indices):
+        return "_" + "".join(indices)
+    return "_{" + " ".join(indices) + "}"
+
+
+def _with_calls_relabelled(node: Expr, slot: Expr, arg: Expr, index: str) -> Expr:
+    """`node` with each call on `slot` made a call on `arg` relabelled to `index`."""
+    if isinstance(node, Call) and node.arg == slot:
+        return Call(node.func, arg, index)
+    children = node.children()
+    if not children:
+        return node
+    from .expr import with_children
+
+    return with_children(node, tuple(_with_calls_relabelled(c, slot, arg, index) for c in children))
+
+
+def _check_jacobians(node: Expr, jacobians: list, text: str) -> None:
+    """`σ_{i,m}(u)` has i free, like the Jacobian J_im it is. Read as the product
+    σ'_i(u) δ_im, i is summed wherever nothing else in the product carries it and it is
+    not fixed from outside (a bare `σ_{i,m}(u)`, or `y_m = σ_{i,m}(u)`); refused there,
+    since the sum σ'(u_m) is not what was written."""
+    if not jacobians:
+        return
+    from .indices import occurrence_counts
+
+    pending = {id(call): tok for call, tok in jacobians}
+    for product, fixed in _products(node, frozenset()):
+        for factor in leaf_factors(product):
+            tok = pending.get(id(factor))
+            if tok is None:
+                continue
+            i = factor.relabel
+            if i not in fixed and occurrence_counts(product, fixed)[i] <= 2:
+                m = next(d.right[0] for d in leaf_factors(product) if isinstance(d, Delta) and d.left == (i,))
+                raise ParseError(
+                    f"{tok.value.name}_{{{i},{m}}}(...) is the Jacobian with i free, but nothing here "
+                    f"carries or fixes {i}: read as the product {tok.value.name}'_{i}(...) δ_{{{i} {m}}}, "
+                    f"{i} would be summed. For the Jacobian itself write an equation J_{{{i} {m}}} = "
+                    f"{tok.value.name}_{{{i},{m}}}(...); for the sum, {tok.value.name}'_{m}(...)",
+                    text=text, pos=tok.pos,
+                )
+
+
+def _products(node: Expr, fixed: frozenset[str]):
+    """Every product scope of `node` (a product with the products nested in it, or a
+    lone factor's product) with the indices fixed from outside it."""
+    if isinstance(node, Equation):
+        yield from _products(node.rhs, frozenset(node.lhs.all_indices))
+        return
+    if isinstance(node, Reduce):
+        yield from _products(node.body, fixed | set(node.indices))
+        return
+    if isinstance(node, Product):
+        yield node, fixed
+        for factor in leaf_factors(node):
+            yield from _products(factor, fixed)
+        return
+    for child in node.children():
+        yield from _products(child, fixed)
 
 
 def _did_you_mean(name: str) -> str:

@@ -4,6 +4,16 @@ The plain printer is the parser run backwards: for every tree the parser can pro
 `parse(plain(tree)) == tree`. That is why a divisor prints as `/ b` only where it is not
 the first factor, and why `-x` and `-1 (a b)` are told apart.
 
+Index lists follow the parser's reading of subscripts: letters run together (`w_ij`);
+a list with a named index is spaced in braces (`W_{out in}`), and so is a run of letters
+that would spell a name of the same text (`x_{i n}` beside `W_{out in}`). A name that
+stands alone everywhere it occurs (`mean_{batch}(...)`) would read as letters, so the
+text then starts with a declaration, `index batch`.
+
+The "notes" style writes a derivative of an elementwise function next to its δ as the
+notes' Jacobian, `σ'(u_i) δ_im` as `σ_{i,m}(u)`, wherever that reads back to the same
+product.
+
 An index summed over more than two factors is legal but easy to misread as a dot
 product, so LaTeX underlines the product and names the index, and the einsum listing
 notes it.
@@ -16,14 +26,21 @@ import unicodedata
 from contextlib import contextmanager
 
 from . import functions
-from .errors import IndexNotationError
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
+from .errors import IndexCalcError, IndexNotationError
+from .expr import (
+    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+)
 from .indices import occurrence_counts, free_indices
+from .notation import index_names, is_letter_index
 from .scope import implicit_form
 
 SUM, PRODUCT, NEGATIVE, POWER, ATOM = range(1, 6)
 
 _UNICODE_NAMES = {"sum": "Σ", "delta": "δ"}
+STYLES = ("default", "notes")  # notes: σ'(u_i) δ_im written σ_{i,m}(u), as the notes write it
+_PLAIN_COMPARISONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+_UNICODE_COMPARISONS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
+_LATEX_COMPARISONS = {"<": "<", "<=": r"\le", ">": ">", ">=": r"\ge", "==": "=", "!=": r"\ne"}
 
 
 def format_number(value: float) -> str:
@@ -53,8 +70,42 @@ def _summed_beyond_two(node: Expr, fixed: frozenset[str]) -> list[tuple[str, int
 class PlainPrinter:
     """Comma notation. With `unicode`, σ/δ/Σ/ŷ for reading (it still parses back)."""
 
-    def __init__(self, unicode: bool = False):
+    def __init__(self, unicode: bool = False, style: str = "default", names: frozenset[str] = frozenset()):
+        if style not in STYLES:
+            raise IndexCalcError(f"unknown printing style {style!r}: one of {', '.join(STYLES)}")
         self.unicode = unicode
+        self.notes = style == "notes"
+        self.names = names  # the named indices of what is printed: a run of letters must not spell one
+        self.lone: set[str] = set()  # names printed alone in a subscript (or a bracket)
+        self.introduced: set[str] = set()  # names printed beside another index
+
+    def written(self, indices) -> tuple[str, bool]:
+        """An index list as the parser reads it back, and whether it needs braces:
+        `ij`; `out in` or `i n` (where `in` is a name); `batch` alone, recorded so that
+        the text declares it if it stands alone everywhere."""
+        indices = tuple(indices)
+        if all(is_letter_index(i) for i in indices):
+            joined = "".join(indices)
+            return (" ".join(indices), True) if len(indices) > 1 and joined in self.names else (joined, False)
+        if len(indices) == 1:
+            self.lone.add(indices[0])
+        else:
+            self.introduced.update(i for i in indices if not is_letter_index(i))
+        return " ".join(indices), True
+
+    def subscript_of(self, indices) -> str:
+        """`_ij`, `_{out in}` or "" for no index."""
+        if not indices:
+            return ""
+        text, braced = self.written(indices)
+        return f"_{{{text}}}" if braced else f"_{text}"
+
+    def declarations(self) -> str:
+        """The line that makes lone names read back as names, or ""."""
+        needed = sorted(self.lone - self.introduced)
+        if not needed:
+            return ""
+        return ("index " if len(needed) == 1 else "indices ") + " ".join(needed) + "\n"
 
     # --- leaves
     def name(self, name: str) -> str:
@@ -70,13 +121,30 @@ class PlainPrinter:
 
     def subscript(self, node: Tensor) -> str:
         if not node.derivs:
-            return "_" + "".join(node.indices) if node.indices else ""
-        groups = "".join(d.indices[0] if len(d.indices) == 1 else f"({''.join(d.indices)})" for d in node.derivs)
-        text = "_{" + "".join(node.indices) + "," + groups + "}"
+            return self.subscript_of(node.indices)
+        text = "_{" + self.written(node.indices)[0] + "," + self.deriv_groups(node.derivs) + "}"
         wrts = [d.wrt for d in node.derivs]
         if all(w is not None for w in wrts):
             text += "[" + (wrts[0] if len(set(wrts)) == 1 else ",".join(wrts)) + "]"
         return text
+
+    def deriv_groups(self, derivs) -> str:
+        """`(gh)k`: a group in parentheses per derivative by several indices; the
+        derivatives by one index each run together, as one index list (`ij`, `out in`)."""
+        parts: list[str] = []
+        run: list[str] = []
+        for d in derivs:
+            if len(d.indices) == 1:
+                run.append(d.indices[0])
+                continue
+            if run:
+                parts.append(self.written(run)[0])
+                run = []
+            parts.append(f"({self.written(d.indices)[0]})")
+        if run:
+            parts.append(self.written(run)[0])
+        named = any(not is_letter_index(i) for d in derivs for i in d.indices)
+        return (" " if named else "").join(parts)
 
     def number(self, node: Number) -> tuple[str, int]:
         text = format_number(node.value)
@@ -88,8 +156,30 @@ class PlainPrinter:
     def delta(self, node: Delta) -> str:
         name = "δ" if self.unicode else "delta"
         if len(node.left) == 1:
-            return f"{name}_{node.left[0]}{node.right[0]}"
-        return f"{name}_({''.join(node.left)})({''.join(node.right)})"
+            return name + self.subscript_of(node.left + node.right)
+        return f"{name}_({self.written(node.left)[0]})({self.written(node.right)[0]})"
+
+    def mask(self, node: Mask) -> str:
+        """`[j <= i]`, `[j <= i + 2]`, `[i >= 1]`: the indices as they are named."""
+        for index in node.all_indices:
+            self.written((index,))  # a name in a bracket reads as an index only if known
+        right = node.right if node.right is not None else format_number(node.offset)
+        if node.right is not None and node.offset:
+            right += f" {'+' if node.offset > 0 else '-'} {abs(node.offset)}"
+        return f"[{node.left} {self.comparison(node.op)} {right}]"
+
+    def comparison(self, op: str) -> str:
+        return (_UNICODE_COMPARISONS if self.unicode else _PLAIN_COMPARISONS)[op]
+
+    def compare(self, node: Compare, fixed) -> str:
+        sides = [self.side(s, fixed) for s in (node.left, node.right)]
+        return f"[{sides[0]} {self.comparison(node.op)} {sides[1]}]"
+
+    def side(self, node: Expr, fixed) -> str:
+        """One side of a comparison of values, in parentheses where the bracket would
+        read it as an index side (`(a)` for a scalar named a, `(i + 1)`)."""
+        text = self.fmt(node, fixed)[0]
+        return self.parens(text) if _reads_as_index(node, self.names) else text
 
     # --- composites
     def fmt(self, node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, int]:
@@ -109,6 +199,10 @@ class PlainPrinter:
             return self.call(node, fixed), ATOM
         if isinstance(node, Reduce):
             return self.reduce(node, fixed), ATOM
+        if isinstance(node, Mask):
+            return self.mask(node), ATOM
+        if isinstance(node, Compare):
+            return self.compare(node, fixed), ATOM
         if isinstance(node, Equation):
             fixed = frozenset(node.lhs.all_indices)
             return f"{self.tensor(node.lhs)} = {self.fmt(node.rhs, fixed)[0]}", SUM
@@ -150,13 +244,25 @@ class PlainPrinter:
         return self.joined(factors, fixed), PRODUCT
 
     def joined(self, factors, fixed) -> str:
-        parts = [self.wrap(factors[0], fixed, POWER if isinstance(factors[0], Power) else ATOM)]
-        for factor in factors[1:]:
-            if _is_inverse(factor):
-                parts.append("/ " + self.wrap(factor.base, fixed, POWER))
+        jacobians = _jacobian_pairs(factors, fixed) if self.notes else {}
+        paired = {delta for delta, _, _ in jacobians.values()}
+        parts = []
+        for k, factor in enumerate(factors):
+            if k in paired:
+                continue
+            if k in jacobians:
+                text = self.jacobian(factor, *jacobians[k][1:], fixed)
+            elif _is_inverse(factor) and parts:
+                text = "/ " + self.wrap(factor.base, fixed, POWER)
             else:
-                parts.append(self.wrap(factor, fixed, POWER if isinstance(factor, Power) else ATOM))
+                text = self.wrap(factor, fixed, POWER if isinstance(factor, Power) else ATOM)
+            parts.append(text)
         return " ".join(parts)
+
+    def jacobian(self, call: Call, i: str, m: str, fixed) -> str:
+        """`σ_{i,m}(u)` for σ'(u_i) δ_im."""
+        own, by = self.written((i,))[0], self.written((m,))[0]
+        return f"{self.function_name(call.func[:-1])}_{{{own},{by}}}({self.fmt(call.arg, fixed)[0]})"
 
     def power(self, node: Power, fixed) -> str:
         base = self.wrap(node.base, fixed, ATOM)
@@ -173,13 +279,75 @@ class PlainPrinter:
         return self.fmt(node)[1] >= POWER
 
     def call(self, node: Call, fixed) -> str:
-        relabel = f"_{node.relabel}" if node.relabel else ""
+        relabel = self.subscript_of((node.relabel,)) if node.relabel else ""
         return f"{self.function_name(node.func)}{relabel}({self.fmt(node.arg, fixed)[0]})"
 
     def reduce(self, node: Reduce, fixed) -> str:
         name = "Σ" if (self.unicode and node.op == "sum") else node.op
         inner = fixed | set(node.indices)
-        return f"{name}_{''.join(node.indices)}({self.fmt(node.body, inner)[0]})"
+        return f"{name}{self.subscript_of(node.indices)}({self.fmt(node.body, inner)[0]})"
+
+
+def _reads_as_index(node: Expr, names: frozenset[str]) -> bool:
+    """Whether a side of a comparison of values, printed bare, would read as an index side
+    or hold a bare index word outside parentheses (`a`, `i + 1`, `x_i - a`)."""
+    if isinstance(node, Tensor):
+        return not node.indices and not node.derivs and (is_letter_index(node.name) or node.name in names)
+    if isinstance(node, (Sum, Product)):
+        parts = node.terms if isinstance(node, Sum) else node.factors
+        return any(_reads_as_index(p, names) for p in parts if not isinstance(p, Number))
+    if isinstance(node, Power):
+        return _reads_as_index(node.base, names) or _reads_as_index(node.exponent, names)
+    return False
+
+
+def _primed_function(call: Call) -> str | None:
+    """"sigma" for a call of sigma' (the derivative entry of sigma), else None."""
+    base = functions.lookup(call.func[:-1]) if call.func.endswith("'") else None
+    if base is None:
+        return None
+    slot = Tensor("u")
+    return base.name if base.derivative(slot) == Call(call.func, slot) else None
+
+
+def _carried_indices(call: Call, fixed: frozenset[str]) -> tuple[str, ...]:
+    """The indices i for which `f_i(arg)` reads as this call: its relabelling, or the
+    one free index of its argument beside those fixed, or (none such) the fixed ones it
+    carries (`σ_i(w_ik x_k)` with i fixed relabels nothing)."""
+    if call.relabel:
+        return (call.relabel,)
+    try:
+        free = free_indices(call.arg, fixed)
+    except IndexCalcError:
+        return ()
+    candidates = tuple(i for i in free if i not in fixed)
+    return candidates if len(candidates) == 1 else () if candidates else free
+
+
+def _jacobian_pairs(factors, fixed: frozenset[str]) -> dict[int, tuple[int, str, str]]:
+    """Which factors print as the notes' Jacobian: {position of f'(u): (position of its
+    δ, i, m)}, for a call of a derivative entry carrying i beside a δ pairing i with m,
+    where i is fixed or carried by a third factor, so that σ_{i,m}(u) read back (as
+    σ'_i(u) δ_im) is this product and not a sum of it over i."""
+    try:
+        counts = occurrence_counts(Product(tuple(factors)), fixed)
+    except IndexCalcError:
+        return {}
+    pairs: dict[int, tuple[int, str, str]] = {}
+    taken: set[int] = set()
+    for k, call in enumerate(factors):
+        if not isinstance(call, Call) or _primed_function(call) is None:
+            continue
+        carried = _carried_indices(call, fixed)
+        for n, delta in enumerate(factors):
+            if n in taken or not isinstance(delta, Delta) or len(delta.left) != 1 or delta.left == delta.right:
+                continue
+            i = next((x for x in delta.all_indices if x in carried), None)
+            if i is not None and (i in fixed or counts[i] > 2):
+                pairs[k] = (n, i, delta.right[0] if delta.left[0] == i else delta.left[0])
+                taken.add(n)
+                break
+    return pairs
 
 
 def _is_inverse(node: Expr) -> bool:
@@ -189,8 +357,8 @@ def _is_inverse(node: Expr) -> bool:
 class LatexPrinter(PlainPrinter):
     """LaTeX for display: fractions for divisors, Greek letters, `\\hat{y}`."""
 
-    def __init__(self):
-        super().__init__(unicode=False)
+    def __init__(self, style: str = "default", names: frozenset[str] = frozenset()):
+        super().__init__(unicode=False, style=style, names=names)
 
     @staticmethod
     def symbol(text: str) -> str:
@@ -205,11 +373,18 @@ class LatexPrinter(PlainPrinter):
         return "".join(out).strip()
 
     def index_list(self, indices) -> str:
-        parts = []
-        for ix in indices:
-            letter, digits = ix[0], ix[1:]
-            parts.append(self.symbol(letter) + (f"_{{{digits}}}" if digits else ""))
+        """`ij`, `i_{4} j`, `\\mathrm{out}\\,\\mathrm{in}`: a name upright, and thin spaces
+        between the indices of a list with a name (or spelling one)."""
+        parts = [self.index_symbol(ix) for ix in indices]
+        if any(not is_letter_index(ix) for ix in indices) or len(indices) > 1 and "".join(indices) in self.names:
+            return r"\,".join(parts)
         return " ".join(parts) if any(len(p) > 1 for p in parts) else "".join(parts)
+
+    def index_symbol(self, index: str) -> str:
+        if not is_letter_index(index):
+            return rf"\mathrm{{{self.symbol(index)}}}"
+        letter, digits = index[0], index[1:]
+        return self.symbol(letter) + (f"_{{{digits}}}" if digits else "")
 
     def name(self, name: str) -> str:
         if name.endswith("hat") and len(name) == 4:
@@ -225,11 +400,12 @@ class LatexPrinter(PlainPrinter):
             return ""
         text = self.index_list(node.indices)
         if node.derivs:
-            groups = "".join(
+            groups = [
                 self.index_list(d.indices) if len(d.indices) == 1 else f"({self.index_list(d.indices)})"
                 for d in node.derivs
-            )
-            text += "," + groups
+            ]
+            named = any(not is_letter_index(i) for d in node.derivs for i in d.indices)
+            text += "," + (r"\," if named else "").join(groups)
         return f"_{{{text}}}"
 
     def tensor(self, node: Tensor) -> str:
@@ -260,9 +436,16 @@ class LatexPrinter(PlainPrinter):
         return rf"\left({text}\right)"
 
     def joined(self, factors, fixed) -> str:
-        numerator = [f for f in factors if not _is_inverse(f)] or [Number(1.0)]
+        jacobians = _jacobian_pairs(factors, fixed) if self.notes else {}
+        paired = {delta for delta, _, _ in jacobians.values()}
+        numerator = [(k, f) for k, f in enumerate(factors) if not _is_inverse(f) and k not in paired]
+        numerator = numerator or [(-1, Number(1.0))]
         denominator = [f.base for f in factors if _is_inverse(f)]
-        top = r" \, ".join(self.wrap(f, fixed, POWER if isinstance(f, Power) else ATOM) for f in numerator)
+        top = r" \, ".join(
+            self.jacobian(f, *jacobians[k][1:], fixed) if k in jacobians
+            else self.wrap(f, fixed, POWER if isinstance(f, Power) else ATOM)
+            for k, f in numerator
+        )
         if not denominator or _is_inverse(factors[0]) and len(factors) == 1:
             return top
         bottom = r" \, ".join(self.wrap(f, fixed, POWER) for f in denominator)
@@ -285,10 +468,29 @@ class LatexPrinter(PlainPrinter):
         relabel = f"_{{{self.index_list((node.relabel,))}}}" if node.relabel else ""
         return rf"{entry.latex}{relabel}\left({self.fmt(node.arg, fixed)[0]}\right)"
 
+    def jacobian(self, call: Call, i: str, m: str, fixed) -> str:
+        entry = functions.lookup(call.func[:-1])
+        subscript = f"{self.index_list((i,))},{self.index_list((m,))}"
+        return rf"{entry.latex}_{{{subscript}}}\left({self.fmt(call.arg, fixed)[0]}\right)"
+
+    def mask(self, node: Mask) -> str:
+        right = self.index_list((node.right,)) if node.right is not None else format_number(node.offset)
+        if node.right is not None and node.offset:
+            right += f" {'+' if node.offset > 0 else '-'} {abs(node.offset)}"
+        return f"[{self.index_list((node.left,))} {self.comparison(node.op)} {right}]"
+
+    def comparison(self, op: str) -> str:
+        return _LATEX_COMPARISONS[op]
+
+    def side(self, node: Expr, fixed) -> str:
+        return self.fmt(node, fixed)[0]
+
     def reduce(self, node: Reduce, fixed) -> str:
         inner = fixed | set(node.indices)
         body = self.fmt(node.body, inner)[0]
-        op = {"sum": r"\sum", "mean": r"\operatorname{mean}"}.get(node.op, r"\operatorname{" + node.op + "}")
+        op = {"sum": r"\sum", "mean": r"\operatorname{mean}", "max": r"\max", "min": r"\min"}.get(
+            node.op, r"\operatorname{" + node.op + "}"
+        )
         return rf"{op}_{{{self.index_list(node.indices)}}} \left({body}\right)"
 
     def fmt(self, node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, int]:
@@ -320,14 +522,21 @@ def _stack_for_printing():
         sys.setrecursionlimit(before)
 
 
-def plain(node: Expr, unicode: bool = False) -> str:
+def plain(node: Expr, unicode: bool = False, style: str = "default") -> str:
+    """Comma notation that parses back (`unicode`: with σ, δ, Σ, ŷ, ≤); `style="notes"`
+    writes σ'(u_i) δ_im as σ_{i,m}(u). A declaration line comes first where a named index
+    stands alone in every subscript it has."""
     with _stack_for_printing():
-        return PlainPrinter(unicode).fmt(implicit_form(node))[0]
+        node = implicit_form(node)
+        printer = PlainPrinter(unicode, style, index_names(node))
+        body = printer.fmt(node)[0]
+        return printer.declarations() + body
 
 
-def latex(node: Expr) -> str:
+def latex(node: Expr, style: str = "default") -> str:
     with _stack_for_printing():
-        return LatexPrinter().fmt(implicit_form(node))[0]
+        node = implicit_form(node)
+        return LatexPrinter(style, index_names(node)).fmt(node)[0]
 
 
 def einsum_specs(node: Expr) -> list[str]:

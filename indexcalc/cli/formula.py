@@ -28,6 +28,7 @@ from ..expr import Equation, Expr, Program, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
 from ..notation import parse
+from ..printing import STYLES, plain
 from ..simplify import simplify
 from .check import entry_count, progress_bars
 
@@ -148,14 +149,14 @@ def _amount(numbers: int) -> str:
     return f"{numbers:,} numbers ({human_size(8 * numbers)})"
 
 
-def show(node: Expr) -> str:
-    """Every printed form of a checked formula: what it parses to, how it reads, what
-    einsum computes for it (in the left-hand side's axis order)."""
+def show(node: Expr, style: str = "default") -> str:
+    """Every printed form of a checked formula: what it parses to, how it reads (in
+    `style`), what einsum computes for it (in the left-hand side's axis order)."""
     specs = node.einsum() or "(no contraction)"
     return (
         f"canonical:\n{_indent(str(node))}\n"
-        f"unicode:\n{_indent(node.pretty())}\n"
-        f"latex:\n{_indent(node.latex())}\n"
+        f"unicode:\n{_indent(node.pretty(style=style))}\n"
+        f"latex:\n{_indent(node.latex(style=style))}\n"
         f"einsum:\n{_indent(specs)}"
     )
 
@@ -240,7 +241,7 @@ def _command_demo(args) -> str:
 
 
 def _command_show(args) -> str:
-    return show(parse(read_source(args.source)))
+    return show(parse(read_source(args.source)), args.style)
 
 
 def _command_eval(args) -> str:
@@ -267,8 +268,8 @@ def _command_diff(args) -> str:
         result = simplify(result)
     order = len(args.wrt) if args.inline else 1  # inlined, the Hessian refers to no lower derivative
     if args.latex:
-        return "\n".join(eq.latex() for eq in _shown(result, args.all, order))
-    return _derivative_lines(result, args.unicode, args.all, order)
+        return "\n".join(eq.latex(style=args.style) for eq in _shown(result, args.all, order))
+    return _derivative_lines(result, args.unicode, args.all, order, args.style)
 
 
 def _shown(result: Expr, everything: bool = False, order: int = 1) -> list[Expr]:
@@ -277,9 +278,11 @@ def _shown(result: Expr, everything: bool = False, order: int = 1) -> list[Expr]
     return [eq for eq in lines if everything or not isinstance(eq, Equation) or len(eq.lhs.derivs) >= order]
 
 
-def _derivative_lines(result: Expr, unicode: bool = False, everything: bool = False, order: int = 1) -> str:
+def _derivative_lines(
+    result: Expr, unicode: bool = False, everything: bool = False, order: int = 1, style: str = "default"
+) -> str:
     """The derivative lines of what `diff` returned (all lines with `everything`)."""
-    return "\n".join(eq.pretty() if unicode else str(eq) for eq in _shown(result, everything, order))
+    return "\n".join(plain(eq, unicode, style) for eq in _shown(result, everything, order))
 
 
 def seed_value(text: str) -> int:
@@ -296,6 +299,7 @@ def register(sub) -> None:
     demo.set_defaults(run=_command_demo)
     show_cmd = sub.add_parser("show", help="print a formula in plain, Unicode and LaTeX notation with its einsum specs")
     show_cmd.add_argument("source", help="the notation, or a file holding it")
+    _style_option(show_cmd)
     show_cmd.set_defaults(run=_command_show)
     ev = sub.add_parser("eval", help="evaluate a formula by einsum and check it by explicit loops")
     ev.add_argument("source", help="the notation, or a file holding it")
@@ -318,4 +322,12 @@ def register(sub) -> None:
     df.add_argument("--latex", action="store_true", help="print LaTeX")
     df.add_argument("--unicode", action="store_true", help="print σ, δ, ŷ")
     df.add_argument("--all", action="store_true", help="also print the forward equations the derivative refers to")
+    _style_option(df)
     df.set_defaults(run=_command_diff)
+
+
+def _style_option(parser) -> None:
+    parser.add_argument(
+        "--style", choices=STYLES, default="default",
+        help="notes: write σ'(u_i) δ_im as the notes' Jacobian σ_{i,m}(u) (default: as derived)",
+    )
