@@ -5,12 +5,14 @@
     batch n mean              # batch index; the loss is averaged (mean) or summed (sum)
     param W1[4, 2] xavier     # shape and initialiser: zeros, ones, normal(std), uniform(a),
     param b1[4] zeros         #   xavier (glorot), he
-    dataset xor               # built in (xor, fizzbuzz, relu_neuron, logistic, linear) or a .npz
+    dataset xor               # built in (xor, fizzbuzz, relu_neuron, logistic, linear, blobs,
+                              #   digits, copy, reverse) or a .npz
     optimizer adam lr=0.1     # sgd lr=…, momentum lr=… beta=…, adam lr=… beta1=… beta2=…
     epochs 300
     batch_size 4
     seed 0
-    metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0)
+    metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0);
+                              #   a third name weights each prediction (metric accuracy z y m)
 
     h_i = σ(W1_ij x_j + b1_i)
     yhat_k = σ(W2_ki h_i + b2_k)
@@ -49,7 +51,7 @@ class ModelFile:
     epochs: int = 100
     batch_size: int | None = None
     seed: int = 0
-    metric: tuple[str, str] | None = None
+    metric: tuple[str, ...] | None = None
     folder: str = "."
     text: str = ""
     name: str = "<text>"
@@ -240,22 +242,24 @@ def _whole(spec: str | None, word: str, fail, least: int) -> int:
     return int(spec)
 
 
-def _metric(spec: str | None, model: Model, fail) -> tuple[str, str] | None:
-    """`accuracy OUTPUT TARGET`: OUTPUT computed by an equation, TARGET a data tensor."""
+def _metric(spec: str | None, model: Model, fail) -> tuple[str, ...] | None:
+    """`accuracy OUTPUT TARGET [WEIGHT]`: OUTPUT computed by an equation, TARGET and the
+    optional WEIGHT (how much each prediction counts) data tensors."""
     if spec is None:
         return None
     parts = spec.split()
-    if len(parts) != 3 or parts[0] != "accuracy":
-        raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET")
-    output, target = parts[1:]
+    if len(parts) not in (3, 4) or parts[0] != "accuracy":
+        raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET, or metric accuracy OUTPUT TARGET WEIGHT")
+    output, *data = parts[1:]
     computed = [eq.lhs.name for eq in model.per_sample.equations]
     if output not in computed:
         raise fail("metric", f"the metric's output {output} is not computed by any equation "
                              f"(the equations compute {', '.join(computed)})")
-    if target not in model.data:
-        raise fail("metric", f"the metric's target {target} is not a data tensor "
-                             f"(the data line names {', '.join(model.data) or 'none'})")
-    return output, target
+    for role, name in zip(("target", "weight"), data):
+        if name not in model.data:
+            raise fail("metric", f"the metric's {role} {name} is not a data tensor "
+                                 f"(the data line names {', '.join(model.data) or 'none'})")
+    return (output, *data)
 
 
 def _onehot(spec: str | None, model: Model, fail) -> dict[str, int]:

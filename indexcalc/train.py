@@ -26,7 +26,7 @@ from .checkpoints import (check_output_path, is_checkpoint, read_checkpoint, rem
 from .datasets import refuse_if_too_big, sample_count
 from .errors import IndexCalcError
 from .expr import Tensor
-from .model import Model
+from .model import Model, ModelError
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
 from .training_errors import TrainingError, is_whole
 
@@ -198,18 +198,29 @@ class Trainer:
 # ---------------------------------------------------------------- metrics and model files
 
 
-def accuracy(output: str, target: str) -> Callable:
+def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
     """Classification accuracy: argmax over classes; for one output, the side of 0.5 (of 0
-    for labels of ±1)."""
+    for labels of ±1). With `weight`, a data tensor over the output's axes but the
+    classes, each prediction counts as much as its weight: a sequence task scores only
+    its answer positions (weights 1 there, 0 elsewhere)."""
 
     def measure(model: Model, params, data) -> float:
         predicted = np.asarray(model.evaluate(output, params, data))
         wanted = np.asarray(data[target])
         if predicted.ndim > 1 and predicted.shape[-1] > 1:
-            return float(np.mean(predicted.argmax(-1) == wanted.argmax(-1)))
-        threshold = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5
-        side = predicted.reshape(len(wanted), -1) > threshold
-        return float(np.mean(side == (wanted.reshape(len(wanted), -1) > threshold)))
+            hits = predicted.argmax(-1) == wanted.argmax(-1)
+        else:
+            threshold = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5
+            side = predicted.reshape(len(wanted), -1) > threshold
+            hits = side == (wanted.reshape(len(wanted), -1) > threshold)
+        if weight is None:
+            return float(np.mean(hits))
+        weights = np.asarray(data[weight], dtype=float)
+        if weights.shape != hits.shape:
+            raise ModelError(f"the metric's weight {weight} has shape {weights.shape}, but {output}'s predictions "
+                             f"(its axes but the classes) have shape {hits.shape}")
+        total = float(weights.sum())
+        return float((hits * weights).sum() / total) if total else float("nan")
 
     return measure
 

@@ -760,3 +760,41 @@ def test_cli_bad_model_file_is_an_error_with_a_caret(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 1 and "neither a parameter" in err
     assert err.rstrip().splitlines()[-2].lstrip().startswith("line 3: h_ni = tanh(W1_ij")
+
+
+# ---------------------------------------------------------------- weighted accuracy
+
+
+class _Fixed:
+    """A model whose output is given: the metric's arithmetic, nothing else."""
+
+    def __init__(self, output):
+        self.output = output
+
+    def evaluate(self, name, params, data):
+        return self.output
+
+
+def test_weighted_accuracy_counts_only_weighted_predictions():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(5, 4, 3))
+    y = np.eye(3)[rng.integers(0, 3, size=(5, 4))]
+    m = np.zeros((5, 4))
+    m[:, 2:] = 1.0  # only the last two positions are answers
+    hits = z.argmax(-1) == y.argmax(-1)
+    data = {"y": y, "m": m}
+    assert accuracy("z", "y", "m")(_Fixed(z), {}, data) == pytest.approx(hits[:, 2:].mean())
+    assert accuracy("z", "y")(_Fixed(z), {}, data) == pytest.approx(hits.mean())
+    m[0, 0] = 2.0  # a weight counts as much as it says
+    want = (hits[:, 2:].sum() + 2 * hits[0, 0]) / (m.sum())
+    assert accuracy("z", "y", "m")(_Fixed(z), {}, data) == pytest.approx(want)
+    with pytest.raises(ModelError, match="weight m has shape"):
+        accuracy("z", "y", "m")(_Fixed(z), {}, {"y": y, "m": m[:, :3]})
+
+
+def test_metric_line_takes_a_weight_and_checks_it():
+    assert "seed 1" in RELU and "metric" not in RELU
+    mf = parse_model(RELU.replace("seed 1", "seed 1\nmetric accuracy u y x"))
+    assert mf.metric == ("u", "y", "x")
+    err = _error(RELU.replace("seed 1", "seed 1\nmetric accuracy u y q"))
+    assert "weight q is not a data tensor" in str(err)
