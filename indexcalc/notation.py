@@ -425,7 +425,10 @@ class _Tokenizer:
         if len(names) == 1:
             names = names * len(derivs)
         if len(names) != len(derivs):
-            raise self.error(f"{len(derivs)} derivatives but {len(names)} names in '[...]'", opening + 1)
+            if self.lenient:  # the count depends on which words are names: the second reading tells
+                self.passed_over = True
+            else:
+                raise self.error(f"{len(derivs)} derivatives but {len(names)} names in '[...]'", opening + 1)
         self.i = close + 1
         return tuple(names)
 
@@ -751,6 +754,11 @@ class _Parser:
                 f"{function.name}_{{{i},{m}}}(u) would relabel u itself ({function.name}' is not a function "
                 f"of the table); write the product out with u's index i, as in δ_{i}{m} / u_{i}", tok
             )
+        if not calls_of_slot:
+            raise self.error(
+                f"{function.name}_{{{i},{m}}}(u) is 0 wherever it is defined ({function.name} is constant "
+                f"there); write 0", tok
+            )
         relabelled = _with_calls_relabelled(derivative, slot, arg, i)
         own = relabelled.factors if isinstance(relabelled, Product) else (relabelled,)
         node = Product(own + (Delta((i,), (m,)),), span=span)
@@ -880,8 +888,8 @@ class _Parser:
             if after.kind == "op" and after.value in "+-":
                 sign = -1 if after.value == "-" else 1
                 k += 1
-            elif self._comparison_at(k) or (after.kind == "op" and after.value == "]"):
-                return _IndexSide(index, index_tok, offset, start, k)
+            elif self._comparison_at(k) or after.value == "]" or after.kind in ("end", "newline"):
+                return _IndexSide(index, index_tok, offset, start, k)  # (an unclosed '[' is told next)
             else:
                 return None
 
@@ -920,9 +928,9 @@ class _Parser:
     def refuse_mixed(self, side: "_IndexSide", at: Token, index_first: bool, value: Expr | None = None) -> None:
         word = side.index
         raise self.error(
-            f"this bracket compares the index {word} with a value, so it reads two ways: an index "
-            f"comparison needs an index or a whole number on the other side ([{word} <= j + 1]); a "
-            f"comparison of values needs {word} as a value: write ({word}) for a scalar named {word}",
+            f"this bracket compares the index {word} with a value, which reads two ways: as indices, "
+            f"the other side must be an index or a whole number (as in [j <= {word} + 1]); as values, "
+            f"write ({word}) for a scalar named {word}",
             side.token if index_first else at,
         )
 

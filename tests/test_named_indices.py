@@ -1,0 +1,344 @@
+"""Named indices (issue 10): `y_{batch out} = W_{out in} x_{batch in}` beside letters.
+
+A subscript of several words reads each word as one index, a letter (`i`, `i4`) or a
+name; a subscript of one word reads letters (`w_{ij}` is i, j) unless that word is a
+name known in the text (written beside another index somewhere, or declared with
+`index batch`). The tree holds the names as they are; every route treats them as
+indices like any other, which the properties below check against the same programs
+written with letters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import indexcalc as ic
+from carets import assert_points_at
+from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, Program, Reduce, Tensor, with_children
+from indexcalc.notation import index_names, is_index_name, is_letter_index
+from strategies import expressions, route_cases
+
+
+def derivative_or_none(source, wrt):
+    """diff(source, wrt), or None where the generator drew a wrt the target does not
+    depend on (diff refuses that, as a likely typo)."""
+    try:
+        return ic.diff(source, wrt)
+    except ic.DiffError as err:
+        if "does not depend" in str(err):
+            return None
+        raise
+
+NAMES = ("batch", "out", "in", "hid", "dm", "seq", "ch", "μν", "ij", "gh", "k1x")
+
+
+def parse(text: str):
+    return ic.parse(text, check=False)
+
+
+def renamed(node, mapping: dict[str, str]):
+    """`node` with every index written i renamed mapping.get(i, i), wherever it stands."""
+    def one(i):
+        return mapping.get(i, i)
+
+    def many(indices):
+        return tuple(one(i) for i in indices)
+
+    if isinstance(node, Tensor):
+        derivs = tuple(Deriv(many(d.indices), d.wrt) for d in node.derivs)
+        return Tensor(node.name, many(node.indices), derivs)
+    if isinstance(node, Delta):
+        return Delta(many(node.left), many(node.right))
+    if isinstance(node, Mask):
+        return dataclasses.replace(node, left=one(node.left), right=None if node.right is None else one(node.right))
+    kids = tuple(renamed(k, mapping) for k in node.children())
+    if isinstance(node, Call):
+        return Call(node.func, kids[0], None if node.relabel is None else one(node.relabel))
+    if isinstance(node, Reduce):
+        return Reduce(node.op, many(node.indices), kids[0])
+    if isinstance(node, Equation):
+        return Equation(kids[0], kids[1])
+    if isinstance(node, Program):
+        return Program(kids)
+    return with_children(node, kids) if kids else node
+
+
+def letters_of(node) -> list[str]:
+    """Every index written in `node`, in order of first appearance."""
+    found: dict[str, None] = {}
+    for sub in node.walk():
+        if isinstance(sub, (Tensor, Delta, Mask)):
+            found.update(dict.fromkeys(sub.all_indices))
+        elif isinstance(sub, Reduce):
+            found.update(dict.fromkeys(sub.indices))
+        elif isinstance(sub, Call) and sub.relabel:
+            found[sub.relabel] = None
+    return list(found)
+
+
+@st.composite
+def namings(draw, letters: list[str], every: bool = False) -> dict[str, str]:
+    """Some (or every) letter of a text renamed to a distinct name."""
+    chosen = letters if every else [i for i in letters if draw(st.booleans())]
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=len(chosen), max_size=len(chosen), unique=True)) \
+        if len(chosen) <= len(NAMES) else [f"n{i}x" for i in range(len(chosen))]
+    return dict(zip(chosen, names))
+
+
+# ---------------------------------------------------------------- reading
+
+
+@pytest.mark.parametrize(
+    "text, indices",
+    [
+        ("w_ij", ("i", "j")),  # as always: letters run together
+        ("w_{ij}", ("i", "j")),
+        ("W1_{i j}", ("i", "j")),
+        ("x_{n d}", ("n", "d")),
+        ("x_{i4 μ}", ("i4", "μ")),
+        ("x_{batch in}", ("batch", "in")),
+        ("x_{batch  j}", ("batch", "j")),
+        ("x_{ij k}", ("ij", "k")),  # several words: each one index, `ij` a name
+        ("x_{batch}", ("b", "a", "t", "c", "h")),  # one word, no name known: letters, as always
+        ("x_batch", ("b", "a", "t", "c", "h")),
+    ],
+)
+def test_a_subscript_reads_words_or_letters(text, indices):
+    assert parse(text).indices == indices
+
+
+def test_the_issue_s_layer():
+    eq = parse("y_{batch out} = W_{out in} x_{batch in}")
+    assert eq.lhs.indices == ("batch", "out")
+    assert [f.indices for f in eq.rhs.factors] == [("out", "in"), ("batch", "in")]
+
+
+def test_a_name_written_beside_another_index_is_known_everywhere_in_the_text():
+    prog = parse("loss = mean_{batch}(sum_{out}(y_{batch out}))")
+    assert prog.rhs.indices == ("batch",)
+    assert prog.rhs.body.indices == ("out",)
+    before = parse("h_{batch} = x_{batch}\ny_{batch out} = h_{batch} W_{out}")  # known from a later line
+    assert before.equations[0].lhs.indices == ("batch",)
+    assert before.equations[1].rhs.factors[1].indices == ("out",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "index batch\nh_{batch} = σ(x_{batch})",
+        "indices batch, out\nh_{batch} = σ(x_{batch})",
+        "indices batch out; h_{batch} = σ(x_{batch})",
+        "h_{batch} = σ(x_{batch})\nindex batch   # declared after its use",
+        "index batch\nh_batch = σ(x_batch)",  # declared, a bare subscript reads it too
+    ],
+)
+def test_a_declared_name_reads_alone(text):
+    eq = ic.parse(text)
+    assert isinstance(eq, Equation)
+    assert eq.lhs.indices == ("batch",) and eq.rhs.arg.indices == ("batch",)
+
+
+def test_a_tensor_called_index_is_still_a_tensor():
+    eq = ic.parse("index_i = 2 x_i")
+    assert eq.lhs == Tensor("index", ("i",))
+    assert ic.parse("y = index x").rhs.factors[0] == Tensor("index")
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("loss_{,(out in)}[W] = 1", ("out", "in")),
+        ("h_{batch out,(g h)}", ("batch", "out", "g", "h")),
+        ("f_{,out in}", ("out", "in")),
+    ],
+)
+def test_names_in_comma_derivatives(text, where):
+    node = parse(text)
+    tensor = node.lhs if isinstance(node, Equation) else node
+    assert tensor.all_indices == where
+
+
+def test_names_in_deltas_calls_reductions_and_brackets():
+    node = parse("y_{batch out} = δ_{out g} δ_(out in)(g h) σ_{out}(W_{h k} x_{batch k}) sum_{in}(x_{batch in}) [out <= in]")
+    delta, grouped, call, reduction, mask = node.rhs.factors
+    assert (delta.left, delta.right) == (("out",), ("g",))
+    assert (grouped.left, grouped.right) == (("out", "in"), ("g", "h"))
+    assert call.relabel == "out" and reduction.indices == ("in",)
+    assert (mask.left, mask.right) == ("out", "in")
+
+
+def test_a_wrt_string_with_names():
+    prog = "y_{batch out} = W_{out in} x_{batch in}\nloss = sum_{batch out}(y_{batch out} y_{batch out})"
+    result = ic.diff(prog, "W_{g h}")
+    assert result.equations[-1].lhs.derivs[0].indices == ("g", "h")
+    named = ic.diff(prog, "W_{gout gin}")
+    assert named.equations[-1].lhs.derivs[0].indices == ("gout", "gin")
+    lone = ic.diff("index batch\nh_{batch} = σ(x_{batch})", "index gb\nx_{gb}")
+    assert lone.lhs.derivs[0].indices == ("gb",)
+
+
+def test_the_index_words():
+    assert all(map(is_letter_index, ["i", "μ", "i4", "j12"]))
+    assert not any(map(is_letter_index, ["in", "i4j", "", "4"]))
+    assert all(map(is_index_name, ["in", "batch", "d2x", "i4j", "μν"]))
+    assert not any(map(is_index_name, ["i", "i4", "d2", "2d", "d_model", "x²", ""]))
+    assert index_names(parse("y_{batch out} = W_{out i} x_{batch i}")) == {"batch", "out"}
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "text, fragment, at",
+    [
+        ("x_{batch 2x}", "cannot read the index '2x'", "2x"),
+        ("x_{batch d_model}", "cannot read the index 'd_model'", "_model"),
+        ("x_{batch o²}", "write a power", "²"),
+        ("index i\ny = x_i", "cannot declare 'i' an index name", "i\n"),
+        ("index d_model\ny = x", "cannot declare 'd_model'", "d_model"),
+        ("indices batch, 4x\ny = x", "cannot declare '4x'", "4x"),
+        ("y = sum_{out out}(x_{out in})", "sum_{out out}(...) repeats an index", "sum"),
+    ],
+)
+def test_errors_quote_names_and_point_at_them(text, fragment, at):
+    with pytest.raises(ic.ParseError) as info:
+        ic.parse(text)
+    assert fragment in str(info.value)
+    assert_points_at(info.value, text, text.index(at))
+
+
+def test_an_undeclared_lone_word_still_reads_letters_and_the_check_says_so():
+    with pytest.raises(ic.IndexCalcError) as info:
+        ic.parse("h_{batch} = σ(x_{batc})")  # a typo: no name known, letters on both sides
+    assert "c" in str(info.value) or "h" in str(info.value)
+
+
+# ---------------------------------------------------------------- printing
+
+
+@pytest.mark.parametrize(
+    "text, plain, pretty, latex",
+    [
+        (
+            "y_{batch out} = W_{out in} x_{batch in}",
+            "y_{batch out} = W_{out in} x_{batch in}",
+            "y_{batch out} = W_{out in} x_{batch in}",
+            r"y_{\mathrm{batch}\,\mathrm{out}} = W_{\mathrm{out}\,\mathrm{in}} \, x_{\mathrm{batch}\,\mathrm{in}}",
+        ),
+        (
+            "loss = mean_{batch}(sum_{out}(y_{batch out}))",
+            "loss = mean_{batch}(sum_{out}(y_{batch out}))",
+            "loss = mean_{batch}(Σ_{out}(y_{batch out}))",
+            r"\mathrm{loss} = \operatorname{mean}_{\mathrm{batch}} \left(\sum_{\mathrm{out}} "
+            r"\left(y_{\mathrm{batch}\,\mathrm{out}}\right)\right)",
+        ),
+        (
+            "index batch\nh_{batch} = σ(x_{batch})",
+            "index batch\nh_{batch} = sigma(x_{batch})",
+            "index batch\nh_{batch} = σ(x_{batch})",
+            r"h_{\mathrm{batch}} = \sigma\left(x_{\mathrm{batch}}\right)",
+        ),
+        (
+            "y_{in} = sum_{i n}(x_{i n}) z_{in}\nindex in",  # the letters i, n beside the name in: spaced
+            "index in\ny_{in} = sum_{i n}(x_{i n}) z_{in}",
+            "index in\ny_{in} = Σ_{i n}(x_{i n}) z_{in}",
+            r"y_{\mathrm{in}} = \sum_{i\,n} \left(x_{i\,n}\right) \, z_{\mathrm{in}}",
+        ),
+        (
+            "h_{batch out,(g h)}[W] = δ_{out g} x_{batch h}",
+            "h_{batch out,(gh)}[W] = delta_{out g} x_{batch h}",
+            "h_{batch out,(gh)}[W] = δ_{out g} x_{batch h}",
+            r"h_{\mathrm{batch}\,\mathrm{out},(gh)}\,[W] = \delta_{\mathrm{out}\,g} \, x_{\mathrm{batch}\,h}",
+        ),
+        (
+            "f_{,out in}[w] = 1",
+            "f_{,out in}[w] = 1",
+            "f_{,out in}[w] = 1",
+            r"f_{,\mathrm{out}\,\mathrm{in}}\,[w] = 1",
+        ),
+    ],
+)
+def test_printing(text, plain, pretty, latex):
+    node = ic.parse(text)
+    assert str(node) == plain
+    assert node.pretty() == pretty
+    assert node.latex() == latex
+    assert ic.parse(str(node)) == node
+
+
+def test_letters_print_as_they_always_did():
+    for text in ["y_i = σ(w_ij x_j + b_i)", "loss_{,(gh)}[w] = 2 x_h δ_gi y_i", "y_{i,(mn)(pq)} = δ_(mn)(pq) x_i"]:
+        node = ic.parse(text)
+        assert "{" not in str(node).split("=")[1] or "(" in text
+        assert " " not in str(node.lhs).split("_")[1]
+
+
+def test_a_derivative_of_a_named_program_reads_well():
+    derivative = ic.simplify(ic.diff("y_{batch out} = W_{out in} x_{batch in}", "W_{g h}"))
+    assert str(derivative) == "y_{batch out,(gh)}[W] = x_{batch h} delta_{out g}"
+    layer = ic.simplify(ic.diff("h_{batch out} = σ(W_{out in} x_{batch in})", "W_{g h}"))
+    assert str(layer) == "h_{batch out,(gh)}[W] = sigma'(W_{out k} x_{batch k}) x_{batch h} delta_{out g}"
+
+
+def test_a_printed_lone_name_in_one_equation_of_a_program_is_declared_once():
+    prog = ic.parse("y_{batch out} = W_{out in} x_{batch in}\nloss = mean_{batch}(sum_{out}(y_{batch out}))")
+    assert not str(prog).startswith("index")  # known from the first line
+    alone = prog.equations[1]
+    lone = ic.parse("index batch\nloss = mean_{batch}(x_{batch})")
+    assert str(lone).startswith("index batch\n") and ic.parse(str(lone)) == lone
+    assert ic.parse(str(alone)) == alone
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_round_trip_with_names_in_every_place(data):
+    """Any tree, any of its letters renamed to names (some left as letters, so that a run
+    of letters may spell a name): the printed text, declarations and all, parses back."""
+    tree = parse(data.draw(expressions()))
+    named = renamed(tree, data.draw(namings(letters_of(tree))))
+    for text in (str(named), named.pretty()):
+        assert parse(text) == named, text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(route_cases(), st.data())
+def test_names_mean_what_letters_mean_on_every_route(case, data):
+    """A program of the route property with its letters renamed to names gives the same
+    numbers by einsum, by loops and from its printed text; so does its derivative."""
+    program = ic.parse(case.text)
+    mapping = data.draw(namings(letters_of(program), every=True))
+    named = renamed(program, mapping)
+    arrays = case.arrays()
+    want = ic.evaluate(program, arrays)
+    np.testing.assert_allclose(ic.evaluate(named, arrays), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ic.evaluate(ic.parse(str(named)), arrays), want, rtol=1e-10, atol=1e-12)
+    if case.wrt is None:
+        return
+    by_letters = derivative_or_none(program, case.wrt)
+    assume(by_letters is not None)
+    reread = ic.parse(str(ic.simplify(ic.diff(named, case.wrt))))
+    np.testing.assert_allclose(ic.evaluate(reread, arrays), ic.evaluate(by_letters, arrays), rtol=1e-8, atol=1e-10)
+
+
+
+def test_a_named_layer_evaluates_compiles_and_loops_like_its_letters():
+    named = "y_{batch out} = W_{out in} x_{batch in} + b_{out}\nloss = mean_{batch}(sum_{out}(y_{batch out}^2))"
+    letters = "y_no = W_oi x_ni + b_o\nloss = mean_n(sum_o(y_no^2))"
+    rng = np.random.default_rng(0)
+    arrays = {"W": rng.normal(size=(3, 4)), "x": rng.normal(size=(5, 4)), "b": rng.normal(size=3)}
+    value = ic.evaluate(letters, arrays)
+    assert np.isclose(ic.evaluate(named, arrays), value)
+    assert np.isclose(ic.evaluate_loops(named, arrays), value)
+    got, grads = ic.compile(named, wrt=["W", "b"])(arrays)
+    _, want = ic.compile(letters, wrt=["W", "b"])(arrays)
+    assert np.isclose(got, value)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(grads[name], want[name], rtol=1e-12)
