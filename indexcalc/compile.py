@@ -25,7 +25,7 @@ from .diff import (
     _target, resolve_derivatives, still_needed,
 )
 from .errors import IndexCalcError, MissingArrayError
-from .expr import Call, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
+from .expr import Call, Compare, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
 from .plan import Lowering, canonical_key, emit, sized_by
 from .program import as_parsed, check_program, numeric_array
@@ -175,6 +175,8 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
         return Sum(tuple(again(t) for t in node.terms))
     if isinstance(node, Power):
         return Power(again(node.base), again(node.exponent))
+    if isinstance(node, Compare):
+        return Compare(node.op, again(node.left), again(node.right))
     if isinstance(node, Reduce):
         body = again(node.body, fixed | set(node.indices))
         if node.op == "mean":
@@ -225,24 +227,29 @@ def _adjoints(forward: list[Equation], params: list[str]) -> list[Equation]:
             continue
         inputs = {t.key: t for t in eq.rhs.walk() if isinstance(t, Tensor) and t.key in depends}
         for x_key, x in inputs.items():
-            contributions.setdefault(x_key, []).append(_vjp(eq, x, adjoint))
+            contribution = _vjp(eq, x, adjoint)
+            if contribution is not None:  # x only inside a comparison: no gradient flows
+                contributions.setdefault(x_key, []).append(contribution)
     for name in params:
         if name in contributions:
             lines.append(_sum_of(contributions.pop(name), None, name))
     return lines
 
 
-def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]:
-    """sum_A(ȳ_A ∂y_A/∂x_G), simplified, with G fresh letters for x's axes."""
+def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]] | None:
+    """sum_A(ȳ_A ∂y_A/∂x_G), simplified, with G fresh letters for x's axes; None where
+    the derivative is zero by the rules (x only inside a comparison `[x_n > 0]`)."""
     used = letters_in(eq)
     fresh = fresh_letters(used)
     G = tuple(fresh() for _ in x.all_indices)
     fixed = frozenset(eq.lhs.all_indices) | set(G)
     terms = _Rules(x.key, G, set(), fresh, sized_outside=True).d(eq.rhs, fixed)  # ȳ_A carries A
+    if not terms:
+        return None
     A = eq.lhs.all_indices
     # the adjoint goes into every term, beside the δ it is to be contracted with
     products = tuple(Product((adjoint, t.expr())) for t in terms)
-    body = Sum(products) if len(products) > 1 else products[0] if products else Number(0.0)
+    body = Sum(products) if len(products) > 1 else products[0]
     contribution = Reduce("sum", A, body, implicit=True) if A else body
     result = simplify(Equation(Tensor("#c", G), contribution))
     return result.rhs, G

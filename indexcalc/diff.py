@@ -4,7 +4,8 @@
 then the fresh ones of `w`. The rules are the ones on paper: `w_{mn,(gh)} = δ_(mn)(gh)`,
 sum, product, power (quotients are powers -1), the elementwise chain rule
 `σ_{,(gh)}(u) = σ'(u) u_{,(gh)}` with σ' from the function table, reductions pass
-through, numbers and deltas give zero.
+through (a max or min with its tie weights), numbers, deltas, masks and comparisons
+give zero.
 
 Through a program the chain rule follows the equations: every line that depends on `w`
 gets its derivative line, and a use of an earlier result `h_ni` becomes the named
@@ -25,7 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
-from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
+from .expr import (
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+)
 from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import parse
@@ -180,9 +183,8 @@ class _Rules:
         out = []
         for t in self.d(node.body, inside):
             present = t.letters()
-            if node.op == "logsumexp":
-                # d log Σ_j exp(b_j) = Σ_j softmax_j db_j, the weights exp(b_j - logsumexp_j(b))
-                weight = Call("exp", Sum((node.body, Product((Number(-1.0), node)))))
+            if node.op in WEIGHTS:  # d op_j(b_j) = Σ_j w_j db_j
+                weight = WEIGHTS[node.op](node)
                 out.append(Term(t.coef, t.factors + (weight,), (Reduce("sum", node.indices, _EMPTY),) + t.reds))
                 continue
             if node.op == "mean":
@@ -249,6 +251,24 @@ class _Rules:
         return Term(term.coef, tuple(leaf_factors(product)), reds)
 
 
+def _softmax_weights(node: Reduce) -> Expr:
+    """d log Σ_j exp(b_j) = Σ_j softmax_j db_j: the weights exp(b_j - logsumexp_j(b))."""
+    return Call("exp", Sum((node.body, Product((Number(-1.0), node)))))
+
+
+def _tie_weights(node: Reduce) -> Expr:
+    """d max_j(b_j) = Σ_j w_j db_j, the subgradient that splits a tie evenly (as
+    jax.numpy.max and torch.amax do): w_j = [b_j == max_j(b)] / Σ_j [b_j == max_j(b)],
+    1 at a unique maximum, 1/k on each of k equal ones; min alike. The bracket compares
+    b with the reduction of the same b, computed the same way, so it holds exactly where
+    the maximum was taken."""
+    hit = Compare("==", node.body, node)
+    return Product((hit, Power(Reduce("sum", node.indices, hit), Number(-1.0))))
+
+
+WEIGHTS: dict[str, Callable[[Reduce], Expr]] = {"logsumexp": _softmax_weights, "max": _tie_weights, "min": _tie_weights}
+
+
 def _relabelled(expr: Expr, index: str) -> Expr:
     """σ'(u) for σ_i(u): every call on u in the derivative relabels as σ_i did."""
     if isinstance(expr, Call):
@@ -265,6 +285,8 @@ def _relabelled(expr: Expr, index: str) -> Expr:
 RULES: dict[type, Callable] = {
     Number: _Rules.zero,
     Delta: _Rules.zero,
+    Mask: _Rules.zero,  # a constant of the indices
+    Compare: _Rules.zero,  # 0/1, constant wherever the comparison does not change
     Tensor: _Rules.tensor,
     Sum: _Rules.sum,
     Product: _Rules.product,
@@ -492,6 +514,8 @@ def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | 
         return Power(again(node.base), node.exponent)
     if isinstance(node, Call):
         return Call(node.func, again(node.arg), node.relabel)
+    if isinstance(node, Compare):
+        return Compare(node.op, again(node.left), again(node.right))
     return node
 
 

@@ -2,8 +2,11 @@
 
 A contraction's path is planned once per (spec, shapes) and the planned expression is
 reused, so evaluating the same formula again on arrays of the same shapes does no path
-search. Sums broadcast their terms over the indices fixed from outside; functions act
-elementwise; reductions sum or average over their axes. The meaning of every index comes
+search. Sums broadcast their terms over the indices fixed from outside; functions and
+comparisons act elementwise; reductions sum, average, or take the max or min over their
+axes (einsum sums only, so a max is NumPy's over the body's array). A mask `[j <= i]` is
+an array of ones and zeros over its letters, made once per shape, and contracted as one
+more einsum operand. The meaning of every index comes
 from `indexcalc.indices`, the same place the explicit-loop evaluator asks.
 """
 
@@ -16,7 +19,7 @@ import opt_einsum
 
 from . import functions
 from .errors import IndexCalcError, ShapeError
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, relabelled_index
 from .program import Environment, run
 
@@ -78,10 +81,12 @@ class _Einsum:
     def eval(self, node: Expr, fixed: frozenset[str]):
         if isinstance(node, Number):
             return np.asarray(node.value, dtype=self.dtype), ()
-        if isinstance(node, (Tensor, Delta, Product)):
+        if isinstance(node, (Tensor, Delta, Mask, Product)):
             return self.product(node, fixed)
         if isinstance(node, Sum):
             return self.sum(node, fixed)
+        if isinstance(node, Compare):
+            return self.compare(node, fixed)
         if isinstance(node, Power):
             base, axes = self.eval(node.base, fixed)
             exponent, _ = self.eval(node.exponent, fixed)
@@ -107,10 +112,12 @@ class _Einsum:
             return self.env.array(factor), factor.all_indices
         if isinstance(factor, Delta):
             raise AssertionError("deltas are split into pairs before this point")
+        if isinstance(factor, Mask):
+            return functions.mask_operand(factor, self.env.size, self.dtype)
         return self.eval(factor, fixed)
 
     def product(self, node: Expr, fixed: frozenset[str]):
-        factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
         operands: list[tuple[np.ndarray, tuple[str, ...]]] = []
         for factor in factors:
             if isinstance(factor, Delta):
@@ -139,12 +146,23 @@ class _Einsum:
         out = free_indices(node, fixed)
         total = None
         for term in node.terms:
-            value, axes = self.eval(term, fixed)
-            present = [i for i in out if i in axes]
-            value = np.transpose(value, [axes.index(i) for i in present]) if axes else value
-            value = np.reshape(value, [self.env.size(i) if i in axes else 1 for i in out])
+            value = self.aligned(*self.eval(term, fixed), out)
             total = value if total is None else total + value
         return np.broadcast_to(total, [self.env.size(i) for i in out]), out
+
+    def compare(self, node: Compare, fixed: frozenset[str]):
+        """`[a op b]`, elementwise over the sides' indices, which combine as a sum's terms."""
+        out = free_indices(node, fixed)
+        left = self.aligned(*self.eval(node.left, fixed), out)
+        right = self.aligned(*self.eval(node.right, fixed), out)
+        value = functions.compare_values(node.op, left, right, self.dtype)
+        return np.broadcast_to(value, [self.env.size(i) for i in out]), out
+
+    def aligned(self, value, axes: tuple[str, ...], out: tuple[str, ...]):
+        """`value` (axes `axes`) transposed and reshaped to broadcast against `out`."""
+        present = [i for i in out if i in axes]
+        value = np.transpose(value, [axes.index(i) for i in present]) if axes else value
+        return np.reshape(value, [self.env.size(i) if i in axes else 1 for i in out])
 
     def reduce(self, node: Reduce, fixed: frozenset[str]):
         body, axes = self.eval(node.body, fixed | set(node.indices))

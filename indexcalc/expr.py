@@ -336,7 +336,7 @@ for _node in (Number, Tensor, Delta, Mask, Compare, Product, Sum, Power, Call, R
     _node.__eq__ = _remembered_equality(_node.__eq__)
     _node.__getstate__ = _state_without_caches
 
-REDUCTIONS = ("sum", "mean", "logsumexp")
+REDUCTIONS = ("sum", "mean", "logsumexp", "max", "min")
 
 
 def leaf_factors(product: Product) -> Iterator[Expr]:

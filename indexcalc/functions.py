@@ -10,12 +10,13 @@ closed form worth writing (σ', relu') is itself an entry, printed with a prime,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .expr import Call, Expr, Number, Power, Product, Sum
+from .expr import Call, Expr, Mask, Number, Power, Product, Sum
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,57 @@ FUNCTIONS: tuple[Function, ...] = (
 
 
 def reduce_array(op: str, values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """sum, mean, or logsumexp (log Σ exp, shifted by the maximum so it never overflows:
-    the stable way to write the log of a softmax's denominator)."""
+    """sum, mean, max, min, or logsumexp (log Σ exp, shifted by the maximum so it never
+    overflows: the stable way to write the log of a softmax's denominator). The max of
+    nothing is -inf and the min +inf, as the sum of nothing is 0: the identities that
+    let a reduction be split into parts and combined (the explicit loops do)."""
     if op == "sum":
-        return values.sum(axis=axes)
+        return np.sum(values, axis=axes)
     if op == "mean":
-        return values.mean(axis=axes)
+        return np.mean(values, axis=axes)
+    if op == "max":
+        return np.max(values, axis=axes, initial=-np.inf)
+    if op == "min":
+        return np.min(values, axis=axes, initial=np.inf)
     top = np.max(values, axis=axes, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
         return np.squeeze(top, axis=axes) + np.log(np.sum(np.exp(values - top), axis=axes))
+
+
+# the Iverson brackets' comparisons (expr.COMPARISONS), as NumPy computes them
+COMPARE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal, "!=": np.not_equal,
+}
+
+
+def compare_values(op: str, left, right, dtype) -> np.ndarray:
+    """`[left op right]` elementwise: 1.0 where it holds, else 0.0, in the float type `dtype`."""
+    return np.asarray(COMPARE[op](left, right)).astype(dtype)
+
+
+def mask_operand(mask: Mask, size: Callable[[str], int], dtype) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The mask `[a op b + offset]` as an array over its distinct letters, of 1.0 and 0.0
+    in the float type `dtype` (`size` gives a letter's size). `[j <= i]` is a (j, i)
+    matrix; `[i >= 1]` and `[i <= i + 2]` are vectors over i. Built once per shape and
+    type and shared (so read-only): a plan and evaluate contract it as an operand."""
+    if mask.right is None or mask.right == mask.left:
+        return _mask_array(mask.op, size(mask.left), None, mask.offset, np.dtype(dtype).name,
+                           mask.right is not None), (mask.left,)
+    return _mask_array(mask.op, size(mask.left), size(mask.right), mask.offset, np.dtype(dtype).name,
+                       False), (mask.left, mask.right)
+
+
+@functools.lru_cache(maxsize=256)
+def _mask_array(op: str, left: int, right: int | None, offset: int, dtype: str, same: bool) -> np.ndarray:
+    a = np.arange(left)
+    if right is not None:
+        a, b = a[:, None], np.arange(right)[None, :] + offset
+    else:
+        b = a + offset if same else offset
+    out = compare_values(op, a, b, np.dtype(dtype))
+    out.flags.writeable = False
+    return out
 
 
 BY_NAME: dict[str, Function] = {}

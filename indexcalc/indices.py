@@ -27,11 +27,14 @@ from functools import lru_cache
 from . import functions
 from .errors import IndexNotationError, ShapeError
 from .expr import (
+    COMPARISONS,
     REDUCTIONS,
     Call,
+    Compare,
     Delta,
     Equation,
     Expr,
+    Mask,
     Number,
     Power,
     Product,
@@ -82,34 +85,63 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
     )
 
 
+LEAVES = (Tensor, Delta, Mask)  # the factors that show a product their own letters, not a scope's free ones
+
+
 def _factor_indices(node: Expr, fixed: frozenset[str]) -> list[tuple[Expr, tuple[str, ...]]]:
     """Each factor of a product (a lone tensor is its own one factor) with the indices it
-    shows the product: a tensor's or δ's own, the free ones of anything else."""
-    factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
-    return [(f, f.all_indices if isinstance(f, (Tensor, Delta)) else _free(f, fixed)) for f in factors]
+    shows the product: a tensor's, δ's or mask's own, the free ones of anything else."""
+    factors = [node] if isinstance(node, LEAVES) else list(leaf_factors(node))
+    return [(f, f.all_indices if isinstance(f, LEAVES) else _free(f, fixed)) for f in factors]
 
 
 def _occurrences(node: Expr, fixed: frozenset[str]) -> list[str]:
-    return [i for _, indices in _factor_indices(node, fixed) for i in indices]
+    """The occurrences that the summation count sees: a mask's are not among them, since
+    a mask selects entries of what it multiplies and sums nothing (`[j <= i] exp(s_ij)`
+    keeps i and j free)."""
+    return [i for f, indices in _factor_indices(node, fixed) if not isinstance(f, Mask) for i in indices]
 
 
 @lru_cache(maxsize=65536)
 def _occurrence_split(node: Expr, fixed: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     _refuse_three_occurrences(node, fixed)
-    counts = Counter(_occurrences(node, fixed))
-    free = tuple(i for i in counts if i in fixed or counts[i] == 1)
-    summed = tuple(i for i in counts if i not in fixed and counts[i] > 1)
+    factors = _factor_indices(node, fixed)
+    counts = Counter(i for f, indices in factors if not isinstance(f, Mask) for i in indices)
+    _refuse_unsized_mask_letters(node, factors, counts, fixed)
+    order = dict.fromkeys(i for _, indices in factors for i in indices)  # a mask's fixed letters run free too
+    free = tuple(i for i in order if i in fixed or counts[i] == 1)
+    summed = tuple(i for i in order if i not in fixed and counts[i] > 1)
     return free, summed
+
+
+def _refuse_unsized_mask_letters(node: Expr, factors, counts: Counter, fixed: frozenset[str]) -> None:
+    """A mask's index must occur on another factor of its product or be fixed from outside:
+    the mask only selects entries, so an index it alone carries would have no size (and
+    a letter nothing else carries is far likelier a typo than a wish for a count)."""
+    for mask in (f for f, _ in factors if isinstance(f, Mask)):
+        _check_mask(mask)
+        for index in mask.all_indices:
+            if index not in fixed and not counts[index]:
+                where = "stands alone" if mask is node else f"occurs nowhere else in {node}"
+                raise _error(
+                    f"the index {index} of the mask {mask} {where} and is not fixed from outside: "
+                    f"a mask selects entries of what it multiplies, so {index} would have no size; write the "
+                    f"mask beside a factor that carries {index} (as in [j <= i] exp(s_ij))",
+                    mask,
+                )
 
 
 @lru_cache(maxsize=65536)
 def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
     if isinstance(node, Number):
         return ()
-    if isinstance(node, (Tensor, Delta, Product)):
+    if isinstance(node, (Tensor, Delta, Mask, Product)):
         return _occurrence_split(node, fixed)[0]
     if isinstance(node, Sum):
-        return _sum_free(node, fixed)
+        return _combined_free(node, node.terms, fixed)
+    if isinstance(node, Compare):
+        _check_comparison(node)
+        return _combined_free(node, (node.left, node.right), fixed)
     if isinstance(node, Power):
         exponent_free = _free(node.exponent, fixed)
         if exponent_free:
@@ -138,10 +170,13 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
     raise IndexNotationError(f"cannot work out the indices of {type(node).__name__}")
 
 
-def _sum_free(node: Sum, fixed: frozenset[str]) -> tuple[str, ...]:
-    frees = [_free(term, fixed) for term in node.terms]
+def _combined_free(node: Expr, terms: tuple[Expr, ...], fixed: frozenset[str]) -> tuple[str, ...]:
+    """The free indices of the terms of a sum, or of the two sides of a comparison, which
+    combine the same way: equal beside those fixed from outside, or none (expanded)."""
+    frees = [_free(term, fixed) for term in terms]
     shared = None
-    for term, free in zip(node.terms, frees):
+    what = "the terms of a sum" if isinstance(node, Sum) else f"the two sides of a comparison [... {node.op} ...]"
+    for term, free in zip(terms, frees):
         own = frozenset(i for i in free if i not in fixed)
         if not free:
             continue  # scalar expansion
@@ -149,11 +184,11 @@ def _sum_free(node: Sum, fixed: frozenset[str]) -> tuple[str, ...]:
             shared, first = own, (term, free)
         elif own != shared:
             raise _error(
-                f"the terms of a sum must carry the same indices (beside those fixed from outside, "
+                f"{what} must carry the same indices (beside those fixed from outside, "
                 f"{_fmt(sorted(fixed))}): {first[0]} has {_fmt(first[1])} but {term} has {_fmt(free)}",
                 term,
             )
-    _refuse_hidden_sums(node, frees, fixed)
+    _refuse_hidden_sums(node, terms, frees, fixed)
     out: list[str] = []
     for free in frees:
         out.extend(i for i in free if i not in out)
@@ -169,10 +204,10 @@ def _refuse_three_occurrences(node: Expr, fixed: frozenset[str]) -> None:
     all of them, so it must be written out (`sum_j(...)` fixes j inside). Occurrences on
     a δ do not count: a δ renames an index rather than multiplying by another value, and
     derivatives produce `a_i δ_ij b_j`."""
-    if isinstance(node, Delta):
+    if isinstance(node, (Delta, Mask)):
         return
     factors = _factor_indices(node, fixed)
-    counted = [(f, ix) for f, ix in factors if not isinstance(f, Delta)]
+    counted = [(f, ix) for f, ix in factors if not isinstance(f, (Delta, Mask))]
     counts = Counter(i for _, ix in counted for i in ix if i not in fixed)
     index = next((i for i, n in counts.items() if n >= 3), None)
     if index is None:
@@ -191,7 +226,7 @@ def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> s
     readings = [f"one sum over all {count}: write sum_{index}({node})"]
     seen, pair, rest = 0, [], []
     for factor, indices in factors:
-        if seen >= 2 or isinstance(factor, Delta):
+        if seen >= 2 or isinstance(factor, (Delta, Mask)):
             rest.append(factor)
         else:
             pair.append(factor)
@@ -218,7 +253,7 @@ def _text(factors: list[Expr]) -> str:
     return str(Product(tuple(factors)))
 
 
-def _refuse_hidden_sums(node: Sum, frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
+def _refuse_hidden_sums(node: Expr, terms: tuple[Expr, ...], frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
     """No term may sum, by einsum's rule, an index that a sibling term carries free:
     anywhere inside the term counts (a parenthesised product or sum, a power's base)
     but a function's argument, which the notation makes a scope of its own ("summed
@@ -227,13 +262,13 @@ def _refuse_hidden_sums(node: Sum, frees: list[tuple[str, ...]], fixed: frozense
     the user almost surely means the elementwise product, while the rule contracts it to
     one number and expands that over t_ij: both are plausible, so neither is chosen."""
     carriers = Counter(i for free in frees for i in set(free) if i not in fixed)
-    for k, term in enumerate(node.terms):
+    for k, term in enumerate(terms):
         own = set(frees[k])
         carried = {i for i, n in carriers.items() if n > (i in own)}
         for carrier, summed, inner in _implicit_sums(term, fixed):
             clash = tuple(i for i in summed if i in carried)
             if clash:
-                sibling = next(t for n, t in enumerate(node.terms) if n != k and set(clash) & set(frees[n]))
+                sibling = next(t for n, t in enumerate(terms) if n != k and set(clash) & set(frees[n]))
                 where = carrier if getattr(carrier, "span", None) else term
                 raise _error(_hidden_sum_message(node, term, carrier, clash, sibling, inner), where)
 
@@ -248,18 +283,18 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
         summed = _occurrence_split(node, fixed)[1]
         if summed:
             out.append((node, summed, fixed))
-    if isinstance(node, Call):
+    if isinstance(node, (Call, Compare)):  # scopes of their own, as the notation says of arguments
         return tuple(out)
     if isinstance(node, Reduce):
         fixed = fixed | set(node.indices)
     children = leaf_factors(node) if isinstance(node, Product) else node.children()
     for child in children:
-        if not (isinstance(node, Product) and isinstance(child, (Tensor, Delta))):
+        if not (isinstance(node, Product) and isinstance(child, LEAVES)):
             out.extend(_implicit_sums(child, fixed))
     return tuple(out)
 
 
-def _hidden_sum_message(node: Sum, term: Expr, carrier: Expr, clash, sibling: Expr, fixed) -> str:
+def _hidden_sum_message(node: Expr, term: Expr, carrier: Expr, clash, sibling: Expr, fixed) -> str:
     """Both readings of `carrier` beside `sibling`, and how to write each."""
     shown, sibling = _without_number(carrier), _without_number(sibling)
     summed = set(_occurrence_split(carrier, fixed)[1])
@@ -311,6 +346,26 @@ def _check_reduction(node: Reduce) -> None:
             f"the reductions are {', '.join(REDUCTIONS)}",
             node,
         )
+
+
+def _check_mask(node: Mask) -> None:
+    """A mask built in Python holds a comparison the notation knows, on index letters,
+    with a whole-number offset; anything else would be read differently by each route."""
+    if node.op not in COMPARISONS:
+        raise _error(f"unknown comparison '{node.op}' in a mask; the comparisons are {' '.join(COMPARISONS)}", node)
+    letters_ok = isinstance(node.left, str) and (node.right is None or isinstance(node.right, str))
+    if not letters_ok or not isinstance(node.offset, int) or isinstance(node.offset, bool):
+        raise _error(
+            f"a mask compares index letters, with a whole-number offset: got left={node.left!r}, "
+            f"right={node.right!r}, offset={node.offset!r}",
+            node,
+        )
+
+
+def _check_comparison(node: Compare) -> None:
+    if node.op not in COMPARISONS:
+        raise _error(f"unknown comparison '{node.op}' in [... {node.op} ...]; the comparisons are "
+                     f"{' '.join(COMPARISONS)}", node)
 
 
 def check_equation(eq: Equation) -> None:

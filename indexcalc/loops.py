@@ -30,7 +30,9 @@ import numpy as np
 
 from . import functions
 from .errors import IndexCalcError
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
+from .expr import (
+    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+)
 from .indices import free_indices, relabelled_index, summed_indices
 from .program import Environment, as_parsed, run
 
@@ -188,11 +190,14 @@ class _Frame:
 def _value(node: Expr, frame: _Frame, fixed: frozenset[str], env: Environment) -> np.ndarray:
     if isinstance(node, Number):
         return frame.lift(node.value)
-    if isinstance(node, (Tensor, Delta, Product)):
-        factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
+    if isinstance(node, (Tensor, Delta, Mask, Product)):
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
         return _over("sum", summed_indices(node, fixed), frame, env, lambda inner: _product(factors, inner, fixed, env))
     if isinstance(node, Sum):
         return sum(_value(term, frame, fixed, env) for term in node.terms)
+    if isinstance(node, Compare):
+        left, right = _value(node.left, frame, fixed, env), _value(node.right, frame, fixed, env)
+        return frame.lift(functions.compare_values(node.op, left, right, np.float64))
     if isinstance(node, Power):
         return np.power(_value(node.base, frame, fixed, env), _value(node.exponent, frame, fixed, env))
     if isinstance(node, Call):
@@ -213,17 +218,23 @@ def _product(factors: list[Expr], frame: _Frame, fixed: frozenset[str], env: Env
         elif isinstance(factor, Delta):
             term = term * frame.lift(functools.reduce(
                 np.logical_and, (frame.at[a] == frame.at[b] for a, b in factor.pairs), True))
+        elif isinstance(factor, Mask):  # the comparison of the index values themselves
+            right = factor.offset + (0 if factor.right is None else frame.at[factor.right])
+            term = term * frame.lift(functions.compare_values(factor.op, frame.at[factor.left], right, np.float64))
         else:
             term = term * _value(factor, frame, fixed, env)
     return term
 
 
+_COMBINE = {"logsumexp": np.logaddexp, "max": np.maximum, "min": np.minimum}  # of two parts; else added
+
+
 def _over(op: str, indices: tuple[str, ...], frame: _Frame, env: Environment, body) -> np.ndarray:
-    """`op` (sum, mean or logsumexp) of `body` over every value of `indices`.
+    """`op` (sum, mean, max, min or logsumexp) of `body` over every value of `indices`.
 
     The first indices that fit in `BUDGET` are enumerated at once on leading axes; the
     rest are looped over, and the parts combined (a mean of equal parts' means, the
-    logsumexp of their logsumexps)."""
+    logsumexp of their logsumexps, the max of their maxima)."""
     if not indices:
         return body(frame)
     sizes = [env.size(i) for i in indices]
@@ -237,10 +248,7 @@ def _over(op: str, indices: tuple[str, ...], frame: _Frame, env: Environment, bo
         inner = frame.bind(indices[wide:], values).widen(indices[:wide], sizes[:wide])
         part = body(inner)
         part = functions.reduce_array(op, np.broadcast_to(part, tuple(sizes[:wide]) + part.shape[wide:]), axes)
-        if total is None:
-            total = part
-        else:
-            total = np.logaddexp(total, part) if op == "logsumexp" else total + part
+        total = part if total is None else _COMBINE.get(op, np.add)(total, part)
     if op == "mean":
         total = total / math.prod(sizes[wide:])
     return frame.lift(total)

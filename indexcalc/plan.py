@@ -7,6 +7,11 @@ instead of a dispatch through einsum, whose per-call overhead is larger than a s
 network's whole backward pass. The steps are emitted as Python source and compiled, so
 a call runs no planning and no interpretation.
 
+A mask `[j <= i]` is a constant of the shapes: its array is made once when the plan is
+made, held by the plan, and contracted like any operand (a causal softmax multiplies by
+it). A max or min reduces the body's array with NumPy; its backward pass is the adjoint
+times the tie weights that `diff` writes, a comparison and a count, never a Jacobian.
+
 Equal subexpressions are computed once: each node is keyed by its canonical form (free
 indices numbered in order of appearance, bound ones renamed), so `W_gj x_nj + b_g` in a
 gradient reuses the forward pass's `W_ij x_nj + b_i`, and `tanh'(u)` is computed from
@@ -28,7 +33,7 @@ import opt_einsum
 
 from . import functions
 from .errors import IndexCalcError, ShapeError
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, infer_sizes
 from .printing import format_number
 from .program import Environment, unknown_size
@@ -126,6 +131,8 @@ class Lowering:
         self.sizes: dict[str, int] = _Sizes()
         self.order: dict[str, int] = {}
         self.inputs = list(inputs)
+        self.constants: dict[str, np.ndarray] = {}  # name in the plan's namespace -> a mask's array
+        self.masks: dict[tuple, str] = {}  # a mask's kind, shape and layout -> the variable holding it
         self.dtype = np.result_type(*dtypes).name if dtypes else "float64"
         self.typed = len(set(dtypes)) > 1
         for key, shape in inputs.items():
@@ -241,10 +248,12 @@ class Lowering:
         return result
 
     def _lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
-        if isinstance(node, (Tensor, Delta, Product)):
+        if isinstance(node, (Tensor, Delta, Mask, Product)):
             return self.product(node, fixed, self.preferred(free_indices(node, fixed)))
         if isinstance(node, Sum):
             return self.sum(node, fixed)
+        if isinstance(node, Compare):
+            return self.compare(node, fixed)
         if isinstance(node, Power):
             return self.power(node, fixed)
         if isinstance(node, Call):
@@ -261,6 +270,29 @@ class Lowering:
             return self.fold(lambda: functools.reduce(operator.add, values))
         pieces = [(" - " if negative else " + ", self.aligned(part, target)) for negative, part in parts]
         return self._chained(pieces, target, "add")
+
+    def compare(self, node: Compare, fixed) -> Operand:
+        """`[a op b]`, elementwise over the sides' indices (they combine as a sum's terms)."""
+        target = self.preferred(free_indices(node, fixed))
+        left, right = self.lower(node.left, fixed), self.lower(node.right, fixed)
+        if left.literal and right.literal:
+            return self.fold(lambda: functions.compare_values(node.op, left.value, right.value, self.dtype))
+        code = f"_compare({node.op!r}, {self.aligned(left, target)}, {self.aligned(right, target)}, np.{self.dtype})"
+        return self._store(code, target, f"compare {node.op}")
+
+    def mask(self, node: Mask) -> Operand:
+        """The mask's array, made now from the sizes (once per shape signature), laid out
+        in the line's order of letters, and held by the plan as a constant: a call reads
+        it, never builds it; one step per distinct mask, whatever its letters."""
+        array, letters = functions.mask_operand(node, self.sizes.__getitem__, self.dtype)
+        wanted = self.preferred(letters)
+        flipped = wanted != letters
+        key = (node.op, node.offset, node.right is None, node.right == node.left, array.shape, flipped)
+        if key not in self.masks:
+            name = f"_mask{len(self.constants) + 1}"
+            self.constants[name] = np.ascontiguousarray(array.T) if flipped else array
+            self.masks[key] = self._store(name, wanted, f"mask {node.op} (a constant of the shapes)").code
+        return Operand(self.masks[key], wanted)
 
     def _chained(self, pieces: list[tuple[str, str]], letters: tuple[str, ...], routine: str) -> Operand:
         """`a + b - c ...` (or `a * b ...`: each piece is an operator and an operand), in
@@ -316,7 +348,7 @@ class Lowering:
         inner = fixed | set(node.indices)
         out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
-        if isinstance(node.body, (Product, Tensor, Delta)) and node.op != "logsumexp":
+        if isinstance(node.body, (Product, Tensor, Delta, Mask)) and node.op in ("sum", "mean"):
             return self.product(node.body, inner, out, scale)
         body = self.lower(node.body, inner)
         axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
@@ -325,7 +357,7 @@ class Lowering:
 
     # --- contractions
     def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:
-        factors = [node] if isinstance(node, (Tensor, Delta)) else list(leaf_factors(node))
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
         operands: list[Operand] = [self.constant(scale)]
         embeds: list[tuple[str, str]] = []
         for factor in factors:
@@ -339,6 +371,8 @@ class Lowering:
                         operands.append(self.identity(a, b))
             elif isinstance(factor, Tensor):
                 operands.append(self.unary(self.leaf(factor), None))
+            elif isinstance(factor, Mask):
+                operands.append(self.mask(factor))
             else:
                 operands.append(self.lower(factor, fixed))
         # the free letters δs link form groups, each one diagonal: a letter the factors carry
@@ -502,7 +536,7 @@ def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
     return out
 
 
-NAMESPACE = {"np": np, "_embed": _embed, "_reduce": functions.reduce_array}
+NAMESPACE = {"np": np, "_embed": _embed, "_reduce": functions.reduce_array, "_compare": functions.compare_values}
 for _f in functions.FUNCTIONS:
     NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
 
@@ -534,6 +568,6 @@ def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
             lines.append(f"    del {', '.join(dead)}")
     body = "\n".join(lines)
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
-    namespace = dict(NAMESPACE)
+    namespace = {**NAMESPACE, **lowering.constants}
     exec(compile(source, "<indexcalc plan>", "exec"), namespace)
     return source, np.errstate(all="ignore")(namespace["plan"])

@@ -15,7 +15,9 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from .expr import Call, Delta, Deriv, Expr, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors, with_children
+from .expr import (
+    Call, Compare, Delta, Deriv, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors, with_children,
+)
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
 
 Fresh = Callable[[], str]
@@ -24,7 +26,7 @@ POOL = "pqrstuvklmabcdefijnowxyzgh"
 
 
 def letter_counts(node: Expr) -> Counter:
-    """How often each index letter is written in `node` (on tensors and δs, as a
+    """How often each index letter is written in `node` (on tensors, δs and masks, as a
     reduction's or a relabelling's letter)."""
     counts: Counter = Counter()
     for sub in node.walk():
@@ -49,7 +51,7 @@ def letters_in(node: Expr) -> set[str]:
 
 
 def _own_letters(node: Expr) -> tuple[str, ...]:
-    if isinstance(node, (Tensor, Delta)):
+    if isinstance(node, (Tensor, Delta, Mask)):
         return node.all_indices
     if isinstance(node, Reduce):
         return node.indices
@@ -84,11 +86,11 @@ def _remembered_letters(node: Expr) -> frozenset[str]:
 
 
 def exposed_letters(factors: Iterable[Expr], fixed: frozenset[str]) -> set[str]:
-    """The letters factors show to a product they stand in: all of a tensor's or δ's,
-    only the free ones of a scope (what a function argument sums stays inside)."""
+    """The letters factors show to a product they stand in: all of a tensor's, δ's or
+    mask's, only the free ones of a scope (what a function argument sums stays inside)."""
     out: set[str] = set()
     for factor in factors:
-        if isinstance(factor, (Tensor, Delta)):
+        if isinstance(factor, (Tensor, Delta, Mask)):
             out.update(factor.all_indices)
         elif isinstance(factor, Product):
             out |= exposed_letters(factor.factors, fixed)
@@ -142,17 +144,17 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
         return Tensor(node.name, _swap(node.indices, old, new), derivs, span=node.span)
     if isinstance(node, Delta):
         return Delta(_swap(node.left, old, new), _swap(node.right, old, new), span=node.span)
+    if isinstance(node, Mask):
+        return _mask_renamed(node, {old: new})
     if isinstance(node, Product):
         if not merge and new in summed_indices(node, fixed):
             node = rename(node, new, fresh(), fixed, fresh)
         factors = tuple(_rename_factor(f, old, new, fixed, fresh, merge) for f in node.factors)
         return Product(factors, span=node.span)
-    if isinstance(node, Sum):
-        return Sum(
-            tuple(rename(t, old, new, fixed, fresh) if old in free_indices(t, fixed)
-                  else _move_bound(t, new, fixed, fresh) if old in fixed else t for t in node.terms),
-            span=node.span,
-        )
+    if isinstance(node, (Sum, Compare)):  # each term (each side) is a scope of its own
+        return with_children(node, tuple(
+            rename(t, old, new, fixed, fresh) if old in free_indices(t, fixed)
+            else _move_bound(t, new, fixed, fresh) if old in fixed else t for t in node.children()))
     if isinstance(node, Power):
         return Power(rename(node.base, old, new, fixed, fresh), node.exponent, span=node.span)
     if isinstance(node, Call):
@@ -177,8 +179,13 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
     raise TypeError(f"cannot rename indices in {type(node).__name__}")
 
 
+def _mask_renamed(node: Mask, mapping: dict[str, str]) -> Mask:
+    right = node.right if node.right is None else mapping.get(node.right, node.right)
+    return Mask(node.op, mapping.get(node.left, node.left), right, node.offset, span=node.span)
+
+
 def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) -> Expr:
-    if isinstance(factor, (Tensor, Delta, Product)):
+    if isinstance(factor, (Tensor, Delta, Mask, Product)):
         return rename(factor, old, new, fixed, fresh, merge)
     if old in free_indices(factor, fixed):
         return rename(factor, old, new, fixed, fresh)
@@ -194,8 +201,8 @@ def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
         node = rename(node, letter, fresh(), fixed, fresh)
     if isinstance(node, Product):
         return Product(tuple(_move_bound(f, letter, fixed, fresh) for f in node.factors), span=node.span)
-    if isinstance(node, Sum):
-        return Sum(tuple(_move_bound(t, letter, fixed, fresh) for t in node.terms), span=node.span)
+    if isinstance(node, (Sum, Compare)):
+        return with_children(node, tuple(_move_bound(t, letter, fixed, fresh) for t in node.children()))
     if isinstance(node, Power):
         return Power(_move_bound(node.base, letter, fixed, fresh), _move_bound(node.exponent, letter, fixed, fresh),
                      span=node.span)
@@ -278,6 +285,8 @@ def substitute_letters(node: Expr, mapping: dict[str, str]) -> Expr:
         return Tensor(node.name, swap(node.indices), derivs, span=node.span)
     if isinstance(node, Delta):
         return Delta(swap(node.left), swap(node.right), span=node.span)
+    if isinstance(node, Mask):
+        return _mask_renamed(node, mapping)
     if isinstance(node, Reduce):
         inner = {old: new for old, new in mapping.items() if old not in node.indices}
         return replace(node, body=substitute_letters(node.body, inner)) if inner else node
@@ -302,12 +311,14 @@ def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr
             node = rename(node, index, f"#{next(counter)}", fixed, fresh)
         if isinstance(node, Product):
             return Product(tuple(
-                f if isinstance(f, (Tensor, Delta)) else _canonical(f, fixed, fresh, counter)
+                f if isinstance(f, (Tensor, Delta, Mask)) else _canonical(f, fixed, fresh, counter)
                 for f in leaf_factors(node)
             ))
         return node
     if isinstance(node, Sum):
         return Sum(tuple(_canonical(t, fixed, fresh, counter) for t in node.terms))
+    if isinstance(node, Compare):
+        return Compare(node.op, _canonical(node.left, fixed, fresh, counter), _canonical(node.right, fixed, fresh, counter))
     if isinstance(node, Power):
         return Power(_canonical(node.base, fixed, fresh, counter), node.exponent)
     if isinstance(node, Call):

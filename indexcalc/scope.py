@@ -24,7 +24,10 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from .errors import IndexCalcError
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors, with_children
+from .expr import (
+    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    with_children,
+)
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
 from .relabel import fresh_letters, letter_count, letter_counts, letters_in, rebind_reduction, rename
 
@@ -106,10 +109,10 @@ class _Binding:
     def bind(self, node: Expr, fixed: frozenset[str]) -> Expr:
         if isinstance(node, (Number,)):
             return node
-        if isinstance(node, (Tensor, Delta, Product)):
+        if isinstance(node, (Tensor, Delta, Mask, Product)):
             return self.product(node, fixed)
-        if isinstance(node, Sum):
-            return Sum(tuple(self.bind(t, fixed) for t in node.terms), span=node.span)
+        if isinstance(node, (Sum, Compare)):
+            return with_children(node, tuple(self.bind(t, fixed) for t in node.children()))
         if isinstance(node, Power):
             return Power(self.bind(node.base, fixed), self.bind(node.exponent, fixed), span=node.span)
         if isinstance(node, Call):
@@ -133,7 +136,7 @@ class _Binding:
         if isinstance(node, Product):
             factors: list[Expr] = []
             for factor in leaf_factors(node):
-                factor = factor if isinstance(factor, (Tensor, Delta)) else self.bind(factor, fixed)
+                factor = factor if isinstance(factor, (Tensor, Delta, Mask)) else self.bind(factor, fixed)
                 if isinstance(factor, Reduce) and factor.implicit:
                     # a (w_ij x_j) in a product is the product's sum: one form for one meaning
                     letters.extend(factor.indices)
@@ -197,10 +200,10 @@ def _implicit(node: Expr, fixed: frozenset[str]) -> _Printed:
         parts = [_implicit(f, fixed) for f in node.factors]
         summed = frozenset().union(*(p.summed for p in parts))
         return _Printed(Product(tuple(p.node for p in parts), span=node.span), summed)
-    if isinstance(node, (Number, Tensor, Delta)):
+    if isinstance(node, (Number, Tensor, Delta, Mask)):
         return _Printed(node)
-    if isinstance(node, Sum):
-        return _Printed(Sum(tuple(_implicit(t, fixed).node for t in node.terms), span=node.span))
+    if isinstance(node, (Sum, Compare)):
+        return _Printed(with_children(node, tuple(_implicit(t, fixed).node for t in node.children())))
     if isinstance(node, Power):
         return _Printed(Power(_implicit(node.base, fixed).node, _implicit(node.exponent, fixed).node, span=node.span))
     if isinstance(node, Call):
@@ -215,7 +218,7 @@ def _implicit_reduce(node: Reduce, fixed: frozenset[str]) -> _Printed:
     # have to be written after all, what is inside reads the same with them fixed
     inner = _implicit(node.body, fixed)
     written = replace(node, body=inner.node, implicit=False)
-    if not isinstance(inner.node, (Product, Tensor, Delta)):
+    if not isinstance(inner.node, (Product, Tensor, Delta, Mask)):
         return _Printed(written)
     wanted = frozenset(node.indices) | inner.summed
     if _reads_as(inner.node, fixed, wanted):
@@ -229,7 +232,8 @@ def _reads_as(node: Expr, fixed: frozenset[str], wanted: frozenset[str]) -> bool
     counts = occurrence_counts(node, fixed)
     if set(summed_indices(node, fixed)) != wanted or any(counts[i] != 2 for i in wanted):
         return False
-    scopes = [f for f in (leaf_factors(node) if isinstance(node, Product) else ()) if not isinstance(f, (Tensor, Delta))]
+    scopes = [f for f in (leaf_factors(node) if isinstance(node, Product) else ())
+              if not isinstance(f, (Tensor, Delta, Mask))]
     return all(
         set(free_indices(f, fixed)) & wanted == set(free_indices(f, fixed | wanted)) & wanted for f in scopes
     )

@@ -17,7 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from .expr import Call, Delta, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors
+from .expr import (
+    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+)
+from . import functions
 from .indices import check_equation, free_indices, occurrence_counts
 from .errors import IndexNotationError
 from .program import as_parsed, check_program
@@ -107,6 +110,8 @@ def _children(node: Expr, ctx: Context) -> Expr:
         return Power(_simplify(node.base, ctx), _simplify(node.exponent, ctx))
     if isinstance(node, Call):
         return Call(node.func, _simplify(node.arg, ctx), node.relabel)
+    if isinstance(node, Compare):
+        return Compare(node.op, _simplify(node.left, ctx), _simplify(node.right, ctx))
     if isinstance(node, Reduce):
         by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
         inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention, ctx.done)
@@ -161,7 +166,7 @@ def _is_zero(node: Expr) -> bool:
     return _coefficient(node)[0] == 0
 
 
-_RANK = {Number: 0, Sum: 1, Reduce: 2, Call: 3, Power: 4, Tensor: 5, Delta: 6}
+_RANK = {Mask: 0.2, Compare: 0.5, Number: 0, Sum: 1, Reduce: 2, Call: 3, Power: 4, Tensor: 5, Delta: 6}
 
 
 def _factor_rank(factor: Expr) -> int:
@@ -210,7 +215,8 @@ def _zero_carrier(node: Product, ctx: Context) -> Expr:
 
 
 def order_factors(node: Product, ctx: Context) -> Expr | None:
-    """Numbers, brackets, functions, tensors, δ, divisors: the order of the notes."""
+    """Numbers, masks, brackets, functions, tensors, δ, divisors: the order of the notes
+    (`[j <= i] exp(s_ij)`)."""
     ordered = _sorted_factors(node.factors)
     return None if ordered == node.factors else Product(ordered)
 
@@ -248,13 +254,23 @@ def _drop_pair(node: Product, k: int, p: int, old, new, ctx: Context) -> Expr:
     return result
 
 
+def drop_repeated_masks(node: Product, ctx: Context) -> Expr | None:
+    """[j <= i] [j <= i] → [j <= i]: a mask is 0 or 1, its square itself (not a power)."""
+    masks = [f for f in node.factors if isinstance(f, Mask)]
+    if len(set(masks)) == len(masks):
+        return None
+    seen: set[Expr] = set()
+    kept = [f for f in node.factors if not isinstance(f, Mask) or (f not in seen and not seen.add(f))]
+    return Product(tuple(kept))
+
+
 def combine_powers(node: Product, ctx: Context) -> Expr | None:
     """u u → u^2 and u^a u^b → u^(a+b), where u runs only over fixed indices."""
     seen: dict[Expr, int] = {}
     factors = list(node.factors)
     for k, factor in enumerate(factors):
         base, exponent = (factor.base, factor.exponent) if isinstance(factor, Power) else (factor, Number(1.0))
-        if not isinstance(exponent, Number) or isinstance(base, Number):
+        if not isinstance(exponent, Number) or isinstance(base, (Number, Mask)):
             continue
         # (x_j - y_j)(x_j - y_j) under an implicit sum stays a product, as the notes write it
         if any(i not in ctx.fixed or i in ctx.convention for i in free_indices(base, ctx.fixed)):
@@ -349,13 +365,22 @@ def collect_terms(node: Sum, ctx: Context) -> Expr | None:
     terms = [_make_product(groups[k][0], groups[k][1]) for k in order]
     needed = set(free_indices(node, ctx.fixed))
     nonzero = [t for t in terms if not _is_zero(t)]
-    carried = set().union(*(free_indices(t, ctx.fixed) for t in nonzero)) if nonzero else set()
+    # a letter only a mask carries has no size there (j in [j <= i] x_i): the zero term stays
+    carried = set().union(*(set(free_indices(t, ctx.fixed)) - _mask_only(t) for t in nonzero)) if nonzero else set()
     if carried != needed:
         nonzero += [t for t in terms if _is_zero(t) and set(free_indices(t, ctx.fixed)) - carried][:1]
     if not nonzero:
         return Number(0.0)
     result = nonzero[0] if len(nonzero) == 1 else Sum(tuple(nonzero))
     return None if result == node else result
+
+
+def _mask_only(node: Expr) -> set[str]:
+    """The letters of `node` written on masks and on no tensor or δ: none of them sized."""
+    masked = {i for m in node.walk() if isinstance(m, Mask) for i in m.all_indices}
+    if not masked:
+        return set()
+    return masked - {i for t in node.walk() if isinstance(t, (Tensor, Delta)) for i in t.all_indices}
 
 
 def _head_key(factors: tuple[Expr, ...]) -> tuple:
@@ -439,7 +464,7 @@ def factor_common(node: Sum, ctx: Context) -> Expr | None:
 
 
 def _runs_over_fixed_only(factor: Expr, ctx: Context) -> bool:
-    if isinstance(factor, (Tensor, Delta)):
+    if isinstance(factor, (Tensor, Delta, Mask)):
         axes = factor.all_indices
         return len(set(axes)) == len(axes) and set(axes) <= ctx.fixed
     return all(i in ctx.fixed for i in free_indices(factor, ctx.fixed))
@@ -473,6 +498,31 @@ def fold_call(node: Call, ctx: Context) -> Expr | None:
         with np.errstate(all="ignore"):
             value = float(functions.lookup(node.func).compute(np.float64(node.arg.value)))
         return Number(value) if np.isfinite(value) else None
+    return None
+
+
+def fold_mask(node: Mask, ctx: Context) -> Expr | None:
+    """[i <= i] → 1, [i < i] → 0, [i >= 0] → 1 (index values start at 0): a mask that
+    holds or fails at every value is that number. δ elimination makes the first kind
+    (`[j <= i] δ_ij` → `[i <= i]`); like δ_ii with i fixed, it folds where it stands."""
+    value = _constant_mask(node)
+    return None if value is None else Number(float(value))
+
+
+def _constant_mask(node: Mask) -> bool | None:
+    """Whether `node` holds at every index value, fails at every one, or depends (None)."""
+    compare = functions.COMPARE[node.op]
+    if node.right == node.left:  # i op i + c, at every i: 0 op c
+        return bool(compare(0, node.offset))
+    if node.right is None and (node.offset < 0 or (node.offset == 0 and node.op in (">=", "<"))):
+        return bool(compare(0, node.offset))  # i op c at i = 0, 1, 2, ... all alike: as at 0
+    return None
+
+
+def fold_compare(node: Compare, ctx: Context) -> Expr | None:
+    """[2 < 3] → 1: a comparison of two numbers is a number."""
+    if isinstance(node.left, Number) and isinstance(node.right, Number):
+        return Number(float(functions.COMPARE[node.op](node.left.value, node.right.value)))
     return None
 
 
@@ -558,6 +608,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Product, fold_numbers),
     (Product, eliminate_delta),
     (Product, drop_zero_carriers),
+    (Product, drop_repeated_masks),
     (Product, combine_powers),
     (Product, order_factors),
     (Product, absorb_into_reduction),
@@ -572,4 +623,6 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Reduce, split_reduction),
     (Power, fold_power),
     (Call, fold_call),
+    (Mask, fold_mask),
+    (Compare, fold_compare),
 )

@@ -1019,6 +1019,11 @@ RULE_CASES = {
     "factor_common": [("y_g = a_g x_g + b_g x_g", Sum, "y_g = (a_g + b_g) x_g"),
                       ("y_g = 2 a_g - 2 b_g", Sum, "y_g = 2 (a_g - b_g)"),
                       ("y_g = 2 c sigma(a_g) - c tanh(a_g)", Sum, None)],
+    # issue 10's Iverson brackets (more in tests/test_masks.py)
+    "fold_mask": [("y_i = [i <= i] x_i", ic.expr.Mask, "y_i = x_i"),
+                  ("y_i = [i < i] x_i + z_i", ic.expr.Mask, "y_i = z_i")],
+    "drop_repeated_masks": [("y_ij = [j <= i] m_ij [j <= i]", Product, "y_ij = [j <= i] m_ij")],
+    "fold_compare": [("y_i = [2 < 3] x_i", ic.expr.Compare, "y_i = x_i")],
 }
 
 

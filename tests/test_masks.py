@@ -1,0 +1,275 @@
+"""Iverson brackets (issue 10, item 5): masks on indices, `[j <= i]`, and comparisons of
+values, `[x_i > 0]`, on every route.
+
+A mask selects entries of what it multiplies: its indices take no part in the summation
+count, each must occur on another factor of its product or be fixed from outside, and
+it is constant under differentiation. A comparison is a scope like a function call (its
+sides combine as a sum's terms) whose derivative is zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+
+import indexcalc as ic
+from indexcalc import functions
+from indexcalc.expr import Compare, Delta, Equation, Mask, Number, Product, Reduce, Tensor
+from routes import check, finite_difference
+from strategies import RouteCase
+
+ROUTES = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+VALUES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+RNG = np.random.default_rng(11)
+
+CAUSAL = "a_ij = [j <= i] exp(s_ij) / sum_k([k <= i] exp(s_ik))"
+
+
+def rand(*shape):
+    return RNG.uniform(-1, 1, shape)
+
+
+def causal_softmax(s):
+    e = np.exp(s) * np.tril(np.ones(s.shape))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def every_value(source, arrays) -> dict:
+    """The value of `source` by evaluate, the loops, compile and evaluate(simplify)."""
+    return {
+        "evaluate": ic.evaluate(source, arrays),
+        "evaluate_loops": ic.evaluate_loops(source, arrays),
+        "compile": ic.compile(source)(arrays)[0],
+        "evaluate(simplify)": ic.evaluate(ic.simplify(source), arrays),
+    }
+
+
+# ---------------------------------------------------------------- meaning
+
+
+@VALUES
+@given(st.integers(1, 5), st.integers(0, 2**32 - 1), st.sampled_from(["float64", "float32"]))
+def test_the_causal_softmax_is_the_masked_softmax_by_every_route(n, seed, dtype):
+    s = np.random.default_rng(seed).normal(size=(n, n)).astype(dtype)
+    for route, got in every_value(CAUSAL, {"s": s}).items():
+        np.testing.assert_allclose(got, causal_softmax(s.astype(float)), rtol=1e-5, atol=1e-7, err_msg=route)
+    assert ic.evaluate(CAUSAL, {"s": s}).dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("y_i = [j <= i] w_ij x_j", lambda w, x: np.tril(w) @ x),  # j summed: the causal matmul
+    ("y_ij = [j <= i] w_ij", lambda w, x: np.tril(w)),
+    ("y_ij = [j < i] w_ij", lambda w, x: np.tril(w, -1)),
+    ("y_ij = [j <= i + 1] w_ij", lambda w, x: np.tril(w, 1)),
+    ("y_ij = [j >= i - 1] w_ij", lambda w, x: np.triu(w, -1)),
+    ("y_ij = [i == j] w_ij", lambda w, x: np.diag(np.diag(w))),
+    ("y_ij = [i != j] w_ij", lambda w, x: w - np.diag(np.diag(w))),
+    ("y_j = [j >= 1] x_j", lambda w, x: np.r_[0, x[1:]]),
+    ("y_j = [j < 2] x_j", lambda w, x: np.r_[x[:2], 0, 0]),
+    ("y_ij = [j <= i] x_i + 0 w_ij", lambda w, x: np.tril(np.ones((4, 4))) * x[:, None]),  # j fixed, on the mask
+    ("y = sum_ij([j <= i] w_ij)", lambda w, x: np.tril(w).sum()),
+    ("y_i = [j <= i] w_ij x_j + x_i", lambda w, x: np.tril(w) @ x + x),
+    ("y_ij = [j <= i] + w_ij", lambda w, x: np.tril(np.ones((4, 4))) + w),  # a mask as a term
+])
+def test_a_mask_selects_entries_and_sums_nothing(text, expected):
+    w, x = rand(4, 4), rand(4)
+    arrays = {"w": w, "x": x}
+    for route, got in every_value(text, arrays).items():
+        np.testing.assert_allclose(got, expected(w, x), rtol=1e-12, atol=1e-15, err_msg=f"{text} by {route}")
+
+
+def test_a_bare_masked_product_keeps_its_letters_free_in_order():
+    w = rand(4, 4)
+    np.testing.assert_allclose(ic.evaluate("[j <= i] w_ij", {"w": w}), np.tril(w).T)  # axes j, i
+    np.testing.assert_allclose(ic.evaluate_loops("[j <= i] w_ij", {"w": w}), np.tril(w).T)
+
+
+def test_a_letter_only_a_mask_carries_has_no_size():
+    with pytest.raises(ic.ShapeError, match="size of index j"):
+        ic.evaluate("y_ij = [j <= i] x_i", {"x": rand(3)})
+
+
+def test_a_mask_takes_no_part_in_the_summation_count():
+    assert ic.free_indices(ic.parse("[j <= i] exp(s_ij)")) == ("j", "i")
+    assert ic.summed_indices(ic.parse("[j <= i] w_ij x_j")) == ("j",)
+    assert ic.summed_indices(ic.parse("[j <= i] [k <= j] a_ij b_jk c_k")) == ("j", "k")
+    # three occurrences are counted without the mask: w_ij x_j [j <= i] is two
+    ic.parse("y_i = [j <= i] w_ij x_j")
+
+
+def test_trees_built_in_python_read_as_the_text():
+    tree = Equation(Tensor("y", ("i", "j")), Product((Mask("<=", "j", "i"), Tensor("w", ("i", "j")))))
+    assert tree == ic.parse("y_ij = [j <= i] w_ij")
+    assert Mask(">=", "i", None, 1) == ic.parse("y_i = [i >= 1] x_i").rhs.factors[0]
+
+
+@pytest.mark.parametrize("text, index", [
+    ("y_i = [j <= i] x_i", "j"),
+    ("[j <= i]", "j"),
+    ("y_i = x_i + [k <= i]", "k"),
+    ("y_i = sum_j([k <= j] x_j) x_i", "k"),
+])
+def test_a_mask_index_nothing_sizes_is_refused_naming_it(text, index):
+    tree = ic.parse(text, check=False)
+    for route in (lambda: ic.evaluate(tree, {"x": rand(3)}), lambda: ic.evaluate_loops(tree, {"x": rand(3)}),
+                  lambda: ic.compile(tree), lambda: ic.simplify(tree), lambda: ic.free_indices(
+                      tree.rhs if isinstance(tree, Equation) else tree, frozenset(getattr(tree, "lhs", Tensor("y")).indices))):
+        with pytest.raises(ic.IndexNotationError) as info:
+            route()
+        assert f"index {index} of the mask" in str(info.value)
+
+
+@pytest.mark.parametrize("node, word", [
+    (Mask("=<", "j", "i"), "'=<'"),
+    (Mask("<=", "j", "i", 1.5), "whole-number"),
+    (Compare("<>", Tensor("x", ("i",)), Number(0.0)), "'<>'"),
+])
+def test_a_bracket_built_in_python_with_an_unknown_comparison_is_refused(node, word):
+    eq = Equation(Tensor("y", ("i", "j")), Product((node, Tensor("w", ("i", "j")))))
+    for route in (lambda: ic.evaluate(eq, {"w": rand(2, 2), "x": rand(2)}), lambda: ic.diff(eq, "w_gh"),
+                  lambda: ic.compile(eq)):
+        with pytest.raises(ic.IndexNotationError) as info:
+            route()
+        assert word in str(info.value)
+
+
+def test_the_mask_array_is_built_once_per_shape_and_type():
+    functions._mask_array.cache_clear()
+    s = rand(6, 6)
+    f = ic.compile(CAUSAL)
+    for _ in range(3):
+        f({"s": s})
+        ic.evaluate(CAUSAL, {"s": s})
+    info = functions._mask_array.cache_info()
+    assert info.misses == 1, info
+    # the plan holds it: a call only reads it (one step per distinct mask, whatever its letters)
+    assert "_mask1" in f._last.source and "arange" not in f._last.source
+    assert sum("mask" in step.routine for step in f._last.lowering.steps) == 1
+    f({"s": rand(7, 7)})
+    assert functions._mask_array.cache_info().misses == 2
+
+
+# ---------------------------------------------------------------- comparisons of values
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("y_i = [x_i > 0] x_i", lambda x, c: np.maximum(x, 0)),
+    ("y_i = [x_i >= (c)] x_i", lambda x, c: np.where(x >= c, x, 0)),
+    ("y_i = [x_i == max_j(x_j)]", lambda x, c: (x == x.max()).astype(float)),
+    ("y = sum_i([x_i < (c)])", lambda x, c: np.sum(x < c)),
+    ("y_ij = [x_i <= x_j]", lambda x, c: (x[:, None] <= x[None, :]).astype(float)),  # both fixed: outer
+    ("y_i = [2 < 3] x_i", lambda x, c: x),
+])
+def test_a_comparison_is_elementwise_one_or_zero(text, expected):
+    arrays = {"x": rand(5), "c": 0.1}
+    for route, got in every_value(text, arrays).items():
+        np.testing.assert_allclose(got, expected(arrays["x"], 0.1), err_msg=f"{text} by {route}")
+
+
+@pytest.mark.parametrize("text", ["y = [x_i > z_j]", "y_i = [a_ij b_ij > t_ij] x_i"])
+def test_comparison_sides_combine_as_the_terms_of_a_sum(text):
+    with pytest.raises(ic.IndexNotationError):
+        ic.parse(text)
+
+
+def test_the_derivative_of_a_comparison_is_zero_and_compile_gives_zeros():
+    x = rand(5)
+    d = ic.simplify(ic.diff("y_i = [x_i > 0] x_i", "x_g"))
+    np.testing.assert_allclose(ic.evaluate(d, {"x": x}), np.diag((x > 0).astype(float)))
+    value, grads = ic.compile("L = sum_i([x_i > 0] w_i)", wrt=["x", "w"])({"x": x, "w": rand(5)})
+    np.testing.assert_array_equal(grads["x"], np.zeros(5))
+    np.testing.assert_array_equal(grads["w"], (x > 0).astype(float))
+
+
+# ---------------------------------------------------------------- diff and simplify
+
+
+def test_a_mask_is_constant_under_differentiation():
+    d = ic.diff(CAUSAL, "s_gh")
+    s = rand(4, 4)
+    np.testing.assert_allclose(ic.evaluate(d, {"s": s}), finite_difference(lambda a: ic.evaluate(CAUSAL, a),
+                                                                              {"s": s}, "s"), atol=1e-8)
+
+
+def test_delta_elimination_renames_the_mask_index():
+    """y_i = [j <= i] w_ij x_j by x_g: the δ_jg goes, and the mask's j becomes g."""
+    d = ic.simplify(ic.diff("y_i = [j <= i] w_ij x_j", "x_g"))
+    assert not any(isinstance(n, Delta) for n in d.walk())
+    masks = [n for n in d.walk() if isinstance(n, Mask)]
+    assert masks == [Mask("<=", "g", "i")], str(d)
+    w = rand(4, 4)
+    np.testing.assert_allclose(ic.evaluate(d, {"w": w, "x": rand(4)}), np.tril(w))
+
+
+@pytest.mark.parametrize("text, folded", [
+    ("y_i = sum_j([j <= i] delta_ij x_j)", "y_i = x_i"),
+    ("y_i = sum_j([j < i] delta_ij x_j)", "y_i = 0 x_i"),  # a zero that keeps its index
+    ("y_i = [i <= i + 2] x_i", "y_i = x_i"),
+    ("y_i = [i > i - 1] x_i", "y_i = x_i"),
+    ("y_i = [i >= 0] x_i", "y_i = x_i"),
+    ("y_i = [i < 0] x_i", "y_i = 0 x_i"),
+    ("y_i = [i != i] x_i", "y_i = 0 x_i"),
+    ("y_ij = [j <= i] [j <= i] w_ij", "y_ij = [j <= i] w_ij"),  # its square is itself, not a power
+    ("y_i = [3 > 2] x_i", "y_i = x_i"),
+])
+def test_simplify_folds_masks_that_do_not_depend_on_the_index(text, folded):
+    simplified = ic.simplify(text)
+    assert str(simplified) == folded
+    arrays = {"x": rand(4), "w": rand(4, 4)}
+    np.testing.assert_allclose(ic.evaluate(simplified, arrays), ic.evaluate(text, arrays))
+
+
+@pytest.mark.parametrize("text", ["y_i = [i >= 1] x_i", "y_ij = [j <= i + 1] w_ij", "y_i = [i <= 2] x_i"])
+def test_simplify_keeps_masks_that_depend_on_the_index(text):
+    assert str(ic.simplify(text)) == text
+
+
+def test_masks_never_collect_with_numbers():
+    text = "y_ij = [j <= i] w_ij + w_ij + 2 [j < i] w_ij"
+    simplified = ic.simplify(text)
+    w = rand(4, 4)
+    np.testing.assert_allclose(ic.evaluate(simplified, {"w": w}), np.tril(w) + w + 2 * np.tril(w, -1))
+
+
+# ---------------------------------------------------------------- every route, on generated programs
+
+ATTENTION = """q_se = x_sd Wq_de
+k_ue = x_ud Wk_de
+S_su = q_se k_ue
+A_su = [u {op} s] exp(S_su) / sum_v([v {op} s] exp(S_sv))
+o_sd = A_su x_ud
+L = sum_sd(o_sd t_sd)"""
+
+
+@st.composite
+def bracket_programs(draw):
+    """Programs with masks and comparisons: causal self-attention (one line and by named
+    lines), a masked matmul with an offset, a mask as a term beside a penalty, a masked
+    max, a mask on one index, ReLU written as a comparison, a comparison with a reduction."""
+    n, d, e = (draw(st.integers(1, 3)) for _ in range(3))
+    op = draw(st.sampled_from(["<=", ">=", "=="]))
+    strict = draw(st.sampled_from(["<", ">", "!="]))
+    offset = draw(st.sampled_from(["", " + 1", " - 1"]))
+    templates = [
+        (ATTENTION.format(op=op), {"x": (n, d), "Wq": (d, e), "Wk": (d, e), "t": (n, d)}, "Wq_gh", "Wk_pq"),
+        (f"y_i = [j {op} i{offset}] w_ij x_j\nL = sum_i(y_i y_i)", {"w": (n, n), "x": (n,)}, "w_gh", "x_p"),
+        (f"y_i = [j {strict} i{offset}] w_ij x_j", {"w": (n, d), "x": (d,)}, "x_g", None),
+        (f"m_i = max_j([j {op} i] s_ij - 3 [j {strict} i])\nL = sum_i(m_i)", {"s": (n, n)}, "s_gh", None),
+        (f"L = sum_i([i >= 1] x_i x_i + [i {strict} 1] x_i)", {"x": (n,)}, "x_g", "x_p"),
+        ("y_i = [x_i > 0] x_i\nL = sum_i(y_i u_i)", {"x": (n,), "u": (n,)}, "x_g", "u_p"),
+        (f"L = sum_i([x_i {strict} mean_j(x_j)] x_i x_i)", {"x": (n,)}, "x_g", "x_p"),
+        (f"y_ij = [j {op} i] tanh(w_ij) + [i {strict} j] w_ji", {"w": (n, n)}, "w_gh", None),
+    ]
+    text, shapes, wrt, wrt2 = draw(st.sampled_from(templates))
+    scalar = text.splitlines()[-1].startswith("L =")
+    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
+    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), scalar, ("brackets",))
+
+
+@ROUTES
+@given(bracket_programs())
+def test_every_route_gives_the_numbers_of_finite_differences(case):
+    problems = check(case, timeout=20)
+    assert not problems, f"{case}\n\n" + "\n\n".join(map(str, problems))
