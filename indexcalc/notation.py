@@ -4,18 +4,23 @@ The grammar, loosest binding first (juxtaposition, `*` and `/` bind equally, lef
 right; `^` and `**` bind tighter and take one factor):
 
     program  := line (NEWLINE line)*           # '#' starts a comment
-    line     := sum ['=' sum]
+    line     := sum ['=' sum] | ('index'|'indices') name (','? name)*
     sum      := ['-'|'+'] product (('+'|'-') product)*
     product  := power (['*'|'/'] signed)*        # juxtaposition is '*'
     signed   := '-' signed | power
     power    := atom [('^'|'**') exponent]
     exponent := '-' exponent | power
-    atom     := number | tensor | delta | call | reduction | '(' sum ')'
+    atom     := number | tensor | delta | call | reduction | bracket | '(' sum ')'
+    bracket  := '[' side comparison side ']'    # [j <= i + 2] on indices, [x_i > 0] on values
 
-A *head* (`w_ij`, `W1_{i j}`, `loss_{,(gh)}[w]`, `σ'`, `δ_(ij)(kl)`) is read whole by
-the tokenizer: a name made of letters, the digits 0-9 and combining marks, joined by
-underscores, the part after the last underscore being the subscript. A head directly
-followed by `(` is a call.
+A *head* (`w_ij`, `W1_{i j}`, `x_{batch in}`, `loss_{,(gh)}[w]`, `σ'`, `δ_(ij)(kl)`) is
+read whole by the tokenizer: a name made of letters, the digits 0-9 and combining marks,
+joined by underscores, the part after the last underscore being the subscript. A head
+directly followed by `(` is a call; `σ_{i,m}(u)` is the notes' Jacobian σ'_i(u) δ_im.
+
+In a subscript, several words are one index each (a letter `i4`, or a name `batch`); one
+word alone is letters (`ij` is i, j) unless the text knows it as a name: written beside
+another index somewhere (so the text is read twice when it holds names) or declared.
 
 Characters that look like the notation but would be read as something else are refused
 with the spelling meant: a superscript `x²` is not a name `x²` but a power `x^2`, a

@@ -594,7 +594,8 @@ def _collect_specs(node: Expr, fixed: frozenset[str], lines: list[str], order: t
                 operands.append((_operand_label(factor), factor.all_indices))
             else:
                 _collect_specs(factor, fixed, lines, order)
-                operands.append((f"[{plain(factor)}]", _in_order(free_indices(factor, fixed), order)))
+                label = plain(factor) if isinstance(factor, (Mask, Compare)) else f"[{plain(factor)}]"
+                operands.append((label, _in_order(free_indices(factor, fixed), order)))
         out = _in_order(free_indices(node, fixed), order)
         if len(operands) > 1 or any(tuple(ix) != tuple(out) for _, ix in operands):
             lines.append(_spec_line(operands, out, fixed, None, node, scale))
@@ -634,6 +635,8 @@ def _spec_line(operands, out, fixed, reduction, product=None, scale=1.0) -> str:
     notes = []
     if reduction == "mean":
         notes.append("then divide by the size of the reduced index")
+    elif reduction in ("max", "min", "logsumexp"):
+        notes.append(f"a {reduction} over the reduced index, not a sum")
     renamed = [f"{ix}={sym}" for ix, sym in letters.items() if ix != sym]
     if renamed:
         notes.append("letters: " + " ".join(renamed))

@@ -259,3 +259,11 @@ def test_causal_attention_from_its_printed_text():
     weights = np.tril(np.exp(S)) / np.tril(np.exp(S)).sum(axis=1, keepdims=True)
     for source in (node, ic.parse(str(node)), ic.parse(node.pretty())):
         np.testing.assert_allclose(ic.evaluate(source, {"s": S}), weights, rtol=1e-12)
+
+
+@numeric
+def test_the_einsum_listing_names_brackets_and_max_as_they_are():
+    assert ic.parse("y_i = [x_i > 0] x_i").einsum() == 'y: einsum("i,i->i", [x_i > 0], x)'
+    listing = ic.parse("a_ij = [j <= i] exp(s_ij)").einsum()
+    assert "[j <= i]" in listing and "[[" not in listing
+    assert "a max over the reduced index, not a sum" in ic.parse("y_i = max_j(x_ij)").einsum()
