@@ -162,8 +162,9 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
             if node.relabel != old and _relabels(node, new, fixed):  # σ_i(T_j) while renaming to j: its j moves aside
                 node = replace(node, arg=rename(node.arg, new, fresh(), fixed, fresh))
             if node.relabel == old:
-                # σ_l(T_ml) with l fixed reads the diagonal T_ll: the argument's l is renamed too
-                node = replace(node, relabel=new)
+                # σ_l(T_ml) with l fixed reads the diagonal T_ll: the argument's l is renamed too;
+                # a letter new the argument sums of its own (σ_j(T_kii), j to i) moves aside first
+                node = replace(node, relabel=new, arg=_move_bound(node.arg, new, fixed, fresh))
                 if old not in fixed:
                     return node
             if old not in free_indices(node.arg, fixed):

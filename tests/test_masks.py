@@ -273,3 +273,19 @@ def bracket_programs(draw):
 def test_every_route_gives_the_numbers_of_finite_differences(case):
     problems = check(case, timeout=20)
     assert not problems, f"{case}\n\n" + "\n\n".join(map(str, problems))
+
+
+# ---------------------------------------------------------------- renaming (masks pass through relabel.rename)
+
+
+@pytest.mark.parametrize("text", ["y_j = sigma_j(T_kii) s", "y_j = sigma_j([k <= 1] T_kii) s"])
+def test_renaming_a_relabelled_letter_onto_one_the_argument_sums_moves_that_one_aside(text):
+    """σ_j(T_kii) with j renamed i: the argument's own summed i must not become the fixed
+    one (it would read the diagonal T_kii per i); found by test_relabel's property."""
+    from indexcalc.relabel import fresh_letters, letters_in, rename_fixed
+
+    eq = ic.parse(text)
+    rhs = rename_fixed(eq.rhs, {"j": "i"}, frozenset("j"), fresh_letters(letters_in(eq) | {"i"}))
+    renamed = Equation(Tensor("y", ("i",)), rhs)
+    arrays = {"T": rand(3, 2, 2), "s": 0.5}
+    np.testing.assert_allclose(ic.evaluate(renamed, arrays), ic.evaluate(eq, arrays), rtol=1e-12)
