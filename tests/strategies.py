@@ -1057,9 +1057,54 @@ class RouteGenerator(ProgramGenerator):
             weight = self.new_input(letters + g)
             self.define("L", [], f"{weight}_{''.join(letters + g)} {jac}_{''.join(letters + g)}")
 
+    def block_max(self):
+        """max and min reductions (issue 10): pooling over a letter, a hinge
+        `max_c(1 + z_nc - z_nk)` with the outer letter free inside, or a shift by the
+        maximum inside an expression (`z_nk - max_c(z_nc)`). Random arrays tie with
+        probability zero, so finite differences see the subgradient's one value."""
+        letters = self.letters(self.draw(st.integers(1, 2)))
+        k = letters[-1]
+        c = self.fresh(set(letters), size=self.sizes[k])
+        z, order = self.operand(letters, reuse=7)
+        top, below = self.ref(z, order), self.ref(z, order, {k: c})
+        op = self.pick(("max", "min"))
+        style = self.pick(("pool", "hinge", "shift"))
+        self.tags[f"{op} ({style})"] += 1
+        self.used.add(z)
+        if style == "pool":
+            self.define("m", letters[:-1], f"{op}_{k}({top})")
+        elif style == "hinge":
+            self.define("m", letters, f"{op}_{c}(1 + {below} - {top})")
+        else:
+            self.define("m", letters, f"{top} - {op}_{c}({below})")
+
+    def block_causal(self):
+        """Causal self-attention (issue 10): scores `q_se k_ue`, a softmax over u masked by
+        `[u <= s]`, in the one-line form or by named lines."""
+        s, d, e = self.letters(3)
+        u, v = self.letters(2, {s, d, e}, sizes=[self.sizes[s]] * 2)
+        x, order = self.operand([s, d], reuse=6)
+        X = functools.partial(self.ref, x, order)
+        wq, wk = self.new_input([d, e]), self.new_input([d, e])
+        self.prefer = [self.pick((wq, wk))]
+        op = self.pick(("<=", ">="))  # not strict: row s always sees u = s, the denominator is never 0
+        mask, below = f"[{u} {op} {s}]", f"[{v} {op} {s}]"
+        self.tags[f"causal mask [{op}]"] += 1
+        self.used.add(x)
+        q = self.define("q", [s, e], f"{X()} {wq}_{d}{e}")
+        self.used |= {x, wk}
+        key = self.define("k", [u, e], f"{X({s: u})} {wk}_{d}{e}")
+        self.used |= {q, key}
+        S = self.define("S", [s, u], f"{q}_{s}{e} {key}_{u}{e}")
+        self.used.add(S)
+        a = self.define("A", [s, u], f"{mask} exp({S}_{s}{u}) / sum_{v}({below} exp({S}_{s}{v}))")
+        self.used |= {a, x}
+        self.define("o", [s, d], f"{a}_{s}{u} {X({s: u})}")
+
     # ---- programs
 
-    BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative")
+    BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative",
+              "max", "causal")
 
     def program(self, max_depth: int | None = None) -> str:
         for _ in range(self.draw(st.integers(1, 3))):
