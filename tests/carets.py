@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 import indexcalc as ic
 
 
@@ -44,3 +46,12 @@ def assert_points_at(err: ic.IndexCalcError, text: str, where) -> None:
     assert any(low - line_start <= k + column <= high - line_start for k in offsets), (
         f"caret at column {column} of the window, expected {low - line_start}..{high - line_start} of the line:\n{err}"
     )
+
+
+def assert_parse_refuses(text: str, fragment: str, where) -> None:
+    """`ic.parse(text)` raises a ParseError that says `fragment` and points at `where`
+    (as `assert_points_at` takes it): the shape of every table of refusals."""
+    with pytest.raises(ic.ParseError) as info:
+        ic.parse(text)
+    assert fragment in str(info.value)
+    assert_points_at(info.value, text, where)
