@@ -861,17 +861,18 @@ class RouteGenerator(ProgramGenerator):
             self.used.add(z)
             self.define("p", letters, f"exp({top}) / {self.ref(s, rest)}")
 
-    def block_attention(self):
+    def block_attention(self, mask: str | None = None):
         """One self-attention head: scores `q_se k_ue`, a softmax over u, the values
-        `A_su x_ud`; as named lines, or with the scores written inside the softmax."""
+        `A_su x_ud`; as named lines, or with the scores written inside the softmax. With
+        `mask` (a comparison), the softmax by named lines over `[u mask s]` only."""
         s, d, e = self.letters(3)
         u, v = self.letters(2, {s, d, e}, sizes=[self.sizes[s]] * 2)
         m = self.fresh({s, d, e, u, v}, size=self.sizes[d])
         x, order = self.operand([s, d], reuse=6)
         wq, wk = self.new_input([d, e]), self.new_input([d, e])
         self.prefer = [self.pick((wq, wk))]
-        style = self.pick(("lines", "one line", "logsumexp"))
-        self.tags[f"attention ({style})"] += 1
+        style = "masked" if mask else self.pick(("lines", "one line", "logsumexp"))
+        self.tags[f"causal mask [{mask}]" if mask else f"attention ({style})"] += 1
         X = functools.partial(self.ref, x, order)
         self.used.add(x)
         if style == "one line":
@@ -886,7 +887,9 @@ class RouteGenerator(ProgramGenerator):
             self.used |= {q, key}
             S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}")
             self.used.add(S)
-            if style == "lines":
+            if style == "masked":
+                a = self.define("A", [s, u], f"[{u} {mask} {s}] exp({S}_{s}{u}) / sum_{v}([{v} {mask} {s}] exp({S}_{s}{v}))")
+            elif style == "lines":
                 a = self.define("A", [s, u], f"exp({S}_{s}{u}) / sum_{v}(exp({S}_{s}{v}))")
             else:
                 a = self.define("A", [s, u], f"exp({S}_{s}{u} - logsumexp_{v}({S}_{s}{v}))")
@@ -1079,27 +1082,9 @@ class RouteGenerator(ProgramGenerator):
             self.define("m", letters, f"{top} - {op}_{c}({below})")
 
     def block_causal(self):
-        """Causal self-attention (issue 10): scores `q_se k_ue`, a softmax over u masked by
-        `[u <= s]`, in the one-line form or by named lines."""
-        s, d, e = self.letters(3)
-        u, v = self.letters(2, {s, d, e}, sizes=[self.sizes[s]] * 2)
-        x, order = self.operand([s, d], reuse=6)
-        X = functools.partial(self.ref, x, order)
-        wq, wk = self.new_input([d, e]), self.new_input([d, e])
-        self.prefer = [self.pick((wq, wk))]
-        op = self.pick(("<=", ">="))  # not strict: row s always sees u = s, the denominator is never 0
-        mask, below = f"[{u} {op} {s}]", f"[{v} {op} {s}]"
-        self.tags[f"causal mask [{op}]"] += 1
-        self.used.add(x)
-        q = self.define("q", [s, e], f"{X()} {wq}_{d}{e}")
-        self.used |= {x, wk}
-        key = self.define("k", [u, e], f"{X({s: u})} {wk}_{d}{e}")
-        self.used |= {q, key}
-        S = self.define("S", [s, u], f"{q}_{s}{e} {key}_{u}{e}")
-        self.used.add(S)
-        a = self.define("A", [s, u], f"{mask} exp({S}_{s}{u}) / sum_{v}({below} exp({S}_{s}{v}))")
-        self.used |= {a, x}
-        self.define("o", [s, d], f"{a}_{s}{u} {X({s: u})}")
+        """Causal self-attention (issue 10): the attention head by named lines, its softmax
+        over u masked by `[u <= s]` (or `[u >= s]`)."""
+        self.block_attention(mask=self.pick(("<=", ">=")))  # not strict: row s sees u = s, no 0 denominator
 
     # ---- programs
 
