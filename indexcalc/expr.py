@@ -170,6 +170,26 @@ class Mask(Expr):
 
 
 @dataclass(frozen=True)
+class Shift(Expr):
+    """A shifted Kronecker delta, `δ_{p(2i+k-1)}`: 1 where the index value of `index`
+    equals Σ coefficient·letter + `offset` over `terms` ((coefficient, letter) pairs,
+    nonzero integers, distinct letters, none of them `index`), else 0. It is how a shifted
+    index is held: `x_{nd(i+k)}` is `x_{ndp} δ_{p(i+k)}` with p summed, printed back as
+    written. Unlike a Mask, and like δ, every one of its letters counts as an occurrence
+    (k in `K_{cdk} x_{nd(i+k)}` is summed). A letter outside its range never matches, so
+    an offset that reaches past an edge reads zeros there: padding."""
+
+    index: str
+    terms: tuple[tuple[int, str], ...]
+    offset: int = 0
+    span: "tuple[int, int] | None" = _span()
+
+    @property
+    def all_indices(self) -> tuple[str, ...]:
+        return (self.index,) + tuple(letter for _, letter in self.terms)
+
+
+@dataclass(frozen=True)
 class Compare(Expr):
     """An Iverson bracket on values, `[u_j == max_k(u_k)]`: elementwise 1 where the
     comparison holds, else 0 (the subgradient of max and min is written with it). It is
@@ -330,7 +350,7 @@ def _state_without_caches(self) -> dict:
 
 # the dataclass decorator wrote a field-by-field __repr__ for each node; the short one of
 # Expr serves them all
-for _node in (Number, Tensor, Delta, Mask, Compare, Product, Sum, Power, Call, Reduce, Equation, Program):
+for _node in (Number, Tensor, Delta, Mask, Shift, Compare, Product, Sum, Power, Call, Reduce, Equation, Program):
     _node.__repr__ = Expr.__repr__
     _node.__hash__ = _remembered_hash(_node.__hash__)
     _node.__eq__ = _remembered_equality(_node.__eq__)
