@@ -22,7 +22,7 @@ import numpy as np
 
 from .diff import (
     DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
-    _target, resolve_derivatives, still_needed,
+    _target, _written_through, resolve_derivatives, still_needed,
 )
 from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Compare, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
@@ -59,6 +59,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     equations = equations[: _target(equations, of) + 1]
     for eq in equations:
         check_equation(eq)
+    written = equations
     # every sum a node before anything is substituted: an inlined definition cannot capture
     equations = _needed(_inline_derivatives(_needed([explicit(eq) for eq in equations])))
     target = equations[-1]
@@ -66,7 +67,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     params = [name for name, _ in wanted]
     used = {t.key for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
     for name, given in wanted:
-        if name not in used:
+        if name not in used and not _written_through(written, name):
             raise DiffError(f"{name} does not occur in the program: nothing to differentiate by")
         if given is not None:  # as in diff: W1_g for a matrix is a typo
             _fresh_indices(given, _index_count(equations, name), name, set(), target)

@@ -361,7 +361,12 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
         lines.append(_derive_equation(explicit(eq, reserved=local), name, local, derived))
         derived.add(eq.lhs.key)
     if target_eq.lhs.key not in derived:
-        raise DiffError(f"{target_eq.lhs} does not depend on {name}")
+        if not _written_through(equations, name):
+            raise DiffError(f"{target_eq.lhs} does not depend on {name}")
+        # written as a function of the wrt, whose dependence vanished on the way (through
+        # a constant Jacobian of a linear line, say): the derivative is zero, not a typo
+        lines.append(Equation(Tensor(target_eq.lhs.name, target_eq.lhs.indices,
+                                     target_eq.lhs.derivs + (Deriv(G, name),)), Number(0.0)))
     if inline:  # one formula, as the notes write it: simplified
         from .simplify import simplify
 
@@ -370,6 +375,23 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     if len(equations) == 1 and len(lines) == 1:
         return lines[0]
     return Program(tuple(equations) + tuple(lines))
+
+
+def _written_through(equations: list[Equation], name: str) -> bool:
+    """Whether the last line reads `name` as the text is written: directly, through the
+    lines before it, or through a derivative line by it (`y_{,i}[T]` is a function of T
+    even where the rules turn it into a constant). DESIGN's "a typo is far likelier than
+    a wish for zero" is about a wrt that is written nowhere on the way; one that is
+    written there and whose dependence cancels has the derivative zero."""
+    reaches = {name}
+    reached = False
+    for eq in equations:
+        read = {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
+        by = {d.wrt for d in eq.lhs.derivs}
+        reached = bool(read & reaches or by & reaches or (eq.lhs.derivs and eq.lhs.name in reaches))
+        if reached:
+            reaches.add(eq.lhs.key)
+    return reached
 
 
 def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[str]) -> Equation:

@@ -534,3 +534,29 @@ def test_compiled_hessian_with_a_power_of_a_literal_is_quick():
     hessian = ic.diff(ic.diff(text, "U_ab"), "U_αβ")
     compiled = within(15, lambda: ic.compile(hessian)(arrays)[0])
     assert_close(compiled, ic.evaluate(hessian, arrays), "compile", rtol=1e-9)
+
+
+@pytest.mark.parametrize("text, wrt, shapes", [
+    # the soak's program (seed 1001), shrunk: a constant Jacobian of a linear line
+    ("y_r = 3 T0_r + 2^-1 T2_r\njac_ri = y_{r,i}[T2]\nL = T3_ri jac_ri\nloss2 = log(1 + L^2)\n"
+     "grad_r = loss2_{,(r)}[T2]\nL2 = grad_r grad_r", "T3_ab", {"T0": (2,), "T2": (2,), "T3": (2, 2)}),
+    ("y_r = 3 T0_r + 2^-1 T2_r\njac_ri = y_{r,i}[T2]\nL = T3_ri jac_ri\nloss2 = log(1 + L^2)\n"
+     "grad_r = loss2_{,(r)}[T2]\nL2 = grad_r grad_r", "T2_a", {"T0": (2,), "T2": (2,), "T3": (2, 2)}),
+    # the gradient of a loss quadratic in w is linear in w: its second derivative line is constant
+    ("y_i = w_ij x_j\nL = y_i y_i\ng_ab = L_{,(ab)}[w]\nH_abcd = g_{ab,(cd)}[w]\nM = H_abcd H_abcd\n"
+     "G_ef = M_{,(ef)}[w]\nS = G_ef G_ef", "x_k", {"w": (2, 3), "x": (3,)}),
+])
+@issue8("a derivative line whose dependence on its wrt cancels: 'does not depend', though it is written there")
+def test_a_derivative_whose_dependence_cancels_is_zero(text, wrt, shapes):
+    arrays = {k: rand(*shape) for k, shape in shapes.items()}
+    assert_routes_right(text, wrt, arrays)
+
+
+def test_a_wrt_written_nowhere_on_the_way_is_still_refused():
+    """DESIGN: a wrt the formula does not read is a typo, not a wish for zero."""
+    for text, wrt in [("h_i = w_ij x_j\nloss = v_i v_i", "w_gh"), ("y_i = w_ij x_j", "y_g"),
+                      ("y_i = w_ij x_j\nL = y_i y_i\ng_ab = L_{,(ab)}[w]\nS = v_i v_i", "w_ab")]:
+        with pytest.raises(ic.IndexCalcError, match="does not depend"):
+            ic.diff(text, wrt)
+        with pytest.raises(ic.IndexCalcError):
+            ic.compile(text, wrt=[wrt.split("_")[0]])
