@@ -579,11 +579,15 @@ def _definition(ref: Tensor, definitions, fresh, bodies: dict) -> Expr:
 
 def _with_wrt_sizes(body: Expr, ref: Tensor) -> Expr:
     """`body`, the definition of the derivative `ref`, with a carrier `(1 + 0 w_gh)` for a
-    derivative group whose letters reach it only through δ tensors: on its own line the
-    group took its sizes from the tensor `w` it is by, and once the definition is
+    derivative group whose letters reach it only through δ tensors (or none: a zero), and
+    `(1 + 0 m_t)` for its own indices where the definition no longer reads them: on its
+    own line each took its size from an array, and once the definition is
     substituted under a reduction that runs over them (`sum_lr(g_lr)`), eliminating the δ
     must not leave that reduction with no extent."""
     parts = list(body.terms) if isinstance(body, Sum) else [body]
+    if ref.indices:  # the same for its own indices, sized by what it differentiates (m_t)
+        carrier = Sum((Number(1.0), Product((Number(0.0), Tensor(ref.name, ref.indices)))))
+        parts = [Product((part, carrier)) if not set(ref.indices) <= _sized_letters(part) else part for part in parts]
     position = len(ref.indices)
     for d in ref.derivs:
         group = ref.all_indices[position : position + len(d.indices)]

@@ -560,3 +560,20 @@ def test_a_wrt_written_nowhere_on_the_way_is_still_refused():
             ic.diff(text, wrt)
         with pytest.raises(ic.IndexCalcError):
             ic.compile(text, wrt=[wrt.split("_")[0]])
+
+
+@pytest.mark.parametrize("text", [
+    # the soak's program (seed 2000), shrunk: max's second derivative is zero, inlined under a mean
+    "m_t = max_q(W1_tq)\nmu = mean_t(m_t)\ny = mu + W3_jj",
+    "m_t = max_q(W1_tq)\nmu = mean_t(m_t)\nxc_t = m_t - mu\nvar = mean_t(xc_t xc_t)\ny = (mu + W3_jj)",
+    "s_r = sqrt(mean_j(x_rj x_rj) + 0.1)\nln2_ri = v11_i x_ri / s_r\nL = ln2_ri ln2_ri",
+])
+@issue8("a zero second derivative inlined under a reduction: the reduction lost its letter (compile of the Hessian)")
+def test_a_zero_hessian_line_inlined_under_a_reduction(text):
+    name = "W1" if "W1" in text else "v11"
+    arrays = {"W1": rand(3, 2), "W3": rand(1, 1), "v11": rand(3), "x": rand(2, 3)}
+    arrays = {k: v for k, v in arrays.items() if k in text}
+    hessian = ic.diff(ic.diff(text, name), name)
+    expected = ic.evaluate(hessian, arrays)
+    assert_close(ic.compile(hessian)(arrays)[0], expected, "compile(hessian)", rtol=1e-9)
+    assert_close(ic.evaluate(ic.diff(ic.diff(text, name), name, inline=True), arrays), expected, "inline")
