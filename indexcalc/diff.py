@@ -32,7 +32,7 @@ from .expr import (
 from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import parse
-from .program import as_parsed, check_program
+from .program import as_parsed, check_program, lower_orders
 from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
 
@@ -372,8 +372,8 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
 
         lines = [simplify(line) for line in _inline(lines)]
     lines = [tidy(line, user_letters) for line in lines]
-    if len(equations) == 1 and len(lines) == 1:
-        return lines[0]
+    if len(equations) == 1 and len(lines) == 1 and not (lines[0].lhs.indices and isinstance(lines[0].rhs, Number)):
+        return lines[0]  # a constant keeps the line it differentiates: that sizes its own indices
     return Program(tuple(equations) + tuple(lines))
 
 
@@ -494,6 +494,7 @@ def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equa
     # and what a derivative differentiates, which sizes its letters where it is read no more
     # (the Hessian of m_r = max_s(T_rs) is 0: r is m's)
     wanted |= {eq.lhs.name for eq in last if eq.lhs.derivs}
+    wanted |= {t.key for eq in last for t in lower_orders(eq.lhs)}
     kept = []
     for eq in reversed(definitions):
         if eq.lhs.key in wanted:

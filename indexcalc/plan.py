@@ -36,7 +36,7 @@ from .errors import IndexCalcError, ShapeError
 from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, infer_sizes
 from .printing import format_number
-from .program import Environment, unknown_size
+from .program import Environment, lower_orders, unknown_size
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
 
@@ -84,7 +84,7 @@ def sized_by(lhs: Tensor) -> set[str]:
     and what it differentiates by."""
     if not lhs.derivs:
         return set()
-    return {lhs.name} | {d.wrt for d in lhs.derivs if d.wrt}
+    return {lhs.name} | {d.wrt for d in lhs.derivs if d.wrt} | {t.key for t in lower_orders(lhs)}
 
 
 def derivative_sizes(lhs: Tensor, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:

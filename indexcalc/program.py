@@ -146,6 +146,13 @@ def unknown_size(index: str) -> ShapeError:
     return ShapeError(f"cannot tell the size of index {index}: no array has an axis for it")
 
 
+def lower_orders(lhs: Tensor) -> list[Tensor]:
+    """The derivatives a Hessian line is the next order of, highest first: `m_{m,(gh)}[v]`
+    for `m_{m,(gh)(ab)}[v]`. Its array sizes the line's own indices where m itself is not
+    at hand (the Hessian of one equation)."""
+    return [Tensor(lhs.name, lhs.indices, lhs.derivs[:k]) for k in range(len(lhs.derivs) - 1, 0, -1)]
+
+
 class Environment:
     """The named arrays, and the index sizes of the equation being evaluated."""
 
@@ -185,6 +192,11 @@ class Environment:
         base = self.arrays.get(lhs.name)
         if base is not None and base.ndim == len(lhs.indices):
             known.update((i, (n, f"the array of {lhs.name}")) for i, n in zip(lhs.indices, base.shape))
+        for lower in lower_orders(lhs):
+            array = self.arrays.get(lower.key)
+            if base is None and array is not None and array.ndim == len(lower.all_indices):
+                known.update((i, (n, f"the array of {lower.key}")) for i, n in zip(lhs.indices, array.shape))
+                break
         for d in lhs.derivs:
             wrt = self.arrays.get(d.wrt) if d.wrt else None
             if wrt is not None and wrt.ndim == len(d.indices):

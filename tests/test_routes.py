@@ -577,3 +577,15 @@ def test_a_zero_hessian_line_inlined_under_a_reduction(text):
     expected = ic.evaluate(hessian, arrays)
     assert_close(ic.compile(hessian)(arrays)[0], expected, "compile(hessian)", rtol=1e-9)
     assert_close(ic.evaluate(ic.diff(ic.diff(text, name), name, inline=True), arrays), expected, "inline")
+
+
+@pytest.mark.parametrize("text", ["m_m = min_l(v1_ml)", "m_m = max_l(v1_ml)", "y_ij = relu(v1_ij)"])
+@issue8("the zero Hessian of one equation: evaluate and compile could not tell the size of its own index")
+def test_the_zero_hessian_of_one_equation_keeps_its_sizes(text):
+    arrays = {"v1": rand(2, 3)}
+    hessian = ic.diff(ic.diff(text, "v1_gh"), "v1_ab")
+    value = ic.evaluate(hessian, arrays)
+    assert value.shape[-4:] == (2, 3, 2, 3)
+    assert not np.any(value)  # piecewise linear: the second derivative is zero where defined
+    assert_close(ic.compile(hessian)(arrays)[0], value, "compile(hessian)")
+    assert_close(ic.evaluate_loops(hessian, arrays), value, "evaluate_loops(hessian)")
