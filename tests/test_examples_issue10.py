@@ -1,0 +1,83 @@
+"""Issue 10's example models, and what writing them found.
+
+- A δ in a parenthesised sum beside other factors (the derivative of a per-position
+  cross-entropy weighted by m_t, written on one line) is contracted like one standing in
+  the product: before, simplify left it there and the compiled plan embedded it into a
+  dense (batch·T)² array, out of memory for the sequence task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+
+import indexcalc as ic
+from indexcalc.expr import Delta
+from routes import check
+from strategies import RouteCase
+
+ROUTES = settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+DENSE_DELTA = ("diagonal (δ in the answer)", "identity (δ kept)")
+
+WEIGHTED_CE = "L = sum_nt(m_nt (logsumexp_u(z_ntu) - y_ntv z_ntv))"
+
+
+def _dense_delta_steps(compiled) -> list[str]:
+    return [str(step) for step in compiled._last.lowering.steps if step.routine in DENSE_DELTA]
+
+
+# ---------------------------------------------------------------- a δ inside a weighted sum
+
+
+def test_a_weighted_cross_entropy_on_one_line_compiles_to_the_hand_written_gradient():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 5, 6))
+    y = np.eye(6)[rng.integers(0, 6, (4, 5))]
+    m = rng.integers(0, 2, (4, 5)).astype(float)
+    arrays = {"z": z, "y": y, "m": m}
+    f = ic.compile(WEIGHTED_CE, wrt=["z"])
+    value, grads = f(arrays)
+    softmax = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    np.testing.assert_allclose(grads["z"], (softmax - y) * m[:, :, None], rtol=1e-12, atol=1e-14)
+    lse = np.log(np.exp(z).sum(-1))
+    np.testing.assert_allclose(value, (m * (lse - (y * z).sum(-1))).sum(), rtol=1e-12)
+    assert not _dense_delta_steps(f), "\n".join(_dense_delta_steps(f))
+    # the derivative reads as on paper, and every route gives its numbers
+    d = ic.simplify(ic.diff(WEIGHTED_CE, "z_pqr"))
+    assert not any(isinstance(node, Delta) for node in d.walk()), str(d)
+    for route in (d, ic.diff(WEIGHTED_CE, "z_pqr", inline=True)):
+        np.testing.assert_allclose(ic.evaluate(route, arrays), grads["z"], rtol=1e-12, atol=1e-14)
+    small = {"z": z[:2, :2, :3], "y": y[:2, :2, :3], "m": m[:2, :2]}
+    np.testing.assert_allclose(ic.evaluate_loops(ic.diff(WEIGHTED_CE, "z_pqr"), small),
+                               ic.compile(WEIGHTED_CE, wrt=["z"])(small)[1]["z"], rtol=1e-12, atol=1e-14)
+
+
+# sums of terms that each carry z, beside a weight: their derivative is a parenthesised sum
+# of δ terms beside that weight, under a sum over the δ's letters
+WEIGHTED = [
+    ("L = sum_nt(m_nt (logsumexp_u(z_ntu) - y_ntv z_ntv))", {"z": "ntv", "y": "ntv", "m": "nt"}),
+    ("L = sum_t(m_t (a_tv z_tv + z_tv z_tv))", {"z": "tv", "a": "tv", "m": "t"}),
+    ("L = mean_n(m_n (tanh(z_n) - z_n y_n))", {"z": "n", "y": "n", "m": "n"}),
+    ("L = sum_i(m_i (z_i - y_i)(z_i + y_i))", {"z": "i", "y": "i", "m": "i"}),
+    ("c_t = logsumexp_u(z_tu) - y_tv z_tv\nL = sum_t(m_t c_t) / sum_t(m_t)", {"z": "tv", "y": "tv", "m": "t"}),
+]
+
+
+@st.composite
+def weighted_losses(draw):
+    text, axes = draw(st.sampled_from(WEIGHTED))
+    sizes = {letter: draw(st.integers(1, 3)) for letter in "ntvi"}
+    specs = {name: (tuple(sizes[a] for a in letters), "tensor") for name, letters in axes.items()}
+    wrt2 = draw(st.sampled_from([None, "z"]))
+    return RouteCase(text, "z", wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("weighted",))
+
+
+@ROUTES
+@given(weighted_losses())
+def test_a_weighted_sum_of_delta_terms_is_contracted_on_every_route(case):
+    problems = check(case, timeout=20)
+    assert not problems, f"{case}\n\n" + "\n\n".join(map(str, problems))
+    f = ic.compile(case.text, wrt=["z"])
+    f(case.arrays())
+    assert not _dense_delta_steps(f), f"{case}\n" + "\n".join(_dense_delta_steps(f))
