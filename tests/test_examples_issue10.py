@@ -114,3 +114,20 @@ def test_a_weighted_sum_of_delta_terms_is_contracted_on_every_route(case):
     f = ic.compile(case.text, wrt=["z"])
     f(case.arrays())
     assert not _dense_delta_steps(f), f"{case}\n" + "\n".join(_dense_delta_steps(f))
+
+
+# ---------------------------------------------------------------- the public API
+
+
+def test_every_expression_node_is_exported_beside_the_others():
+    """Trees are built in Python from `ic.Tensor`, `ic.Delta`, ...: the masks, value
+    comparisons and shifted δs of issue 10 are nodes like those."""
+    from indexcalc import expr
+
+    nodes = {name for name, value in vars(expr).items()
+             if isinstance(value, type) and issubclass(value, expr.Expr) and not name.startswith("_")}
+    assert {"Mask", "Compare", "Shift"} <= nodes
+    for name in nodes:
+        assert getattr(ic, name, None) is getattr(expr, name) and name in ic.__all__, name
+    tree = ic.Equation(ic.Tensor("y", ("i", "j")), ic.Product((ic.Mask("<=", "j", "i"), ic.Tensor("w", ("i", "j")))))
+    assert tree == ic.parse("y_ij = [j <= i] w_ij")
