@@ -11,6 +11,7 @@ written with letters.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -380,11 +381,16 @@ def test_a_wrt_string_reads_a_name_alone_as_the_program_does(source, wrt, indice
     ("L = (a_{batch out} b_{batch out} - t_{batch out})(a_{batch out} b_{batch out} - t_{batch out})",
      "write sum_{batch out}(a_{batch out} b_{batch out})"),
     ("y_{out} = W_{out in} x_{in} x_{in}", "write sum_{in}(W_{out in} x_{in} x_{in})"),
+    # a piece with a name alone is quoted as the text has it, with no declaration line
+    ("y_{out} = W_{out in} x_{in} x_{in}", "write sum_{in}(W_{out in} x_{in}) x_{in} (or"),
+    ("L = (a_{batch out} b_{batch out} - t_{out})(a_{batch out} b_{batch out} - t_{out})",
+     "its sibling term t_{out} carries free"),
 ])
 def test_messages_write_named_indices_as_written(text, written):
     with pytest.raises(ic.IndexNotationError) as info:
         ic.parse(text)
     assert written in str(info.value)
+    assert not re.search(r"(^|\n|\) )(index|indices) ", str(info.value)), str(info.value)  # no declaration line
 
 
 def test_a_reduction_built_in_python_is_named_as_written():
