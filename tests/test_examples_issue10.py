@@ -55,6 +55,15 @@ def test_the_causal_attention_example_learns_to_reverse_in_one_epoch():
     assert untrained < 0.5 and last["test_loss"] < 0.5 * np.log(6), (untrained, last)
     # the scores are those of the answer positions only, as the weights m say
     assert _answer_accuracy(mf.model, result.params, test) == last["test_accuracy"]
+    # causal: no prediction reads a later token (else y_t, the token at t + 1, were in view)
+    sample = {k: v[:20] for k, v in test.items()}
+    z = mf.model.evaluate("z", result.params, sample)
+    for t in (0, 5, 8):
+        later = {**sample, "x": sample["x"].copy()}
+        later["x"][:, t + 1:] = later["x"][:, t + 1:][:, :, ::-1]  # other tokens after t
+        changed = mf.model.evaluate("z", result.params, later)
+        np.testing.assert_allclose(changed[:, : t + 1], z[:, : t + 1], rtol=1e-12, atol=1e-12)
+        assert not np.allclose(changed[:, t + 1:], z[:, t + 1:])
 
 
 def _answer_accuracy(model, params, data) -> float:
