@@ -24,7 +24,7 @@ from indexcalc.train import train_file
 from routes import assert_routes_agree
 from strategies import RouteCase
 
-ROUTES = settings(max_examples=25, deadline=None, derandomize=True, database=None,
+ROUTES = settings(max_examples=15, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
 DENSE_DELTA = ("diagonal (δ in the answer)", "identity (δ kept)")
 
@@ -123,6 +123,9 @@ WEIGHTED = [
     ("L = mean_n(m_n (tanh(z_n) - z_n y_n))", {"z": "n", "y": "n", "m": "n"}),
     ("L = sum_i(m_i (z_i - y_i)(z_i + y_i))", {"z": "i", "y": "i", "m": "i"}),
     ("c_t = logsumexp_u(z_tu) - y_tv z_tv\nL = sum_t(m_t c_t) / sum_t(m_t)", {"z": "tv", "y": "tv", "m": "t"}),
+    # a layer norm: its gradient's (δ_pr - 1/d) stood beside the rest
+    ("h_tv = (z_tv - mean_u(z_tu)) / sqrt(0.1 + mean_u((z_tu - mean_i(z_ti))^2))\nL = sum_tv(h_tv m_tv)",
+     {"z": "tv", "m": "tv"}),
 ]
 
 
@@ -142,6 +145,21 @@ def test_a_weighted_sum_of_delta_terms_is_contracted_on_every_route(case):
     f = ic.compile(case.text, wrt=["z"])
     f(case.arrays())
     assert not _dense_delta_steps(f), f"{case}\n" + "\n".join(_dense_delta_steps(f))
+
+
+def test_a_layer_norm_gradient_is_the_hand_written_one_with_no_dense_delta():
+    """Before, its plan embedded δ into (batch·d)² arrays: at 128 × 64, 1.5 GiB and 6 s a
+    call; now 0.1 ms, as NumPy written by hand."""
+    text = "h_tv = (x_tv - mean_u(x_tu)) / sqrt(0.1 + mean_u((x_tu - mean_i(x_ti))^2))\nL = sum_tv(h_tv w_tv)"
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    f = ic.compile(text, wrt=["x"])
+    grad = f({"x": x, "w": w})[1]["x"]
+    assert not _dense_delta_steps(f), "\n".join(_dense_delta_steps(f))
+    s = np.sqrt(0.1 + x.var(1, keepdims=True))
+    xh = (x - x.mean(1, keepdims=True)) / s
+    want = (w - w.mean(1, keepdims=True) - xh * (w * xh).mean(1, keepdims=True)) / s
+    np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-14)
 
 
 # ---------------------------------------------------------------- the public API
