@@ -22,7 +22,7 @@ import numpy as np
 
 from .diff import (
     DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
-    _target, _written_through, resolve_derivatives, still_needed,
+    _target, _written_through, resolve_derivatives, still_needed, wrt_names,
 )
 from .errors import IndexCalcError, MissingArrayError
 from .expr import Call, Compare, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
@@ -43,12 +43,13 @@ def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None) -> 
     """
     text = source if isinstance(source, str) else None
     try:
-        return _compile(as_parsed(source), [wrt] if isinstance(wrt, str) else list(wrt), of)
+        node = as_parsed(source)
+        return _compile(node, [wrt] if isinstance(wrt, str) else list(wrt), of, wrt_names(source, node))
     except IndexCalcError as err:
         raise err.with_source(text, None) if text else err
 
 
-def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
+def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] = frozenset()) -> "Compiled":
     if isinstance(node, Program):
         check_program(node.equations)
         equations = list(resolve_derivatives(node).equations)
@@ -63,7 +64,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None) -> "Compiled":
     # every sum a node before anything is substituted: an inlined definition cannot capture
     equations = _needed(_inline_derivatives(_needed([explicit(eq) for eq in equations])))
     target = equations[-1]
-    wanted = [_parse_wrt(w) for w in wrt]
+    wanted = [_parse_wrt(w, names) for w in wrt]
     params = [name for name, _ in wanted]
     used = {t.key for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
     for name, given in wanted:

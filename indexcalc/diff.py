@@ -31,7 +31,7 @@ from .expr import (
 )
 from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
-from .notation import parse
+from .notation import index_names, known_names, parse, written_subscript
 from .program import as_parsed, check_program, lower_orders
 from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
@@ -317,12 +317,20 @@ def diff(source, wrt: str, *, of: str | None = None, inline: bool = False) -> Ex
     """
     text = source if isinstance(source, str) else None
     try:
-        return _diff(as_parsed(source), wrt, of, inline)
+        node = as_parsed(source)
+        return _diff(node, wrt, of, inline, wrt_names(source, node))
     except IndexCalcError as err:
         raise err.with_source(text, None) if text else err
 
 
-def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
+def wrt_names(source, node: Expr) -> frozenset[str]:
+    """The index names a wrt string reads as the program does (`b_{in}` is the index in,
+    not i and n, where the program has it): those the tree holds and, for text, those it
+    declares."""
+    return index_names(node) | (known_names(source) if isinstance(source, str) else frozenset())
+
+
+def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[str] = frozenset()) -> Expr:
     if isinstance(node, Program):
         check_program(node.equations)
         # a derivative line the program uses is a function of what it differentiates
@@ -330,12 +338,12 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     elif isinstance(node, Equation):
         equations = [node]
     else:
-        return _diff_expression(node, wrt)
+        return _diff_expression(node, wrt, names)
     target = _target(equations, of)
     equations = equations[: target + 1]
     for eq in equations:
         check_equation(eq)
-    name, given = _parse_wrt(wrt)
+    name, given = _parse_wrt(wrt, names)
     count = _index_count(equations, name)
     target_eq = equations[-1]
     # in a derivative line the summed letters are the tool's, not the user's: they move aside
@@ -404,10 +412,10 @@ def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[s
     return result
 
 
-def _diff_expression(node: Expr, wrt: str) -> Equation:
+def _diff_expression(node: Expr, wrt: str, names: frozenset[str] = frozenset()) -> Equation:
     """A bare expression is differentiated as the equation `f_a = expression`, a, its
     free indices, being fixed: the derivative runs elementwise over them."""
-    return _diff(_expression_equation(node), wrt, None, False)
+    return _diff(_expression_equation(node), wrt, None, False, names)
 
 
 def _expression_equation(node: Expr) -> Equation:
@@ -437,11 +445,12 @@ def _target(equations: list[Equation], of: str | None) -> int:
     raise DiffError(f"no equation defines {of!r} (the program defines {names})")
 
 
-def _parse_wrt(wrt: str) -> tuple[str, tuple[str, ...] | None]:
-    """`"w_gh"` → ("w", ("g", "h")); a bare `"w"` → ("w", None)."""
+def _parse_wrt(wrt: str, names: frozenset[str] = frozenset()) -> tuple[str, tuple[str, ...] | None]:
+    """`"w_gh"` → ("w", ("g", "h")); a bare `"w"` → ("w", None); `names` are the index
+    names of the program, read as names alone in braces too (`b_{in}`)."""
     if not isinstance(wrt, str):
         raise DiffError(f"wrt names a tensor, like 'w_gh' or 'b', got {type(wrt).__name__}")
-    node = parse(wrt)
+    node = parse(wrt, names=names)
     if not isinstance(node, Tensor) or node.derivs:
         raise DiffError(f"wrt names one tensor with fresh indices, like 'w_gh', got {wrt!r}")
     if len(set(node.indices)) != len(node.indices):
@@ -466,12 +475,12 @@ def _fresh_indices(given, count: int, name: str, used: set[str], where: Expr) ->
     if len(given) != count:
         raise DiffError(
             f"{name} carries {count} ind{'ex' if count == 1 else 'ices'} where it occurs, "
-            f"but wrt gives {len(given)}: {name}_{''.join(given)}"
+            f"but wrt gives {len(given)}: {name}{written_subscript(given)}"
         )
     clash = [i for i in given if i in used]
     if clash:
         raise DiffError(
-            f"the index {', '.join(clash)} of wrt {name}_{''.join(given)} is already used in {where}; "
+            f"the index {', '.join(clash)} of wrt {name}{written_subscript(given)} is already used in {where}; "
             f"pick fresh letters"
         )
     return given

@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from . import functions
 from .errors import IndexNotationError, ShapeError
+from .notation import written_subscript
 from .expr import (
     COMPARISONS,
     REDUCTIONS,
@@ -79,7 +80,7 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
     if not candidates and call.relabel in free:
         return call.relabel
     raise _error(
-        f"{call.func}_{call.relabel}(...) relabels one free index of its argument, "
+        f"{call.func}{written_subscript((call.relabel,))}(...) relabels one free index of its argument, "
         f"but the argument {call.arg} has {_fmt(candidates)} free beside the fixed {_fmt(sorted(fixed))}",
         call,
     )
@@ -162,7 +163,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         missing = [i for i in node.indices if i not in free]
         if missing:
             raise _error(
-                f"{node.op}_{''.join(node.indices)}(...) reduces over {_fmt(missing)}, "
+                f"{node.op}{written_subscript(node.indices)}(...) reduces over {_fmt(missing)}, "
                 f"which does not occur in {node.body}",
                 node,
             )
@@ -223,7 +224,7 @@ def _refuse_three_occurrences(node: Expr, fixed: frozenset[str]) -> None:
 
 def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> str:
     """Both readings of an index occurring `count` times in `node`, and how to write each."""
-    readings = [f"one sum over all {count}: write sum_{index}({node})"]
+    readings = [f"one sum over all {count}: write sum{written_subscript((index,))}({_quoted(node)})"]
     seen, pair, rest = 0, [], []
     for factor, indices in factors:
         if seen >= 2 or isinstance(factor, (Delta, Mask)):
@@ -233,12 +234,13 @@ def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> s
             seen += indices.count(index)
     if rest:
         readings.append(
-            f"{_text(pair)} summed, {index} free on the rest: write sum_{index}({_text(pair)}) {_text(rest)} "
+            f"{_text(pair)} summed, {index} free on the rest: write sum{written_subscript((index,))}({_text(pair)}) {_text(rest)} "
             f"(or, for a different index there, a letter of its own)"
         )
     else:
         readings.append(f"two different indices: give an occurrence of {index} a letter of its own")
-    return _two_readings(f"{index} occurs {count} times in {node} (outside a δ), but a repeated index sums a pair", readings)
+    return _two_readings(f"{index} occurs {count} times in {_quoted(node)} (outside a δ), but a repeated index sums a pair",
+                         readings)
 
 
 def _two_readings(problem: str, readings: list[str]) -> str:
@@ -249,8 +251,16 @@ def _two_readings(problem: str, readings: list[str]) -> str:
 def _text(factors: list[Expr]) -> str:
     """Factors as they would be written in a product."""
     if len(factors) == 1:
-        return f"({factors[0]})" if isinstance(factors[0], Sum) else str(factors[0])
-    return str(Product(tuple(factors)))
+        return f"({_quoted(factors[0])})" if isinstance(factors[0], Sum) else _quoted(factors[0])
+    return _quoted(Product(tuple(factors)))
+
+
+def _quoted(node: Expr) -> str:
+    """A piece of the user's text as a message quotes it: without the declaration line
+    (`index in`) that printing it alone would need, since the text knows its names."""
+    from .printing import plain
+
+    return plain(node, declare=False)
 
 
 def _refuse_hidden_sums(node: Expr, terms: tuple[Expr, ...], frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
@@ -296,18 +306,18 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
 
 def _hidden_sum_message(node: Expr, term: Expr, carrier: Expr, clash, sibling: Expr, fixed) -> str:
     """Both readings of `carrier` beside `sibling`, and how to write each."""
-    shown, sibling = _without_number(carrier), _without_number(sibling)
+    shown, sibling = _quoted(_without_number(carrier)), _quoted(_without_number(sibling))
     summed = set(_occurrence_split(carrier, fixed)[1])
     kept = [i for i in _occurrences(carrier, fixed) if i not in summed or i in clash]
-    line = f"{_new_name(node)}_{''.join(dict.fromkeys(kept))}"
-    inside = "" if carrier is term else f" (inside the term {_without_number(term)})"
+    line = f"{_new_name(node)}{written_subscript(tuple(dict.fromkeys(kept)))}"
+    inside = "" if carrier is term else f" (inside the term {_quoted(_without_number(term))})"
     indices = ", ".join(clash)
     return _two_readings(
         f"{shown} sums {indices}, which its sibling term {sibling} carries free{inside}",
         [
             f"elementwise, {indices} running beside {sibling}: write {line} = {shown} on a line of its own "
             f"and use {line} here",
-            f"summed over {indices}, one value spread over {sibling}: write sum_{''.join(clash)}({shown})",
+            f"summed over {indices}, one value spread over {sibling}: write sum{written_subscript(clash)}({shown})",
         ],
     )
 
@@ -342,7 +352,7 @@ def _check_reduction(node: Reduce) -> None:
     whatever that route falls back to (a sum by one, a logsumexp by another)."""
     if node.op not in REDUCTIONS:
         raise _error(
-            f"unknown reduction '{node.op}' in {node.op}_{''.join(node.indices)}(...); "
+            f"unknown reduction '{node.op}' in {node.op}{written_subscript(node.indices)}(...); "
             f"the reductions are {', '.join(REDUCTIONS)}",
             node,
         )

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
+from .notation import is_index_name, is_letter_index
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
 
@@ -211,8 +212,9 @@ def _batch(spec: str, fail):
     parts = spec.split()
     if parts == ["none"]:
         return None, "mean"
-    if len(parts) != 2 or parts[1] not in ("mean", "sum") or not re.fullmatch(r"[^\W\d_]\d*", parts[0]):
-        raise fail("batch", "write the batch as: batch INDEX mean (or sum), or: batch none")
+    if len(parts) != 2 or parts[1] not in ("mean", "sum") or not (is_letter_index(parts[0]) or is_index_name(parts[0])):
+        raise fail("batch", "write the batch as: batch INDEX mean (or sum), INDEX a letter (n) or a name (batch); "
+                            "or: batch none")
     return parts[0], parts[1]
 
 

@@ -254,6 +254,12 @@ def index_names(node: Expr) -> frozenset[str]:
     return frozenset(i for i in found if is_index_name(i))
 
 
+def known_names(text: str) -> frozenset[str]:
+    """The index names `text` knows (declared, or written beside another index), so that
+    text written apart from it (a wrt string for `diff`) reads a lone name as it does."""
+    return _tokens(unicodedata.normalize("NFC", text), frozenset())[1]
+
+
 _DECLARATION = re.compile(r"(?:index|indices)[^\S\n]+(?=[^\W\d_])")
 _WORD = re.compile(r"[^\s,]+")
 

@@ -522,15 +522,16 @@ def _stack_for_printing():
         sys.setrecursionlimit(before)
 
 
-def plain(node: Expr, unicode: bool = False, style: str = "default") -> str:
+def plain(node: Expr, unicode: bool = False, style: str = "default", declare: bool = True) -> str:
     """Comma notation that parses back (`unicode`: with σ, δ, Σ, ŷ, ≤); `style="notes"`
     writes σ'(u_i) δ_im as σ_{i,m}(u). A declaration line comes first where a named index
-    stands alone in every subscript it has."""
+    stands alone in every subscript it has, unless `declare` is false (a piece quoted in a
+    message about the user's text, which knows its names)."""
     with _stack_for_printing():
         node = implicit_form(node)
         printer = PlainPrinter(unicode, style, index_names(node))
         body = printer.fmt(node)[0]
-        return printer.declarations() + body
+        return (printer.declarations() if declare else "") + body
 
 
 def latex(node: Expr, style: str = "default") -> str:

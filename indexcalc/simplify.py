@@ -590,6 +590,35 @@ def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
     return Sum(tuple(replace(node, body=t) for t in node.body.terms))
 
 
+def distribute_delta_sum(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_n((a δ_ng + b δ_ng) m_n) → sum_n(a δ_ng m_n + b δ_ng m_n), which split_reduction
+    and reduce_delta turn into (a_g + b_g) m_g: a δ in a parenthesised sum beside other
+    factors is contracted like one standing in the product. Left there, the plan must
+    embed it, a dense array over the summed and the free letters alike ((batch·T)² for a
+    per-position loss weighted by m_t; (batch·d)² for a layer norm's gradient, whose
+    (δ_pr - 1/d) stood beside the rest). Only where a δ can pick its entry: elsewhere
+    multiplying out only makes the formula longer. Every letter of the body is fixed here
+    (the sums are explicit), so multiplying the factors into each term sums nothing new."""
+    if node.op != "sum" or not isinstance(node.body, Product):
+        return None
+    factors = list(leaf_factors(node.body))
+    inner = ctx.fixed | set(node.indices)
+    for k, factor in enumerate(factors):
+        if isinstance(factor, Sum) and any(_picks_entry(t, node.indices) for t in factor.terms):
+            others = factors[:k] + factors[k + 1 :]
+            if not all(set(free_indices(f, inner)) <= inner for f in factors):
+                return None
+            return replace(node, body=Sum(tuple(Product(tuple(others) + (t,)) for t in factor.terms)))
+    return None
+
+
+def _picks_entry(node: Expr, indices) -> bool:
+    """Whether `node` is a product with a δ that reduce_delta contracts in a sum over
+    `indices`: one side summed, the other not (only then does multiplying out pay)."""
+    factors = leaf_factors(node) if isinstance(node, Product) else (node,)
+    return any(isinstance(f, Delta) and any((a in indices) != (b in indices) for a, b in f.pairs) for f in factors)
+
+
 def _delta_on(node: Expr, indices) -> bool:
     """Whether `node` is a product with a δ factor on one of `indices`."""
     factors = leaf_factors(node) if isinstance(node, Product) else (node,)
@@ -621,6 +650,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Reduce, sum_inside),
     (Reduce, zero_reduction),
     (Reduce, split_reduction),
+    (Reduce, distribute_delta_sum),
     (Power, fold_power),
     (Call, fold_call),
     (Mask, fold_mask),

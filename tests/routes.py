@@ -177,6 +177,12 @@ def loops_cost(case) -> int:
     return biggest * wrt_size * (biggest if "[" in case.text else 1)
 
 
+def assert_routes_agree(case, timeout: float | None = None) -> None:
+    """`check(case)` as a test asserts it: no problem, or the case and every problem shown."""
+    problems = check(case, timeout=timeout)
+    assert not problems, f"{case}\n\n" + "\n\n".join(map(str, problems))
+
+
 def check(case, seconds: dict | None = None, timeout: float | None = None) -> list[Problem]:
     """All routes of `case`, compared; the problems found (none when all agree). The time
     each route took goes into `seconds`, if given (the soak reports the slow ones); with a

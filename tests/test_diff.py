@@ -1014,6 +1014,8 @@ RULE_CASES = {
     "sum_inside": [("y = sum_i(mean_j(m_ij))", Reduce, "y = mean_j(sum_i(m_ij))")],
     "zero_reduction": [("y = sum_i(0 x_i)", Reduce, "y = 0")],
     "split_reduction": [("y_g = sum_j(delta_jg x_j + z_j)", Reduce, "y_g = x_g + sum_j(z_j)")],
+    "distribute_delta_sum": [("y_g = sum_j((a_j delta_jg - b_j delta_jg) x_j)", Reduce, "y_g = (a_g - b_g) x_g"),
+                             ("y_g = sum_j((a_j delta_jg + z_j) x_j)", Reduce, None)],
     "merge_reductions": [("y = mean_n(s_n x_n) + 2 mean_n(s_n^2)", Sum, "y = mean_n(s_n x_n + 2 s_n^2)"),
                          ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
     "factor_common": [("y_g = a_g x_g + b_g x_g", Sum, "y_g = (a_g + b_g) x_g"),

@@ -11,6 +11,7 @@ written with letters.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -339,3 +340,101 @@ def test_a_named_layer_evaluates_compiles_and_loops_like_its_letters():
     assert np.isclose(got, value)
     for name in ("W", "b"):
         np.testing.assert_allclose(grads[name], want[name], rtol=1e-12)
+
+
+# ---------------------------------------------------------------- names wherever letters go (issue 10's examples)
+
+LAYER = "h_{batch hid} = tanh(W_{hid in} x_{batch in} + b_{hid})\nloss = sum_{batch hid}(h_{batch hid} h_{batch hid})"
+LAYER_LETTERS = "h_nh = tanh(W_hi x_ni + b_h)\nloss = sum_nh(h_nh h_nh)"
+
+
+def layer_arrays():
+    rng = np.random.default_rng(5)
+    return {"W": rng.normal(size=(3, 2)), "x": rng.normal(size=(4, 2)), "b": rng.normal(size=3)}
+
+
+@pytest.mark.parametrize("source, wrt, indices", [
+    (LAYER, "b_{in}", ("in",)),
+    (LAYER, "b_in", ("in",)),
+    ("index gb\n" + LAYER, "b_{gb}", ("gb",)),
+    ("index gb\n" + LAYER, "b_gb", ("gb",)),
+    (LAYER, "b_{g}", ("g",)),
+])
+def test_a_wrt_string_reads_a_name_alone_as_the_program_does(source, wrt, indices):
+    """`in` is a name in the program: `b_{in}` is one index there, not i and n, and so in
+    wrt; so is a name the text declares (`index gb`) where no equation uses it."""
+    arrays = layer_arrays()
+    want = ic.evaluate(ic.diff(LAYER_LETTERS, "b_g"), arrays)
+    trees = [source] + ([ic.parse(source)] if "gb" not in source else [])  # a tree keeps no unused name
+    for tree in trees:
+        d = ic.diff(tree, wrt)
+        assert d.equations[-1].lhs.derivs[0].indices == indices
+        np.testing.assert_allclose(ic.evaluate(d, arrays), want, rtol=1e-12)
+    np.testing.assert_allclose(ic.compile(source, wrt=[wrt])(arrays)[1]["b"], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("text, written", [
+    ("y_{batch hid} = sigma_{hid}(W_{out in})", "sigma_{hid}(...) relabels"),
+    ("y = sum_{batch out}(x_{batch in})", "sum_{batch out}(...) reduces over {out}"),
+    ("L = (a_{batch out} b_{batch out} - t_{batch out})(a_{batch out} b_{batch out} - t_{batch out})",
+     "write P_{batch out} = a_{batch out} b_{batch out}"),
+    ("L = (a_{batch out} b_{batch out} - t_{batch out})(a_{batch out} b_{batch out} - t_{batch out})",
+     "write sum_{batch out}(a_{batch out} b_{batch out})"),
+    ("y_{out} = W_{out in} x_{in} x_{in}", "write sum_{in}(W_{out in} x_{in} x_{in})"),
+    # a piece with a name alone is quoted as the text has it, with no declaration line
+    ("y_{out} = W_{out in} x_{in} x_{in}", "write sum_{in}(W_{out in} x_{in}) x_{in} (or"),
+    ("L = (a_{batch out} b_{batch out} - t_{out})(a_{batch out} b_{batch out} - t_{out})",
+     "its sibling term t_{out} carries free"),
+])
+def test_messages_write_named_indices_as_written(text, written):
+    with pytest.raises(ic.IndexNotationError) as info:
+        ic.parse(text)
+    assert written in str(info.value)
+    assert not re.search(r"(^|\n|\) )(index|indices) ", str(info.value)), str(info.value)  # no declaration line
+
+
+def test_a_reduction_built_in_python_is_named_as_written():
+    tree = Equation(Tensor("y"), Reduce("foo", ("batch", "out"), Tensor("x", ("batch", "out"))))
+    with pytest.raises(ic.IndexNotationError, match=r"foo_\{batch out\}\(\.\.\.\)"):
+        ic.evaluate(tree, {"x": np.ones((2, 2))})
+
+
+@pytest.mark.parametrize("wrt, written", [("W_{gout gin x}", "wrt gives 3: W_{gout gin x}"),
+                                          ("W_{batch gin}", "of wrt W_{batch gin} is already used")])
+def test_diff_quotes_a_named_wrt_as_written(wrt, written):
+    with pytest.raises(ic.DiffError) as info:
+        ic.diff(LAYER, wrt)
+    assert written in str(info.value)
+
+
+def test_a_model_file_takes_a_named_batch_index():
+    """`batch sample mean`: the per-sample equations gain the index `sample`, as with n."""
+    from indexcalc.modelfile import parse_model
+
+    head = "data x y\nparam W[3, 2] xavier\nparam b[3] zeros\n"
+    named = parse_model(head + "batch sample mean\nz_{k} = W_{k in} x_{in} + b_{k}\nloss = logsumexp_{k}(z_{k}) - y_k z_k")
+    letters = parse_model(head + "batch n mean\nz_k = W_kj x_j + b_k\nloss = logsumexp_c(z_c) - y_k z_k")
+    assert named.model.batch == "sample"
+    assert named.model.program.equations[0].lhs.indices == ("sample", "k")
+    rng = np.random.default_rng(2)
+    data = {"x": rng.normal(size=(5, 2)), "y": np.eye(3)[rng.integers(0, 3, 5)]}
+    params = letters.model.init_params(0)
+    value, grads = named.model.loss_and_grads(params, data)
+    want, want_grads = letters.model.loss_and_grads(params, data)
+    assert np.isclose(value, want, rtol=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(grads[name], want_grads[name], rtol=1e-12)
+    with pytest.raises(ic.IndexCalcError, match="a name \\(batch\\)"):
+        parse_model(head + "batch 2x mean\nz_k = W_kj x_j + b_k\nloss = z_k z_k")
+
+
+def test_cli_eval_takes_sizes_of_named_indices_and_writes_their_axes_apart(capsys):
+    from indexcalc import cli
+
+    assert cli.main(["eval", "W_{out in} x_{batch in}", "--size", "batch=2", "out=3", "in=4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("value (axes out batch) =") and "explicit loops agree: yes" in out
+    assert cli.main(["eval", "w_ij x_j", "--size", "i=2", "j=3"]) == 0
+    assert capsys.readouterr().out.startswith("value (axes i) =")
+    assert cli.main(["eval", "w_ij", "--size", "i=2", "j=3"]) == 0
+    assert capsys.readouterr().out.startswith("value (axes ij) =")

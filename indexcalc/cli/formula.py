@@ -27,7 +27,7 @@ from ..evaluate import evaluate
 from ..expr import Equation, Expr, Program, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
-from ..notation import parse
+from ..notation import is_index_name, is_letter_index, parse
 from ..printing import STYLES, plain
 from ..simplify import simplify
 from .check import entry_count, progress_bars
@@ -170,7 +170,12 @@ def _result_name(node: Expr) -> str:
     if isinstance(last, Equation):
         return str(last.lhs)
     free = free_indices(last)
-    return "value" + (f" (axes {''.join(free)})" if free else "")
+    return "value" + (f" (axes {_axes(free)})" if free else "")
+
+
+def _axes(indices) -> str:
+    """`ij`, or `batch out` where a name is among them: as they are written."""
+    return "".join(indices) if all(is_letter_index(i) for i in indices) else " ".join(indices)
 
 
 def evaluate_report(
@@ -210,9 +215,10 @@ def parse_sizes(pairs: Sequence[str]) -> dict[str, int]:
     for pair in pairs:
         m = _SIZE.fullmatch(unicodedata.normalize("NFC", pair.strip()))
         index = m["index"] if m else ""
-        if not (index[:1].isalpha() and all(c in "0123456789" for c in index[1:])):
+        if not (is_letter_index(index) or is_index_name(index)):
             raise IndexCalcError(
-                f"--size takes INDEX=N: an index (one letter, optionally digits 0-9) and a positive "
+                f"--size takes INDEX=N: an index (one letter, optionally digits 0-9, or a name such as "
+                f"batch) and a positive "
                 f"whole number (3, 10^6 or 1e6, digits 0-9), got {pair!r}"
             )
         base, power = int(m["base"]), int(m["power"] or 0)
