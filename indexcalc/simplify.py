@@ -594,7 +594,10 @@ def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
 
 
 def _delta_on(node: Expr, indices) -> bool:
-    """Whether `node` is a product with a δ factor on one of `indices`."""
+    """Whether `node` is a product with a δ factor on one of `indices`, or a sum over
+    other letters of one (`sum_j(a_nj δ_np)`: split out, it merges with the outer sum)."""
+    if isinstance(node, Reduce) and node.op == "sum" and not set(node.indices) & set(indices):
+        return _delta_on(node.body, indices)
     factors = leaf_factors(node) if isinstance(node, Product) else (node,)
     return any(isinstance(f, Delta) and set(f.all_indices) & set(indices) for f in factors)
 
