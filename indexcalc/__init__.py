@@ -12,7 +12,10 @@
 __version__ = "0.1.0"
 
 from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError  # noqa: E402
-from .expr import Call, Delta, Deriv, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor  # noqa: E402
+from .expr import (  # noqa: E402
+    Call, Delta, Deriv, Equation, Expr, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+)
+from .matrices import SingularMatrixError  # noqa: E402
 from .notation import parse  # noqa: E402
 from .indices import free_indices, summed_indices  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
@@ -26,6 +29,7 @@ __all__ = [
     "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
     "compile", "Compiled", "Model", "free_indices", "summed_indices",
     "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
-    "Expr", "Number", "Tensor", "Deriv", "Delta", "Product", "Sum", "Power", "Call", "Reduce",
+    "SingularMatrixError",
+    "Expr", "Number", "Tensor", "Deriv", "Delta", "Product", "Sum", "Power", "Call", "MatrixCall", "Reduce",
     "Equation", "Program",
 ]
