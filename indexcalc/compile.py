@@ -118,8 +118,10 @@ def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str
 
 
 def _needed(equations: list[Equation]) -> list[Equation]:
-    """The lines the last one depends on, in order."""
-    wanted = {equations[-1].lhs.key}
+    """The lines the last one depends on, in order, and the line of what a comma derivative
+    differentiates: it sizes the derivative's own letters even where the derivative no
+    longer reads it (the Hessian of m_r = max_s(T_rs) is 0, and r is m's)."""
+    wanted = {equations[-1].lhs.key} | sized_by(equations[-1].lhs)
     kept = []
     for eq in reversed(equations):
         if eq.lhs.key in wanted:

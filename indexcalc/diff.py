@@ -490,6 +490,9 @@ def _inline(lines: list[Equation]) -> list[Equation]:
 def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equation]:
     """The definitions that `last` (and they themselves) still refer to, then `last`."""
     wanted = {t.key for eq in last for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    # and what a derivative differentiates, which sizes its letters where it is read no more
+    # (the Hessian of m_r = max_s(T_rs) is 0: r is m's)
+    wanted |= {eq.lhs.name for eq in last if eq.lhs.derivs}
     kept = []
     for eq in reversed(definitions):
         if eq.lhs.key in wanted:

@@ -789,3 +789,14 @@ def test_hessian_vector_product_never_builds_the_hessian():
     p = 1 / (1 + np.exp(-(X @ w)))
     np.testing.assert_allclose(hv, X.T @ (p * (1 - p) * (X @ v)) / n, rtol=1e-10)
     assert all(step.shape != (d, d) for step in f._last.lowering.steps), str(f)
+
+
+def test_a_compiled_zero_hessian_is_sized_by_the_line_it_differentiates():
+    """The Hessian of m_r = max_s(T_rs) is 0: it reads nothing, and its letter r gets its
+    size from m's line, which the compiled program must keep (found by the cross-route
+    property once its generator drew matrix functions too)."""
+    h = ic.diff(ic.diff("u_rs = 2 T_rs\nm_r = max_s(u_rs)", "T_ab"), "T_cd")
+    T = np.random.default_rng(0).uniform(-1, 1, (2, 3))
+    value, _ = ic.compile(h)({"T": T})
+    np.testing.assert_array_equal(value, ic.evaluate(h, {"T": T}))
+    assert value.shape == (2, 2, 3, 2, 3) and not value.any()
