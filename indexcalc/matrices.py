@@ -81,7 +81,8 @@ def _inverse(stack: np.ndarray) -> np.ndarray:
 
 def _logdet(stack: np.ndarray) -> np.ndarray:
     sign, logabs = np.linalg.slogdet(stack)
-    return np.where(sign > 0, logabs, np.where(sign == 0, -np.inf, np.nan))
+    undefined = np.where(sign == 0, -np.inf, np.nan).astype(logabs.dtype)  # float32 stays float32
+    return np.where(sign > 0, logabs, undefined)
 
 
 def _leibniz(rows: list) -> object:

@@ -1067,9 +1067,10 @@ def _products(node: Expr, fixed: frozenset[str]):
 
 def _did_you_mean(name: str) -> str:
     """' (did you mean relu?)' for a misspelt function or reduction, else ''."""
-    known = [n for n in list(functions.BY_NAME) + list(REDUCTION_NAMES) + list(matrices.BY_NAME) + ["max"]
-             if ("'" in n) == ("'" in name)]
+    known = [n for n in list(functions.BY_NAME) + list(REDUCTION_NAMES) + ["max"] if ("'" in n) == ("'" in name)]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    # the matrix functions' short names are near many a scalar's (eta, beta): only a close slip
+    close += difflib.get_close_matches(name, [n for n in matrices.BY_NAME if n not in close], n=1, cutoff=0.75)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 

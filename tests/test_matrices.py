@@ -210,6 +210,13 @@ def test_the_plan_solves_where_the_inverse_only_multiplies():
     assert "_matrix('inv'" in str(g)
 
 
+def test_float32_stays_float32():
+    arrays = {"S": spd(3).astype(np.float32), "r": rand(3).astype(np.float32)}
+    for route in (ic.evaluate, lambda s, a: ic.compile(s)(a)[0]):
+        for source in (GAUSSIAN, "B_ij = inv_ij(S_kl)", "d = det(S_kl)"):
+            assert np.asarray(route(source, arrays)).dtype == np.float32, source
+
+
 def test_a_batch_of_solves_and_the_solve_with_the_transpose():
     A, x = rand(2, 3, 3) + 3 * np.eye(3), rand(2, 3, 4)
     f = ic.compile("y_nim = x_nkm inv_kj(A_nab) W_ji")
