@@ -13,8 +13,10 @@ __version__ = "0.1.0"
 
 from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError  # noqa: E402
 from .expr import (  # noqa: E402
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift,
+    Sum, Tensor,
 )
+from .matrices import SingularMatrixError  # noqa: E402
 from .notation import parse  # noqa: E402
 from .indices import free_indices, summed_indices  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
@@ -28,6 +30,7 @@ __all__ = [
     "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
     "compile", "Compiled", "Model", "free_indices", "summed_indices",
     "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
+    "SingularMatrixError",
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Mask", "Shift", "Compare", "Product", "Sum", "Power", "Call",
-    "Reduce", "Equation", "Program",
+    "MatrixCall", "Reduce", "Equation", "Program",
 ]

@@ -25,7 +25,7 @@ from .diff import (
     _target, _written_through, resolve_derivatives, still_needed, wrt_names,
 )
 from .errors import IndexCalcError, MissingArrayError
-from .expr import Call, Compare, Equation, Expr, Number, Power, Product, Program, Reduce, Sum, Tensor
+from .expr import MATRIX_REDUCTIONS, Call, Compare, Equation, Expr, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
 from .plan import Lowering, canonical_key, emit, sized_by
 from .program import as_parsed, check_program, numeric_array
@@ -156,23 +156,28 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
     def again(child: Expr, inner=fixed) -> Expr:
         return _named_arguments(child, inner, state)
 
+    def name(arg: Expr, inner=fixed) -> Expr:
+        """`arg` as a named tensor, on a line of its own (reused if met before)."""
+        if isinstance(arg, Tensor) and len(set(arg.all_indices)) == len(arg.all_indices):
+            return arg
+        key, canonical_order = canonical_key(arg, inner)
+        if key not in named:
+            letters = tuple(i for i in order if i in canonical_order)
+            letters += tuple(i for i in canonical_order if i not in letters)
+            label = f"#u{next(counter)}"
+            # fixed on the new line, its letters must not capture an inner scope's own
+            # (the trace k in σ_i(T_jikk^2 x_k)): renamed onto themselves, that one moves aside
+            own = {i: i for i in canonical_order if i not in inner}
+            body = rename_fixed(arg, own, inner, fresh_letters(letters_in(arg) | inner)) if own else arg
+            out.append(Equation(Tensor(label, letters), body))
+            named[key] = (label, tuple(canonical_order.index(i) for i in letters))
+        label, positions = named[key]
+        return Tensor(label, tuple(canonical_order[p] for p in positions))
+
     if isinstance(node, Call):
-        arg = again(node.arg)
-        if not (isinstance(arg, Tensor) and len(set(arg.all_indices)) == len(arg.all_indices)):
-            key, canonical_order = canonical_key(arg, fixed)
-            if key not in named:
-                letters = tuple(i for i in order if i in canonical_order)
-                letters += tuple(i for i in canonical_order if i not in letters)
-                name = f"#u{next(counter)}"
-                # fixed on the new line, its letters must not capture an inner scope's own
-                # (the trace k in σ_i(T_jikk^2 x_k)): renamed onto themselves, that one moves aside
-                own = {i: i for i in canonical_order if i not in fixed}
-                body = rename_fixed(arg, own, fixed, fresh_letters(letters_in(arg) | fixed)) if own else arg
-                out.append(Equation(Tensor(name, letters), body))
-                named[key] = (name, tuple(canonical_order.index(i) for i in letters))
-            name, positions = named[key]
-            arg = Tensor(name, tuple(canonical_order[p] for p in positions))
-        return Call(node.func, arg, node.relabel)
+        return Call(node.func, name(again(node.arg)), node.relabel)
+    if isinstance(node, MatrixCall):  # the inverse's argument a named matrix: its adjoint is one line
+        return MatrixCall(node.func, name(again(node.arg)), node.relabel)
     if isinstance(node, Product):
         return Product(tuple(again(f) for f in node.factors))
     if isinstance(node, Sum):
@@ -189,6 +194,8 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
             if isinstance(body, Reduce) and body.op == "sum":  # mean_n(sum_h(..)): one contraction
                 return Product((replace(body, indices=node.indices + body.indices), scale))
             return Product((Reduce("sum", node.indices, body, implicit=node.implicit), scale))
+        if node.op in MATRIX_REDUCTIONS:
+            return replace(node, body=name(body, fixed | set(node.indices)))
         return replace(node, body=body)
     return node
 

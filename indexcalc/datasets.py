@@ -40,6 +40,17 @@ The loss scores the answer positions only, weighting each position's cross-entro
     ce_t = logsumexp_u(z_tu) - y_tv z_tv    # z_tv: the model's logits at position t
     loss = m_t ce_t / 6
 
+`gaussian`: samples of a 3-dimensional Gaussian with a known mean and covariance, for
+fitting both by maximum likelihood (examples/gaussian.ic: the log-likelihood is
+`0.5 logdet(S_kl) + 0.5 r_i inv_ij(S_kl) r_j`).
+
+    data x            # x_i: one sample, i = 0 … 2
+    dataset gaussian  # train 500 samples, test 200; GAUSSIAN_MEAN, GAUSSIAN_COVARIANCE
+                      # (correlated, eigenvalues 0.14 to 2.3) drew them
+
+The maximum-likelihood fit is the sample mean and the sample covariance (divided by the
+count, not the count less one) of the training samples, which a test compares it with.
+
 Position is not in the tokens: the model learns it (a parameter `P_{t d}` added to the
 token embedding). `metric accuracy z y` counts every position, the first half's
 unpredictable tokens too; the answer tokens' accuracy weights each position by m.
@@ -119,6 +130,17 @@ def blobs(seed: int = 0, n: int = 150, classes: int = 3) -> Split:
     labels = rng.integers(0, classes, 2 * n)
     x = centres[labels] + rng.normal(size=(2 * n, 2))
     return [x[:n], labels[:n]], [x[n:], labels[n:]]
+
+
+GAUSSIAN_MEAN = np.array([1.0, -0.5, 2.0])
+GAUSSIAN_COVARIANCE = np.array([[1.0, 0.6, -0.3], [0.6, 2.0, 0.4], [-0.3, 0.4, 0.5]])
+
+
+def gaussian(seed: int = 0, n: int = 500, test: int = 200) -> Split:
+    """Samples of N(GAUSSIAN_MEAN, GAUSSIAN_COVARIANCE), by its Cholesky factor."""
+    rng = np.random.default_rng(seed)
+    x = GAUSSIAN_MEAN + rng.normal(size=(n + test, 3)) @ np.linalg.cholesky(GAUSSIAN_COVARIANCE).T
+    return [x[:n]], [x[n:]]
 
 
 DIGITS_EXTRA = 'pip install "indexcalc[digits]"'
@@ -216,6 +238,7 @@ BUILT_IN: dict[str, Callable[..., Split]] = {
     "digits": digits,
     "copy": copy_task,
     "reverse": reverse_task,
+    "gaussian": gaussian,
 }
 
 # what each built-in set's arrays are, for a `data` line that names too few or too many
@@ -223,6 +246,7 @@ ARRAYS: dict[str, str] = {
     "copy": "tokens x_tv, next tokens y_tv, answer weights m_t",
     "reverse": "tokens x_tv, next tokens y_tv, answer weights m_t",
     "digits": "images x_rc, one-hot digits y_k",
+    "gaussian": "samples x_i",
 }
 
 

@@ -27,9 +27,10 @@ from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    leaf_factors,
 )
-from . import functions
+from . import functions, matrices
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import index_names, known_names, parse, written_subscript
 from .program import as_parsed, check_program, lower_orders
@@ -177,6 +178,21 @@ class _Rules:
         # the call's free indices, not the argument's: σ_m(x_i) runs over m
         return self.times(factors, node, inner, fixed, coef)
 
+    def matrix(self, node: MatrixCall, fixed) -> list[Term]:
+        """dF_ij = Σ_pq K_ijpq dA_pq, K the table's kernel (−(A⁻¹)_ip (A⁻¹)_qj for the
+        inverse): the argument's derivative with its pair moved to fresh letters p, q."""
+        inner = self.d(node.arg, fixed)
+        if not inner:
+            return []
+        p, q = self.fresh(), self.fresh()
+        coef, kernel = _flat(matrices.lookup(node.func).derivative(node, p, q))
+        out = []
+        for t in inner:
+            for old, new in zip(node.relabel, (p, q)):
+                t = self.renamed(t, old, new, fixed)
+            out.append(Term(coef * t.coef, kernel + t.factors, (Reduce("sum", (p, q), _EMPTY),) + t.reds))
+        return out
+
     def reduce(self, node: Reduce, fixed) -> list[Term]:
         inside = fixed | set(node.indices)
         self.reduced |= set(node.indices)
@@ -266,7 +282,11 @@ def _tie_weights(node: Reduce) -> Expr:
     return Product((hit, Power(Reduce("sum", node.indices, hit), Number(-1.0))))
 
 
-WEIGHTS: dict[str, Callable[[Reduce], Expr]] = {"logsumexp": _softmax_weights, "max": _tie_weights, "min": _tie_weights}
+WEIGHTS: dict[str, Callable[[Reduce], Expr]] = {
+    "logsumexp": _softmax_weights, "max": _tie_weights, "min": _tie_weights,
+    # det, logdet: d f(A) = Σ_kl W_kl dA_kl, the weight from the matrix table
+    **{f.name: f.derivative for f in matrices.MATRIX_FUNCTIONS if f.scalar},
+}
 
 
 def _relabelled(expr: Expr, index: str) -> Expr:
@@ -292,6 +312,7 @@ RULES: dict[type, Callable] = {
     Product: _Rules.product,
     Power: _Rules.power,
     Call: _Rules.call,
+    MatrixCall: _Rules.matrix,
     Reduce: _Rules.reduce,
 }
 
@@ -549,6 +570,8 @@ def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | 
         return Power(again(node.base), node.exponent)
     if isinstance(node, Call):
         return Call(node.func, again(node.arg), node.relabel)
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, again(node.arg), node.relabel)
     if isinstance(node, Compare):
         return Compare(node.op, again(node.left), again(node.right))
     return node

@@ -17,9 +17,12 @@ from typing import Any, Mapping
 import numpy as np
 import opt_einsum
 
-from . import functions
+from . import functions, matrices
 from .errors import IndexCalcError, ShapeError
-from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .expr import (
+    MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Sum,
+    Tensor, leaf_factors,
+)
 from .indices import free_indices, relabelled_index
 from .program import Environment, run
 
@@ -103,6 +106,9 @@ class _Einsum:
                 axes = tuple(node.relabel if i == source else i for i in axes)
             with np.errstate(all="ignore"):
                 return functions.lookup(node.func).compute(arg), axes
+        if isinstance(node, MatrixCall):
+            arg, axes = self.eval(node.arg, fixed)
+            return self.matrix(node.func, node.relabel, arg, axes, str(node))
         if isinstance(node, Reduce):
             return self.reduce(node, fixed)
         raise IndexCalcError(f"cannot evaluate {type(node).__name__} {node}")
@@ -158,6 +164,15 @@ class _Einsum:
         value = functions.compare_values(node.op, left, right, self.dtype)
         return np.broadcast_to(value, [self.env.size(i) for i in out]), out
 
+    def matrix(self, name: str, pair: tuple[str, ...], value, axes: tuple[str, ...], where: str):
+        """A matrix function of the pair's axes (moved last, rows then columns), the other
+        axes a batch: np.linalg's stacked routines."""
+        batch = tuple(i for i in axes if i not in pair)
+        out = batch + tuple(pair)
+        stack = np.broadcast_to(self.aligned(value, axes, out), [self.env.size(i) for i in out])
+        result = matrices.compute(name, stack, where)
+        return result, (batch if matrices.lookup(name).scalar else out)
+
     def aligned(self, value, axes: tuple[str, ...], out: tuple[str, ...]):
         """`value` (axes `axes`) transposed and reshaped to broadcast against `out`."""
         present = [i for i in out if i in axes]
@@ -166,6 +181,8 @@ class _Einsum:
 
     def reduce(self, node: Reduce, fixed: frozenset[str]):
         body, axes = self.eval(node.body, fixed | set(node.indices))
+        if node.op in MATRIX_REDUCTIONS:
+            return self.matrix(node.op, node.indices, body, axes, str(node))
         where = tuple(axes.index(i) for i in node.indices)
         value = functions.reduce_array(node.op, body, where)
         return value, tuple(i for i in axes if i not in node.indices)

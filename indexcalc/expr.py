@@ -254,6 +254,25 @@ class Call(Expr):
 
 
 @dataclass(frozen=True)
+class MatrixCall(Expr):
+    """A matrix-valued function of an index pair, `inv_ij(A_ij)`: the argument carries
+    the pair under the letters `relabel` (rows, columns), beside any batch letters it
+    broadcasts over. The parser renames a written argument's pair onto them
+    (`inv_ij(A_kl)` is held as `inv_ij(A_ij)`), so the pair is never a guess from the order
+    of appearance once parsed; the functions of the table commute with transposition,
+    so the order of the two letters does not change the value. Scalar matrix functions
+    (det, logdet) consume their pair and are reductions (`Reduce`) over it."""
+
+    func: str
+    arg: Expr
+    relabel: tuple[str, ...]
+    span: "tuple[int, int] | None" = _span()
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.arg,)
+
+
+@dataclass(frozen=True)
 class Reduce(Expr):
     """`sum_j(body)`, `mean_n(body)`, `logsumexp_j(body)` (and the others of
     `REDUCTIONS`): the indices are fixed inside body, then reduced.
@@ -350,13 +369,16 @@ def _state_without_caches(self) -> dict:
 
 # the dataclass decorator wrote a field-by-field __repr__ for each node; the short one of
 # Expr serves them all
-for _node in (Number, Tensor, Delta, Mask, Shift, Compare, Product, Sum, Power, Call, Reduce, Equation, Program):
+for _node in (
+    Number, Tensor, Delta, Mask, Shift, Compare, Product, Sum, Power, Call, MatrixCall, Reduce, Equation, Program,
+):
     _node.__repr__ = Expr.__repr__
     _node.__hash__ = _remembered_hash(_node.__hash__)
     _node.__eq__ = _remembered_equality(_node.__eq__)
     _node.__getstate__ = _state_without_caches
 
-REDUCTIONS = ("sum", "mean", "logsumexp", "max", "min")
+MATRIX_REDUCTIONS = ("det", "logdet")  # over an index pair: indexcalc.matrices
+REDUCTIONS = ("sum", "mean", "logsumexp", "max", "min") + MATRIX_REDUCTIONS
 
 
 def leaf_factors(product: Product) -> Iterator[Expr]:
@@ -380,6 +402,8 @@ def with_children(node: Expr, children: tuple[Expr, ...]) -> Expr:
         return Call(node.func, children[0], node.relabel, span=node.span)
     if isinstance(node, Compare):
         return Compare(node.op, children[0], children[1], span=node.span)
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, children[0], node.relabel, span=node.span)
     if isinstance(node, Reduce):
         return Reduce(node.op, node.indices, children[0], span=node.span, implicit=node.implicit)
     if isinstance(node, Equation):

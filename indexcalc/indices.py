@@ -24,11 +24,12 @@ from __future__ import annotations
 from collections import Counter
 from functools import lru_cache
 
-from . import functions
+from . import functions, matrices
 from .errors import IndexNotationError, ShapeError
 from .notation import written_subscript
 from .expr import (
     COMPARISONS,
+    MATRIX_REDUCTIONS,
     REDUCTIONS,
     Call,
     Compare,
@@ -36,6 +37,7 @@ from .expr import (
     Equation,
     Expr,
     Mask,
+    MatrixCall,
     Number,
     Power,
     Product,
@@ -156,6 +158,10 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         source = relabelled_index(node, fixed)
         # σ_i(T_ji) with i fixed outside reads the diagonal T_ii: one i
         return tuple(dict.fromkeys(node.relabel if i == source else i for i in free))
+    if isinstance(node, MatrixCall):
+        free = _free(node.arg, fixed)
+        matrices.check_call(node, free)
+        return free
     if isinstance(node, Reduce):
         _check_reduction(node)
         inner = fixed | set(node.indices)
@@ -293,7 +299,7 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
         summed = _occurrence_split(node, fixed)[1]
         if summed:
             out.append((node, summed, fixed))
-    if isinstance(node, (Call, Compare)):  # scopes of their own, as the notation says of arguments
+    if isinstance(node, (Call, MatrixCall, Compare)):  # scopes of their own, as the notation says of arguments
         return tuple(out)
     if isinstance(node, Reduce):
         fixed = fixed | set(node.indices)
@@ -356,6 +362,8 @@ def _check_reduction(node: Reduce) -> None:
             f"the reductions are {', '.join(REDUCTIONS)}",
             node,
         )
+    if node.op in MATRIX_REDUCTIONS:
+        matrices.check_reduction(node)
 
 
 def _check_mask(node: Mask) -> None:
@@ -474,6 +482,9 @@ def _ties(node: Expr, fixed: frozenset[str]):
             yield a, b, str(node)
     elif isinstance(node, Call) and node.relabel is not None:
         yield node.relabel, relabelled_index(node, fixed), str(node)
+    elif isinstance(node, MatrixCall) or isinstance(node, Reduce) and node.op in MATRIX_REDUCTIONS:
+        pair = node.relabel if isinstance(node, MatrixCall) else node.indices
+        yield pair[0], pair[1], f"{node} (a matrix function takes a square matrix)"
     if isinstance(node, Reduce):
         fixed = fixed | set(node.indices)
     if isinstance(node, Equation):

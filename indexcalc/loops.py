@@ -28,10 +28,11 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from . import functions
+from . import functions, matrices
 from .errors import IndexCalcError
 from .expr import (
-    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce,
+    Sum, Tensor, leaf_factors,
 )
 from .indices import free_indices, relabelled_index, summed_indices
 from .program import Environment, as_parsed, run
@@ -204,10 +205,40 @@ def _value(node: Expr, frame: _Frame, fixed: frozenset[str], env: Environment) -
         if node.relabel is not None:
             frame = frame.bind((relabelled_index(node, fixed),), (frame.at[node.relabel],))
         return frame.lift(functions.lookup(node.func).compute(_value(node.arg, frame, fixed, env)))
+    if isinstance(node, MatrixCall):
+        return _matrix_entry(node, frame, fixed, env)
+    if isinstance(node, Reduce) and node.op in MATRIX_REDUCTIONS:
+        rows = _matrix_rows(node.body, node.indices, frame, fixed | set(node.indices), env)
+        return frame.lift(matrices.reference(node.op, rows, str(node)))
     if isinstance(node, Reduce):
         inner_fixed = fixed | set(node.indices)
         return _over(node.op, node.indices, frame, env, lambda inner: _value(node.body, inner, inner_fixed, env))
     raise TypeError(f"cannot evaluate {type(node).__name__}")
+
+
+def _matrix_rows(body: Expr, pair, frame: _Frame, fixed, env: Environment) -> list:
+    """The matrix over `pair`, entry by entry: body's value with the pair bound to (a, b)."""
+    n = env.size(pair[0])
+    if env.size(pair[1]) != n:
+        from .errors import ShapeError
+
+        raise ShapeError(f"a matrix function takes a square matrix: {pair[0]} has size {n}, {pair[1]} "
+                         f"{env.size(pair[1])}")
+    return [[_value(body, frame.bind(pair, (a, b)), fixed, env) for b in range(n)] for a in range(n)]
+
+
+def _matrix_entry(node: MatrixCall, frame: _Frame, fixed, env: Environment) -> np.ndarray:
+    """An entry of a matrix-valued function: the whole matrix by its explicit formula
+    (the adjugate over the determinant), then the entry at the frame's (i, j)."""
+    i, j = node.relabel
+    rows = _matrix_rows(node.arg, node.relabel, frame, fixed, env)
+    result = matrices.reference(node.func, rows, str(node))
+    at_i, at_j = frame.at[i], frame.at[j]
+    total = frame.lift(0.0)
+    for a, row in enumerate(result):
+        for b, entry in enumerate(row):
+            total = total + np.where((at_i == a) & (at_j == b), frame.lift(entry), 0.0)
+    return total
 
 
 def _product(factors: list[Expr], frame: _Frame, fixed: frozenset[str], env: Environment) -> np.ndarray:

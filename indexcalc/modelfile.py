@@ -6,7 +6,7 @@
     param W1[4, 2] xavier     # shape and initialiser: zeros, ones, normal(std), uniform(a),
     param b1[4] zeros         #   xavier (glorot), he
     dataset xor               # built in (xor, fizzbuzz, relu_neuron, logistic, linear, blobs,
-                              #   digits, copy, reverse) or a .npz
+                              #   digits, copy, reverse, gaussian) or a .npz
     optimizer adam lr=0.1     # sgd lr=…, momentum lr=… beta=…, adam lr=… beta1=… beta2=…
     epochs 300
     batch_size 4

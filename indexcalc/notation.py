@@ -40,10 +40,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import functions
+from . import functions, matrices
 from .errors import IndexCalcError, ParseError
 from .expr import (
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    leaf_factors,
 )
 
 DELTA_NAMES = ("delta", "δ")
@@ -114,6 +115,10 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
         result = lines[0]
     else:
         result = Program(tuple(_program_lines(lines, text)))
+    try:  # the text's matrix functions in the form they are held (the pair named, not guessed again)
+        result = matrices.resolve(result)
+    except IndexCalcError as err:
+        raise err.with_source(text, None) from None
     if check:
         _check(result, text)
         _check_jacobians(result, parser.jacobians, text)
@@ -251,6 +256,8 @@ def index_names(node: Expr) -> frozenset[str]:
             found.update(sub.indices)
         elif isinstance(sub, Call) and sub.relabel:
             found.add(sub.relabel)
+        elif isinstance(sub, MatrixCall):
+            found.update(sub.relabel)
     return frozenset(i for i in found if is_index_name(i))
 
 
@@ -710,6 +717,9 @@ class _Parser:
             return self.maximum(tok)
         if h.name in REDUCTION_NAMES:
             return self.reduction(h, tok)
+        matrix = matrices.lookup(h.name)
+        if matrix is not None:
+            return self.matrix_function(h, tok, matrix)
         function = functions.lookup(h.name)
         if function is not None:
             return self.call(h, tok, function)
@@ -778,6 +788,40 @@ class _Parser:
             self.jacobians.append((call, tok))
         self.spliced[id(node)] = node
         return node
+
+    def matrix_function(self, h: Head, tok: Token, entry) -> Expr:
+        """`inv_ij(A_kl)` (a `MatrixCall`, its pair resolved once scopes are known: see
+        `matrices.resolve`), `det(A_kl)`, `logdet(...)` or `det_kl(...)` (a reduction over
+        the pair, inferred or named)."""
+        name = entry.name
+        if not h.is_call:
+            raise self.error(f"the matrix function '{name}' needs an argument in parentheses, as in "
+                             f"{'inv_ij(A_kl)' if not entry.scalar else name + '(A_kl)'}", tok)
+        if h.derivs or h.groups is not None or h.wrt:
+            raise self.error(f"a matrix function takes no comma derivative or grouped indices: write {name}"
+                             f"{'_ij' if not entry.scalar else ''}(...)", tok)
+        if entry.scalar and len(h.indices) not in (0, 2):
+            raise self.error(
+                f"{name} consumes its argument's pair of indices: write {name}(A_kl), or {name}_kl(...) to name "
+                f"the pair; {name}{written_subscript(h.indices)}(...) names {len(h.indices)}", tok)
+        if not entry.scalar and len(h.indices) != 2:
+            given = f"{name}{written_subscript(h.indices)}(...) gives {len(h.indices)}" if h.indices else \
+                f"{name}(...) gives none"
+            raise self.error(
+                f"{name} gives a matrix: its subscript names the two indices its argument's pair is renamed to, "
+                f"as in {name}_ij(A_kl) (rows i, columns j); {given}", tok)
+        if len(set(h.indices)) != len(h.indices):
+            raise self.error(f"{name}{written_subscript(h.indices)}(...) repeats an index", tok)
+        self.expect("(", f"after {name}")
+        if self.at(")"):
+            raise self.error(f"'{name}' needs an argument")
+        with self.nested(tok):
+            arg = self.sum()
+        self.expect(")", f"to close the argument of '{name}'")
+        span = (tok.pos, self.toks[self.k - 1].end)
+        if entry.scalar:
+            return Reduce(name, h.indices, arg, span=span)
+        return MatrixCall(name, arg, h.indices, span=span)
 
     def reduction(self, h: Head, tok: Token) -> Expr:
         op = REDUCTION_NAMES[h.name]
@@ -1031,6 +1075,8 @@ def _did_you_mean(name: str) -> str:
     """' (did you mean relu?)' for a misspelt function or reduction, else ''."""
     known = [n for n in list(functions.BY_NAME) + list(REDUCTION_NAMES) + ["max"] if ("'" in n) == ("'" in name)]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    # the matrix functions' short names are near many a scalar's (eta, beta): only a close slip
+    close += difflib.get_close_matches(name, [n for n in matrices.BY_NAME if n not in close], n=1, cutoff=0.75)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 

@@ -31,9 +31,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import opt_einsum
 
-from . import functions
+from . import functions, matrices
 from .errors import IndexCalcError, ShapeError
-from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .expr import (
+    MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Sum,
+    Tensor, leaf_factors,
+)
 from .indices import free_indices, infer_sizes
 from .printing import format_number
 from .program import Environment, lower_orders, unknown_size
@@ -133,6 +136,7 @@ class Lowering:
         self.inputs = list(inputs)
         self.constants: dict[str, np.ndarray] = {}  # name in the plan's namespace -> a mask's array
         self.masks: dict[tuple, str] = {}  # a mask's kind, shape and layout -> the variable holding it
+        self.solves: dict[tuple, str] = {}  # np.linalg.solve steps by their operands
         self.dtype = np.result_type(*dtypes).name if dtypes else "float64"
         self.typed = len(set(dtypes)) > 1
         for key, shape in inputs.items():
@@ -258,6 +262,8 @@ class Lowering:
             return self.power(node, fixed)
         if isinstance(node, Call):
             return self.call(node, fixed)
+        if isinstance(node, MatrixCall):
+            return self.matrix(node.func, node.relabel, self.lower(node.arg, fixed), node)
         if isinstance(node, Reduce):
             return self.reduce(node, fixed)
         raise IndexCalcError(f"cannot plan {type(node).__name__}")
@@ -344,8 +350,55 @@ class Lowering:
         name = "_fn_" + functions.lookup(node.func).name.replace("'", "_prime")
         return self._store(f"{name}({arg.code})", letters, node.func)
 
+    def full(self, op: Operand, letters: tuple[str, ...]) -> str:
+        """Code for `op` with exactly `letters` as axes, broadcast where it is constant."""
+        code = self.aligned(op, letters)
+        if op.literal or not set(letters) <= set(op.letters):
+            code = f"np.broadcast_to({code}, {tuple(self.sizes[i] for i in letters)})"
+        return code
+
+    def matrix(self, name: str, pair: tuple[str, ...], arg: Operand, node: Expr) -> Operand:
+        """A matrix function by np.linalg, on the stack of matrices over the pair (its
+        axes last, rows then columns), every other letter a batch."""
+        batch = self.preferred(tuple(i for i in arg.letters if i not in pair))
+        stack = self.full(arg, batch + tuple(pair))
+        scalar = matrices.lookup(name).scalar
+        return self._store(f"_matrix({name!r}, {stack}, {_where(node)!r})", batch if scalar else batch + tuple(pair),
+                           f"np.linalg {name}")
+
+    def solved(self, node: MatrixCall, fixed, operands: list, out: tuple[str, ...]) -> bool:
+        """`inv_ij(A) b_j...` as np.linalg.solve(A, b): where one other operand carries
+        the inverse's column letter (or its row letter: a solve with Aᵀ) and nothing else
+        does, the inverse only multiplies and is never formed. The partner becomes the
+        solution, carrying the other letter of the pair; False where no partner fits."""
+        i, j = node.relabel
+        for contracted, kept, transpose in ((j, i, False), (i, j, True)):
+            if contracted in out:
+                continue
+            holders = [k for k, op in enumerate(operands) if op is not None and contracted in op.letters]
+            if len(holders) != 1:
+                continue
+            partner = operands[holders[0]]
+            if kept in partner.letters or partner.letters.count(contracted) != 1:
+                continue
+            matrix = self.lower(node.arg, fixed)
+            batch = self.preferred(tuple(x for x in matrix.letters if x not in node.relabel))
+            rest = tuple(x for x in partner.letters if x != contracted and x not in batch)
+            rhs = self.aligned(partner, batch + (contracted,) + rest)
+            stack = self.full(matrix, batch + (i, j))
+            letters = batch + (kept,) + rest
+            key = (stack, rhs, transpose)  # the same solve in the forward and backward lines: once
+            if key not in self.solves:
+                code = f"_solve({stack}, {rhs}, {transpose}, {_where(node)!r})"
+                self.solves[key] = self._store(code, letters, "np.linalg solve (the inverse only multiplies)").code
+            operands[holders[0]] = Operand(self.solves[key], letters)
+            return True
+        return False
+
     def reduce(self, node: Reduce, fixed) -> Operand:
         inner = fixed | set(node.indices)
+        if node.op in MATRIX_REDUCTIONS:
+            return self.matrix(node.op, node.indices, self.lower(node.body, inner), node)
         out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
         if isinstance(node.body, (Product, Tensor, Delta, Mask)) and node.op in ("sum", "mean"):
@@ -358,8 +411,9 @@ class Lowering:
     # --- contractions
     def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:
         factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
-        operands: list[Operand] = [self.constant(scale)]
+        operands: list[Operand | None] = [self.constant(scale)]
         embeds: list[tuple[str, str]] = []
+        inverses: list[tuple[int, MatrixCall]] = []  # placed once the other operands are known
         for factor in factors:
             if isinstance(factor, Number):
                 operands.append(self.constant(factor.value))
@@ -373,8 +427,15 @@ class Lowering:
                 operands.append(self.unary(self.leaf(factor), None))
             elif isinstance(factor, Mask):
                 operands.append(self.mask(factor))
+            elif isinstance(factor, MatrixCall) and factor.func == "inv":
+                inverses.append((len(operands), factor))
+                operands.append(None)
             else:
                 operands.append(self.lower(factor, fixed))
+        for position, inverse in inverses:
+            if not self.solved(inverse, fixed, operands, out):
+                operands[position] = self.lower(inverse, fixed)
+        operands = [op for op in operands if op is not None]
         # the free letters δs link form groups, each one diagonal: a letter the factors carry
         # (or the first) stays, the others go on its diagonal (x_j δ_ij: i does, not j), and
         # a second carried letter is masked (x_i z_j δ_ij)
@@ -530,13 +591,22 @@ def canonical_key(node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ..
     return f"{type(node).__name__}:{node}", order
 
 
+def _where(node: Expr, width: int = 80) -> str:
+    """The formula a plan step computes, for its error message."""
+    text = str(node)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
     out = np.zeros(shape, dtype=np.result_type(values, np.float32))
     np.einsum(spec, out)[...] = values
     return out
 
 
-NAMESPACE = {"np": np, "_embed": _embed, "_reduce": functions.reduce_array, "_compare": functions.compare_values}
+NAMESPACE = {
+    "np": np, "_embed": _embed, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
+    "_matrix": matrices.compute, "_solve": matrices.solve,
+}
 for _f in functions.FUNCTIONS:
     NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
 

@@ -25,10 +25,11 @@ import sys
 import unicodedata
 from contextlib import contextmanager
 
-from . import functions
+from . import functions, matrices
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
-    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce,
+    Sum, Tensor, leaf_factors,
 )
 from .indices import occurrence_counts, free_indices
 from .notation import index_names, is_letter_index
@@ -197,6 +198,8 @@ class PlainPrinter:
             return self.power(node, fixed), POWER
         if isinstance(node, Call):
             return self.call(node, fixed), ATOM
+        if isinstance(node, MatrixCall):
+            return self.matrix_call(node, fixed), ATOM
         if isinstance(node, Reduce):
             return self.reduce(node, fixed), ATOM
         if isinstance(node, Mask):
@@ -285,7 +288,23 @@ class PlainPrinter:
     def reduce(self, node: Reduce, fixed) -> str:
         name = "Σ" if (self.unicode and node.op == "sum") else node.op
         inner = fixed | set(node.indices)
-        return f"{name}{self.subscript_of(node.indices)}({self.fmt(node.body, inner)[0]})"
+        subscript = "" if _pair_implied(node, fixed) else self.subscript_of(node.indices)
+        return f"{name}{subscript}({self.fmt(node.body, inner)[0]})"
+
+    def matrix_call(self, node: MatrixCall, fixed) -> str:
+        return f"{node.func}{self.subscript_of(node.relabel)}({self.fmt(node.arg, fixed)[0]})"
+
+
+def _pair_implied(node: Reduce, fixed: frozenset[str]) -> bool:
+    """Whether `det(A_kl)` reads back as this det_kl(...): its pair is its body's two
+    free indices beside those fixed, in that order (else the pair is written, det_kl)."""
+    if node.op not in MATRIX_REDUCTIONS:
+        return False
+    try:
+        free = free_indices(node.body, fixed - set(node.indices))
+    except IndexCalcError:
+        return False
+    return tuple(i for i in free if i not in fixed) == tuple(node.indices)
 
 
 def _reads_as_index(node: Expr, names: frozenset[str]) -> bool:
@@ -485,9 +504,16 @@ class LatexPrinter(PlainPrinter):
     def side(self, node: Expr, fixed) -> str:
         return self.fmt(node, fixed)[0]
 
+    def matrix_call(self, node: MatrixCall, fixed) -> str:
+        sub = f"_{{{self.index_list(node.relabel)}}}"
+        return matrices.lookup(node.func).latex.format(arg=self.fmt(node.arg, fixed)[0], sub=sub)
+
     def reduce(self, node: Reduce, fixed) -> str:
         inner = fixed | set(node.indices)
         body = self.fmt(node.body, inner)[0]
+        if node.op in MATRIX_REDUCTIONS:
+            sub = "" if _pair_implied(node, fixed) else f"_{{{self.index_list(node.indices)}}}"
+            return matrices.lookup(node.op).latex.format(arg=body, sub=sub)
         op = {"sum": r"\sum", "mean": r"\operatorname{mean}", "max": r"\max", "min": r"\min"}.get(
             node.op, r"\operatorname{" + node.op + "}"
         )
@@ -638,6 +664,8 @@ def _spec_line(operands, out, fixed, reduction, product=None, scale=1.0) -> str:
         notes.append("then divide by the size of the reduced index")
     elif reduction in ("max", "min", "logsumexp"):
         notes.append(f"a {reduction} over the reduced index, not a sum")
+    elif reduction in MATRIX_REDUCTIONS:
+        notes.append(f"a {reduction} of the matrix over the reduced pair, not a sum")
     renamed = [f"{ix}={sym}" for ix, sym in letters.items() if ix != sym]
     if renamed:
         notes.append("letters: " + " ".join(renamed))

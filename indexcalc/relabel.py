@@ -16,7 +16,8 @@ from dataclasses import replace
 from typing import Callable, Iterable
 
 from .expr import (
-    Call, Compare, Delta, Deriv, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors, with_children,
+    Call, Compare, Delta, Deriv, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors,
+    with_children,
 )
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
 
@@ -57,6 +58,8 @@ def _own_letters(node: Expr) -> tuple[str, ...]:
         return node.indices
     if isinstance(node, Call) and node.relabel:
         return (node.relabel,)
+    if isinstance(node, MatrixCall):
+        return node.relabel
     return ()
 
 
@@ -170,6 +173,12 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
             if old not in free_indices(node.arg, fixed):
                 return node
         return replace(node, arg=rename(node.arg, old, new, fixed, fresh))
+    if isinstance(node, MatrixCall):
+        # its letters are its argument's: renamed together (a letter new the argument sums
+        # of its own moves aside, as in any scope)
+        if old not in free_indices(node.arg, fixed):
+            return node
+        return replace(node, relabel=_swap(node.relabel, old, new), arg=rename(node.arg, old, new, fixed, fresh))
     if isinstance(node, Reduce):
         if old in node.indices:
             return node
@@ -210,6 +219,8 @@ def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
     if isinstance(node, Call):
         if _relabels(node, letter, fixed):
             node = replace(node, arg=rename(node.arg, letter, fresh(), fixed, fresh))
+        return replace(node, arg=_move_bound(node.arg, letter, fixed, fresh))
+    if isinstance(node, MatrixCall):
         return replace(node, arg=_move_bound(node.arg, letter, fixed, fresh))
     if isinstance(node, Reduce) and letter not in node.indices:
         return replace(node, body=_move_bound(node.body, letter, fixed | set(node.indices), fresh))
@@ -294,6 +305,8 @@ def substitute_letters(node: Expr, mapping: dict[str, str]) -> Expr:
     if isinstance(node, Call) and node.relabel is not None:
         return replace(node, relabel=mapping.get(node.relabel, node.relabel),
                        arg=substitute_letters(node.arg, mapping))
+    if isinstance(node, MatrixCall):
+        return replace(node, relabel=swap(node.relabel), arg=substitute_letters(node.arg, mapping))
     children = node.children()
     return with_children(node, tuple(substitute_letters(c, mapping) for c in children)) if children else node
 
@@ -324,6 +337,8 @@ def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr
         return Power(_canonical(node.base, fixed, fresh, counter), node.exponent)
     if isinstance(node, Call):
         return Call(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
     if isinstance(node, Reduce):
         for index in node.indices:
             node = rebind_reduction(node, index, f"#{next(counter)}", fixed, fresh)

@@ -25,8 +25,8 @@ from typing import Iterable
 
 from .errors import IndexCalcError
 from .expr import (
-    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
-    with_children,
+    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    leaf_factors, with_children,
 )
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
 from .relabel import fresh_letters, letter_count, letter_counts, letters_in, rebind_reduction, rename
@@ -115,7 +115,7 @@ class _Binding:
             return with_children(node, tuple(self.bind(t, fixed) for t in node.children()))
         if isinstance(node, Power):
             return Power(self.bind(node.base, fixed), self.bind(node.exponent, fixed), span=node.span)
-        if isinstance(node, Call):
+        if isinstance(node, (Call, MatrixCall)):
             return self.call(node, fixed)
         if isinstance(node, Reduce):
             node = replace(node, body=self.bind(node.body, fixed | set(node.indices)))
@@ -149,7 +149,7 @@ class _Binding:
             letters.append(letter)
         return Reduce("sum", tuple(letters), node, implicit=True) if letters else node
 
-    def call(self, node: Call, fixed: frozenset[str]) -> Expr:
+    def call(self, node: Call | MatrixCall, fixed: frozenset[str]) -> Expr:
         return replace(node, arg=self.bind(node.arg, fixed))
 
 
@@ -206,7 +206,7 @@ def _implicit(node: Expr, fixed: frozenset[str]) -> _Printed:
         return _Printed(with_children(node, tuple(_implicit(t, fixed).node for t in node.children())))
     if isinstance(node, Power):
         return _Printed(Power(_implicit(node.base, fixed).node, _implicit(node.exponent, fixed).node, span=node.span))
-    if isinstance(node, Call):
+    if isinstance(node, (Call, MatrixCall)):
         return _Printed(replace(node, arg=_implicit(node.arg, fixed).node))
     return _Printed(node)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .expr import (
-    Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    leaf_factors,
 )
 from . import functions
 from .indices import check_equation, free_indices, occurrence_counts
@@ -110,6 +111,8 @@ def _children(node: Expr, ctx: Context) -> Expr:
         return Power(_simplify(node.base, ctx), _simplify(node.exponent, ctx))
     if isinstance(node, Call):
         return Call(node.func, _simplify(node.arg, ctx), node.relabel)
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, _simplify(node.arg, ctx), node.relabel)
     if isinstance(node, Compare):
         return Compare(node.op, _simplify(node.left, ctx), _simplify(node.right, ctx))
     if isinstance(node, Reduce):
@@ -166,7 +169,7 @@ def _is_zero(node: Expr) -> bool:
     return _coefficient(node)[0] == 0
 
 
-_RANK = {Mask: 0.2, Compare: 0.5, Number: 0, Sum: 1, Reduce: 2, Call: 3, Power: 4, Tensor: 5, Delta: 6}
+_RANK = {Mask: 0.2, Compare: 0.5, Number: 0, Sum: 1, Reduce: 2, Call: 3, MatrixCall: 3.5, Power: 4, Tensor: 5, Delta: 6}
 
 
 def _factor_rank(factor: Expr) -> int:
@@ -620,7 +623,10 @@ def _picks_entry(node: Expr, indices) -> bool:
 
 
 def _delta_on(node: Expr, indices) -> bool:
-    """Whether `node` is a product with a δ factor on one of `indices`."""
+    """Whether `node` is a product with a δ factor on one of `indices`, or a sum over
+    other letters of one (`sum_j(a_nj δ_np)`: split out, it merges with the outer sum)."""
+    if isinstance(node, Reduce) and node.op == "sum" and not set(node.indices) & set(indices):
+        return _delta_on(node.body, indices)
     factors = leaf_factors(node) if isinstance(node, Product) else (node,)
     return any(isinstance(f, Delta) and set(f.all_indices) & set(indices) for f in factors)
 

@@ -1086,10 +1086,43 @@ class RouteGenerator(ProgramGenerator):
         over u masked by `[u <= s]` (or `[u >= s]`)."""
         self.block_attention(mask=self.pick(("<=", ">=")))  # not strict: row s sees u = s, no 0 denominator
 
+    def block_matrix(self):
+        """Matrix functions (issue 10): inv, det or logdet of a well-conditioned symmetric
+        positive definite argument, `A_km A_lm + c δ_kl` (c ≥ 0.5 keeps every eigenvalue
+        at least c), as a quadratic form `x_i inv_ij(...) z_j`, a Gaussian log-likelihood,
+        a matrix line of its own or a scalar; sometimes over a batch letter fixed by the
+        left-hand side. The inverse's letters i, j are new, so the parser renames the
+        argument's pair onto them."""
+        k = self.fresh(set())
+        l = self.fresh({k}, size=self.sizes[k])
+        m = self.fresh({k, l})
+        i = self.fresh({k, l, m}, size=self.sizes[k])
+        j = self.fresh({k, l, m, i}, size=self.sizes[k])
+        n = self.fresh({k, l, m, i, j}) if self.chance(3) else None
+        if None in (l, m, i, j):
+            return self.block_random()
+        batch = [n] if n else []
+        a, order = self.operand(batch + [k, m], reuse=4)
+        self.used.add(a)
+        arg = f"{self.ref(a, order)} {self.ref(a, order, {k: l})} + {self.pick(('0.5', '1', '2'))} delta_{k}{l}"
+        style = self.pick(("quadratic", "gaussian", "inverse", "det", "logdet"))
+        self.tags[f"matrix {style}" + (" (batch)" if batch else "")] += 1
+        self.prefer = [a]
+        if style in ("quadratic", "gaussian"):
+            x, xo = self.operand(batch + [i], reuse=3)
+            z, zo = (x, xo) if style == "gaussian" else self.operand(batch + [j], reuse=3)
+            zj = self.ref(z, zo, {i: j}) if style == "gaussian" else self.ref(z, zo)
+            form = f"{self.ref(x, xo)} inv_{i}{j}({arg}) {zj}"
+            self.define("q", batch, f"0.5 logdet({arg}) + 0.5 {form}" if style == "gaussian" else form)
+        elif style == "inverse":
+            self.define("B", batch + [i, j], f"inv_{i}{j}({arg})")
+        else:
+            self.define("d", batch, f"{style}({arg})")
+
     # ---- programs
 
     BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative",
-              "max", "causal")
+              "max", "causal", "matrix")
 
     def program(self, max_depth: int | None = None) -> str:
         for _ in range(self.draw(st.integers(1, 3))):

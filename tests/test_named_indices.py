@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import indexcalc as ic
 from carets import assert_points_at, assert_parse_refuses
-from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, Program, Reduce, Tensor, with_children
+from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Tensor, with_children
 from indexcalc.notation import index_names, is_index_name, is_letter_index
 from strategies import expressions, route_cases
 
@@ -60,6 +60,8 @@ def renamed(node, mapping: dict[str, str]):
     kids = tuple(renamed(k, mapping) for k in node.children())
     if isinstance(node, Call):
         return Call(node.func, kids[0], None if node.relabel is None else one(node.relabel))
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, kids[0], many(node.relabel))
     if isinstance(node, Reduce):
         return Reduce(node.op, many(node.indices), kids[0])
     if isinstance(node, Equation):
@@ -79,6 +81,8 @@ def letters_of(node) -> list[str]:
             found.update(dict.fromkeys(sub.indices))
         elif isinstance(sub, Call) and sub.relabel:
             found[sub.relabel] = None
+        elif isinstance(sub, MatrixCall):
+            found.update(dict.fromkeys(sub.relabel))
     return list(found)
 
 
