@@ -39,10 +39,12 @@ from .expr import (
     Power,
     Product,
     Reduce,
+    Shift,
     Sum,
     Tensor,
     leaf_factors,
 )
+from .shifts import inferred_size
 
 
 def _error(message: str, node: Expr) -> IndexNotationError:
@@ -443,6 +445,25 @@ def infer_sizes(
             for index, size in zip(axes, shape):
                 _bind(sizes, origin, index, size, f"{sub} (axis of '{sub.key}')")
     ties = list(_ties(node, frozenset(fixed)))
+    shifts = [sub for sub in node.walk() if isinstance(sub, Shift)]
+    while True:
+        _propagate_ties(ties, sizes, origin)
+        # a size told by an array or a δ wins over a shift's valid range: one range at a
+        # time, then the ties again (shifts.inferred_size, which the plan asks too)
+        found = next(((shift, letter, size) for shift in shifts for _, letter in shift.terms if letter not in sizes
+                      for size in (inferred_size(shift, letter, sizes),) if size is not None), None)
+        if found is None:
+            break
+        shift, letter, size = found
+        sizes[letter], origin[letter] = size, f"the valid range of {letter} in {shift}"
+    for a, b, where in ties:
+        if a in sizes and b in sizes and sizes[a] != sizes[b]:
+            raise ShapeError(f"{where} pairs index {a} (size {sizes[a]}) with index {b} (size {sizes[b]})")
+    return sizes
+
+
+def _propagate_ties(ties, sizes: dict[str, int], origin: dict[str, str]) -> None:
+    """Give each tied letter its partner's size until nothing changes."""
     changed = True
     while changed:
         changed = False
@@ -451,10 +472,6 @@ def infer_sizes(
                 if x in sizes and y not in sizes:
                     sizes[y], origin[y] = sizes[x], where
                     changed = True
-    for a, b, where in ties:
-        if a in sizes and b in sizes and sizes[a] != sizes[b]:
-            raise ShapeError(f"{where} pairs index {a} (size {sizes[a]}) with index {b} (size {sizes[b]})")
-    return sizes
 
 
 def _ties(node: Expr, fixed: frozenset[str]):
