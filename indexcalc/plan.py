@@ -12,6 +12,14 @@ made, held by the plan, and contracted like any operand (a causal softmax multip
 it). A max or min reduces the body's array with NumPy; its backward pass is the adjoint
 times the tie weights that `diff` writes, a comparison and a count, never a Jacobian.
 
+A shifted index (`x_{nd(i+k)}`, held as x_{ndp} δ_{p(i+k)}) is never a dense 0/1 array
+where the plan can help it: summed against an array, the δ is that array's sliding
+windows over (i, k), a view, which the contraction then reads as one matmul operand (a
+convolution is im2col and a matmul); with its index in the result (the transposed
+convolution of a backward pass), the rest is contracted over (i, k) and added into place
+by strided slices (col2im). Strides, dilations, reversed letters and zero padding are
+slices and np.pad. See `Lowering.shifted`.
+
 Equal subexpressions are computed once: each node is keyed by its canonical form (free
 indices numbered in order of appearance, bound ones renamed), so `W_gj x_nj + b_g` in a
 gradient reuses the forward pass's `W_ij x_nj + b_i`, and `tanh'(u)` is computed from
@@ -33,8 +41,9 @@ import opt_einsum
 
 from . import functions
 from .errors import IndexCalcError, ShapeError
-from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .expr import Call, Compare, Delta, Equation, Expr, Mask, Number, Power, Product, Reduce, Shift, Sum, Tensor, leaf_factors
 from .indices import free_indices, infer_sizes
+from .shifts import shift_array, weights
 from .printing import format_number
 from .program import Environment, unknown_size
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
@@ -248,7 +257,7 @@ class Lowering:
         return result
 
     def _lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
-        if isinstance(node, (Tensor, Delta, Mask, Product)):
+        if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
             return self.product(node, fixed, self.preferred(free_indices(node, fixed)))
         if isinstance(node, Sum):
             return self.sum(node, fixed)
@@ -348,7 +357,7 @@ class Lowering:
         inner = fixed | set(node.indices)
         out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
-        if isinstance(node.body, (Product, Tensor, Delta, Mask)) and node.op in ("sum", "mean"):
+        if isinstance(node.body, (Product, Tensor, Delta, Mask, Shift)) and node.op in ("sum", "mean"):
             return self.product(node.body, inner, out, scale)
         body = self.lower(node.body, inner)
         axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
@@ -357,9 +366,10 @@ class Lowering:
 
     # --- contractions
     def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:
-        factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask, Shift)) else list(leaf_factors(node))
         operands: list[Operand] = [self.constant(scale)]
         embeds: list[tuple[str, str]] = []
+        shifts = [f for f in factors if isinstance(f, Shift)]
         for factor in factors:
             if isinstance(factor, Number):
                 operands.append(self.constant(factor.value))
@@ -373,8 +383,10 @@ class Lowering:
                 operands.append(self.unary(self.leaf(factor), None))
             elif isinstance(factor, Mask):
                 operands.append(self.mask(factor))
-            else:
+            elif not isinstance(factor, Shift):
                 operands.append(self.lower(factor, fixed))
+        deltas = {i for f in factors if isinstance(f, Delta) for i in f.all_indices}
+        operands, scatters = self.shifted(shifts, operands, out, deltas)
         # the free letters δs link form groups, each one diagonal: a letter the factors carry
         # (or the first) stays, the others go on its diagonal (x_j δ_ij: i does, not j), and
         # a second carried letter is masked (x_i z_j δ_ij)
@@ -392,6 +404,8 @@ class Lowering:
             embeds += [(rep, i) for i in group if i != rep and i not in held]
         embedded = {b for _, b in embeds}
         inner_out = tuple(i for i in out if i not in embedded and i in carried)
+        # a scatter's letters stay on the contraction's result, to be added into its index after it
+        inner_out += tuple(i for _, terms, _ in scatters for _, i in terms if i not in inner_out)
         literals = [op.value for op in operands if op.literal]
         scale = self.fold(lambda: functools.reduce(operator.mul, literals))
         scalars = [op.code for op in operands if not op.letters and not op.literal]
@@ -405,9 +419,117 @@ class Lowering:
             result = self._chained([(" * ", f) for f in factors], (), "multiply")
         else:
             result = scale
+        for index, terms, offset in scatters:
+            result = self.scatter(result, index, terms, offset)
         for a, b in embeds:
             result = self.embed(result, a, b)
         return result
+
+    # --- shifted indices (convolution)
+    def shifted(self, shifts: list[Shift], operands: list[Operand], out, deltas: set[str]):
+        """Each Shift of a product as the routine it amounts to, never as a dense array
+        where one of these applies. Its relation Σ w·letter + offset = 0 is solved for one
+        letter e of weight ±1 (`solve`): a *gather* where e is summed and operands carry
+        it (each is replaced by its windows over the other letters, `window`: a
+        convolution's x_{nd(i+k)}); a *scatter* where e is in the result and no operand
+        carries it (the contraction keeps the other letters and each value is added into
+        its position, `scatter`: the transposed convolution). Solving for the largest
+        letter leaves the smallest contraction: x_{ndp} δ_{p(i+k)} is windows of x over
+        (i, k), not windows of K over (p, i); g_{aci} K_{cb(e-i)} scatters over e, not
+        windows of K over (e, i). A Shift sharing a letter with another, or with a δ,
+        and one that neither form fits (`δ_{p(i+k)}` with p, i and k all free) stay a
+        dense 0/1 operand, as a mask does: correct, and the fallback."""
+        scatters = []
+        for shift in shifts:
+            w = weights(shift)
+            others = {i for s in shifts if s is not shift for i in s.all_indices}
+            choice = None if set(w) & (others | deltas) or 0 in w.values() else self.solve(w, operands, out)
+            if choice is None:
+                operands.append(self.dense_shift(shift))
+                continue
+            kind, e = choice
+            terms = tuple((-w[e] * c, i) for i, c in w.items() if i != e)  # e = Σ coef·letter + offset
+            offset = -w[e] * shift.offset
+            if kind == "scatter":
+                scatters.append((e, terms, offset))
+            else:
+                operands = [self.window(op, e, terms, offset) if e in op.letters else op for op in operands]
+        return operands, scatters
+
+    def solve(self, w: dict[str, int], operands: list[Operand], out) -> tuple[str, str] | None:
+        """("gather" or "scatter", the letter to solve for), or None (the dense fallback)."""
+        carried = [i for op in operands for i in op.letters]
+        candidates = []
+        for e, coef in w.items():
+            rest = [i for i in w if i != e]
+            if abs(coef) != 1 or not rest:
+                continue
+            if e not in out and e in carried and all(op.letters.count(e) < 2 for op in operands):
+                candidates.append((self.sizes[e], 1, e, "gather"))
+            elif e in out and e not in carried and all(i not in out and i in carried for i in rest):
+                candidates.append((self.sizes[e], 0, e, "scatter"))
+        if not candidates:
+            return None
+        _, _, e, kind = max(candidates)
+        return kind, e
+
+    def window(self, op: Operand, e: str, terms, offset: int) -> Operand:
+        """`op` with its axis e replaced by the letters e = Σ coef·letter + offset runs
+        over: NumPy's sliding windows (a view) along that axis, one window axis per letter
+        but the longest, which steps along the positions (a stride is the slice's step);
+        a coefficient above 1 on a window letter is a dilation (the window's step), a
+        negative one reverses that axis, and positions past an edge (an offset, or a
+        size declared larger than the valid range) read the zeros of np.pad."""
+        size = self.sizes
+        axis = op.letters.index(e)
+        terms = sorted(terms, key=lambda t: -size[t[1]])  # the longest letter steps along the positions
+        start = offset + sum(c * (size[i] - 1) for c, i in terms if c < 0)  # where a reversed letter's last value lands
+        span = sum(abs(c) * (size[i] - 1) for c, i in terms)
+        lo, hi = max(0, -start), max(0, start + span - (size[e] - 1))
+        shape = list(self.shapes[op.code])
+        relation = f"{e} = {_linear(terms, offset)}"
+        code = op.code
+        if lo or hi:
+            shape[axis] += lo + hi
+            pads = tuple((lo, hi) if k == axis else (0, 0) for k in range(len(shape)))
+            code = self._emit(self._var(), f"np.pad({code}, {pads})", f"zero padding for {relation}", "", shape)
+        (c1, first), windows = terms[0], terms[1:]
+        if windows:
+            lengths = tuple(abs(c) * (size[i] - 1) + 1 for c, i in windows)
+            code = f"sliding_window_view({code}, {lengths}, axis={(axis,) * len(windows)})"
+            shape[axis] -= sum(lengths) - len(lengths)
+        s, n = start + lo, size[first]
+        along = _slice(s, s + abs(c1) * (n - 1) + 1, c1, shape[axis])
+        index = [":"] * len(shape) + [_slice(0, abs(c) * (size[i] - 1) + 1, c, abs(c) * (size[i] - 1) + 1)
+                                      for c, i in windows]
+        index[axis] = along
+        while index and index[-1] == ":":
+            index.pop()
+        if index:
+            code = f"{code}[{', '.join(index)}]"
+        letters = op.letters[:axis] + (first,) + op.letters[axis + 1 :] + tuple(i for _, i in windows)
+        return self._store(code, letters, f"windows for {relation}" if windows else f"strided slice for {relation}")
+
+    def scatter(self, op: Operand, e: str, terms, offset: int) -> Operand:
+        """result_{..e..} = Σ op_{..terms..} over e = Σ coef·letter + offset: zeros, and
+        one strided slice-add per value of the letters but the longest (the transposed
+        convolution's col2im; never a dense (e, terms) array)."""
+        terms = sorted(terms, key=lambda t: -self.sizes[t[1]])
+        axes = tuple(op.letters.index(i) for _, i in terms)
+        steps = tuple(c for c, _ in terms)
+        letters = tuple(i for i in op.letters if i not in {i for _, i in terms}) + (e,)
+        code = f"_scatter({op.code}, {axes}, {self.sizes[e]}, {steps}, {offset})"
+        return self._store(code, letters, f"scatter-add for {e} = {_linear(terms, offset)}")
+
+    def dense_shift(self, shift: Shift) -> Operand:
+        """The fallback: the Shift's 0/1 array, made now and held as a constant like a mask."""
+        array, letters = shift_array(shift, self.sizes.__getitem__, self.dtype)
+        key = ("shift", tuple(weights(shift).values()), shift.offset, array.shape)
+        if key not in self.masks:
+            name = f"_shift{len(self.constants) + 1}"
+            self.constants[name] = array
+            self.masks[key] = self._store(name, letters, f"dense {shift} (a constant of the shapes)").code
+        return Operand(self.masks[key], letters)
 
     def identity(self, a: str, b: str) -> Operand:
         if a == b:
@@ -530,13 +652,57 @@ def canonical_key(node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ..
     return f"{type(node).__name__}:{node}", order
 
 
+def _linear(terms, offset: int) -> str:
+    """`2i + k - 1`: a Shift's solved side, for the plan's listing."""
+    text = ""
+    for c, i in terms:
+        sign = "-" if c < 0 else "+"
+        text += f" {sign} {'' if abs(c) == 1 else abs(c)}{i}"
+    if offset:
+        text += f" {'-' if offset < 0 else '+'} {abs(offset)}"
+    text = text[3:] if text.startswith(" + ") else "-" + text[3:]
+    return text
+
+
+def _slice(start: int, stop: int, step: int, length: int) -> str:
+    """The slice text for start, start+|step|, ... below stop, run backwards where step < 0."""
+    if step < 0:
+        last = start + (stop - 1 - start) // -step * -step
+        return f"{last}:{start - 1 if start else ''}:{step}"
+    text = f"{start or ''}:{stop if stop != length else ''}" + (f":{step}" if step != 1 else "")
+    return ":" if text == ":" else text
+
+
+def _scatter(values: np.ndarray, axes: tuple[int, ...], size: int, steps: tuple[int, ...], offset: int) -> np.ndarray:
+    """out[..., e] = Σ values[..., l1, l2, ...] over e = offset + Σ steps·l (the `axes` of
+    values hold l1, l2, ...; e comes last): one strided slice-add along l1 per value of
+    the others. A negative step runs its axis backwards; a position outside 0..size-1
+    is dropped (what a zero padding in the forward pass read)."""
+    values = np.moveaxis(values, axes, tuple(range(-len(axes), 0)))
+    lengths = values.shape[-len(axes) :]
+    start = offset + sum(c * (n - 1) for c, n in zip(steps, lengths) if c < 0)
+    for k, c in enumerate(steps):
+        if c < 0:
+            values = np.flip(values, k - len(axes))
+    steps = tuple(abs(c) for c in steps)
+    span = sum(c * (n - 1) for c, n in zip(steps, lengths))
+    lo, hi = max(0, -start), max(0, start + span - (size - 1))
+    out = np.zeros(values.shape[: -len(axes)] + (size + lo + hi,), dtype=values.dtype)
+    c1, n1 = steps[0], lengths[0]
+    for rest in np.ndindex(*lengths[1:]):
+        s = start + lo + sum(c * r for c, r in zip(steps[1:], rest))
+        out[..., s : s + c1 * (n1 - 1) + 1 : c1] += values[(..., slice(None)) + rest]
+    return out[..., lo : lo + size] if lo or hi else out
+
+
 def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
     out = np.zeros(shape, dtype=np.result_type(values, np.float32))
     np.einsum(spec, out)[...] = values
     return out
 
 
-NAMESPACE = {"np": np, "_embed": _embed, "_reduce": functions.reduce_array, "_compare": functions.compare_values}
+NAMESPACE = {"np": np, "_embed": _embed, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
+             "sliding_window_view": np.lib.stride_tricks.sliding_window_view, "_scatter": _scatter}
 for _f in functions.FUNCTIONS:
     NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
 
