@@ -354,11 +354,18 @@ class Lowering:
         return self._store(f"{name}({arg.code})", letters, node.func)
 
     def reduce(self, node: Reduce, fixed) -> Operand:
-        inner = fixed | set(node.indices)
-        out = self.preferred(tuple(i for i in free_indices(node.body, inner) if i not in node.indices))
         scale = 1.0 / prod(self.sizes[i] for i in node.indices) if node.op == "mean" else 1.0
-        if isinstance(node.body, (Product, Tensor, Delta, Mask, Shift)) and node.op in ("sum", "mean"):
-            return self.product(node.body, inner, out, scale)
+        body, indices = node.body, node.indices
+        if node.op in ("sum", "mean"):
+            # sum_kl(sum_ij(...)) is one contraction over ijkl: a max-pool's backward pass
+            # scatters over (i, k) only with both summed where the Shift stands
+            while isinstance(body, Reduce) and body.op == "sum" and not set(body.indices) & (fixed | set(indices)):
+                body, indices = body.body, indices + body.indices
+        inner = fixed | set(indices)
+        out = self.preferred(tuple(i for i in free_indices(body, inner) if i not in indices))
+        if isinstance(body, (Product, Tensor, Delta, Mask, Shift)) and node.op in ("sum", "mean"):
+            return self.product(body, inner, out, scale)
+        node = Reduce(node.op, indices, body)
         body = self.lower(node.body, inner)
         axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
         code = f"_reduce({node.op!r}, {body.code}, {axes})"
@@ -436,14 +443,15 @@ class Lowering:
         its position, `scatter`: the transposed convolution). Solving for the largest
         letter leaves the smallest contraction: x_{ndp} δ_{p(i+k)} is windows of x over
         (i, k), not windows of K over (p, i); g_{aci} K_{cb(e-i)} scatters over e, not
-        windows of K over (e, i). A Shift sharing a letter with another, or with a δ,
-        and one that neither form fits (`δ_{p(i+k)}` with p, i and k all free) stay a
-        dense 0/1 operand, as a mask does: correct, and the fallback."""
+        windows of K over (e, i). A Shift sharing a letter with a δ, or the letter it
+        would be solved for with another Shift, and one that neither form fits (p, i and
+        k all free in `δ_{p(i+k)}`, or p free and carried) stay a dense 0/1 operand, as a
+        mask does: correct, and the fallback."""
         scatters = []
         for shift in shifts:
             w = weights(shift)
             others = {i for s in shifts if s is not shift for i in s.all_indices}
-            choice = None if set(w) & (others | deltas) or 0 in w.values() else self.solve(w, operands, out)
+            choice = None if set(w) & deltas or 0 in w.values() else self.solve(w, operands, out, others)
             if choice is None:
                 operands.append(self.dense_shift(shift))
                 continue
@@ -456,17 +464,21 @@ class Lowering:
                 operands = [self.window(op, e, terms, offset) if e in op.letters else op for op in operands]
         return operands, scatters
 
-    def solve(self, w: dict[str, int], operands: list[Operand], out) -> tuple[str, str] | None:
-        """("gather" or "scatter", the letter to solve for), or None (the dense fallback)."""
+    def solve(self, w: dict[str, int], operands: list[Operand], out, others: set[str]) -> tuple[str, str] | None:
+        """("gather" or "scatter", the letter to solve for), or None (the dense fallback).
+        `others` are the letters of the product's other Shifts: the letter a gather
+        removes must be none of them, and a scatter's letters none at all (the
+        windows of x_{(i+k)} z_{(i+k)} share i and k, and that is fine)."""
         carried = [i for op in operands for i in op.letters]
         candidates = []
         for e, coef in w.items():
             rest = [i for i in w if i != e]
-            if abs(coef) != 1 or not rest:
+            if abs(coef) != 1 or not rest or e in others:
                 continue
             if e not in out and e in carried and all(op.letters.count(e) < 2 for op in operands):
                 candidates.append((self.sizes[e], 1, e, "gather"))
-            elif e in out and e not in carried and all(i not in out and i in carried for i in rest):
+            elif (e in out and e not in carried and not set(rest) & others
+                  and all(i not in out and i in carried for i in rest)):
                 candidates.append((self.sizes[e], 0, e, "scatter"))
         if not candidates:
             return None
