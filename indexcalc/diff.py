@@ -4,8 +4,8 @@
 then the fresh ones of `w`. The rules are the ones on paper: `w_{mn,(gh)} = δ_(mn)(gh)`,
 sum, product, power (quotients are powers -1), the elementwise chain rule
 `σ_{,(gh)}(u) = σ'(u) u_{,(gh)}` with σ' from the function table, reductions pass
-through (a max or min with its tie weights), numbers, deltas, masks and comparisons
-give zero.
+through (a max or min with its tie weights), numbers, deltas (shifted ones too), masks
+and comparisons give zero.
 
 Through a program the chain rule follows the equations: every line that depends on `w`
 gets its derivative line, and a use of an earlier result `h_ni` becomes the named
@@ -27,7 +27,8 @@ from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Sum, Tensor, leaf_factors,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
+    leaf_factors,
 )
 from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
@@ -286,6 +287,7 @@ RULES: dict[type, Callable] = {
     Number: _Rules.zero,
     Delta: _Rules.zero,
     Mask: _Rules.zero,  # a constant of the indices
+    Shift: _Rules.zero,  # a shifted δ: a constant of the indices, like δ
     Compare: _Rules.zero,  # 0/1, constant wherever the comparison does not change
     Tensor: _Rules.tensor,
     Sum: _Rules.sum,

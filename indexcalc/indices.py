@@ -87,7 +87,7 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
     )
 
 
-LEAVES = (Tensor, Delta, Mask)  # the factors that show a product their own letters, not a scope's free ones
+LEAVES = (Tensor, Delta, Mask, Shift)  # the factors that show a product their own letters, not a scope's free ones
 
 
 def _factor_indices(node: Expr, fixed: frozenset[str]) -> list[tuple[Expr, tuple[str, ...]]]:
@@ -137,7 +137,7 @@ def _refuse_unsized_mask_letters(node: Expr, factors, counts: Counter, fixed: fr
 def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
     if isinstance(node, Number):
         return ()
-    if isinstance(node, (Tensor, Delta, Mask, Product)):
+    if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
         return _occurrence_split(node, fixed)[0]
     if isinstance(node, Sum):
         return _combined_free(node, node.terms, fixed)
@@ -206,10 +206,10 @@ def _refuse_three_occurrences(node: Expr, fixed: frozenset[str]) -> None:
     all of them, so it must be written out (`sum_j(...)` fixes j inside). Occurrences on
     a δ do not count: a δ renames an index rather than multiplying by another value, and
     derivatives produce `a_i δ_ij b_j`."""
-    if isinstance(node, (Delta, Mask)):
+    if isinstance(node, (Delta, Mask, Shift)):
         return
     factors = _factor_indices(node, fixed)
-    counted = [(f, ix) for f, ix in factors if not isinstance(f, (Delta, Mask))]
+    counted = [(f, ix) for f, ix in factors if not isinstance(f, (Delta, Mask, Shift))]
     counts = Counter(i for _, ix in counted for i in ix if i not in fixed)
     index = next((i for i, n in counts.items() if n >= 3), None)
     if index is None:
@@ -228,7 +228,7 @@ def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> s
     readings = [f"one sum over all {count}: write sum_{index}({node})"]
     seen, pair, rest = 0, [], []
     for factor, indices in factors:
-        if seen >= 2 or isinstance(factor, (Delta, Mask)):
+        if seen >= 2 or isinstance(factor, (Delta, Mask, Shift)):
             rest.append(factor)
         else:
             pair.append(factor)
@@ -281,7 +281,7 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
     rule, with the indices it sums and those fixed where it stands. Inside a reduction its
     own indices are fixed, so a sum written out is never among them."""
     out = []
-    if isinstance(node, (Tensor, Delta, Product)):
+    if isinstance(node, (Tensor, Delta, Shift, Product)):
         summed = _occurrence_split(node, fixed)[1]
         if summed:
             out.append((node, summed, fixed))

@@ -7,7 +7,9 @@ evaluate, the loops and the compiled plan cannot disagree:
 - `inferred_size`: how far a letter that no array sizes runs. In `x_{(a·L + rest + c)}`
   with a > 0 it runs over the valid positions: every L ≥ 0 at which the largest value
   the form takes (the other letters at their largest where their coefficient is
-  positive, at 0 where it is negative) still lies inside x. A size given otherwise (an
+  positive, at 0 where it is negative) still lies inside x. In the transposed form
+  `K_{(e-i)}` that simplify makes of a derivative, i runs as in the convolution it
+  transposes (e = i + q: the valid range of i over e's size and K's). A size given otherwise (an
   array, the left-hand side) wins, and where it is larger the positions past x's edge
   read zeros: that is padding (`x_{(i+k-1)}` with i sized like x is "same" padding).
 - `shift_array`: the dense 0/1 array over the Shift's letters, for the routes that
@@ -40,18 +42,29 @@ def largest(terms, sizes: Mapping[str, int]) -> int:
 
 
 def inferred_size(shift: Shift, letter: str, sizes: Mapping[str, int]) -> int | None:
-    """The valid-convolution size of `letter`, a term of `shift` that `sizes` lacks: the
-    number of L ≥ 0 with a·L + largest(rest) + offset ≤ size(index) - 1 (never below 0).
-    None where the Shift cannot tell it: the letter's coefficient is not positive, it
-    occurs more than once, or the index or another letter has no size yet."""
-    mine = [coef for coef, name in shift.terms if name == letter]
-    if len(mine) != 1 or mine[0] <= 0 or letter == shift.index or shift.index not in sizes:
+    """The valid-convolution size of `letter`, a letter of `shift` that `sizes` lacks.
+
+    Read the Shift as `target = a·letter + rest + c` with a > 0, the target its index
+    (`δ_{p(2i+k-1)}`: p = 2i + k - 1) or, where the letter's coefficient there is negative,
+    a term letter of coefficient +1 moved across (`δ_{q(e-i)}`: e = i + q, so i runs as
+    in the convolution this transposes). Then the letter runs over the L ≥ 0 with
+    a·L + largest(rest) + c ≤ size(target) - 1, never below 0 of them. None where the
+    Shift cannot tell: no such target, or it or another letter has no size yet."""
+    w = weights(shift)
+    mine = w.get(letter, 0)
+    if mine == 0 or letter == shift.index:
         return None
-    rest = [(coef, name) for coef, name in shift.terms if name != letter]
+    # the Shift's own index first, when it qualifies (the weights start with it)
+    target = next((t for t in w if t != letter and w[t] * mine < 0 and abs(w[t]) == 1), None)
+    if target is None or target not in sizes:
+        return None
+    scale = -w[target]  # target = Σ (w_L / scale) L + offset / scale over the other letters
+    rest = [(w[name] * scale, name) for name in w if name not in (target, letter)]
     if any(name not in sizes for _, name in rest):
         return None
-    room = sizes[shift.index] - 1 - largest(rest, sizes) - shift.offset
-    return max(0, room // mine[0] + 1) if room >= 0 else 0
+    a = mine * scale
+    room = sizes[target] - 1 - largest(rest, sizes) - shift.offset * scale
+    return room // a + 1 if room >= 0 else 0
 
 
 def shift_array(shift: Shift, size_of: Callable[[str], int], dtype) -> tuple[np.ndarray, tuple[str, ...]]:
