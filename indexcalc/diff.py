@@ -34,7 +34,7 @@ from . import functions
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import parse
 from .program import as_parsed, check_program
-from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
+from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
 
 
@@ -342,7 +342,7 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     target_eq = equations[-1]
     # in a derivative line the summed letters are the tool's, not the user's: they move aside
     # (explicit(..., reserved=G)); in the user's own line a clash is likelier a typo
-    used = set(target_eq.lhs.all_indices) if target_eq.lhs.derivs else letters_in(target_eq)
+    used = set(target_eq.lhs.all_indices) if target_eq.lhs.derivs else letters_in(target_eq) - _hidden(target_eq)
     G = _fresh_indices(given, count, name, used, target_eq)
     user_letters = set().union(*(letters_in(eq) for eq in equations)) | set(G)
 
@@ -372,6 +372,14 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool) -> Expr:
     if len(equations) == 1 and len(lines) == 1:
         return lines[0]
     return Program(tuple(equations) + tuple(lines))
+
+
+def _hidden(eq: Equation) -> set[str]:
+    """The letters a shifted index stands for (p in x_{nd(i+k)}, x_{ndp} δ_{p(i+k)}): the
+    parser chose them, the text does not show them, so a wrt written with one is no clash
+    (explicit moves the bound p aside, as it does the tool's own letters)."""
+    return {s.index for s in eq.rhs.walk() if isinstance(s, Shift)
+            if s.index not in eq.lhs.all_indices and letter_count(eq.rhs, s.index) == 2}
 
 
 def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[str]) -> Equation:

@@ -528,21 +528,27 @@ def fold_compare(node: Compare, ctx: Context) -> Expr | None:
 
 
 def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
-    """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry."""
+    """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry; also
+    through a sum nested right inside (sum_n(sum_k(δ_na K_k ...)), the sum a shifted
+    index leaves around the kernel's letter)."""
     if node.op != "sum":
         return None
-    factors = list(leaf_factors(node.body)) if isinstance(node.body, Product) else [node.body]
+    inner = node.body if isinstance(node.body, Reduce) and node.body.op == "sum" else None
+    body = inner.body if inner is not None else node.body
+    bound = set(node.indices) | (set(inner.indices) if inner is not None else set())
+    factors = list(leaf_factors(body)) if isinstance(body, Product) else [body]
     for k, factor in enumerate(factors):
         if not isinstance(factor, Delta):
             continue
         for p, (a, b) in enumerate(factor.pairs):
             for old, new in ((a, b), (b, a)):
-                if old in node.indices and new not in node.indices and old != new:
-                    inner = ctx.fixed | set(node.indices)
-                    body = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
-                    body = rename(body, old, new, inner | {new}, ctx.fresh, merge=True)
+                if old in node.indices and new not in bound and old != new:
+                    picked = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
+                    picked = rename(picked, old, new, ctx.fixed | bound | {new}, ctx.fresh, merge=True)
+                    if inner is not None:
+                        picked = replace(inner, body=picked)
                     kept = tuple(i for i in node.indices if i != old)
-                    return replace(node, indices=kept, body=body) if kept else body
+                    return replace(node, indices=kept, body=picked) if kept else picked
     return None
 
 
