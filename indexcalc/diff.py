@@ -430,6 +430,9 @@ def _parse_wrt(wrt: str) -> tuple[str, tuple[str, ...] | None]:
     if not isinstance(wrt, str):
         raise DiffError(f"wrt names a tensor, like 'w_gh' or 'b', got {type(wrt).__name__}")
     node = parse(wrt)
+    if isinstance(node, Product) and any(isinstance(f, Shift) for f in node.factors):
+        raise DiffError(f"wrt names a tensor by plain indices, one per axis: {wrt!r} has a shifted index, which "
+                        f"names no axis of the derivative's array (write {node.factors[0].name}_abe, say)")
     if not isinstance(node, Tensor) or node.derivs:
         raise DiffError(f"wrt names one tensor with fresh indices, like 'w_gh', got {wrt!r}")
     if len(set(node.indices)) != len(node.indices):

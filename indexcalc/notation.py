@@ -430,7 +430,7 @@ class _Tokenizer:
             self.i += 1
         groups, indices, derivs = None, (), ()
         if subscript is not None:
-            groups, indices, derivs = self._subscript(subscript, sub_pos)
+            groups, indices, derivs = self._subscript(subscript, sub_pos, name in DELTA_NAMES)
         wrt = None
         if text[self.i : self.i + 1] == "[":
             if derivs:
@@ -479,13 +479,16 @@ class _Tokenizer:
         self.i = close + 1
         return tuple(names)
 
-    def _subscript(self, sub: str, pos: int):
+    def _subscript(self, sub: str, pos: int, delta: bool = False):
         """Read `ij`, `(ij)(kl)`, `,i`, `,(gh)`, `k,ij`, `i,(mn)(pq)` or `batch out,(g h)`,
         `sub` starting at `pos` of the text."""
         own, comma, rest = sub.partition(",")
         if "," in rest:
             raise self.error("a subscript holds at most one comma", pos + len(own) + 1 + rest.index(","))
-        if own.strip().startswith("(") and not any(_looks_affine(m.group(1)) for m in _GROUP.finditer(own)):
+        groups = [m.group(1) for m in _GROUP.finditer(own)]
+        plain = not delta and all(len(g.split()) == 1 and (is_letter_index(g.strip()) or g.strip() in self.names)
+                                  for g in groups)  # x_{(i)}: the index i
+        if own.strip().startswith("(") and not any(map(_looks_affine, groups)) and not plain:
             if comma:
                 raise self.error("grouped indices before the comma are only for δ_(ij)(kl)", pos)
             return self._groups(own, pos), (), ()
@@ -748,8 +751,9 @@ class _Parser:
         if not self.at("="):
             return lhs
         self.take()
-        if self.spliced.get(id(lhs)) is lhs and isinstance(lhs.factors[-1], Shift):
-            at = next(f for f in lhs.factors if isinstance(f, Shift)).span[0]
+        shift = next((f for f in lhs.factors if isinstance(f, Shift)), None) if isinstance(lhs, Product) else None
+        if shift is not None and shift.span:
+            at = shift.span[0]
             raise ParseError(
                 "a shifted index cannot stand on the left-hand side: the left names the axes of the "
                 "array it defines, one plain index each (write y_{nci} = x_{nc(i+1)}, not y_{nc(i-1)} = x_{nci})",

@@ -407,7 +407,7 @@ def _jacobian_pairs(factors, fixed: frozenset[str]) -> dict[int, tuple[int, str,
 
 def _shifted_pairs(factors, fixed: frozenset[str]) -> dict[int, list[int]]:
     """Which factors print as shifted indices: {position of a tensor: positions of its
-    Shifts}, for a Shift δ_{p(...)} whose p the tensor carries once among its own indices
+    Shifts}, for a Shift δ_{p(...)} whose p a tensor (not a comma derivative) carries once
     and nothing else in the product does, summed there (not fixed): `x_{ndp} δ_{p(i+k)}`
     reads back from `x_{nd(i+k)}` as the same product."""
     shifts = [n for n, f in enumerate(factors) if isinstance(f, Shift)]
@@ -423,7 +423,8 @@ def _shifted_pairs(factors, fixed: frozenset[str]) -> dict[int, list[int]]:
         if p in fixed or counts[p] != 2 or p in (letter for _, letter in factors[n].terms):
             continue
         k = next((k for k, f in enumerate(factors) if isinstance(f, Tensor) and p in f.all_indices), None)
-        if k is not None and factors[k].indices.count(p) == 1 and p not in factors[k].all_indices[len(factors[k].indices):]:
+        # (a comma derivative's own indices are plain: h_{ncp,(efg)}[x] δ_{p(2i+k)} stays so)
+        if k is not None and not factors[k].derivs and factors[k].indices.count(p) == 1:
             pairs.setdefault(k, []).append(n)
     return pairs
 
