@@ -30,7 +30,7 @@ from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
     leaf_factors,
 )
-from . import functions
+from . import functions, shifts
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import parse
 from .program import as_parsed, check_program
@@ -140,10 +140,14 @@ class _Rules:
         # one the left-hand side fixes needs none where its size comes from elsewhere (an adjoint)
         needed = [i for i in free_indices(node, fixed) if not self.sized_outside or i not in fixed or i in self.reduced]
         for index in needed if out else ():
-            carrier = next(term for term in node.terms if index in free_indices(term, fixed))
+            carriers = [term for term in node.terms if index in free_indices(term, fixed)]
+            # one whose array tells its size (b_ci, not K x_{(i+k-1)}, whose shift tells another)
+            # or at least one that tells a size (not max_u(W_{(2q+u)}), where q is only shifted)
+            declared = [t for t in carriers if any(isinstance(n, Tensor) and index in n.all_indices for n in t.walk())]
+            carrier = next((t for t in declared + carriers if index in shifts.sized_letters((t,))), carriers[0])
             one = Sum((Number(1.0), Product((Number(0.0), carrier))))
             # (outside a term's reductions, which would take the carrier's letters for their own)
-            out = [t if self.carries(t, index, fixed) else Term(t.coef, t.factors + (one,), t.reds) if not t.reds
+            out = [t if self.carries(t, index, fixed, node) else Term(t.coef, t.factors + (one,), t.reds) if not t.reds
                    else Term(1.0, (t.expr(), one)) for t in out]
         return out
 
@@ -224,9 +228,19 @@ class _Rules:
             out.append(Term(coef * t.coef, others + t.factors, t.reds))
         return out
 
-    def carries(self, term: Term, index: str, fixed) -> bool:
+    def carries(self, term: Term, index: str, fixed, sum_node: Sum) -> bool:
         counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
-        return index not in term.bound() and counts.get(index, 0) > 0
+        if index in term.bound() or counts.get(index, 0) == 0:
+            return False
+        nodes = [n for f in term.factors for n in f.walk()]
+        if not any(isinstance(n, Shift) for n in nodes) or any(
+                index in n.all_indices for n in nodes if isinstance(n, (Tensor, Delta))):
+            return True
+        # a letter only shifts carry: its size is the range they tell, so the carrier
+        # stays where an array gave it another (i in K x_{(i+k-1)} + b_ci: padding), or
+        # where they cannot tell it (q in max_u(W_{(2q+u)}) + b_q, by W: q and u unsized)
+        declared = any(index in n.all_indices for n in sum_node.walk() if isinstance(n, Tensor))
+        return not declared and index in shifts.sized_letters(term.factors, self.G)
 
     def is_open(self, term: Term, free: set[str], fixed) -> bool:
         counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}

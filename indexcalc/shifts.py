@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .expr import Shift
+from .expr import Delta, Expr, Shift, Tensor
 
 
 def weights(shift: Shift) -> dict[str, int]:
@@ -94,3 +94,26 @@ def holds(shift: Shift, at: Callable[[str], object]):
     for coef, letter in shift.terms:
         total = total + coef * at(letter)
     return at(shift.index) == total
+
+
+def sized_letters(factors: "tuple[Expr, ...]", given=()) -> set[str]:
+    """The letters whose size `factors` tell (their arrays' axes, what δ ties to those,
+    what shifts infer from them), beside the letters `given` sized from outside: the
+    check, without numbers, that `infer_sizes` will find a size for a letter."""
+    nodes = [n for f in factors for n in f.walk()]
+    known = set(given) | {i for n in nodes if isinstance(n, Tensor) for i in n.all_indices}
+    pairs = [pair for n in nodes if isinstance(n, Delta) for pair in n.pairs]
+    shifted = [n for n in nodes if isinstance(n, Shift)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in pairs:
+            if (a in known) != (b in known):
+                known |= {a, b}
+                grew = True
+        for shift in shifted:
+            for letter in set(shift.all_indices) - known:
+                if inferred_size(shift, letter, dict.fromkeys(known, 1)) is not None:
+                    known.add(letter)
+                    grew = True
+    return known

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import indexcalc as ic
-from indexcalc.expr import Delta, Equation, Product, Shift, Tensor
+from indexcalc.expr import Equation, Product, Shift, Tensor
 from indexcalc.indices import free_indices, infer_sizes, summed_indices
 from indexcalc.shifts import inferred_size, shift_array
 from carets import assert_parse_refuses
@@ -297,7 +297,7 @@ def conv_programs(draw):
     templates = [
         (f"h_nci = tanh(K_cdk x_{{nd({form})}} + b_c)\nL = sum_nci(h_nci a_nci)",
          {"K": (c, d, w), "x": (n, d, t), "b": (c,), "a": (n, c, max(out, 1))}, "x_efg", "K_αβγ", out >= 1),
-        (f"h_nci = tanh(K_cdk x_{{nd(i+k-1)}} + b_ci)\nL = sum_nci(h_nci h_nci)",
+        ("h_nci = tanh(K_cdk x_{nd(i+k-1)} + b_ci)\nL = sum_nci(h_nci h_nci)",
          {"K": (c, d, w), "x": (n, d, t), "b": (c, t)}, "K_efg", "x_αβγ", True),
         ("h_ncij = K_cdkl x_{n d (i+k) (j+l)}\nL = sum_ncij(sigma(h_ncij) a_ncij)",
          {"K": (c, d, w, 2), "x": (n, d, t, 3), "a": (n, c, t - w + 1, 2)}, "x_efgh", "K_αβγζ", True),
