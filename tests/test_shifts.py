@@ -320,3 +320,18 @@ def conv_programs(draw):
 def test_every_route_gives_the_numbers_of_finite_differences(case):
     problems = check(case, timeout=30)
     assert not problems, f"{case}\n\n" + "\n\n".join(map(str, problems))
+
+
+@pytest.mark.parametrize("text, wrt, sizes", [
+    # padding: b sizes i as x; by K the bias is gone and the shift alone would tell one more i
+    ("h_ci = K_cdk x_{d(i+k-1)} + b_ci", "K_efg", {"K": (2, 1, 1), "x": (1, 2), "b": (2, 2)}),
+    # the pool's q is sized by b alone; by W the derivative's shift cannot tell it
+    ("m_cq = max_u(W_{c(2q+u)}) + b_cq", "W_ef", {"W": (2, 6), "b": (2, 3)}),
+])
+def test_a_derivative_keeps_the_size_an_array_gave_a_shifted_letter(text, wrt, sizes):
+    arrays = {name: rand(*shape) for name, shape in sizes.items()}
+    d = ic.diff(text, wrt)
+    fd = finite_difference(lambda A: ic.evaluate(text, A), arrays, wrt.split("_")[0])
+    for route in (d, ic.simplify(d), ic.parse(str(ic.simplify(d)))):
+        np.testing.assert_allclose(ic.evaluate(route, arrays), fd, rtol=1e-5, atol=1e-7, err_msg=str(route))
+    np.testing.assert_allclose(ic.evaluate_loops(d, arrays), fd, rtol=1e-5, atol=1e-7)
