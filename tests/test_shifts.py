@@ -335,3 +335,57 @@ def test_a_derivative_keeps_the_size_an_array_gave_a_shifted_letter(text, wrt, s
     for route in (d, ic.simplify(d), ic.parse(str(ic.simplify(d)))):
         np.testing.assert_allclose(ic.evaluate(route, arrays), fd, rtol=1e-5, atol=1e-7, err_msg=str(route))
     np.testing.assert_allclose(ic.evaluate_loops(d, arrays), fd, rtol=1e-5, atol=1e-7)
+
+
+@st.composite
+def shifted_texts(draw):
+    """`y_{...} = x_{a (form) b} w_{...}` with one or two shifted positions: coefficients
+    -2..2 (not 0), offsets -2..2, letters or names, the kernel's letters summed by w."""
+    named = draw(st.booleans())
+    pool = ["row", "col", "step", "tap"] if named else ["i", "j", "k", "l"]
+    outs, taps = pool[:2], pool[2:]
+    forms, plain = [], []
+    for n in range(draw(st.integers(1, 2))):
+        coefs = [draw(st.sampled_from([1, 2, -1])) if n == 0 else 1, draw(st.sampled_from([1, 2, -1, -2]))]
+        terms = [(coefs[0], outs[n]), (coefs[1], taps[n])]
+        if draw(st.booleans()):
+            terms.reverse()
+        forms.append((tuple(terms), draw(st.integers(-2, 2))))
+        plain.append(outs[n])
+    lead = "c" if not named else "chan"
+    written = []
+    for terms, offset in forms:
+        text = ""
+        for k, (coef, letter) in enumerate(terms):
+            sign = "-" if coef < 0 else ("+" if k else "")
+            text += f"{sign}{abs(coef) if abs(coef) != 1 else ''}{' ' if named and abs(coef) != 1 else ''}{letter}"
+        text += f"{offset:+d}" if offset else ""
+        written.append(f"({text})")
+    taps_used = [taps[n] for n in range(len(forms))]
+    if named:
+        x = f"x_{{{lead} {' '.join(written)}}}"
+        lhs, w = f"y_{{{lead} {' '.join(plain)}}}", f"w_{{{' '.join(taps_used)}}}"
+    else:
+        x = f"x_{{{lead}{''.join(written)}}}"
+        lhs, w = f"y_{lead}{''.join(plain)}", f"w_{''.join(taps_used)}"
+    shape = (2,) + tuple(draw(st.integers(5, 9)) for _ in forms)
+    sizes = {"x": shape, "w": tuple(2 for _ in forms), "s": (2,) + tuple(3 for _ in forms)}
+    text = f"{lhs} = s_{{{lead} {' '.join(plain)}}} {x} {w}" if named else f"{lhs} = s_{lead}{''.join(plain)} {x} {w}"
+    return text, sizes
+
+
+@VALUES
+@given(shifted_texts(), st.integers(0, 2**32 - 1))
+def test_printing_a_shifted_index_reads_back_to_the_same_numbers_and_text(case, seed):
+    text, sizes = case
+    rng = np.random.default_rng(seed)
+    arrays = {name: rng.normal(size=shape) for name, shape in sizes.items()}
+    node = ic.parse(text)
+    want = ic.evaluate(node, arrays)
+    np.testing.assert_allclose(ic.evaluate_loops(node, arrays), want, rtol=1e-10, atol=1e-12)
+    for printed in (str(node), node.pretty()):
+        again = ic.parse(printed)
+        assert str(again) == str(node), printed
+        np.testing.assert_allclose(ic.evaluate(again, arrays), want, rtol=1e-12, atol=1e-12)
+    assert ic.parse(text) == again  # the same fresh letter: the tree itself comes back
+    assert "delta" not in str(node) and node.latex().count("(") >= len(sizes["w"])
