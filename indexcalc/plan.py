@@ -431,8 +431,8 @@ class Lowering:
             result = self._chained([(" * ", f) for f in factors], (), "multiply")
         else:
             result = scale
-        for index, terms, offset in scatters:
-            result = self.scatter(result, index, terms, offset)
+        if scatters:
+            result = self.scatter(result, scatters)
         for a, b in embeds:
             result = self.embed(result, a, b)
         return result
@@ -453,34 +453,48 @@ class Lowering:
         k all free in `δ_{p(i+k)}`, or p free and carried) stay a dense 0/1 operand, as a
         mask does: correct, and the fallback."""
         scatters = []
+        gathers: dict[int, list] = {}  # operand -> its gathers, made at once (one np.pad, one window view)
+        letters = [op.letters for op in operands]  # the operands' letters once their windows are taken
+        dense = []
         for shift in shifts:
             w = weights(shift)
             others = {i for s in shifts if s is not shift for i in s.all_indices}
-            choice = None if set(w) & deltas or 0 in w.values() else self.solve(w, operands, out, others)
+            choice = None if set(w) & deltas or 0 in w.values() else self.solve(w, letters, out, others)
             if choice is None:
-                operands.append(self.dense_shift(shift))
+                dense.append(self.dense_shift(shift))
                 continue
             kind, e = choice
             terms = tuple((-w[e] * c, i) for i, c in w.items() if i != e)  # e = Σ coef·letter + offset
-            offset = -w[e] * shift.offset
+            gather = (e, self._ordered(terms), -w[e] * shift.offset)
             if kind == "scatter":
-                scatters.append((e, terms, offset))
-            else:
-                operands = [self.window(op, e, terms, offset) if e in op.letters else op for op in operands]
-        return operands, scatters
+                scatters.append(gather)
+                continue
+            for k, held in enumerate(letters):
+                if e in held:
+                    gathers.setdefault(k, []).append(gather)
+                    letters[k] = _windowed(held, [gather])
+        operands = [self.window(op, gathers[k]) if k in gathers else op for k, op in enumerate(operands)]
+        return operands + dense, scatters
 
-    def solve(self, w: dict[str, int], operands: list[Operand], out, others: set[str]) -> tuple[str, str] | None:
+    def _ordered(self, terms) -> tuple[tuple[int, str], ...]:
+        """The longest letter first: it steps along the positions (or is the slice of a
+        scatter-add), the others are window axes (or are looped over)."""
+        return tuple(sorted(terms, key=lambda t: -self.sizes[t[1]]))
+
+    def solve(self, w: dict[str, int], letters: list[tuple[str, ...]], out, others: set[str]) -> tuple[str, str] | None:
         """("gather" or "scatter", the letter to solve for), or None (the dense fallback).
         `others` are the letters of the product's other Shifts: the letter a gather
         removes must be none of them, and a scatter's letters none at all (the
         windows of x_{(i+k)} z_{(i+k)} share i and k, and that is fine)."""
-        carried = [i for op in operands for i in op.letters]
+        if not all(self.sizes[i] for i in w):
+            return None  # an empty range: the dense array is empty too
+        carried = [i for held in letters for i in held]
         candidates = []
         for e, coef in w.items():
             rest = [i for i in w if i != e]
             if abs(coef) != 1 or not rest or e in others:
                 continue
-            if e not in out and e in carried and all(op.letters.count(e) < 2 for op in operands):
+            if e not in out and e in carried and all(held.count(e) < 2 for held in letters):
                 candidates.append((self.sizes[e], 1, e, "gather"))
             elif (e in out and e not in carried and not set(rest) & others
                   and all(i not in out and i in carried for i in rest)):
@@ -490,53 +504,56 @@ class Lowering:
         _, _, e, kind = max(candidates)
         return kind, e
 
-    def window(self, op: Operand, e: str, terms, offset: int) -> Operand:
-        """`op` with its axis e replaced by the letters e = Σ coef·letter + offset runs
-        over: NumPy's sliding windows (a view) along that axis, one window axis per letter
-        but the longest, which steps along the positions (a stride is the slice's step);
-        a coefficient above 1 on a window letter is a dilation (the window's step), a
-        negative one reverses that axis, and positions past an edge (an offset, or a
-        size declared larger than the valid range) read the zeros of np.pad."""
+    def window(self, op: Operand, gathers) -> Operand:
+        """`op` with each axis e of `gathers` replaced by the letters e = Σ coef·letter +
+        offset runs over: NumPy's sliding windows (a view) along that axis, one window
+        axis per letter but the longest, which steps along the positions (a stride is the
+        slice's step); a coefficient above 1 on a window letter is a dilation (the
+        window's step), a negative one reverses that axis, and positions past an edge (an
+        offset, or a size declared larger than the valid range) read the zeros of np.pad.
+        All of an operand's shifted axes (x_{nd(i+k)(j+l)}) are one view."""
         size = self.sizes
-        axis = op.letters.index(e)
-        terms = sorted(terms, key=lambda t: -size[t[1]])  # the longest letter steps along the positions
-        start = offset + sum(c * (size[i] - 1) for c, i in terms if c < 0)  # where a reversed letter's last value lands
-        span = sum(abs(c) * (size[i] - 1) for c, i in terms)
-        lo, hi = max(0, -start), max(0, start + span - (size[e] - 1))
         shape = list(self.shapes[op.code])
-        relation = f"{e} = {_linear(terms, offset)}"
+        pads, lengths, window_axes, index, relations = [(0, 0)] * len(shape), [], [], [":"] * len(shape), []
+        for e, terms, offset in gathers:
+            axis = op.letters.index(e)
+            start = offset + sum(c * (size[i] - 1) for c, i in terms if c < 0)  # a reversed letter's last value
+            span = sum(abs(c) * (size[i] - 1) for c, i in terms)
+            lo, hi = max(0, -start), max(0, start + span - (size[e] - 1))
+            pads[axis] = (lo, hi)
+            (c1, first), windows = terms[0], terms[1:]
+            width = [abs(c) * (size[i] - 1) + 1 for c, i in windows]
+            length = shape[axis] + lo + hi - sum(width) + len(width)  # positions left along the axis
+            index[axis] = _slice(start + lo, start + lo + abs(c1) * (size[first] - 1) + 1, c1, length)
+            lengths += width
+            window_axes += [axis] * len(width)
+            index += [_slice(0, n, c, n) for (c, _), n in zip(windows, width)]
+            relations.append(f"{e} = {_linear(terms, offset)}")
+        relation = ", ".join(relations)
         code = op.code
-        if lo or hi:
-            shape[axis] += lo + hi
-            pads = tuple((lo, hi) if k == axis else (0, 0) for k in range(len(shape)))
-            code = self._emit(self._var(), f"np.pad({code}, {pads})", f"zero padding for {relation}", "", shape)
-        (c1, first), windows = terms[0], terms[1:]
-        if windows:
-            lengths = tuple(abs(c) * (size[i] - 1) + 1 for c, i in windows)
-            code = f"sliding_window_view({code}, {lengths}, axis={(axis,) * len(windows)})"
-            shape[axis] -= sum(lengths) - len(lengths)
-        s, n = start + lo, size[first]
-        along = _slice(s, s + abs(c1) * (n - 1) + 1, c1, shape[axis])
-        index = [":"] * len(shape) + [_slice(0, abs(c) * (size[i] - 1) + 1, c, abs(c) * (size[i] - 1) + 1)
-                                      for c, i in windows]
-        index[axis] = along
+        if any(pads):
+            padded = [n + lo + hi for n, (lo, hi) in zip(shape, pads)]
+            code = self._emit(self._var(), f"np.pad({code}, {tuple(pads)})", f"zero padding for {relation}", "", padded)
+        if lengths:
+            code = f"sliding_window_view({code}, {tuple(lengths)}, axis={tuple(window_axes)})"
         while index and index[-1] == ":":
             index.pop()
         if index:
             code = f"{code}[{', '.join(index)}]"
-        letters = op.letters[:axis] + (first,) + op.letters[axis + 1 :] + tuple(i for _, i in windows)
-        return self._store(code, letters, f"windows for {relation}" if windows else f"strided slice for {relation}")
+        routine = f"windows for {relation}" if lengths else f"strided slice for {relation}"
+        return self._store(code, _windowed(op.letters, gathers), routine)
 
-    def scatter(self, op: Operand, e: str, terms, offset: int) -> Operand:
-        """result_{..e..} = Σ op_{..terms..} over e = Σ coef·letter + offset: zeros, and
-        one strided slice-add per value of the letters but the longest (the transposed
-        convolution's col2im; never a dense (e, terms) array)."""
-        terms = sorted(terms, key=lambda t: -self.sizes[t[1]])
-        axes = tuple(op.letters.index(i) for _, i in terms)
-        steps = tuple(c for c, _ in terms)
-        letters = tuple(i for i in op.letters if i not in {i for _, i in terms}) + (e,)
-        code = f"_scatter({op.code}, {axes}, {self.sizes[e]}, {steps}, {offset})"
-        return self._store(code, letters, f"scatter-add for {e} = {_linear(terms, offset)}")
+    def scatter(self, op: Operand, scatters) -> Operand:
+        """result_{..e..} = Σ op_{..terms..} over e = Σ coef·letter + offset, for each
+        scatter at once: zeros, and one strided slice-add per value of the letters but
+        the longest of each (the transposed convolution's col2im; never a dense (e,
+        terms) array). The indices e come last, in order."""
+        summed = {i for _, terms, _ in scatters for _, i in terms}
+        groups = tuple((tuple(op.letters.index(i) for _, i in terms), self.sizes[e], tuple(c for c, _ in terms), offset)
+                       for e, terms, offset in scatters)
+        letters = tuple(i for i in op.letters if i not in summed) + tuple(e for e, _, _ in scatters)
+        relation = ", ".join(f"{e} = {_linear(terms, offset)}" for e, terms, offset in scatters)
+        return self._store(f"_scatter({op.code}, {groups})", letters, f"scatter-add for {relation}")
 
     def dense_shift(self, shift: Shift) -> Operand:
         """The fallback: the Shift's 0/1 array, made now and held as a constant like a mask."""
@@ -690,26 +707,49 @@ def _slice(start: int, stop: int, step: int, length: int) -> str:
     return ":" if text == ":" else text
 
 
-def _scatter(values: np.ndarray, axes: tuple[int, ...], size: int, steps: tuple[int, ...], offset: int) -> np.ndarray:
-    """out[..., e] = Σ values[..., l1, l2, ...] over e = offset + Σ steps·l (the `axes` of
-    values hold l1, l2, ...; e comes last): one strided slice-add along l1 per value of
-    the others. A negative step runs its axis backwards; a position outside 0..size-1
-    is dropped (what a zero padding in the forward pass read)."""
+def _windowed(letters: tuple[str, ...], gathers) -> tuple[str, ...]:
+    """An operand's letters once `Lowering.window` has taken its windows: each e becomes
+    its first (longest) letter, the window letters come last, in order."""
+    first = {e: terms[0][1] for e, terms, _ in gathers}
+    return tuple(first.get(i, i) for i in letters) + tuple(i for _, terms, _ in gathers for _, i in terms[1:])
+
+
+def _scatter(values: np.ndarray, groups) -> np.ndarray:
+    """out[..., e1, e2, ...] = Σ values over each e = offset + Σ steps·l, for each group
+    (the axes of values that hold its l's, e's size, the steps, the offset); the e's
+    come last. One strided slice-add along each group's first l per value of the others
+    (a 3x3 kernel's col2im: nine). A negative step runs its axis backwards; a position
+    outside 0..size-1 is dropped (what a zero padding in the forward pass read)."""
+    axes = [a for group in groups for a in group[0]]
     values = np.moveaxis(values, axes, tuple(range(-len(axes), 0)))
     lengths = values.shape[-len(axes) :]
-    start = offset + sum(c * (n - 1) for c, n in zip(steps, lengths) if c < 0)
-    for k, c in enumerate(steps):
-        if c < 0:
-            values = np.flip(values, k - len(axes))
-    steps = tuple(abs(c) for c in steps)
-    span = sum(c * (n - 1) for c, n in zip(steps, lengths))
-    lo, hi = max(0, -start), max(0, start + span - (size - 1))
-    out = np.zeros(values.shape[: -len(axes)] + (size + lo + hi,), dtype=values.dtype)
-    c1, n1 = steps[0], lengths[0]
-    for rest in np.ndindex(*lengths[1:]):
-        s = start + lo + sum(c * r for c, r in zip(steps[1:], rest))
-        out[..., s : s + c1 * (n1 - 1) + 1 : c1] += values[(..., slice(None)) + rest]
-    return out[..., lo : lo + size] if lo or hi else out
+    keep = values.ndim - len(axes)
+    flips, firsts, loops, shape, crop, at = [], [], [], list(values.shape[:keep]), [], keep
+    for group_axes, size, steps, offset in groups:
+        n = lengths[at - keep : at - keep + len(steps)]
+        start = offset + sum(c * (m - 1) for c, m in zip(steps, n) if c < 0)
+        flips += [at + k for k, c in enumerate(steps) if c < 0]
+        steps = tuple(abs(c) for c in steps)
+        span = sum(c * (m - 1) for c, m in zip(steps, n))
+        lo, hi = max(0, -start), max(0, start + span - (size - 1))
+        shape.append(size + lo + hi)
+        crop.append(slice(lo, lo + size))
+        firsts.append((start + lo, steps[0], n[0]))
+        loops.append((steps[1:], n[1:]))
+        at += len(steps)
+    if flips:
+        values = np.flip(values, flips)
+    out = np.zeros(shape, dtype=values.dtype)
+    for rest in np.ndindex(*[m for _, n in loops for m in n]):
+        into, take, r = [], [], 0
+        for (start, step, n), (steps, others) in zip(firsts, loops):
+            picked = rest[r : r + len(steps)]
+            s = start + sum(c * v for c, v in zip(steps, picked))
+            into.append(slice(s, s + step * (n - 1) + 1, step))
+            take += [slice(None), *picked]
+            r += len(steps)
+        out[(...,) + tuple(into)] += values[(...,) + tuple(take)]
+    return out[(...,) + tuple(crop)] if any(c.start or c.stop != n for c, n in zip(crop, shape)) else out
 
 
 FEW = {"max": np.maximum, "min": np.minimum, "sum": np.add}

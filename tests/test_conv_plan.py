@@ -9,6 +9,8 @@ offset, zero padding by hand), so they share no code with the plan's windows.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -303,3 +305,33 @@ def test_a_large_pooling_takes_its_few_values_one_elementwise_maximum_at_a_time(
     assert "_reduce_few('sum'" in f._last.source
     _, weights = maxpool2x2(h)
     np.testing.assert_allclose(grads["h"], (weights * g[:, :, :, None, :, None]).reshape(h.shape), rtol=1e-12)
+
+
+def _affine(stride: int, dilation: int, offset: int, i: str, k: str) -> str:
+    text = f"{stride}{i}{'+' if dilation > 0 else '-'}{abs(dilation)}{k}"
+    return text + (f"{offset:+d}" if offset else "")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.tuples(st.integers(1, 2), st.sampled_from([-2, -1, 1, 2]), st.integers(-2, 2)),
+       st.tuples(st.integers(1, 2), st.sampled_from([-1, 1, 2]), st.integers(-2, 2)), st.booleans())
+def test_any_2d_shift_compiles_to_evaluates_numbers(rows, cols, declared):
+    """Both axes of one array windowed at once (one np.pad, one view) and scattered back
+    at once (one slice-add per kernel offset pair), whatever the strides, dilations,
+    directions and paddings of each axis."""
+    text = f"h_cij = w_ckl x_{{({_affine(*rows, 'i', 'k')})({_affine(*cols, 'j', 'l')})}}"
+    text += (" r_ij" if declared else "") + "\nL = sum_{cij}(g_cij h_cij)"
+    rng = np.random.default_rng(abs(hash((rows, cols, declared))) % 2**32)
+    arrays = {"w": rng.normal(size=(2, 2, 3)), "x": rng.normal(size=(7, 6))}
+    if declared:
+        arrays["r"] = rng.normal(size=(7, 6))
+    arrays["g"] = rng.normal(size=ic.evaluate(text.splitlines()[0], arrays).shape)
+    f = ic.compile(text, wrt=["w", "x"])
+    value, grads = f(arrays)
+    np.testing.assert_allclose(value, ic.evaluate(text, arrays), rtol=1e-10)
+    for name in ("w", "x"):
+        np.testing.assert_allclose(grads[name], ic.evaluate(ic.diff(text, name), arrays), rtol=1e-10, atol=1e-12)
+    if arrays["g"].size:  # a valid range can be empty: then the Shift is its (empty) dense array
+        assert not f._last.lowering.constants
+        calls = re.findall(r"sliding_window_view\(\w+, \(([\d, ]+)\)", f._last.source)
+        assert calls and all(len(shape.split(",")) == 2 for shape in calls)  # both axes in one view
