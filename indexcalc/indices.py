@@ -110,6 +110,8 @@ def _occurrence_split(node: Expr, fixed: frozenset[str]) -> tuple[tuple[str, ...
     factors = _factor_indices(node, fixed)
     counts = Counter(i for f, indices in factors if not isinstance(f, Mask) for i in indices)
     _refuse_unsized_mask_letters(node, factors, counts, fixed)
+    for shift in (f for f, _ in factors if isinstance(f, Shift)):
+        _check_shift(shift)
     order = dict.fromkeys(i for _, indices in factors for i in indices)  # a mask's fixed letters run free too
     free = tuple(i for i in order if i in fixed or counts[i] == 1)
     summed = tuple(i for i in order if i not in fixed and counts[i] > 1)
@@ -360,6 +362,24 @@ def _check_mask(node: Mask) -> None:
         raise _error(
             f"a mask compares index letters, with a whole-number offset: got left={node.left!r}, "
             f"right={node.right!r}, offset={node.offset!r}",
+            node,
+        )
+
+
+def _check_shift(node: Shift) -> None:
+    """A shifted δ built in Python holds what the notation writes: index letters, nonzero
+    whole-number coefficients, a whole-number offset; anything else (a float coefficient)
+    would be read differently by each route."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    terms_ok = isinstance(node.terms, tuple) and node.terms and all(
+        isinstance(t, tuple) and len(t) == 2 and whole(t[0]) and t[0] != 0 and isinstance(t[1], str)
+        for t in node.terms)
+    if not (isinstance(node.index, str) and terms_ok and whole(node.offset)):
+        raise _error(
+            f"a shifted δ pairs an index letter with (coefficient, letter) terms, nonzero whole numbers, and a "
+            f"whole-number offset: got index={node.index!r}, terms={node.terms!r}, offset={node.offset!r}",
             node,
         )
 

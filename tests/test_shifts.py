@@ -389,3 +389,12 @@ def test_printing_a_shifted_index_reads_back_to_the_same_numbers_and_text(case, 
         np.testing.assert_allclose(ic.evaluate(again, arrays), want, rtol=1e-12, atol=1e-12)
     assert ic.parse(text) == again  # the same fresh letter: the tree itself comes back
     assert "delta" not in str(node) and node.latex().count("(") >= len(sizes["w"])
+
+
+@pytest.mark.parametrize("shift", [
+    Shift("p", ((0.5, "i"),)), Shift("p", ((0, "i"),)), Shift("p", ()), Shift("p", ((1, "i"),), 0.5),
+    Shift("p", ((True, "i"),)),
+])
+def test_a_shift_built_in_python_with_what_the_notation_cannot_write_is_refused(shift):
+    with pytest.raises(ic.IndexNotationError, match="shifted δ"):
+        ic.evaluate(Product((Tensor("x", ("p",)), shift)), {"x": rand(4)})
