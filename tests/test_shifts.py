@@ -23,7 +23,7 @@ from carets import assert_parse_refuses
 from routes import check, finite_difference
 from strategies import RouteCase
 
-ROUTES = settings(max_examples=12, deadline=None, derandomize=True, database=None,
+ROUTES = settings(max_examples=8, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
 VALUES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(11)
@@ -398,3 +398,13 @@ def test_printing_a_shifted_index_reads_back_to_the_same_numbers_and_text(case, 
 def test_a_shift_built_in_python_with_what_the_notation_cannot_write_is_refused(shift):
     with pytest.raises(ic.IndexNotationError, match="shifted δ"):
         ic.evaluate(Product((Tensor("x", ("p",)), shift)), {"x": rand(4)})
+
+
+def test_the_command_line_sizes_an_array_read_at_a_shifted_index(capsys):
+    from test_errors import run_cli
+
+    code, out, _ = run_cli(capsys, "eval", "h_nci = K_cdk x_{nd(2i+k-1)}", "--size", "n=2", "c=3", "d=2", "k=3",
+                           "i=4")
+    assert code == 0 and "explicit loops agree: yes" in out
+    code, _, err = run_cli(capsys, "eval", "h_nci = K_cdk x_{nd(2i+k-1)}", "--size", "n=2", "c=3", "d=2", "k=3")
+    assert code != 0 and "give a size for index i of the shifted index" in err
