@@ -531,7 +531,7 @@ class Lowering:
             relations.append(f"{e} = {_linear(terms, offset)}")
         relation = ", ".join(relations)
         code = op.code
-        if any(pads):
+        if any(lo or hi for lo, hi in pads):
             padded = [n + lo + hi for n, (lo, hi) in zip(shape, pads)]
             code = self._emit(self._var(), f"np.pad({code}, {tuple(pads)})", f"zero padding for {relation}", "", padded)
         if lengths:
@@ -720,36 +720,47 @@ def _scatter(values: np.ndarray, groups) -> np.ndarray:
     come last. One strided slice-add along each group's first l per value of the others
     (a 3x3 kernel's col2im: nine). A negative step runs its axis backwards; a position
     outside 0..size-1 is dropped (what a zero padding in the forward pass read)."""
-    axes = [a for group in groups for a in group[0]]
-    values = np.moveaxis(values, axes, tuple(range(-len(axes), 0)))
-    lengths = values.shape[-len(axes) :]
-    keep = values.ndim - len(axes)
-    flips, firsts, loops, shape, crop, at = [], [], [], list(values.shape[:keep]), [], keep
-    for group_axes, size, steps, offset in groups:
+    order, flips, shape, adds, crop = _scatter_layout(values.shape, groups)
+    values = np.moveaxis(values, order, tuple(range(-len(order), 0)))
+    if flips:
+        values = np.flip(values, flips)
+    out = np.zeros(shape, dtype=values.dtype)
+    for into, take in adds:
+        out[into] += values[take]
+    return out[crop] if crop else out
+
+
+@functools.lru_cache(maxsize=1024)
+def _scatter_layout(shape: tuple[int, ...], groups):
+    """_scatter's indexing, worked out once per shape: the axes moved last, those run
+    backwards, the output's shape (padded), each slice-add's (into, take) and the crop."""
+    order = tuple(a for group in groups for a in group[0])
+    lengths = tuple(shape[a] for a in order)
+    keep = len(shape) - len(order)
+    flips, firsts, loops, out, crop, at = [], [], [], [n for a, n in enumerate(shape) if a not in order], [], keep
+    for _, size, steps, offset in groups:
         n = lengths[at - keep : at - keep + len(steps)]
         start = offset + sum(c * (m - 1) for c, m in zip(steps, n) if c < 0)
         flips += [at + k for k, c in enumerate(steps) if c < 0]
         steps = tuple(abs(c) for c in steps)
-        span = sum(c * (m - 1) for c, m in zip(steps, n))
-        lo, hi = max(0, -start), max(0, start + span - (size - 1))
-        shape.append(size + lo + hi)
+        lo, hi = max(0, -start), max(0, start + sum(c * (m - 1) for c, m in zip(steps, n)) - (size - 1))
+        out.append(size + lo + hi)
         crop.append(slice(lo, lo + size))
         firsts.append((start + lo, steps[0], n[0]))
         loops.append((steps[1:], n[1:]))
         at += len(steps)
-    if flips:
-        values = np.flip(values, flips)
-    out = np.zeros(shape, dtype=values.dtype)
+    adds = []
     for rest in np.ndindex(*[m for _, n in loops for m in n]):
         into, take, r = [], [], 0
-        for (start, step, n), (steps, others) in zip(firsts, loops):
+        for (start, step, n), (steps, _) in zip(firsts, loops):
             picked = rest[r : r + len(steps)]
             s = start + sum(c * v for c, v in zip(steps, picked))
             into.append(slice(s, s + step * (n - 1) + 1, step))
             take += [slice(None), *picked]
             r += len(steps)
-        out[(...,) + tuple(into)] += values[(...,) + tuple(take)]
-    return out[(...,) + tuple(crop)] if any(c.start or c.stop != n for c, n in zip(crop, shape)) else out
+        adds.append(((Ellipsis, *into), (Ellipsis, *take)))
+    cropped = any(c.start or c.stop != n for c, n in zip(crop, out[keep:]))
+    return order, tuple(flips), tuple(out), tuple(adds), (Ellipsis, *crop) if cropped else None
 
 
 FEW = {"max": np.maximum, "min": np.minimum, "sum": np.add}
