@@ -722,6 +722,8 @@ def _scatter(values: np.ndarray, groups) -> np.ndarray:
     outside 0..size-1 is dropped (what a zero padding in the forward pass read)."""
     order, flips, shape, adds, crop = _scatter_layout(values.shape, groups)
     values = np.moveaxis(values, order, tuple(range(-len(order), 0)))
+    if adds is None:  # the windows tile the positions (2x2 pooling, stride 2): a reshape
+        return values.reshape(shape)
     if flips:
         values = np.flip(values, flips)
     out = np.zeros(shape, dtype=values.dtype)
@@ -749,6 +751,10 @@ def _scatter_layout(shape: tuple[int, ...], groups):
         firsts.append((start + lo, steps[0], n[0]))
         loops.append((steps[1:], n[1:]))
         at += len(steps)
+    tiles = not flips and all(len(steps) == 1 and steps[0] == 1 and n_rest[0] == step and start == 0 and n * step == size
+                              for (start, step, n), (steps, n_rest), (_, size, _, _) in zip(firsts, loops, groups))
+    if tiles:  # e = K·i + k, k < K, covering 0..size-1 once: each value has a place of its own
+        return order, (), tuple(out), None, None
     adds = []
     for rest in np.ndindex(*[m for _, n in loops for m in n]):
         into, take, r = [], [], 0
