@@ -94,8 +94,10 @@ def random_arrays(
         letters = {i for t in eq.walk() for i in getattr(t, "all_indices", ())}
         preset = {i: (sizes[i], f"--size {i}={sizes[i]}") for i in letters if i in sizes and i not in known}
         known = infer_sizes(rhs, shapes, fixed, preset)
-        preset.update(_shifted_extents(rhs, known))
-        known = infer_sizes(rhs, shapes, fixed, preset)
+        extents = _shifted_extents(rhs, known)
+        if extents:
+            preset.update(extents)
+            known = infer_sizes(rhs, shapes, fixed, preset)
         for tensor in _inputs(rhs, shapes, defined):
             missing = [i for i in tensor.all_indices if i not in known]
             hidden = next((n for n in rhs.walk() if isinstance(n, Shift) and n.index in missing), None)
