@@ -408,3 +408,18 @@ def test_the_command_line_sizes_an_array_read_at_a_shifted_index(capsys):
     assert code == 0 and "explicit loops agree: yes" in out
     code, _, err = run_cli(capsys, "eval", "h_nci = K_cdk x_{nd(2i+k-1)}", "--size", "n=2", "c=3", "d=2", "k=3")
     assert code != 0 and "give a size for index i of the shifted index" in err
+
+
+def test_a_model_file_may_batch_over_the_letter_a_shifted_index_stands_for():
+    """`batch p`: the p the parser chose for x_(i+k) moves aside; the user wrote no p."""
+    from indexcalc.modelfile import parse_model
+
+    model = parse_model("data x y\nbatch p mean\nparam K[3] normal\nloss = sum_i((K_k x_(i+k) - y_i)^2)\n").model
+    params = model.init_params(0)
+    data = {"x": rand(4, 7), "y": rand(4, 5)}
+    loss, grads = model.loss_and_grads(params, data)
+    K = params["K"]
+    windows = np.stack([data["x"][:, i:i + 3] for i in range(5)], axis=1)  # (n, i, k)
+    residual = windows @ K - data["y"]
+    assert loss == pytest.approx(np.mean(np.sum(residual**2, axis=1)), rel=1e-12)
+    np.testing.assert_allclose(grads["K"], np.mean(2 * np.einsum("ni,nik->nk", residual, windows), axis=0), rtol=1e-10)
