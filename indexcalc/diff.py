@@ -4,8 +4,8 @@
 then the fresh ones of `w`. The rules are the ones on paper: `w_{mn,(gh)} = δ_(mn)(gh)`,
 sum, product, power (quotients are powers -1), the elementwise chain rule
 `σ_{,(gh)}(u) = σ'(u) u_{,(gh)}` with σ' from the function table, reductions pass
-through (a max or min with its tie weights), numbers, deltas, masks and comparisons
-give zero.
+through (a max or min with its tie weights), numbers, deltas (shifted ones too), masks
+and comparisons give zero.
 
 Through a program the chain rule follows the equations: every line that depends on `w`
 gets its derivative line, and a use of an earlier result `h_ni` becomes the named
@@ -27,14 +27,14 @@ from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
-    leaf_factors,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
+    Tensor, leaf_factors,
 )
-from . import functions, matrices
+from . import functions, matrices, shifts
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import index_names, known_names, parse, written_subscript
 from .program import as_parsed, check_program, lower_orders
-from .relabel import Fresh, exposed_letters, fresh_letters, letters_in, rename, rename_fixed
+from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
 
 
@@ -140,10 +140,14 @@ class _Rules:
         # one the left-hand side fixes needs none where its size comes from elsewhere (an adjoint)
         needed = [i for i in free_indices(node, fixed) if not self.sized_outside or i not in fixed or i in self.reduced]
         for index in needed if out else ():
-            carrier = next(term for term in node.terms if index in free_indices(term, fixed))
+            carriers = [term for term in node.terms if index in free_indices(term, fixed)]
+            # one whose array tells its size (b_ci, not K x_{(i+k-1)}, whose shift tells another)
+            # or at least one that tells a size (not max_u(W_{(2q+u)}), where q is only shifted)
+            declared = [t for t in carriers if any(isinstance(n, Tensor) and index in n.all_indices for n in t.walk())]
+            carrier = next((t for t in declared + carriers if index in shifts.sized_letters((t,))), carriers[0])
             one = Sum((Number(1.0), Product((Number(0.0), carrier))))
             # (outside a term's reductions, which would take the carrier's letters for their own)
-            out = [t if self.carries(t, index, fixed) else Term(t.coef, t.factors + (one,), t.reds) if not t.reds
+            out = [t if self.carries(t, index, fixed, node) else Term(t.coef, t.factors + (one,), t.reds) if not t.reds
                    else Term(1.0, (t.expr(), one)) for t in out]
         return out
 
@@ -239,9 +243,19 @@ class _Rules:
             out.append(Term(coef * t.coef, others + t.factors, t.reds))
         return out
 
-    def carries(self, term: Term, index: str, fixed) -> bool:
+    def carries(self, term: Term, index: str, fixed, sum_node: Sum) -> bool:
         counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
-        return index not in term.bound() and counts.get(index, 0) > 0
+        if index in term.bound() or counts.get(index, 0) == 0:
+            return False
+        nodes = [n for f in term.factors for n in f.walk()]
+        if not any(isinstance(n, Shift) for n in nodes) or any(
+                index in n.all_indices for n in nodes if isinstance(n, (Tensor, Delta))):
+            return True
+        # a letter only shifts carry: its size is the range they tell, so the carrier
+        # stays where an array gave it another (i in K x_{(i+k-1)} + b_ci: padding), or
+        # where they cannot tell it (q in max_u(W_{(2q+u)}) + b_q, by W: q and u unsized)
+        declared = any(index in n.all_indices for n in sum_node.walk() if isinstance(n, Tensor))
+        return not declared and index in shifts.sized_letters(term.factors, self.G)
 
     def is_open(self, term: Term, free: set[str], fixed) -> bool:
         counts = occurrence_counts(Product(term.factors), fixed | term.bound()) if term.factors else {}
@@ -306,6 +320,7 @@ RULES: dict[type, Callable] = {
     Number: _Rules.zero,
     Delta: _Rules.zero,
     Mask: _Rules.zero,  # a constant of the indices
+    Shift: _Rules.zero,  # a shifted δ: a constant of the indices, like δ
     Compare: _Rules.zero,  # 0/1, constant wherever the comparison does not change
     Tensor: _Rules.tensor,
     Sum: _Rules.sum,
@@ -369,7 +384,7 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
     target_eq = equations[-1]
     # in a derivative line the summed letters are the tool's, not the user's: they move aside
     # (explicit(..., reserved=G)); in the user's own line a clash is likelier a typo
-    used = set(target_eq.lhs.all_indices) if target_eq.lhs.derivs else letters_in(target_eq)
+    used = set(target_eq.lhs.all_indices) if target_eq.lhs.derivs else letters_in(target_eq) - _hidden(target_eq)
     G = _fresh_indices(given, count, name, used, target_eq)
     user_letters = set().union(*(letters_in(eq) for eq in equations)) | set(G)
 
@@ -423,6 +438,14 @@ def _written_through(equations: list[Equation], name: str) -> bool:
     return reached
 
 
+def _hidden(eq: Equation) -> set[str]:
+    """The letters a shifted index stands for (p in x_{nd(i+k)}, x_{ndp} δ_{p(i+k)}): the
+    parser chose them, the text does not show them, so a wrt written with one is no clash
+    (explicit moves the bound p aside, as it does the tool's own letters)."""
+    return {s.index for s in eq.rhs.walk() if isinstance(s, Shift)
+            if s.index not in eq.lhs.all_indices and letter_count(eq.rhs, s.index) == 2}
+
+
 def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[str]) -> Equation:
     fixed = frozenset(eq.lhs.all_indices) | set(G)
     fresh = fresh_letters(letters_in(eq) | set(G))
@@ -472,6 +495,9 @@ def _parse_wrt(wrt: str, names: frozenset[str] = frozenset()) -> tuple[str, tupl
     if not isinstance(wrt, str):
         raise DiffError(f"wrt names a tensor, like 'w_gh' or 'b', got {type(wrt).__name__}")
     node = parse(wrt, names=names)
+    if isinstance(node, Product) and any(isinstance(f, Shift) for f in node.factors):
+        raise DiffError(f"wrt names a tensor by plain indices, one per axis: {wrt!r} has a shifted index, which "
+                        f"names no axis of the derivative's array (write {node.factors[0].name}_abe, say)")
     if not isinstance(node, Tensor) or node.derivs:
         raise DiffError(f"wrt names one tensor with fresh indices, like 'w_gh', got {wrt!r}")
     if len(set(node.indices)) != len(node.indices):

@@ -4,9 +4,9 @@ A contraction's path is planned once per (spec, shapes) and the planned expressi
 reused, so evaluating the same formula again on arrays of the same shapes does no path
 search. Sums broadcast their terms over the indices fixed from outside; functions and
 comparisons act elementwise; reductions sum, average, or take the max or min over their
-axes (einsum sums only, so a max is NumPy's over the body's array). A mask `[j <= i]` is
-an array of ones and zeros over its letters, made once per shape, and contracted as one
-more einsum operand. The meaning of every index comes
+axes (einsum sums only, so a max is NumPy's over the body's array). A mask `[j <= i]`
+and a shifted δ `δ_{p(i+k)}` are arrays of ones and zeros over their letters, made once
+per shape, and contracted as one more einsum operand. The meaning of every index comes
 from `indexcalc.indices`, the same place the explicit-loop evaluator asks.
 """
 
@@ -17,11 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 import opt_einsum
 
-from . import functions, matrices
+from . import functions, matrices, shifts
 from .errors import IndexCalcError, ShapeError
 from .expr import (
-    MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Sum,
-    Tensor, leaf_factors,
+    MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Shift,
+    Sum, Tensor, leaf_factors,
 )
 from .indices import free_indices, relabelled_index
 from .program import Environment, run
@@ -84,7 +84,7 @@ class _Einsum:
     def eval(self, node: Expr, fixed: frozenset[str]):
         if isinstance(node, Number):
             return np.asarray(node.value, dtype=self.dtype), ()
-        if isinstance(node, (Tensor, Delta, Mask, Product)):
+        if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
             return self.product(node, fixed)
         if isinstance(node, Sum):
             return self.sum(node, fixed)
@@ -120,10 +120,12 @@ class _Einsum:
             raise AssertionError("deltas are split into pairs before this point")
         if isinstance(factor, Mask):
             return functions.mask_operand(factor, self.env.size, self.dtype)
+        if isinstance(factor, Shift):
+            return shifts.shift_array(factor, self.env.size, self.dtype)
         return self.eval(factor, fixed)
 
     def product(self, node: Expr, fixed: frozenset[str]):
-        factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask, Shift)) else list(leaf_factors(node))
         operands: list[tuple[np.ndarray, tuple[str, ...]]] = []
         for factor in factors:
             if isinstance(factor, Delta):

@@ -42,10 +42,12 @@ from .expr import (
     Power,
     Product,
     Reduce,
+    Shift,
     Sum,
     Tensor,
     leaf_factors,
 )
+from .shifts import inferred_size
 
 
 def _error(message: str, node: Expr) -> IndexNotationError:
@@ -88,7 +90,7 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
     )
 
 
-LEAVES = (Tensor, Delta, Mask)  # the factors that show a product their own letters, not a scope's free ones
+LEAVES = (Tensor, Delta, Mask, Shift)  # the factors that show a product their own letters, not a scope's free ones
 
 
 def _factor_indices(node: Expr, fixed: frozenset[str]) -> list[tuple[Expr, tuple[str, ...]]]:
@@ -111,6 +113,8 @@ def _occurrence_split(node: Expr, fixed: frozenset[str]) -> tuple[tuple[str, ...
     factors = _factor_indices(node, fixed)
     counts = Counter(i for f, indices in factors if not isinstance(f, Mask) for i in indices)
     _refuse_unsized_mask_letters(node, factors, counts, fixed)
+    for shift in (f for f, _ in factors if isinstance(f, Shift)):
+        _check_shift(shift)
     order = dict.fromkeys(i for _, indices in factors for i in indices)  # a mask's fixed letters run free too
     free = tuple(i for i in order if i in fixed or counts[i] == 1)
     summed = tuple(i for i in order if i not in fixed and counts[i] > 1)
@@ -138,7 +142,7 @@ def _refuse_unsized_mask_letters(node: Expr, factors, counts: Counter, fixed: fr
 def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
     if isinstance(node, Number):
         return ()
-    if isinstance(node, (Tensor, Delta, Mask, Product)):
+    if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
         return _occurrence_split(node, fixed)[0]
     if isinstance(node, Sum):
         return _combined_free(node, node.terms, fixed)
@@ -211,10 +215,10 @@ def _refuse_three_occurrences(node: Expr, fixed: frozenset[str]) -> None:
     all of them, so it must be written out (`sum_j(...)` fixes j inside). Occurrences on
     a δ do not count: a δ renames an index rather than multiplying by another value, and
     derivatives produce `a_i δ_ij b_j`."""
-    if isinstance(node, (Delta, Mask)):
+    if isinstance(node, (Delta, Mask, Shift)):
         return
     factors = _factor_indices(node, fixed)
-    counted = [(f, ix) for f, ix in factors if not isinstance(f, (Delta, Mask))]
+    counted = [(f, ix) for f, ix in factors if not isinstance(f, (Delta, Mask, Shift))]
     counts = Counter(i for _, ix in counted for i in ix if i not in fixed)
     index = next((i for i, n in counts.items() if n >= 3), None)
     if index is None:
@@ -233,7 +237,7 @@ def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> s
     readings = [f"one sum over all {count}: write sum{written_subscript((index,))}({_quoted(node)})"]
     seen, pair, rest = 0, [], []
     for factor, indices in factors:
-        if seen >= 2 or isinstance(factor, (Delta, Mask)):
+        if seen >= 2 or isinstance(factor, (Delta, Mask, Shift)):
             rest.append(factor)
         else:
             pair.append(factor)
@@ -295,7 +299,7 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
     rule, with the indices it sums and those fixed where it stands. Inside a reduction its
     own indices are fixed, so a sum written out is never among them."""
     out = []
-    if isinstance(node, (Tensor, Delta, Product)):
+    if isinstance(node, (Tensor, Delta, Shift, Product)):
         summed = _occurrence_split(node, fixed)[1]
         if summed:
             out.append((node, summed, fixed))
@@ -376,6 +380,24 @@ def _check_mask(node: Mask) -> None:
         raise _error(
             f"a mask compares index letters, with a whole-number offset: got left={node.left!r}, "
             f"right={node.right!r}, offset={node.offset!r}",
+            node,
+        )
+
+
+def _check_shift(node: Shift) -> None:
+    """A shifted δ built in Python holds what the notation writes: index letters, nonzero
+    whole-number coefficients, a whole-number offset; anything else (a float coefficient)
+    would be read differently by each route."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    terms_ok = isinstance(node.terms, tuple) and node.terms and all(
+        isinstance(t, tuple) and len(t) == 2 and whole(t[0]) and t[0] != 0 and isinstance(t[1], str)
+        for t in node.terms)
+    if not (isinstance(node.index, str) and terms_ok and whole(node.offset)):
+        raise _error(
+            f"a shifted δ pairs an index letter with (coefficient, letter) terms, nonzero whole numbers, and a "
+            f"whole-number offset: got index={node.index!r}, terms={node.terms!r}, offset={node.offset!r}",
             node,
         )
 
@@ -461,6 +483,25 @@ def infer_sizes(
             for index, size in zip(axes, shape):
                 _bind(sizes, origin, index, size, f"{sub} (axis of '{sub.key}')")
     ties = list(_ties(node, frozenset(fixed)))
+    shifts = [sub for sub in node.walk() if isinstance(sub, Shift)]
+    while True:
+        _propagate_ties(ties, sizes, origin)
+        # a size told by an array or a δ wins over a shift's valid range: one range at a
+        # time, then the ties again (shifts.inferred_size, which the plan asks too)
+        found = next(((shift, letter, size) for shift in shifts for _, letter in shift.terms if letter not in sizes
+                      for size in (inferred_size(shift, letter, sizes),) if size is not None), None)
+        if found is None:
+            break
+        shift, letter, size = found
+        sizes[letter], origin[letter] = size, f"the valid range of {letter} in {shift}"
+    for a, b, where in ties:
+        if a in sizes and b in sizes and sizes[a] != sizes[b]:
+            raise ShapeError(f"{where} pairs index {a} (size {sizes[a]}) with index {b} (size {sizes[b]})")
+    return sizes
+
+
+def _propagate_ties(ties, sizes: dict[str, int], origin: dict[str, str]) -> None:
+    """Give each tied letter its partner's size until nothing changes."""
     changed = True
     while changed:
         changed = False
@@ -469,10 +510,6 @@ def infer_sizes(
                 if x in sizes and y not in sizes:
                     sizes[y], origin[y] = sizes[x], where
                     changed = True
-    for a, b, where in ties:
-        if a in sizes and b in sizes and sizes[a] != sizes[b]:
-            raise ShapeError(f"{where} pairs index {a} (size {sizes[a]}) with index {b} (size {sizes[b]})")
-    return sizes
 
 
 def _ties(node: Expr, fixed: frozenset[str]):

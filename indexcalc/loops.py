@@ -28,11 +28,11 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from . import functions, matrices
+from . import functions, matrices, shifts
 from .errors import IndexCalcError
 from .expr import (
     MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce,
-    Sum, Tensor, leaf_factors,
+    Shift, Sum, Tensor, leaf_factors,
 )
 from .indices import free_indices, relabelled_index, summed_indices
 from .program import Environment, as_parsed, run
@@ -191,8 +191,8 @@ class _Frame:
 def _value(node: Expr, frame: _Frame, fixed: frozenset[str], env: Environment) -> np.ndarray:
     if isinstance(node, Number):
         return frame.lift(node.value)
-    if isinstance(node, (Tensor, Delta, Mask, Product)):
-        factors = [node] if isinstance(node, (Tensor, Delta, Mask)) else list(leaf_factors(node))
+    if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask, Shift)) else list(leaf_factors(node))
         return _over("sum", summed_indices(node, fixed), frame, env, lambda inner: _product(factors, inner, fixed, env))
     if isinstance(node, Sum):
         return sum(_value(term, frame, fixed, env) for term in node.terms)
@@ -252,6 +252,8 @@ def _product(factors: list[Expr], frame: _Frame, fixed: frozenset[str], env: Env
         elif isinstance(factor, Mask):  # the comparison of the index values themselves
             right = factor.offset + (0 if factor.right is None else frame.at[factor.right])
             term = term * frame.lift(functions.compare_values(factor.op, frame.at[factor.left], right, np.float64))
+        elif isinstance(factor, Shift):  # p == 2i + k - 1, on the index values
+            term = term * frame.lift(shifts.holds(factor, frame.at.__getitem__))
         else:
             term = term * _value(factor, frame, fixed, env)
     return term

@@ -24,10 +24,10 @@ import numpy as np
 from .compile import Compiled, compile as compile_program
 from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
-from .expr import Equation, Expr, Program, Reduce, Tensor, map_tensors
+from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
 from .notation import parse
 from .program import check_program
-from .relabel import letters_in
+from .relabel import letters_in, substitute_letters
 
 INITIALISERS = ("zeros", "ones", "normal", "uniform", "xavier", "glorot", "he")
 
@@ -182,6 +182,7 @@ class Model:
     def _batched(self, equations: list[Equation]) -> Program:
         """Per-sample equations → batched: n joins every tensor that depends on data."""
         n = self.batch
+        equations = [_shift_letter_moved(eq, n) for eq in equations]
         used = set().union(*(letters_in(eq) for eq in equations))
         if n in used:
             span = next((t.span for eq in equations for t in eq.walk() if isinstance(t, Tensor) and n in t.indices), None)
@@ -230,6 +231,15 @@ class Model:
             self._forward[name] = compile_program(self.program, of=name)
         value, _ = self._forward[name]({**data, **params})
         return value
+
+
+def _shift_letter_moved(eq: Equation, letter: str) -> Equation:
+    """`eq` with the letter a shifted index stands for (p in x_{(i+k)}, chosen by the
+    parser and shown nowhere) moved off the batch letter: the user did not write it."""
+    if not any(isinstance(s, Shift) and s.index == letter for s in eq.rhs.walk()) or letter in eq.lhs.all_indices:
+        return eq
+    new = next(f"{letter}{k}" for k in range(1, 1 << 30) if f"{letter}{k}" not in letters_in(eq))
+    return substitute_letters(eq, {letter: new})
 
 
 def _axes(count: int, one: str = "axis", many: str = "axes") -> str:

@@ -43,7 +43,8 @@ from typing import Iterable
 from . import functions, matrices
 from .errors import IndexCalcError, ParseError
 from .expr import (
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
+    Tensor,
     leaf_factors,
 )
 
@@ -89,6 +90,17 @@ class Token:
     value: object
     pos: int
     end: int
+
+
+@dataclass(frozen=True)
+class Affine:
+    """A shifted index as the tokenizer reads it, `(2i+k-1)`: (coefficient, index) terms
+    and a whole-number offset; `pos` is where it starts in the text. The parser makes it
+    a fresh letter p on the tensor and a `Shift` δ_{p(2i+k-1)} beside it."""
+
+    terms: tuple[tuple[int, str], ...]
+    offset: int
+    pos: int
 
 
 def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
@@ -250,7 +262,7 @@ def index_names(node: Expr) -> frozenset[str]:
     elsewhere (a wrt string for `diff`, say) may refer to."""
     found: set[str] = set()
     for sub in node.walk():
-        if isinstance(sub, (Tensor, Delta, Mask)):
+        if isinstance(sub, (Tensor, Delta, Mask, Shift)):
             found.update(sub.all_indices)
         elif isinstance(sub, Reduce):
             found.update(sub.indices)
@@ -265,6 +277,30 @@ def known_names(text: str) -> frozenset[str]:
     """The index names `text` knows (declared, or written beside another index), so that
     text written apart from it (a wrt string for `diff`) reads a lone name as it does."""
     return _tokens(unicodedata.normalize("NFC", text), frozenset())[1]
+
+
+_GROUP = re.compile(r"\(([^()]*)\)")
+
+
+def _looks_affine(inside: str) -> bool:
+    """Whether a group in parentheses is a shifted index rather than δ's index group: it
+    holds a sign or a digit before a letter (`i+k`, `2i`, `e-i`, `i+1`)."""
+    return bool(re.search(r"[+\-*]", inside)) or bool(re.match(r"\s*[0-9]", inside))
+
+
+def _only_inside_groups(s: str) -> bool:
+    """Whether all the blanks of a subscript stand inside its parentheses (`nd(i + k)`)."""
+    depth = 0
+    for c in s.strip():
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and c.isspace():
+            return False
+    return True
+
+
+def _plain(affine: Affine) -> bool:
+    """`(i)`: one index, coefficient 1, no offset: the plain index, no shift."""
+    return len(affine.terms) == 1 and affine.terms[0][0] == 1 and affine.offset == 0
 
 
 _DECLARATION = re.compile(r"(?:index|indices)[^\S\n]+(?=[^\W\d_])")
@@ -395,13 +431,19 @@ class _Tokenizer:
                 raise self.error("'_' must be followed by indices, '{...}' or '(...)'", self.i)
         if subscript is None and len(parts) > 1:
             subscript = parts.pop()
+            if parts[0] in DELTA_NAMES and len(parts) == 1 and text[self.i : self.i + 1] == "(":
+                # δ_p(i+k): the shifted δ, its form part of the subscript
+                close = text.find(")", self.i)
+                if close != -1 and "(" not in text[self.i + 1 : close] and "\n" not in text[self.i : close]:
+                    subscript += text[self.i : close + 1]
+                    self.i = close + 1
         name = "_".join(parts) + primes
         while self.i < len(text) and text[self.i] == "'":
             name += "'"
             self.i += 1
         groups, indices, derivs = None, (), ()
         if subscript is not None:
-            groups, indices, derivs = self._subscript(subscript, sub_pos)
+            groups, indices, derivs = self._subscript(subscript, sub_pos, name in DELTA_NAMES)
         wrt = None
         if text[self.i : self.i + 1] == "[":
             if derivs:
@@ -450,19 +492,27 @@ class _Tokenizer:
         self.i = close + 1
         return tuple(names)
 
-    def _subscript(self, sub: str, pos: int):
+    def _subscript(self, sub: str, pos: int, delta: bool = False):
         """Read `ij`, `(ij)(kl)`, `,i`, `,(gh)`, `k,ij`, `i,(mn)(pq)` or `batch out,(g h)`,
         `sub` starting at `pos` of the text."""
         own, comma, rest = sub.partition(",")
         if "," in rest:
             raise self.error("a subscript holds at most one comma", pos + len(own) + 1 + rest.index(","))
-        if own.strip().startswith("("):
+        groups = [m.group(1) for m in _GROUP.finditer(own)]
+        plain = not delta and all(len(g.split()) == 1 and (is_letter_index(g.strip()) or g.strip() in self.names)
+                                  for g in groups)  # x_{(i)}: the index i
+        if own.strip().startswith("(") and not any(map(_looks_affine, groups)) and not plain:
             if comma:
                 raise self.error("grouped indices before the comma are only for δ_(ij)(kl)", pos)
             return self._groups(own, pos), (), ()
         indices = self._list(own, pos)
         derivs: tuple[tuple[str, ...], ...] = ()
         if comma:
+            if "(" in own:
+                raise self.error(
+                    "a comma derivative's own indices are plain letters or names: a shifted index "
+                    "(i+k) names no axis of the derivative's array", pos + own.index("("),
+                )
             if not rest.strip():
                 raise self.error("a comma derivative needs indices after the comma", pos + len(own))
             derivs = self._deriv_groups(rest, pos + len(own) + 1)
@@ -482,6 +532,12 @@ class _Tokenizer:
         if "".join(m.group() for m in pieces) != s:
             raise self.error(f"cannot read the derivative indices {s.strip()!r}", pos)
         for m in pieces:
+            if m.group(1) is not None and _looks_affine(m.group(1)):
+                raise self.error(
+                    f"a derivative is taken at plain indices, one per axis of what it is by: ({m.group(1)}) "
+                    f"is a shifted index, which names no axis; write the group as plain letters, as in (gh)",
+                    pos + m.start(1),
+                )
             if m.group(1) is not None:
                 out.append(self._list(m.group(1), pos + m.start(1)))
             else:
@@ -491,7 +547,10 @@ class _Tokenizer:
     def _list(self, s: str, pos: int) -> tuple[str, ...]:
         """Indices as written in a subscript. One word is letters (`ij` is i, j), unless it
         is a known name (`batch`, declared or written beside another index somewhere in the
-        text); of several words each is one index, a letter (`i`, `i4`) or a name."""
+        text); of several words each is one index, a letter (`i`, `i4`) or a name. A part in
+        parentheses is a shifted index, `(i+k)` (`_affine_list`)."""
+        if "(" in s or ")" in s:
+            return self._affine_list(s, pos)
         words = [(m.group(), pos + m.start()) for m in re.finditer(r"\S+", s)]
         if len(words) == 1:
             word, at = words[0]
@@ -504,21 +563,109 @@ class _Tokenizer:
                     self.passed_over = True
                     return (word,)
             return self._letters(word, at)
-        out = []
-        for word, at in words:
-            if is_letter_index(word):
-                out.append(word)
-            elif is_index_name(word):
-                out.append(word)
+        return tuple(self._word(word, at) for word, at in words)
+
+    def _word(self, word: str, at: int) -> str:
+        """One word of a spaced subscript: one index, a letter (`i`, `i4`) or a name."""
+        if is_letter_index(word):
+            return word
+        if is_index_name(word):
+            self.introduced.add(word)
+            return word
+        bad = next((k for k, c in enumerate(word) if not _is_name_char(c)), 0)
+        problem = _character_problem(word[bad]) if not _is_name_char(word[bad]) else "it starts with a digit"
+        raise self.error(
+            f"cannot read the index {word!r}: {problem} (an index is a letter with optional digits, "
+            f"i or i4, or a name of letters and digits, batch or d2)", at + bad,
+        )
+
+    def _affine_list(self, s: str, pos: int) -> tuple:
+        """`nd(i+k)`, `n d (i+k) (j+l)`, `(2i+k-1)`, `batch c (i + k)`: plain indices read as
+        a subscript without parentheses reads them (run together: letters; spaced: one
+        word, one index), each part in parentheses an `Affine`. A plain `(i)` is the
+        index i."""
+        pieces = list(re.finditer(r"\(([^()]*)\)|[^()]+", s))
+        if "".join(m.group() for m in pieces) != s:
+            bad = next((k for k, c in enumerate(s) if c in "()"), 0)
+            raise self.error("unbalanced parentheses in a subscript: a shifted index is written (i+k)", pos + bad)
+        spaced = not _only_inside_groups(s)
+        out: list = []
+        for m in pieces:
+            if m.group(1) is not None:
+                out.append(self._affine(m.group(1), pos + m.start(1), spaced))
+            elif spaced:
+                out.extend(self._word(w.group(), pos + m.start() + w.start()) for w in re.finditer(r"\S+", m.group()))
+            elif m.group():
+                out.extend(self._list(m.group(), pos + m.start()))
+        return tuple(i.terms[0][1] if isinstance(i, Affine) and _plain(i) else i for i in out)
+
+    def _affine(self, s: str, pos: int, spaced: bool) -> Affine:
+        """`2i+k-1`: terms of a whole-number coefficient and one index each (a letter, or a
+        name where the subscript is spaced or the name known), and whole numbers."""
+        if not s.strip():
+            raise self.error("empty parentheses in a subscript: a shifted index is written (i+k)", pos - 1)
+        terms: list[tuple[int, str]] = []
+        offset = 0
+        k = 0
+        term = re.compile(r"\s*([+-])?\s*([0-9]+)?\s*(\*?)\s*([^\W\d_][^\s+\-*()]*)?\s*")
+        while k < len(s):
+            m = term.match(s, k)
+            if m.end() == k or (k > 0 and not m.group(1)):
+                raise self._affine_error(s, pos, k)
+            sign, digits, star, word = m.groups()
+            at = pos + m.start(4) if word else pos + m.start(2) if digits else pos + k
+            if digits and m.end() < len(s) and s[m.end()] in ".eE" or word and "." in word:
+                raise self.error(
+                    f"the coefficients and offset of a shifted index are whole numbers: cannot read ({s.strip()})",
+                    pos + m.end(2) if digits else at,
+                )
+            if not digits and not word:
+                raise self._affine_error(s, pos, k)
+            value = (-1 if sign == "-" else 1) * (int(digits) if digits else 1)
+            if word is None:
+                if star:
+                    raise self._affine_error(s, pos, m.start(3))
+                offset += value
+            else:
+                index = self._affine_index(word, at, spaced)
+                if any(index == name for _, name in terms):
+                    raise self.error(
+                        f"the index {index} occurs twice in the shifted index ({s.strip()}); write it once, "
+                        f"with its coefficient (as in 2{index})", at,
+                    )
+                if value == 0:
+                    raise self.error(f"the coefficient of {index} in ({s.strip()}) is 0; leave the term out", at)
+                terms.append((value, index))
+            k = m.end()
+        if not terms:
+            raise self.error(
+                f"a shifted index needs an index: ({s.strip()}) is a number (a tensor's entry at a fixed "
+                f"position is not written in the notation)", pos,
+            )
+        return Affine(tuple(terms), offset, pos - 1)
+
+    def _affine_error(self, s: str, pos: int, k: int) -> ParseError:
+        return self.error(
+            f"cannot read the shifted index ({s.strip()}): write whole-number multiples of indices and whole "
+            f"numbers joined by + and -, as in (i+k), (2i+k-1), (e-i)", pos + k,
+        )
+
+    def _affine_index(self, word: str, at: int, spaced: bool) -> str:
+        if is_letter_index(word) or word in self.names:
+            return word
+        if is_index_name(word) and (spaced or self.lenient):
+            if spaced:
                 self.introduced.add(word)
             else:
-                bad = next((k for k, c in enumerate(word) if not _is_name_char(c)), 0)
-                problem = _character_problem(word[bad]) if not _is_name_char(word[bad]) else "it starts with a digit"
-                raise self.error(
-                    f"cannot read the index {word!r}: {problem} (an index is a letter with optional digits, "
-                    f"i or i4, or a name of letters and digits, batch or d2)", at + bad,
-                )
-        return tuple(out)
+                self.passed_over = True
+            return word
+        if is_index_name(word):
+            raise self.error(
+                f"a term of a shifted index is one index: {word!r} is not a letter (write the subscript "
+                f"spaced, x_{{n d ({word} + k)}}, for a name, or declare it: index {word})", at,
+            )
+        bad = next((k for k, c in enumerate(word) if not _is_name_char(c)), 0)
+        raise self.error(f"cannot read the index {word!r} in a shifted index: {_character_problem(word[bad])}", at + bad)
 
     def _letters(self, s: str, pos: int) -> tuple[str, ...]:
         bad = next((k for k, c in enumerate(s) if not _is_name_char(c)), None)
@@ -551,6 +698,7 @@ class _Parser:
         # the products σ_{i,m}(u) reads as, joined into the product around (kept, so no other
         # node takes the id of one)
         self.spliced: dict[int, Product] = {}
+        self.used_letters: set[str] | None = None  # the text's letters, once a shifted index asks
 
     @contextmanager
     def nested(self, opening: Token):
@@ -616,6 +764,14 @@ class _Parser:
         if not self.at("="):
             return lhs
         self.take()
+        shift = next((f for f in lhs.factors if isinstance(f, Shift)), None) if isinstance(lhs, Product) else None
+        if shift is not None and shift.span:
+            at = shift.span[0]
+            raise ParseError(
+                "a shifted index cannot stand on the left-hand side: the left names the axes of the "
+                "array it defines, one plain index each (write y_{nci} = x_{nc(i+1)}, not y_{nc(i-1)} = x_{nci})",
+                text=self.text, pos=at,
+            )
         if not isinstance(lhs, Tensor):
             raise self.error("the left-hand side of '=' must be one tensor, like y_ij", start)
         if len(set(lhs.all_indices)) != len(lhs.all_indices):
@@ -713,6 +869,13 @@ class _Parser:
     def head(self, tok: Token) -> Expr:
         h: Head = tok.value
         span = (tok.pos, tok.end)
+        form = next((i for i in h.indices if isinstance(i, Affine)), None)
+        if form is not None and (h.is_call or h.name in REDUCTION_NAMES or functions.lookup(h.name)):
+            raise ParseError(
+                f"a shifted index stands on a tensor (x_{{nd(i+k)}}) or a δ (δ_{{p(i+k)}}); {h.name}'s "
+                f"subscript names the index it relabels or reduces, one plain letter or name", text=self.text,
+                pos=form.pos,
+            )
         if h.name == "max" and h.is_call and not h.has_subscript:
             return self.maximum(tok)
         if h.name in REDUCTION_NAMES:
@@ -738,7 +901,39 @@ class _Parser:
         if h.groups is not None:
             raise self.error(f"grouped indices (ij)(kl) are only for δ, not for {h.name}", tok)
         derivs = tuple(Deriv(ix, h.wrt[n] if h.wrt else None) for n, ix in enumerate(h.derivs))
-        return Tensor(h.name, h.indices, derivs, span=span)
+        if not any(isinstance(i, Affine) for i in h.indices):
+            return Tensor(h.name, h.indices, derivs, span=span)
+        return self.shifted(h, derivs, span)
+
+    def shifted(self, h: Head, derivs, span) -> Expr:
+        """`x_{nd(i+k)}` as `x_{ndp} δ_{p(i+k)}`, p a letter the text does not use, one
+        Shift per shifted position; the product joins the one it stands in (as written)."""
+        indices, shifts = [], []
+        for index in h.indices:
+            if isinstance(index, Affine):
+                p = self.fresh_letter()
+                shifts.append(Shift(p, index.terms, index.offset, span=(index.pos, index.pos + 1)))
+                index = p
+            indices.append(index)
+        node = Product((Tensor(h.name, tuple(indices), derivs, span=span), *shifts), span=span)
+        self.spliced[id(node)] = node
+        return node
+
+    def fresh_letter(self) -> str:
+        """A letter no index, name or tensor of the whole text uses, nor handed out before."""
+        if self.used_letters is None:
+            used: set[str] = set(self.names)
+            for tok in self.toks:
+                if tok.kind == "head":
+                    h = tok.value
+                    used.add(h.name)
+                    for index in list(h.indices) + [i for g in h.groups or () for i in g] + [
+                            i for d in h.derivs for i in d]:
+                        used.update([n for _, n in index.terms] if isinstance(index, Affine) else [index])
+            self.used_letters = used
+        letter = next(c for c in _fresh_pool() if c not in self.used_letters)
+        self.used_letters.add(letter)
+        return letter
 
     def call(self, h: Head, tok: Token, function) -> Expr:
         if not h.is_call:
@@ -859,6 +1054,16 @@ class _Parser:
         span = (tok.pos, tok.end)
         if h.derivs or h.wrt:
             raise self.error("a Kronecker delta has no comma derivative", tok)
+        forms = [i for i in h.indices if isinstance(i, Affine)]
+        if forms:
+            if len(h.indices) != 2 or len(forms) != 1:
+                raise self.error("a shifted δ pairs one index with one shifted index: δ_{p(i+k)}", tok)
+            index = next(i for i in h.indices if not isinstance(i, Affine))
+            form = forms[0]
+            if any(letter == index for _, letter in form.terms):
+                raise self.error(f"the shifted δ δ_{{{index}(...)}} has {index} on both sides; write the "
+                                 f"terms of {index} on one side", tok)
+            return Shift(index, form.terms, form.offset, span=span)
         if h.groups is not None:
             if len(h.groups) != 2 or len(h.groups[0]) != len(h.groups[1]) or not h.groups[0]:
                 raise self.error("a grouped delta pairs two groups of equal length: δ_(ij)(kl)", tok)
@@ -1069,6 +1274,13 @@ def _products(node: Expr, fixed: frozenset[str]):
         return
     for child in node.children():
         yield from _products(child, fixed)
+
+
+def _fresh_pool():
+    """Letters for the summed index a shifted index stands for: p, q, ... then p1, ..."""
+    yield from "pqrstuvwabcdefghlmoxyz"
+    for n in range(1, 1 << 30):
+        yield from (f"{c}{n}" for c in "pqrstuvw")
 
 
 def _did_you_mean(name: str) -> str:

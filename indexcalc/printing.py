@@ -29,7 +29,7 @@ from . import functions, matrices
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
     MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce,
-    Sum, Tensor, leaf_factors,
+    Shift, Sum, Tensor, leaf_factors,
 )
 from .indices import occurrence_counts, free_indices
 from .notation import index_names, is_letter_index
@@ -160,6 +160,51 @@ class PlainPrinter:
             return name + self.subscript_of(node.left + node.right)
         return f"{name}_({self.written(node.left)[0]})({self.written(node.right)[0]})"
 
+    def shift(self, node: Shift) -> str:
+        """`δ_{p(i+k)}`: the index, then the shifted form it equals."""
+        name = "δ" if self.unicode else "delta"
+        return f"{name}_{{{self.items([node.index, node])}}}"
+
+    def shifted(self, tensor: Tensor, forms: dict[str, Shift]) -> str:
+        """`x_{nd(i+k)}`: the tensor with each index a Shift stands for written as its form."""
+        return self.name(tensor.name) + "_{" + self.items([forms.get(i, i) for i in tensor.indices]) + "}"
+
+    def items(self, items: list) -> str:
+        """Indices and shifted forms (Shifts) in one subscript, as the parser reads them:
+        run together where all are letters (`nd(i+k)`), else spaced (`batch c (i + k)`)."""
+        letters = [i for item in items for i in ((t for _, t in item.terms) if isinstance(item, Shift) else (item,))]
+        runs, run = [], ""
+        for item in items + [None]:
+            if isinstance(item, str):
+                run += item
+            elif run:
+                runs.append(run)
+                run = ""
+        spaced = not all(is_letter_index(i) for i in letters) or any(r in self.names for r in runs if len(r) > 1)
+        parts = [self.form(item, spaced) if isinstance(item, Shift) else item for item in items]
+        if spaced:
+            self.introduced.update(i for i in letters if not is_letter_index(i))
+            return " ".join(parts)
+        return "".join(parts)
+
+    def form(self, node: Shift, spaced: bool) -> str:
+        """`(2i+k-1)`, or `(2 batch + k - 1)` where a name is among the letters."""
+        parts = [(coef, self.index_symbol(letter)) for coef, letter in node.terms]
+        if node.offset:
+            parts.append((node.offset, ""))
+        gap = " " if spaced else ""
+        text = ""
+        for n, (coef, letter) in enumerate(parts):
+            magnitude = abs(coef)
+            body = (str(magnitude) + (gap if letter and not is_letter_index(letter) else "") if magnitude != 1 or not letter
+                    else "") + letter
+            sign = ("-" if coef < 0 else "") if n == 0 else f"{gap}{'-' if coef < 0 else '+'}{gap}"
+            text += sign + body
+        return f"({text})"
+
+    def index_symbol(self, index: str) -> str:
+        return index
+
     def mask(self, node: Mask) -> str:
         """`[j <= i]`, `[j <= i + 2]`, `[i >= 1]`: the indices as they are named."""
         for index in node.all_indices:
@@ -190,6 +235,8 @@ class PlainPrinter:
             return self.tensor(node), ATOM
         if isinstance(node, Delta):
             return self.delta(node), ATOM
+        if isinstance(node, Shift):
+            return self.shift(node), ATOM
         if isinstance(node, Sum):
             return self.sum(node, fixed), SUM
         if isinstance(node, Product):
@@ -244,16 +291,23 @@ class PlainPrinter:
     def product(self, factors, fixed) -> tuple[str, int]:
         if _is_negative_lead(Product(tuple(factors))):
             return "-" + self.negated_rest(Product(tuple(factors)), fixed), NEGATIVE
+        forms = _shifted_pairs(factors, fixed)
+        if forms and len(factors) == 1 + sum(len(f) for f in forms.values()):
+            return self.joined(factors, fixed), ATOM  # x_{(i+1)} alone: one tensor as written
         return self.joined(factors, fixed), PRODUCT
 
     def joined(self, factors, fixed) -> str:
         jacobians = _jacobian_pairs(factors, fixed) if self.notes else {}
         paired = {delta for delta, _, _ in jacobians.values()}
+        forms = _shifted_pairs(factors, fixed)
+        paired |= {n for shifts in forms.values() for n in shifts}
         parts = []
         for k, factor in enumerate(factors):
             if k in paired:
                 continue
-            if k in jacobians:
+            if k in forms:
+                text = self.shifted(factor, {factors[n].index: factors[n] for n in forms[k]})
+            elif k in jacobians:
                 text = self.jacobian(factor, *jacobians[k][1:], fixed)
             elif _is_inverse(factor) and parts:
                 text = "/ " + self.wrap(factor.base, fixed, POWER)
@@ -369,6 +423,30 @@ def _jacobian_pairs(factors, fixed: frozenset[str]) -> dict[int, tuple[int, str,
     return pairs
 
 
+def _shifted_pairs(factors, fixed: frozenset[str]) -> dict[int, list[int]]:
+    """Which factors print as shifted indices: {position of a tensor: positions of its
+    Shifts}, for a Shift δ_{p(...)} whose p a tensor (not a comma derivative) carries once
+    and nothing else in the product does, summed there (not fixed): `x_{ndp} δ_{p(i+k)}`
+    reads back from `x_{nd(i+k)}` as the same product."""
+    shifts = [n for n, f in enumerate(factors) if isinstance(f, Shift)]
+    if not shifts:
+        return {}
+    try:
+        counts = occurrence_counts(Product(tuple(factors)), fixed)
+    except IndexCalcError:
+        return {}
+    pairs: dict[int, list[int]] = {}
+    for n in shifts:
+        p = factors[n].index
+        if p in fixed or counts[p] != 2 or p in (letter for _, letter in factors[n].terms):
+            continue
+        k = next((k for k, f in enumerate(factors) if isinstance(f, Tensor) and p in f.all_indices), None)
+        # (a comma derivative's own indices are plain: h_{ncp,(efg)}[x] δ_{p(2i+k)} stays so)
+        if k is not None and not factors[k].derivs and factors[k].indices.count(p) == 1:
+            pairs.setdefault(k, []).append(n)
+    return pairs
+
+
 def _is_inverse(node: Expr) -> bool:
     return isinstance(node, Power) and node.exponent == Number(-1.0)
 
@@ -446,6 +524,19 @@ class LatexPrinter(PlainPrinter):
             text = rf"{mantissa} \times 10^{{{int(exp)}}}"
         return text, prec
 
+    def shift(self, node: Shift) -> str:
+        return rf"\delta_{{{self.items([node.index, node])}}}"
+
+    def shifted(self, tensor: Tensor, forms: dict[str, Shift]) -> str:
+        return self.name(tensor.name) + "_{" + self.items([forms.get(i, i) for i in tensor.indices]) + "}"
+
+    def items(self, items: list) -> str:
+        """Indices and shifted forms: `nd(i+k)`, or spaced with names upright."""
+        parts = [self.form(item, False) if isinstance(item, Shift) else self.index_symbol(item) for item in items]
+        named = any(not is_letter_index(i) for i in items if isinstance(i, str))
+        plain_long = any(len(p) > 1 for p, i in zip(parts, items) if isinstance(i, str))
+        return (r"\," if named else " " if plain_long else "").join(parts)
+
     def delta(self, node: Delta) -> str:
         if len(node.left) == 1:
             return rf"\delta_{{{self.index_list(node.left + node.right)}}}"
@@ -457,11 +548,14 @@ class LatexPrinter(PlainPrinter):
     def joined(self, factors, fixed) -> str:
         jacobians = _jacobian_pairs(factors, fixed) if self.notes else {}
         paired = {delta for delta, _, _ in jacobians.values()}
+        forms = _shifted_pairs(factors, fixed)
+        paired |= {n for shifts in forms.values() for n in shifts}
         numerator = [(k, f) for k, f in enumerate(factors) if not _is_inverse(f) and k not in paired]
         numerator = numerator or [(-1, Number(1.0))]
         denominator = [f.base for f in factors if _is_inverse(f)]
         top = r" \, ".join(
             self.jacobian(f, *jacobians[k][1:], fixed) if k in jacobians
+            else self.shifted(f, {factors[n].index: factors[n] for n in forms[k]}) if k in forms
             else self.wrap(f, fixed, POWER if isinstance(f, Power) else ATOM)
             for k, f in numerator
         )
@@ -617,7 +711,7 @@ def _collect_specs(node: Expr, fixed: frozenset[str], lines: list[str], order: t
         for factor in factors:
             if isinstance(factor, Number):
                 scale *= factor.value
-            elif isinstance(factor, (Tensor, Delta)):
+            elif isinstance(factor, (Tensor, Delta, Shift)):
                 operands.append((_operand_label(factor), factor.all_indices))
             else:
                 _collect_specs(factor, fixed, lines, order)

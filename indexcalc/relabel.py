@@ -16,7 +16,8 @@ from dataclasses import replace
 from typing import Callable, Iterable
 
 from .expr import (
-    Call, Compare, Delta, Deriv, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors,
+    Call, Compare, Delta, Deriv, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Shift, Sum, Tensor,
+    leaf_factors,
     with_children,
 )
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
@@ -52,7 +53,7 @@ def letters_in(node: Expr) -> set[str]:
 
 
 def _own_letters(node: Expr) -> tuple[str, ...]:
-    if isinstance(node, (Tensor, Delta, Mask)):
+    if isinstance(node, (Tensor, Delta, Mask, Shift)):
         return node.all_indices
     if isinstance(node, Reduce):
         return node.indices
@@ -93,7 +94,7 @@ def exposed_letters(factors: Iterable[Expr], fixed: frozenset[str]) -> set[str]:
     mask's, only the free ones of a scope (what a function argument sums stays inside)."""
     out: set[str] = set()
     for factor in factors:
-        if isinstance(factor, (Tensor, Delta, Mask)):
+        if isinstance(factor, (Tensor, Delta, Mask, Shift)):
             out.update(factor.all_indices)
         elif isinstance(factor, Product):
             out |= exposed_letters(factor.factors, fixed)
@@ -149,6 +150,8 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
         return Delta(_swap(node.left, old, new), _swap(node.right, old, new), span=node.span)
     if isinstance(node, Mask):
         return _mask_renamed(node, {old: new})
+    if isinstance(node, Shift):
+        return _shift_renamed(node, {old: new})
     if isinstance(node, Product):
         if not merge and new in summed_indices(node, fixed):
             node = rename(node, new, fresh(), fixed, fresh)
@@ -194,8 +197,14 @@ def _mask_renamed(node: Mask, mapping: dict[str, str]) -> Mask:
     return Mask(node.op, mapping.get(node.left, node.left), right, node.offset, span=node.span)
 
 
+def _shift_renamed(node: Shift, mapping: dict[str, str]) -> Shift:
+    """A shifted δ with its letters renamed, like δ's: every one is an occurrence."""
+    terms = tuple((coef, mapping.get(letter, letter)) for coef, letter in node.terms)
+    return Shift(mapping.get(node.index, node.index), terms, node.offset, span=node.span)
+
+
 def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) -> Expr:
-    if isinstance(factor, (Tensor, Delta, Mask, Product)):
+    if isinstance(factor, (Tensor, Delta, Mask, Shift, Product)):
         return rename(factor, old, new, fixed, fresh, merge)
     if old in free_indices(factor, fixed):
         return rename(factor, old, new, fixed, fresh)
@@ -299,6 +308,8 @@ def substitute_letters(node: Expr, mapping: dict[str, str]) -> Expr:
         return Delta(swap(node.left), swap(node.right), span=node.span)
     if isinstance(node, Mask):
         return _mask_renamed(node, mapping)
+    if isinstance(node, Shift):
+        return _shift_renamed(node, mapping)
     if isinstance(node, Reduce):
         inner = {old: new for old, new in mapping.items() if old not in node.indices}
         return replace(node, body=substitute_letters(node.body, inner)) if inner else node
@@ -325,7 +336,7 @@ def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr
             node = rename(node, index, f"#{next(counter)}", fixed, fresh)
         if isinstance(node, Product):
             return Product(tuple(
-                f if isinstance(f, (Tensor, Delta, Mask)) else _canonical(f, fixed, fresh, counter)
+                f if isinstance(f, (Tensor, Delta, Mask, Shift)) else _canonical(f, fixed, fresh, counter)
                 for f in leaf_factors(node)
             ))
         return node

@@ -25,7 +25,7 @@ from typing import Iterable
 
 from .errors import IndexCalcError
 from .expr import (
-    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
     leaf_factors, with_children,
 )
 from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
@@ -109,7 +109,7 @@ class _Binding:
     def bind(self, node: Expr, fixed: frozenset[str]) -> Expr:
         if isinstance(node, (Number,)):
             return node
-        if isinstance(node, (Tensor, Delta, Mask, Product)):
+        if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
             return self.product(node, fixed)
         if isinstance(node, (Sum, Compare)):
             return with_children(node, tuple(self.bind(t, fixed) for t in node.children()))
@@ -136,7 +136,7 @@ class _Binding:
         if isinstance(node, Product):
             factors: list[Expr] = []
             for factor in leaf_factors(node):
-                factor = factor if isinstance(factor, (Tensor, Delta, Mask)) else self.bind(factor, fixed)
+                factor = factor if isinstance(factor, (Tensor, Delta, Mask, Shift)) else self.bind(factor, fixed)
                 if isinstance(factor, Reduce) and factor.implicit:
                     # a (w_ij x_j) in a product is the product's sum: one form for one meaning
                     letters.extend(factor.indices)
@@ -200,7 +200,7 @@ def _implicit(node: Expr, fixed: frozenset[str]) -> _Printed:
         parts = [_implicit(f, fixed) for f in node.factors]
         summed = frozenset().union(*(p.summed for p in parts))
         return _Printed(Product(tuple(p.node for p in parts), span=node.span), summed)
-    if isinstance(node, (Number, Tensor, Delta, Mask)):
+    if isinstance(node, (Number, Tensor, Delta, Mask, Shift)):
         return _Printed(node)
     if isinstance(node, (Sum, Compare)):
         return _Printed(with_children(node, tuple(_implicit(t, fixed).node for t in node.children())))
@@ -218,7 +218,7 @@ def _implicit_reduce(node: Reduce, fixed: frozenset[str]) -> _Printed:
     # have to be written after all, what is inside reads the same with them fixed
     inner = _implicit(node.body, fixed)
     written = replace(node, body=inner.node, implicit=False)
-    if not isinstance(inner.node, (Product, Tensor, Delta, Mask)):
+    if not isinstance(inner.node, (Product, Tensor, Delta, Mask, Shift)):
         return _Printed(written)
     wanted = frozenset(node.indices) | inner.summed
     if _reads_as(inner.node, fixed, wanted):
@@ -233,7 +233,7 @@ def _reads_as(node: Expr, fixed: frozenset[str], wanted: frozenset[str]) -> bool
     if set(summed_indices(node, fixed)) != wanted or any(counts[i] != 2 for i in wanted):
         return False
     scopes = [f for f in (leaf_factors(node) if isinstance(node, Product) else ())
-              if not isinstance(f, (Tensor, Delta, Mask))]
+              if not isinstance(f, (Tensor, Delta, Mask, Shift))]
     return all(
         set(free_indices(f, fixed)) & wanted == set(free_indices(f, fixed | wanted)) & wanted for f in scopes
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .expr import (
-    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
     leaf_factors,
 )
 from . import functions
@@ -169,7 +169,8 @@ def _is_zero(node: Expr) -> bool:
     return _coefficient(node)[0] == 0
 
 
-_RANK = {Mask: 0.2, Compare: 0.5, Number: 0, Sum: 1, Reduce: 2, Call: 3, MatrixCall: 3.5, Power: 4, Tensor: 5, Delta: 6}
+_RANK = {Mask: 0.2, Compare: 0.5, Number: 0, Sum: 1, Reduce: 2, Call: 3, MatrixCall: 3.5, Power: 4, Tensor: 5, Delta: 6,
+         Shift: 6}
 
 
 def _factor_rank(factor: Expr) -> int:
@@ -308,7 +309,8 @@ def drop_zero_carriers(node: Product, ctx: Context) -> Expr | None:
 
 def _sized_letters(factors: tuple[Expr, ...]) -> set[str]:
     """The letters an array's axis gives a size to in `factors`, directly or through a δ
-    that pairs them with such a letter: a carrier is kept for any other."""
+    that pairs them with such a letter: a carrier is kept for any other (a shift's range
+    is no stand-in for it: the carrier may hold the size an array gave, as in padding)."""
     sized = {i for f in factors for t in f.walk() if isinstance(t, Tensor) for i in t.all_indices}
     ties = [pair for f in factors for d in f.walk() if isinstance(d, Delta) for pair in zip(d.left, d.right)]
     grew = True
@@ -383,7 +385,7 @@ def _mask_only(node: Expr) -> set[str]:
     masked = {i for m in node.walk() if isinstance(m, Mask) for i in m.all_indices}
     if not masked:
         return set()
-    return masked - {i for t in node.walk() if isinstance(t, (Tensor, Delta)) for i in t.all_indices}
+    return masked - {i for t in node.walk() if isinstance(t, (Tensor, Delta, Shift)) for i in t.all_indices}
 
 
 def _head_key(factors: tuple[Expr, ...]) -> tuple:
@@ -467,7 +469,7 @@ def factor_common(node: Sum, ctx: Context) -> Expr | None:
 
 
 def _runs_over_fixed_only(factor: Expr, ctx: Context) -> bool:
-    if isinstance(factor, (Tensor, Delta, Mask)):
+    if isinstance(factor, (Tensor, Delta, Mask, Shift)):
         axes = factor.all_indices
         return len(set(axes)) == len(axes) and set(axes) <= ctx.fixed
     return all(i in ctx.fixed for i in free_indices(factor, ctx.fixed))
@@ -530,21 +532,59 @@ def fold_compare(node: Compare, ctx: Context) -> Expr | None:
 
 
 def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
-    """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry."""
+    """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry; also
+    through a sum nested right inside (sum_n(sum_k(δ_na K_k ...)), the sum a shifted
+    index leaves around the kernel's letter)."""
     if node.op != "sum":
         return None
-    factors = list(leaf_factors(node.body)) if isinstance(node.body, Product) else [node.body]
+    inner = node.body if isinstance(node.body, Reduce) and node.body.op == "sum" else None
+    body = inner.body if inner is not None else node.body
+    bound = set(node.indices) | (set(inner.indices) if inner is not None else set())
+    factors = list(leaf_factors(body)) if isinstance(body, Product) else [body]
     for k, factor in enumerate(factors):
         if not isinstance(factor, Delta):
             continue
         for p, (a, b) in enumerate(factor.pairs):
             for old, new in ((a, b), (b, a)):
-                if old in node.indices and new not in node.indices and old != new:
-                    inner = ctx.fixed | set(node.indices)
-                    body = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
-                    body = rename(body, old, new, inner | {new}, ctx.fresh, merge=True)
+                if old in node.indices and new not in bound and old != new:
+                    picked = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
+                    picked = rename(picked, old, new, ctx.fixed | bound | {new}, ctx.fresh, merge=True)
+                    if inner is not None:
+                        picked = replace(inner, body=picked)
                     kept = tuple(i for i in node.indices if i != old)
-                    return replace(node, indices=kept, body=body) if kept else body
+                    return replace(node, indices=kept, body=picked) if kept else picked
+    return None
+
+
+def solve_shift(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_k(K_cbk δ_{e(i+k)}) → sum_k(K_cbk δ_{k(e-i)}), printed K_{cb(e-i)}: a shifted δ
+    whose index no tensor carries is solved for a letter of coefficient ±1 that the sum
+    binds and one tensor carries once, so that it reads as a shifted index of that
+    tensor (the derivative of a convolution by its input is the transposed convolution,
+    as one writes it). [p == ±L + r] and [L == ±(p - r)] hold at the same integers."""
+    if node.op != "sum":
+        return None
+    factors = list(leaf_factors(node.body)) if isinstance(node.body, Product) else [node.body]
+    tensors = [f for f in factors if isinstance(f, Tensor)]
+    carried = Counter(i for t in tensors for i in t.all_indices)
+    for k, shift in enumerate(factors):
+        if not isinstance(shift, Shift) or carried[shift.index]:
+            continue
+        letters = Counter(letter for _, letter in shift.terms)
+        for coef, letter in shift.terms:
+            if abs(coef) != 1 or letter not in node.indices or letters[letter] != 1 or letter == shift.index:
+                continue
+            holders = [t for t in tensors if letter in t.all_indices]
+            written = sum(f.all_indices.count(letter) for f in factors if isinstance(f, (Tensor, Delta, Mask, Shift)))
+            if len(holders) != 1 or holders[0].indices.count(letter) != 1 or carried[letter] != 1 or written != 2:
+                continue
+            if any(letter in free_indices(f, ctx.fixed | set(node.indices)) for f in factors
+                   if not isinstance(f, (Tensor, Delta, Mask, Shift))):
+                continue
+            # p = coef·L + Σ rest + c  ⇔  L = coef·(p - Σ rest - c)
+            terms = ((coef, shift.index),) + tuple((-coef * c, name) for c, name in shift.terms if name != letter)
+            solved = Shift(letter, tuple(sorted(terms, key=lambda t: t[0] < 0)), -coef * shift.offset)  # (2i-e+1)
+            return replace(node, body=Product(tuple(factors[:k]) + (solved,) + tuple(factors[k + 1 :])))
     return None
 
 
@@ -652,6 +692,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Sum, merge_reductions),
     (Sum, factor_common),
     (Reduce, reduce_delta),
+    (Reduce, solve_shift),
     (Reduce, merge_nested_sums),
     (Reduce, sum_inside),
     (Reduce, zero_reduction),

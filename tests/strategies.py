@@ -1119,10 +1119,62 @@ class RouteGenerator(ProgramGenerator):
         else:
             self.define("d", batch, f"{style}({arg})")
 
+    def block_conv(self):
+        """A convolution (issue 10): `h_ci = tanh(K_cdk x_{d(s·i+k+o)} + b_c)` with a stride
+        and an offset, i over the valid positions; padded (i sized by the bias as x's own
+        axis, positions past the edge read zeros); 2-D `x_{d(i+k)(j+l)}`; or max-pooling
+        `tanh(max_k(z_{c(2i+k)}) + b_ci)`, the window's k as far as b's i leaves room for."""
+        style = self.pick(("1-D", "padded", "2-D", "pool"))
+        dims = 2 if style == "2-D" else 1
+        axes = self.letters(dims)  # the input's shifted axes
+        if axes is None:
+            return self.block_random()
+        lead = self.letters(1, set(axes))  # channels (or, for pooling, the pooled tensor's other axis)
+        x, order = self.operand(lead + axes, reuse=6)
+        busy = set(axes) | set(lead)
+        forms, outs, sized = {}, [], []
+        for axis in axes:
+            size = self.sizes[axis]
+            if style == "pool":
+                window, stride, offset = min(2, size), 2, 0
+            else:
+                window, stride, offset = self.draw(st.integers(1, size)), self.pick((1, 1, 2)), self.pick((0, 0, -1, 1))
+            out = size if style == "padded" else (size - 1 - (window - 1) - offset) // stride + 1
+            if out < 1:
+                stride, offset, out = 1, 0, size - window + 1
+            if style == "pool":  # k runs to the end: as far as out leaves room for
+                window = size - stride * (out - 1)
+            i = self.fresh(busy, size=out)
+            k = self.fresh(busy | {i}, size=window) if i is not None else None
+            if k is None:
+                return self.block_random()
+            busy |= {i, k}
+            outs.append(i)
+            sized.append(k)
+            term = f"{stride if stride != 1 else ''}{i}+{k}" + (f"{offset:+d}" if offset else "")
+            forms[axis] = f"({term})"
+        self.used.add(x)
+        shifted = f"{x}_{{{''.join(forms.get(letter, letter) for letter in order)}}}"
+        self.tags[f"conv ({style})"] += 1
+        if style == "pool":
+            b = self.new_input(lead + outs)
+            # (through tanh: a max's Hessian is 0, whose line a non-scalar result cannot size)
+            self.define("m", lead + outs, f"tanh(max_{''.join(sized)}({shifted}) + {self.ref(b, lead + outs)})")
+            return
+        c = self.fresh(busy)
+        if c is None:
+            return self.block_random()
+        K = self.new_input([c] + lead + sized)
+        self.prefer = [self.pick((x, K)) if x in self.inputs else K]
+        bias = self.new_input([c] + outs) if style == "padded" else self.new_input([c])
+        B = self.ref(bias, [c] + outs) if style == "padded" else self.ref(bias, [c])
+        conv = f"{self.ref(K, [c] + lead + sized)} {shifted}"
+        self.define("h", [c] + outs, self.pick((f"tanh({conv} + {B})", f"{conv} + {B}")))
+
     # ---- programs
 
     BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative",
-              "max", "causal", "matrix")
+              "max", "causal", "matrix", "conv")
 
     def program(self, max_depth: int | None = None) -> str:
         for _ in range(self.draw(st.integers(1, 3))):

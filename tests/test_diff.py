@@ -1026,6 +1026,9 @@ RULE_CASES = {
                   ("y_i = [i < i] x_i + z_i", ic.expr.Mask, "y_i = z_i")],
     "drop_repeated_masks": [("y_ij = [j <= i] m_ij [j <= i]", Product, "y_ij = [j <= i] m_ij")],
     "fold_compare": [("y_i = [2 < 3] x_i", ic.expr.Compare, "y_i = x_i")],
+    # issue 10's shifted indices (more in tests/test_shifts.py)
+    "solve_shift": [("y_ie = m_ie sum_k(x_k delta_{e(i+k)})", Reduce, "y_ie = m_ie sum_k(x_k delta_{k(e-i)})"),
+                    ("y_ie = m_ie sum_k(x_k delta_{e(2i-k+1)})", Reduce, "y_ie = m_ie sum_k(x_k delta_{k(2i-e+1)})")],
 }
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import indexcalc as ic
 from carets import assert_points_at, assert_parse_refuses
-from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Tensor, with_children
+from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Shift, Tensor, with_children
 from indexcalc.notation import index_names, is_index_name, is_letter_index
 from strategies import expressions, route_cases
 
@@ -57,6 +57,8 @@ def renamed(node, mapping: dict[str, str]):
         return Delta(many(node.left), many(node.right))
     if isinstance(node, Mask):
         return dataclasses.replace(node, left=one(node.left), right=None if node.right is None else one(node.right))
+    if isinstance(node, Shift):  # x_{nd(i+k)}'s δ_{p(i+k)}
+        return Shift(one(node.index), tuple((c, one(i)) for c, i in node.terms), node.offset)
     kids = tuple(renamed(k, mapping) for k in node.children())
     if isinstance(node, Call):
         return Call(node.func, kids[0], None if node.relabel is None else one(node.relabel))
@@ -75,7 +77,7 @@ def letters_of(node) -> list[str]:
     """Every index written in `node`, in order of first appearance."""
     found: dict[str, None] = {}
     for sub in node.walk():
-        if isinstance(sub, (Tensor, Delta, Mask)):
+        if isinstance(sub, (Tensor, Delta, Mask, Shift)):
             found.update(dict.fromkeys(sub.all_indices))
         elif isinstance(sub, Reduce):
             found.update(dict.fromkeys(sub.indices))

@@ -24,7 +24,8 @@ from ..datasets import human_size, read_npz
 from ..errors import IndexCalcError
 from ..diff import diff
 from ..evaluate import evaluate
-from ..expr import Equation, Expr, Program, Tensor
+from .. import shifts
+from ..expr import Equation, Expr, Program, Shift, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
 from ..notation import is_index_name, is_letter_index, parse
@@ -93,8 +94,19 @@ def random_arrays(
         letters = {i for t in eq.walk() for i in getattr(t, "all_indices", ())}
         preset = {i: (sizes[i], f"--size {i}={sizes[i]}") for i in letters if i in sizes and i not in known}
         known = infer_sizes(rhs, shapes, fixed, preset)
+        extents = _shifted_extents(rhs, known)
+        if extents:
+            preset.update(extents)
+            known = infer_sizes(rhs, shapes, fixed, preset)
         for tensor in _inputs(rhs, shapes, defined):
             missing = [i for i in tensor.all_indices if i not in known]
+            hidden = next((n for n in rhs.walk() if isinstance(n, Shift) and n.index in missing), None)
+            if hidden is not None:
+                letters = [letter for _, letter in hidden.terms if letter not in known]
+                raise IndexCalcError(
+                    f"give a size for index {', '.join(letters)} of the shifted index in {hidden} "
+                    f"(e.g. --size {letters[0]}=3), or the array of {tensor.name} with --npz"
+                )
             if missing:
                 raise IndexCalcError(
                     f"give a size for index {', '.join(missing)} of {tensor} "
@@ -112,6 +124,18 @@ def random_arrays(
     _refuse_huge(wanted.values())
     rng = np.random.default_rng(seed)
     return {key: rng.normal(size=shape) for key, (tensor, shape) in wanted.items() if tensor.name not in defined}
+
+
+def _shifted_extents(rhs: Expr, known: dict[str, int]) -> dict[str, tuple[int, str]]:
+    """A random array read at a shifted index, `x_{nd(i+k)}` with i and k sized: its axis
+    as long as the farthest position the form reaches (x_ndp's p, which the text does not
+    show), so every i is a valid position."""
+    out = {}
+    for shift in (n for n in rhs.walk() if isinstance(n, Shift)):
+        if shift.index not in known and all(letter in known for _, letter in shift.terms):
+            extent = max(1, shifts.largest(shift.terms, known) + shift.offset + 1)
+            out[shift.index] = (extent, f"the farthest position of {shift}")
+    return out
 
 
 def _equations(node: Expr) -> tuple[Expr, ...]:
