@@ -290,3 +290,25 @@ def _second_derivative(case, arrays, r: _Runner, d, first, label):
     if "evaluate(hessian)" in right:
         for route in right[1:]:
             r.compare(route, "evaluate(hessian)", EXACT_RTOL, EXACT_ATOL)
+
+
+def gradient_routes(source, wrt, arrays) -> dict:
+    """Every first-derivative route of `source` by `wrt`, by name, each a function that
+    computes it: the hand-picked regression tests compare each with finite differences."""
+    d = ic.diff(source, wrt)
+    inline = lambda: ic.diff(source, wrt, inline=True)  # noqa: E731
+    routes = {
+        "evaluate(diff)": lambda: ic.evaluate(d, arrays),
+        "evaluate(simplify(diff))": lambda: ic.evaluate(ic.simplify(d), arrays),
+        "evaluate(diff inline)": lambda: ic.evaluate(inline(), arrays),
+        "evaluate_loops(diff)": lambda: ic.evaluate_loops(d, arrays),
+        "compile(diff)": lambda: ic.compile(d)(arrays)[0],
+        "evaluate(parse(str(diff)))": lambda: ic.evaluate(ic.parse(str(d)), arrays),
+        "evaluate(parse(str(diff inline)))": lambda: ic.evaluate(ic.parse(str(inline())), arrays),
+    }
+    target = d.equations[-1] if isinstance(d, ic.Program) else d
+    if isinstance(target, ic.Equation) and not target.lhs.indices:
+        name = wrt.split("_")[0]
+        routes["compile(wrt)"] = lambda: ic.compile(source, wrt=[name])(arrays)[1][name]
+    return routes
+

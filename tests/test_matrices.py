@@ -15,7 +15,7 @@ from indexcalc.expr import MatrixCall, Tensor
 from indexcalc.matrices import SingularMatrixError
 from indexcalc.modelfile import parse_model
 from indexcalc.train import train_file
-from routes import finite_difference
+from routes import finite_difference, gradient_routes
 
 RNG = np.random.default_rng(10)
 
@@ -112,21 +112,6 @@ def test_printed_matrix_functions_parse_back_the_same(argument, function, letter
 
 # ---------------------------------------------------------------- derivatives
 
-
-def gradient_routes(source, wrt, arrays) -> dict:
-    d = ic.diff(source, wrt)
-    routes = {
-        "evaluate(diff)": lambda: ic.evaluate(d, arrays),
-        "evaluate(simplify(diff))": lambda: ic.evaluate(ic.simplify(d), arrays),
-        "evaluate(diff inline)": lambda: ic.evaluate(ic.diff(source, wrt, inline=True), arrays),
-        "evaluate_loops(diff)": lambda: ic.evaluate_loops(d, arrays),
-        "compile(diff)": lambda: ic.compile(d)(arrays)[0],
-        "evaluate(parse(str(diff)))": lambda: ic.evaluate(ic.parse(str(d)), arrays),
-    }
-    if not ic.parse(source).lhs.indices:
-        name = wrt.split("_")[0]
-        routes["compile(wrt)"] = lambda: ic.compile(source, wrt=[name])(arrays)[1][name]
-    return routes
 
 
 def assert_close_to_fd(got, truth, what):

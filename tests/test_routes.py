@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 
 import indexcalc as ic
-from routes import assert_routes_agree, finite_difference
+from routes import assert_routes_agree, finite_difference, gradient_routes
 from strategies import route_cases
 
 settings.register_profile(
@@ -87,19 +87,6 @@ def assert_close(got, expected, what="", rtol=1e-4):
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-6 * scale, err_msg=what)
 
 
-def routes_of_gradient(source, wrt, arrays):
-    """Every first-derivative route of `source` by `wrt`, by name."""
-    d = ic.diff(source, wrt)
-    return {
-        "evaluate(diff)": lambda: ic.evaluate(d, arrays),
-        "evaluate(simplify(diff))": lambda: ic.evaluate(ic.simplify(d), arrays),
-        "evaluate(diff inline)": lambda: ic.evaluate(ic.diff(source, wrt, inline=True), arrays),
-        "evaluate_loops(diff)": lambda: ic.evaluate_loops(d, arrays),
-        "compile(diff)": lambda: ic.compile(d)(arrays)[0],
-        "evaluate(parse(str(diff)))": lambda: ic.evaluate(ic.parse(str(d)), arrays),
-        "evaluate(parse(str(diff inline)))": lambda: ic.evaluate(ic.parse(str(ic.diff(source, wrt, inline=True))), arrays),
-    }
-
 
 def assert_routes_right(source, wrt, arrays, only=None):
     """Each route (or those named in `only`) equals finite differences; all are tried
@@ -107,7 +94,7 @@ def assert_routes_right(source, wrt, arrays, only=None):
     name = wrt.split("_")[0]
     truth = fd(source, arrays, name)
     wrong = []
-    for route, compute in routes_of_gradient(source, wrt, arrays).items():
+    for route, compute in gradient_routes(source, wrt, arrays).items():
         if only and route not in only:
             continue
         try:
