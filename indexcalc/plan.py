@@ -454,8 +454,9 @@ class Lowering:
                 operands.append(None)
             elif not isinstance(factor, Shift):
                 operands.append(self.lower(factor, fixed))
+        shifted = {i for f in shifts for i in f.all_indices}  # a solve must not sum a letter a shift holds too
         for position, inverse in inverses:
-            if not self.solved(inverse, fixed, operands, out):
+            if shifted & set(inverse.relabel) or not self.solved(inverse, fixed, operands, out):
                 operands[position] = self.lower(inverse, fixed)
         operands = [op for op in operands if op is not None]
         deltas = {i for f in factors if isinstance(f, Delta) for i in f.all_indices}

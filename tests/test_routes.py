@@ -575,3 +575,15 @@ def test_the_zero_hessian_of_one_equation_keeps_its_sizes(text):
     assert not np.any(value)  # piecewise linear: the second derivative is zero where defined
     assert_close(ic.compile(hessian)(arrays)[0], value, "compile(hessian)")
     assert_close(ic.evaluate_loops(hessian, arrays), value, "evaluate_loops(hessian)")
+
+
+@pytest.mark.parametrize("text", [
+    # the soak's program (seed 4000): the inverse's solve summed p, which a shift also holds
+    "h_ts = tanh(v10_tnr v9_{n(s+r+1)} + v11_ts)\nB_sl = inv_sl(h_tv h_tj + 0.5 delta_vj)\nL = B_sl B_sl",
+    "h_ts = tanh(v10_tnr v9_{n(s+r)})\nL = r_s inv_sl(h_tv h_tj + delta_vj) r_l",
+])
+@issue8("an inverse beside a shifted index: compile solved over a letter the shift still needed")
+def test_an_inverse_beside_a_shifted_index(text):
+    arrays = {"v9": rand(2, 3), "v10": rand(1, 2, 2), "v11": rand(1, 3), "r": rand(2)}  # s: 3 padded, 2 valid
+    arrays = {k: v for k, v in arrays.items() if k in text}
+    assert_routes_right(text, "v9_ab", arrays)
