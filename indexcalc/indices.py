@@ -487,12 +487,20 @@ def infer_sizes(
     while True:
         _propagate_ties(ties, sizes, origin)
         # a size told by an array or a δ wins over a shift's valid range: one range at a
-        # time, then the ties again (shifts.inferred_size, which the plan asks too)
-        found = next(((shift, letter, size) for shift in shifts for _, letter in shift.terms if letter not in sizes
-                      for size in (inferred_size(shift, letter, sizes),) if size is not None), None)
-        if found is None:
+        # time, then the ties again (shifts.inferred_size, which the plan asks too). Where
+        # several shifts bound the letter, the valid range is the one inside all of them,
+        # so that `x_(2i) + x_(2i+1)` and `x_(2i+1) + x_(2i)` agree (the order of the
+        # factors and terms must not change the numbers)
+        found = {}
+        for shift in shifts:
+            for _, letter in shift.terms:
+                if letter not in sizes:
+                    size = inferred_size(shift, letter, sizes)
+                    if size is not None and (letter not in found or size < found[letter][1]):
+                        found[letter] = (shift, size)
+        if not found:
             break
-        shift, letter, size = found
+        letter, (shift, size) = next(iter(found.items()))
         sizes[letter], origin[letter] = size, f"the valid range of {letter} in {shift}"
     for a, b, where in ties:
         if a in sizes and b in sizes and sizes[a] != sizes[b]:
