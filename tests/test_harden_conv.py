@@ -49,3 +49,55 @@ def test_valid_range_order_free_through_a_derivative():
     np.testing.assert_allclose(fd[4], 0.0, atol=1e-8)  # x_4 is read by no valid position
     for route, compute in gradient_routes(text, "x_a", arrays).items():
         np.testing.assert_allclose(compute(), fd, rtol=1e-5, atol=1e-7, err_msg=route)
+
+
+# ------------------------------------------- NaN and ∞ read only where the shift reads them
+
+
+def correlate(x, w):
+    """h_i = Σ_k w_k x_{i+k} (valid), by plain loops, so that a NaN reaches only the
+    positions that read it."""
+    return np.array([sum(w[k] * x[i + k] for k in range(len(w))) for i in range(len(x) - len(w) + 1)])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_input_reaches_only_the_positions_that_read_it(bad):
+    """`h_i = w_k x_(i+k)` reads x_0 at i = 0 only. Before, evaluate and the loops
+    multiplied by the shifted δ's zeros, 0 · NaN = NaN, so every h_i was NaN (the plan,
+    which takes windows, gave NaN at i = 0 alone: it was right)."""
+    x = np.array([bad, 1.0, 2.0, 3.0, 4.0])
+    w = np.array([1.0, 2.0])
+    with np.errstate(invalid="ignore"):
+        want = correlate(x, w)
+    assert np.isfinite(want[1:]).all()
+    for route, value in routes("h_i = w_k x_(i+k)", {"x": x, "w": w}).items():
+        np.testing.assert_array_equal(value, want, err_msg=route)
+
+
+def test_a_non_finite_input_through_a_delta():
+    """`δ_ij x_j` is x_i: a NaN stays at its own position on every route."""
+    x = np.array([1.0, np.nan, 3.0, np.inf])
+    for route, value in routes("y_i = δ_ij x_j", {"x": x}).items():
+        np.testing.assert_array_equal(value, x, err_msg=route)
+
+
+def test_non_finite_inputs_through_2d_convolution_and_pooling():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (1, 1, 6, 6))
+    x[0, 0, 0, 0], x[0, 0, 5, 2] = np.nan, np.inf
+    K = rng.uniform(-1, 1, (2, 1, 2, 2))
+    text = "h_ncij = K_cdkl x_{nd(i+k)(j+l)}"
+    with np.errstate(invalid="ignore"):
+        want = np.zeros((1, 2, 5, 5))
+        for i in range(5):
+            for j in range(5):
+                want[:, :, i, j] = np.einsum("cdkl,ndkl->nc", K, x[:, :, i:i + 2, j:j + 2])
+    assert np.isfinite(want).sum() == 2 * (25 - 1 - 2)  # NaN read by one window, ∞ by two
+    for route, value in routes(text, {"K": K, "x": x}).items():
+        np.testing.assert_allclose(value, want, rtol=1e-12, err_msg=route)
+    h = rng.uniform(-1, 1, (1, 2, 6))
+    h[0, 1, 3] = np.nan
+    pooled = routes("m_nci = s_nci max_k(h_{nc(2i+k)})", {"h": h, "s": np.ones((1, 2, 3))})
+    want = h.reshape(1, 2, 3, 2).max(axis=3)
+    for route, value in pooled.items():
+        np.testing.assert_array_equal(value, want, err_msg=route)
