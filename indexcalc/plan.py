@@ -174,7 +174,11 @@ class Lowering:
         if node.key not in self.size_constants:
             return Operand(self.env[node.key], node.all_indices)
         if node.key not in self.means:
-            self.means[node.key] = self.constant(1.0 / prod(self.sizes[i] for i in self.size_constants[node.key]))
+            count = prod(self.sizes[i] for i in self.size_constants[node.key])
+            if count == 0:  # as infer_sizes refuses it on the other routes (a shift left it empty)
+                empty = ", ".join(i for i in self.size_constants[node.key] if self.sizes[i] == 0)
+                raise ShapeError(f"mean_{empty} runs over no value of {empty}: its valid range is empty")
+            self.means[node.key] = self.constant(1.0 / count)
         return self.means[node.key]
 
     def constant(self, value) -> Operand:

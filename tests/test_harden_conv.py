@@ -101,3 +101,26 @@ def test_non_finite_inputs_through_2d_convolution_and_pooling():
     want = h.reshape(1, 2, 3, 2).max(axis=3)
     for route, value in pooled.items():
         np.testing.assert_array_equal(value, want, err_msg=route)
+
+
+# ------------------------------------------------- a window that a shift leaves empty
+
+
+@pytest.mark.parametrize("op", ["max", "min", "mean", "logsumexp"])
+def test_a_reduction_over_an_empty_window_is_refused_on_every_route(op):
+    """b sizes i to 5 over an x of 5 positions, so `x_(2i+k)` leaves k no value. Before:
+    evaluate and the loops gave NaN or -inf with no error, and compile raised a bare
+    ZeroDivisionError (mean) or ValueError (logsumexp)."""
+    text = f"m_i = b_i {op}_k(x_(2i+k))"
+    arrays = {"x": np.arange(1.0, 6.0), "b": np.ones(5)}
+    routes = {"evaluate": ic.evaluate, "evaluate_loops": ic.evaluate_loops,
+              "compile": lambda t, a: ic.compile(t)(a)[0]}
+    for route, f in routes.items():
+        with pytest.raises(ic.ShapeError, match=f"{op}_k runs over no value of k"):
+            f(text, arrays)
+
+
+def test_a_sum_over_an_empty_window_is_zero():
+    arrays = {"x": np.arange(1.0, 6.0), "b": np.ones(5)}
+    for route, value in routes("m_i = b_i sum_k(x_(2i+k))", arrays).items():
+        np.testing.assert_array_equal(value, np.zeros(5), err_msg=route)
