@@ -124,3 +124,24 @@ def test_a_sum_over_an_empty_window_is_zero():
     arrays = {"x": np.arange(1.0, 6.0), "b": np.ones(5)}
     for route, value in routes("m_i = b_i sum_k(x_(2i+k))", arrays).items():
         np.testing.assert_array_equal(value, np.zeros(5), err_msg=route)
+
+
+# ------------------------------------------- simplify keeps the zero term that sizes i
+
+
+@pytest.mark.parametrize("text, size", [
+    ("h_i = w_k x_(i+k-1) + 0 b_i", 5),       # "same" padding: b sizes i like x
+    ("h_i = 0 b_i + w_k x_(i+k-1)", 5),
+    ("m_i = mean_k(x_(2i+k)) + 0 c_i", 2),    # a pooled line of its own, i sized by c
+])
+def test_simplify_keeps_the_zero_term_whose_array_sizes_a_shifted_letter(text, size):
+    """Before: simplify dropped `0 b_i`, so i took the shift's valid range (4, not 5: the
+    plan, which simplifies, gave a shorter h than evaluate) or no size at all."""
+    x = np.arange(1.0, 6.0)
+    arrays = {"w": np.ones(3), "x": x, "b": np.zeros(5), "c": np.zeros(2)}
+    values = routes(text, arrays)
+    assert values["evaluate"].shape == (size,)
+    for route, value in values.items():
+        np.testing.assert_allclose(value, values["evaluate"], err_msg=route)
+    if size == 5:
+        np.testing.assert_allclose(values["evaluate"], np.convolve(x, np.ones(3), "same"))
