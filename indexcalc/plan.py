@@ -203,7 +203,7 @@ class Lowering:
         self.sizes = _Sizes(infer_sizes(eq.rhs, shapes, fixed, preset))
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
-            raise ShapeError(f"cannot tell the size of {', '.join(missing)} in {eq.lhs}")
+            raise unknown_size(missing[0], eq.rhs)
         self.order = {index: k for k, index in enumerate(eq.lhs.all_indices)}
         result = self.lower(eq.rhs, fixed)
         var = self.arrange(result, eq.lhs.all_indices, broadcast=True)

@@ -145,3 +145,24 @@ def test_simplify_keeps_the_zero_term_whose_array_sizes_a_shifted_letter(text, s
         np.testing.assert_allclose(value, values["evaluate"], err_msg=route)
     if size == 5:
         np.testing.assert_allclose(values["evaluate"], np.convolve(x, np.ones(3), "same"))
+
+
+# ------------------------------------------- pooling on a line of its own: what to do
+
+
+def test_pooling_on_its_own_line_says_how_to_size_the_windows():
+    """`max_{kl}(h_{nc(2i+k)(2j+l)})` cannot tell how many windows and how wide (i and k
+    size each other); before, the message said only that no array had an axis for i,
+    and compile's said "cannot tell the size of i in m_ncij"."""
+    text = "m_{ncij} = max_{kl}(h_{nc(2i+k)(2j+l)})"
+    arrays = {"h": np.zeros((2, 3, 6, 6))}
+    for f in (ic.evaluate, ic.evaluate_loops, lambda t, a: ic.compile(t)(a)[0]):
+        with pytest.raises(ic.ShapeError, match=r"in the shifted index \(2i\+k\) its range and k's depend on each "
+                                                r"other .*give i a size by an array"):
+            f(text, arrays)
+    # and the way it names works: s of ones sizes i and j, so k and l run 0..1
+    h = np.random.default_rng(0).uniform(-1, 1, (2, 3, 6, 6))
+    sized = "m_{ncij} = s_ij max_{kl}(h_{nc(2i+k)(2j+l)})"
+    want = h.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))
+    for route, value in routes(sized, {"h": h, "s": np.ones((3, 3))}).items():
+        np.testing.assert_allclose(value, want, err_msg=route)
