@@ -824,6 +824,8 @@ def _scatter_layout(shape: tuple[int, ...], groups):
         at += len(steps)
     tiles = not flips and all(len(steps) == 1 and steps[0] == 1 and n_rest[0] == step and start == 0 and n * step == size
                               for (start, step, n), (steps, n_rest), (_, size, _, _) in zip(firsts, loops, groups))
+    # (from 0 itself, not from a padded start: x_(2i+k-1) reads position -1, out has room for it)
+    tiles = tiles and all(c.start == 0 and c.stop == n for c, n in zip(crop, out[keep:]))
     if tiles:  # e = K·i + k, k < K, covering 0..size-1 once: each value has a place of its own
         return order, (), tuple(out), None, None
     adds = []

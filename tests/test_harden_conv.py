@@ -166,3 +166,21 @@ def test_pooling_on_its_own_line_says_how_to_size_the_windows():
     want = h.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))
     for route, value in routes(sized, {"h": h, "s": np.ones((3, 3))}).items():
         np.testing.assert_allclose(value, want, err_msg=route)
+
+
+# ------------------------------------------- the plan's backward pass of a padded stride
+
+
+@pytest.mark.parametrize("length", [6, 7])
+def test_the_gradient_of_a_strided_convolution_with_offset_minus_one(length):
+    """`x_{(2i+k-1)}` (the notation's own "stride 2, offset -1"), kernel 2, x of 6: the
+    windows tile 6 positions from -1. Before, the plan took that for a tiling from 0 and
+    reshaped 6 values into 7 (ValueError from compile(wrt); hypothesis found it in
+    tests/test_conv_plan.py)."""
+    rng = np.random.default_rng(length)
+    text = "h_ci = w_ck x_{(2i+k-1)}\nL = sum_{ci}(g_ci h_ci)"
+    arrays = {"w": rng.normal(size=(2, 2)), "x": rng.normal(size=length)}
+    arrays["g"] = rng.normal(size=ic.evaluate(text.splitlines()[0], arrays).shape)
+    fd = finite_difference(lambda a: ic.evaluate(text, a), arrays, "x")
+    for route, compute in gradient_routes(text, "x_a", arrays).items():
+        np.testing.assert_allclose(compute(), fd, rtol=1e-6, atol=1e-8, err_msg=route)
