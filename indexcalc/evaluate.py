@@ -6,12 +6,14 @@ search. Sums broadcast their terms over the indices fixed from outside; function
 comparisons act elementwise; reductions sum, average, or take the max or min over their
 axes (einsum sums only, so a max is NumPy's over the body's array). A mask `[j <= i]`
 and a shifted δ `δ_{p(i+k)}` are arrays of ones and zeros over their letters, made once
-per shape, and contracted as one more einsum operand. The meaning of every index comes
+per shape, and contracted as one more einsum operand; a δ or a shifted δ selects, so
+where its 0 met a NaN or ∞ the product is done again entry by entry (`selected`). The meaning of every index comes
 from `indexcalc.indices`, the same place the explicit-loop evaluator asks.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -127,12 +129,15 @@ class _Einsum:
     def product(self, node: Expr, fixed: frozenset[str]):
         factors = [node] if isinstance(node, (Tensor, Delta, Mask, Shift)) else list(leaf_factors(node))
         operands: list[tuple[np.ndarray, tuple[str, ...]]] = []
+        structural: list[bool] = []  # which operands are conditions on the index values
         for factor in factors:
             if isinstance(factor, Delta):
                 for a, b in factor.pairs:
                     operands.append((self.identity(a, b), (a, b)))
+                    structural.append(True)
             else:
                 operands.append(self.operand(factor, fixed))
+                structural.append(isinstance(factor, Shift))
         out = free_indices(node, fixed)
         if len(operands) == 1 and operands[0][1] == out:
             return operands[0]
@@ -142,7 +147,46 @@ class _Einsum:
         spec += "->" + "".join(letters[i] for i in out)
         arrays = [np.asarray(a) for a, _ in operands]
         plan = contraction(spec, tuple(a.shape for a in arrays))
-        return plan(*arrays), out
+        with np.errstate(invalid="ignore") if any(structural) else contextlib.nullcontext():  # 0 · ∞ of a δ: put right below
+            value = plan(*arrays)
+        if any(structural) and not all(structural) and not np.all(np.isfinite(value)):
+            value = self.selected(operands, structural, out)
+        return value, out
+
+    def selected(self, operands, structural: list[bool], out: tuple[str, ...]) -> np.ndarray:
+        """The product again, where a NaN or ∞ met a 0 of a δ or a shifted δ in the
+        einsum: those select, so a term where one fails is 0 whatever its other factors
+        (`δ_ij x_j` is x_i, not NaN wherever x has a NaN; `w_k x_(i+k)` reads x only at
+        i + k), as the loops and the plan read them (a mask multiplies, on every route).
+        Done over the full grid of letters, one value of the first letter at a time, and
+        only when the einsum gave a non-finite value."""
+        letters = tuple(dict.fromkeys(i for _, axes in operands for i in axes))
+        grid = [self.env.size(i) for i in letters]
+        summed = tuple(k for k, i in enumerate(letters) if i not in out)
+        order = [letters.index(i) for i in out if i in letters]
+
+        def full(array, axes, at):
+            array = np.transpose(array, [axes.index(i) for i in letters if i in axes])
+            array = np.reshape(array, [self.env.size(i) if i in axes else 1 for i in letters])
+            return array[at] if letters[0] in axes else array
+
+        parts = []
+        for first in range(grid[0]):
+            at = (slice(first, first + 1),)
+            keep, term = True, np.ones((1,) * len(letters), dtype=self.dtype)
+            for (array, axes), is_condition in zip(operands, structural):
+                if is_condition:
+                    keep = keep & (full(array, axes, at) != 0)
+                else:
+                    term = term * full(array, axes, at)
+            with np.errstate(all="ignore"):
+                parts.append(np.where(keep, term, 0).sum(axis=summed, keepdims=True))
+        value = np.concatenate(parts, axis=0)
+        if 0 in summed:
+            value = value.sum(axis=0, keepdims=True)
+        value = np.reshape(value, [n for k, n in enumerate(grid) if k not in summed])
+        kept = [i for i in letters if i in out]
+        return np.transpose(value, [kept.index(i) for i in out]) if kept else value
 
     def identity(self, a: str, b: str) -> np.ndarray:
         n = self.env.size(a)

@@ -487,17 +487,50 @@ def infer_sizes(
     while True:
         _propagate_ties(ties, sizes, origin)
         # a size told by an array or a δ wins over a shift's valid range: one range at a
-        # time, then the ties again (shifts.inferred_size, which the plan asks too)
-        found = next(((shift, letter, size) for shift in shifts for _, letter in shift.terms if letter not in sizes
-                      for size in (inferred_size(shift, letter, sizes),) if size is not None), None)
-        if found is None:
+        # time, then the ties again (shifts.inferred_size, which the plan asks too). Where
+        # several shifts bound the letter, the valid range is the one inside all of them,
+        # so that `x_(2i) + x_(2i+1)` and `x_(2i+1) + x_(2i)` agree (the order of the
+        # factors and terms must not change the numbers)
+        found = {}
+        for shift in shifts:
+            for _, letter in shift.terms:
+                if letter not in sizes:
+                    size = inferred_size(shift, letter, sizes)
+                    if size is not None and (letter not in found or size < found[letter][1]):
+                        found[letter] = (shift, size)
+        if not found:
             break
-        shift, letter, size = found
+        letter, (shift, size) = next(iter(found.items()))
         sizes[letter], origin[letter] = size, f"the valid range of {letter} in {shift}"
     for a, b, where in ties:
         if a in sizes and b in sizes and sizes[a] != sizes[b]:
             raise ShapeError(f"{where} pairs index {a} (size {sizes[a]}) with index {b} (size {sizes[b]})")
+    _check_not_empty(node, sizes, origin)
     return sizes
+
+
+def _check_not_empty(node: Expr, sizes: dict[str, int], origin: dict[str, str]) -> None:
+    """A mean or logsumexp over no value has none (0/0, log 0), and neither has a max or
+    min over a window a shift leaves empty (`max_k(x_(2i+k))` with i sized past what x
+    allows: the sizes do not fit the window): refused here, for every route, rather than
+    read as NaN or -inf. A sum of none is 0, and the max of an empty array's axis -inf,
+    its identity (tests/test_max_min.py)."""
+    for sub in node.walk():
+        if isinstance(sub, Reduce) and sub.op in ("mean", "logsumexp", "max", "min"):
+            for index in sub.indices:
+                shifted = origin.get(index, "").startswith("the valid range")
+                if sizes.get(index) == 0 and (shifted or sub.op in ("mean", "logsumexp")):
+                    raise ShapeError(f"{sub.op}_{index} runs over no value of {index}: {origin.get(index, 'its size')} "
+                                     f"is empty with the other indices' sizes ({_sizes_of(node, sizes, index)})")
+
+
+def _sizes_of(node: Expr, sizes: dict[str, int], skip: str) -> str:
+    """The sizes a shift of `skip` reads: the other letters', and how many positions."""
+    found = [sub for sub in node.walk() if isinstance(sub, Shift) and skip in sub.all_indices]
+    letters = dict.fromkeys(i for sub in found for _, i in sub.terms if i != skip and i in sizes)
+    parts = [f"{i}: {sizes[i]}" for i in letters]
+    parts += [f"{sizes[sub.index]} positions" for sub in found[:1] if sub.index in sizes]
+    return ", ".join(parts) or "none"
 
 
 def _propagate_ties(ties, sizes: dict[str, int], origin: dict[str, str]) -> None:

@@ -242,21 +242,28 @@ def _matrix_entry(node: MatrixCall, frame: _Frame, fixed, env: Environment) -> n
 
 
 def _product(factors: list[Expr], frame: _Frame, fixed: frozenset[str], env: Environment) -> np.ndarray:
+    """The product of `factors` at the frame's index values. A δ or a shift selects: where
+    it fails the term is 0 whatever the others are (NaN or ∞ included), as `δ_ij x_j` is
+    x_i and `w_k x_(i+k)` reads x only at i + k; the plan, which takes diagonals and
+    windows instead of multiplying by 0/1, agrees. A mask multiplies, as on every route
+    (the plan contracts its 0/1 array)."""
     term = frame.lift(1.0)
+    keep = True
     for factor in factors:
         if isinstance(factor, Tensor):
             term = term * frame.lift(env.array(factor)[tuple(frame.at[i] for i in factor.all_indices)])
         elif isinstance(factor, Delta):
-            term = term * frame.lift(functools.reduce(
-                np.logical_and, (frame.at[a] == frame.at[b] for a, b in factor.pairs), True))
+            keep = functools.reduce(np.logical_and, (frame.at[a] == frame.at[b] for a, b in factor.pairs), keep)
         elif isinstance(factor, Mask):  # the comparison of the index values themselves
             right = factor.offset + (0 if factor.right is None else frame.at[factor.right])
             term = term * frame.lift(functions.compare_values(factor.op, frame.at[factor.left], right, np.float64))
         elif isinstance(factor, Shift):  # p == 2i + k - 1, on the index values
-            term = term * frame.lift(shifts.holds(factor, frame.at.__getitem__))
+            keep = keep & shifts.holds(factor, frame.at.__getitem__)
         else:
             term = term * _value(factor, frame, fixed, env)
-    return term
+    if keep is True:
+        return term
+    return np.where(frame.lift(keep) != 0, term, 0.0)
 
 
 _COMBINE = {"logsumexp": np.logaddexp, "max": np.maximum, "min": np.minimum}  # of two parts; else added

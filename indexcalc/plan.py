@@ -174,7 +174,11 @@ class Lowering:
         if node.key not in self.size_constants:
             return Operand(self.env[node.key], node.all_indices)
         if node.key not in self.means:
-            self.means[node.key] = self.constant(1.0 / prod(self.sizes[i] for i in self.size_constants[node.key]))
+            count = prod(self.sizes[i] for i in self.size_constants[node.key])
+            if count == 0:  # as infer_sizes refuses it on the other routes (a shift left it empty)
+                empty = ", ".join(i for i in self.size_constants[node.key] if self.sizes[i] == 0)
+                raise ShapeError(f"mean_{empty} runs over no value of {empty}: its valid range is empty")
+            self.means[node.key] = self.constant(1.0 / count)
         return self.means[node.key]
 
     def constant(self, value) -> Operand:
@@ -199,7 +203,7 @@ class Lowering:
         self.sizes = _Sizes(infer_sizes(eq.rhs, shapes, fixed, preset))
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
-            raise ShapeError(f"cannot tell the size of {', '.join(missing)} in {eq.lhs}")
+            raise unknown_size(missing[0], eq.rhs)
         self.order = {index: k for k, index in enumerate(eq.lhs.all_indices)}
         result = self.lower(eq.rhs, fixed)
         var = self.arrange(result, eq.lhs.all_indices, broadcast=True)
@@ -821,6 +825,8 @@ def _scatter_layout(shape: tuple[int, ...], groups):
         at += len(steps)
     tiles = not flips and all(len(steps) == 1 and steps[0] == 1 and n_rest[0] == step and start == 0 and n * step == size
                               for (start, step, n), (steps, n_rest), (_, size, _, _) in zip(firsts, loops, groups))
+    # (from 0 itself, not from a padded start: x_(2i+k-1) reads position -1, out has room for it)
+    tiles = tiles and all(c.start == 0 and c.stop == n for c, n in zip(crop, out[keep:]))
     if tiles:  # e = K·i + k, k < K, covering 0..size-1 once: each value has a place of its own
         return order, (), tuple(out), None, None
     adds = []

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError
-from .expr import Deriv, Equation, Expr, Program, Tensor
+from .expr import Deriv, Equation, Expr, Program, Shift, Tensor
 from .indices import check_equation, free_indices, infer_sizes
 from .notation import parse
 
@@ -141,9 +141,21 @@ def _located(message: str, node: Expr, eq: Equation) -> IndexNotationError:
     return err.with_source(eq.source, None) if eq.source else err
 
 
-def unknown_size(index: str) -> ShapeError:
-    """The error of an index no array gives a size (`y = δ_ij δ_ij`), by every route."""
-    return ShapeError(f"cannot tell the size of index {index}: no array has an axis for it")
+def unknown_size(index: str, node: Expr | None = None) -> ShapeError:
+    """The error of an index no array gives a size (`y = δ_ij δ_ij`), by every route; where
+    a shift of `node` holds it beside another letter without a size (the pooling window
+    `max_k(h_{(2i+k)})` on a line of its own: how many windows, how wide), how to size it."""
+    hint = ""
+    for shift in (n for n in (node.walk() if node is not None else ()) if isinstance(n, Shift)):
+        letters = [i for _, i in shift.terms]
+        if index in letters and len(letters) > 1:
+            others = " and ".join(i for i in letters if i != index)
+            written = str(shift)[str(shift).index("("):].rstrip("}")  # delta_{p(2i+k)} -> (2i+k)
+            hint = (f"; in the shifted index {written} its range and {others}'s depend on each other "
+                    f"(how many windows, how wide): give {index} a size by an array with an axis for "
+                    f"it, as in `m_i = s_i max_k(h_(2i+k))` with s of ones")
+            break
+    return ShapeError(f"cannot tell the size of index {index}: no array has an axis for it{hint}")
 
 
 def lower_orders(lhs: Tensor) -> list[Tensor]:
@@ -181,7 +193,8 @@ class Environment:
         self.sizes = infer_sizes(target, shapes, fixed, preset)
         for sub in target.walk():
             for index in getattr(sub, "all_indices", ()):
-                self.size(index)
+                if index not in self.sizes:
+                    raise unknown_size(index, target)
 
     def _derivative_sizes(self, lhs: Tensor) -> dict[str, tuple[int, str]]:
         """A comma derivative's indices run over the shapes of what it differentiates

@@ -370,8 +370,11 @@ def collect_terms(node: Sum, ctx: Context) -> Expr | None:
     terms = [_make_product(groups[k][0], groups[k][1]) for k in order]
     needed = set(free_indices(node, ctx.fixed))
     nonzero = [t for t in terms if not _is_zero(t)]
-    # a letter only a mask carries has no size there (j in [j <= i] x_i): the zero term stays
-    carried = set().union(*(set(free_indices(t, ctx.fixed)) - _mask_only(t) for t in nonzero)) if nonzero else set()
+    # a letter only a mask carries has no size there (j in [j <= i] x_i), and one only a
+    # shift carries its valid range at most (i in w_k x_(i+k-1)): a zero term that an
+    # array sizes stays, as its size wins (`+ 0 b_i`: padding, or a pooled line's i)
+    carried = set().union(*(set(free_indices(t, ctx.fixed)) - _mask_only(t) - _shift_only(t)
+                            for t in nonzero)) if nonzero else set()
     if carried != needed:
         nonzero += [t for t in terms if _is_zero(t) and set(free_indices(t, ctx.fixed)) - carried][:1]
     if not nonzero:
@@ -386,6 +389,13 @@ def _mask_only(node: Expr) -> set[str]:
     if not masked:
         return set()
     return masked - {i for t in node.walk() if isinstance(t, (Tensor, Delta, Shift)) for i in t.all_indices}
+
+
+def _shift_only(node: Expr) -> set[str]:
+    """The letters of `node` that a shift carries and no array's axis (nor a δ to one)
+    sizes: their size is a valid range at most, which an array's size elsewhere overrides."""
+    shifted = {i for s in node.walk() if isinstance(s, Shift) for _, i in s.terms}
+    return shifted - _sized_letters((node,)) if shifted else set()
 
 
 def _head_key(factors: tuple[Expr, ...]) -> tuple:
