@@ -975,7 +975,7 @@ class _Parser:
                 f"{function.name}_{{{i},{m}}}(u) is 0 wherever it is defined ({function.name} is constant "
                 f"there); write 0", tok
             )
-        relabelled = _with_calls_relabelled(derivative, slot, arg, i)
+        relabelled = _with_calls_relabelled(derivative, slot, arg, i, span)
         own = relabelled.factors if isinstance(relabelled, Product) else (relabelled,)
         node = Product(own + (Delta((i,), (m,)),), span=span)
         call = next((n for n in node.factors if isinstance(n, Call)), None)
@@ -1219,16 +1219,17 @@ def written_subscript(indices) -> str:
     return "_{" + " ".join(indices) + "}"
 
 
-def _with_calls_relabelled(node: Expr, slot: Expr, arg: Expr, index: str) -> Expr:
-    """`node` with each call on `slot` made a call on `arg` relabelled to `index`."""
+def _with_calls_relabelled(node: Expr, slot: Expr, arg: Expr, index: str, span=None) -> Expr:
+    """`node` with each call on `slot` made a call on `arg` relabelled to `index`, at the
+    Jacobian's `span` (so that a refusal of the relabelling points at what was written)."""
     if isinstance(node, Call) and node.arg == slot:
-        return Call(node.func, arg, index)
+        return Call(node.func, arg, index, span=span)
     children = node.children()
     if not children:
         return node
     from .expr import with_children
 
-    return with_children(node, tuple(_with_calls_relabelled(c, slot, arg, index) for c in children))
+    return with_children(node, tuple(_with_calls_relabelled(c, slot, arg, index, span) for c in children))
 
 
 def _check_jacobians(node: Expr, jacobians: list, text: str) -> None:
