@@ -95,3 +95,12 @@ def test_a_model_file_with_a_lone_name_says_how_to_declare_it():
     value, grads = declared.loss_and_grads(params, {"x": x})
     np.testing.assert_allclose(value, np.mean(np.sum((x - params["mu"]) ** 2, axis=1)), rtol=1e-12)
     np.testing.assert_allclose(grads["mu"], -2 * np.mean(x - params["mu"], axis=0), rtol=1e-12)
+
+
+def test_compile_names_an_unsized_named_index_as_written():
+    """`m_{sample} = [sample >= 2]`: no array sizes sample; the message read
+    "cannot tell the size of sample in index sample\\nm_{sample}"."""
+    text = "index sample\nm_{sample} = [sample >= 2]\nf = sum_{sample}(m_{sample} u_{sample})"
+    with pytest.raises(ic.ShapeError) as info:
+        ic.compile(text)({"u": np.arange(4.0)})
+    assert "index sample\n" not in str(info.value) and "m_{sample}" in str(info.value), str(info.value)
