@@ -59,6 +59,11 @@ def _fmt(indices) -> str:
     return "{" + ", ".join(indices) + "}" if indices else "no index"
 
 
+def beside_fixed(fixed) -> str:
+    """" beside the fixed {i, j}" for a message, or nothing where none is fixed."""
+    return f" beside the fixed {_fmt(sorted(fixed))}" if fixed else ""
+
+
 def free_indices(node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """The indices `node` leaves free when `fixed` are fixed from outside, in order of
     first appearance."""
@@ -85,7 +90,7 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
         return call.relabel
     raise _error(
         f"{call.func}{written_subscript((call.relabel,))}(...) relabels one free index of its argument, "
-        f"but the argument {call.arg} has {_fmt(candidates)} free beside the fixed {_fmt(sorted(fixed))}",
+        f"but the argument {_quoted(call.arg)} has {_fmt(candidates)} free{beside_fixed(fixed)}",
         call,
     )
 
@@ -174,7 +179,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         if missing:
             raise _error(
                 f"{node.op}{written_subscript(node.indices)}(...) reduces over {_fmt(missing)}, "
-                f"which does not occur in {node.body}",
+                f"which does not occur in {_quoted(node.body)}",
                 node,
             )
         return tuple(i for i in free if i not in node.indices)
@@ -266,11 +271,9 @@ def _text(factors: list[Expr]) -> str:
 
 
 def _quoted(node: Expr) -> str:
-    """A piece of the user's text as a message quotes it: without the declaration line
-    (`index in`) that printing it alone would need, since the text knows its names."""
-    from .printing import plain
+    from .printing import quoted
 
-    return plain(node, declare=False)
+    return quoted(node)
 
 
 def _refuse_hidden_sums(node: Expr, terms: tuple[Expr, ...], frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
@@ -477,11 +480,11 @@ def infer_sizes(
             axes = sub.all_indices
             if len(shape) != len(axes):
                 raise ShapeError(
-                    f"{sub} has {len(axes)} ind{'ex' if len(axes) == 1 else 'ices'} but its array "
+                    f"{_quoted(sub)} has {len(axes)} ind{'ex' if len(axes) == 1 else 'ices'} but its array "
                     f"'{sub.key}' has {len(shape)} dimension{'s' if len(shape) != 1 else ''} (shape {shape})"
                 )
             for index, size in zip(axes, shape):
-                _bind(sizes, origin, index, size, f"{sub} (axis of '{sub.key}')")
+                _bind(sizes, origin, index, size, f"{_quoted(sub)} (axis of '{sub.key}')")
     ties = list(_ties(node, frozenset(fixed)))
     shifts = [sub for sub in node.walk() if isinstance(sub, Shift)]
     while True:
@@ -549,12 +552,12 @@ def _ties(node: Expr, fixed: frozenset[str]):
     """Pairs of indices that must have one size: δ partners and relabellings."""
     if isinstance(node, Delta):
         for a, b in node.pairs:
-            yield a, b, str(node)
+            yield a, b, _quoted(node)
     elif isinstance(node, Call) and node.relabel is not None:
-        yield node.relabel, relabelled_index(node, fixed), str(node)
+        yield node.relabel, relabelled_index(node, fixed), _quoted(node)
     elif isinstance(node, MatrixCall) or isinstance(node, Reduce) and node.op in MATRIX_REDUCTIONS:
         pair = node.relabel if isinstance(node, MatrixCall) else node.indices
-        yield pair[0], pair[1], f"{node} (a matrix function takes a square matrix)"
+        yield pair[0], pair[1], f"{_quoted(node)} (a matrix function takes a square matrix)"
     if isinstance(node, Reduce):
         fixed = fixed | set(node.indices)
     if isinstance(node, Equation):

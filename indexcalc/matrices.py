@@ -206,6 +206,19 @@ def _error(message: str, node: Expr) -> IndexNotationError:
     return IndexNotationError(message, pos=span[0] if span else None)
 
 
+def _quoted(node: Expr) -> str:
+    from .printing import quoted
+
+    return quoted(node)
+
+
+def _shown(node: MatrixCall) -> str:
+    """`inv_ij(...)`, `inv_{row col}(...)`: the call as its subscript is written."""
+    from .notation import written_subscript
+
+    return f"{node.func}{written_subscript(tuple(map(str, node.relabel)))}(...)"
+
+
 def _fmt(indices) -> str:
     return "{" + ", ".join(indices) + "}" if indices else "no index"
 
@@ -213,14 +226,14 @@ def _fmt(indices) -> str:
 def text_pair(op: str, arg: Expr, fixed: frozenset[str], node: Expr) -> tuple[str, str]:
     """The pair a written matrix function takes: its argument's two free indices beside
     those fixed from outside, in order of first appearance."""
-    from .indices import free_indices
+    from .indices import beside_fixed, free_indices
 
     free = free_indices(arg, fixed)
     candidates = tuple(i for i in free if i not in fixed)
     if len(candidates) != 2:
         raise _error(
             f"{op}(...) takes a matrix: its argument must have exactly two free indices beside those fixed "
-            f"from outside (a batch), but {arg} has {_fmt(candidates)} beside the fixed {_fmt(sorted(fixed))}",
+            f"from outside (a batch), but {_quoted(arg)} has {_fmt(candidates)}{beside_fixed(fixed)}",
             node,
         )
     return candidates  # type: ignore[return-value]
@@ -234,18 +247,18 @@ def held_inverse(node: MatrixCall, fixed: frozenset[str]) -> MatrixCall:
     free = free_indices(node.arg, fixed)
     if all(i in free for i in node.relabel):
         return node
-    shown = f"{node.func}_{''.join(node.relabel)}(...)"
+    shown = _shown(node)
     mine = [i for i in node.relabel if i in free]
     if mine:
         batch = [i for i in mine if i in fixed]
         why = (f" free, fixed from outside (a batch index: the result would read a diagonal)" if batch
                else " (and not the other)")
         raise _error(
-            f"{shown} renames its argument's pair to {', '.join(node.relabel)}, but {node.arg} already carries "
+            f"{shown} renames its argument's pair to {', '.join(node.relabel)}, but {_quoted(node.arg)} already carries "
             f"{', '.join(mine)}{why}: name the pair with both letters or with neither",
             node,
         )
-    pair = text_pair(shown, node.arg, fixed, node)
+    pair = text_pair(shown.removesuffix("(...)"), node.arg, fixed, node)
     arg = _renamed(node.arg, dict(zip(pair, node.relabel)), fixed | set(pair))
     return replace(node, arg=arg)
 
@@ -280,13 +293,13 @@ def check_call(node: MatrixCall, free: tuple[str, ...]) -> None:
     if entry is None or entry.scalar:
         known = ", ".join(f.name for f in MATRIX_FUNCTIONS if not f.scalar)
         raise _error(f"unknown matrix function '{node.func}'; the matrix-valued ones are {known}", node)
-    shown = f"{node.func}_{''.join(map(str, node.relabel))}(...)"
+    shown = _shown(node)
     if len(node.relabel) != 2 or len(set(node.relabel)) != 2 or not all(isinstance(i, str) for i in node.relabel):
         raise _error(f"{shown} relabels a pair: it takes two different indices, as in inv_ij(A_kl)", node)
     missing = [i for i in node.relabel if i not in free]
     if missing:
         raise _error(
-            f"{shown}'s argument {node.arg} does not carry {', '.join(missing)}: a held inverse's argument "
+            f"{shown}'s argument {_quoted(node.arg)} does not carry {', '.join(missing)}: a held inverse's argument "
             f"carries its pair under the relabelling (parse renames a written one, inv_ij(A_kl) → inv_ij(A_ij))",
             node,
         )

@@ -25,7 +25,7 @@ from .compile import Compiled, compile as compile_program
 from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
 from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
-from .notation import parse
+from .notation import is_index_name, parse
 from .program import check_program
 from .relabel import letters_in, substitute_letters
 
@@ -165,7 +165,8 @@ class Model:
                     declared = f"{p.name}[{', '.join(map(str, p.shape))}]"
                     raise ModelError(
                         f"{p.name} is declared with {_axes(len(p.shape))} ({declared}) but written {t} "
-                        f"with {_axes(len(t.indices), 'index', 'indices')} in the equations", about=f"param {p.name}")
+                        f"with {_axes(len(t.indices), 'index', 'indices')} in the equations{_lone_name_hint(t, p)}",
+                        about=f"param {p.name}")
 
     def _check_memory(self) -> None:
         """Refuse a parameter too big for this machine before allocating any."""
@@ -240,6 +241,15 @@ def _shift_letter_moved(eq: Equation, letter: str) -> Equation:
         return eq
     new = next(f"{letter}{k}" for k in range(1, 1 << 30) if f"{letter}{k}" not in letters_in(eq))
     return substitute_letters(eq, {letter: new})
+
+
+def _lone_name_hint(t: Tensor, p) -> str:
+    """Where `mu_{dim}` was meant as one named index: a lone word in braces is letters."""
+    word = "".join(t.indices)
+    if len(p.shape) != 1 or len(t.indices) < 2 or not all(len(i) == 1 for i in t.indices) or not is_index_name(word):
+        return ""
+    return (f" (a word alone in braces, {t.name}_{{{word}}}, is the letters {', '.join(t.indices)}; for one named "
+            f"index write a line 'index {word}' before the equations, or write {word} beside another index)")
 
 
 def _axes(count: int, one: str = "axis", many: str = "axes") -> str:

@@ -116,17 +116,7 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
     if not isinstance(text, str):
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
     text = unicodedata.normalize("NFC", text)
-    parser = _Parser(text, _tokens(text, frozenset(names)))
-    try:
-        lines = parser.lines()
-    except RecursionError:  # the nesting limit comes first unless the caller's stack is deep
-        raise parser.error("the expression is nested too deeply to parse") from None
-    if not lines:
-        raise ParseError("nothing to parse: the text holds no expression", text=text, pos=0)
-    if len(lines) == 1:
-        result = lines[0]
-    else:
-        result = Program(tuple(_program_lines(lines, text)))
+    result, parser = _read(text, names)
     try:  # the text's matrix functions in the form they are held (the pair named, not guessed again)
         result = matrices.resolve(result)
     except IndexCalcError as err:
@@ -135,6 +125,34 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
         _check(result, text)
         _check_jacobians(result, parser.jacobians, text)
     return result
+
+
+def _read(text: str, names: Iterable[str] = ()) -> "tuple[Expr, _Parser]":
+    """The text's tree as written: matrix functions' pairs not yet resolved, unchecked."""
+    parser = _Parser(text, _tokens(text, frozenset(names)))
+    try:
+        lines = parser.lines()
+    except RecursionError:  # the nesting limit comes first unless the caller's stack is deep
+        raise parser.error("the expression is nested too deeply to parse") from None
+    if not lines:
+        raise ParseError("nothing to parse: the text holds no expression", text=text, pos=0)
+    if len(lines) == 1:
+        return lines[0], parser
+    return Program(tuple(_program_lines(lines, text))), parser
+
+
+def written_letters(text: str) -> dict[str, set[str]]:
+    """Each index the text writes, with the indices it is held as (parse renames a matrix
+    function's pair onto its subscript: `inv_ij(A_kl)` is held as `inv_ij(A_ij)`, k as i):
+    what a tool taking sizes by letter (`indexcalc eval --size k=3`) translates. The text
+    must parse."""
+    written = _read(unicodedata.normalize("NFC", text))[0]
+    held = parse(text, check=False)
+    letters: dict[str, set[str]] = {}
+    for w, h in zip(written.walk(), held.walk()):
+        for a, b in zip(getattr(w, "all_indices", ()), getattr(h, "all_indices", ())):
+            letters.setdefault(a, set()).add(b)
+    return letters
 
 
 def _tokens(text: str, names: frozenset[str]) -> tuple[list[Token], frozenset[str]]:
@@ -975,7 +993,7 @@ class _Parser:
                 f"{function.name}_{{{i},{m}}}(u) is 0 wherever it is defined ({function.name} is constant "
                 f"there); write 0", tok
             )
-        relabelled = _with_calls_relabelled(derivative, slot, arg, i)
+        relabelled = _with_calls_relabelled(derivative, slot, arg, i, span)
         own = relabelled.factors if isinstance(relabelled, Product) else (relabelled,)
         node = Product(own + (Delta((i,), (m,)),), span=span)
         call = next((n for n in node.factors if isinstance(n, Call)), None)
@@ -1219,16 +1237,17 @@ def written_subscript(indices) -> str:
     return "_{" + " ".join(indices) + "}"
 
 
-def _with_calls_relabelled(node: Expr, slot: Expr, arg: Expr, index: str) -> Expr:
-    """`node` with each call on `slot` made a call on `arg` relabelled to `index`."""
+def _with_calls_relabelled(node: Expr, slot: Expr, arg: Expr, index: str, span=None) -> Expr:
+    """`node` with each call on `slot` made a call on `arg` relabelled to `index`, at the
+    Jacobian's `span` (so that a refusal of the relabelling points at what was written)."""
     if isinstance(node, Call) and node.arg == slot:
-        return Call(node.func, arg, index)
+        return Call(node.func, arg, index, span=span)
     children = node.children()
     if not children:
         return node
     from .expr import with_children
 
-    return with_children(node, tuple(_with_calls_relabelled(c, slot, arg, index) for c in children))
+    return with_children(node, tuple(_with_calls_relabelled(c, slot, arg, index, span) for c in children))
 
 
 def _check_jacobians(node: Expr, jacobians: list, text: str) -> None:

@@ -654,6 +654,12 @@ def plain(node: Expr, unicode: bool = False, style: str = "default", declare: bo
         return (printer.declarations() if declare else "") + body
 
 
+def quoted(node: Expr) -> str:
+    """A piece of the user's text as a message quotes it: without the declaration line
+    (`index row`) that printing it alone would need, since the text knows its names."""
+    return plain(node, declare=False)
+
+
 def latex(node: Expr, style: str = "default") -> str:
     with _stack_for_printing():
         node = implicit_form(node)

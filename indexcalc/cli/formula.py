@@ -28,8 +28,8 @@ from .. import shifts
 from ..expr import Equation, Expr, Program, Shift, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
-from ..notation import is_index_name, is_letter_index, parse
-from ..printing import STYLES, plain
+from ..notation import is_index_name, is_letter_index, parse, written_letters
+from ..printing import STYLES, plain, quoted
 from ..simplify import simplify
 from .check import entry_count, progress_bars
 
@@ -104,12 +104,12 @@ def random_arrays(
             if hidden is not None:
                 letters = [letter for _, letter in hidden.terms if letter not in known]
                 raise IndexCalcError(
-                    f"give a size for index {', '.join(letters)} of the shifted index in {hidden} "
+                    f"give a size for index {', '.join(letters)} of the shifted index in {quoted(hidden)} "
                     f"(e.g. --size {letters[0]}=3), or the array of {tensor.name} with --npz"
                 )
             if missing:
                 raise IndexCalcError(
-                    f"give a size for index {', '.join(missing)} of {tensor} "
+                    f"give a size for index {', '.join(missing)} of {quoted(tensor)} "
                     f"(e.g. --size {missing[0]}=3), or its array with --npz"
                 )
             shapes[tensor.key] = tuple(known[i] for i in tensor.all_indices)
@@ -118,7 +118,7 @@ def random_arrays(
         if isinstance(eq, Equation):
             missing = [i for i in eq.lhs.all_indices if i not in known]
             if missing:
-                raise IndexCalcError(f"give a size for index {', '.join(missing)} of {eq.lhs} (e.g. --size {missing[0]}=3)")
+                raise IndexCalcError(f"give a size for index {', '.join(missing)} of {quoted(eq.lhs)} (e.g. --size {missing[0]}=3)")
             shapes[eq.lhs.key] = tuple(known[i] for i in eq.lhs.all_indices)
             wanted[eq.lhs.key] = (eq.lhs, shapes[eq.lhs.key])  # sized, not made: evaluation makes it
     _refuse_huge(wanted.values())
@@ -159,7 +159,7 @@ def _refuse_huge(arrays) -> None:
         numbers = math.prod(shape)
         total += numbers
         if total > MAX_RANDOM_NUMBERS:
-            what = f"the array of {tensor} would have shape {shape}, {_amount(numbers)}"
+            what = f"the array of {quoted(tensor)} would have shape {shape}, {_amount(numbers)}"
             if numbers <= MAX_RANDOM_NUMBERS:
                 what += f", bringing the arrays of eval to {_amount(total)}"
             raise IndexCalcError(
@@ -192,7 +192,7 @@ def _indent(text: str) -> str:
 def _result_name(node: Expr) -> str:
     last = node.equations[-1] if isinstance(node, Program) else node
     if isinstance(last, Equation):
-        return str(last.lhs)
+        return quoted(last.lhs)
     free = free_indices(last)
     return "value" + (f" (axes {_axes(free)})" if free else "")
 
@@ -275,8 +275,9 @@ def _command_show(args) -> str:
 
 
 def _command_eval(args) -> str:
-    node = parse(read_source(args.source))
-    sizes = parse_sizes(args.size)
+    source = read_source(args.source)
+    node = parse(source)
+    sizes = _held_sizes(parse_sizes(args.size), written_letters(source))
     letters = {i for t in node.walk() for i in getattr(t, "all_indices", ())}
     unused = [i for i in sizes if i not in letters]
     if unused:
@@ -287,6 +288,21 @@ def _command_eval(args) -> str:
     given = read_npz(args.npz, "the arrays file") if args.npz else {}
     arrays = {**random_arrays(node, sizes, seed=args.seed, given=given), **given}
     return evaluate_report(node, arrays, loops=args.loops, entries=args.entries, seed=args.seed)
+
+
+def _held_sizes(sizes: dict[str, int], written: dict[str, set[str]]) -> dict[str, int]:
+    """Sizes by the letters the text writes, given to the letters it is held under too
+    (`inv_ij(A_kl)` is held as `inv_ij(A_ij)`: --size k=3 sizes i), so a user sizes what
+    they wrote; letters the text does not write are left for the caller to refuse."""
+    held = {i: n for i, n in sizes.items() if i not in written}
+    for letter, size in sizes.items():
+        for target in written.get(letter, ()):
+            if held.setdefault(target, size) != size:
+                raise IndexCalcError(
+                    f"--size gives {letter}={size}, but {letter} is held as {target} (a matrix function names its "
+                    f"pair by its subscript: inv_ij(A_kl) reads A_ij), whose size is {held[target]}"
+                )
+    return held
 
 
 def _command_diff(args) -> str:
