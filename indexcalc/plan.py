@@ -47,7 +47,7 @@ from .expr import (
 )
 from .indices import free_indices, infer_sizes
 from .shifts import shift_array, weights
-from .printing import format_number, quoted
+from .printing import format_number
 from .program import Environment, lower_orders, unknown_size
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
