@@ -47,7 +47,7 @@ from .expr import (
 )
 from .indices import free_indices, infer_sizes
 from .shifts import shift_array, weights
-from .printing import format_number
+from .printing import format_number, quoted
 from .program import Environment, lower_orders, unknown_size
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
@@ -203,7 +203,7 @@ class Lowering:
         self.sizes = _Sizes(infer_sizes(eq.rhs, shapes, fixed, preset))
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
-            raise unknown_size(missing[0], eq.rhs)
+            raise ShapeError(f"{unknown_size(missing[0], eq.rhs)}, in {quoted(eq.lhs)}")
         self.order = {index: k for k, index in enumerate(eq.lhs.all_indices)}
         result = self.lower(eq.rhs, fixed)
         var = self.arrange(result, eq.lhs.all_indices, broadcast=True)
