@@ -458,9 +458,9 @@ class Lowering:
                 operands.append(None)
             elif not isinstance(factor, Shift):
                 operands.append(self.lower(factor, fixed))
-        shifted = {i for f in shifts for i in f.all_indices}  # a solve must not sum a letter a shift holds too
+        shift_letters = {i for f in shifts for i in f.all_indices}  # a solve must not sum a letter a shift holds too
         for position, inverse in inverses:
-            if shifted & set(inverse.relabel) or not self.solved(inverse, fixed, operands, out):
+            if shift_letters & set(inverse.relabel) or not self.solved(inverse, fixed, operands, out):
                 operands[position] = self.lower(inverse, fixed)
         operands = [op for op in operands if op is not None]
         deltas = {i for f in factors if isinstance(f, Delta) for i in f.all_indices}

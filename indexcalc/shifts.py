@@ -96,14 +96,15 @@ def holds(shift: Shift, at: Callable[[str], object]):
     return at(shift.index) == total
 
 
-def sized_letters(factors: "tuple[Expr, ...]", given=()) -> set[str]:
+def sized_letters(factors: "tuple[Expr, ...]", given=(), through_shifts: bool = True) -> set[str]:
     """The letters whose size `factors` tell (their arrays' axes, what δ ties to those,
-    what shifts infer from them), beside the letters `given` sized from outside: the
-    check, without numbers, that `infer_sizes` will find a size for a letter."""
+    what shifts infer from them unless `through_shifts` is off), beside the letters
+    `given` sized from outside: the check, without numbers, that `infer_sizes` will find
+    a size for a letter."""
     nodes = [n for f in factors for n in f.walk()]
     known = set(given) | {i for n in nodes if isinstance(n, Tensor) for i in n.all_indices}
     pairs = [pair for n in nodes if isinstance(n, Delta) for pair in n.pairs]
-    shifted = [n for n in nodes if isinstance(n, Shift)]
+    shifted = [n for n in nodes if isinstance(n, Shift)] if through_shifts else []
     grew = True
     while grew:
         grew = False

@@ -21,7 +21,7 @@ from .expr import (
     Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
     leaf_factors,
 )
-from . import functions
+from . import functions, shifts
 from .indices import check_equation, free_indices, occurrence_counts
 from .errors import IndexNotationError
 from .program import as_parsed, check_program
@@ -311,16 +311,7 @@ def _sized_letters(factors: tuple[Expr, ...]) -> set[str]:
     """The letters an array's axis gives a size to in `factors`, directly or through a δ
     that pairs them with such a letter: a carrier is kept for any other (a shift's range
     is no stand-in for it: the carrier may hold the size an array gave, as in padding)."""
-    sized = {i for f in factors for t in f.walk() if isinstance(t, Tensor) for i in t.all_indices}
-    ties = [pair for f in factors for d in f.walk() if isinstance(d, Delta) for pair in zip(d.left, d.right)]
-    grew = True
-    while grew:
-        grew = False
-        for a, b in ties:
-            if (a in sized) != (b in sized):
-                sized |= {a, b}
-                grew = True
-    return sized
+    return shifts.sized_letters(factors, through_shifts=False)
 
 
 def absorb_into_reduction(node: Product, ctx: Context) -> Expr | None:
