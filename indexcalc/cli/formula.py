@@ -350,7 +350,8 @@ def register(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate a formula by einsum and check it by explicit loops")
     ev.add_argument("source", help="the notation, or a file holding it")
     ev.add_argument("--size", nargs="*", default=[], metavar="INDEX=N",
-                    help="sizes of the indices (N: 3, 10^4 or 1e4) for random normal arrays of the tensors not in --npz")
+                    help="sizes of the indices, as written: letters or named indices (batch=32), a matrix pair's own letters "
+                         "(N: 3, 10^4 or 1e4), for random normal arrays of the tensors not in --npz")
     ev.add_argument("--npz", help="a .npz file of named arrays (np.savez); tensors not in it get random ones")
     ev.add_argument("--seed", type=seed_value, default=0, help="seed of the random arrays (default 0)")
     ev.add_argument("--entries", type=entry_count, default=None, metavar="N",
