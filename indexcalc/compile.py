@@ -22,13 +22,13 @@ import numpy as np
 
 from .diff import (
     DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
-    _target, _written_through, resolve_derivatives, still_needed, wrt_names,
+    _target, _written_through, resolve_derivatives, wrt_names,
 )
 from .errors import IndexCalcError, MissingArrayError
 from .expr import MATRIX_REDUCTIONS, Call, Compare, Equation, Expr, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
-from .plan import Lowering, canonical_key, emit, sized_by
-from .program import as_parsed, check_program, numeric_array
+from .plan import Lowering, canonical_key, emit
+from .program import as_parsed, check_program, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify
@@ -120,16 +120,8 @@ def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str
 
 
 def _needed(equations: list[Equation]) -> list[Equation]:
-    """The lines the last one depends on, in order, and the line of what a comma derivative
-    differentiates: it sizes the derivative's own letters even where the derivative no
-    longer reads it (the Hessian of m_r = max_s(T_rs) is 0, and r is m's)."""
-    wanted = {equations[-1].lhs.key} | sized_by(equations[-1].lhs)
-    kept = []
-    for eq in reversed(equations):
-        if eq.lhs.key in wanted:
-            kept.append(eq)
-            wanted |= {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
-    return kept[::-1]
+    """The lines the last one depends on, in order (still_needed)."""
+    return still_needed(equations[:-1], equations[-1:])
 
 
 # ---------------------------------------------------------------- forward form

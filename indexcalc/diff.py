@@ -33,7 +33,7 @@ from .expr import (
 from . import functions, matrices, shifts
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
 from .notation import index_names, known_names, parse, written_subscript
-from .program import as_parsed, check_program, lower_orders
+from .program import as_parsed, check_program, still_needed
 from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
 
@@ -542,21 +542,6 @@ def _inline(lines: list[Equation]) -> list[Equation]:
     definitions = {eq.lhs.key: eq for eq in lines}
     rhs = _substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key)
     return still_needed(lines[:-1], [Equation(target.lhs, rhs)])
-
-
-def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equation]:
-    """The definitions that `last` (and they themselves) still refer to, then `last`."""
-    wanted = {t.key for eq in last for t in eq.rhs.walk() if isinstance(t, Tensor)}
-    # and what a derivative differentiates, which sizes its letters where it is read no more
-    # (the Hessian of m_r = max_s(T_rs) is 0: r is m's)
-    wanted |= {eq.lhs.name for eq in last if eq.lhs.derivs}
-    wanted |= {t.key for eq in last for t in lower_orders(eq.lhs)}
-    kept = []
-    for eq in reversed(definitions):
-        if eq.lhs.key in wanted:
-            kept.append(eq)
-            wanted |= {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
-    return kept[::-1] + last
 
 
 def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None) -> Expr:

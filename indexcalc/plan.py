@@ -48,7 +48,7 @@ from .expr import (
 from .indices import free_indices, infer_sizes
 from .shifts import shift_array, weights
 from .printing import format_number, quoted
-from .program import Environment, lower_orders, unknown_size
+from .program import Environment, sized_by, unknown_size
 from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
 
@@ -89,14 +89,6 @@ def literal(value: float) -> str:
     else:
         text = format_number(value) if value else repr(value)  # repr keeps -0.0's sign
     return f"({text})" if text.startswith("-") else text
-
-
-def sized_by(lhs: Tensor) -> set[str]:
-    """The arrays a comma derivative's index sizes may come from: what it differentiates
-    and what it differentiates by."""
-    if not lhs.derivs:
-        return set()
-    return {lhs.name} | {d.wrt for d in lhs.derivs if d.wrt} | {t.key for t in lower_orders(lhs)}
 
 
 def derivative_sizes(lhs: Tensor, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, str]]:

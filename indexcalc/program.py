@@ -165,6 +165,29 @@ def lower_orders(lhs: Tensor) -> list[Tensor]:
     return [Tensor(lhs.name, lhs.indices, lhs.derivs[:k]) for k in range(len(lhs.derivs) - 1, 0, -1)]
 
 
+def sized_by(lhs: Tensor) -> set[str]:
+    """The arrays a comma derivative's index sizes may come from: what it differentiates,
+    what it differentiates by, and its lower orders."""
+    if not lhs.derivs:
+        return set()
+    return {lhs.name} | {d.wrt for d in lhs.derivs if d.wrt} | {t.key for t in lower_orders(lhs)}
+
+
+def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equation]:
+    """The definitions that `last` (and they themselves) still refer to, then `last`. A
+    derivative line also needs the arrays that size it (sized_by), even where it reads them
+    no more: the Hessian of m_r = max_s(T_rs) is 0, and r is m's; and a derivative line
+    substituted into another brings a carrier `(1 + 0 m_t)` that reads m."""
+    wanted = {t.key for eq in last for t in eq.rhs.walk() if isinstance(t, Tensor)}
+    wanted |= set().union(*(sized_by(eq.lhs) for eq in last))
+    kept = []
+    for eq in reversed(definitions):
+        if eq.lhs.key in wanted:
+            kept.append(eq)
+            wanted |= {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)} | sized_by(eq.lhs)
+    return kept[::-1] + last
+
+
 class Environment:
     """The named arrays, and the index sizes of the equation being evaluated."""
 

@@ -587,3 +587,25 @@ def test_an_inverse_beside_a_shifted_index(text):
     arrays = {"v9": rand(2, 3), "v10": rand(1, 2, 2), "v11": rand(1, 3), "r": rand(2)}  # s: 3 padded, 2 valid
     arrays = {k: v for k, v in arrays.items() if k in text}
     assert_routes_right(text, "v9_ab", arrays)
+
+
+@pytest.mark.parametrize("text, shapes", [
+    # the soak's program (seed 5000), shrunk: only the shift sizes k, so the Jacobian line
+    # substituted into the Hessian carries (1 + 0 h_qj), and the line of h had been pruned
+    ("h_vk = tanh(A_vpm x_{p(k+m)} + b_v)\njac_qjl = h_{qj,l}[b]\nL = c_qjl jac_qjl",
+     {"A": (2, 2, 1), "x": (2, 1), "b": (2,), "c": (2, 1, 2)}),
+    ("h_vk = tanh(A_vpm x_{p(2k+m)} + b_v)\njac_qjl = h_{qj,l}[b]\nL = c_qjl jac_qjl",
+     {"A": (2, 2, 2), "x": (2, 5), "b": (2,), "c": (2, 2, 2)}),
+    ("h_vk = tanh(A_vk + b_v)\njac_qjl = h_{qj,l}[b]\nL = c_qjl jac_qjl",
+     {"A": (2, 3), "b": (2,), "c": (2, 3, 2)}),
+])
+@issue8("a Jacobian line read by a later line, by a second tensor: compile pruned the line that sized it")
+def test_a_jacobian_line_keeps_the_line_that_sizes_it(text, shapes):
+    arrays = {k: rand(*s) for k, s in shapes.items()}
+    second = "c_" + "".join("xyz"[: len(shapes["c"])])
+    hessian = ic.diff(ic.diff(text, "b_a"), second)
+    expected = ic.evaluate(hessian, arrays)
+    assert_close(ic.compile(hessian)(arrays)[0], expected, "compile(hessian)", rtol=1e-9)
+    assert_close(ic.evaluate_loops(hessian, arrays), expected, "evaluate_loops(hessian)", rtol=1e-9)
+    gradient = ic.diff(text, "b_a")  # and the truth: finite differences of the gradient by c
+    assert_close(expected, fd(gradient, arrays, "c"), "finite differences", rtol=1e-5)
