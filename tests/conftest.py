@@ -1,0 +1,62 @@
+"""`INDEXCALC_MIRROR=jax` (or torch, dask) runs every compiled call of the tests on that
+backend too: each call is made on NumPy and on the backend, the two compared (rtol 1e-6,
+float64), and NumPy's returned, so a test suite written for NumPy checks the backend on
+every program it compiles. Off unless the variable is set:
+
+    INDEXCALC_MIRROR=torch python -m pytest -n 0 tests/test_compile.py tests/test_conv_plan.py
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from indexcalc.compile import Compiled
+
+MIRROR = os.environ.get("INDEXCALC_MIRROR")
+MIRRORED = [0]  # calls compared
+
+
+def _numpy(value):
+    if hasattr(value, "compute"):
+        value = value.compute()
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _mirrored(call):
+    def mirrored(self, arrays):
+        value, grads = call(self, arrays)  # NumPy's answer (or its error: then the backend is not asked)
+        if self.backend is None and isinstance(arrays, dict) and value.dtype == np.float64:
+            twin = _twin(self)
+            MIRRORED[0] += 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got, got_grads = call(twin, arrays)
+            for what, a, b in [("value", got, value)] + [(k, got_grads[k], grads[k]) for k in grads]:
+                np.testing.assert_allclose(_numpy(a), b, rtol=1e-6, atol=1e-9,
+                                           err_msg=f"{MIRROR} backend, {what}, of {self.forward[-1]}")
+        return value, grads
+    return mirrored
+
+
+if MIRROR:
+    if MIRROR == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+    def _twin(compiled: Compiled) -> Compiled:
+        twin = Compiled(compiled.forward, compiled.backward, compiled.params, compiled.scales)
+        twin.backend = MIRROR
+        return twin
+
+    Compiled.__call__ = _mirrored(Compiled.__call__)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MIRROR:
+        terminalreporter.write_line(f"INDEXCALC_MIRROR={MIRROR}: {MIRRORED[0]} compiled calls compared with NumPy's")
