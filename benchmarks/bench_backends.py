@@ -65,7 +65,7 @@ import indexcalc as ic  # noqa: E402
 RTOL = {"float32": 1e-5, "float64": 1e-9}
 TARGET = 1.1  # issue 11: each backend within 1.1x of its library's own autodiff
 
-# The contenders of a cell, in the table's order: (name, backend of ours or None for a peer).
+# The contenders of a cell, in the table's order.
 NUMPY = "NumPy backprop"
 OURS_NUMPY = "indexcalc numpy plan"
 JAX = "jax.jit(jax.value_and_grad)"
