@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """indexcalc's compiled MLP gradient on each backend against that library's own autodiff; one table.
 
-    python benchmarks/bench_backends.py            # full run, a few minutes
+    python benchmarks/bench_backends.py            # full run, about 2 minutes
     python benchmarks/bench_backends.py --quick    # fewer rounds, no large MLP
     python benchmarks/bench_backends.py --smoke    # the tiny MLP, one round: does it run?
 
@@ -50,6 +50,7 @@ else:
     ARGS = parse_args([])
 
 import gc  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -208,7 +209,9 @@ SHORT = {NUMPY: "NumPy", JAX: "jax.jit", OURS_JAX: "indexcalc jax", TORCH: "torc
 
 def ratio_row(case: str, dtype: str, by_name: dict[str, Contender], ours_name: str, theirs_name: str,
               target: float, strict: bool = False) -> None:
-    """One row: our median over theirs (and the best rounds' ratio), with the target's verdict."""
+    """One row: our time over theirs, round by round (the two ran in the same rounds, so a
+    round's ratio saw the same load on the machine): the median of those ratios, their
+    spread, and the best rounds' ratio; the verdict is the median's."""
     what = f"{SHORT[ours_name]} / {SHORT[theirs_name]}"
     goal = f"target {'<' if strict else '≤'} {target:g}x"
     missing = [name for name in (ours_name, theirs_name) if name not in by_name]
@@ -218,11 +221,18 @@ def ratio_row(case: str, dtype: str, by_name: dict[str, Contender], ours_name: s
         TARGETS.append(f"{case} {dtype}: {what}, {verdict}")
         return
     a, b = by_name[ours_name], by_name[theirs_name]
-    ratio, best = a.median / b.median, a.best / b.best
+    per_round = [x / y for x, y in zip(a.times, b.times)]
+    ratio, best, of_medians = statistics.median(per_round), a.best / b.best, a.median / b.median
+    spread = ""
+    if len(per_round) >= 4:
+        q = statistics.quantiles(per_round, n=4)
+        spread = f"{100 * (q[2] - q[0]) / ratio:5.1f}%"
     met = ratio < target if strict else ratio <= target
     verdict = f"{goal}: {'met' if met else 'MISSED'}"
-    bg.ROWS.append(Row("1", case, dtype, what, "", f"{ratio:6.2f}x", "", verdict, f"{best:5.2f}x"))
-    TARGETS.append(f"{case} {dtype}: {what} = {ratio:.2f}x (best rounds {best:.2f}x), {verdict}")
+    bg.ROWS.append(Row("1", case, dtype, what, "", f"{ratio:6.2f}x", spread,
+                       f"{verdict} (median of per-round ratios; of the medians {of_medians:.2f}x)", f"{best:5.2f}x"))
+    TARGETS.append(f"{case} {dtype}: {what} = {ratio:.2f}x (medians {of_medians:.2f}x, best rounds {best:.2f}x), "
+                   f"{verdict}")
 
 
 def bench_cell(label: str, sizes: list[int], batch: int, dtype: str, peers, timing) -> None:
@@ -231,7 +241,7 @@ def bench_cell(label: str, sizes: list[int], batch: int, dtype: str, peers, timi
     timed, notes, skipped = contenders_for(case, sizes, batch, dtype, peers)
     checked = time.perf_counter()
     gc.freeze()  # the objects so far out of the collector's sight: with jax and torch loaded, the
-    try:         # gc.collect() before each timed batch took 0.2 s (a full run 13 minutes instead of 5)
+    try:         # gc.collect() before each timed batch took 0.2 s (a full run 13 minutes, not 2)
         rounds = bg.time_interleaved(timed, *timing)
     finally:
         gc.unfreeze()
@@ -268,7 +278,9 @@ def header(peers, args, thread_note, timing) -> None:
           f"            {min(9, rounds)}, fewer when a cell would take over {budget:g} s), each round timing a batch of\n"
           f"            ~{batch_seconds * 1e3:.0f} ms of calls. 'median/call' is the median over rounds, 'ratio' = that\n"
           "            median / NumPy's (> 1 is slower), 'IQR' the spread over rounds; 'best round' its fastest\n"
-          "            round and ratio. The target rows divide two contenders' medians (best rounds: last column).\n"
+          "            round and ratio. A target row's ratio is the median over rounds of the two contenders'\n"
+          "            ratio within a round (same load on the machine), its IQR beside it, the best rounds' ratio\n"
+          "            in the last column, and the ratio of the two medians in the note.\n"
           "            Every contender is checked against NumPy first (rtol 1e-5 float32, 1e-9 float64).")
     print()
 
