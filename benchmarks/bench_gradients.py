@@ -918,19 +918,29 @@ def bench_training(timing) -> None:
 # ============================================================================ main
 
 
-def header(peers, args, thread_note, timing) -> None:
-    rounds, batch_seconds, budget = timing
+def machine_line() -> str:
+    """The machine, its usable CPUs and the load when the run starts (other jobs share it)."""
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = "?"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"machine   : {platform.platform()}; {os.cpu_count()} CPUs ({affinity} usable), {cpu_model()}; "
+            f"load average at start {load}")
+
+
+def versions_line() -> str:
+    """Which code was measured: library versions, the git revision and a digest of the sources."""
+    return (f"versions  : Python {platform.python_version()}, NumPy {np.__version__} ({blas_name()}), "
+            f"opt_einsum {opt_einsum.__version__}, indexcalc {ic.__version__} ({git_revision()}, "
+            f"sources sha1 {SOURCE_HASH})")
+
+
+def header(peers, args, thread_note, timing) -> None:
+    rounds, batch_seconds, budget = timing
     print(f"indexcalc gradient benchmark ({'--quick' if args.quick else 'full'} run, one process, one table)")
-    print(f"machine   : {platform.platform()}; {os.cpu_count()} CPUs ({affinity} usable), {cpu_model()}; "
-          f"load average at start {load}")
-    print(f"versions  : Python {platform.python_version()}, NumPy {np.__version__} ({blas_name()}), "
-          f"opt_einsum {opt_einsum.__version__}, indexcalc {ic.__version__} ({git_revision()}, "
-          f"sources sha1 {SOURCE_HASH})")
+    print(machine_line())
+    print(versions_line())
     print(f"BLAS      : {args.threads} thread(s) requested; {thread_note}")
     print("peers     : " + "; ".join(f"{p.label}: {p.status}" for p in peers.values())
           + "  (a peer not installed has no rows below)")
