@@ -24,6 +24,7 @@ from .diff import (
     DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
     _target, _written_through, resolve_derivatives, wrt_names,
 )
+from .backends import backend_name_of, get_backend
 from .errors import IndexCalcError, MissingArrayError
 from .expr import MATRIX_REDUCTIONS, Call, Compare, Equation, Expr, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
@@ -34,17 +35,27 @@ from .scope import explicit
 from .simplify import simplify
 
 
-def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None) -> "Compiled":
+def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None,
+            backend: str | None = None) -> "Compiled":
     """A callable `f(arrays) -> (value, grads)` for the equation `of` (default: the last).
 
     `wrt` names the parameters (`"W1"` or `"W1_gh"`); the equation must then be a scalar,
     and `grads` maps each name to an array shaped like it. Without `wrt` the callable
     evaluates the program (a derivative program from `diff` included) and `grads` is empty.
+
+    `backend` is the array library the plan runs on: "numpy", "jax" (under jax.jit),
+    "torch" (on the tensors' device, no autograd graph), "dask" (lazy, chunked) or
+    "cupy"; by default the library of the arrays each call is given. The results are
+    that library's arrays.
     """
     text = source if isinstance(source, str) else None
     try:
+        if backend is not None:
+            get_backend(backend)  # an unknown or missing library is refused now, not at the first call
         node = as_parsed(source)
-        return _compile(node, [wrt] if isinstance(wrt, str) else list(wrt), of, wrt_names(source, node))
+        compiled = _compile(node, [wrt] if isinstance(wrt, str) else list(wrt), of, wrt_names(source, node))
+        compiled.backend = backend
+        return compiled
     except IndexCalcError as err:
         raise err.with_source(text, None) if text else err
 
@@ -291,6 +302,7 @@ class Compiled:
         self.sizing = sorted(sizing - defined - set(self.inputs))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
+        self.backend: str | None = None  # None: the arrays' own library, call by call
 
     def __call__(self, arrays: Mapping[str, Any]):
         try:
@@ -302,6 +314,8 @@ class Compiled:
         except TypeError:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
         signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray and v.dtype.kind == "f" else None for v in values)
+        if self.backend not in (None, "numpy") or (None in signature and backend_name_of(values) != "numpy"):
+            return self._call_on(get_backend(self.backend or backend_name_of(values)), arrays, values)
         if None in signature:
             arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
             signature = tuple((arrays[k].shape, arrays[k].dtype) for k in self.inputs)
@@ -309,12 +323,39 @@ class Compiled:
             signature += tuple(_given_shapes(self.sizing, arrays).items())
         plan = self._plans.get(signature)
         if plan is None:
-            plan = self._plans[signature] = _Plan(self, arrays)
+            shapes, types = {}, []
+            for key in self.inputs:
+                value = numeric_array(key, arrays[key])
+                shapes[key] = value.shape
+                types.append(value.dtype)
+            plan = self._plans[signature] = _Plan(self, shapes, types, _given_shapes(self.sizing, arrays))
         self._last = plan
         value, grads = plan.run(arrays)
         for name in self.params:
             if name not in grads:
                 grads[name] = np.zeros(np.shape(arrays[name]), dtype=np.result_type(arrays[name], np.float32))
+        return value, grads
+
+    def _call_on(self, backend, arrays: Mapping[str, Any], values: list):
+        """A call on another library's arrays: every input goes over to it (NumPy arrays and
+        numbers included) in one float type, as evaluate's would promote them."""
+        own = [v for v in values if backend_name_of([v]) == backend.name]
+        like = own[0] if own else None
+        types = [backend.dtype_of(v) if backend_name_of([v]) == backend.name else numeric_array(k, v).dtype
+                 for k, v in zip(self.inputs, values)]
+        dtype = np.result_type(*[t if t.kind == "f" else np.float64 for t in types]) if types else np.dtype("float64")
+        inputs = {k: backend.asarray(v, dtype, like) for k, v in zip(self.inputs, values)}
+        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        known = _given_shapes(self.sizing, arrays)
+        signature = (backend.name, str(getattr(like, "device", "")), dtype) + tuple(shapes.items()) + tuple(known.items())
+        plan = self._plans.get(signature)
+        if plan is None:
+            plan = self._plans[signature] = _Plan(self, shapes, [dtype] * len(shapes), known, backend, like)
+        self._last = plan
+        value, grads = plan.run(inputs)
+        for name in self.params:
+            if name not in grads:
+                grads[name] = backend.zeros(tuple(inputs[name].shape) if name in inputs else (), dtype, like)
         return value, grads
 
     @property
@@ -341,19 +382,22 @@ def _as_input(key: str, value) -> np.ndarray:
 
 def _given_shapes(names: list[str], arrays: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """The shapes of those of `names` that have arrays: optional, as they are to evaluate."""
-    return {k: numeric_array(k, arrays[k]).shape for k in names if k in arrays}
+    return {k: _shape(k, arrays[k]) for k in names if k in arrays}
+
+
+def _shape(key: str, value) -> tuple[int, ...]:
+    """An array's shape, whatever its library (NumPy reads numbers and lists)."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None and type(value).__module__.partition(".")[0] != "numpy" else numeric_array(key, value).shape
 
 
 class _Plan:
     """One shape signature's steps, as a compiled Python function."""
 
-    def __init__(self, compiled: Compiled, arrays: Mapping[str, Any]):
-        shapes, types = {}, []
-        for key in compiled.inputs:
-            value = numeric_array(key, arrays[key])
-            shapes[key] = value.shape
-            types.append(value.dtype)
-        lowering = Lowering(shapes, compiled.scales, types, _given_shapes(compiled.sizing, arrays))
+    def __init__(self, compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, known: dict,
+                 backend=None, like=None):
+        dialect = backend.dialect if backend is not None else None
+        lowering = Lowering(shapes, compiled.scales, types, known, dialect)
         for eq in compiled.forward:
             lowering.equation(eq)
         for eq in compiled.backward:
@@ -362,4 +406,4 @@ class _Plan:
         grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}
         outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
         self.lowering = lowering
-        self.source, self.run = emit(lowering, outputs)
+        self.source, self.run = emit(lowering, outputs, backend, like)

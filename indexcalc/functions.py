@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,20 +27,29 @@ class Function:
     latex: str
     aliases: tuple[str, ...] = ()
     unicode: str | None = None
-    prime_from_value: Callable[[str], str] | None = None  # f'(u) as code from y = f(u)
+    prime_from_value: Callable[[str, Callable[[str, str], str]], str] | None = None  # f'(u) as code from y = f(u)
+    kernel: Callable[[Any], Callable] | None = None  # xp -> the function on xp's arrays (default: xp's ufunc)
+
+    def on(self, xp) -> Callable:
+        """The function on the arrays of the namespace `xp` (NumPy's, JAX's, a backend's
+        shim): a plan on another backend calls this, never NumPy's compute."""
+        return self.kernel(xp) if self.kernel else getattr(xp, self.compute.__name__)
 
 
 def _call(name: str) -> Callable[[Expr], Expr]:
     return lambda u: Call(name, u)
 
 
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+def _sigmoid_on(xp):
+    return lambda x: 0.5 * (1.0 + xp.tanh(0.5 * x))
 
 
-def _sigmoid_prime(x):
-    s = _sigmoid(x)
-    return s * (1.0 - s)
+def _sigmoid_prime_on(xp):
+    sigmoid = _sigmoid_on(xp)
+    return lambda x: sigmoid(x) * (1.0 - sigmoid(x))
+
+
+_sigmoid, _sigmoid_prime = _sigmoid_on(np), _sigmoid_prime_on(np)
 
 
 def _step(x):
@@ -57,7 +66,8 @@ def _neg(*factors: Expr) -> Expr:
 
 FUNCTIONS: tuple[Function, ...] = (
     Function(
-        "sigma", _sigmoid, _call("sigma'"), r"\sigma", ("sigmoid", "σ"), "σ", lambda y: f"{y} * (1.0 - {y})"
+        "sigma", _sigmoid, _call("sigma'"), r"\sigma", ("sigmoid", "σ"), "σ", lambda y, astype: f"{y} * (1.0 - {y})",
+        _sigmoid_on,
     ),
     Function(
         "sigma'",
@@ -66,22 +76,25 @@ FUNCTIONS: tuple[Function, ...] = (
         r"\sigma'",
         ("sigmoid'", "σ'"),
         "σ'",
+        kernel=_sigmoid_prime_on,
     ),
-    Function("tanh", np.tanh, _call("tanh'"), r"\tanh", prime_from_value=lambda y: f"1.0 - {y} * {y}"),
+    Function("tanh", np.tanh, _call("tanh'"), r"\tanh", prime_from_value=lambda y, astype: f"1.0 - {y} * {y}"),
     Function(
         "tanh'",
         lambda x: 1.0 - np.tanh(x) ** 2,
         lambda u: _neg(Number(2.0), Call("tanh", u), Call("tanh'", u)),
         r"\tanh'",
+        kernel=lambda xp: lambda x: 1.0 - xp.tanh(x) ** 2,
     ),
     Function(
         "relu",
         lambda x: np.maximum(x, 0),
         _call("relu'"),
         r"\operatorname{relu}",
-        prime_from_value=lambda y: f"({y} > 0).astype({y}.dtype)",
+        prime_from_value=lambda y, astype: astype(f"{y} > 0", f"{y}.dtype"),
+        kernel=lambda xp: lambda x: xp.maximum(x, 0.0),
     ),
-    Function("relu'", _step, _zero, r"\operatorname{relu}'"),
+    Function("relu'", _step, _zero, r"\operatorname{relu}'", kernel=lambda xp: lambda x: xp.astype(x > 0, x.dtype)),
     Function("exp", np.exp, _call("exp"), r"\exp"),
     Function("log", np.log, lambda u: Power(u, Number(-1.0)), r"\log"),
     Function(
@@ -92,7 +105,8 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     Function("sin", np.sin, _call("cos"), r"\sin"),
     Function("cos", np.cos, lambda u: _neg(Call("sin", u)), r"\cos"),
-    Function("softplus", lambda x: np.logaddexp(0, x), _call("sigma"), r"\operatorname{softplus}"),
+    Function("softplus", lambda x: np.logaddexp(0, x), _call("sigma"), r"\operatorname{softplus}",
+             kernel=lambda xp: lambda x: xp.logaddexp(0.0, x)),
     Function("abs", np.abs, _call("abs'"), r"\operatorname{abs}"),
     Function("abs'", np.sign, _zero, r"\operatorname{abs}'"),
 )

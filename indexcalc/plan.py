@@ -55,6 +55,80 @@ from .relabel import canonical_bound, fresh_letters, letters_in, rename
 CHAIN = 64  # operands on one line of a plan
 
 
+class Dialect:
+    """How a plan step is spelled for NumPy: methods on arrays (`x.T`, `x.sum(axis=...)`),
+    the cheapest calls NumPy has, since a small network's step is a few microseconds.
+    `ArrayDialect` spells the same steps as calls on a namespace `xp` alone, which the
+    other backends provide (indexcalc.backends)."""
+
+    ns = "np"
+
+    def transpose(self, code: str, perm: tuple[int, ...]) -> str:
+        return f"{code}.T" if perm == (1, 0) else f"{code}.transpose({perm})"
+
+    def sum(self, code: str, axes: tuple[int, ...]) -> str:
+        return f"{code}.sum(axis={axes})"
+
+    def reshape(self, code: str, shape: tuple[int, ...]) -> str:
+        return f"{code}.reshape({shape})"
+
+    def copy(self, code: str) -> str:
+        return f"np.array({code})"
+
+    def astype(self, code: str, dtype: str) -> str:
+        return f"({code}).astype({dtype})"
+
+    def full(self, shape: tuple[int, ...], value: str, dtype: str) -> str:
+        return f"{self.ns}.full({shape}, {value}, dtype={self.ns}.{dtype})"
+
+    def windows(self, code: str, lengths: tuple[int, ...], axes: tuple[int, ...]) -> str:
+        return f"sliding_window_view({code}, {lengths}, axis={axes})"
+
+    def index(self, code: str, index: list[str]) -> str:
+        return f"{code}[{', '.join(index)}]"
+
+
+class ArrayDialect(Dialect):
+    """Every step a call on `xp` (or an operator, or a slice with a positive step): what
+    JAX, PyTorch, dask and CuPy arrays all accept, given the backend's namespace."""
+
+    ns = "xp"
+
+    def transpose(self, code: str, perm: tuple[int, ...]) -> str:
+        return f"xp.permute_dims({code}, {perm})"
+
+    def sum(self, code: str, axes: tuple[int, ...]) -> str:
+        return f"xp.sum({code}, axis={axes})"
+
+    def reshape(self, code: str, shape: tuple[int, ...]) -> str:
+        return f"xp.reshape({code}, {shape})"
+
+    def copy(self, code: str) -> str:
+        return f"xp.materialize({code})"
+
+    def astype(self, code: str, dtype: str) -> str:
+        return f"xp.astype({code}, {dtype})"
+
+    def windows(self, code: str, lengths: tuple[int, ...], axes: tuple[int, ...]) -> str:
+        return f"xp.windows({code}, {lengths}, {axes})"
+
+    def index(self, code: str, index: list[str]) -> str:
+        """A slice with a negative step (a reversed letter) is the positive slice of the
+        same positions, flipped: PyTorch refuses negative steps."""
+        flips = []
+        for axis, text in enumerate(index):
+            parts = text.split(":")
+            if len(parts) == 3 and parts[2].startswith("-"):
+                last, start, step = int(parts[0]), int(parts[1]) + 1 if parts[1] else 0, -int(parts[2])
+                index[axis] = f"{start or ''}:{last + 1}" + (f":{step}" if step != 1 else "")
+                flips.append(axis)
+        code = f"{code}[{', '.join(index)}]"
+        return f"xp.flip({code}, axis={tuple(flips)})" if flips else code
+
+
+NUMPY_CODE, ARRAY_CODE = Dialect(), ArrayDialect()
+
+
 class _Sizes(dict):
     """Index letter -> size; a letter no array sizes (`y = δ_ij δ_ij`) is the error that
     evaluate gives, not a KeyError."""
@@ -123,7 +197,9 @@ class Lowering:
     """
 
     def __init__(self, inputs: dict[str, tuple[int, ...]], size_constants: dict[str, tuple[str, ...]] | None = None,
-                 dtypes: Sequence[np.dtype] = (), known: Mapping[str, tuple[int, ...]] | None = None):
+                 dtypes: Sequence[np.dtype] = (), known: Mapping[str, tuple[int, ...]] | None = None,
+                 code: "Dialect | None" = None):
+        self.code = code or NUMPY_CODE  # how a step is spelled for the backend the plan runs on
         self.size_constants = size_constants or {}  # key -> indices: the constant 1/(their sizes)
         self.known = dict(known or {})
         self.means: dict[str, Operand] = {}
@@ -176,7 +252,8 @@ class Lowering:
     def constant(self, value) -> Operand:
         """A literal in the plan's float type, as evaluate makes its numbers."""
         value = np.dtype(self.dtype).type(value)
-        return Operand(f"np.{self.dtype}({literal(value)})" if self.typed else literal(value), (), value)
+        text = literal(value).replace("np.", self.code.ns + ".")
+        return Operand(f"{self.code.ns}.{self.dtype}({text})" if self.typed else text, (), value)
 
     def fold(self, compute: Callable[[], float]) -> Operand:
         """An operation on literals done now, in NumPy, quiet as evaluate is about inf and nan."""
@@ -208,10 +285,10 @@ class Lowering:
         full = tuple(self.sizes[i] for i in target)
         present = all(i in op.letters for i in target)
         if op.literal and broadcast:
-            return self._store(f"np.full({full}, {code}, dtype=np.{self.dtype})", target, "broadcast").code
+            return self._store(self.code.full(full, code, self.dtype), target, "broadcast").code
         if op.literal or not present:
-            code = f"np.broadcast_to({code}, {full})" if broadcast else code
-            return self._store(f"np.array({code})" if broadcast else code, target, "broadcast").code
+            code = f"{self.code.ns}.broadcast_to({code}, {full})" if broadcast else code
+            return self._store(self.code.copy(code) if broadcast else code, target, "broadcast").code
         if code == op.code:
             return op.code
         return self._store(code, target, "transpose").code
@@ -224,7 +301,7 @@ class Lowering:
         perm = [op.letters.index(i) for i in present]
         code = op.code
         if perm != list(range(len(perm))):
-            code = f"{code}.T" if perm == [1, 0] else f"{code}.transpose({tuple(perm)})"
+            code = self.code.transpose(code, tuple(perm))
         if len(present) < len(target):
             code = f"{code}[{', '.join(':' if i in op.letters else 'None' for i in target)}]"
         return code
@@ -288,7 +365,7 @@ class Lowering:
         left, right = self.lower(node.left, fixed), self.lower(node.right, fixed)
         if left.literal and right.literal:
             return self.fold(lambda: functions.compare_values(node.op, left.value, right.value, self.dtype))
-        code = f"_compare({node.op!r}, {self.aligned(left, target)}, {self.aligned(right, target)}, np.{self.dtype})"
+        code = f"_compare({node.op!r}, {self.aligned(left, target)}, {self.aligned(right, target)}, {self.code.ns}.{self.dtype})"
         return self._store(code, target, f"compare {node.op}")
 
     def mask(self, node: Mask) -> Operand:
@@ -326,7 +403,7 @@ class Lowering:
         if base.literal and exponent.literal:
             return self.fold(lambda: np.power(base.value, exponent.value))
         b, e = base.code, exponent.code
-        special = {2.0: f"{b} * {b}", -1.0: f"1.0 / {b}", 0.5: f"np.sqrt({b})", 1.0: b, -2.0: f"1.0 / ({b} * {b})"}
+        special = {2.0: f"{b} * {b}", -1.0: f"1.0 / {b}", 0.5: f"{self.code.ns}.sqrt({b})", 1.0: b, -2.0: f"1.0 / ({b} * {b})"}
         value = node.exponent.value if isinstance(node.exponent, Number) and not self.typed else None
         return self._store(special.get(value, f"{b} ** {e}"), base.letters, "power")
 
@@ -350,7 +427,7 @@ class Lowering:
             if hit is not None:
                 var, positions = hit
                 value_letters = tuple(order[p] for p in positions)
-                code = base.prime_from_value(self.aligned(Operand(var, value_letters), letters))
+                code = base.prime_from_value(self.aligned(Operand(var, value_letters), letters), self.code.astype)
                 return self._store(code, letters, f"{node.func} from {base.name}")
         name = "_fn_" + functions.lookup(node.func).name.replace("'", "_prime")
         return self._store(f"{name}({arg.code})", letters, node.func)
@@ -359,7 +436,7 @@ class Lowering:
         """Code for `op` with exactly `letters` as axes, broadcast where it is constant."""
         code = self.aligned(op, letters)
         if op.literal or not set(letters) <= set(op.letters):
-            code = f"np.broadcast_to({code}, {tuple(self.sizes[i] for i in letters)})"
+            code = f"{self.code.ns}.broadcast_to({code}, {tuple(self.sizes[i] for i in letters)})"
         return code
 
     def matrix(self, name: str, pair: tuple[str, ...], arg: Operand, node: Expr) -> Operand:
@@ -591,13 +668,13 @@ class Lowering:
         code = op.code
         if any(lo or hi for lo, hi in pads):
             padded = [n + lo + hi for n, (lo, hi) in zip(shape, pads)]
-            code = self._emit(self._var(), f"np.pad({code}, {tuple(pads)})", f"zero padding for {relation}", "", padded)
+            code = self._emit(self._var(), f"{self.code.ns}.pad({code}, {tuple(pads)})", f"zero padding for {relation}", "", padded)
         if lengths:
-            code = f"sliding_window_view({code}, {tuple(lengths)}, axis={tuple(window_axes)})"
+            code = self.code.windows(code, tuple(lengths), tuple(window_axes))
         while index and index[-1] == ":":
             index.pop()
         if index:
-            code = f"{code}[{', '.join(index)}]"
+            code = self.code.index(code, index)
         routine = f"windows for {relation}" if lengths else f"strided slice for {relation}"
         return self._store(code, _windowed(op.letters, gathers), routine)
 
@@ -626,13 +703,15 @@ class Lowering:
     def identity(self, a: str, b: str) -> Operand:
         if a == b:
             return self.constant(1.0)
-        return self._store(f"np.eye({self.sizes[a]}, dtype=np.{self.dtype})", (a, b), "identity (δ kept)")
+        return self._store(f"{self.code.ns}.eye({self.sizes[a]}, dtype={self.code.ns}.{self.dtype})", (a, b), "identity (δ kept)")
 
     def embed(self, op: Operand, a: str, b: str) -> Operand:
         """result_{..a..b..} = op_{..a..} δ_ab, written on the diagonal of zeros."""
         letters = op.letters + (b,) if a in op.letters else op.letters + (a, b)
         if a not in op.letters:
-            op = self._store(f"np.full({self.sizes[a]}, {op.code}, dtype=np.{self.dtype})" if op.literal else f"np.repeat(np.expand_dims({op.code}, -1), {self.sizes[a]}, -1)", op.letters + (a,), "broadcast")
+            ns, n = self.code.ns, self.sizes[a]
+            code = self.code.full((n,), op.code, self.dtype) if op.literal else f"{ns}.repeat({ns}.expand_dims({op.code}, -1), {n}, -1)"
+            op = self._store(code, op.letters + (a,), "broadcast")
             letters = op.letters + (b,)
         shape = tuple(self.sizes[i] for i in letters)
         var = self._var()
@@ -653,8 +732,8 @@ class Lowering:
         spec = "".join(sym[i] for i in op.letters) + "->" + "".join(sym[i] for i in keep)
         if len(set(op.letters)) == len(op.letters):
             axes = tuple(op.letters.index(i) for i in op.letters if i not in keep)
-            return self._store(f"{op.code}.sum(axis={axes})", keep, "sum", spec)
-        return self._store(f"np.einsum({spec!r}, {op.code})", keep, "einsum (diagonal)", spec)
+            return self._store(self.code.sum(op.code, axes), keep, "sum", spec)
+        return self._store(f"{self.code.ns}.einsum({spec!r}, {op.code})", keep, "einsum (diagonal)", spec)
 
     def contract(self, operands: list[Operand], out: tuple[str, ...]) -> Operand:
         if not operands:
@@ -704,8 +783,8 @@ class Lowering:
             if left and right and out.index(right[0]) < out.index(left[0]):
                 return self.pair(b, a, out)  # (n, i) is wanted: x @ W.T, not (W @ x.T).T
             k = contracted[0]
-            ca = a.code if a.letters[-1] == k else f"{a.code}.T"
-            cb = b.code if b.letters[0] == k else f"{b.code}.T"
+            ca = a.code if a.letters[-1] == k else self.code.transpose(a.code, (1, 0))
+            cb = b.code if b.letters[0] == k else self.code.transpose(b.code, (1, 0))
             return self._store(f"{ca} @ {cb}", tuple(left) + tuple(right), "matmul", spec)
         return self.batched(a, b, batch, left, contracted, right, spec)
 
@@ -716,10 +795,12 @@ class Lowering:
         nb, nl, nk, nr = (prod(size[i] for i in group) for group in (batch, left, contracted, right))
         letters = tuple(batch + left + right)
         shape = tuple(size[i] for i in letters)
+        reshape = self.code.reshape
         if batch:
-            code = f"np.matmul({ta}.reshape({nb}, {nl}, {nk}), {tb}.reshape({nb}, {nk}, {nr})).reshape({shape})"
+            product = f"{self.code.ns}.matmul({reshape(ta, (nb, nl, nk))}, {reshape(tb, (nb, nk, nr))})"
         else:
-            code = f"({ta}.reshape({nl}, {nk}) @ {tb}.reshape({nk}, {nr})).reshape({shape})"
+            product = f"({reshape(ta, (nl, nk))} @ {reshape(tb, (nk, nr))})"
+        code = reshape(product, shape)
         return self._store(code, letters, "batched matmul" if batch else "tensordot", spec)
 
 
@@ -876,11 +957,12 @@ def _variables(code: str) -> list[str]:
     return [name for name in _TOKENS.findall(code) if name]
 
 
-def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
+def emit(lowering: Lowering, outputs: str, backend=None, like=None) -> tuple[str, object]:
     """Python source of the plan, and the function it defines. Each variable is deleted
     after its last use, so memory holds what is still needed, as hand-written code does.
-    The function runs with NumPy's floating-point warnings off, as evaluate's powers and
-    functions do: inf and nan are answers here, not accidents."""
+    On NumPy the function runs with floating-point warnings off, as evaluate's powers and
+    functions do: inf and nan are answers here, not accidents. On another backend it runs
+    in that backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
     last_use: dict[str, int] = {}
     for k, step in enumerate(lowering.steps):
         for name in _variables(step.code):
@@ -894,6 +976,10 @@ def emit(lowering: Lowering, outputs: str) -> tuple[str, object]:
             lines.append(f"    del {', '.join(dead)}")
     body = "\n".join(lines)
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
+    if backend is not None and backend.name != "numpy":
+        namespace = backend.namespace(lowering.constants, like)
+        exec(compile(source, "<indexcalc plan>", "exec"), namespace)
+        return source, backend.wrap(namespace["plan"])
     namespace = {**NAMESPACE, **lowering.constants}
     exec(compile(source, "<indexcalc plan>", "exec"), namespace)
     return source, np.errstate(all="ignore")(namespace["plan"])

@@ -1,0 +1,63 @@
+"""dask: the plan builds one lazy graph for the loss and every gradient, over arrays
+chunked along the batch; reductions over the batch become dask's tree reductions, and
+whatever scheduler the user has set computes it (threads, or a dask.distributed cluster)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ArrayBackend
+
+
+def _unsupported(name):
+    def refuse(*args, **kwargs):
+        from . import BackendError
+
+        raise BackendError(f"{name} of a matrix is not available on the dask backend (dask.array.linalg has none): "
+                           f"compute the small matrix and take it in NumPy")
+    return refuse
+
+
+class DaskBackend(ArrayBackend):
+    def __init__(self):
+        import dask.array as da
+        from types import SimpleNamespace
+
+        def index_add(out, index, values):
+            out[index] = out[index] + values
+            return out
+
+        def flip(x, axis):
+            for a in axis if isinstance(axis, (tuple, list)) else (axis,):
+                x = da.flip(x, a)
+            return x
+
+        def einsum(spec, *operands):
+            """dask's einsum takes a diagonal (a letter twice in one operand) only where
+            both axes are chunked alike: those axes become one chunk each first."""
+            inputs = spec.split("->")[0].split(",")
+            operands = [x.rechunk({a: -1 for a, letter in enumerate(sub) if sub.count(letter) > 1})
+                        if len(set(sub)) < len(sub) else x for sub, x in zip(inputs, operands)]
+            return da.einsum(spec, *operands)
+
+        linalg = SimpleNamespace(inv=da.linalg.inv, solve=da.linalg.solve,
+                                 det=_unsupported("det"), slogdet=_unsupported("logdet"))
+        self.da = da
+        super().__init__("dask", da, {
+            "permute_dims": da.transpose, "materialize": lambda x: x, "astype": lambda x, dtype: x.astype(dtype),
+            "windows": lambda x, lengths, axes: da.lib.stride_tricks.sliding_window_view(x, lengths, axis=axes),
+            "index_add": index_add, "flip": flip, "linalg": linalg, "einsum": einsum,
+            "float32": np.float32, "float64": np.float64, "nan": np.nan, "inf": np.inf,
+        })
+
+    def constant(self, array, like):
+        return array  # a mask or shift array is small: NumPy's, which dask takes as it is
+
+    def asarray(self, value, dtype, like):
+        if isinstance(value, self.da.Array):
+            return value if value.dtype == dtype else value.astype(dtype)
+        return self.da.from_array(np.asarray(value, dtype=dtype))
+
+
+def load() -> DaskBackend:
+    return DaskBackend()

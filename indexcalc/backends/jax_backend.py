@@ -1,0 +1,39 @@
+"""JAX: the plan is a pure function of its arrays, so it runs under `jax.jit`, traced
+once per shape signature. float64 needs JAX's x64 mode, which is JAX's own switch."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import routines
+from .base import ArrayBackend
+
+
+class JaxBackend(ArrayBackend):
+    def __init__(self):
+        import jax
+        import jax.numpy as jnp
+
+        self.jax = jax
+        super().__init__("jax", jnp, {
+            "materialize": lambda x: x,
+            "index_add": lambda out, index, values: out.at[index].add(values),
+        })
+        self.xp.windows = functools.partial(routines.window_by_take, self.xp)
+
+    def wrap(self, plan):
+        return self.jax.jit(plan)
+
+    def asarray(self, value, dtype, like):
+        from . import BackendError
+
+        if dtype == np.float64 and not self.jax.config.jax_enable_x64:
+            raise BackendError("float64 arrays on the jax backend need JAX's x64 mode: "
+                               "jax.config.update('jax_enable_x64', True) before any array is made, or pass float32")
+        return self.xp.asarray(value, dtype=dtype)
+
+
+def load() -> JaxBackend:
+    return JaxBackend()
