@@ -17,7 +17,6 @@ and full-batch Newton on data that does not fit in the memory it is given.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import tracemalloc
 from pathlib import Path
@@ -30,10 +29,6 @@ from test_compile import mlp, mlp_arrays
 
 dask = pytest.importorskip("dask", reason="dask is not installed (pip install \"indexcalc[dask]\")")
 da = pytest.importorskip("dask.array", reason="dask.array is not installed (pip install \"indexcalc[dask]\")")
-
-if "backend" not in inspect.signature(ic.compile).parameters:  # until issue 11 item 1 lands on this branch
-    pytest.skip("ic.compile has no backend= yet: today's plan reads dask inputs by np.asarray (computing them)",
-                allow_module_level=True)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
