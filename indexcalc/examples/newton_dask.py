@@ -91,7 +91,7 @@ class Pass:
     grad: np.ndarray
     relative: float
     step: float  # the fraction of the Newton step that led here (1: the full step)
-    peak: int  # bytes tracemalloc saw allocated at once during the pass (0 if not tracing)
+    peak: int  # bytes allocated at once during the pass, at the peak (tracemalloc; 0 if not traced)
     seconds: float
     accepted: bool = True
 
@@ -128,23 +128,32 @@ def evaluate(gradient, hessian, X, y, w: np.ndarray):
 
 
 def newton(gradient, hessian, X, y, w0: np.ndarray, *, tol: float = 1e-8, max_passes: int = 11,
-           report=None) -> Result:
+           trace: int = 0, report=None) -> Result:
     """Damped Newton from w0 until the gradient's norm is below `tol` times the first
     pass's. A step is taken whole where it lowers the loss by Armijo's condition and
-    halved until it does; each trial is one pass. Stops after `max_passes` passes."""
+    halved until it does; each trial is one pass. Stops after `max_passes` passes. The
+    first `trace` passes record their peak allocation (tracemalloc; it slows dask's
+    scheduler two- to threefold, so a caller who needs one pass's figure traces one)."""
     w = np.array(w0, dtype=np.float64)
     result = Result(w, tol=tol)
     base = None  # the last accepted pass and the Newton direction from it
     t = 1.0
     while len(result.passes) < max_passes:
-        tracing = tracemalloc.is_tracing()
-        if tracing:
+        traced = len(result.passes) < trace
+        started = traced and not tracemalloc.is_tracing()  # else: the caller's trace, left running
+        if started:
+            tracemalloc.start()
+        if traced:
             tracemalloc.reset_peak()
             before = tracemalloc.get_traced_memory()[0]
         start = time.perf_counter()
-        loss, g, H = evaluate(gradient, hessian, X, y, w)
+        try:
+            loss, g, H = evaluate(gradient, hessian, X, y, w)
+            peak = tracemalloc.get_traced_memory()[1] - before if traced else 0
+        finally:
+            if started:
+                tracemalloc.stop()
         seconds = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1] - before if tracing else 0
         scale = np.linalg.norm(g) if not result.passes else np.linalg.norm(result.passes[0].grad)
         now = Pass(w, loss, g, float(np.linalg.norm(g) / scale) if scale else 0.0, t, peak, seconds)
         if base is not None and not loss <= base[0].loss + 1e-4 * t * float(base[0].grad @ base[1]):
@@ -212,11 +221,9 @@ def main(argv=None) -> int:
         gradient({"X": X, "y": y, "w": np.zeros(args.features)})
         hessian({"X": X, "y": y, "w": np.zeros(args.features)})
         evaluate(gradient, hessian, *make_data(100, args.features, 50)[:2], np.zeros(args.features))
-        tracemalloc.start()
         start = time.perf_counter()
-        result = newton(gradient, hessian, X, y, np.zeros(args.features), report=report)
+        result = newton(gradient, hessian, X, y, np.zeros(args.features), trace=11, report=report)
         total = time.perf_counter() - start
-        tracemalloc.stop()
 
     print()
     last = result.passes[-1]
