@@ -146,6 +146,22 @@ def test_any_chunking_along_the_samples_gives_the_same_numbers(sizes):
 GRADIENT_AND_HESSIAN = tuple(zip(newton_dask.compile_model(backend="numpy"), newton_dask.compile_model()))
 
 
+def test_newton_halves_a_step_that_does_not_lower_the_loss_and_stops_where_it_cannot_start():
+    """newton's damping, on the NumPy plan and rows in memory (it takes any arrays)."""
+    X, y, _ = newton_dask.make_data(2000, 4, 500, seed=3)
+    X, y = dask.compute(X, y)
+    gradient, hessian = newton_dask.compile_model(backend="numpy")
+    result = newton_dask.newton(gradient, hessian, X, y, np.full(4, 5.0), max_passes=20)
+    assert result.converged
+    assert not all(p.accepted for p in result.passes)  # the full steps from so far away overshoot
+    assert all(p.step == 1.0 for p in result.passes[-3:])  # near the optimum, whole steps
+    reference = newton_dask.newton(gradient, hessian, X, y, np.zeros(4))
+    np.testing.assert_allclose(result.w, reference.w, rtol=1e-7)
+    # σ(X w) rounds to 1 for some rows: log(1 - p) is -inf, the loss nan, and newton stops
+    stuck = newton_dask.newton(gradient, hessian, X, y, np.array([10.0, -10.0, 10.0, 10.0]), max_passes=20)
+    assert len(stuck.passes) == 1 and not stuck.converged
+
+
 LIMIT = 6 * 2**20  # bytes a pass may allocate at its peak
 
 

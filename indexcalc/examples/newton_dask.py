@@ -131,7 +131,9 @@ def newton(gradient, hessian, X, y, w0: np.ndarray, *, tol: float = 1e-8, max_pa
            trace: int = 0, report=None) -> Result:
     """Damped Newton from w0 until the gradient's norm is below `tol` times the first
     pass's. A step is taken whole where it lowers the loss by Armijo's condition and
-    halved until it does; each trial is one pass. Stops after `max_passes` passes. The
+    halved until it does; each trial is one pass. Stops after `max_passes` passes, or at
+    once where the start's loss is not finite (the notes' log(p) and log(1 - p) are
+    -inf where σ rounds to 0 or 1, far from the optimum). The
     first `trace` passes record their peak allocation (tracemalloc; it slows dask's
     scheduler two- to threefold, so a caller who needs one pass's figure traces one)."""
     w = np.array(w0, dtype=np.float64)
@@ -168,8 +170,8 @@ def newton(gradient, hessian, X, y, w0: np.ndarray, *, tol: float = 1e-8, max_pa
         result.w = w
         if report:
             report(len(result.passes), now)
-        if now.relative < tol:
-            break
+        if now.relative < tol or not (np.isfinite(loss) and np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+            break  # there, or a start where σ rounds to 0 or 1 (log(0) in the loss): no step from it can be judged
         try:
             direction = np.linalg.solve(H, -g)
         except np.linalg.LinAlgError:  # a singular Hessian (a constant feature): the least-squares step
