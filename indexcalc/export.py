@@ -417,8 +417,10 @@ indexcalc {__version__}{_commit()}; backend: {backend.name} (this module imports
 Python standard library only, never indexcalc).
 
 The function `{name}(arrays)` takes a dict of arrays by name and returns
-{returns}. It is specialised to these shapes and float types (indexcalc makes a plan per shape
-signature): other shapes are refused with a ValueError; export again for them.
+{returns}.
+
+It is specialised to these shapes and float types (indexcalc makes a plan per shape
+signature); other shapes are refused with a ValueError: export again for them.
 {shape_lines}{sizing}{constants}
 """'''
     head = head.replace("\\", "\\\\")
