@@ -438,26 +438,31 @@ signature); other shapes are refused with a ValueError: export again for them.
         parts.append("\n".join(tables))
     if writer.made:
         parts.append("# constants of the shapes, made once\n" + "\n".join(writer.made))
-    shapes_text = "{" + ", ".join(f"{k!r}: {shapes[k]}" for k in shapes) + "}"
-    dtypes_text = "{" + ", ".join(f"{k!r}: {dtypes[k]!r}" for k in shapes) + "}"
-    is_array = (f"        if not isinstance(value, torch.Tensor):\n"
-                f"            raise ValueError(f\"{{key}} must be a torch tensor, got {{type(value).__name__}}\")\n"
-                if backend.name == "torch" else
-                f"        if not (hasattr(value, \"shape\") and hasattr(value, \"dtype\")):\n"
-                f"            raise ValueError(f\"{{key}} must be an array, got {{type(value).__name__}}\")\n")
-    check = (f"SHAPES = {shapes_text}\nDTYPES = {dtypes_text}\n\n\n"
-             f"def _check(arrays):\n"
-             f'    """Each input there, an array of the shape and float type this module was exported for."""\n'
-             f"    for key, shape in SHAPES.items():\n"
-             f"        if key not in arrays:\n"
-             f"            raise ValueError(f\"no array given for {{key!r}} (the function reads {{', '.join(SHAPES)}})\")\n"
-             f"        value = arrays[key]\n"
-             f"{is_array}"
-             f"        if tuple(value.shape) != shape:\n"
-             f"            raise ValueError(f\"{{key}} has shape {{tuple(value.shape)}}, but this module was exported for \"\n"
-             f"                             f\"{{key}} of shape {{shape}}: export it again for these shapes\")\n"
-             f"        if str(value.dtype).rpartition(\".\")[2] != DTYPES[key]:\n"
-             f"            raise ValueError(f\"{{key}} is {{value.dtype}}, but this module was exported for {{DTYPES[key]}}\")\n")
+    library_dtype = {"numpy": "np.dtype({!r})", "jax": "jnp.dtype({!r})", "torch": "torch.{}"}[backend.name]
+    inputs = "".join(f"\n    ({k!r}, {shapes[k]}, {library_dtype.format(dtypes[k])})," for k in shapes)
+    tensor = ("    if not isinstance(value, torch.Tensor):\n"
+              "        raise ValueError(f\"{key} must be a torch tensor, got {type(value).__name__}\")\n"
+              if backend.name == "torch" else "")
+    check = (f"# each input's name, shape and float type\nINPUTS = ({inputs}\n)\n\n\n"
+             "def _check(arrays):\n"
+             '    """Each input there, an array of the shape and float type this module was exported for\n'
+             '    (a comparison per input: cheap beside the steps)."""\n'
+             "    for key, shape, dtype in INPUTS:\n"
+             "        if key not in arrays:\n"
+             "            raise ValueError(f\"no array given for {key!r} (the function reads \"\n"
+             "                             f\"{', '.join(k for k, _, _ in INPUTS)})\")\n"
+             "        value = arrays[key]\n"
+             "        if getattr(value, \"shape\", None) != shape or getattr(value, \"dtype\", None) != dtype:\n"
+             "            _refuse(key, value, shape, dtype)\n\n\n"
+             "def _refuse(key, value, shape, dtype):\n"
+             '    """Why the input `key` is not what this module was exported for."""\n'
+             f"{tensor}"
+             "    if not (hasattr(value, \"shape\") and hasattr(value, \"dtype\")):\n"
+             "        raise ValueError(f\"{key} must be an array, got {type(value).__name__}\")\n"
+             "    if tuple(value.shape) != shape:\n"
+             "        raise ValueError(f\"{key} has shape {tuple(value.shape)}, but this module was exported for \"\n"
+             "                         f\"{key} of shape {shape}: export it again for these shapes\")\n"
+             "    raise ValueError(f\"{key} is {value.dtype}, but this module was exported for {dtype}\")\n")
     parts.append(check)
     body = "\n".join(body_lines(lowering.steps, outputs, comments=True))
     doc = (f"The value of {compiled.forward[-1].lhs} and its gradients by {grads}" if grads
