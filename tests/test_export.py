@@ -238,7 +238,7 @@ def run_cli(capsys, *argv):
 
 def test_the_cli_writes_to_stdout_and_refuses_bad_input_in_one_line(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "export", "examples/xor.ic", "--size", "n=2")
-    assert code == 0 and "def loss_and_grads(arrays):" in out and "'x': (2, 2)" in out
+    assert code == 0 and "def loss_and_grads(arrays):" in out and "('x', (2, 2), np.dtype('float64'))" in out
     for argv, message in [
         (["export", str(tmp_path / "missing.ic")], "cannot read the model file"),
         (["export", "examples/xor.ic", "--size", "k=3"], "only the batch index n has a size to choose"),
