@@ -362,16 +362,16 @@ class Compiled:
 
     def source(self, backend: str = "numpy", arrays: Mapping[str, Any] | None = None, *,
                shapes: Mapping[str, tuple[int, ...]] | None = None, dtype: str | None = None,
-               name: str = "loss_and_grads") -> str:
+               name: str = "loss_and_grads", program: str | None = None) -> str:
         """The text of a standalone Python module with one function, `name(arrays)`, that
         returns what a call returns (the value, and the gradients by name), importing only
         the backend's library ("numpy", "jax" or "torch"), never indexcalc. A plan is made
         for one shape signature, so the module is for the shapes of `arrays` (or `shapes`
         and `dtype`, default float64; or those of the last call) and refuses others.
-        See indexcalc.export."""
+        Its docstring names `program` (default: the text compiled). See indexcalc.export."""
         from .export import module_source
 
-        return module_source(self, backend, arrays, shapes=shapes, dtype=dtype, name=name)
+        return module_source(self, backend, arrays, shapes=shapes, dtype=dtype, name=name, program=program)
 
     @property
     def plan_count(self) -> int:

@@ -401,17 +401,20 @@ def _assemble(compiled, backend, writer: _Module, lowering, outputs: str, shapes
     from .plan import body_lines
 
     program = program if program is not None else compiled.text
+    shown = program.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')  # a docstring holds any program
     grads = ", ".join(compiled.params)
     width = max((len(k) for k in shapes), default=0)
     shape_lines = "\n".join(f"    {k:<{width}}  {shapes[k]}  {dtypes[k]}" for k in shapes)
     sizing = "".join(f"\n    ({k}: {v}, sizes a derivative line)" for k, v in known.items())
     library = {"numpy": "numpy", "jax": "jax and jax.numpy", "torch": "torch"}[backend.name]
+    if backend.name == "jax" and "float64" in dtypes.values():
+        sizing += "\nfloat64 on JAX needs its x64 mode: jax.config.update(\"jax_enable_x64\", True) before any array is made."
     constants = ("\nConstants: the masks and dense shift arrays are rebuilt from these shapes when the module\n"
                  "is imported (a comparison of aranges, as indexcalc makes them)." if writer.made else "")
     returns = f"(loss, {{{', '.join(repr(p) + ': ...' for p in compiled.params)}}})" if compiled.params else "(value, {})"
     head = f'''"""{"Loss and gradients by " + grads if grads else "The value"} of a program, exported by indexcalc.
 
-    {textwrap.indent(program.strip(), "    ").lstrip()}
+    {textwrap.indent(shown, "    ").lstrip()}
 
 indexcalc {__version__}{_commit()}; backend: {backend.name} (this module imports {library} and the
 Python standard library only, never indexcalc).
@@ -423,7 +426,6 @@ It is specialised to these shapes and float types (indexcalc makes a plan per sh
 signature); other shapes are refused with a ValueError: export again for them.
 {shape_lines}{sizing}{constants}
 """'''
-    head = head.replace("\\", "\\\\")
     imports = "\n".join(["from __future__ import annotations", ""] + sorted(writer.imports, key=_import_order))
     parts = [head, imports]
     functions_ = [text for text in writer.functions.values() if text]

@@ -17,13 +17,16 @@ import importlib.util
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import indexcalc as ic
 from indexcalc import cli
 from indexcalc.export import ExportError
+from strategies import route_cases
 
 RNG = np.random.default_rng(4)
 
@@ -251,3 +254,33 @@ def test_the_cli_writes_to_stdout_and_refuses_bad_input_in_one_line(capsys, tmp_
         cli.main(["export", "examples/xor.ic", "--backend", "cupy"])
     assert info.value.code == 2
     assert "invalid choice: 'cupy'" in capsys.readouterr().err
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(case=route_cases())
+def test_generated_programs_export_with_the_compiled_numbers(case):
+    """The cross-route property's programs (softmax, attention, layer norm, δ-only
+    Jacobians, derivative lines, names like v9): the exported NumPy module, run here, gives
+    the compiled plan's numbers exactly, for the gradient and for a Hessian program."""
+    arrays = {k: np.asarray(v) if np.asarray(v).dtype.kind == "f" else np.asarray(v, dtype=np.float64)
+              for k, v in case.arrays().items()}
+    routes = []
+    if case.wrt and case.scalar:
+        routes.append((case.text, [case.wrt.split("_")[0]]))
+    if case.wrt and case.wrt2:
+        try:
+            routes.append((ic.diff(ic.diff(case.text, case.wrt), case.wrt2), []))
+        except ic.IndexCalcError:
+            pass  # refused on every route alike (tests/test_routes.py checks that)
+    for source, wrt in routes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = ic.compile(source, wrt=wrt)
+            try:
+                value, grads = f(arrays)
+            except ic.IndexCalcError:
+                continue
+            got, got_grads = load_module(f.source("numpy", arrays))["loss_and_grads"](arrays)
+        np.testing.assert_array_equal(got, value, err_msg=f"{case}\nvalue")
+        for k in wrt:
+            np.testing.assert_array_equal(got_grads[k], grads[k], err_msg=f"{case}\ngradient by {k}")
