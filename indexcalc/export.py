@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import keyword
 import os
 import re
 import subprocess
@@ -62,7 +63,7 @@ def module_source(compiled, backend: str = "numpy", arrays: Mapping[str, Any] | 
 
     if backend not in EXPORTABLE:
         raise ExportError(f"cannot export for the backend {backend!r}: choose one of {', '.join(EXPORTABLE)}")
-    if not name.isidentifier():
+    if not name.isidentifier() or keyword.iskeyword(name):
         raise ExportError(f"the function's name must be a Python name, got {name!r}")
     chosen = get_backend(backend)  # its library is needed: the shims are written from its own names
     shapes, types_, known = _signature(compiled, chosen, arrays, shapes, dtype)
@@ -103,7 +104,10 @@ def _signature(compiled, backend, arrays, shapes, dtype):
         if missing:
             raise MissingArrayError(f"no shape given for {missing[0]!r} (the program reads {', '.join(compiled.inputs)})")
         found = {k: tuple(int(n) for n in shapes[k]) for k in compiled.inputs}
-        types_ = [np.dtype(dtype or "float64")] * len(found)
+        try:
+            types_ = [np.dtype(dtype or "float64")] * len(found)
+        except TypeError:
+            raise ExportError(f"the float type must be float32 or float64, got {dtype!r}") from None
         known = {k: tuple(shapes[k]) for k in compiled.sizing if k in shapes}
     elif compiled._last is not None:
         last = compiled._last
