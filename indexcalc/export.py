@@ -140,6 +140,7 @@ class _Module:
         self.tables: dict[str, str] = {}
         self.names: dict[str, str] = {}  # the plan's names for routines, and xp's overrides
         self.made: list[str] = []  # the constants, rebuilt
+        self.literals: list[str] = []  # those written out as literal arrays instead
 
     # --- what the steps call
     def plan_names(self, steps) -> None:
@@ -268,6 +269,7 @@ class _Module:
             check = _rebuilt(key, lowering.dtype, None) if key is not None else None
             if text is None or not np.array_equal(eval(check, {"np": np}), array):  # noqa: S307 - our own text
                 text = f"{self.ns}.asarray({array.tolist()!r}, dtype={self.ns}.{array.dtype.name})"
+                self.literals.append(name)
             self.made.append(f"{name} = {text}")
 
 
@@ -414,7 +416,10 @@ def _assemble(compiled, backend, writer: _Module, lowering, outputs: str, shapes
     if backend.name == "jax" and "float64" in dtypes.values():
         sizing += "\nfloat64 on JAX needs its x64 mode: jax.config.update(\"jax_enable_x64\", True) before any array is made."
     constants = ("\nConstants: the masks and dense shift arrays are rebuilt from these shapes when the module\n"
-                 "is imported (a comparison of aranges, as indexcalc makes them)." if writer.made else "")
+                 "is imported (a comparison of aranges, as indexcalc makes them)" if writer.made else "")
+    if writer.literals:
+        constants += f"; {', '.join(writer.literals)} written out as literal arrays"
+    constants += "." if writer.made else ""
     returns = f"(loss, {{{', '.join(repr(p) + ': ...' for p in compiled.params)}}})" if compiled.params else "(value, {})"
     head = f'''"""{"Loss and gradients by " + grads if grads else "The value"} of a program, exported by indexcalc.
 

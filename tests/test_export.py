@@ -284,3 +284,17 @@ def test_generated_programs_export_with_the_compiled_numbers(case):
         np.testing.assert_array_equal(got, value, err_msg=f"{case}\nvalue")
         for k in wrt:
             np.testing.assert_array_equal(got_grads[k], grads[k], err_msg=f"{case}\ngradient by {k}")
+
+
+def test_a_constant_that_cannot_be_rebuilt_is_written_out(monkeypatch):
+    """The fallback: a mask whose making is not known is a literal array, and says so."""
+    import indexcalc.export as export
+
+    monkeypatch.setattr(export, "_rebuilt", lambda key, dtype, code: None)
+    text, wrt, arrays = PROGRAMS["masks"]
+    f = ic.compile(text, wrt=wrt)
+    source = f.source("numpy", arrays)
+    assert "_mask1 = np.asarray([[" in source and "written out as literal arrays" in source
+    value, grads = load_module(source)["loss_and_grads"](arrays)
+    expected, expected_grads = f(arrays)
+    assert value == expected and np.array_equal(grads["A"], expected_grads["A"])
