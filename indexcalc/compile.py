@@ -55,6 +55,7 @@ def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None,
         node = as_parsed(source)
         compiled = _compile(node, [wrt] if isinstance(wrt, str) else list(wrt), of, wrt_names(source, node))
         compiled.backend = backend
+        compiled.text = text if text is not None else str(node)
         return compiled
     except IndexCalcError as err:
         raise err.with_source(text, None) if text else err
@@ -303,6 +304,7 @@ class Compiled:
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
         self.backend: str | None = None  # None: the arrays' own library, call by call
+        self.text = "\n".join(str(eq) for eq in forward)  # the program it came from (compile sets the text given)
 
     def __call__(self, arrays: Mapping[str, Any]):
         try:
@@ -358,6 +360,19 @@ class Compiled:
                 grads[name] = backend.zeros(tuple(inputs[name].shape) if name in inputs else (), dtype, like)
         return value, grads
 
+    def source(self, backend: str = "numpy", arrays: Mapping[str, Any] | None = None, *,
+               shapes: Mapping[str, tuple[int, ...]] | None = None, dtype: str | None = None,
+               name: str = "loss_and_grads", program: str | None = None) -> str:
+        """The text of a standalone Python module with one function, `name(arrays)`, that
+        returns what a call returns (the value, and the gradients by name), importing only
+        the backend's library ("numpy", "jax" or "torch"), never indexcalc. A plan is made
+        for one shape signature, so the module is for the shapes of `arrays` (or `shapes`
+        and `dtype`, default float64; or those of the last call) and refuses others.
+        Its docstring names `program` (default: the text compiled). See indexcalc.export."""
+        from .export import module_source
+
+        return module_source(self, backend, arrays, shapes=shapes, dtype=dtype, name=name, program=program)
+
     @property
     def plan_count(self) -> int:
         """How many shape signatures have been planned."""
@@ -391,19 +406,27 @@ def _shape(key: str, value) -> tuple[int, ...]:
     return tuple(shape) if shape is not None and type(value).__module__.partition(".")[0] != "numpy" else numeric_array(key, value).shape
 
 
+def lower(compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, known: dict,
+          dialect=None) -> tuple[Lowering, str, dict[str, str]]:
+    """The steps for one shape signature, the variable holding the value, and those holding
+    the gradients (a parameter the lines no longer read has none)."""
+    lowering = Lowering(shapes, compiled.scales, types, known, dialect)
+    for eq in compiled.forward:
+        lowering.equation(eq)
+    for eq in compiled.backward:
+        lowering.equation(eq, like=_unbar(eq.lhs.name))
+    value = lowering.env[compiled.forward[-1].lhs.key]
+    grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}
+    return lowering, value, grads
+
+
 class _Plan:
     """One shape signature's steps, as a compiled Python function."""
 
     def __init__(self, compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, known: dict,
                  backend=None, like=None):
-        dialect = backend.dialect if backend is not None else None
-        lowering = Lowering(shapes, compiled.scales, types, known, dialect)
-        for eq in compiled.forward:
-            lowering.equation(eq)
-        for eq in compiled.backward:
-            lowering.equation(eq, like=_unbar(eq.lhs.name))
-        value = lowering.env[compiled.forward[-1].lhs.key]
-        grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}
+        lowering, value, grads = lower(compiled, shapes, types, known, backend.dialect if backend is not None else None)
         outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
         self.lowering = lowering
+        self.shapes, self.types, self.known = shapes, types, known
         self.source, self.run = emit(lowering, outputs, backend, like)

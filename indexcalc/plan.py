@@ -29,6 +29,7 @@ the forward `tanh(u)` where the function table says how.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import operator
 import re
@@ -903,7 +904,7 @@ def _scatter_layout(shape: tuple[int, ...], groups):
     if tiles:  # e = K·i + k, k < K, covering 0..size-1 once: each value has a place of its own
         return order, (), tuple(out), None, None
     adds = []
-    for rest in np.ndindex(*[m for _, n in loops for m in n]):
+    for rest in itertools.product(*(range(m) for _, n in loops for m in n)):
         into, take, r = [], [], 0
         for (start, step, n), (steps, _) in zip(firsts, loops):
             picked = rest[r : r + len(steps)]
@@ -957,24 +958,31 @@ def _variables(code: str) -> list[str]:
     return [name for name in _TOKENS.findall(code) if name]
 
 
-def emit(lowering: Lowering, outputs: str, backend=None, like=None) -> tuple[str, object]:
-    """Python source of the plan, and the function it defines. Each variable is deleted
-    after its last use, so memory holds what is still needed, as hand-written code does.
-    On NumPy the function runs with floating-point warnings off, as evaluate's powers and
-    functions do: inf and nan are answers here, not accidents. On another backend it runs
-    in that backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
+def body_lines(steps: Sequence[Step], outputs: str, comments: bool = False, indent: str = "    ") -> list[str]:
+    """The plan's lines: each step, and each variable deleted after its last use, so that
+    memory holds what is still needed, as hand-written code does. With `comments`, each
+    step says what it computes (`str(step)`: routine, einsum spec, shape), as an exported
+    module shows it."""
     last_use: dict[str, int] = {}
-    for k, step in enumerate(lowering.steps):
+    for k, step in enumerate(steps):
         for name in _variables(step.code):
             last_use[name] = k
     kept = set(_variables(outputs))
     lines = []
-    for k, step in enumerate(lowering.steps):
-        lines.append(f"    {step.out} = {step.code}")
+    for k, step in enumerate(steps):
+        lines.append(indent + (str(step) if comments else f"{step.out} = {step.code}"))
         dead = sorted(n for n, last in last_use.items() if last == k and n not in kept)
         if dead:
-            lines.append(f"    del {', '.join(dead)}")
-    body = "\n".join(lines)
+            lines.append(f"{indent}del {', '.join(dead)}")
+    return lines
+
+
+def emit(lowering: Lowering, outputs: str, backend=None, like=None) -> tuple[str, object]:
+    """Python source of the plan, and the function it defines (`body_lines`).
+    On NumPy the function runs with floating-point warnings off, as evaluate's powers and
+    functions do: inf and nan are answers here, not accidents. On another backend it runs
+    in that backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
+    body = "\n".join(body_lines(lowering.steps, outputs))
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
     if backend is not None and backend.name != "numpy":
         namespace = backend.namespace(lowering.constants, like)

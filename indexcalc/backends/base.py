@@ -45,33 +45,47 @@ class NumpyBackend(Backend):
         self.dialect = NUMPY_CODE
 
 
+# the routines a plan calls by name, each taking the namespace xp first (bound to it per backend)
+ROUTINES = {
+    "_reduce": routines.reduce, "_reduce_few": routines.reduce_few, "_compare": routines.compare,
+    "_embed": routines.embed, "_scatter": routines.scatter, "_matrix": routines.matrix, "_solve": routines.solve,
+}
+
+
+def namespace_of(module: Any, overrides: Mapping[str, Any]) -> SimpleNamespace:
+    """`xp`: the library's names, NumPy's meanings where the library differs (`overrides`).
+    Module-level, so that an exported plan (indexcalc.export) writes it out as it is."""
+    names = {k: getattr(module, k) for k in dir(module) if not k.startswith("__")}
+    return SimpleNamespace(**{**names, **overrides})
+
+
 class ArrayBackend(Backend):
     """A library whose arrays the plan reaches through `xp`: the namespace (a module with
-    NumPy's names where the library has them, `overrides` where it differs)."""
+    NumPy's names where the library has them, `overrides` where it differs, and `bound`:
+    routines taking xp first, such as a sliding window built from the library's own calls).
+    `module` and `imports` say how an exported module reaches the library."""
 
-    def __init__(self, name: str, module: Any, overrides: Mapping[str, Any]):
+    imports: tuple[str, ...] = ()  # an exported module's import lines for the library
+    library = ""  # the name the library goes by there (jnp, torch)
+
+    def __init__(self, name: str, module: Any, overrides: Mapping[str, Any], bound: Mapping[str, Any] | None = None):
         from ..plan import ARRAY_CODE
 
         self.name = name
         self.dialect = ARRAY_CODE
-        names = {k: getattr(module, k) for k in dir(module) if not k.startswith("__")}
-        self.xp = SimpleNamespace(**{**names, **overrides})
+        self.module = module
+        self.overrides = dict(overrides)
+        self.bound = dict(bound or {})
+        self.xp = namespace_of(module, self.overrides)
+        for key, routine in self.bound.items():
+            setattr(self.xp, key, functools.partial(routine, self.xp))
 
     def constant(self, array: np.ndarray, like: Any) -> Any:
         return self.asarray(array, array.dtype, like)
 
     def namespace(self, constants: Mapping[str, np.ndarray], like: Any) -> dict[str, Any]:
         xp = self.xp
-        space = {
-            "xp": xp,
-            "_reduce": functools.partial(routines.reduce, xp),
-            "_reduce_few": functools.partial(routines.reduce_few, xp),
-            "_compare": functools.partial(routines.compare, xp),
-            "_embed": functools.partial(routines.embed, xp),
-            "_scatter": functools.partial(routines.scatter, xp),
-            "_matrix": functools.partial(routines.matrix, xp),
-            "_solve": functools.partial(routines.solve, xp),
-        }
+        space = {"xp": xp, **{name: functools.partial(routine, xp) for name, routine in ROUTINES.items()}}
         for f in functions.FUNCTIONS:
             space["_fn_" + f.name.replace("'", "_prime")] = f.on(xp)
         space.update((name, self.constant(array, like)) for name, array in constants.items())

@@ -3,25 +3,33 @@ once per shape signature. float64 needs JAX's x64 mode, which is JAX's own switc
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from . import routines
 from .base import ArrayBackend
 
 
+def materialize(x):
+    """A copy where NumPy's plan needs one: JAX's arrays are values, never written in place."""
+    return x
+
+
+def index_add(out, index, values):
+    """out[index] += values, as JAX spells it: a new array."""
+    return out.at[index].add(values)
+
+
 class JaxBackend(ArrayBackend):
+    imports = ("import jax", "import jax.numpy as jnp")
+    library = "jnp"
+
     def __init__(self):
         import jax
         import jax.numpy as jnp
 
         self.jax = jax
-        super().__init__("jax", jnp, {
-            "materialize": lambda x: x,
-            "index_add": lambda out, index, values: out.at[index].add(values),
-        })
-        self.xp.windows = functools.partial(routines.window_by_take, self.xp)
+        super().__init__("jax", jnp, {"materialize": materialize, "index_add": index_add},
+                         bound={"windows": routines.window_by_take})
 
     def wrap(self, plan):
         return self.jax.jit(plan)

@@ -8,13 +8,12 @@ a backend's namespace when its plan is made.
 
 from __future__ import annotations
 
+import itertools
 import math
-
-import numpy as np
-import opt_einsum
 
 from .. import matrices
 from ..matrices import SingularMatrixError
+from ..plan import _scatter_layout
 
 
 def reduce(xp, op: str, values, axes: tuple[int, ...]):
@@ -39,7 +38,7 @@ def reduce_few(xp, op: str, values, axes: tuple[int, ...]):
     """A max, min or sum over a few values, each a large array: one elementwise call per value."""
     combine = {"max": xp.maximum, "min": xp.minimum, "sum": xp.add}[op]
     values = xp.moveaxis(values, axes, tuple(range(-len(axes), 0)))
-    at = list(np.ndindex(*values.shape[-len(axes):]))
+    at = list(itertools.product(*(range(n) for n in values.shape[-len(axes):])))
     out = values[(...,) + at[0]]
     for index in at[1:]:
         out = combine(out, values[(...,) + index])
@@ -61,15 +60,13 @@ def embed(xp, values, shape: tuple[int, ...], spec: str):
     an einsum with the identity, which every backend has."""
     inputs, out = spec.split("->")
     a = inputs[-1]
-    b = opt_einsum.get_symbol(len(out) + 1)
+    b = next(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in inputs)
     eye = xp.eye(shape[-1], dtype=values.dtype)
     return xp.einsum(f"{out},{a}{b}->{out}{b}", values, eye)
 
 
 def scatter(xp, values, groups):
     """As plan._scatter (the transposed convolution's col2im), with `xp.index_add`."""
-    from ..plan import _scatter_layout
-
     order, flips, shape, adds, crop = _scatter_layout(tuple(values.shape), groups)
     values = xp.moveaxis(values, order, tuple(range(-len(order), 0)))
     if adds is None:
@@ -117,8 +114,8 @@ def window_by_take(xp, x, lengths: tuple[int, ...], axes: tuple[int, ...]):
     by gathering positions (the window axes come last, in order)."""
     for length, axis in zip(lengths, axes):
         n = x.shape[axis] - length + 1
-        positions = np.arange(n)[:, None] + np.arange(length)[None, :]
-        taken = xp.take(x, xp.asarray(positions.reshape(-1)), axis=axis)
+        positions = xp.arange(n)[:, None] + xp.arange(length)[None, :]
+        taken = xp.take(x, xp.reshape(positions, (-1,)), axis=axis)
         shape = tuple(x.shape[:axis]) + (n, length) + tuple(x.shape[axis + 1:])
         x = xp.moveaxis(xp.reshape(taken, shape), axis + 1, -1)
     return x

@@ -1,83 +1,153 @@
 """PyTorch: tensors stay on their device, and the plan runs under `torch.no_grad()`,
-since the gradient is already derived and an autograd graph would only cost."""
+since the gradient is already derived and an autograd graph would only cost.
+
+`xp` is torch with NumPy's names and meanings where torch differs: the module-level
+functions here (so that an exported plan, indexcalc.export, writes them out as they are).
+New arrays are made on the inputs' device (`device`, bound per device)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from .base import ArrayBackend
+from .base import ArrayBackend, namespace_of
 
 
-def _namespace(torch, device):
-    """NumPy's names and meanings on torch's routines, new arrays made on `device`."""
-    import torch.nn.functional as F
+def _bounded(a, b, pick, clamp):
+    """np.maximum/np.minimum: a number on either side is a clamp."""
+    if isinstance(b, (int, float)):
+        return clamp(a, b)
+    if isinstance(a, (int, float)):
+        return clamp(b, a)
+    return pick(a, b)
 
-    def bound(a, b, pick, clamp):
-        if isinstance(b, (int, float)):
-            return clamp(a, b)
-        if isinstance(a, (int, float)):
-            return clamp(b, a)
-        return pick(a, b)
 
-    def scalar_first(f):
-        return lambda a, b: f(torch.as_tensor(a, dtype=b.dtype, device=b.device) if isinstance(a, (int, float)) else a, b)
+def maximum(a, b):
+    return _bounded(a, b, torch.maximum, torch.clamp_min)
 
-    def reduction(f):
-        return lambda x, axis=None, keepdims=False: x if axis == () else f(x, dim=axis, keepdim=keepdims)
 
-    def windows(x, lengths, axes):
-        for length, axis in zip(lengths, axes):
-            x = x.unfold(axis, length, 1)
-        return x
+def minimum(a, b):
+    return _bounded(a, b, torch.minimum, torch.clamp_max)
 
-    def index_add(out, index, values):
-        out[index] += values
-        return out
 
-    return {
-        "permute_dims": torch.permute,
-        "sum": reduction(torch.sum), "mean": reduction(torch.mean), "max": reduction(torch.amax),
-        "min": reduction(torch.amin),
-        "materialize": lambda x: x.contiguous(),
-        "astype": lambda x, dtype: x.to(dtype),
-        "full": lambda shape, value, dtype=None: torch.full(shape, value, dtype=dtype, device=device),
-        "zeros": lambda shape, dtype=None: torch.zeros(shape, dtype=dtype, device=device),
-        "eye": lambda n, dtype=None: torch.eye(n, dtype=dtype, device=device),
-        "maximum": lambda a, b: bound(a, b, torch.maximum, torch.clamp_min),
-        "minimum": lambda a, b: bound(a, b, torch.minimum, torch.clamp_max),
-        "logaddexp": scalar_first(torch.logaddexp),
-        "pad": lambda x, pads: F.pad(x, [n for pair in reversed(pads) for n in pair]),
-        "repeat": lambda x, n, axis: torch.repeat_interleave(x, n, dim=axis),
-        "expand_dims": torch.unsqueeze,
-        "flip": lambda x, axis: torch.flip(x, dims=tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)),
-        "squeeze": lambda x, axis: torch.squeeze(x, dim=axis),
-        "windows": windows,
-        "index_add": index_add,
-    }
+def logaddexp(a, b):
+    if isinstance(a, (int, float)):
+        a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+    return torch.logaddexp(a, b)
+
+
+def _reduced(f, x, axis, keepdims):
+    """A reduction over `axis` as NumPy's: over no axis, the array itself."""
+    return x if axis == () else f(x, dim=axis, keepdim=keepdims)
+
+
+def reduce_sum(x, axis=None, keepdims=False):
+    return _reduced(torch.sum, x, axis, keepdims)
+
+
+def reduce_mean(x, axis=None, keepdims=False):
+    return _reduced(torch.mean, x, axis, keepdims)
+
+
+def reduce_max(x, axis=None, keepdims=False):
+    return _reduced(torch.amax, x, axis, keepdims)
+
+
+def reduce_min(x, axis=None, keepdims=False):
+    return _reduced(torch.amin, x, axis, keepdims)
+
+
+def windows(x, lengths, axes):
+    """NumPy's sliding_window_view: torch's unfold, one window axis at a time."""
+    for length, axis in zip(lengths, axes):
+        x = x.unfold(axis, length, 1)
+    return x
+
+
+def index_add(out, index, values):
+    out[index] += values
+    return out
+
+
+def materialize(x):
+    return x.contiguous()
+
+
+def astype(x, dtype):
+    return x.to(dtype)
+
+
+def full(shape, value, dtype=None, device=None):
+    return torch.full(shape, value, dtype=dtype, device=device)
+
+
+def zeros(shape, dtype=None, device=None):
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def eye(n, dtype=None, device=None):
+    return torch.eye(n, dtype=dtype, device=device)
+
+
+def pad(x, pads):
+    return F.pad(x, [n for pair in reversed(pads) for n in pair])
+
+
+def repeat(x, n, axis):
+    return torch.repeat_interleave(x, n, dim=axis)
+
+
+def flip(x, axis):
+    return torch.flip(x, dims=tuple(axis) if isinstance(axis, (tuple, list)) else (axis,))
+
+
+def squeeze(x, axis):
+    return torch.squeeze(x, dim=axis)
+
+
+OVERRIDES = {
+    "permute_dims": torch.permute, "expand_dims": torch.unsqueeze,
+    "sum": reduce_sum, "mean": reduce_mean, "max": reduce_max, "min": reduce_min,
+    "maximum": maximum, "minimum": minimum, "logaddexp": logaddexp, "materialize": materialize, "astype": astype,
+    "full": full, "zeros": zeros, "eye": eye, "pad": pad, "repeat": repeat, "flip": flip, "squeeze": squeeze,
+    "windows": windows, "index_add": index_add,
+}
+ON_DEVICE = ("full", "zeros", "eye")  # the overrides that make new arrays
+
+
+def _overrides(device) -> dict:
+    """The overrides, new arrays made on `device` (None: torch's default device)."""
+    if device is None:
+        return OVERRIDES
+    return {**OVERRIDES, **{k: functools.partial(OVERRIDES[k], device=device) for k in ON_DEVICE}}
 
 
 class TorchBackend(ArrayBackend):
-    def __init__(self):
-        import torch
+    imports = ("import torch",)
+    library = "torch"
 
+    def __init__(self):
         self.torch = torch
-        super().__init__("torch", torch, _namespace(torch, None))
+        super().__init__("torch", torch, OVERRIDES)
         self._by_device = {}
 
     def namespace(self, constants, like):
         device = getattr(like, "device", None)
         if device is not None and device.type != "cpu":
             if device not in self._by_device:
-                self._by_device[device] = ArrayBackend("torch", self.torch, _namespace(self.torch, device)).xp
+                self._by_device[device] = namespace_of(torch, _overrides(device))
             self.xp = self._by_device[device]
         return super().namespace(constants, like)
 
     def wrap(self, plan):
-        return self.torch.no_grad()(plan)
+        return torch.no_grad()(plan)
 
     def asarray(self, value, dtype, like):
-        torch_dtype = getattr(self.torch, np.dtype(dtype).name)
-        return self.torch.as_tensor(value, dtype=torch_dtype, device=getattr(like, "device", None))
+        torch_dtype = getattr(torch, np.dtype(dtype).name)
+        return torch.as_tensor(value, dtype=torch_dtype, device=getattr(like, "device", None))
 
 
 def load() -> TorchBackend:

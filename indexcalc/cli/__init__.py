@@ -1,5 +1,5 @@
 """The `indexcalc` command. Each subcommand is a module of its own here that registers
-its parser (`register(subparsers)`): formula (demo, show, eval, diff), train and check.
+its parser (`register(subparsers)`): formula (demo, show, eval, diff), train, export and check.
 
 argparse (standard library) is enough for five subcommands; a dependency would not earn
 its place here.
@@ -20,7 +20,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import IndexCalcError
-from . import check, formula, train
+from . import check, export, formula, train
 
 EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 70, 130, 141
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"indexcalc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (formula, train, check):
+    for command in (formula, train, export, check):
         command.register(sub)
     return parser
 
