@@ -3,14 +3,16 @@ refinements (momentum, Adam), and the checked factory that builds one from a nam
 settings, as a model file's `optimizer` line gives them.
 
 A step puts new arrays in `params` and never writes into the old ones: the training loop
-relies on this to keep the last good parameters without copying them.
+relies on this to keep the last good parameters without copying them. A step's arithmetic
+is the arrays' own operators and `xp`'s routines (NumPy's, or the backend's the Trainer
+runs on), so the parameters and the state stay on the backend's arrays from step to step.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -21,18 +23,47 @@ class SGD:
     """w ← w − η g: the index-notation note's update rule.
 
     A step puts new arrays in `params` and never writes into the old ones, so the loop
-    keeps the last good parameters by holding on to the old dict, without copying."""
+    keeps the last good parameters by holding on to the old dict, without copying.
+
+    Each optimiser is its `rule`: one parameter's new value and moments from its gradient
+    and old moments (None before the first step), in the arrays' operators and `xp`'s
+    routines, and the host numbers of the step (`scalars`, Adam's bias corrections). A
+    step applies the rule to every parameter in one call, `_update`, which a backend may
+    wrap (`run_on`): under jax.jit a step is one dispatch, not one per operation."""
 
     name = "sgd"
     moments: tuple[str, ...] = ()  # per-parameter state arrays, keyed "<moment>.<parameter>"
+    xp = np  # the routines a rule calls beyond operators: NumPy's, or the backend's (run_on)
 
     def __init__(self, lr: float = 0.1):
         self.lr = lr
         self.state: dict[str, np.ndarray] = {}
+        self._update = self.update
+
+    def run_on(self, xp, wrap: Callable[[Callable], Callable] | None = None) -> None:
+        """Step with `xp`'s routines, the whole update wrapped as the backend runs a plan."""
+        self.xp = xp
+        self._update = wrap(self.update) if wrap is not None else self.update
 
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
-        for name, g in grads.items():
-            params[name] = params[name] - self.lr * g
+        keys = {name: [f"{m}.{name}" for m in self.moments] for name in grads}
+        moments = {name: tuple(self.state.get(k) for k in keys[name]) for name, k in keys.items()}
+        new, moved = self._update({name: params[name] for name in grads}, dict(grads), moments, self.scalars())
+        params.update(new)
+        for name, values in moved.items():
+            self.state.update(zip(keys[name], values))
+
+    def update(self, params: dict, grads: dict, moments: dict, scalars: tuple) -> tuple[dict, dict]:
+        """The rule on every parameter: their new values, and their new moments."""
+        out = {name: self.rule(params[name], g, moments[name], *scalars) for name, g in grads.items()}
+        return {name: w for name, (w, _) in out.items()}, {name: m for name, (_, m) in out.items()}
+
+    def scalars(self) -> tuple:
+        """The step's numbers worked out on the host (none for SGD)."""
+        return ()
+
+    def rule(self, w, g, moments: tuple, *scalars) -> tuple:
+        return w - self.lr * g, ()
 
 
 class Momentum(SGD):
@@ -45,12 +76,10 @@ class Momentum(SGD):
         super().__init__(lr)
         self.beta = beta
 
-    def step(self, params, grads) -> None:
-        for name, g in grads.items():
-            v = self.state.get(f"v.{name}")
-            v = g if v is None else self.beta * v + g
-            self.state[f"v.{name}"] = v
-            params[name] = params[name] - self.lr * v
+    def rule(self, w, g, moments, *scalars):
+        (v,) = moments
+        v = g if v is None else self.beta * v + g
+        return w - self.lr * v, (v,)
 
 
 class Adam(SGD):
@@ -63,16 +92,20 @@ class Adam(SGD):
         super().__init__(lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def step(self, params, grads) -> None:
+    def scalars(self) -> tuple:
+        """The step count, advanced, kept as a NumPy integer (a count, on the host), and
+        the bias corrections it gives, as Python floats."""
         t = int(self.state.get("t", np.zeros(())) + 1)
         self.state["t"] = np.asarray(t)
-        for name, g in grads.items():
-            m = self.beta1 * self.state.get(f"m.{name}", 0.0) + (1 - self.beta1) * g
-            v = self.beta2 * self.state.get(f"v.{name}", 0.0) + (1 - self.beta2) * g * g
-            self.state[f"m.{name}"], self.state[f"v.{name}"] = m, v
-            m_hat = m / (1 - self.beta1**t)
-            v_hat = v / (1 - self.beta2**t)
-            params[name] = params[name] - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        return (1 - self.beta1**t, 1 - self.beta2**t)
+
+    def rule(self, w, g, moments, first, second):
+        m, v = moments
+        m = self.beta1 * (0.0 if m is None else m) + (1 - self.beta1) * g
+        v = self.beta2 * (0.0 if v is None else v) + (1 - self.beta2) * g * g
+        m_hat = m / first
+        v_hat = v / second
+        return w - self.lr * m_hat / (self.xp.sqrt(v_hat) + self.eps), (m, v)
 
 
 # The optimisers by the name a model file gives them.

@@ -1,0 +1,137 @@
+"""Where a training run's arrays live: NumPy (today's), or a backend's (jax, torch, dask,
+cupy) for the whole run.
+
+The loop in `train` asks this module for the few things that depend on the library: the
+data set placed once, a batch taken from it by the host's shuffled order (so every backend
+sees NumPy's batches), whether a step's loss and gradients are finite (one answer, the
+only value a step brings back to the host besides its loss), and the settling of a lazy
+library's arrays between steps. Checkpoints are NumPy's: `to_numpy` on the way out,
+`place` on the way in, so a checkpoint written on one backend resumes on any other.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import numpy as np
+
+from .backends import get_backend
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """Any library's array as a NumPy array: a dask graph computed, a tensor or a CuPy
+    array copied to the host (np.asarray alone refuses a GPU's)."""
+    if isinstance(value, np.ndarray):
+        return value
+    library = type(value).__module__.partition(".")[0]
+    if library == "dask":
+        value = value.compute()
+    elif library == "torch":
+        value = value.detach().cpu().numpy()
+    elif library == "cupy":
+        value = value.get()
+    return np.asarray(value)
+
+
+class NumpyArrays:
+    """Today's run: NumPy arrays as given, NumPy's arithmetic."""
+
+    name = "numpy"
+    xp = np
+    wrap = None  # how the optimiser's update is wrapped: NumPy's runs as it is
+
+    def place(self, value: Any, dtype: np.dtype) -> Any:
+        return value
+
+    def data(self, arrays: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
+        return {k: np.asarray(v) for k, v in arrays.items()}
+
+    def take(self, arrays: Mapping[str, Any], picked: np.ndarray) -> dict[str, Any]:
+        return {k: v[picked] for k, v in arrays.items()}
+
+    def finite(self, loss, grads: Mapping[str, Any]) -> bool:
+        return bool(np.isfinite(loss)) and all(np.all(np.isfinite(g)) for g in grads.values())
+
+    def computed(self, loss, grads):
+        """A step's loss and gradients, computed (NumPy's are, as they are made)."""
+        return loss, grads
+
+    def hold(self, *states: dict) -> None:
+        """The parameters and optimiser state after a step, computed (NumPy's are)."""
+
+
+class BackendArrays(NumpyArrays):
+    """A backend's run: the data set, the parameters and the optimiser's state on the
+    backend's arrays (on the device of `like`, the parameters given, where it has one)."""
+
+    def __init__(self, name: str, like: Any = None):
+        self.backend = get_backend(name)
+        self.name, self.xp, self.like = name, self.backend.xp, like
+        self.wrap = self.backend.wrap  # as the backend runs a plan (jax.jit, torch.no_grad)
+        self._take, self._flag = _routines(name)
+
+    def place(self, value: Any, dtype: np.dtype) -> Any:
+        """`value` as the backend's array of `dtype`."""
+        return self.backend.asarray(value, np.dtype(dtype), self.like)
+
+    def data(self, arrays: Mapping[str, Any], dtype: np.dtype) -> dict[str, Any]:
+        """The whole data set over to the backend once, in the run's float type (the
+        parameters'), labels included: the plan reads every input as floats."""
+        return {k: self.place(v, dtype) for k, v in arrays.items()}
+
+    def take(self, arrays: Mapping[str, Any], picked: np.ndarray) -> dict[str, Any]:
+        """A batch by the host's shuffled positions: the same samples as on NumPy."""
+        if self.name == "torch":
+            picked = self.backend.torch.as_tensor(picked, device=getattr(self.like, "device", None))
+        return self._take(dict(arrays), picked)
+
+    def finite(self, loss, grads: Mapping[str, Any]) -> bool:
+        """Whether the loss and every gradient are finite: one flag made on the backend,
+        one value brought back."""
+        return bool(self._flag(loss, dict(grads)))
+
+    def computed(self, loss, grads):
+        """dask's arrays are lazy: the loss and gradients are persisted (computed once, the
+        chunks kept, as a dask user would), so that the finiteness check and the update do
+        not compute them twice. The other libraries compute as they go."""
+        if self.name != "dask":
+            return loss, grads
+        import dask
+
+        return dask.persist(loss, grads)
+
+    def hold(self, *states: dict) -> None:
+        """dask: the new parameters and optimiser state persisted, in place, so that each
+        step's graph starts from arrays, not from every step before it."""
+        if self.name != "dask":
+            return
+        import dask
+
+        for state, persisted in zip(states, dask.persist(*states)):
+            state.update(persisted)
+
+
+@functools.lru_cache(maxsize=None)
+def _routines(name: str):
+    """A batch's gather and the finiteness flag, wrapped once per backend as it runs a
+    plan: under jax.jit each is one dispatch (and traced once), not one per array."""
+    backend = get_backend(name)
+    xp = backend.xp
+
+    def take(arrays: dict[str, Any], picked) -> dict[str, Any]:
+        return {k: v[picked] for k, v in arrays.items()}
+
+    def flag(loss, grads: dict[str, Any]):
+        ok = xp.all(xp.isfinite(loss))
+        for g in grads.values():
+            ok = ok & xp.all(xp.isfinite(g))
+        return ok
+
+    return backend.wrap(take), backend.wrap(flag)
+
+
+def arrays_for(backend: str, like: Any = None) -> NumpyArrays:
+    """The run's arrays on `backend`; an unknown or missing library is a BackendError
+    naming the extra to install."""
+    return NumpyArrays() if backend == "numpy" else BackendArrays(backend, like)
