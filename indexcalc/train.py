@@ -272,13 +272,14 @@ def _float_type(on, value) -> np.dtype:
 def train_file(model_file, *, epochs: int | None = None, lr: float | None = None, seed: int | None = None,
                batch_size: int | None = None, checkpoint: str | None = None, resume: str | None = None,
                progress: Callable[[int, dict], None] | None = None,
-               prepared: Callable[[object], None] | None = None) -> tuple[Result, dict, dict]:
+               prepared: Callable[[object], None] | None = None, backend: str | None = None
+               ) -> tuple[Result, dict, dict]:
     """Train what a model file declares (settings given here override its own). Errors
     point at the model-file line they concern. `prepared` is called with the data set
     once everything has been checked, just before the first epoch."""
     mf = model_file
     try:
-        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint)
+        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend)
         if prepared:
             prepared(data)
         result = trainer.fit(data.train, mf.epochs if epochs is None else epochs, test=data.test or None,
@@ -289,7 +290,7 @@ def train_file(model_file, *, epochs: int | None = None, lr: float | None = None
 
 
 def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size: int | None = None,
-            checkpoint: str | None = None):
+            checkpoint: str | None = None, backend: str | None = None):
     """The Trainer and the checked data set for a model file, before any training."""
     if mf.dataset is None:
         raise TrainingError(f"{mf.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
@@ -298,8 +299,14 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
     name, settings = mf.optimizer
     chosen = optimiser(name, **(settings if lr is None else {**settings, "lr": lr}))
     seed = mf.seed if seed is None else seed
-    trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
-                      seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint)
+    try:
+        trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
+                          seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint,
+                          backend=mf.backend if backend is None else backend)
+    except TrainingError as err:
+        if backend is not None and err.about == "backend":  # the caller's choice, not the file's line
+            raise TrainingError(err.problem) from None
+        raise
     data = mf.load_data(seed)
     check_data_ranks(mf.model, data)
     return trainer, data
