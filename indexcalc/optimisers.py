@@ -25,45 +25,43 @@ class SGD:
     A step puts new arrays in `params` and never writes into the old ones, so the loop
     keeps the last good parameters by holding on to the old dict, without copying.
 
-    Each optimiser is its `rule`: one parameter's new value and moments from its gradient
-    and old moments (None before the first step), in the arrays' operators and `xp`'s
-    routines, and the host numbers of the step (`scalars`, Adam's bias corrections). A
-    step applies the rule to every parameter in one call, `_update`, which a backend may
-    wrap (`run_on`): under jax.jit a step is one dispatch, not one per operation."""
+    Each optimiser is its `update`: every parameter's new value and new moments from the
+    gradients and the old moments (`state`, absent before the first step), in the arrays'
+    operators and `xp`'s routines, with the step's host numbers (`scalars`, Adam's bias
+    corrections). A backend may wrap it (`run_on`): under jax.jit a step is one dispatch,
+    not one per operation."""
 
     name = "sgd"
     moments: tuple[str, ...] = ()  # per-parameter state arrays, keyed "<moment>.<parameter>"
-    xp = np  # the routines a rule calls beyond operators: NumPy's, or the backend's (run_on)
+    xp = np  # the routines an update calls beyond operators: NumPy's, or the backend's (run_on)
 
     def __init__(self, lr: float = 0.1):
         self.lr = lr
         self.state: dict[str, np.ndarray] = {}
-        self._update = self.update
+        self._update: Callable | None = None
 
     def run_on(self, xp, wrap: Callable[[Callable], Callable] | None = None) -> None:
-        """Step with `xp`'s routines, the whole update wrapped as the backend runs a plan."""
+        """Step with `xp`'s routines, the update wrapped as the backend runs a plan."""
         self.xp = xp
-        self._update = wrap(self.update) if wrap is not None else self.update
+        self._update = wrap(self.update) if wrap is not None else None
 
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
-        keys = {name: [f"{m}.{name}" for m in self.moments] for name in grads}
-        moments = {name: tuple(self.state.get(k) for k in keys[name]) for name, k in keys.items()}
-        new, moved = self._update({name: params[name] for name in grads}, dict(grads), moments, self.scalars())
+        if self._update is None:  # NumPy's: the state as it is
+            new, moved = self.update(params, grads, self.state, self.scalars())
+        else:  # a wrapped update takes arrays only: Adam's count stays on the host
+            scalars = self.scalars()
+            arrays = {k: v for k, v in self.state.items() if k != "t"}
+            new, moved = self._update({k: params[k] for k in grads}, dict(grads), arrays, scalars)
         params.update(new)
-        for name, values in moved.items():
-            self.state.update(zip(keys[name], values))
-
-    def update(self, params: dict, grads: dict, moments: dict, scalars: tuple) -> tuple[dict, dict]:
-        """The rule on every parameter: their new values, and their new moments."""
-        out = {name: self.rule(params[name], g, moments[name], *scalars) for name, g in grads.items()}
-        return {name: w for name, (w, _) in out.items()}, {name: m for name, (_, m) in out.items()}
+        self.state.update(moved)
 
     def scalars(self) -> tuple:
         """The step's numbers worked out on the host (none for SGD)."""
         return ()
 
-    def rule(self, w, g, moments: tuple, *scalars) -> tuple:
-        return w - self.lr * g, ()
+    def update(self, params: Mapping, grads: Mapping, state: Mapping, scalars: tuple) -> tuple[dict, dict]:
+        """The new values of the parameters in `grads`, and the new state arrays."""
+        return {name: params[name] - self.lr * g for name, g in grads.items()}, {}
 
 
 class Momentum(SGD):
@@ -76,10 +74,14 @@ class Momentum(SGD):
         super().__init__(lr)
         self.beta = beta
 
-    def rule(self, w, g, moments, *scalars):
-        (v,) = moments
-        v = g if v is None else self.beta * v + g
-        return w - self.lr * v, (v,)
+    def update(self, params, grads, state, scalars):
+        new, moved = {}, {}
+        for name, g in grads.items():
+            v = state.get(f"v.{name}")
+            v = g if v is None else self.beta * v + g
+            moved[f"v.{name}"] = v
+            new[name] = params[name] - self.lr * v
+        return new, moved
 
 
 class Adam(SGD):
@@ -99,13 +101,17 @@ class Adam(SGD):
         self.state["t"] = np.asarray(t)
         return (1 - self.beta1**t, 1 - self.beta2**t)
 
-    def rule(self, w, g, moments, first, second):
-        m, v = moments
-        m = self.beta1 * (0.0 if m is None else m) + (1 - self.beta1) * g
-        v = self.beta2 * (0.0 if v is None else v) + (1 - self.beta2) * g * g
-        m_hat = m / first
-        v_hat = v / second
-        return w - self.lr * m_hat / (self.xp.sqrt(v_hat) + self.eps), (m, v)
+    def update(self, params, grads, state, scalars):
+        first, second = scalars
+        new, moved = {}, {}
+        for name, g in grads.items():
+            m = self.beta1 * state.get(f"m.{name}", 0.0) + (1 - self.beta1) * g
+            v = self.beta2 * state.get(f"v.{name}", 0.0) + (1 - self.beta2) * g * g
+            moved[f"m.{name}"], moved[f"v.{name}"] = m, v
+            m_hat = m / first
+            v_hat = v / second
+            new[name] = params[name] - self.lr * m_hat / (self.xp.sqrt(v_hat) + self.eps)
+        return new, moved
 
 
 # The optimisers by the name a model file gives them.
