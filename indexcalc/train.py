@@ -171,7 +171,9 @@ class Trainer:
                         self._save_or_fail(params, epoch + 1, history, rng)
                     if progress:
                         progress(epoch + 1, record)
-        except MemoryError:
+        except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
+            if not on.out_of_memory(err):
+                raise
             saved = f"; {self.checkpoint} holds the last finished epoch" if self.checkpoint and history else ""
             raise TrainingError(f"out of memory in epoch {len(history) + start + 1} (try a smaller batch size)"
                                 f"{saved}") from None

@@ -53,6 +53,9 @@ class NumpyArrays:
     def finite(self, loss, grads: Mapping[str, Any]) -> bool:
         return bool(np.isfinite(loss)) and all(np.all(np.isfinite(g)) for g in grads.values())
 
+    def out_of_memory(self, err: Exception) -> bool:
+        return isinstance(err, MemoryError)
+
     def computed(self, loss, grads):
         """A step's loss and gradients, computed (NumPy's are, as they are made)."""
         return loss, grads
@@ -90,6 +93,14 @@ class BackendArrays(NumpyArrays):
         """Whether the loss and every gradient are finite: one flag made on the backend,
         one value brought back."""
         return bool(self._flag(loss, dict(grads)))
+
+    def out_of_memory(self, err: Exception) -> bool:
+        """MemoryError, or a library's own: torch's OutOfMemoryError and its CPU
+        allocator's RuntimeError, XLA's RESOURCE_EXHAUSTED, CuPy's OutOfMemoryError."""
+        text = str(err)
+        return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
+            isinstance(err, RuntimeError) and any(
+                s in text for s in ("out of memory", "can't allocate memory", "RESOURCE_EXHAUSTED")))
 
     def computed(self, loss, grads):
         """dask's arrays are lazy: the loss and gradients are persisted (computed once, the

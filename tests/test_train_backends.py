@@ -218,3 +218,25 @@ def test_numpy_parameters_of_another_library_are_refused_by_name():
     params = {k: torch.as_tensor(v) for k, v in MF.model.init_params(0).items()}
     with pytest.raises(TrainingError, match="backend='torch'"):
         Trainer(MF.model, Adam()).fit(DATA.train, 1, params=params)
+
+
+@pytest.mark.parametrize("backend", installed("torch"))
+def test_a_backends_own_out_of_memory_error_is_the_out_of_memory_message(backend, tmp_path, monkeypatch):
+    """A GPU's allocator says so with its own exception (torch's OutOfMemoryError, XLA's
+    RESOURCE_EXHAUSTED): the same message as NumPy's MemoryError, the checkpoint kept."""
+    real, calls = MF.model.loss_and_grads, []
+
+    def exhausted(params, batch):
+        calls.append(1)
+        if len(calls) > 8:  # in the second epoch (preflight, then a step and the scores per epoch)
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(params, batch)
+
+    monkeypatch.setattr(MF.model, "loss_and_grads", exhausted)
+    path = tmp_path / "state.npz"
+    with pytest.raises(TrainingError, match=r"out of memory in epoch \d.*holds the last finished epoch"):
+        Trainer(MF.model, Adam(lr=0.1), seed=1, checkpoint=str(path), backend=backend).fit(DATA.train, 5)
+    assert path.exists()
+    monkeypatch.setattr(MF.model, "loss_and_grads", lambda params, batch: (_ for _ in ()).throw(RuntimeError("bad")))
+    with pytest.raises(RuntimeError, match="bad"):  # any other error is not called a lack of memory
+        Trainer(MF.model, Adam(lr=0.1), seed=1, backend=backend).fit(DATA.train, 1)
