@@ -196,7 +196,7 @@ class Trainer:
             raise TrainingError(f"the parameters are {backend_name_of(params.values())} arrays but the trainer "
                                 f"runs on NumPy: give Trainer(..., backend={backend_name_of(params.values())!r})",
                                 about="backend")
-        self.optimizer.run_on(on.xp, on.wrap)
+        self.optimizer.run_on(on.update_xp or on.xp, on.wrap)
         dtype = np.dtype("float64")
         if on.name != "numpy":
             params = {k: on.place(v, _float_type(on, v)) for k, v in params.items()}

@@ -12,7 +12,7 @@ library's arrays between steps. Checkpoints are NumPy's: `to_numpy` on the way o
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class NumpyArrays:
     name = "numpy"
     xp = np
     wrap = None  # how the optimiser's update is wrapped: NumPy's runs as it is
+    update_xp = None  # the namespace the update runs with, where it is not `xp`
 
     def place(self, value: Any, dtype: np.dtype) -> Any:
         return value
@@ -51,7 +52,7 @@ class NumpyArrays:
         return {k: v[picked] for k, v in arrays.items()}
 
     def finite(self, loss, grads: Mapping[str, Any]) -> bool:
-        return bool(np.isfinite(loss)) and all(np.all(np.isfinite(g)) for g in grads.values())
+        return _finite(loss, grads)
 
     def out_of_memory(self, err: Exception) -> bool:
         return isinstance(err, MemoryError)
@@ -71,8 +72,11 @@ class BackendArrays(NumpyArrays):
     def __init__(self, name: str, like: Any = None):
         self.backend = get_backend(name)
         self.name, self.xp, self.like = name, self.backend.xp, like
-        self.wrap = self.backend.wrap  # as the backend runs a plan (jax.jit, torch.no_grad)
         self._take, self._flag = _routines(name)
+
+    def wrap(self, update: Callable) -> Callable:
+        """The optimiser's update, as the backend runs a plan (jax.jit, torch.no_grad)."""
+        return self.backend.wrap(update)
 
     def place(self, value: Any, dtype: np.dtype) -> Any:
         """`value` as the backend's array of `dtype`."""
@@ -102,25 +106,56 @@ class BackendArrays(NumpyArrays):
             isinstance(err, RuntimeError) and any(
                 s in text for s in ("out of memory", "can't allocate memory", "RESOURCE_EXHAUSTED")))
 
-    def computed(self, loss, grads):
-        """dask's arrays are lazy: the loss and gradients are persisted (computed once, the
-        chunks kept, as a dask user would), so that the finiteness check and the update do
-        not compute them twice. The other libraries compute as they go."""
-        if self.name != "dask":
-            return loss, grads
-        import dask
 
-        return dask.persist(loss, grads)
+
+class DaskArrays(BackendArrays):
+    """dask's arrays are lazy, and each operation on one costs a graph node (a millisecond
+    or more), whatever the arrays' size. So the data and the plan stay dask's (a batch may
+    be chunked over many machines), but what concerns the parameters — small arrays — is a
+    task each: the finiteness flag, and the optimiser's update, run by NumPy on the
+    chunks, wherever the scheduler keeps them. Each step's results are persisted (as a
+    dask user would), so that no step's graph holds the steps before it."""
+
+    update_xp = np  # the update runs on the parameters' chunks, NumPy arrays
+
+    def __init__(self, name: str, like: Any = None):
+        super().__init__(name, like)
+        import dask
+        import dask.array as da
+
+        self.dask, self.da = dask, da
+
+    def finite(self, loss, grads: Mapping[str, Any]) -> bool:
+        return bool(self.dask.delayed(_finite)(loss, dict(grads)).compute())
+
+    def wrap(self, update: Callable) -> Callable:
+        """The optimiser's update as one task: new parameters and moments shaped as the
+        parameters (a moment's key names its parameter after the dot)."""
+        def run(params: dict, grads: dict, state: dict, scalars: tuple) -> tuple[dict, dict]:
+            new, moved = self.dask.delayed(update, nout=2, pure=False)(params, grads, state, scalars)
+            moments = getattr(update, "__self__", None).moments
+
+            def array(part, key, name):
+                return self.da.from_delayed(part[key], params[name].shape, dtype=params[name].dtype)
+
+            return ({name: array(new, name, name) for name in grads},
+                    {f"{m}.{name}": array(moved, f"{m}.{name}", name) for m in moments for name in grads})
+
+        return run
+
+    def computed(self, loss, grads):
+        """The loss and gradients persisted: computed once, for the check and the update."""
+        return self.dask.persist(loss, grads)
 
     def hold(self, *states: dict) -> None:
-        """dask: the new parameters and optimiser state persisted, in place, so that each
-        step's graph starts from arrays, not from every step before it."""
-        if self.name != "dask":
-            return
-        import dask
-
-        for state, persisted in zip(states, dask.persist(*states)):
+        """The new parameters and optimiser state persisted, in place."""
+        for state, persisted in zip(states, self.dask.persist(*states)):
             state.update(persisted)
+
+
+def _finite(loss, grads: Mapping[str, Any]) -> bool:
+    """NumPy's check: the loss and every gradient finite."""
+    return bool(np.isfinite(loss)) and all(np.all(np.isfinite(g)) for g in grads.values())
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,4 +180,6 @@ def _routines(name: str):
 def arrays_for(backend: str, like: Any = None) -> NumpyArrays:
     """The run's arrays on `backend`; an unknown or missing library is a BackendError
     naming the extra to install."""
-    return NumpyArrays() if backend == "numpy" else BackendArrays(backend, like)
+    if backend == "numpy":
+        return NumpyArrays()
+    return (DaskArrays if backend == "dask" else BackendArrays)(backend, like)
