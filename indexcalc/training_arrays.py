@@ -4,8 +4,9 @@ cupy) for the whole run.
 The loop in `train` asks this module for the few things that depend on the library: the
 data set placed once, a batch taken from it by the host's shuffled order (so every backend
 sees NumPy's batches), whether a step's loss and gradients are finite (one answer, the
-only value a step brings back to the host besides its loss), and the settling of a lazy
-library's arrays between steps. Checkpoints are NumPy's: `to_numpy` on the way out,
+only value a step brings back to the host besides its loss), how the optimiser's update
+is run (under jax.jit; on dask as one task), and the settling of a lazy library's arrays
+between steps. Checkpoints are NumPy's: `to_numpy` on the way out,
 `place` on the way in, so a checkpoint written on one backend resumes on any other.
 """
 
@@ -107,7 +108,6 @@ class BackendArrays(NumpyArrays):
                 s in text for s in ("out of memory", "can't allocate memory", "RESOURCE_EXHAUSTED")))
 
 
-
 class DaskArrays(BackendArrays):
     """dask's arrays are lazy, and each operation on one costs a graph node (a millisecond
     or more), whatever the arrays' size. So the data and the plan stay dask's (a batch may
@@ -129,11 +129,12 @@ class DaskArrays(BackendArrays):
         return bool(self.dask.delayed(_finite)(loss, dict(grads)).compute())
 
     def wrap(self, update: Callable) -> Callable:
-        """The optimiser's update as one task: new parameters and moments shaped as the
-        parameters (a moment's key names its parameter after the dot)."""
+        """The optimiser's update (its bound `update`) as one task: new parameters, and
+        moments shaped as their parameters, as dask arrays of that task's results."""
+        moments = update.__self__.moments
+
         def run(params: dict, grads: dict, state: dict, scalars: tuple) -> tuple[dict, dict]:
             new, moved = self.dask.delayed(update, nout=2, pure=False)(params, grads, state, scalars)
-            moments = getattr(update, "__self__", None).moments
 
             def array(part, key, name):
                 return self.da.from_delayed(part[key], params[name].shape, dtype=params[name].dtype)
