@@ -128,7 +128,7 @@ def test_a_checkpoint_written_on_one_backend_resumes_on_another(first, then, tmp
 # ---------------------------------------------------------------- a non-finite loss
 
 
-@pytest.mark.parametrize("backend", installed("torch", "jax"))
+@pytest.mark.parametrize("backend", installed("torch", "dask"))  # jax's flag is the same code, jitted
 def test_a_non_finite_loss_on_a_backend_keeps_the_last_good_parameters(backend):
     model = Model("z = w_j x_j\nL = exp((z - y)(z - y))", params={"w": 2}, init={"w": "zeros"}, data=["x", "y"])
     data = {"x": np.array([[1.0, 2.0], [-1.0, 0.5], [0.3, 0.3]]), "y": np.array([1.0, -2.0, 0.5])}
