@@ -196,7 +196,8 @@ class Trainer:
             raise TrainingError(f"the parameters are {backend_name_of(params.values())} arrays but the trainer "
                                 f"runs on NumPy: give Trainer(..., backend={backend_name_of(params.values())!r})",
                                 about="backend")
-        self.optimizer.run_on(on.update_xp or on.xp, on.wrap)
+        if hasattr(self.optimizer, "run_on"):  # an optimiser of one's own may do its own arithmetic
+            self.optimizer.run_on(on.update_xp or on.xp, on.wrap)
         dtype = np.dtype("float64")
         if on.name != "numpy":
             params = {k: on.place(v, _float_type(on, v)) for k, v in params.items()}
