@@ -6,7 +6,9 @@ run killed mid-write leaves behind.
 
 A checkpoint is an `.npz`: `param.<name>` per parameter, `opt.<key>` per optimiser
 state array, and `meta`, a JSON string with the format, epoch, history, the shuffling
-generator's state, the optimiser's name and the equations.
+generator's state, the optimiser's name and the equations. Its arrays are NumPy's whatever
+library the run was on (converted as written; the Trainer puts them on its backend as it
+resumes), so that a checkpoint written on one backend resumes on any other.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from .datasets import DataError, read_npz
 from .model import Model
 from .optimisers import SGD, Adam
+from .training_arrays import to_numpy
 from .training_errors import TrainingError, is_whole
 
 CHECKPOINT_FORMAT = "indexcalc checkpoint 1"
@@ -32,8 +35,8 @@ def write_checkpoint(path: str, params: Mapping[str, np.ndarray], epoch: int, hi
     """Write the whole state to a temporary file, then rename it over `path`. The
     temporary's name carries this process's id, so that one left by a killed run is
     recognised and removed by the next (`remove_stale_temporaries`)."""
-    arrays = {f"param.{k}": v for k, v in params.items()}
-    arrays.update({f"opt.{k}": np.asarray(v) for k, v in optimizer.state.items()})
+    arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
+    arrays.update({f"opt.{k}": to_numpy(v) for k, v in optimizer.state.items()})
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "history": history, "rng": rng.bit_generator.state,
             "optimizer": optimizer.name, "equations": str(model.program)}
     arrays["meta"] = np.asarray(json.dumps(meta))

@@ -13,6 +13,8 @@
     seed 0
     metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0);
                               #   a third name weights each prediction (metric accuracy z y m)
+    backend torch             # the array library it trains on: numpy (default), jax, torch,
+                              #   dask, cupy (`indexcalc train --backend` overrides it)
 
     h_i = σ(W1_ij x_j + b1_i)
     yhat_k = σ(W2_ki h_i + b2_k)
@@ -34,6 +36,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .backends import KNOWN
 from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
 from .notation import is_index_name, is_letter_index
@@ -41,7 +44,7 @@ from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
 
 KEYWORDS = ("data", "batch", "param", "dataset", "optimizer", "epochs", "batch_size", "seed", "metric", "loss",
-            "onehot")
+            "onehot", "backend")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class ModelFile:
     batch_size: int | None = None
     seed: int = 0
     metric: tuple[str, ...] | None = None
+    backend: str = "numpy"
     folder: str = "."
     text: str = ""
     name: str = "<text>"
@@ -155,6 +159,7 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
         batch_size=_whole(value("batch_size"), "batch_size", fail, least=1) if "batch_size" in declared else None,
         seed=_whole(value("seed", "0"), "seed", fail, least=0),
         metric=_metric(value("metric"), model, fail),
+        backend=_backend(value("backend", "numpy"), fail),
         folder=folder,
         text=text,
         name=name,
@@ -235,6 +240,15 @@ def _optimizer(spec: str, fail) -> tuple[str, dict]:
     except IndexCalcError as err:
         raise fail("optimizer", err.problem) from None
     return name, values
+
+
+def _backend(spec: str, fail) -> str:
+    """`backend jax`: a library's name, checked now; whether it is installed is asked
+    when training starts (a file names its backend also for machines that have it)."""
+    if spec not in KNOWN:
+        raise fail("backend", f"write the backend as one of: {', '.join(f'backend {k}' for k in KNOWN)}"
+                              f"{f', not {spec!r}' if spec else ''}")
+    return spec
 
 
 def _whole(spec: str | None, word: str, fail, least: int) -> int:

@@ -9,6 +9,11 @@ written atomically, and a run resumed from one continues exactly as if it had ne
 stopped, since the shuffling generator is part of the state. Everything that can be
 checked before the first epoch is (settings, output paths, data, the checkpoint resumed
 from), so that a mistake costs a message, not a run.
+
+A run may live on another array library (`backend="jax"`, "torch", "dask", "cupy"): the
+data set goes over once, and the parameters, batches and optimiser state stay that
+library's arrays from step to step (`training_arrays`); the shuffling stays NumPy's, so the
+batches are NumPy's, and checkpoints stay NumPy `.npz` files, which resume on any backend.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model, ModelError
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
+from .backends import backend_name_of
+from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole
 
 
@@ -39,7 +46,7 @@ class Result:
     """What a run ended with: its parameters and per-epoch scores, and how and why it
     stopped, so that a caller can report a run cut short rather than mistake it for done."""
 
-    params: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]  # the backend's arrays, for a run on one
     history: list[dict[str, float]]
     epochs: int
     stopped: str  # "done", "nan", "interrupted"
@@ -53,7 +60,10 @@ DIVERGED = 1000.0  # an epoch's loss this many times its best so far (and above 
 
 @dataclass
 class Trainer:
-    """Trains a model on named data arrays, batch by batch, from a seed."""
+    """Trains a model on named data arrays, batch by batch, from a seed, on NumPy or on
+    another array library (`backend`: "jax", "torch", "dask", "cupy"). On a backend the
+    data go over in the parameters' float type; to train on a GPU, pass the initial
+    parameters (`fit(params=...)`) as arrays on it."""
 
     model: Model
     optimizer: SGD = field(default_factory=SGD)
@@ -61,8 +71,13 @@ class Trainer:
     seed: int = 0
     metric: Callable | None = None
     checkpoint: str | None = None
+    backend: str = "numpy"
 
     def __post_init__(self):
+        try:  # an unknown or missing library before any work, naming the extra to install
+            arrays_for(self.backend)
+        except IndexCalcError as err:
+            raise TrainingError(err.problem, about="backend") from None
         if self.batch_size is not None and not (is_whole(self.batch_size) and self.batch_size >= 1):
             raise TrainingError(f"the batch size must be a positive whole number, got {self.batch_size!r}",
                                 about="batch_size")
@@ -92,6 +107,7 @@ class Trainer:
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, float]] = []
         start = 0
+        given_params = params
         params = dict(params) if params is not None else self.model.init_params(self.seed)
         if resume:
             params, start, history, rng = read_checkpoint(resume, self.optimizer, self.model)
@@ -107,6 +123,7 @@ class Trainer:
         if test:
             sample_count({k: test[k] for k in self.model.data if k in test}, "the test data")
         size = self.batch_size or n
+        on, params, train, test = self._placed(given_params, params, train, test)
         begun = time.perf_counter()
         good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
         kept = (dict(self.optimizer.state), rng.bit_generator.state)
@@ -121,11 +138,10 @@ class Trainer:
                     total = 0.0
                     for lo in range(0, n, size):
                         picked = order[lo : lo + size]
-                        batch = {k: np.asarray(v)[picked] for k, v in train.items()}
-                        loss, grads = self.model.loss_and_grads(params, batch)
-                        if not np.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
+                        loss, grads = on.computed(*self.model.loss_and_grads(params, on.take(train, picked)))
+                        if not on.finite(loss, grads):
                             stopped = "nan"
-                            what = f"the loss became {float(loss)}" if not np.isfinite(loss) else \
+                            what = f"the loss became {float(loss)}" if not math.isfinite(float(loss)) else \
                                 "the gradient became non-finite"
                             message = (f"{what} at epoch {epoch + 1}; training stopped and the parameters of "
                                        f"the last good step are kept (try a smaller learning rate)")
@@ -133,6 +149,7 @@ class Trainer:
                         first = float(loss) if first is None else first
                         last = dict(params)  # the optimisers make new arrays, never write in place
                         self.optimizer.step(params, grads)
+                        on.hold(params, self.optimizer.state)
                         total += float(loss) * len(picked)
                     if stopped == "nan":
                         params = last
@@ -154,7 +171,9 @@ class Trainer:
                         self._save_or_fail(params, epoch + 1, history, rng)
                     if progress:
                         progress(epoch + 1, record)
-        except MemoryError:
+        except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
+            if not on.out_of_memory(err):
+                raise
             saved = f"; {self.checkpoint} holds the last finished epoch" if self.checkpoint and history else ""
             raise TrainingError(f"out of memory in epoch {len(history) + start + 1} (try a smaller batch size)"
                                 f"{saved}") from None
@@ -167,12 +186,32 @@ class Trainer:
             self._save_or_fail(params, done, history, rng)
         return Result(params, history, done, stopped, message, time.perf_counter() - begun, warnings)
 
+    def _placed(self, given, params, train, test):
+        """The run's arrays (`training_arrays`) and the parameters, optimiser state and data
+        on them: NumPy's as they are, or over to the backend once, before the first step.
+        The device is the given parameters', where they are the backend's arrays."""
+        mine = [v for v in (given or {}).values() if backend_name_of([v]) == self.backend]
+        on = arrays_for(self.backend, mine[0] if mine else None)
+        if on.name == "numpy" and backend_name_of(params.values()) != "numpy":
+            raise TrainingError(f"the parameters are {backend_name_of(params.values())} arrays but the trainer "
+                                f"runs on NumPy: give Trainer(..., backend={backend_name_of(params.values())!r})",
+                                about="backend")
+        if hasattr(self.optimizer, "run_on"):  # an optimiser of one's own may do its own arithmetic
+            self.optimizer.run_on(on.update_xp or on.xp, on.wrap)
+        dtype = np.dtype("float64")
+        if on.name != "numpy":
+            params = {k: on.place(v, _float_type(on, v)) for k, v in params.items()}
+            dtype = np.result_type(*(_float_type(on, v) for v in params.values())) if params else dtype
+            self.optimizer.state = {k: on.place(v, _float_type(on, v)) if "." in k else v
+                                    for k, v in self.optimizer.state.items()}  # Adam's step count stays a count
+        return on, params, on.data(train, dtype), on.data(test, dtype) if test else test
+
     def _preflight(self, params, train, test) -> None:
         """The loss (and metric) on one sample of each split, so that arrays that do not fit
         the equations fail now, not after an epoch's work."""
-        self.scores(params, {k: np.asarray(v)[:1] for k, v in train.items()}, "train")
+        self.scores(params, {k: v[:1] for k, v in train.items()}, "train")
         if test:
-            self.scores(params, {k: np.asarray(v)[:1] for k, v in test.items()}, "test")
+            self.scores(params, {k: v[:1] for k, v in test.items()}, "test")
 
     def scores(self, params, data: Mapping[str, np.ndarray], prefix: str) -> dict[str, float]:
         """The loss on all of `data`, and the metric if the model has one."""
@@ -191,7 +230,8 @@ class Trainer:
                                 f"the one written last is intact") from None
 
     def save(self, path: str, params, epoch: int, history, rng: np.random.Generator) -> None:
-        """Write this run's whole state to `path`, atomically (see `write_checkpoint`)."""
+        """Write this run's whole state to `path`, atomically (see `write_checkpoint`), as
+        NumPy arrays whatever the backend."""
         write_checkpoint(path, params, epoch, history, rng, self.optimizer, self.model)
 
 
@@ -205,8 +245,8 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
     its answer positions (weights 1 there, 0 elsewhere)."""
 
     def measure(model: Model, params, data) -> float:
-        predicted = np.asarray(model.evaluate(output, params, data))
-        wanted = np.asarray(data[target])
+        predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
+        wanted = to_numpy(data[target])
         if predicted.ndim > 1 and predicted.shape[-1] > 1:
             hits = predicted.argmax(-1) == wanted.argmax(-1)
         else:
@@ -215,7 +255,7 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
             hits = side == (wanted.reshape(len(wanted), -1) > threshold)
         if weight is None:
             return float(np.mean(hits))
-        weights = np.asarray(data[weight], dtype=float)
+        weights = to_numpy(data[weight]).astype(float)
         if weights.shape != hits.shape:
             raise ModelError(f"the metric's weight {weight} has shape {weights.shape}, but {output}'s predictions "
                              f"(its axes but the classes) have shape {hits.shape}")
@@ -225,16 +265,24 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
     return measure
 
 
+def _float_type(on, value) -> np.dtype:
+    """A parameter's float type on the backend: its own, or float64 for whole numbers."""
+    own = backend_name_of([value]) == on.name
+    dtype = on.backend.dtype_of(value) if own else np.asarray(value).dtype
+    return dtype if dtype.kind == "f" else np.dtype("float64")
+
+
 def train_file(model_file, *, epochs: int | None = None, lr: float | None = None, seed: int | None = None,
                batch_size: int | None = None, checkpoint: str | None = None, resume: str | None = None,
                progress: Callable[[int, dict], None] | None = None,
-               prepared: Callable[[object], None] | None = None) -> tuple[Result, dict, dict]:
+               prepared: Callable[[object], None] | None = None, backend: str | None = None
+               ) -> tuple[Result, dict, dict]:
     """Train what a model file declares (settings given here override its own). Errors
     point at the model-file line they concern. `prepared` is called with the data set
     once everything has been checked, just before the first epoch."""
     mf = model_file
     try:
-        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint)
+        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend)
         if prepared:
             prepared(data)
         result = trainer.fit(data.train, mf.epochs if epochs is None else epochs, test=data.test or None,
@@ -245,7 +293,7 @@ def train_file(model_file, *, epochs: int | None = None, lr: float | None = None
 
 
 def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size: int | None = None,
-            checkpoint: str | None = None):
+            checkpoint: str | None = None, backend: str | None = None):
     """The Trainer and the checked data set for a model file, before any training."""
     if mf.dataset is None:
         raise TrainingError(f"{mf.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
@@ -254,8 +302,14 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
     name, settings = mf.optimizer
     chosen = optimiser(name, **(settings if lr is None else {**settings, "lr": lr}))
     seed = mf.seed if seed is None else seed
-    trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
-                      seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint)
+    try:
+        trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
+                          seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint,
+                          backend=mf.backend if backend is None else backend)
+    except TrainingError as err:
+        if backend is not None and err.about == "backend":  # the caller's choice, not the file's line
+            raise TrainingError(err.problem) from None
+        raise
     data = mf.load_data(seed)
     check_data_ranks(mf.model, data)
     return trainer, data

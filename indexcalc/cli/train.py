@@ -4,6 +4,10 @@ Everything that can fail is checked before the first epoch: the numbers given (b
 argparse), the model file, the data, the checkpoint's and the plot's paths and the plot's
 dependency. A run that ends early (a non-finite loss, Ctrl-C) prints its scores, keeps
 the last good parameters (in the checkpoint, if one is written) and exits non-zero.
+
+`--backend` (or the file's `backend` line) trains on another array library. On jax the
+command turns on JAX's float64 (x64) mode, which this process owns: a model trains in
+float64 as it does on NumPy, and gives NumPy's numbers.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def _command_train(args) -> str:
             _matplotlib()
             check_output_path(args.plot, "the plot")
         epochs = mf.epochs if args.epochs is None else args.epochs
+        if (args.backend or mf.backend) == "jax":
+            _jax_float64()
         bar = _Bar(epochs, args.quiet)
 
         def announce(data) -> None:
@@ -44,6 +50,7 @@ def _command_train(args) -> str:
         result, _, _ = train_file(
             mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
             checkpoint=args.checkpoint, resume=args.resume, progress=bar.update, prepared=announce,
+            backend=args.backend,
         )
     except KeyboardInterrupt:
         raise TrainingStopped("interrupted before the first epoch ended; nothing was trained or written") from None
@@ -73,8 +80,19 @@ def _describe(mf, args) -> str:
     opts = " ".join(f"{k}={v:g}" for k, v in settings.items())
     seed = mf.seed if args.seed is None else args.seed
     batch = mf.batch_size if args.batch_size is None else args.batch_size
+    backend = args.backend or mf.backend
     return (f"{len(mf.model.parameters)} parameter tensors ({sizes} numbers), data set {mf.dataset}, "
-            f"{name} {opts}, batch {batch or 'all'}, seed {seed}")
+            f"{name} {opts}, batch {batch or 'all'}, seed {seed}" + (f", on {backend}" if backend != "numpy" else ""))
+
+
+def _jax_float64() -> None:
+    """JAX's x64 mode, before any jax array is made; without jax installed, nothing (the
+    Trainer refuses the backend with the extra to install)."""
+    try:
+        import jax
+    except ImportError:
+        return
+    jax.config.update("jax_enable_x64", True)
 
 
 class _Bar:
@@ -172,5 +190,7 @@ def register(sub) -> None:
     tr.add_argument("--checkpoint", help="write the state to this .npz after every epoch (atomically)")
     tr.add_argument("--resume", help="continue from a checkpoint of the same model file")
     tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
+    tr.add_argument("--backend", help="the array library to train on: numpy, jax, torch, dask or cupy "
+                    "(default: the file's backend line, else numpy)")
     tr.add_argument("--quiet", action="store_true", help="no progress output")
     tr.set_defaults(run=_command_train)
