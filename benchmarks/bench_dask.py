@@ -43,9 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     ARGS = parse_args()
-    for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-        os.environ[_name] = str(ARGS.threads)  # before NumPy loads its BLAS
+    from blas_env import set_blas_threads
+
+    set_blas_threads(ARGS.threads)  # before NumPy loads its BLAS
 
 import time  # noqa: E402
 import tracemalloc  # noqa: E402

@@ -29,8 +29,7 @@ import argparse
 import os
 import sys
 
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-            "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+from blas_env import BLAS_ENV  # noqa: E402  (imports no NumPy)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

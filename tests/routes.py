@@ -312,3 +312,18 @@ def gradient_routes(source, wrt, arrays) -> dict:
         routes["compile(wrt)"] = lambda: ic.compile(source, wrt=[name])(arrays)[1][name]
     return routes
 
+
+
+def compiled_routes(case) -> list[tuple]:
+    """The (program, wrt) pairs of a case that compile: the gradient of a scalar target
+    and the Hessian program; a Hessian diff refuses is left out (refused on every route
+    alike, which `check` covers)."""
+    routes = []
+    if case.wrt and case.scalar:
+        routes.append((case.text, [case.wrt.split("_")[0]]))
+    if case.wrt and case.wrt2:
+        try:
+            routes.append((ic.diff(ic.diff(case.text, case.wrt), case.wrt2), []))
+        except ic.IndexCalcError:
+            pass
+    return routes

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 import indexcalc as ic
 from indexcalc import cli
 from indexcalc.export import ExportError
+from routes import compiled_routes
 from strategies import route_cases
 
 RNG = np.random.default_rng(4)
@@ -264,15 +265,7 @@ def test_generated_programs_export_with_the_compiled_numbers(case):
     the compiled plan's numbers exactly, for the gradient and for a Hessian program."""
     arrays = {k: np.asarray(v) if np.asarray(v).dtype.kind == "f" else np.asarray(v, dtype=np.float64)
               for k, v in case.arrays().items()}
-    routes = []
-    if case.wrt and case.scalar:
-        routes.append((case.text, [case.wrt.split("_")[0]]))
-    if case.wrt and case.wrt2:
-        try:
-            routes.append((ic.diff(ic.diff(case.text, case.wrt), case.wrt2), []))
-        except ic.IndexCalcError:
-            pass  # refused on every route alike (tests/test_routes.py checks that)
-    for source, wrt in routes:
+    for source, wrt in compiled_routes(case):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             f = ic.compile(source, wrt=wrt)

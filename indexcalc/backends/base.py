@@ -83,8 +83,9 @@ class ArrayBackend(Backend):
     def constant(self, array: np.ndarray, like: Any) -> Any:
         return self.asarray(array, array.dtype, like)
 
-    def namespace(self, constants: Mapping[str, np.ndarray], like: Any) -> dict[str, Any]:
-        xp = self.xp
+    def namespace(self, constants: Mapping[str, np.ndarray], like: Any, xp: Any = None) -> dict[str, Any]:
+        """The plan's globals: `xp` (self.xp unless a device's own is given) and the routines bound to it."""
+        xp = self.xp if xp is None else xp
         space = {"xp": xp, **{name: functools.partial(routine, xp) for name, routine in ROUTINES.items()}}
         for f in functions.FUNCTIONS:
             space["_fn_" + f.name.replace("'", "_prime")] = f.on(xp)

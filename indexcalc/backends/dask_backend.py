@@ -9,13 +9,34 @@ import numpy as np
 from .base import ArrayBackend
 
 
-def _unsupported(name):
-    def refuse(*args, **kwargs):
-        from . import BackendError
+def _whole(stack):
+    """The stack with each matrix in one chunk: the matrix routines below run NumPy's per
+    block of the batch (dask.array.linalg has no determinant and no batched inverse)."""
+    return stack.rechunk({stack.ndim - 2: -1, stack.ndim - 1: -1})
 
-        raise BackendError(f"{name} of a matrix is not available on the dask backend (dask.array.linalg has none): "
-                           f"compute the small matrix and take it in NumPy")
-    return refuse
+
+def _inv(stack):
+    return _whole(stack).map_blocks(np.linalg.inv, dtype=stack.dtype)
+
+
+def _det(stack):
+    return _whole(stack).map_blocks(np.linalg.det, drop_axis=[stack.ndim - 2, stack.ndim - 1], dtype=stack.dtype)
+
+
+def _slogdet(stack):
+    whole, matrix = _whole(stack), [stack.ndim - 2, stack.ndim - 1]
+    return tuple(whole.map_blocks(lambda block, k=k: np.linalg.slogdet(block)[k], drop_axis=matrix, dtype=stack.dtype)
+                 for k in (0, 1))
+
+
+def _solve(stack, rhs):
+    import dask.array as da
+
+    stack, rhs = _whole(stack), _whole(rhs)
+    batch = np.broadcast_shapes(stack.shape[:-2], rhs.shape[:-2])  # NumPy's solve broadcasts them
+    stack = da.broadcast_to(stack, batch + stack.shape[-2:])
+    rhs = da.broadcast_to(rhs, batch + rhs.shape[-2:]).rechunk(stack.chunks[:-2] + rhs.chunks[-2:])
+    return stack.map_blocks(np.linalg.solve, rhs, dtype=rhs.dtype, chunks=rhs.chunks)  # the right-hand side's blocks
 
 
 class DaskBackend(ArrayBackend):
@@ -40,8 +61,7 @@ class DaskBackend(ArrayBackend):
                         if len(set(sub)) < len(sub) else x for sub, x in zip(inputs, operands)]
             return da.einsum(spec, *operands)
 
-        linalg = SimpleNamespace(inv=da.linalg.inv, solve=da.linalg.solve,
-                                 det=_unsupported("det"), slogdet=_unsupported("logdet"))
+        linalg = SimpleNamespace(inv=_inv, solve=_solve, det=_det, slogdet=_slogdet)
         self.da = da
         super().__init__("dask", da, {
             "permute_dims": da.transpose, "materialize": lambda x: x, "astype": lambda x, dtype: x.astype(dtype),

@@ -40,6 +40,8 @@ class JaxBackend(ArrayBackend):
         if dtype == np.float64 and not self.jax.config.jax_enable_x64:
             raise BackendError("float64 arrays on the jax backend need JAX's x64 mode: "
                                "jax.config.update('jax_enable_x64', True) before any array is made, or pass float32")
+        if isinstance(value, self.jax.Array) and value.dtype == dtype:
+            return value  # already the backend's: no copy, no dispatch (most of a tiny call's cost)
         return self.xp.asarray(value, dtype=dtype)
 
 

@@ -136,18 +136,24 @@ class TorchBackend(ArrayBackend):
 
     def namespace(self, constants, like):
         device = getattr(like, "device", None)
-        if device is not None and device.type != "cpu":
-            if device not in self._by_device:
-                self._by_device[device] = namespace_of(torch, _overrides(device))
-            self.xp = self._by_device[device]
-        return super().namespace(constants, like)
+        if device is None or device.type == "cpu":
+            return super().namespace(constants, like)
+        if device not in self._by_device:  # new arrays (full, zeros, eye) made on the tensors' device
+            self._by_device[device] = namespace_of(torch, _overrides(device))
+        return super().namespace(constants, like, self._by_device[device])
 
     def wrap(self, plan):
         return torch.no_grad()(plan)
 
     def asarray(self, value, dtype, like):
-        torch_dtype = getattr(torch, np.dtype(dtype).name)
+        torch_dtype = _TORCH_DTYPES.get(dtype) or getattr(torch, np.dtype(dtype).name)
+        if type(value) is torch.Tensor and value.dtype is torch_dtype and (like is None or value.device == like.device):
+            return value
         return torch.as_tensor(value, dtype=torch_dtype, device=getattr(like, "device", None))
+
+
+_TORCH_DTYPES = {np.dtype("float64"): torch.float64, np.dtype("float32"): torch.float32,
+                 np.dtype("float16"): torch.float16}
 
 
 def load() -> TorchBackend:
