@@ -14,17 +14,10 @@ import warnings
 import numpy as np
 
 from indexcalc.compile import Compiled
+from routes import to_numpy
 
 MIRROR = os.environ.get("INDEXCALC_MIRROR")
 MIRRORED = [0]  # calls compared
-
-
-def _numpy(value):
-    if hasattr(value, "compute"):
-        value = value.compute()
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def _mirrored(call):
@@ -37,7 +30,7 @@ def _mirrored(call):
                 warnings.simplefilter("ignore")
                 got, got_grads = call(twin, arrays)
             for what, a, b in [("value", got, value)] + [(k, got_grads[k], grads[k]) for k in grads]:
-                np.testing.assert_allclose(_numpy(a), b, rtol=1e-6, atol=1e-9,
+                np.testing.assert_allclose(to_numpy(a), b, rtol=1e-6, atol=1e-9,
                                            err_msg=f"{MIRROR} backend, {what}, of {self.forward[-1]}")
         return value, grads
     return mirrored

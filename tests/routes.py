@@ -327,3 +327,12 @@ def compiled_routes(case) -> list[tuple]:
         except ic.IndexCalcError:
             pass
     return routes
+
+
+def to_numpy(value) -> np.ndarray:
+    """A result of any backend as a NumPy array: dask computed, torch detached to the CPU."""
+    if hasattr(value, "compute"):
+        value = value.compute()
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 import indexcalc as ic
 from indexcalc.backends import BackendError, backend_name_of
-from routes import compiled_routes
+from routes import compiled_routes, to_numpy
 from strategies import route_cases
 
 INSTALLED = [name for name in ("jax", "torch", "dask", "cupy") if importlib.util.find_spec(name)]
@@ -45,14 +45,6 @@ def on(backend: str, arrays: dict) -> dict:
 
         convert = lambda a: da.from_array(a, chunks=max(1, a.shape[0] // 2) if a.ndim else ())  # noqa: E731
     return {k: convert(v) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
-
-
-def to_numpy(value):
-    if hasattr(value, "compute"):
-        value = value.compute()
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def assert_same(got, expected, what):
@@ -195,3 +187,22 @@ def test_float64_on_jax_without_x64_is_refused():
             ic.compile("y = x_i x_i", backend="jax")({"x": np.ones(3)})
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mask_reshaped_for_a_batched_product(backend):
+    """Found by the property in CI: on dask, a causal mask (a constant of the plan) was a
+    NumPy array, which dask's reshape refused in the Hessian's batched product."""
+    from strategies import RouteCase
+
+    text = ("q_kn = T1_kr T2_rn\nk_mn = T1_mr T3_rn\nS_km = 0.5 q_kn k_mn\n"
+            "A_km = [m <= k] exp(S_km) / sum_u([u <= k] exp(S_ku))\no_kr = A_km T1_mr\nL = mean_kr(log(1 + o_kr^2))")
+    case = RouteCase(text, "T3_ab", "T3_cd", {"T1": ((1, 3), "tensor"), "T2": ((3, 3), "tensor"),
+                                               "T3": ((3, 3), "tensor")}, 2, True)
+    arrays = case.arrays()
+    for source, wrt in compiled_routes(case):
+        value, grads = ic.compile(source, wrt=wrt)(arrays)
+        got, got_grads = ic.compile(source, wrt=wrt, backend=backend)(on(backend, arrays))
+        assert_same(got, value, "value")
+        for k in wrt:
+            assert_same(got_grads[k], grads[k], f"gradient by {k}")

@@ -71,7 +71,7 @@ class DaskBackend(ArrayBackend):
         })
 
     def constant(self, array, like):
-        return array  # a mask or shift array is small: NumPy's, which dask takes as it is
+        return self.da.from_array(array)  # a mask or shift array: one chunk (xp.reshape and the like need dask's)
 
     def asarray(self, value, dtype, like):
         if isinstance(value, self.da.Array):
