@@ -341,10 +341,9 @@ class Compiled:
     def _call_on(self, backend, arrays: Mapping[str, Any], values: list):
         """A call on another library's arrays: every input goes over to it (NumPy arrays and
         numbers included) in one float type, as evaluate's would promote them."""
-        own = [v for v in values if backend_name_of([v]) == backend.name]
-        like = own[0] if own else None
-        types = [backend.dtype_of(v) if backend_name_of([v]) == backend.name else numeric_array(k, v).dtype
-                 for k, v in zip(self.inputs, values)]
+        mine = [backend_name_of([v]) == backend.name for v in values]  # once per input: this is every call
+        like = next((v for v, m in zip(values, mine) if m), None)
+        types = [backend.dtype_of(v) if m else numeric_array(k, v).dtype for k, v, m in zip(self.inputs, values, mine)]
         dtype = np.result_type(*[t if t.kind == "f" else np.float64 for t in types]) if types else np.dtype("float64")
         inputs = {k: backend.asarray(v, dtype, like) for k, v in zip(self.inputs, values)}
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
