@@ -74,15 +74,17 @@ def run_chunk(task):
 
 
 def _commit() -> str:
-    """The checkout's commit, and whether it has changes: what a soak's count is about."""
+    """The checkout's commit, the tree of its indexcalc/ (runs on commits with the same tree
+    soak the same code, so their counts add up) and whether it has changes."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        tree = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD:indexcalc"], capture_output=True, text=True)
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "indexcalc"], capture_output=True, text=True)
     except OSError:
         return "an unknown commit (no git)"
-    return head.stdout.strip() + (" with uncommitted changes to indexcalc/" if dirty.stdout.strip() else "")
+    return head.stdout.strip() + f" (indexcalc/ tree {tree.stdout.strip()})" + (" with uncommitted changes to indexcalc/" if dirty.stdout.strip() else "")
 
 
 def main(argv=None) -> int:

@@ -359,6 +359,7 @@ class ProgramGenerator:
         self.data = data
         self.settings = settings
         self.sizes: dict[str, int] = {}
+        self.line_letters: set[str] = set()  # letters drawn since the current line began
         self.inputs: dict[str, tuple[int, ...]] = {}
         self.results: dict[str, tuple[int, ...]] = {}
         self.count = 0
@@ -381,6 +382,7 @@ class ProgramGenerator:
         if not options:
             return None
         letter = self.pick(options)
+        self.line_letters.add(letter)
         if letter not in self.sizes:
             self.sizes[letter] = size if size else self.draw(st.integers(1, self.settings.max_size))
         return letter
@@ -431,7 +433,9 @@ class ProgramGenerator:
         if not letters and self.chance(3):
             return self.pick(self.settings.constants)
         if self.chance(self.settings.trace):
-            t = self.fresh(busy | out | fixed)
+            # a letter new to the line: `busy` knows only this product's siblings, and an
+            # enclosing product may sum a letter that a term beside this one carries free
+            t = self.fresh(busy | out | fixed | self.line_letters)
             if t is not None:
                 busy.add(t)
                 letters += [t, t]  # a trace over t
@@ -567,6 +571,7 @@ class ProgramGenerator:
             return self.expr(out, frozenset(), frozenset(), self.draw(st.integers(1, max_depth)))
         lines = []
         for number in range(self.draw(st.integers(1, 3))):
+            self.line_letters = set()
             lhs: list[str] = []
             for _ in range(self.draw(st.integers(0, settings.max_lhs))):
                 letter = self.fresh(set(lhs))
@@ -764,6 +769,7 @@ class RouteGenerator(ProgramGenerator):
         for used in self.used:
             deps |= self.depends.get(used, {used})
         self.used = set()
+        self.line_letters = set()
         self.lines.append(f"{self.ref(name, letters)} = {rhs}")
         self.results[name] = tuple(self.sizes[l] for l in letters)
         self.depends[name] = deps
