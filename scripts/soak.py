@@ -70,7 +70,29 @@ def run_chunk(task):
             })
 
     one()
+    results["modules"] = sorted(
+        m.__file__ for name, m in list(sys.modules.items())
+        if (name == "indexcalc" or name.startswith("indexcalc.")) and getattr(m, "__file__", None)
+    )
     return results
+
+
+# Loaded by `import indexcalc` and never called by a route (checked with a profiler over a
+# chunk: tests/routes.py runs parse, diff, simplify, evaluate, the loops and compile only)
+NOT_ROUTES = {"__init__.py", "model.py", "datasets.py"}
+
+
+def fingerprint(files) -> str:
+    """A hash of the source of the indexcalc modules the routes run: two runs with the
+    same fingerprint soaked the same code, so their counts add up, whatever else changed
+    (training, the command line) between their commits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(route_modules(files)):
+        path = Path(file)
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _commit() -> str:
@@ -85,6 +107,10 @@ def _commit() -> str:
     except OSError:
         return "an unknown commit (no git)"
     return head.stdout.strip() + f" (indexcalc/ tree {tree.stdout.strip()})" + (" with uncommitted changes to indexcalc/" if dirty.stdout.strip() else "")
+
+
+def route_modules(files) -> list[str]:
+    return [f for f in files if str(Path(f).relative_to(ROOT / "indexcalc")) not in NOT_ROUTES]
 
 
 def main(argv=None) -> int:
@@ -105,6 +131,7 @@ def main(argv=None) -> int:
     tags: collections.Counter = collections.Counter()
     seconds: collections.Counter = collections.Counter()
     slow: list[str] = []
+    modules: set[str] = set()
     import indexcalc
 
     print(f"soak of {Path(indexcalc.__file__).parent} at {_commit()}: {args.count} programs, seed {args.seed}", flush=True)
@@ -115,6 +142,7 @@ def main(argv=None) -> int:
             tags.update(result["tags"])
             seconds.update(result["seconds"])
             slow += result["slow"]
+            modules.update(result["modules"])
             for failure in result["failures"]:
                 failed += 1
                 disagreements += failure["disagreement"]
@@ -126,7 +154,7 @@ def main(argv=None) -> int:
                 last = time.time()
                 rate = count / (last - start)
                 print(f"  {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions,"
-                      f" {rate:.1f} programs/s", flush=True)
+                      f" {rate:.1f} programs/s, route modules {fingerprint(modules)}", flush=True)
         elapsed = time.time() - start
         summary = ["", f"constructs drawn ({count} programs):"]
         summary += [f"  {n:7d}  {tag}" for tag, n in sorted(tags.items())]
@@ -138,7 +166,9 @@ def main(argv=None) -> int:
         out.write("\n".join(summary) + "\n\n" + "\n\n".join(slow) + "\n")
     print("\n".join(summary))
     print(f"elapsed {elapsed:.0f} s, {count / elapsed:.2f} programs/s")
-    print(f"soak: {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions, at {_commit()}")
+    print(f"soak: {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions, at {_commit()},"
+          f" route modules {fingerprint(modules)} ({len(route_modules(modules))} files: "
+          + " ".join(sorted(str(Path(m).relative_to(ROOT / "indexcalc")) for m in route_modules(modules))) + ")")
     return 1 if disagreements or crashes else 0
 
 
