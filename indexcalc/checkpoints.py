@@ -40,6 +40,12 @@ def write_checkpoint(path: str, params: Mapping[str, np.ndarray], epoch: int, hi
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "history": history, "rng": rng.bit_generator.state,
             "optimizer": optimizer.name, "equations": str(model.program)}
     arrays["meta"] = np.asarray(json.dumps(meta))
+    write_npz_atomically(path, arrays)
+
+
+def write_npz_atomically(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """`np.savez` into a temporary beside `path`, renamed over it once complete, so that a
+    run killed mid-write leaves the old file whole (and a temporary the next run removes)."""
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
@@ -68,6 +74,23 @@ def read_checkpoint(path: str, optimizer: SGD, model: Model
         raise TrainingError(f"{where} was made with {meta.get('optimizer')}, not {optimizer.name}",
                             about="optimizer")
     params = {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
+    check_params(params, model, where)
+    if meta["equations"] != str(model.program):
+        raise TrainingError(f"{where} was written for other equations: {meta['equations']!r}, not "
+                            f"{str(model.program)!r}")
+    optimizer.state = _optimiser_state(arrays, optimizer, model, where)
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = meta["rng"]
+    except (ValueError, TypeError, KeyError, OverflowError):
+        kind = meta["rng"].get("bit_generator") if isinstance(meta["rng"], dict) else None
+        raise TrainingError(f"{where}: its shuffling generator's state is not a {type(rng.bit_generator).__name__}"
+                            f" state (it says {kind!r})") from None
+    return params, meta["epoch"], meta["history"], rng
+
+
+def check_params(params: Mapping[str, np.ndarray], model: Model, where: str) -> None:
+    """`params` are the parameters `model` declares, each of its shape, finite floats."""
     missing = sorted(set(model.parameters) - set(params))
     if missing:
         raise TrainingError(f"{where} lacks parameters {', '.join(missing)}: it is from another model "
@@ -83,18 +106,6 @@ def read_checkpoint(path: str, optimizer: SGD, model: Model
                                 about=f"param {name}")
         if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
             raise TrainingError(f"{where}: {name} is not finite floating-point numbers (dtype {value.dtype})")
-    if meta["equations"] != str(model.program):
-        raise TrainingError(f"{where} was written for other equations: {meta['equations']!r}, not "
-                            f"{str(model.program)!r}")
-    optimizer.state = _optimiser_state(arrays, optimizer, model, where)
-    rng = np.random.default_rng()
-    try:
-        rng.bit_generator.state = meta["rng"]
-    except (ValueError, TypeError, KeyError, OverflowError):
-        kind = meta["rng"].get("bit_generator") if isinstance(meta["rng"], dict) else None
-        raise TrainingError(f"{where}: its shuffling generator's state is not a {type(rng.bit_generator).__name__}"
-                            f" state (it says {kind!r})") from None
-    return params, meta["epoch"], meta["history"], rng
 
 
 def _meta(arrays: Mapping[str, np.ndarray], where: str) -> dict:
@@ -158,7 +169,7 @@ def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] |
     target = os.path.abspath(path)
     if os.path.isdir(target):
         raise TrainingError(f"{what} {path} is a folder; give a file name in it, e.g. "
-                            f"{os.path.join(path, 'checkpoint.npz' if 'checkpoint' in what else 'loss.png')}")
+                            f"{os.path.join(path, _example_name(what))}")
     folder = os.path.dirname(target)
     above = folder
     while not os.path.exists(above):
@@ -181,6 +192,11 @@ def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] |
         if replaceable is not None and not replaceable(target):
             raise TrainingError(f"{what} {path} exists and is not one; not overwriting it "
                                 f"(move it away or choose another name)")
+
+
+def _example_name(what: str) -> str:
+    return next((name for word, name in (("checkpoint", "checkpoint.npz"), ("weights", "weights.npz"),
+                                         ("predictions", "predictions.npz")) if word in what), "loss.png")
 
 
 def is_checkpoint(path: str) -> bool:

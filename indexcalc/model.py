@@ -227,11 +227,57 @@ class Model:
         return self.gradient({**data, **params})
 
     def evaluate(self, name: str, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The value of any equation's result (the output, say) on a batch."""
+        """The value of any equation's result (the output, say) on a batch, by a compiled
+        forward plan (no gradient; one plan per result, each cached per shape)."""
         if name not in self._forward:
             self._forward[name] = compile_program(self.program, of=name)
         value, _ = self._forward[name]({**data, **params})
         return value
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What `predict` returns by default: the declared `output`, else the results the
+        loss's equation reads (z in `loss = logsumexp_c(z_c) - y_k z_k`, yhat in a squared
+        error), else every result but the loss."""
+        if self.output:
+            return (self.output,)
+        computed = [eq.lhs.name for eq in self.per_sample.equations if eq.lhs.name != self.loss]
+        loss = next(eq for eq in self.per_sample.equations if eq.lhs.name == self.loss)
+        read = {t.name for t in loss.rhs.walk() if isinstance(t, Tensor)}
+        return tuple(name for name in computed if name in read) or tuple(computed)
+
+    def predict(self, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray],
+                outputs: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs (default: `outputs`) on data of any number of samples, by
+        forward plans only: the data the outputs do not read (the targets) may be left out."""
+        names = (outputs,) if isinstance(outputs, str) else tuple(outputs or self.outputs)
+        defined = [eq.lhs.name for eq in self.program.equations]
+        for name in names:
+            if name not in defined:
+                raise ModelError(f"no equation computes {name!r} (the model computes {', '.join(defined)})",
+                                 about="output")
+        return {name: self.evaluate(name, params, data) for name in names}
+
+    # --- keeping a trained model (indexcalc.saved)
+    def save(self, path: str, params: Mapping[str, np.ndarray]) -> None:
+        """Write `params` and this model's equations and declarations to an `.npz`, so that
+        `Model.load(path)` alone gives a model that predicts."""
+        from .saved import save
+
+        save(self, path, params)
+
+    @staticmethod
+    def load(path: str) -> tuple["Model", dict[str, np.ndarray]]:
+        """The model and parameters a `save` wrote: `model, params = Model.load(path)`."""
+        from .saved import load
+
+        return load(path)
+
+    def load_params(self, path: str) -> dict[str, np.ndarray]:
+        """The parameters in a weights file (or checkpoint) written for these equations."""
+        from .saved import load_params
+
+        return load_params(self, path)
 
 
 def _shift_letter_moved(eq: Equation, letter: str) -> Equation:

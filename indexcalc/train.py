@@ -209,14 +209,18 @@ class Trainer:
     def _preflight(self, params, train, test) -> None:
         """The loss (and metric) on one sample of each split, so that arrays that do not fit
         the equations fail now, not after an epoch's work."""
-        self.scores(params, {k: v[:1] for k, v in train.items()}, "train")
-        if test:
-            self.scores(params, {k: v[:1] for k, v in test.items()}, "test")
+        for split, arrays in (("train", train), ("test", test or {})):
+            if arrays:
+                one = {k: v[:1] for k, v in arrays.items()}
+                self.model.evaluate(self.model.loss, params, one)  # the loss reads every data tensor
+                self.scores(params, one, split)
 
     def scores(self, params, data: Mapping[str, np.ndarray], prefix: str) -> dict[str, float]:
-        """The loss on all of `data`, and the metric if the model has one."""
-        loss, _ = self.model.loss_and_grads(params, data)
-        out = {f"{prefix}_loss": float(loss)} if prefix != "train" else {}
+        """The loss on all of `data`, and the metric if the model has one, by forward plans
+        only: a score needs no gradient."""
+        out = {}  # the train loss is the epoch's mean over its steps, reported by fit
+        if prefix != "train":
+            out[f"{prefix}_loss"] = float(self.model.evaluate(self.model.loss, params, data))
         if self.metric is not None:
             out[f"{prefix}_accuracy"] = float(self.metric(self.model, params, data))
         return out
