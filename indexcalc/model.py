@@ -256,6 +256,13 @@ class Model:
             if name not in defined:
                 raise ModelError(f"no equation computes {name!r} (the model computes {', '.join(defined)})",
                                  about="output")
+        for name in names:
+            if name not in self._forward:
+                self._forward[name] = compile_program(self.program, of=name)
+            missing = [k for k in self._forward[name].inputs if k not in data and k not in params]
+            if missing:
+                raise ModelError(f"no array given for {', '.join(missing)}, which {name} is computed from",
+                                 about="data")
         return {name: self.evaluate(name, params, data) for name in names}
 
     # --- keeping a trained model (indexcalc.saved)

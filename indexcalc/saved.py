@@ -44,7 +44,10 @@ def save(model: Model, path: str, params: Mapping[str, object]) -> None:
         "equations": str(model.program),
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
-    write_npz_atomically(path, arrays)
+    try:
+        write_npz_atomically(path, arrays)
+    except OSError as err:
+        raise ModelError(f"could not write the weights file {path} ({err.strerror or err})") from None
 
 
 def load(path: str) -> tuple[Model, dict[str, np.ndarray]]:

@@ -1,7 +1,8 @@
 """The `indexcalc` command. Each subcommand is a module of its own here that registers
-its parser (`register(subparsers)`): formula (demo, show, eval, diff), train, export and check.
+its parser (`register(subparsers)`): formula (demo, show, eval, diff), train, predict,
+export and check.
 
-argparse (standard library) is enough for five subcommands; a dependency would not earn
+argparse (standard library) is enough for six subcommands; a dependency would not earn
 its place here.
 
 Whatever happens, the user gets one line, never a traceback: a refused input is
@@ -20,7 +21,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import IndexCalcError
-from . import check, export, formula, train
+from . import check, export, formula, predict, train
 
 EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 70, 130, 141
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"indexcalc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (formula, train, export, check):
+    for command in (formula, train, predict, export, check):
         command.register(sub)
     return parser
 

@@ -3,7 +3,8 @@
 Everything that can fail is checked before the first epoch: the numbers given (by
 argparse), the model file, the data, the checkpoint's and the plot's paths and the plot's
 dependency. A run that ends early (a non-finite loss, Ctrl-C) prints its scores, keeps
-the last good parameters (in the checkpoint, if one is written) and exits non-zero.
+the last good parameters (in the checkpoint and the --save file, if written) and exits
+non-zero.
 
 `--backend` (or the file's `backend` line) trains on another array library. On jax the
 command turns on JAX's float64 (x64) mode, which this process owns: a model trains in
@@ -38,6 +39,8 @@ def _command_train(args) -> str:
         if args.plot:
             _matplotlib()
             check_output_path(args.plot, "the plot")
+        if args.save:
+            _check_save(args, path, mf)
         epochs = mf.epochs if args.epochs is None else args.epochs
         if (args.backend or mf.backend) == "jax":
             _jax_float64()
@@ -64,6 +67,12 @@ def _command_train(args) -> str:
         lines.append(f"after {result.epochs} epochs ({result.seconds:.2f} s): {scores}")
     if args.checkpoint:
         lines.append(f"checkpoint: {args.checkpoint} (resume with --resume {args.checkpoint})")
+    if args.save and result.stopped == "interrupted" and not result.history:
+        lines.append(f"nothing saved to {args.save}: no epoch finished")
+    elif args.save:
+        mf.model.save(args.save, result.params)
+        kept = "the last good parameters" if result.stopped != "done" else "the trained parameters"
+        lines.append(f"saved {kept}: {args.save} (indexcalc predict {path} --weights {args.save})")
     if result.stopped != "done":
         print("\n".join(lines), flush=True)
         raise TrainingStopped(result.message)
@@ -71,6 +80,19 @@ def _command_train(args) -> str:
         print("\n".join(lines), flush=True)  # the scores stay on screen whatever the plot does
         return _plot(result.history, args.plot)
     return "\n".join(lines)
+
+
+def _check_save(args, path: str, mf) -> None:
+    """The weights file can be written, and is none of the run's other files."""
+    from ..checkpoints import check_output_path, is_checkpoint
+    from ..training_errors import TrainingError
+
+    check_output_path(args.save, "the weights file", replaceable=is_checkpoint)
+    others = [p for p in (path, args.checkpoint, args.resume, mf.dataset and os.path.join(mf.folder, mf.dataset)) if p]
+    if any(os.path.abspath(args.save) == os.path.abspath(p) or
+           (os.path.exists(args.save) and os.path.exists(p) and os.path.samefile(args.save, p)) for p in others):
+        raise TrainingError(f"--save {args.save} would overwrite one of the run's own files "
+                            f"(the model, its data set, or the checkpoint): choose another name")
 
 
 def _describe(mf, args) -> str:
@@ -189,6 +211,8 @@ def register(sub) -> None:
     tr.add_argument("--batch-size", type=_whole(1), help="mini-batch size (default: the file's)")
     tr.add_argument("--checkpoint", help="write the state to this .npz after every epoch (atomically)")
     tr.add_argument("--resume", help="continue from a checkpoint of the same model file")
+    tr.add_argument("--save", metavar="WEIGHTS", help="write the trained parameters and the model to this .npz "
+                    "(the last good ones, if the run stops early); see indexcalc predict")
     tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
     tr.add_argument("--backend", help="the array library to train on: numpy, jax, torch, dask or cupy "
                     "(default: the file's backend line, else numpy)")
