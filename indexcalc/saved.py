@@ -15,6 +15,7 @@ into the model it was written for too.
 from __future__ import annotations
 
 import json
+import os
 from typing import Mapping
 
 import numpy as np
@@ -28,9 +29,10 @@ from .training_arrays import to_numpy
 MODEL_FORMAT = "indexcalc model 1"
 
 
-def save(model: Model, path: str, params: Mapping[str, object]) -> None:
+def save(model: Model, path: str | os.PathLike, params: Mapping[str, object]) -> None:
     """Write `params` and `model`'s declarations to `path` (refused, before writing, where
     the path cannot be written or holds a file that is not one of ours)."""
+    path = os.fspath(path)
     check_output_path(path, "the weights file", replaceable=is_checkpoint)
     arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
     check_params(arrays_named(arrays), model, "the parameters to save")
@@ -53,7 +55,7 @@ def save(model: Model, path: str, params: Mapping[str, object]) -> None:
 def load(path: str) -> tuple[Model, dict[str, np.ndarray]]:
     """The model a weights file describes, and its parameters."""
     arrays, meta = _read(path)
-    where = f"the weights file {path}"
+    where = f"the weights file {os.fspath(path)}"
     if meta.get("format") != MODEL_FORMAT:
         raise ModelError(f"{where} is a checkpoint, which holds parameters but not the model's declarations: "
                          f"give the model file too (indexcalc predict FILE.ic --weights {path})")
@@ -73,10 +75,11 @@ def load(path: str) -> tuple[Model, dict[str, np.ndarray]]:
 def load_params(model: Model, path: str) -> dict[str, np.ndarray]:
     """The parameters in a weights file (or a checkpoint) written for `model`'s equations."""
     arrays, meta = _read(path)
-    return _params(arrays, meta, model, f"the weights file {path}")
+    return _params(arrays, meta, model, f"the weights file {os.fspath(path)}")
 
 
-def _read(path: str) -> tuple[dict[str, np.ndarray], dict]:
+def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    path = os.fspath(path)
     try:
         arrays = read_npz(path, "the weights file", kinds="biufU")
     except DataError as err:
