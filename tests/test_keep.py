@@ -246,3 +246,16 @@ def test_cli_refusals_are_one_line_and_non_zero(tmp_path, capsys, argv, words):
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("indexcalc: error: "), err
     assert all(w in err for w in words.split(" nor ")) if " nor " in words else words in err, err
+
+
+MODEL_FILES = sorted(p.name for p in EXAMPLES.glob("*.ic")
+                     if p.name not in ("mlp_batch.ic", "sigmoid_layer.ic", "softmax_classifier.ic"))  # formulas only
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_every_example_model_rebuilds_from_its_weights_file_alone(name, tmp_path):
+    model = load(str(EXAMPLES / name)).model
+    model.save(tmp_path / "w.npz", model.init_params(1))
+    loaded, params = Model.load(tmp_path / "w.npz")
+    assert str(loaded.program) == str(model.program) and loaded.outputs == model.outputs
+    assert loaded.parameters == model.parameters and loaded.data == model.data
