@@ -62,9 +62,15 @@ def _command_train(args) -> str:
         last = result.history[-1]
         scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
         lines.append(f"after {result.epochs} epochs ({result.seconds:.2f} s): {scores}")
+        if result.stopped == "early":
+            lines.append(result.message)
+        if result.best_epoch is not None:
+            kept = result.history[result.best_epoch - 1]
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in kept.items() if k != "epoch")
+            lines.append(f"kept epoch {result.best_epoch}, the best by {result.monitor}: {scores}")
     if args.checkpoint:
         lines.append(f"checkpoint: {args.checkpoint} (resume with --resume {args.checkpoint})")
-    if result.stopped != "done":
+    if result.stopped not in ("done", "early"):
         print("\n".join(lines), flush=True)
         raise TrainingStopped(result.message)
     if args.plot:
