@@ -456,25 +456,30 @@ def _float_type(on, value) -> np.dtype:
 def train_file(model_file, *, epochs: int | None = None, lr: float | None = None, seed: int | None = None,
                batch_size: int | None = None, checkpoint: str | None = None, resume: str | None = None,
                progress: Callable[[int, dict], None] | None = None,
-               prepared: Callable[[object], None] | None = None, backend: str | None = None
-               ) -> tuple[Result, dict, dict]:
+               prepared: Callable[[object], None] | None = None, backend: str | None = None,
+               monitor: str | None = None, patience: int | None = None) -> tuple[Result, dict, dict]:
     """Train what a model file declares (settings given here override its own). Errors
     point at the model-file line they concern. `prepared` is called with the data set
     once everything has been checked, just before the first epoch."""
     mf = model_file
     try:
-        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend)
+        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend,
+                                monitor=monitor, patience=patience)
         if prepared:
             prepared(data)
         result = trainer.fit(data.train, mf.epochs if epochs is None else epochs, test=data.test or None,
                              resume=resume, progress=progress)
     except IndexCalcError as err:
+        given = {word for word, value in (("monitor", monitor), ("patience", patience)) if value is not None}
+        if getattr(err, "about", None) in given:
+            err.about = None  # the caller's choice, not the file's line
         raise mf.locate(err) from None
     return result, data.train, data.test
 
 
 def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size: int | None = None,
-            checkpoint: str | None = None, backend: str | None = None):
+            checkpoint: str | None = None, backend: str | None = None, monitor: str | None = None,
+            patience: int | None = None):
     """The Trainer and the checked data set for a model file, before any training."""
     if mf.dataset is None:
         raise TrainingError(f"{mf.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
@@ -488,7 +493,8 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
                           seed=seed, metric=METRICS[mf.metric_name](*mf.metric) if mf.metric else None,
                           checkpoint=checkpoint, backend=mf.backend if backend is None else backend,
                           schedule=mf.schedule, weight_decay=mf.weight_decay, clip=mf.clip,
-                          validation=mf.validation, monitor=mf.monitor, patience=mf.patience)
+                          validation=mf.validation, monitor=mf.monitor if monitor is None else monitor,
+                          patience=mf.patience if patience is None else patience)
     except TrainingError as err:
         if backend is not None and err.about == "backend":  # the caller's choice, not the file's line
             raise TrainingError(err.problem) from None

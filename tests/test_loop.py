@@ -315,3 +315,14 @@ def test_the_command_line_prints_the_kept_epoch_and_an_early_stop_exits_zero(tmp
     assert cli.main(["train", str(tmp_path / "xor.ic"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "has not improved for 2 epochs" in out and "kept epoch" in out and "the best by loss" in out, out
+
+
+def test_monitor_and_patience_on_the_command_line_override_the_files(tmp_path, capsys):
+    text = XOR.replace("seed 0\n", "seed 0\nmonitor train_accuracy\n")
+    (tmp_path / "xor.ic").write_text(text, encoding="utf-8")
+    assert cli.main(["train", str(tmp_path / "xor.ic"), "--quiet", "--monitor", "loss", "--patience", "1",
+                     "--epochs", "40"]) == 0
+    assert "the best by loss" in capsys.readouterr().out
+    assert cli.main(["train", str(tmp_path / "xor.ic"), "--quiet", "--monitor", "val_mse"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot monitor 'val_mse'" in err and "line" not in err, err

@@ -50,7 +50,7 @@ def _command_train(args) -> str:
         result, _, _ = train_file(
             mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
             checkpoint=args.checkpoint, resume=args.resume, progress=bar.update, prepared=announce,
-            backend=args.backend,
+            backend=args.backend, monitor=args.monitor, patience=args.patience,
         )
     except KeyboardInterrupt:
         raise TrainingStopped("interrupted before the first epoch ended; nothing was trained or written") from None
@@ -198,5 +198,9 @@ def register(sub) -> None:
     tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
     tr.add_argument("--backend", help="the array library to train on: numpy, jax, torch, dask or cupy "
                     "(default: the file's backend line, else numpy)")
+    tr.add_argument("--monitor", help="keep the epoch best by this score (loss, val_loss, test_accuracy, ...; "
+                    "default: the file's monitor line)")
+    tr.add_argument("--patience", type=_whole(1), help="stop when the monitor has not improved for this many "
+                    "epochs (default: the file's; without a monitor, val_loss or loss)")
     tr.add_argument("--quiet", action="store_true", help="no progress output")
     tr.set_defaults(run=_command_train)
