@@ -83,6 +83,9 @@ class _Best:
             self.value, self.epoch = value, record["epoch"]
             self.params = dict(params) if params is not None else None  # new arrays each step: no copy
 
+    def ran_out(self, patience: int) -> str:
+        return f"{self.monitor} has not improved for {patience} epochs since epoch {self.epoch}: stopped early"
+
     def waited(self, epoch: int) -> int:
         """Epochs since the best, after `epoch` epochs."""
         return epoch - self.epoch if self.epoch is not None else 0
@@ -177,8 +180,8 @@ class Trainer:
             self._preflight(params, train, test)
             with np.errstate(all="ignore"):  # a non-finite loss is reported below, in the user's terms
                 for epoch in range(start, epochs):
-                    if watch.waited(epoch) >= (self.patience or math.inf):
-                        stopped = "early"  # a resumed run whose patience had already run out
+                    if watch.waited(epoch) >= (self.patience or math.inf):  # a resumed run's, run out
+                        stopped, message = "early", watch.ran_out(self.patience)
                         break
                     lr = self._set_lr(on, epoch, epochs)
                     order = rng.permutation(n)
@@ -224,9 +227,7 @@ class Trainer:
                     if progress:
                         progress(epoch + 1, record)
                     if watch.waited(epoch + 1) >= (self.patience or math.inf):
-                        stopped = "early"
-                        message = (f"{monitor} has not improved for {self.patience} epochs since epoch "
-                                   f"{watch.epoch}: stopped early")
+                        stopped, message = "early", watch.ran_out(self.patience)
                         break
         except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
             if not on.out_of_memory(err):
@@ -245,6 +246,8 @@ class Trainer:
         chosen = None
         if monitor and self.keep_best and watch.params is not None:
             params, chosen = watch.params, watch.epoch
+            if stopped in ("nan", "interrupted"):
+                message += f"; the run returns those of epoch {chosen}, the best by {monitor}"
         return Result(params, history, done, stopped, message, time.perf_counter() - begun, warnings,
                       monitor, chosen)
 

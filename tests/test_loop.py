@@ -326,3 +326,15 @@ def test_monitor_and_patience_on_the_command_line_override_the_files(tmp_path, c
     assert cli.main(["train", str(tmp_path / "xor.ic"), "--quiet", "--monitor", "val_mse"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot monitor 'val_mse'" in err and "line" not in err, err
+
+
+def test_a_run_stopped_early_and_resumed_for_longer_stops_again_with_its_best(tmp_path):
+    path = str(tmp_path / "state.npz")
+    trainer, data, test = noisy_run(monitor="test_loss", patience=2, checkpoint=path)
+    stopped = trainer.fit(data, 60, test=test)
+    assert stopped.stopped == "early"
+    again = noisy_run(monitor="test_loss", patience=2)[0].fit(data, 80, test=test, resume=path)
+    assert (again.stopped, again.epochs, again.best_epoch) == ("early", stopped.epochs, stopped.best_epoch)
+    assert "has not improved for 2 epochs" in again.message
+    for k in stopped.params:  # the best epoch's, read back from the checkpoint
+        np.testing.assert_array_equal(again.params[k], stopped.params[k])
