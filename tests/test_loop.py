@@ -85,18 +85,23 @@ def test_a_model_file_declares_the_schedule_and_warm_up():
     assert parse_model(base.format("")).schedule is None
 
 
-def test_a_schedule_on_jax_changes_the_rate_of_its_compiled_step():
-    """jax.jit reads the rate when it traces the update: a new rate must reach it."""
-    pytest.importorskip("jax")
-    import jax
+@pytest.mark.parametrize("backend", ["jax", "torch", "dask"])
+def test_a_schedule_decay_and_clip_on_a_backend_give_numpys_numbers(backend):
+    """jax.jit reads the rate when it traces the update: a new rate must reach it; the
+    clip's norm and the decay run on the backend's arrays."""
+    pytest.importorskip(backend)
+    if backend == "jax":
+        import jax
 
-    jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_enable_x64", True)
+    from indexcalc.training_arrays import to_numpy
+
     data, chosen = regression(), schedule("step", every=1, factor=0.5)
-    want = Trainer(linear_model(), Adam(lr=0.05), batch_size=10, schedule=chosen).fit(data, 4, params=start())
-    got = Trainer(linear_model(), Adam(lr=0.05), batch_size=10, schedule=chosen, backend="jax").fit(
-        data, 4, params=start())
+    settings = dict(batch_size=10, schedule=chosen, clip=0.5, weight_decay=0.1)
+    want = Trainer(linear_model(), Adam(lr=0.05), **settings).fit(data, 4, params=start())
+    got = Trainer(linear_model(), Adam(lr=0.05), backend=backend, **settings).fit(data, 4, params=start())
     for name in want.params:
-        np.testing.assert_allclose(np.asarray(got.params[name]), want.params[name], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(to_numpy(got.params[name]), want.params[name], rtol=1e-9, atol=1e-12)
 
 
 # ---------------------------------------------------------------- weight decay and clipping
