@@ -31,11 +31,14 @@ CHECKPOINT_FORMAT = "indexcalc checkpoint 1"
 
 
 def write_checkpoint(path: str, params: Mapping[str, np.ndarray], epoch: int, history: list[dict[str, float]],
-                     rng: np.random.Generator, optimizer: SGD, model: Model) -> None:
+                     rng: np.random.Generator, optimizer: SGD, model: Model,
+                     best: Mapping[str, np.ndarray] | None = None) -> None:
     """Write the whole state to a temporary file, then rename it over `path`. The
     temporary's name carries this process's id, so that one left by a killed run is
-    recognised and removed by the next (`remove_stale_temporaries`)."""
+    recognised and removed by the next (`remove_stale_temporaries`). `best`, the
+    parameters of a monitored run's best epoch, go in as `best.<name>`."""
     arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
+    arrays.update({f"best.{k}": to_numpy(v) for k, v in (best or {}).items()})
     arrays.update({f"opt.{k}": to_numpy(v) for k, v in optimizer.state.items()})
     meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "history": history, "rng": rng.bit_generator.state,
             "optimizer": optimizer.name, "equations": str(model.program)}
@@ -106,6 +109,24 @@ def check_params(params: Mapping[str, np.ndarray], model: Model, where: str) -> 
                                 about=f"param {name}")
         if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
             raise TrainingError(f"{where}: {name} is not finite floating-point numbers (dtype {value.dtype})")
+
+
+def read_best(path: str, model: Model) -> dict[str, np.ndarray] | None:
+    """The best epoch's parameters a checkpoint keeps (`best.<name>`), checked against
+    `model` as its parameters are, or None if it keeps none (a run without a monitor)."""
+    try:
+        arrays = read_npz(path, "the checkpoint", kinds="biufU")
+    except DataError as err:
+        raise TrainingError(f"cannot resume: {err.problem}") from None
+    best = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")}
+    if not best:
+        return None
+    for name, declared in model.parameters.items():
+        value = best.get(name)
+        if value is None or value.shape != declared.shape or value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+            raise TrainingError(f"the checkpoint {path}: its best epoch's {name} is not finite numbers of shape "
+                                f"{declared.shape}")
+    return best
 
 
 def _meta(arrays: Mapping[str, np.ndarray], where: str) -> dict:

@@ -12,7 +12,17 @@
     batch_size 4
     seed 0
     metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0);
-                              #   a third name weights each prediction (metric accuracy z y m)
+                              #   a third name weights each prediction (metric accuracy z y m);
+                              #   or metric mse yhat y, metric mae yhat y
+    schedule cosine           # the learning rate per epoch: step every=30 factor=0.5,
+                              #   exponential factor=0.95, cosine floor=0 (see schedules)
+    warmup 5                  # linear warm-up over the first 5 epochs, then the schedule
+    weight_decay 1e-4         # decoupled (AdamW) for adam, L2 added to the gradient otherwise
+    clip 1.0                  # the gradients' global norm clipped to 1 (before weight decay)
+    validation 0.1            # hold out a tenth of the training data (drawn from the seed)
+    monitor val_accuracy      # the best epoch by this score (loss, val_loss, test_accuracy, ...):
+                              #   its parameters are the run's result
+    patience 10               # stop when the monitor has not improved for 10 epochs
     backend torch             # the array library it trains on: numpy (default), jax, torch,
                               #   dask, cupy (`indexcalc train --backend` overrides it)
 
@@ -32,6 +42,7 @@ character.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -42,9 +53,10 @@ from .errors import IndexCalcError
 from .notation import is_index_name, is_letter_index
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
+from .schedules import SCHEDULES, Schedule, schedule
 
 KEYWORDS = ("data", "batch", "param", "dataset", "optimizer", "epochs", "batch_size", "seed", "metric", "loss",
-            "onehot", "backend")
+            "onehot", "backend", "schedule", "warmup", "weight_decay", "clip", "validation", "monitor", "patience")
 
 
 @dataclass
@@ -63,6 +75,13 @@ class ModelFile:
     declared: dict = field(default_factory=dict)
     params_at: dict[str, int] = field(default_factory=dict)
     onehot: dict[str, int] = field(default_factory=dict)
+    metric_name: str = "accuracy"  # the METRICS entry `metric` names (its output, target[, weight])
+    schedule: Schedule | None = None
+    weight_decay: float = 0.0
+    clip: float | None = None
+    validation: float = 0.0
+    monitor: str | None = None
+    patience: int | None = None
 
     def load_data(self, seed: int | None = None) -> DataSet:
         """The declared data set, checked, its one-hot declarations applied; an error
@@ -159,6 +178,14 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
         batch_size=_whole(value("batch_size"), "batch_size", fail, least=1) if "batch_size" in declared else None,
         seed=_whole(value("seed", "0"), "seed", fail, least=0),
         metric=_metric(value("metric"), model, fail),
+        metric_name=value("metric").split()[0] if value("metric") else "accuracy",
+        schedule=_schedule(value("schedule"), value("warmup"), fail),
+        weight_decay=_number(value("weight_decay", "0"), "weight_decay", fail, "a number, 0 or more", lambda v: v >= 0),
+        clip=_number(value("clip"), "clip", fail, "a positive number", lambda v: v > 0) if "clip" in declared else None,
+        validation=_number(value("validation", "0"), "validation", fail, "a fraction in [0, 1), e.g. 0.1",
+                           lambda v: 0 <= v < 1),
+        monitor=_monitor(value("monitor"), fail) if "monitor" in declared else None,
+        patience=_whole(value("patience"), "patience", fail, least=1) if "patience" in declared else None,
         backend=_backend(value("backend", "numpy"), fail),
         folder=folder,
         text=text,
@@ -259,13 +286,15 @@ def _whole(spec: str | None, word: str, fail, least: int) -> int:
 
 
 def _metric(spec: str | None, model: Model, fail) -> tuple[str, ...] | None:
-    """`accuracy OUTPUT TARGET [WEIGHT]`: OUTPUT computed by an equation, TARGET and the
-    optional WEIGHT (how much each prediction counts) data tensors."""
+    """`accuracy OUTPUT TARGET [WEIGHT]` (or mse, mae without a weight): OUTPUT computed by
+    an equation, TARGET and the optional WEIGHT (how much each prediction counts) data
+    tensors."""
     if spec is None:
         return None
     parts = spec.split()
-    if len(parts) not in (3, 4) or parts[0] != "accuracy":
-        raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET, or metric accuracy OUTPUT TARGET WEIGHT")
+    if len(parts) not in (3, 4) or parts[0] not in ("accuracy", "mse", "mae") or (len(parts) == 4 and parts[0] != "accuracy"):
+        raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET (or mse, mae), or "
+                             "metric accuracy OUTPUT TARGET WEIGHT")
     output, *data = parts[1:]
     computed = [eq.lhs.name for eq in model.per_sample.equations]
     if output not in computed:
@@ -291,3 +320,45 @@ def _onehot(spec: str | None, model: Model, fail) -> dict[str, int]:
     if classes < 2:
         raise fail("onehot", f"a one-hot target needs at least 2 classes, got {classes}")
     return {name: classes}
+
+
+def _number(spec: str | None, word: str, fail, wanted: str, fits) -> float:
+    """A declaration's one number (`weight_decay 1e-4`), checked now."""
+    try:
+        number = float(spec or "")
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number) or not fits(number):
+        raise fail(word, f"{word} takes {wanted}, got {spec!r}")
+    return number
+
+
+def _schedule(spec: str | None, warmup: str | None, fail) -> Schedule | None:
+    """`schedule step every=30 factor=0.5` (settings as the optimizer line's, name=number)
+    and `warmup 5`, checked now."""
+    if spec is None and warmup is None:
+        return None
+    name, *settings = (spec or "constant").split() or [""]
+    values = {}
+    for setting in settings:
+        key, _, number = setting.partition("=")
+        try:
+            values[key] = float(number)
+        except ValueError:
+            raise fail("schedule", f"schedule settings are name=number, got {setting!r}") from None
+    if not name:
+        raise fail("schedule", f"write the schedule as: schedule NAME setting=number (known: {', '.join(SCHEDULES)})")
+    epochs = _whole(warmup, "warmup", fail, least=1) if warmup is not None else 0
+    try:
+        return schedule(name, epochs, **values)
+    except IndexCalcError as err:
+        raise fail(getattr(err, "about", None) or "schedule", err.problem) from None
+
+
+def _monitor(spec: str | None, fail) -> str:
+    """`monitor val_accuracy`: one history key; whether the run records it is checked when
+    the run starts (it depends on the data and the validation split)."""
+    parts = (spec or "").split()
+    if len(parts) != 1:
+        raise fail("monitor", "write the monitor as: monitor NAME (loss, val_loss, val_accuracy, test_accuracy, ...)")
+    return parts[0]

@@ -26,13 +26,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .checkpoints import (check_output_path, is_checkpoint, read_checkpoint, remove_stale_temporaries,
+from .checkpoints import (check_output_path, is_checkpoint, read_best, read_checkpoint, remove_stale_temporaries,
                           write_checkpoint)
 from .datasets import refuse_if_too_big, sample_count
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model, ModelError
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
+from .schedules import Schedule
 from .backends import backend_name_of
 from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole
@@ -49,13 +50,45 @@ class Result:
     params: dict[str, np.ndarray]  # the backend's arrays, for a run on one
     history: list[dict[str, float]]
     epochs: int
-    stopped: str  # "done", "nan", "interrupted"
+    stopped: str  # "done", "early" (patience ran out), "nan", "interrupted"
     message: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    monitor: str | None = None  # the score that chose the best epoch
+    best_epoch: int | None = None  # the epoch whose parameters `params` are (with keep_best)
 
 
 DIVERGED = 1000.0  # an epoch's loss this many times its best so far (and above the start) is reported
+
+
+class _Best:
+    """The monitored best epoch of a run: its number, score and parameters, taken up
+    again from a resumed run's history (and its checkpoint's kept parameters). Accuracy
+    is best highest, anything else (a loss, mse, mae) lowest; a tie is no improvement."""
+
+    def __init__(self, monitor: str | None, history: list[dict], params: dict | None):
+        self.monitor, self.value, self.epoch, self.params = monitor, None, None, None
+        self.highest = bool(monitor) and monitor.endswith("accuracy")
+        for record in history if monitor else []:
+            self.saw(record, None)
+        if self.epoch is not None and params is None:  # a checkpoint without them: start afresh
+            self.value = self.epoch = None
+        self.params = params
+
+    def saw(self, record: dict, params: dict | None) -> None:
+        value = record.get(self.monitor) if self.monitor else None
+        if value is None or not math.isfinite(value):
+            return
+        if self.value is None or (value > self.value if self.highest else value < self.value):
+            self.value, self.epoch = value, record["epoch"]
+            self.params = dict(params) if params is not None else None  # new arrays each step: no copy
+
+    def ran_out(self, patience: int) -> str:
+        return f"{self.monitor} has not improved for {patience} epochs since epoch {self.epoch}: stopped early"
+
+    def waited(self, epoch: int) -> int:
+        """Epochs since the best, after `epoch` epochs."""
+        return epoch - self.epoch if self.epoch is not None else 0
 
 
 @dataclass
@@ -72,8 +105,16 @@ class Trainer:
     metric: Callable | None = None
     checkpoint: str | None = None
     backend: str = "numpy"
+    schedule: Schedule | None = None  # the learning rate per epoch (`schedules`)
+    weight_decay: float = 0.0  # decoupled (AdamW) for adam, L2 on the gradient otherwise
+    clip: float | None = None  # the gradients' global norm at most this
+    validation: float = 0.0  # this fraction of the training data held out (drawn from the seed)
+    monitor: str | None = None  # a history key ("val_loss", "test_accuracy"): the best epoch is its
+    patience: int | None = None  # stop when the monitor has not improved for this many epochs
+    keep_best: bool = True  # with a monitor, return the best epoch's parameters
 
     def __post_init__(self):
+        self._check_loop_settings()
         try:  # an unknown or missing library before any work, naming the extra to install
             arrays_for(self.backend)
         except IndexCalcError as err:
@@ -122,24 +163,34 @@ class Trainer:
         n = sample_count(given, "the training data")
         if test:
             sample_count({k: test[k] for k in self.model.data if k in test}, "the test data")
-        size = self.batch_size or n
         on, params, train, test = self._placed(given_params, params, train, test)
+        train, held = self._held_out(on, train, n)
+        n -= len(next(iter(held.values()))) if held else 0
+        size = self.batch_size or n
+        monitor = self._monitor_for(held, test)
+        watch = _Best(monitor, history, self._kept_best(on, resume) if monitor and resume else None)
         begun = time.perf_counter()
         good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
         kept = (dict(self.optimizer.state), rng.bit_generator.state)
         stopped, message, warnings = "done", "", []
         best = min((r["loss"] for r in history), default=math.inf)
         first = None
+        summed = self.model.batch is not None and self.model.reduce == "sum"
         try:
             self._preflight(params, train, test)
             with np.errstate(all="ignore"):  # a non-finite loss is reported below, in the user's terms
                 for epoch in range(start, epochs):
+                    if watch.waited(epoch) >= (self.patience or math.inf):  # a resumed run's, run out
+                        stopped, message = "early", watch.ran_out(self.patience)
+                        break
+                    lr = self._set_lr(on, epoch, epochs)
                     order = rng.permutation(n)
                     total = 0.0
                     for lo in range(0, n, size):
                         picked = order[lo : lo + size]
-                        loss, grads = on.computed(*self.model.loss_and_grads(params, on.take(train, picked)))
-                        if not on.finite(loss, grads):
+                        before = dict(params)  # the optimisers make new arrays, never write in place
+                        loss, finite = self._step(on, params, on.take(train, picked))
+                        if not finite:
                             stopped = "nan"
                             what = f"the loss became {float(loss)}" if not math.isfinite(float(loss)) else \
                                 "the gradient became non-finite"
@@ -147,18 +198,22 @@ class Trainer:
                                        f"the last good step are kept (try a smaller learning rate)")
                             break
                         first = float(loss) if first is None else first
-                        last = dict(params)  # the optimisers make new arrays, never write in place
-                        self.optimizer.step(params, grads)
-                        on.hold(params, self.optimizer.state)
-                        total += float(loss) * len(picked)
+                        last = before
+                        # the epoch's loss is the mean over its samples whatever the batch size
+                        total += float(loss) if summed else float(loss) * len(picked)
                     if stopped == "nan":
                         params = last
                         break
                     record = {"epoch": epoch + 1, "loss": total / n}
+                    if self.schedule is not None:
+                        record["lr"] = lr
                     record.update(self.scores(params, train, "train"))
+                    if held:
+                        record.update(self.scores(params, held, "val"))
                     if test:
                         record.update(self.scores(params, test, "test"))
                     history.append(record)
+                    watch.saw(record, params)
                     if not warnings and record["loss"] > DIVERGED * min(best, first) and record["loss"] > first:
                         warnings.append(
                             f"the loss grew to {record['loss']:.3g} at epoch {epoch + 1}, over {DIVERGED:g} times "
@@ -168,9 +223,12 @@ class Trainer:
                     good = dict(params)
                     kept = (dict(self.optimizer.state), rng.bit_generator.state)
                     if self.checkpoint:
-                        self._save_or_fail(params, epoch + 1, history, rng)
+                        self._save_or_fail(params, epoch + 1, history, rng, watch.params)
                     if progress:
                         progress(epoch + 1, record)
+                    if watch.waited(epoch + 1) >= (self.patience or math.inf):
+                        stopped, message = "early", watch.ran_out(self.patience)
+                        break
         except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
             if not on.out_of_memory(err):
                 raise
@@ -182,9 +240,107 @@ class Trainer:
             params = good
             self.optimizer.state, rng.bit_generator.state = dict(kept[0]), kept[1]
         done = history[-1]["epoch"] if history else start
-        if stopped != "done" and self.checkpoint:
-            self._save_or_fail(params, done, history, rng)
-        return Result(params, history, done, stopped, message, time.perf_counter() - begun, warnings)
+        if stopped not in ("done", "early") and self.checkpoint:
+            self._save_or_fail(params, done, history, rng, watch.params)
+        self._set_lr(on, None, epochs)
+        chosen = None
+        if monitor and self.keep_best and watch.params is not None:
+            params, chosen = watch.params, watch.epoch
+            if stopped in ("nan", "interrupted"):
+                message += f"; the run returns those of epoch {chosen}, the best by {monitor}"
+        return Result(params, history, done, stopped, message, time.perf_counter() - begun, warnings,
+                      monitor, chosen)
+
+    def _step(self, on, params: dict, batch: Mapping) -> tuple[object, bool]:
+        """One mini-batch step, in place in `params`: the loss and gradients, the gradients
+        clipped to the global norm `clip`, then weight decay and the optimiser's update.
+        Returns the batch's loss and whether it and the gradients were finite (if not,
+        `params` are left as they were)."""
+        loss, grads = on.computed(*self.model.loss_and_grads(params, batch))
+        if not on.finite(loss, grads):
+            return loss, False
+        if self.clip is not None:  # as torch.nn.utils.clip_grad_norm_: one norm over every gradient
+            norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+            if norm > self.clip:
+                grads = {k: g * (self.clip / norm) for k, g in grads.items()}
+        decay, decoupled = self.weight_decay, isinstance(self.optimizer, Adam)
+        if decay and not decoupled:  # L2: the gradient of (decay / 2) |w|², added after clipping
+            grads = {k: g + decay * params[k] for k, g in grads.items()}
+        before = dict(params)
+        self.optimizer.step(params, grads)
+        if decay and decoupled:  # AdamW (Loshchilov & Hutter): w ← w − η (update + decay · w)
+            params.update({k: params[k] - self.optimizer.lr * decay * before[k] for k in grads})
+        on.hold(params, self.optimizer.state)
+        return loss, True
+
+    def _set_lr(self, on, epoch: int | None, epochs: int) -> float:
+        """The optimiser's learning rate for `epoch` by the schedule (None: back to the
+        base rate, as the run leaves it). A backend's compiled update (jax.jit) read the
+        rate when it was traced, so a change of rate wraps it anew."""
+        if self.schedule is None:
+            return getattr(self.optimizer, "lr", math.nan)
+        lr = self._base_lr * (1.0 if epoch is None else self.schedule.factor(epoch, epochs))
+        if lr != self.optimizer.lr:
+            self.optimizer.lr = lr
+            if getattr(self.optimizer, "_update", None) is not None:
+                self.optimizer.run_on(on.update_xp or on.xp, on.wrap)
+        return lr
+
+    def _held_out(self, on, train, n: int):
+        """The training data without its validation split, and the split (`validation` of
+        the samples, drawn from the seed by a generator of their own, so that the
+        shuffling is the same with or without one)."""
+        if not self.validation:
+            return train, {}
+        count = round(self.validation * n)
+        if not 1 <= count < n:
+            raise TrainingError(f"a validation split of {self.validation:g} of {n} samples holds {count}: "
+                                f"it must hold at least one and leave one to train on", about="validation")
+        order = np.random.default_rng([self.seed, 1]).permutation(n)
+        return on.take(train, np.sort(order[count:])), on.take(train, np.sort(order[:count]))
+
+    def _monitor_for(self, held, test) -> str | None:
+        """The history key the best epoch is chosen by, checked against the keys the run
+        will record (the default with a patience: val_loss with a validation split, else
+        the training loss)."""
+        monitor = self.monitor
+        if monitor is None and self.patience:
+            monitor = "val_loss" if held else "loss"
+        if monitor is None:
+            return None
+        metric = getattr(self.metric, "name", "accuracy") if self.metric is not None else None
+        splits = ["train"] + (["val"] if held else []) + (["test"] if test else [])
+        known = ["loss"] + [f"{s}_loss" for s in splits[1:]] + ([f"{s}_{metric}" for s in splits] if metric else [])
+        if monitor not in known:
+            hint = {"val": " (declare a validation split: validation 0.1)", "test": " (no test data is given)"}
+            raise TrainingError(f"cannot monitor {monitor!r}: this run records {', '.join(known)}"
+                                f"{hint.get(monitor.split('_')[0], '')}", about="monitor")
+        return monitor
+
+    def _check_loop_settings(self) -> None:
+        """The schedule, weight decay, clipping, validation and early-stopping settings,
+        before any work."""
+        self._base_lr = getattr(self.optimizer, "lr", None)
+        if self.schedule is not None and not isinstance(self._base_lr, (int, float)):
+            raise TrainingError(f"{self.optimizer.name} has no learning rate to schedule", about="schedule")
+        for name, value, fits, wanted in (
+            ("weight_decay", self.weight_decay, lambda v: 0 <= v < math.inf, "a number, 0 or more"),
+            ("clip", self.clip, lambda v: v is None or 0 < v < math.inf, "a positive number"),
+            ("validation", self.validation, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+        ):
+            number = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            if not (number and fits(value)):
+                raise TrainingError(f"{name} must be {wanted}, got {value!r}", about=name)
+        if self.patience is not None and not (is_whole(self.patience) and self.patience >= 1):
+            raise TrainingError(f"the patience must be a positive whole number of epochs, got {self.patience!r}",
+                                about="patience")
+
+    def _kept_best(self, on, path: str) -> dict | None:
+        """The best epoch's parameters a checkpoint keeps, on this run's arrays."""
+        best = read_best(path, self.model)
+        if best is None or on.name == "numpy":
+            return best
+        return {k: on.place(v, _float_type(on, v)) for k, v in best.items()}
 
     def _placed(self, given, params, train, test):
         """The run's arrays (`training_arrays`) and the parameters, optimiser state and data
@@ -222,21 +378,21 @@ class Trainer:
         if prefix != "train":
             out[f"{prefix}_loss"] = float(self.model.evaluate(self.model.loss, params, data))
         if self.metric is not None:
-            out[f"{prefix}_accuracy"] = float(self.metric(self.model, params, data))
+            out[f"{prefix}_{getattr(self.metric, 'name', 'accuracy')}"] = float(self.metric(self.model, params, data))
         return out
 
     # --- checkpoints (written and read by indexcalc.checkpoints)
-    def _save_or_fail(self, params, epoch: int, history, rng) -> None:
+    def _save_or_fail(self, params, epoch: int, history, rng, best=None) -> None:
         try:
-            self.save(self.checkpoint, params, epoch, history, rng)
+            self.save(self.checkpoint, params, epoch, history, rng, best=best)
         except OSError as err:
             raise TrainingError(f"could not write the checkpoint {self.checkpoint} ({err.strerror or err}); "
                                 f"the one written last is intact") from None
 
-    def save(self, path: str, params, epoch: int, history, rng: np.random.Generator) -> None:
+    def save(self, path: str, params, epoch: int, history, rng: np.random.Generator, best=None) -> None:
         """Write this run's whole state to `path`, atomically (see `write_checkpoint`), as
-        NumPy arrays whatever the backend."""
-        write_checkpoint(path, params, epoch, history, rng, self.optimizer, self.model)
+        NumPy arrays whatever the backend; `best`, the monitored best epoch's parameters."""
+        write_checkpoint(path, params, epoch, history, rng, self.optimizer, self.model, best=best)
 
 
 # ---------------------------------------------------------------- metrics and model files
@@ -269,6 +425,34 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
     return measure
 
 
+def _error_metric(name: str, of: Callable[[np.ndarray], np.ndarray], meaning: str) -> Callable:
+    """A regression metric: `of` the difference between the output and the target,
+    averaged over every sample and component (Keras's mse and mae for one output)."""
+
+    def metric(output: str, target: str) -> Callable:
+        def measure(model: Model, params, data) -> float:
+            predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
+            wanted = to_numpy(data[target])
+            if predicted.size != wanted.size:
+                raise ModelError(f"the metric {name} compares {output} ({predicted.shape}) with {target} "
+                                 f"({wanted.shape}), which do not hold as many numbers")
+            return float(np.mean(of(predicted.reshape(wanted.shape) - wanted)))
+
+        measure.name = name
+        return measure
+
+    metric.__doc__ = f"The {meaning} of `output` against `target`, over all samples and components."
+    return metric
+
+
+mse = _error_metric("mse", np.square, "mean squared error")
+mae = _error_metric("mae", np.abs, "mean absolute error")
+
+# The metrics by the name a model file's `metric` line gives them; each records
+# `<split>_<name>` in the history. Only accuracy takes a weight.
+METRICS = {"accuracy": accuracy, "mse": mse, "mae": mae}
+
+
 def _float_type(on, value) -> np.dtype:
     """A parameter's float type on the backend: its own, or float64 for whole numbers."""
     own = backend_name_of([value]) == on.name
@@ -279,25 +463,30 @@ def _float_type(on, value) -> np.dtype:
 def train_file(model_file, *, epochs: int | None = None, lr: float | None = None, seed: int | None = None,
                batch_size: int | None = None, checkpoint: str | None = None, resume: str | None = None,
                progress: Callable[[int, dict], None] | None = None,
-               prepared: Callable[[object], None] | None = None, backend: str | None = None
-               ) -> tuple[Result, dict, dict]:
+               prepared: Callable[[object], None] | None = None, backend: str | None = None,
+               monitor: str | None = None, patience: int | None = None) -> tuple[Result, dict, dict]:
     """Train what a model file declares (settings given here override its own). Errors
     point at the model-file line they concern. `prepared` is called with the data set
     once everything has been checked, just before the first epoch."""
     mf = model_file
     try:
-        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend)
+        trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend,
+                                monitor=monitor, patience=patience)
         if prepared:
             prepared(data)
         result = trainer.fit(data.train, mf.epochs if epochs is None else epochs, test=data.test or None,
                              resume=resume, progress=progress)
     except IndexCalcError as err:
+        given = {word for word, value in (("monitor", monitor), ("patience", patience)) if value is not None}
+        if getattr(err, "about", None) in given:
+            err.about = None  # the caller's choice, not the file's line
         raise mf.locate(err) from None
     return result, data.train, data.test
 
 
 def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size: int | None = None,
-            checkpoint: str | None = None, backend: str | None = None):
+            checkpoint: str | None = None, backend: str | None = None, monitor: str | None = None,
+            patience: int | None = None):
     """The Trainer and the checked data set for a model file, before any training."""
     if mf.dataset is None:
         raise TrainingError(f"{mf.name} declares no dataset (dataset xor, ..., or dataset FILE.npz)")
@@ -308,8 +497,11 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
     seed = mf.seed if seed is None else seed
     try:
         trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
-                          seed=seed, metric=accuracy(*mf.metric) if mf.metric else None, checkpoint=checkpoint,
-                          backend=mf.backend if backend is None else backend)
+                          seed=seed, metric=METRICS[mf.metric_name](*mf.metric) if mf.metric else None,
+                          checkpoint=checkpoint, backend=mf.backend if backend is None else backend,
+                          schedule=mf.schedule, weight_decay=mf.weight_decay, clip=mf.clip,
+                          validation=mf.validation, monitor=mf.monitor if monitor is None else monitor,
+                          patience=mf.patience if patience is None else patience)
     except TrainingError as err:
         if backend is not None and err.about == "backend":  # the caller's choice, not the file's line
             raise TrainingError(err.problem) from None

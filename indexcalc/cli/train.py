@@ -53,7 +53,7 @@ def _command_train(args) -> str:
         result, _, _ = train_file(
             mf, epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
             checkpoint=args.checkpoint, resume=args.resume, progress=bar.update, prepared=announce,
-            backend=args.backend,
+            backend=args.backend, monitor=args.monitor, patience=args.patience,
         )
     except KeyboardInterrupt:
         raise TrainingStopped("interrupted before the first epoch ended; nothing was trained or written") from None
@@ -65,15 +65,22 @@ def _command_train(args) -> str:
         last = result.history[-1]
         scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
         lines.append(f"after {result.epochs} epochs ({result.seconds:.2f} s): {scores}")
+        if result.stopped == "early":
+            lines.append(result.message)
+        if result.best_epoch is not None:
+            kept = result.history[result.best_epoch - 1]
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in kept.items() if k != "epoch")
+            lines.append(f"kept epoch {result.best_epoch}, the best by {result.monitor}: {scores}")
     if args.checkpoint:
         lines.append(f"checkpoint: {args.checkpoint} (resume with --resume {args.checkpoint})")
     if args.save and result.stopped == "interrupted" and not result.history:
         lines.append(f"nothing saved to {args.save}: no epoch finished")
     elif args.save:
         mf.model.save(args.save, result.params)
-        kept = "the last good parameters" if result.stopped != "done" else "the trained parameters"
+        kept = (f"the parameters of epoch {result.best_epoch}" if result.best_epoch is not None
+                else "the last good parameters" if result.stopped != "done" else "the trained parameters")
         lines.append(f"saved {kept}: {args.save} (indexcalc predict {path} --weights {args.save})")
-    if result.stopped != "done":
+    if result.stopped not in ("done", "early"):
         print("\n".join(lines), flush=True)
         raise TrainingStopped(result.message)
     if args.plot:
@@ -216,5 +223,9 @@ def register(sub) -> None:
     tr.add_argument("--plot", help="draw the loss curves into this .png (needs matplotlib)")
     tr.add_argument("--backend", help="the array library to train on: numpy, jax, torch, dask or cupy "
                     "(default: the file's backend line, else numpy)")
+    tr.add_argument("--monitor", help="keep the epoch best by this score (loss, val_loss, test_accuracy, ...; "
+                    "default: the file's monitor line)")
+    tr.add_argument("--patience", type=_whole(1), help="stop when the monitor has not improved for this many "
+                    "epochs (default: the file's; without a monitor, val_loss or loss)")
     tr.add_argument("--quiet", action="store_true", help="no progress output")
     tr.set_defaults(run=_command_train)
