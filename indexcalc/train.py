@@ -33,6 +33,7 @@ from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model, ModelError
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
+from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
 from .backends import backend_name_of
 from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole
@@ -102,6 +103,8 @@ class Trainer:
         progress: Callable[[int, dict], None] | None = None,
     ) -> Result:
         """Run `epochs` epochs (in total, counting those of a resumed checkpoint)."""
+        if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
+            return self.optimizer.fit(self, train, epochs, test=test, params=params, resume=resume, progress=progress)
         if not (is_whole(epochs) and epochs >= 0):
             raise TrainingError(f"epochs must be a whole number, 0 or more, got {epochs!r}", about="epochs")
         rng = np.random.default_rng(self.seed)
@@ -124,6 +127,8 @@ class Trainer:
             sample_count({k: test[k] for k in self.model.data if k in test}, "the test data")
         size = self.batch_size or n
         on, params, train, test = self._placed(given_params, params, train, test)
+        if getattr(self.optimizer, "full_batch", False):  # Newton (second_order): the Hessian of all the data
+            self.optimizer.bind(self.model, train, size, n)
         begun = time.perf_counter()
         good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
         kept = (dict(self.optimizer.state), rng.bit_generator.state)
