@@ -82,6 +82,18 @@ class Newton(FullBatch):
         self._hvp: Callable | None = None
         self.last: dict[str, float] = {}  # the last step's λ, step length and solver, for a curious caller
 
+    def bind(self, model, data, batch, samples) -> None:
+        """As `FullBatch.bind`, refusing first a dense Hessian too big for this machine."""
+        from .datasets import refuse_if_too_big
+        count = sum(int(np.prod(p.shape, dtype=int)) for p in model.parameters.values())
+        if count <= self.dense_up_to:
+            try:
+                refuse_if_too_big(f"newton's Hessian of {count} parameters (lower dense_up_to to use conjugate "
+                                  f"gradients)", 8 * count * count)
+            except IndexCalcError as err:
+                raise TrainingError(err.problem, about="optimizer") from None
+        super().bind(model, data, batch, samples)
+
     # --- the derived second derivatives
     def _names(self) -> list[str]:
         return list(self.model.parameters)
@@ -161,6 +173,9 @@ class Newton(FullBatch):
         names = self._names()
         g = _flat(grads, names)
         size = g.size
+        if not g.any():  # at a stationary point already: nothing to solve
+            self.last = {"damping": self.damping, "step": 0.0, "solver": "none"}
+            return
         try:
             if size <= self.dense_up_to:
                 (direction, lam), how = _damped_solve(self.hessian(params), g, self.damping), "dense"
@@ -211,18 +226,20 @@ class Newton(FullBatch):
 
 
 def _damped_solve(h: np.ndarray, g: np.ndarray, damping: float):
-    """Δ from (H + λI) Δ = −g with the least λ ≥ `damping` (tried λ, 10λ, …) that makes
-    the matrix positive definite by Cholesky; returns (Δ, λ)."""
-    scale = max(float(np.max(np.abs(np.diag(h)))) if h.size else 1.0, 1e-12)
-    lam = damping
-    for _ in range(30):
-        try:
-            factor = np.linalg.cholesky(h + lam * np.eye(len(h)))
-        except np.linalg.LinAlgError:
-            lam = max(10 * lam, 1e-10 * scale)
-            continue
-        return np.linalg.solve(factor.T, np.linalg.solve(factor, -g)), lam
-    return -g, math.inf
+    """Δ from (H + λI) Δ = −g; returns (Δ, λ). λ is `damping` where H is positive
+    definite; else it mirrors H's most negative curvature (λ = −2 λ_min, so that H + λI
+    curves at least as much upwards as H did downwards): a step of sensible length down
+    a saddle or a ridge, where λ barely past −λ_min would throw the parameters far."""
+    if not h.size:
+        return -g, damping
+    scale = max(float(np.max(np.abs(h))), 1e-300)
+    low = float(np.linalg.eigvalsh(h)[0])
+    lam = damping if low > 1e-12 * scale else max(damping, -2 * low, 1e-10 * scale)
+    try:
+        factor = np.linalg.cholesky(h + lam * np.eye(len(h)))
+    except np.linalg.LinAlgError:  # rounding at the edge: the gradient's own direction
+        return -g, math.inf
+    return np.linalg.solve(factor.T, np.linalg.solve(factor, -g)), lam
 
 
 class LBFGS(FullBatch):
