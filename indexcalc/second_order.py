@@ -80,6 +80,7 @@ class Newton(FullBatch):
         self.lr, self.damping, self.dense_up_to = lr, damping, int(dense_up_to)
         self._blocks: dict[tuple[str, str], Callable] | None = None
         self._hvp: Callable | None = None
+        self._vectors: dict[str, str] = {}  # the direction v's tensor name for each parameter, in the g·v line
         self.last: dict[str, float] = {}  # the last step's λ, step length and solver, for a curious caller
 
     def bind(self, model, data, batch, samples) -> None:
@@ -92,7 +93,14 @@ class Newton(FullBatch):
                                   f"gradients)", 8 * count * count)
             except IndexCalcError as err:
                 raise TrainingError(err.problem, about="optimizer") from None
+        if model is not self.model:  # another model: its own plans
+            self._blocks = self._hvp = None
         super().bind(model, data, batch, samples)
+        try:  # derived and compiled now: a model it cannot differentiate twice fails before the first epoch
+            self.hessian_blocks() if count <= self.dense_up_to else self._hvp_plan()
+        except IndexCalcError as err:
+            raise TrainingError(f"newton cannot derive the Hessian of this model: {err.problem}",
+                                about="optimizer") from None
 
     # --- the derived second derivatives
     def _names(self) -> list[str]:
@@ -144,7 +152,13 @@ class Newton(FullBatch):
         return (h + h.T) / 2
 
     def hessian_vector(self, params: Mapping[str, np.ndarray], v: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """H v, exactly: the gradient of g·v (v held fixed), compiled once."""
+        """H v, exactly: the gradient of g·v (v held fixed)."""
+        plan = self._hvp_plan()
+        return plan({**self.data, **params, **{self._vectors[p]: v[p] for p in self._names()}})[1]
+
+    def _hvp_plan(self) -> Callable:
+        """The compiled gradient of g·v: every parameter's derivative lines, then the line
+        GV = L_{,(ab)}[w] Vw_ab + …, differentiated by the parameters (built once)."""
         if self._hvp is None:
             from .compile import compile as compile_program
             programs = self._gradients(self._letters())
@@ -163,8 +177,7 @@ class Newton(FullBatch):
             gv = _fresh("GV", taken)
             equations.append(parse(f"{gv} = " + " + ".join(terms)))
             self._hvp = compile_program(Program(tuple(equations)), wrt=self._names(), of=gv)
-        arrays = {**self.data, **params, **{self._vectors[p]: v[p] for p in self._names()}}
-        return self._hvp(arrays)[1]
+        return self._hvp
 
     # --- the step
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
@@ -172,17 +185,13 @@ class Newton(FullBatch):
             raise TrainingError("newton needs the model and the full data set: train it with Trainer.fit")
         names = self._names()
         g = _flat(grads, names)
-        size = g.size
         if not g.any():  # at a stationary point already: nothing to solve
             self.last = {"damping": self.damping, "step": 0.0, "solver": "none"}
             return
-        try:
-            if size <= self.dense_up_to:
-                (direction, lam), how = _damped_solve(self.hessian(params), g, self.damping), "dense"
-            else:
-                direction, lam, how = self._cg(params, g), self.damping, "cg"
-        except IndexCalcError as err:
-            raise TrainingError(f"newton cannot derive the Hessian of this model: {err.problem}") from None
+        if g.size <= self.dense_up_to:
+            (direction, lam), how = _damped_solve(self.hessian(params), g, self.damping), "dense"
+        else:
+            direction, lam, how = self._cg(params, g), self.damping, "cg"
         if not np.all(np.isfinite(direction)) or direction @ g >= 0:  # no descent: the gradient's own
             direction, how = -g, how + ", gradient"
         loss = self._loss(params)
