@@ -185,3 +185,15 @@ def test_lbfgs_without_scipy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)
     with pytest.raises(TrainingError, match=r"indexcalc\[scipy\]"):
         Trainer(logistic_model(), ic.LBFGS()).fit(logistic_data(), 5)
+
+
+def test_cli_trains_newton_and_refuses_mini_batches_in_one_line(capsys):
+    from indexcalc import cli
+
+    assert cli.main(["train", str(EXAMPLES / "logistic_newton.ic"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "newton" in out and "after 8 epochs" in out
+    assert cli.main(["train", str(EXAMPLES / "logistic_newton.ic"), "--batch-size", "10", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("indexcalc: error: newton takes full-batch steps: leave the batch size unset "
+                           "(it is 10, for 256 samples)")
