@@ -25,10 +25,11 @@ from .diff import DiffError, diff  # noqa: E402
 from .simplify import simplify  # noqa: E402
 from .compile import Compiled, compile  # noqa: E402,A001
 from .model import Model  # noqa: E402
+from .second_order import LBFGS, Newton  # noqa: E402
 
 __all__ = [
     "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
-    "compile", "Compiled", "Model", "free_indices", "summed_indices",
+    "compile", "Compiled", "Model", "Newton", "LBFGS", "free_indices", "summed_indices",
     "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
     "SingularMatrixError",
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Mask", "Shift", "Compare", "Product", "Sum", "Power", "Call",

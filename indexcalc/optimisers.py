@@ -146,3 +146,6 @@ def optimiser(name: str, **settings: float) -> SGD:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not fits(float(value)):
             raise TrainingError(f"{key}={value} for {name}: {meaning} must be {wanted}", about="optimizer")
     return OPTIMISERS[name](**{k: float(v) for k, v in settings.items()})
+
+
+from . import second_order  # noqa: E402,F401  Newton and L-BFGS (second_order) join OPTIMISERS and SETTINGS

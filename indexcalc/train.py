@@ -34,6 +34,7 @@ from .expr import Tensor
 from .model import Model, ModelError
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
 from .schedules import Schedule
+from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
 from .backends import backend_name_of
 from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole
@@ -143,6 +144,8 @@ class Trainer:
         progress: Callable[[int, dict], None] | None = None,
     ) -> Result:
         """Run `epochs` epochs (in total, counting those of a resumed checkpoint)."""
+        if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
+            return self.optimizer.fit(self, train, epochs, test=test, params=params, resume=resume, progress=progress)
         if not (is_whole(epochs) and epochs >= 0):
             raise TrainingError(f"epochs must be a whole number, 0 or more, got {epochs!r}", about="epochs")
         rng = np.random.default_rng(self.seed)
@@ -169,6 +172,8 @@ class Trainer:
         size = self.batch_size or n
         monitor = self._monitor_for(held, test)
         watch = _Best(monitor, history, self._kept_best(on, resume) if monitor and resume else None)
+        if getattr(self.optimizer, "full_batch", False):  # Newton (second_order): the Hessian of all the data
+            self.optimizer.bind(self.model, train, size, n)
         begun = time.perf_counter()
         good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
         kept = (dict(self.optimizer.state), rng.bit_generator.state)
@@ -334,6 +339,17 @@ class Trainer:
         if self.patience is not None and not (is_whole(self.patience) and self.patience >= 1):
             raise TrainingError(f"the patience must be a positive whole number of epochs, got {self.patience!r}",
                                 about="patience")
+        # a second-order step solves with the loss's own Hessian: a decay or clip added to the
+        # gradient alone would be ignored by half of it, and L-BFGS runs SciPy's iterations
+        unused = {"weight_decay": self.weight_decay, "clip": self.clip}
+        if hasattr(self.optimizer, "fit"):
+            unused.update(schedule=self.schedule, validation=self.validation, monitor=self.monitor,
+                          patience=self.patience)
+        if getattr(self.optimizer, "full_batch", False):
+            for name, value in unused.items():
+                if value:
+                    hint = " (write the decay into the loss)" if name == "weight_decay" else ""
+                    raise TrainingError(f"{name} does not apply to {self.optimizer.name}{hint}", about=name)
 
     def _kept_best(self, on, path: str) -> dict | None:
         """The best epoch's parameters a checkpoint keeps, on this run's arrays."""
