@@ -67,9 +67,10 @@ def sections(nb) -> dict[str, list]:
     found: dict[str, list] = {}
     current = None
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and cell.source.startswith("## "):
-            numbered = re.match(r"## (\d+\. .*)", cell.source)
-            current = numbered.group(1) if numbered else None
+        if cell.cell_type == "markdown":
+            if cell.source.startswith("## "):
+                numbered = re.match(r"## (\d+\. .*)", cell.source)
+                current = numbered.group(1) if numbered else None
         elif current is not None:
             found.setdefault(current, []).append(cell)
     return found
