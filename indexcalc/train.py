@@ -34,6 +34,7 @@ from .expr import Tensor
 from .model import Model, ModelError
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
 from .backends import backend_name_of
+from .step import FusedStep, fusable
 from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole
 
@@ -72,6 +73,7 @@ class Trainer:
     metric: Callable | None = None
     checkpoint: str | None = None
     backend: str = "numpy"
+    fused: bool = True  # on NumPy, SGD/momentum/Adam: one generated step, in place (indexcalc.step)
 
     def __post_init__(self):
         try:  # an unknown or missing library before any work, naming the extra to install
@@ -124,9 +126,14 @@ class Trainer:
             sample_count({k: test[k] for k in self.model.data if k in test}, "the test data")
         size = self.batch_size or n
         on, params, train, test = self._placed(given_params, params, train, test)
+        fused = FusedStep(self.model, self.optimizer) if self.fused and on.name == "numpy" and \
+            fusable(self.model, self.optimizer, params) else None
+        if fused is not None:  # it writes in place: its own copies, kept by copy; a NaN step writes nothing
+            params, train = fused.own(params), fused.data(train)
+        held = _copies if fused is not None else dict  # the unfused optimisers never write in place
         begun = time.perf_counter()
-        good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
-        kept = (dict(self.optimizer.state), rng.bit_generator.state)
+        good = last = held(params)
+        kept = (held(self.optimizer.state), rng.bit_generator.state)
         stopped, message, warnings = "done", "", []
         best = min((r["loss"] for r in history), default=math.inf)
         first = None
@@ -138,8 +145,12 @@ class Trainer:
                     total = 0.0
                     for lo in range(0, n, size):
                         picked = order[lo : lo + size]
-                        loss, grads = on.computed(*self.model.loss_and_grads(params, on.take(train, picked)))
-                        if not on.finite(loss, grads):
+                        if fused is not None:
+                            loss, stepped = fused(params, on.take(train, picked))
+                        else:
+                            loss, grads = on.computed(*self.model.loss_and_grads(params, on.take(train, picked)))
+                            stepped = on.finite(loss, grads)
+                        if not stepped:
                             stopped = "nan"
                             what = f"the loss became {float(loss)}" if not math.isfinite(float(loss)) else \
                                 "the gradient became non-finite"
@@ -147,12 +158,13 @@ class Trainer:
                                        f"the last good step are kept (try a smaller learning rate)")
                             break
                         first = float(loss) if first is None else first
-                        last = dict(params)  # the optimisers make new arrays, never write in place
-                        self.optimizer.step(params, grads)
-                        on.hold(params, self.optimizer.state)
+                        if fused is None:
+                            last = dict(params)  # the optimisers make new arrays, never write in place
+                            self.optimizer.step(params, grads)
+                            on.hold(params, self.optimizer.state)
                         total += float(loss) * len(picked)
                     if stopped == "nan":
-                        params = last
+                        params = last if fused is None else fused.before(params)
                         break
                     record = {"epoch": epoch + 1, "loss": total / n}
                     record.update(self.scores(params, train, "train"))
@@ -165,8 +177,8 @@ class Trainer:
                             f"its best ({min(best, first):.3g}): training is diverging; try a smaller learning "
                             f"rate (now {self.optimizer.lr:g})")
                     best = min(best, record["loss"])
-                    good = dict(params)
-                    kept = (dict(self.optimizer.state), rng.bit_generator.state)
+                    good = held(params)
+                    kept = (held(self.optimizer.state), rng.bit_generator.state)
                     if self.checkpoint:
                         self._save_or_fail(params, epoch + 1, history, rng)
                     if progress:
@@ -263,6 +275,11 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
         return float((hits * weights).sum() / total) if total else float("nan")
 
     return measure
+
+
+def _copies(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays copied: what a step that writes in place cannot change."""
+    return {k: np.copy(v) for k, v in arrays.items()}
 
 
 def _float_type(on, value) -> np.dtype:
