@@ -65,12 +65,14 @@ class FusedStep:
 
     `params` must be this step's own arrays (`own`), updated in place, and the optimiser's
     `state` is kept as preallocated arrays in `optimizer.state`. The learning rate and
-    the optimiser's settings are read at every call, so a schedule may change them."""
+    the optimiser's settings are read at every call, so a schedule may change them.
+    Call it under `np.errstate(all="ignore")`, as Trainer.fit's loop does: a NaN is an
+    answer here, reported by the loop, not a warning."""
 
     def __init__(self, model: Model, optimizer: SGD):
         self.model, self.optimizer = model, optimizer
         self.compiled = model.gradient
-        self._steps: dict[tuple, object] = {}
+        self._steps: dict[int, object] = {}  # by batch length
         self.spare: dict[str, np.ndarray] = {}  # each parameter's other array (see WRITE)
         self._moved = False  # whether a step has updated the parameters (the spares hold values)
 
@@ -78,6 +80,7 @@ class FusedStep:
         """Copies of the parameters and the optimiser's moments that the step may write
         into: a caller's arrays are never changed."""
         params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+        self._steps.clear()  # a new run: its own data, its own batch shapes
         self.spare.clear()  # in place: the generated steps hold this dict
         self.spare.update({k: np.empty_like(v) for k, v in params.items()})
         self._moved = False
@@ -95,7 +98,7 @@ class FusedStep:
                 ((k, np.asarray(v)) for k, v in arrays.items())}
 
     def __call__(self, params: dict[str, np.ndarray], batch: Mapping[str, np.ndarray]) -> tuple[float, bool]:
-        key = tuple((k, v.shape, v.dtype) for k, v in batch.items())
+        key = len(next(iter(batch.values())))  # a run's batches differ only in their length
         run = self._steps.get(key)
         if run is None:
             run = self._steps[key] = self._generate(params, batch)
@@ -158,6 +161,6 @@ class FusedStep:
         lines.append("    return loss, True")
         source = "\n".join(lines) + "\n"
         exec(compile(source, "<indexcalc step>", "exec"), namespace)
-        run = np.errstate(all="ignore")(namespace["step"])
+        run = namespace["step"]  # no errstate of its own (µs a call): Trainer.fit's loop sets it
         run.source = source
         return run

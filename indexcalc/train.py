@@ -221,14 +221,17 @@ class Trainer:
     def _preflight(self, params, train, test) -> None:
         """The loss (and metric) on one sample of each split, so that arrays that do not fit
         the equations fail now, not after an epoch's work."""
+        self.model.loss_and_grads(params, {k: v[:1] for k, v in train.items()})
         self.scores(params, {k: v[:1] for k, v in train.items()}, "train")
         if test:
             self.scores(params, {k: v[:1] for k, v in test.items()}, "test")
 
     def scores(self, params, data: Mapping[str, np.ndarray], prefix: str) -> dict[str, float]:
-        """The loss on all of `data`, and the metric if the model has one."""
-        loss, _ = self.model.loss_and_grads(params, data)
-        out = {f"{prefix}_loss": float(loss)} if prefix != "train" else {}
+        """The loss on all of `data` (but the training data's: its epoch loss is the mean of
+        the steps'), and the metric if the model has one."""
+        out = {}
+        if prefix != "train":
+            out[f"{prefix}_loss"] = float(self.model.loss_and_grads(params, data)[0])
         if self.metric is not None:
             out[f"{prefix}_accuracy"] = float(self.metric(self.model, params, data))
         return out
