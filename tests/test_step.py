@@ -91,3 +91,20 @@ def test_a_nan_stop_keeps_the_same_last_good_parameters_as_the_unfused_loop(make
     assert fused.stopped == plain.stopped == "nan" and fused.message == plain.message
     assert np.all(np.isfinite(fused.params["w"]))
     np.testing.assert_array_equal(fused.params["w"], plain.params["w"])
+
+
+@pytest.mark.parametrize("source, params", [
+    # relu, logsumexp, a constant column of weights: the steps the rewrite hoists and runs in place
+    ("h_i = relu(W1_ij x_j + b1_i)\nz_k = W2_ki h_i + b2_k\nloss = logsumexp_c(z_c) - y_k z_k",
+     {"W1": (6, 2), "b1": 6, "W2": (2, 6), "b2": 2}),
+    # each gradient is (a view of) the other parameter: no parameter may be written before both are read
+    ("loss = a_i b_i + 0 x_i y_i", {"a": 2, "b": 2}),
+])
+def test_rewritten_steps_give_the_unfused_numbers(source, params):
+    model = lambda: Model(source, params=params, data=["x", "y"])  # noqa: E731
+    arrays = data(9)
+    arrays["y"] = np.stack([arrays["y"][:, 0], 1 - arrays["y"][:, 0]], 1)
+    fused = Trainer(model(), Adam(lr=0.01), batch_size=4, seed=1).fit(arrays, 4)
+    plain = Trainer(model(), Adam(lr=0.01), batch_size=4, seed=1, fused=False).fit(arrays, 4)
+    for name, value in plain.params.items():
+        np.testing.assert_array_equal(fused.params[name], value)

@@ -443,7 +443,7 @@ def test_ctrl_c_in_the_middle_of_an_epoch_still_resumes_exactly(tmp_path):
 
     def interrupted(params, batch):
         calls.append(len(next(iter(batch.values()))))
-        if len(calls) == 14:  # epochs have 3 batches (5, 5, 2) and one scoring call: mid epoch 4
+        if len(calls) == 12:  # one preflight call, then epochs of 3 batches (5, 5, 2): mid epoch 4
             raise KeyboardInterrupt
         return real(params, batch)
 
