@@ -10,7 +10,10 @@ Rows: XOR (2-4-1 sigmoid, batch 4, SGD lr 0.1) per step through `Trainer.fit` (a
 is one step; every loop takes each step's loss as a float, as the Trainer adds them up
 for the epoch's loss); Fizz Buzz (fizzbuzz.ic, Adam, batch 32) per epoch, without the
 metric and the test set (scoring counted apart); JAX's whole XOR run in one
-`lax.fori_loop` (no per-step loss on the host) as the ceiling. Gradient calls alone are bench_gradients.py's rows.
+`lax.fori_loop` (no per-step loss on the host) as the ceiling; and gradient calls alone
+on bench_gradients.py's tiny and small MLPs (its NumPy backprop the baseline): the
+compiled call, its plan's function without the call's wrapper (what the fused step
+runs), and JAX's jitted value_and_grad.
 Every contender runs once a round, the order rotating; a row's ratio is the median of
 the per-round ratios to the tuned NumPy loop. One thread everywhere: BLAS by
 environment, XLA by `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`,
@@ -244,6 +247,31 @@ def main() -> None:
         c()
     table(f"Fizz Buzz per epoch ({len(x)} samples, batch 32, Adam), {epochs} epochs, {max(3, rounds // 3)} rounds",
           "per epoch", epochs, interleaved(contenders, max(3, rounds // 3)))
+
+    # gradient calls alone: bench_gradients.py's tiny and small MLPs, float64
+    import bench_gradients as bg
+
+    for label, sizes, batch in bg.MLPS[:2]:
+        layers = len(sizes) - 1
+        arrays = bg.mlp_arrays(sizes, batch, np.float64)
+        f = ic.compile(bg.mlp_program(sizes), wrt=[f"{p}{k}" for k in range(1, layers + 1) for p in "Wb"])
+        value, grads = f(arrays)
+        ref_value, ref_grads = bg.numpy_mlp(arrays, layers)
+        bg.check_close(f"indexcalc {label}", value, grads, ref_value, ref_grads, np.float64)
+        plan = f._last.run
+        calls = 200 if args.quick else 1000
+
+        def repeated(fn, a=arrays):
+            return lambda: [fn(a) for _ in range(calls)]
+
+        contenders = {"numpy tuned": repeated(lambda a, L=layers: bg.numpy_mlp(a, L)),
+                      "indexcalc call": repeated(f), "indexcalc plan alone": repeated(plan)}
+        if has_jax:
+            run, _ = bg.jax_mlp(jax, arrays, layers)
+            run()
+            contenders["jax.jit value_and_grad"] = lambda run=run: [run() for _ in range(calls)]
+        table(f"gradient call, MLP {label} {'-'.join(map(str, sizes))} n={batch} (bench_gradients' NumPy backprop "
+              f"as the baseline), {rounds} rounds", "per call", calls, interleaved(contenders, rounds))
 
 
 if __name__ == "__main__":
