@@ -36,6 +36,7 @@ from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from
 from .schedules import Schedule
 from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
 from .backends import backend_name_of
+from .step import FusedStep, fusable
 from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole
 
@@ -76,13 +77,15 @@ class _Best:
             self.value = self.epoch = None
         self.params = params
 
-    def saw(self, record: dict, params: dict | None) -> None:
+    def saw(self, record: dict, params: dict | None, copy: Callable[[dict], dict] = dict) -> None:
+        """Note the epoch's record; keep `copy(params)` if it is the best so far (a shallow
+        copy for optimisers that make new arrays, a deep one for the fused step's buffers)."""
         value = record.get(self.monitor) if self.monitor else None
         if value is None or not math.isfinite(value):
             return
         if self.value is None or (value > self.value if self.highest else value < self.value):
             self.value, self.epoch = value, record["epoch"]
-            self.params = dict(params) if params is not None else None  # new arrays each step: no copy
+            self.params = copy(params) if params is not None else None
 
     def ran_out(self, patience: int) -> str:
         return f"{self.monitor} has not improved for {patience} epochs since epoch {self.epoch}: stopped early"
@@ -113,6 +116,7 @@ class Trainer:
     monitor: str | None = None  # a history key ("val_loss", "test_accuracy"): the best epoch is its
     patience: int | None = None  # stop when the monitor has not improved for this many epochs
     keep_best: bool = True  # with a monitor, return the best epoch's parameters
+    fused: bool = True  # on NumPy, SGD/momentum/Adam: one generated step, in place (indexcalc.step)
 
     def __post_init__(self):
         self._check_loop_settings()
@@ -174,9 +178,14 @@ class Trainer:
         watch = _Best(monitor, history, self._kept_best(on, resume) if monitor and resume else None)
         if getattr(self.optimizer, "full_batch", False):  # Newton (second_order): the Hessian of all the data
             self.optimizer.bind(self.model, train, size, n)
+        fused = FusedStep(self.model, self.optimizer) if self.fused and on.name == "numpy" and \
+            not self.clip and not self.weight_decay and fusable(self.model, self.optimizer, params) else None
+        if fused is not None:  # it writes in place: its own copies, kept by copy; a NaN step writes nothing
+            params, train = fused.own(params), fused.data(train)
+        copy_of = _copies if fused is not None else dict  # the unfused optimisers never write in place
         begun = time.perf_counter()
-        good = last = dict(params)  # shallow: the optimisers make new arrays, never write in place
-        kept = (dict(self.optimizer.state), rng.bit_generator.state)
+        good = last = copy_of(params)
+        kept = (copy_of(self.optimizer.state), rng.bit_generator.state)
         stopped, message, warnings = "done", "", []
         best = min((r["loss"] for r in history), default=math.inf)
         first = None
@@ -193,8 +202,11 @@ class Trainer:
                     total = 0.0
                     for lo in range(0, n, size):
                         picked = order[lo : lo + size]
-                        before = dict(params)  # the optimisers make new arrays, never write in place
-                        loss, finite = self._step(on, params, on.take(train, picked))
+                        if fused is not None:  # forward, backward and the update, in place
+                            loss, finite = fused(params, on.take(train, picked))
+                        else:
+                            before = dict(params)  # the optimisers make new arrays, never write in place
+                            loss, finite = self._step(on, params, on.take(train, picked))
                         if not finite:
                             stopped = "nan"
                             what = f"the loss became {float(loss)}" if not math.isfinite(float(loss)) else \
@@ -203,11 +215,12 @@ class Trainer:
                                        f"the last good step are kept (try a smaller learning rate)")
                             break
                         first = float(loss) if first is None else first
-                        last = before
+                        if fused is None:
+                            last = before
                         # the epoch's loss is the mean over its samples whatever the batch size
                         total += float(loss) if summed else float(loss) * len(picked)
                     if stopped == "nan":
-                        params = last
+                        params = last if fused is None else fused.before(params)
                         break
                     record = {"epoch": epoch + 1, "loss": total / n}
                     if self.schedule is not None:
@@ -218,15 +231,15 @@ class Trainer:
                     if test:
                         record.update(self.scores(params, test, "test"))
                     history.append(record)
-                    watch.saw(record, params)
+                    watch.saw(record, params, copy_of)
                     if not warnings and record["loss"] > DIVERGED * min(best, first) and record["loss"] > first:
                         warnings.append(
                             f"the loss grew to {record['loss']:.3g} at epoch {epoch + 1}, over {DIVERGED:g} times "
                             f"its best ({min(best, first):.3g}): training is diverging; try a smaller learning "
                             f"rate (now {self.optimizer.lr:g})")
                     best = min(best, record["loss"])
-                    good = dict(params)
-                    kept = (dict(self.optimizer.state), rng.bit_generator.state)
+                    good = copy_of(params)
+                    kept = (copy_of(self.optimizer.state), rng.bit_generator.state)
                     if self.checkpoint:
                         self._save_or_fail(params, epoch + 1, history, rng, watch.params)
                     if progress:
@@ -467,6 +480,11 @@ mae = _error_metric("mae", np.abs, "mean absolute error")
 # The metrics by the name a model file's `metric` line gives them; each records
 # `<split>_<name>` in the history. Only accuracy takes a weight.
 METRICS = {"accuracy": accuracy, "mse": mse, "mae": mae}
+
+
+def _copies(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays copied: what a step that writes in place cannot change."""
+    return {k: np.copy(v) for k, v in arrays.items()}
 
 
 def _float_type(on, value) -> np.dtype:
