@@ -103,9 +103,10 @@ def rewritten(steps, namespace: dict, outputs: set[str]) -> list:
 def fusable(model: Model, optimizer, params: Mapping) -> bool:
     """Whether a run can take the fused step: one of the built-in optimisers (not a
     subclass with its own update), float64 NumPy parameters, and the model's own loss
-    and gradients (a `loss_and_grads` replaced on the model, a wrapper of one's own, is
-    called as it is)."""
-    return type(optimizer) in UPDATES and "loss_and_grads" not in vars(model) and all(
+    and gradients (a `loss_and_grads` replaced on the model or overridden by a subclass,
+    a wrapper of one's own, is called as it is)."""
+    own = "loss_and_grads" not in vars(model) and type(model).loss_and_grads is Model.loss_and_grads
+    return type(optimizer) in UPDATES and own and all(
         type(p) is np.ndarray and p.dtype == np.float64 for p in params.values())
 
 
