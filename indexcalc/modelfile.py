@@ -250,18 +250,24 @@ def _batch(spec: str, fail):
     return parts[0], parts[1]
 
 
-def _optimizer(spec: str, fail) -> tuple[str, dict]:
-    """`adam lr=0.01 beta1=0.9`, checked now (names and values), not after an epoch."""
-    if not spec.split():
-        raise fail("optimizer", "write the optimizer as: optimizer adam lr=0.01 (or sgd lr=…, momentum lr=… beta=…)")
-    name, *settings = spec.split()
+def _settings(settings: list[str], word: str, fail) -> dict[str, float]:
+    """`lr=0.01 beta1=0.9`: the settings of an optimizer or schedule line, as numbers."""
     values = {}
     for setting in settings:
         key, _, number = setting.partition("=")
         try:
             values[key] = float(number)
         except ValueError:
-            raise fail("optimizer", f"optimizer settings are name=number, got {setting!r}") from None
+            raise fail(word, f"{word} settings are name=number, got {setting!r}") from None
+    return values
+
+
+def _optimizer(spec: str, fail) -> tuple[str, dict]:
+    """`adam lr=0.01 beta1=0.9`, checked now (names and values), not after an epoch."""
+    if not spec.split():
+        raise fail("optimizer", "write the optimizer as: optimizer adam lr=0.01 (or sgd lr=…, momentum lr=… beta=…)")
+    name, *settings = spec.split()
+    values = _settings(settings, "optimizer", fail)
     try:
         optimiser(name, **values)
     except IndexCalcError as err:
@@ -339,13 +345,7 @@ def _schedule(spec: str | None, warmup: str | None, fail) -> Schedule | None:
     if spec is None and warmup is None:
         return None
     name, *settings = (spec or "constant").split() or [""]
-    values = {}
-    for setting in settings:
-        key, _, number = setting.partition("=")
-        try:
-            values[key] = float(number)
-        except ValueError:
-            raise fail("schedule", f"schedule settings are name=number, got {setting!r}") from None
+    values = _settings(settings, "schedule", fail)
     if not name:
         raise fail("schedule", f"write the schedule as: schedule NAME setting=number (known: {', '.join(SCHEDULES)})")
     epochs = _whole(warmup, "warmup", fail, least=1) if warmup is not None else 0
