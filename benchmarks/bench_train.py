@@ -273,6 +273,33 @@ def main() -> None:
         table(f"gradient call, MLP {label} {'-'.join(map(str, sizes))} n={batch} (bench_gradients' NumPy backprop "
               f"as the baseline), {rounds} rounds", "per call", calls, interleaved(contenders, rounds))
 
+    build_times([10, 50] if args.quick else [10, 25, 50, 100, 200])
+
+
+def chain(depth: int, width: int = 4) -> str:
+    """A tanh chain `depth` layers deep, the loss its last layer's squared norm."""
+    lines = ["h1_i = tanh(W1_ij x_j)"]
+    lines += [f"h{k}_i = tanh(W{k}_ij h{k - 1}_j)" for k in range(2, depth + 1)]
+    return "\n".join(lines + [f"loss = h{depth}_i h{depth}_i"])
+
+
+def build_times(depths: list[int], width: int = 4) -> None:
+    """Compile + first call of a chain by its depth (issue 12 asks for linear growth, 200
+    layers within 0.25 s): seconds, and the growth against the shallowest, beside the
+    growth a linear cost would show."""
+    print("\ncompile + first call of a tanh chain (width 4), by depth")
+    print(f"  {'depth':>6} {'seconds':>9} {'growth':>8} {'linear':>8}")
+    rng = np.random.default_rng(0)
+    first = None
+    for depth in depths:
+        arrays = {"x": rng.standard_normal(width)}
+        arrays.update({f"W{k}": rng.standard_normal((width, width)) / 2 for k in range(1, depth + 1)})
+        begun = time.perf_counter()
+        ic.compile(chain(depth, width), wrt=[f"W{k}" for k in range(1, depth + 1)])(arrays)
+        seconds = time.perf_counter() - begun
+        first = first or seconds
+        print(f"  {depth:>6} {seconds:>9.3f} {seconds / first:>7.1f}× {depth / depths[0]:>7.1f}×")
+
 
 if __name__ == "__main__":
     main()
