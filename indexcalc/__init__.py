@@ -7,6 +7,7 @@
     str(eq), eq.latex(), eq.einsum()
     d = ic.diff("yhat_i = sigma(w_ij x_j + b_i)", "w_gh")   # comma notation, with δ
     f = ic.compile(program, wrt=["w"])                       # value and gradients, by einsum
+    ic.Trainer(ic.Model(...), ic.Adam(0.01)).fit(data, epochs=100)
 """
 
 __version__ = "0.1.0"
@@ -25,11 +26,13 @@ from .diff import DiffError, diff  # noqa: E402
 from .simplify import simplify  # noqa: E402
 from .compile import Compiled, compile  # noqa: E402,A001
 from .model import Model  # noqa: E402
+from .optimisers import SGD, Adam, Momentum  # noqa: E402
 from .second_order import LBFGS, Newton  # noqa: E402
+from .train import Trainer  # noqa: E402
 
 __all__ = [
     "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
-    "compile", "Compiled", "Model", "Newton", "LBFGS", "free_indices", "summed_indices",
+    "compile", "Compiled", "Model", "Trainer", "SGD", "Momentum", "Adam", "Newton", "LBFGS", "free_indices", "summed_indices",
     "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
     "SingularMatrixError",
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Mask", "Shift", "Compare", "Product", "Sum", "Power", "Call",

@@ -111,7 +111,7 @@ def _describe(mf, args) -> str:
     batch = mf.batch_size if args.batch_size is None else args.batch_size
     backend = args.backend or mf.backend
     return (f"{len(mf.model.parameters)} parameter tensors ({sizes} numbers), data set {mf.dataset}, "
-            f"{name} {opts}, batch {batch or 'all'}, seed {seed}" + (f", on {backend}" if backend != "numpy" else ""))
+            f"{' '.join(filter(None, [name, opts]))}, batch {batch or 'all'}, seed {seed}" + (f", on {backend}" if backend != "numpy" else ""))
 
 
 def _jax_float64() -> None:
