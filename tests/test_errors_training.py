@@ -459,12 +459,14 @@ def test_the_users_own_index_letters_are_named_not_the_batch_index():
 
 
 DECLARATION_WORDS = ["param", "optimizer", "epochs", "batch_size", "seed", "metric", "onehot", "batch", "dataset",
-                     "data", "loss", "schedule", "warmup", "weight_decay", "clip", "validation", "monitor", "patience"]
+                     "data", "loss", "schedule", "warmup", "weight_decay", "clip", "validation", "monitor", "patience",
+                     "backend"]
 PIECES = ["W1", "b2", "y", "x", "q", "[4, 2]", "[1]", "[²]", "[0]", "[-1]", "[]", "normal(", "normal(-1)", "(1e)",
           "uniform(0.5)", "xavier", "he", "adam", "sgd", "momentum", "lr=", "lr=0.1", "lr=-2", "beta=2", "eps=0",
           "learning_rate=1", "accuracy", "yhat", "3", "0", "-1", "1e9", "nan", "inf", "²", "٣", "mean", "sum",
           "none", "n", "=", ",", "#", "onehot", "fizzbuzz", "d.npz", "10000000000", "cosine", "step",
-          "every=3", "factor=0.5", "floor=2", "1e-4", "0.1", "val_loss", "mse", "mae"]
+          "every=3", "factor=0.5", "floor=2", "1e-4", "0.1", "val_loss", "mse", "mae", "numpy", "jax", "dask",
+          "cupy", "NumPy", "newton", "lbfgs", "memory=5", "damping=0.1"]
 
 
 @settings(max_examples=300, deadline=None)
