@@ -183,9 +183,13 @@ class Trainer:
         if fused is not None:  # it writes in place: its own copies, kept by copy; a NaN step writes nothing
             params, train = fused.own(params), fused.data(train)
         copy_of = _copies if fused is not None else dict  # the unfused optimisers never write in place
+
+        def keep() -> tuple:  # the parameters and optimiser state a Ctrl-C returns to
+            return fused.snapshot() if fused is not None else (dict(params), dict(self.optimizer.state))
+
         begun = time.perf_counter()
-        good = last = copy_of(params)
-        kept = (copy_of(self.optimizer.state), rng.bit_generator.state)
+        last = dict(params)
+        kept = (keep(), rng.bit_generator.state)
         stopped, message, warnings = "done", "", []
         best = min((r["loss"] for r in history), default=math.inf)
         first = None
@@ -238,8 +242,7 @@ class Trainer:
                             f"its best ({min(best, first):.3g}): training is diverging; try a smaller learning "
                             f"rate (now {self.optimizer.lr:g})")
                     best = min(best, record["loss"])
-                    good = copy_of(params)
-                    kept = (copy_of(self.optimizer.state), rng.bit_generator.state)
+                    kept = (keep(), rng.bit_generator.state)
                     if self.checkpoint:
                         self._save_or_fail(params, epoch + 1, history, rng, watch.params)
                     if progress:
@@ -255,8 +258,8 @@ class Trainer:
                                 f"{saved}") from None
         except KeyboardInterrupt:
             stopped, message = "interrupted", "interrupted: the parameters of the last finished epoch are kept"
-            params = good
-            self.optimizer.state, rng.bit_generator.state = dict(kept[0]), kept[1]
+            params, state = fused.unpack(kept[0]) if fused is not None else kept[0]
+            self.optimizer.state, rng.bit_generator.state = dict(state), kept[1]
         done = history[-1]["epoch"] if history else start
         if stopped not in ("done", "early") and self.checkpoint:
             self._save_or_fail(params, done, history, rng, watch.params)

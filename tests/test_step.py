@@ -108,3 +108,20 @@ def test_rewritten_steps_give_the_unfused_numbers(source, params):
     plain = Trainer(model(), Adam(lr=0.01), batch_size=4, seed=1, fused=False).fit(arrays, 4)
     for name, value in plain.params.items():
         np.testing.assert_array_equal(fused.params[name], value)
+
+
+@pytest.mark.parametrize("make", OPTIMISERS)
+def test_ctrl_c_in_a_fused_run_returns_the_last_finished_epoch_and_its_optimiser_state(make):
+    def interrupt(epoch, record):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    stopped_opt, whole_opt = make(), make()
+    stopped = Trainer(xor_model(), stopped_opt, batch_size=4, seed=2).fit(data(), 10, progress=interrupt)
+    whole = Trainer(xor_model(), whole_opt, batch_size=4, seed=2).fit(data(), 3)
+    assert stopped.stopped == "interrupted" and stopped.epochs == 3
+    for k in whole.params:
+        np.testing.assert_array_equal(stopped.params[k], whole.params[k])
+    assert stopped_opt.state.keys() == whole_opt.state.keys()
+    for k in whole_opt.state:
+        np.testing.assert_array_equal(stopped_opt.state[k], whole_opt.state[k])
