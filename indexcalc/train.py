@@ -408,7 +408,10 @@ class Trainer:
         only: a score needs no gradient."""
         out = {}  # the train loss is the epoch's mean over its steps, reported by fit
         if prefix != "train":
-            out[f"{prefix}_loss"] = float(self.model.evaluate(self.model.loss, params, data))
+            loss = float(self.model.evaluate(self.model.loss, params, data))
+            if self.model.batch is not None and self.model.reduce == "sum":  # per sample, as the epoch's
+                loss /= sample_count({k: data[k] for k in self.model.data if k in data}, f"the {prefix} data")
+            out[f"{prefix}_loss"] = loss
         if self.metric is not None:
             out[f"{prefix}_{getattr(self.metric, 'name', 'accuracy')}"] = float(self.metric(self.model, params, data))
         return out

@@ -343,3 +343,12 @@ def test_a_run_stopped_early_and_resumed_for_longer_stops_again_with_its_best(tm
     assert "has not improved for 2 epochs" in again.message
     for k in stopped.params:  # the best epoch's, read back from the checkpoint
         np.testing.assert_array_equal(again.params[k], stopped.params[k])
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_the_test_and_validation_losses_are_per_sample_means_as_the_epochs_is(reduce):
+    data, held = regression(n=40), regression(n=9, seed=4)
+    result = Trainer(linear_model(reduce), SGD(lr=0.01), seed=1).fit(data, 1, params=start(), test=held)
+    residual = held["x"] @ result.params["W"].T + result.params["b"] - held["y"]
+    per_sample = np.mean(np.sum(residual**2, axis=1))  # NumPy's, on the 9 held-out samples
+    assert math.isclose(result.history[0]["test_loss"], per_sample, rel_tol=1e-12)
