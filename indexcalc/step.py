@@ -221,7 +221,7 @@ class FusedStep:
             namespace[name] = getattr(np, name)
         opt = type(self.optimizer)
         settings = "lr, beta1, beta2, eps, first, second" if opt is Adam else "lr, beta"
-        lines = [f"def step(params, batch, _W, _N, settings):", f"    {settings} = settings"]
+        lines = ["def step(params, batch, _W, _N, settings):", f"    {settings} = settings"]
         lines.append("    arrays = {**batch, **params}")
         outputs = {value, *grads.values()}
         steps = lowering.steps

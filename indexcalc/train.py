@@ -29,15 +29,16 @@ import numpy as np
 from .checkpoints import (check_output_path, is_checkpoint, read_best, read_checkpoint, remove_stale_temporaries,
                           write_checkpoint)
 from .datasets import refuse_if_too_big, sample_count
+from .metrics import METRICS, accuracy, mae, mse  # noqa: F401  accuracy, mse, mae: `from indexcalc.train import`
 from .errors import IndexCalcError
 from .expr import Tensor
-from .model import Model, ModelError
+from .model import Model
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
 from .schedules import Schedule
 from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
 from .backends import backend_name_of
 from .step import FusedStep, fusable
-from .training_arrays import arrays_for, to_numpy
+from .training_arrays import arrays_for
 from .training_errors import TrainingError, is_whole
 
 
@@ -430,62 +431,7 @@ class Trainer:
         write_checkpoint(path, params, epoch, history, rng, self.optimizer, self.model, best=best)
 
 
-# ---------------------------------------------------------------- metrics and model files
-
-
-def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
-    """Classification accuracy: argmax over classes; for one output, the side of 0.5 (of 0
-    for labels of ±1). With `weight`, a data tensor over the output's axes but the
-    classes, each prediction counts as much as its weight: a sequence task scores only
-    its answer positions (weights 1 there, 0 elsewhere)."""
-
-    def measure(model: Model, params, data) -> float:
-        predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
-        wanted = to_numpy(data[target])
-        if predicted.ndim > 1 and predicted.shape[-1] > 1:
-            hits = predicted.argmax(-1) == wanted.argmax(-1)
-        else:
-            threshold = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5
-            side = predicted.reshape(len(wanted), -1) > threshold
-            hits = side == (wanted.reshape(len(wanted), -1) > threshold)
-        if weight is None:
-            return float(np.mean(hits))
-        weights = to_numpy(data[weight]).astype(float)
-        if weights.shape != hits.shape:
-            raise ModelError(f"the metric's weight {weight} has shape {weights.shape}, but {output}'s predictions "
-                             f"(its axes but the classes) have shape {hits.shape}")
-        total = float(weights.sum())
-        return float((hits * weights).sum() / total) if total else float("nan")
-
-    return measure
-
-
-def _error_metric(name: str, of: Callable[[np.ndarray], np.ndarray], meaning: str) -> Callable:
-    """A regression metric: `of` the difference between the output and the target,
-    averaged over every sample and component (Keras's mse and mae for one output)."""
-
-    def metric(output: str, target: str) -> Callable:
-        def measure(model: Model, params, data) -> float:
-            predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
-            wanted = to_numpy(data[target])
-            if predicted.size != wanted.size:
-                raise ModelError(f"the metric {name} compares {output} ({predicted.shape}) with {target} "
-                                 f"({wanted.shape}), which do not hold as many numbers")
-            return float(np.mean(of(predicted.reshape(wanted.shape) - wanted)))
-
-        measure.name = name
-        return measure
-
-    metric.__doc__ = f"The {meaning} of `output` against `target`, over all samples and components."
-    return metric
-
-
-mse = _error_metric("mse", np.square, "mean squared error")
-mae = _error_metric("mae", np.abs, "mean absolute error")
-
-# The metrics by the name a model file's `metric` line gives them; each records
-# `<split>_<name>` in the history. Only accuracy takes a weight.
-METRICS = {"accuracy": accuracy, "mse": mse, "mae": mae}
+# ---------------------------------------------------------------- model files
 
 
 def _copies(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

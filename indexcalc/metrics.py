@@ -1,0 +1,68 @@
+"""The metrics a training run reports beside its loss, once an epoch, by the forward plan
+of the output they score: classification accuracy, and the regression errors mse and mae.
+A metric is `metric(output, target)` → `measure(model, params, data)`; a model file's
+`metric NAME OUTPUT TARGET` line picks one from `METRICS` by name."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .model import Model, ModelError
+from .training_arrays import to_numpy
+
+
+def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
+    """Classification accuracy: argmax over classes; for one output, the side of 0.5 (of 0
+    for labels of ±1). With `weight`, a data tensor over the output's axes but the
+    classes, each prediction counts as much as its weight: a sequence task scores only
+    its answer positions (weights 1 there, 0 elsewhere)."""
+
+    def measure(model: Model, params, data) -> float:
+        predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
+        wanted = to_numpy(data[target])
+        if predicted.ndim > 1 and predicted.shape[-1] > 1:
+            hits = predicted.argmax(-1) == wanted.argmax(-1)
+        else:
+            threshold = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5
+            side = predicted.reshape(len(wanted), -1) > threshold
+            hits = side == (wanted.reshape(len(wanted), -1) > threshold)
+        if weight is None:
+            return float(np.mean(hits))
+        weights = to_numpy(data[weight]).astype(float)
+        if weights.shape != hits.shape:
+            raise ModelError(f"the metric's weight {weight} has shape {weights.shape}, but {output}'s predictions "
+                             f"(its axes but the classes) have shape {hits.shape}")
+        total = float(weights.sum())
+        return float((hits * weights).sum() / total) if total else float("nan")
+
+    return measure
+
+
+def _error_metric(name: str, of: Callable[[np.ndarray], np.ndarray], meaning: str) -> Callable:
+    """A regression metric: `of` the difference between the output and the target,
+    averaged over every sample and component (Keras's mse and mae for one output)."""
+
+    def metric(output: str, target: str) -> Callable:
+        def measure(model: Model, params, data) -> float:
+            predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
+            wanted = to_numpy(data[target])
+            if predicted.size != wanted.size:
+                raise ModelError(f"the metric {name} compares {output} ({predicted.shape}) with {target} "
+                                 f"({wanted.shape}), which do not hold as many numbers")
+            return float(np.mean(of(predicted.reshape(wanted.shape) - wanted)))
+
+        measure.name = name
+        return measure
+
+    metric.__doc__ = f"The {meaning} of `output` against `target`, over all samples and components."
+    return metric
+
+
+mse = _error_metric("mse", np.square, "mean squared error")
+mae = _error_metric("mae", np.abs, "mean absolute error")
+
+# The metrics by the name a model file's `metric` line gives them; each records
+# `<split>_<name>` in the history. Only accuracy takes a weight.
+METRICS = {"accuracy": accuracy, "mse": mse, "mae": mae}
