@@ -76,7 +76,7 @@ def read_checkpoint(path: str, optimizer: SGD, model: Model
     if meta.get("optimizer") != optimizer.name:
         raise TrainingError(f"{where} was made with {meta.get('optimizer')}, not {optimizer.name}",
                             about="optimizer")
-    params = {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
+    params = arrays_named(arrays)
     check_params(params, model, where)
     if meta["equations"] != str(model.program):
         raise TrainingError(f"{where} was written for other equations: {meta['equations']!r}, not "
@@ -90,6 +90,11 @@ def read_checkpoint(path: str, optimizer: SGD, model: Model
         raise TrainingError(f"{where}: its shuffling generator's state is not a {type(rng.bit_generator).__name__}"
                             f" state (it says {kind!r})") from None
     return params, meta["epoch"], meta["history"], rng
+
+
+def arrays_named(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The `param.<name>` arrays of a checkpoint or weights file, by name."""
+    return {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
 
 
 def check_params(params: Mapping[str, np.ndarray], model: Model, where: str) -> None:

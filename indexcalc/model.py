@@ -229,10 +229,14 @@ class Model:
     def evaluate(self, name: str, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> np.ndarray:
         """The value of any equation's result (the output, say) on a batch, by a compiled
         forward plan (no gradient; one plan per result, each cached per shape)."""
+        value, _ = self._forward_plan(name)({**data, **params})
+        return value
+
+    def _forward_plan(self, name: str) -> Compiled:
+        """The compiled forward program of one result, made once and kept."""
         if name not in self._forward:
             self._forward[name] = compile_program(self.program, of=name)
-        value, _ = self._forward[name]({**data, **params})
-        return value
+        return self._forward[name]
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -257,9 +261,7 @@ class Model:
                 raise ModelError(f"no equation computes {name!r} (the model computes {', '.join(defined)})",
                                  about="output")
         for name in names:
-            if name not in self._forward:
-                self._forward[name] = compile_program(self.program, of=name)
-            missing = [k for k in self._forward[name].inputs if k not in data and k not in params]
+            missing = [k for k in self._forward_plan(name).inputs if k not in data and k not in params]
             if missing:
                 raise ModelError(f"no array given for {', '.join(missing)}, which {name} is computed from",
                                  about="data")

@@ -20,7 +20,9 @@ from typing import Mapping
 
 import numpy as np
 
-from .checkpoints import CHECKPOINT_FORMAT, check_output_path, check_params, is_checkpoint, write_npz_atomically
+from .checkpoints import (
+    CHECKPOINT_FORMAT, arrays_named, check_output_path, check_params, is_checkpoint, write_npz_atomically,
+)
 from .datasets import DataError, read_npz
 from .errors import IndexCalcError
 from .model import Model, ModelError, Param
@@ -108,11 +110,6 @@ def _params(arrays, meta: dict, model: Model, where: str) -> dict[str, np.ndarra
     except IndexCalcError as err:
         raise ModelError(err.problem) from None
     return params
-
-
-def arrays_named(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The `param.<name>` arrays of a weights file or checkpoint, by name."""
-    return {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
 
 
 def _text(model: Model) -> str:
