@@ -14,6 +14,7 @@ from `indexcalc.indices`, the same place the explicit-loop evaluator asks.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,6 +30,19 @@ from .indices import free_indices, relabelled_index
 from .program import Environment, run
 
 _PLANS: dict[tuple, Any] = {}
+
+
+class _Bound:
+    """A letter summed inside a reduction opened into its enclosing product: a fresh name,
+    equal only to itself, so that it meets no letter of the same spelling outside."""
+
+    __slots__ = ("letter",)
+
+    def __init__(self, letter: str):
+        self.letter = letter
+
+    def __repr__(self) -> str:
+        return f"_Bound({self.letter!r})"
 
 
 def contraction(spec: str, shapes: tuple[tuple[int, ...], ...]):
@@ -112,7 +126,7 @@ class _Einsum:
             arg, axes = self.eval(node.arg, fixed)
             return self.matrix(node.func, node.relabel, arg, axes, str(node))
         if isinstance(node, Reduce):
-            return self.reduce(node, fixed)
+            return self.product(node, fixed) if self.opens(node) else self.reduce(node, fixed)
         raise IndexCalcError(f"cannot evaluate {type(node).__name__} {node}")
 
     def operand(self, factor: Expr, fixed):
@@ -127,18 +141,8 @@ class _Einsum:
         return self.eval(factor, fixed)
 
     def product(self, node: Expr, fixed: frozenset[str]):
-        factors = [node] if isinstance(node, (Tensor, Delta, Mask, Shift)) else list(leaf_factors(node))
-        operands: list[tuple[np.ndarray, tuple[str, ...]]] = []
-        structural: list[bool] = []  # which operands are conditions on the index values
-        for factor in factors:
-            if isinstance(factor, Delta):
-                for a, b in factor.pairs:
-                    operands.append((self.identity(a, b), (a, b)))
-                    structural.append(True)
-            else:
-                operands.append(self.operand(factor, fixed))
-                structural.append(isinstance(factor, Shift))
         out = free_indices(node, fixed)
+        operands, structural = self.factors(node, fixed)
         if len(operands) == 1 and operands[0][1] == out:
             return operands[0]
         letters = {ix: opt_einsum.get_symbol(k) for k, ix in enumerate(dict.fromkeys(
@@ -153,6 +157,46 @@ class _Einsum:
             value = self.selected(operands, structural, out)
         return value, out
 
+    def factors(self, node: Expr, fixed: frozenset[str]):
+        """The einsum operands of a product (array, axes) and which are conditions on the
+        index values. A sum or mean over a product-like body is opened into the enclosing
+        contraction, its summed letters renamed apart (`_Bound`), so that one einsum, on
+        one planned path, does the work: evaluated on its own, the body of a reduction
+        keeps every index fixed outside, and a derivative's nested binders then make
+        intermediates of ten and more axes."""
+        factors = [node] if isinstance(node, (Tensor, Delta, Mask, Shift, Reduce)) else list(leaf_factors(node))
+        operands: list[tuple[np.ndarray, tuple]] = []
+        structural: list[bool] = []  # which operands are conditions on the index values
+        for factor in factors:
+            if isinstance(factor, Delta):
+                for a, b in factor.pairs:
+                    operands.append((self.identity(a, b), (a, b)))
+                    structural.append(True)
+            elif self.opens(factor):
+                inner_fixed = fixed | set(factor.indices)
+                inner, conditions = self.factors(factor.body, inner_fixed)
+                visible = set(free_indices(factor, fixed))
+                bound = {i: _Bound(i) for _, axes in inner for i in axes if isinstance(i, str) and i not in visible}
+                operands += [(array, tuple(bound.get(i, i) for i in axes)) for array, axes in inner]
+                structural += conditions
+                if factor.op == "mean":
+                    operands.append((np.asarray(1.0 / math.prod(self.size(i) for i in factor.indices), self.dtype), ()))
+                    structural.append(False)
+            else:
+                operands.append(self.operand(factor, fixed))
+                structural.append(isinstance(factor, Shift))
+        return operands, structural
+
+    def opens(self, node: Expr) -> bool:
+        """Whether a reduction can join the enclosing contraction: a sum, or a mean over a
+        non-empty range, of a product-like body (a sum of terms is evaluated term by term)."""
+        return (isinstance(node, Reduce) and node.op in ("sum", "mean")
+                and isinstance(node.body, (Tensor, Delta, Mask, Shift, Product, Reduce))
+                and (node.op == "sum" or all(self.size(i) for i in node.indices)))
+
+    def size(self, index) -> int:
+        return self.env.size(index.letter if isinstance(index, _Bound) else index)
+
     def selected(self, operands, structural: list[bool], out: tuple[str, ...]) -> np.ndarray:
         """The product again, where a NaN or ∞ met a 0 of a δ or a shifted δ in the
         einsum: those select, so a term where one fails is 0 whatever its other factors
@@ -161,13 +205,13 @@ class _Einsum:
         Done over the full grid of letters, one value of the first letter at a time, and
         only when the einsum gave a non-finite value."""
         letters = tuple(dict.fromkeys(i for _, axes in operands for i in axes))
-        grid = [self.env.size(i) for i in letters]
+        grid = [self.size(i) for i in letters]
         summed = tuple(k for k, i in enumerate(letters) if i not in out)
         order = [letters.index(i) for i in out if i in letters]
 
         def full(array, axes, at):
             array = np.transpose(array, [axes.index(i) for i in letters if i in axes])
-            array = np.reshape(array, [self.env.size(i) if i in axes else 1 for i in letters])
+            array = np.reshape(array, [self.size(i) if i in axes else 1 for i in letters])
             return array[at] if letters[0] in axes else array
 
         parts = []

@@ -21,9 +21,16 @@ class Expr:
     """Base of all expression nodes."""
 
     def __str__(self) -> str:
-        from .printing import plain
+        """The formula as it parses back; kept on the node after the first call, as the
+        node never changes (simplify sorts and compares by the printed form)."""
+        try:
+            return self.__dict__["_text"]
+        except KeyError:
+            from .printing import plain
 
-        return _printed(plain, self)
+            text = _printed(plain, self)
+            object.__setattr__(self, "_text", text)
+            return text
 
     def pretty(self, style: str = "default") -> str:
         """Comma notation with Unicode symbols (σ, δ, Σ, ŷ, ≤), for reading (it parses
