@@ -77,9 +77,14 @@ def run_chunk(task):
     return results
 
 
-# Loaded by `import indexcalc` and never called by a route (checked with a profiler over a
-# chunk: tests/routes.py runs parse, diff, simplify, evaluate, the loops and compile only)
-NOT_ROUTES = {"__init__.py", "model.py", "datasets.py"}
+# Loaded by `import indexcalc` and never called by a route (checked with a profiler over
+# sixty programs: tests/routes.py runs parse, diff, simplify, evaluate, the loops and compile
+# only): models and training, which change far more often than the routes
+NOT_ROUTES = {
+    "__init__.py", "model.py", "datasets.py", "checkpoints.py", "metrics.py", "optimisers.py",
+    "schedules.py", "second_order.py", "step.py", "train.py", "training_arrays.py",
+    "training_errors.py", "saved.py", "modelfile.py",
+}
 
 
 def fingerprint(files) -> str:
