@@ -447,3 +447,25 @@ def test_logsumexp_is_the_log_of_a_sum_of_exps_and_does_not_overflow():
     for evaluator in (ic.evaluate, ic.evaluate_loops):
         assert np.all(np.isfinite(evaluator(text, {"z": huge})))
         np.testing.assert_allclose(evaluator(text, {"z": huge}), stable, rtol=1e-12)
+
+
+@pytest.mark.parametrize("source, shapes, operands", [
+    # a derivative's nested binders, each letter also used outside: one contraction each
+    ("y_i = a_ij sum_k(b_jk sum_m(c_km d_m)) sum_j(e_j)", {"a": (3, 4), "b": (4, 5), "c": (5, 2), "d": (2,), "e": (4,)}, 5),
+    ("y_i = sum_j(a_ij mean_k(b_jk c_k delta_kj))", {"a": (3, 4), "b": (4, 4), "c": (4,)}, 5),  # and 1/n
+    ("y = sum_k(sum_k(a_k) b_k)", {"a": (4,), "b": (4,)}, 2),  # the inner k is its own letter
+])
+def test_sums_and_means_of_products_open_into_one_contraction(monkeypatch, source, shapes, operands):
+    """A sum or mean over a product joins the enclosing product's einsum, its letters
+    renamed apart (a Hessian's nested binders evaluated one by one made intermediates of
+    ten and more axes): the numbers are the loops', and the body is no separate einsum."""
+    import importlib
+
+    evaluate_module = importlib.import_module("indexcalc.evaluate")
+    specs = []
+    original = evaluate_module.contraction
+    monkeypatch.setattr(evaluate_module, "contraction", lambda spec, sizes: specs.append(spec) or original(spec, sizes))
+    rng = np.random.default_rng(3)
+    arrays = {name: rng.uniform(-1, 1, shape) for name, shape in shapes.items()}
+    np.testing.assert_allclose(ic.evaluate(source, arrays), ic.evaluate_loops(source, arrays), rtol=1e-12, atol=1e-12)
+    assert len(specs) == 1 and specs[0].split("->")[0].count(",") + 1 == operands, specs
