@@ -303,6 +303,7 @@ class Compiled:
         self.sizing = sorted(sizing - defined - set(self.inputs))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
+        self._fast: tuple[list, _Plan] | None = None  # the last NumPy call's signature and plan
         self.backend: str | None = None  # None: the arrays' own library, call by call
         self.text = "\n".join(str(eq) for eq in forward)  # the program it came from (compile sets the text given)
 
@@ -315,9 +316,18 @@ class Compiled:
             ) from None
         except TypeError:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
+        fast = self._fast
+        if fast is not None and self.backend in (None, "numpy"):  # the common case: float NumPy arrays shaped and typed as last call's
+            last, plan = fast
+            if [(v.shape, v.dtype) if type(v) is np.ndarray else None for v in values] == last:
+                value, grads = plan.run(arrays)
+                if plan.missing:
+                    self._zeros(arrays, grads)
+                return value, grads
         signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray and v.dtype.kind == "f" else None for v in values)
         if self.backend not in (None, "numpy") or (None in signature and backend_name_of(values) != "numpy"):
             return self._call_on(get_backend(self.backend or backend_name_of(values)), arrays, values)
+        direct = None not in signature and not self.sizing  # float NumPy arrays, nothing else to check
         if None in signature:
             arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
             signature = tuple((arrays[k].shape, arrays[k].dtype) for k in self.inputs)
@@ -332,11 +342,18 @@ class Compiled:
                 types.append(value.dtype)
             plan = self._plans[signature] = _Plan(self, shapes, types, _given_shapes(self.sizing, arrays))
         self._last = plan
+        # the next call checks its arrays against these first: equal shapes and float types
+        # (and no sizing arrays, whose shapes would need checking too) mean this plan again
+        self._fast = ([(v.shape, v.dtype) for v in values], plan) if direct else None
         value, grads = plan.run(arrays)
+        self._zeros(arrays, grads)
+        return value, grads
+
+    def _zeros(self, arrays: Mapping[str, Any], grads: dict) -> None:
+        """Zeros for the parameters the lines no longer read, shaped like them."""
         for name in self.params:
             if name not in grads:
                 grads[name] = np.zeros(np.shape(arrays[name]), dtype=np.result_type(arrays[name], np.float32))
-        return value, grads
 
     def _call_on(self, backend, arrays: Mapping[str, Any], values: list):
         """A call on another library's arrays: every input goes over to it (NumPy arrays and
@@ -352,7 +369,7 @@ class Compiled:
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._plans[signature] = _Plan(self, shapes, [dtype] * len(shapes), known, backend, like)
-        self._last = plan
+        self._last, self._fast = plan, None
         value, grads = plan.run(inputs)
         for name in self.params:
             if name not in grads:
@@ -429,3 +446,4 @@ class _Plan:
         self.lowering = lowering
         self.shapes, self.types, self.known = shapes, types, known
         self.source, self.run = emit(lowering, outputs, backend, like)
+        self.missing = [name for name in compiled.params if name not in grads]  # their gradients are zeros
