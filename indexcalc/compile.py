@@ -16,7 +16,8 @@ per shape signature, which shares what they have in common.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterable, Mapping
+import builtins
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -303,11 +304,23 @@ class Compiled:
         self.sizing = sorted(sizing - defined - set(self.inputs))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
-        self._fast: tuple[list, _Plan] | None = None  # the last NumPy call's signature and plan
+        self._fast: Callable | None = None  # the last NumPy call's plan, behind a check of its signature
         self.backend: str | None = None  # None: the arrays' own library, call by call
         self.text = "\n".join(str(eq) for eq in forward)  # the program it came from (compile sets the text given)
 
+    @property
+    def backend(self) -> str | None:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str | None) -> None:
+        self._backend, self._fast = name, None
+
     def __call__(self, arrays: Mapping[str, Any]):
+        if self._fast is not None:  # the common case: float NumPy arrays shaped and typed as last call's
+            result = self._fast(arrays)
+            if result is not _OTHER:
+                return result
         try:
             values = [arrays[k] for k in self.inputs]
         except KeyError as err:
@@ -316,14 +329,6 @@ class Compiled:
             ) from None
         except TypeError:
             raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
-        fast = self._fast
-        if fast is not None and self.backend in (None, "numpy"):  # the common case: float NumPy arrays shaped and typed as last call's
-            last, plan = fast
-            if [(v.shape, v.dtype) if type(v) is np.ndarray else None for v in values] == last:
-                value, grads = plan.run(arrays)
-                if plan.missing:
-                    self._zeros(arrays, grads)
-                return value, grads
         signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray and v.dtype.kind == "f" else None for v in values)
         if self.backend not in (None, "numpy") or (None in signature and backend_name_of(values) != "numpy"):
             return self._call_on(get_backend(self.backend or backend_name_of(values)), arrays, values)
@@ -342,9 +347,9 @@ class Compiled:
                 types.append(value.dtype)
             plan = self._plans[signature] = _Plan(self, shapes, types, _given_shapes(self.sizing, arrays))
         self._last = plan
-        # the next call checks its arrays against these first: equal shapes and float types
-        # (and no sizing arrays, whose shapes would need checking too) mean this plan again
-        self._fast = ([(v.shape, v.dtype) for v in values], plan) if direct else None
+        # the next call checks its arrays against this signature first (no sizing arrays,
+        # whose shapes would need checking too; no gradient of zeros to add)
+        self._fast = plan.checked if direct and not plan.missing else None
         value, grads = plan.run(arrays)
         self._zeros(arrays, grads)
         return value, grads
@@ -447,3 +452,23 @@ class _Plan:
         self.shapes, self.types, self.known = shapes, types, known
         self.source, self.run = emit(lowering, outputs, backend, like)
         self.missing = [name for name in compiled.params if name not in grads]  # their gradients are zeros
+        self.checked = _checked(self.run, list(shapes), list(shapes.values()), types) if backend is None else None
+
+
+_OTHER = object()  # what a plan's `checked` returns for arrays not of its signature
+
+
+def _checked(run: Callable, keys: list[str], shapes: list[tuple], types: list) -> Callable:
+    """`run` behind a check that the arrays are NumPy arrays of exactly these shapes and
+    float types (one comparison each, constants in the code), else _OTHER: a call with the
+    last call's signature needs no more, any other takes Compiled.__call__'s full path,
+    its conversions and its errors."""
+    names = {f"_t{k}": np.dtype(t) for k, t in enumerate(types)}
+    reads = "; ".join(f"a{k} = arrays[{key!r}]" for k, key in enumerate(keys))
+    tests = " or ".join(f"type(a{k}) is not _ndarray or a{k}.shape != {tuple(shape)!r} or a{k}.dtype is not _t{k}"
+                        for k, shape in enumerate(shapes))
+    source = (f"def checked(arrays):\n    try:\n        {reads or 'pass'}\n    except Exception:\n        return _OTHER\n"
+              f"    if {tests or 'False'}:\n        return _OTHER\n    return run(arrays)\n")
+    namespace = {"_ndarray": np.ndarray, "_OTHER": _OTHER, "run": run, **names}
+    exec(builtins.compile(source, "<indexcalc signature check>", "exec"), namespace)
+    return namespace["checked"]
