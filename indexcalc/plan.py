@@ -275,7 +275,7 @@ class Lowering:
         preset = derivative_sizes(eq.lhs, sizing)
         if like is not None:
             preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.env[like]])}
-        self.sizes = _Sizes(infer_sizes(eq.rhs, shapes, fixed, preset))
+        self.sizes = _Sizes(_plain_sizes(eq.rhs, shapes, preset) or infer_sizes(eq.rhs, shapes, fixed, preset))
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"{unknown_size(missing[0], eq.rhs)}, in {quoted(eq.lhs)}")
@@ -820,6 +820,38 @@ class Lowering:
             product = f"({reshape(ta, (nl, nk))} @ {reshape(tb, (nk, nr))})"
         code = reshape(product, shape)
         return self._store(code, letters, "batched matmul" if batch else "tensordot", spec)
+
+
+_PLAIN = (Tensor, Number, Product, Sum, Power, Compare, Mask)
+
+
+def _plain_sizes(node: Expr, shapes: Mapping[str, tuple[int, ...]], preset: Mapping[str, tuple[int, str]]) -> dict | None:
+    """infer_sizes' answer for a line where the arrays' axes alone size every letter, in
+    one pass and without writing the texts its errors would quote; None wherever the line
+    needs more of it (a δ, a shift, a relabelling or a matrix function ties letters), or
+    may give an error (sizes that disagree, a count that does not match, an empty axis
+    under a mean): infer_sizes then answers, as it always has."""
+    sizes = {index: size for index, (size, _) in preset.items()}
+    for sub in node.walk():
+        if isinstance(sub, Tensor):
+            shape = shapes.get(sub.key)
+            if shape is None:
+                continue
+            axes = sub.all_indices
+            if len(shape) != len(axes):
+                return None
+            for index, size in zip(axes, shape):
+                if sizes.setdefault(index, size) != size:
+                    return None
+        elif isinstance(sub, Call):
+            if sub.relabel is not None:
+                return None
+        elif isinstance(sub, Reduce):
+            if sub.op in MATRIX_REDUCTIONS:
+                return None
+        elif not isinstance(sub, _PLAIN):
+            return None
+    return sizes if all(sizes.values()) else None
 
 
 def _unsigned(term: Expr) -> tuple[bool, Expr]:

@@ -78,3 +78,26 @@ def test_other_arrays_after_a_numpy_call_take_the_full_path():
     lazy, _ = f(arrays)
     assert type(lazy).__module__.startswith("dask")
     np.testing.assert_allclose(np.asarray(lazy.compute()), value, rtol=1e-12)
+
+
+@pytest.mark.parametrize("text, shapes", [
+    ("y_ni = tanh(W_ij x_nj + b_i)", {"W": (3, 2), "x": (5, 2), "b": (3,)}),
+    ("y = mean_n(x_nk x_nk)", {"x": (4, 3)}),
+    ("y_ij = x_i z_j [j <= i]", {"x": (3,), "z": (3,)}),
+    ("y_i = x_ij δ_jk z_k", {"x": (2, 3), "z": (3,)}),  # a δ: infer_sizes' own
+    ("y_i = W_ij x_j", {"W": (2, 3), "x": (4,)}),  # sizes that disagree: infer_sizes' error
+    ("y = mean_n(x_n)", {"x": (0,)}),  # a mean over nothing: infer_sizes' error
+])
+def test_the_plans_own_size_inference_is_infer_sizes_or_leaves_it_to_it(text, shapes):
+    from indexcalc.indices import infer_sizes
+
+    eq = ic.parse(text)
+    fixed = frozenset(eq.lhs.all_indices)
+    try:
+        expected = infer_sizes(eq.rhs, shapes, fixed, {})
+    except ic.ShapeError:
+        expected = None
+    plain = plan_module._plain_sizes(eq.rhs, shapes, {})
+    assert plain is None or plain == expected
+    if "W_ij" in text and "tanh" in text:
+        assert plain == expected  # the common line is answered here
