@@ -15,8 +15,8 @@ per shape signature, which shares what they have in common.
 
 from __future__ import annotations
 
-from dataclasses import replace
 import builtins
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
