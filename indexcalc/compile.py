@@ -15,8 +15,9 @@ per shape signature, which shares what they have in common.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -303,10 +304,23 @@ class Compiled:
         self.sizing = sorted(sizing - defined - set(self.inputs))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
+        self._fast: Callable | None = None  # the last NumPy call's plan, behind a check of its signature
         self.backend: str | None = None  # None: the arrays' own library, call by call
         self.text = "\n".join(str(eq) for eq in forward)  # the program it came from (compile sets the text given)
 
+    @property
+    def backend(self) -> str | None:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str | None) -> None:
+        self._backend, self._fast = name, None
+
     def __call__(self, arrays: Mapping[str, Any]):
+        if self._fast is not None:  # the common case: float NumPy arrays shaped and typed as last call's
+            result = self._fast(arrays)
+            if result is not _OTHER:
+                return result
         try:
             values = [arrays[k] for k in self.inputs]
         except KeyError as err:
@@ -318,6 +332,7 @@ class Compiled:
         signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray and v.dtype.kind == "f" else None for v in values)
         if self.backend not in (None, "numpy") or (None in signature and backend_name_of(values) != "numpy"):
             return self._call_on(get_backend(self.backend or backend_name_of(values)), arrays, values)
+        direct = None not in signature and not self.sizing  # float NumPy arrays, nothing else to check
         if None in signature:
             arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
             signature = tuple((arrays[k].shape, arrays[k].dtype) for k in self.inputs)
@@ -332,11 +347,18 @@ class Compiled:
                 types.append(value.dtype)
             plan = self._plans[signature] = _Plan(self, shapes, types, _given_shapes(self.sizing, arrays))
         self._last = plan
+        # the next call checks its arrays against this signature first (no sizing arrays,
+        # whose shapes would need checking too; no gradient of zeros to add)
+        self._fast = plan.checked if direct and not plan.missing else None
         value, grads = plan.run(arrays)
+        self._zeros(arrays, grads)
+        return value, grads
+
+    def _zeros(self, arrays: Mapping[str, Any], grads: dict) -> None:
+        """Zeros for the parameters the lines no longer read, shaped like them."""
         for name in self.params:
             if name not in grads:
                 grads[name] = np.zeros(np.shape(arrays[name]), dtype=np.result_type(arrays[name], np.float32))
-        return value, grads
 
     def _call_on(self, backend, arrays: Mapping[str, Any], values: list):
         """A call on another library's arrays: every input goes over to it (NumPy arrays and
@@ -352,7 +374,7 @@ class Compiled:
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._plans[signature] = _Plan(self, shapes, [dtype] * len(shapes), known, backend, like)
-        self._last = plan
+        self._last, self._fast = plan, None
         value, grads = plan.run(inputs)
         for name in self.params:
             if name not in grads:
@@ -429,3 +451,24 @@ class _Plan:
         self.lowering = lowering
         self.shapes, self.types, self.known = shapes, types, known
         self.source, self.run = emit(lowering, outputs, backend, like)
+        self.missing = [name for name in compiled.params if name not in grads]  # their gradients are zeros
+        self.checked = _checked(self.run, list(shapes), list(shapes.values()), types) if backend is None else None
+
+
+_OTHER = object()  # what a plan's `checked` returns for arrays not of its signature
+
+
+def _checked(run: Callable, keys: list[str], shapes: list[tuple], types: list) -> Callable:
+    """`run` behind a check that the arrays are NumPy arrays of exactly these shapes and
+    float types (one comparison each, constants in the code), else _OTHER: a call with the
+    last call's signature needs no more, any other takes Compiled.__call__'s full path,
+    its conversions and its errors."""
+    names = {f"_t{k}": np.dtype(t) for k, t in enumerate(types)}
+    reads = "; ".join(f"a{k} = arrays[{key!r}]" for k, key in enumerate(keys))
+    tests = " or ".join(f"type(a{k}) is not _ndarray or a{k}.shape != {tuple(shape)!r} or a{k}.dtype is not _t{k}"
+                        for k, shape in enumerate(shapes))
+    source = (f"def checked(arrays):\n    try:\n        {reads or 'pass'}\n    except Exception:\n        return _OTHER\n"
+              f"    if {tests or 'False'}:\n        return _OTHER\n    return run(arrays)\n")
+    namespace = {"_ndarray": np.ndarray, "_OTHER": _OTHER, "run": run, **names}
+    exec(builtins.compile(source, "<indexcalc signature check>", "exec"), namespace)
+    return namespace["checked"]

@@ -45,8 +45,13 @@ def _sigmoid_on(xp):
 
 
 def _sigmoid_prime_on(xp):
+    """σ'(x) = σ(x) (1 - σ(x)), σ computed once."""
     sigmoid = _sigmoid_on(xp)
-    return lambda x: sigmoid(x) * (1.0 - sigmoid(x))
+
+    def sigmoid_prime(x):
+        s = sigmoid(x)
+        return s * (1.0 - s)
+    return sigmoid_prime
 
 
 _sigmoid, _sigmoid_prime = _sigmoid_on(np), _sigmoid_prime_on(np)

@@ -28,6 +28,8 @@ the forward `tanh(u)` where the function table says how.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import functools
 import itertools
 import math
@@ -206,6 +208,7 @@ class Lowering:
         self.means: dict[str, Operand] = {}
         self.steps: list[Step] = []
         self.env: dict[str, str] = {}
+        self.env_shapes: dict[str, tuple[int, ...]] = {}  # tensor key -> its array's shape (kept as env grows)
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.cache: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.count = 0
@@ -221,6 +224,7 @@ class Lowering:
             var = self._var()
             self._emit(var, f"arrays[{key!r}]", "input", key, shape)
             self.env[key] = var
+            self.env_shapes[key] = self.shapes[var]
 
     # --- bookkeeping
     def _var(self) -> str:
@@ -265,12 +269,13 @@ class Lowering:
     def equation(self, eq: Equation, like: str | None = None) -> str:
         """Lower one equation; `like` names a tensor whose shape its result has (the
         adjoint of x is shaped like x, even where it is constant along an axis)."""
-        shapes = {k: self.shapes[v] for k, v in self.env.items()}
+        shapes = self.env_shapes
         fixed = frozenset(eq.lhs.all_indices)
-        preset = derivative_sizes(eq.lhs, {**self.known, **shapes})
+        sizing = {k: shapes[k] if k in shapes else self.known[k] for k in sized_by(eq.lhs) if k in shapes or k in self.known}
+        preset = derivative_sizes(eq.lhs, sizing)
         if like is not None:
             preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.env[like]])}
-        self.sizes = _Sizes(infer_sizes(eq.rhs, shapes, fixed, preset))
+        self.sizes = _Sizes(_plain_sizes(eq.rhs, shapes, preset) or infer_sizes(eq.rhs, shapes, fixed, preset))
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"{unknown_size(missing[0], eq.rhs)}, in {quoted(eq.lhs)}")
@@ -278,6 +283,7 @@ class Lowering:
         result = self.lower(eq.rhs, fixed)
         var = self.arrange(result, eq.lhs.all_indices, broadcast=True)
         self.env[eq.lhs.key] = var
+        self.env_shapes[eq.lhs.key] = self.shapes[var]
         return var
 
     def arrange(self, op: Operand, target: tuple[str, ...], broadcast: bool = False) -> str:
@@ -294,8 +300,10 @@ class Lowering:
             return op.code
         return self._store(code, target, "transpose").code
 
-    def aligned(self, op: Operand, target: tuple[str, ...]) -> str:
-        """Code for `op` transposed and expanded so that it broadcasts against `target`."""
+    def aligned(self, op: Operand, target: tuple[str, ...], leading: bool = True) -> str:
+        """Code for `op` transposed and expanded so that it broadcasts against `target`.
+        Without `leading`, axes missing before its first letter are left to broadcasting
+        (`b` for `b[None, :]`: an elementwise operator adds them; an index costs a view)."""
         if op.literal or not op.letters:
             return op.code
         present = [i for i in target if i in op.letters]
@@ -304,7 +312,11 @@ class Lowering:
         if perm != list(range(len(perm))):
             code = self.code.transpose(code, tuple(perm))
         if len(present) < len(target):
-            code = f"{code}[{', '.join(':' if i in op.letters else 'None' for i in target)}]"
+            axes = [':' if i in op.letters else 'None' for i in target]
+            if not leading:
+                axes = axes[axes.index(':'):]
+            if 'None' in axes:
+                code = f"{code}[{', '.join(axes)}]"
         return code
 
     def preferred(self, letters: tuple[str, ...]) -> tuple[str, ...]:
@@ -357,7 +369,8 @@ class Lowering:
         if all(part.literal for _, part in parts):
             values = [-part.value if negative else part.value for negative, part in parts]
             return self.fold(lambda: functools.reduce(operator.add, values))
-        pieces = [(" - " if negative else " + ", self.aligned(part, target)) for negative, part in parts]
+        short = len(parts) <= CHAIN  # one line: its operator broadcasts the leading axes (a part line must have them)
+        pieces = [(" - " if negative else " + ", self.aligned(part, target, leading=not short)) for negative, part in parts]
         return self._chained(pieces, target, "add")
 
     def compare(self, node: Compare, fixed) -> Operand:
@@ -778,7 +791,7 @@ class Lowering:
         spec = f"{''.join(a.letters)},{''.join(b.letters)}->{''.join(out)}"
         if not contracted:
             letters = tuple(a.letters) + tuple(right)
-            code = f"{self.aligned(a, letters)} * {self.aligned(b, letters)}"
+            code = f"{self.aligned(a, letters)} * {self.aligned(b, letters, leading=False)}"
             return self._store(code, letters, "multiply", spec)
         if not batch and len(a.letters) <= 2 and len(b.letters) <= 2 and len(contracted) == 1:
             if left and right and out.index(right[0]) < out.index(left[0]):
@@ -797,12 +810,48 @@ class Lowering:
         letters = tuple(batch + left + right)
         shape = tuple(size[i] for i in letters)
         reshape = self.code.reshape
+        if not (batch or left or right) and self.code is NUMPY_CODE:
+            # a full contraction (a squared norm): one dot of the flattened operands, the
+            # numbers of the (1, K) @ (K, 1) matmul without its three reshapes
+            return self._store(f"np.vdot({ta}, {tb})", (), "dot", spec)
         if batch:
             product = f"{self.code.ns}.matmul({reshape(ta, (nb, nl, nk))}, {reshape(tb, (nb, nk, nr))})"
         else:
             product = f"({reshape(ta, (nl, nk))} @ {reshape(tb, (nk, nr))})"
         code = reshape(product, shape)
         return self._store(code, letters, "batched matmul" if batch else "tensordot", spec)
+
+
+_PLAIN = (Tensor, Number, Product, Sum, Power, Compare, Mask)
+
+
+def _plain_sizes(node: Expr, shapes: Mapping[str, tuple[int, ...]], preset: Mapping[str, tuple[int, str]]) -> dict | None:
+    """infer_sizes' answer for a line where the arrays' axes alone size every letter, in
+    one pass and without writing the texts its errors would quote; None wherever the line
+    needs more of it (a δ, a shift, a relabelling or a matrix function ties letters), or
+    may give an error (sizes that disagree, a count that does not match, an empty axis
+    under a mean): infer_sizes then answers, as it always has."""
+    sizes = {index: size for index, (size, _) in preset.items()}
+    for sub in node.walk():
+        if isinstance(sub, Tensor):
+            shape = shapes.get(sub.key)
+            if shape is None:
+                continue
+            axes = sub.all_indices
+            if len(shape) != len(axes):
+                return None
+            for index, size in zip(axes, shape):
+                if sizes.setdefault(index, size) != size:
+                    return None
+        elif isinstance(sub, Call):
+            if sub.relabel is not None:
+                return None
+        elif isinstance(sub, Reduce):
+            if sub.op in MATRIX_REDUCTIONS:
+                return None
+        elif not isinstance(sub, _PLAIN):
+            return None
+    return sizes if all(sizes.values()) else None
 
 
 def _unsigned(term: Expr) -> tuple[bool, Expr]:
@@ -940,8 +989,18 @@ def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
     return out
 
 
+def _sigma_into(x: np.ndarray) -> np.ndarray:
+    """σ(x) = 0.5 (1 + tanh(0.5 x)), the function table's formula, written into `x` (an
+    array the plan no longer needs): the same operations in the same order, no temporaries."""
+    np.multiply(x, 0.5, x)
+    np.tanh(x, x)
+    np.add(x, 1.0, x)
+    np.multiply(x, 0.5, x)
+    return x
+
+
 NAMESPACE = {
-    "np": np, "_embed": _embed, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
+    "np": np, "_embed": _embed, "_sigma_into": _sigma_into, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
     "_matrix": matrices.compute, "_solve": matrices.solve,
     "sliding_window_view": np.lib.stride_tricks.sliding_window_view, "_scatter": _scatter, "_reduce_few": _reduce_few,
 }
@@ -958,6 +1017,63 @@ def _variables(code: str) -> list[str]:
     return [name for name in _TOKENS.findall(code) if name]
 
 
+# What a step may run in place, into an operand it is the last to read: elementwise
+# operators as their ufunc with the output given by position (cheaper than `out=`), and
+# the functions that have an in-place form.
+IN_PLACE = {ast.Add: "np.add", ast.Sub: "np.subtract", ast.Mult: "np.multiply", ast.Div: "np.divide"}
+IN_PLACE_CALLS = {"_fn_sigma": "_sigma_into"}
+
+
+def _makes_new_array(node: ast.expr) -> bool:
+    """Whether a step's code makes a new array (arithmetic, a matmul, a sum, a function of
+    the table), never a view of what it reads (a transpose, a reshape, an index, an input)."""
+    if isinstance(node, ast.BinOp):
+        return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id.startswith("_fn_")
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("sum", "vdot")
+
+
+def in_place(steps: Sequence[Step], outputs: str) -> list[Step]:
+    """The steps with an elementwise operation written into an operand that dies at it
+    (`np.multiply(v17, v16, v17)`, `_sigma_into(v8)`): same shape, a float64 plan (so the
+    result's type is the operand's), and no view of the operand alive (it and every step
+    that reads it make new arrays). The same operations on the same values: the same
+    numbers, without an allocation each."""
+    trees = [ast.parse(step.code, mode="eval").body for step in steps]
+    made = {step.out: (step, tree) for step, tree in zip(steps, trees)}
+    viewed: set[str] = set()  # variables some step reads without making a new array
+    last: dict[str, int] = {}
+    for k, (step, tree) in enumerate(zip(steps, trees)):
+        for name in _variables(step.code):
+            last[name] = k
+            if not _makes_new_array(tree):
+                viewed.add(name)
+    kept = set(_variables(outputs))
+
+    def reusable(side: ast.expr, k: int, shape) -> str | None:
+        name = side.id if isinstance(side, ast.Name) else None
+        if name not in made or last.get(name) != k or name in kept or name in viewed:
+            return None
+        step, tree = made[name]
+        return name if step.shape == shape != () and _makes_new_array(tree) else None
+
+    out = []
+    for k, (step, tree) in enumerate(zip(steps, trees)):
+        if isinstance(tree, ast.BinOp) and type(tree.op) in IN_PLACE:
+            into = reusable(tree.left, k, step.shape) or reusable(tree.right, k, step.shape)
+            if into:
+                code = f"{IN_PLACE[type(tree.op)]}({ast.unparse(tree.left)}, {ast.unparse(tree.right)}, {into})"
+                step = dataclasses.replace(step, code=code)
+        elif (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in IN_PLACE_CALLS
+              and len(tree.args) == 1 and not tree.keywords):
+            into = reusable(tree.args[0], k, step.shape)
+            if into:
+                step = dataclasses.replace(step, code=f"{IN_PLACE_CALLS[tree.func.id]}({into})")
+        out.append(step)
+    return out
+
+
 def body_lines(steps: Sequence[Step], outputs: str, comments: bool = False, indent: str = "    ") -> list[str]:
     """The plan's lines: each step, and each variable deleted after its last use, so that
     memory holds what is still needed, as hand-written code does. With `comments`, each
@@ -968,10 +1084,14 @@ def body_lines(steps: Sequence[Step], outputs: str, comments: bool = False, inde
         for name in _variables(step.code):
             last_use[name] = k
     kept = set(_variables(outputs))
+    dies: dict[int, list[str]] = {}  # step -> the variables last read there
+    for name, last in last_use.items():
+        if name not in kept:
+            dies.setdefault(last, []).append(name)
     lines = []
     for k, step in enumerate(steps):
         lines.append(indent + (str(step) if comments else f"{step.out} = {step.code}"))
-        dead = sorted(n for n, last in last_use.items() if last == k and n not in kept)
+        dead = sorted(dies.get(k, ()))
         if dead:
             lines.append(f"{indent}del {', '.join(dead)}")
     return lines
@@ -982,9 +1102,13 @@ def emit(lowering: Lowering, outputs: str, backend=None, like=None) -> tuple[str
     On NumPy the function runs with floating-point warnings off, as evaluate's powers and
     functions do: inf and nan are answers here, not accidents. On another backend it runs
     in that backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
-    body = "\n".join(body_lines(lowering.steps, outputs))
+    steps = lowering.steps
+    on_numpy = backend is None or backend.name == "numpy"
+    if on_numpy and lowering.code is NUMPY_CODE and lowering.dtype == "float64" and not lowering.typed:
+        steps = in_place(steps, outputs)
+    body = "\n".join(body_lines(steps, outputs))
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
-    if backend is not None and backend.name != "numpy":
+    if not on_numpy:
         namespace = backend.namespace(lowering.constants, like)
         exec(compile(source, "<indexcalc plan>", "exec"), namespace)
         return source, backend.wrap(namespace["plan"])
