@@ -484,7 +484,7 @@ def infer_sizes(
                     f"'{sub.key}' has {len(shape)} dimension{'s' if len(shape) != 1 else ''} (shape {shape})"
                 )
             for index, size in zip(axes, shape):
-                _bind(sizes, origin, index, size, f"{_quoted(sub)} (axis of '{sub.key}')")
+                _bind(sizes, origin, index, size, _Where(sub, f" (axis of '{sub.key}')"))
     ties = list(_ties(node, frozenset(fixed)))
     shifts = [sub for sub in node.walk() if isinstance(sub, Shift)]
     while True:
@@ -521,7 +521,7 @@ def _check_not_empty(node: Expr, sizes: dict[str, int], origin: dict[str, str]) 
     for sub in node.walk():
         if isinstance(sub, Reduce) and sub.op in ("mean", "logsumexp", "max", "min"):
             for index in sub.indices:
-                shifted = origin.get(index, "").startswith("the valid range")
+                shifted = str(origin.get(index, "")).startswith("the valid range")
                 if sizes.get(index) == 0 and (shifted or sub.op in ("mean", "logsumexp")):
                     raise ShapeError(f"{sub.op}_{index} runs over no value of {index}: {origin.get(index, 'its size')} "
                                      f"is empty with the other indices' sizes ({_sizes_of(node, sizes, index)})")
@@ -552,18 +552,32 @@ def _ties(node: Expr, fixed: frozenset[str]):
     """Pairs of indices that must have one size: δ partners and relabellings."""
     if isinstance(node, Delta):
         for a, b in node.pairs:
-            yield a, b, _quoted(node)
+            yield a, b, _Where(node)
     elif isinstance(node, Call) and node.relabel is not None:
-        yield node.relabel, relabelled_index(node, fixed), _quoted(node)
+        yield node.relabel, relabelled_index(node, fixed), _Where(node)
     elif isinstance(node, MatrixCall) or isinstance(node, Reduce) and node.op in MATRIX_REDUCTIONS:
         pair = node.relabel if isinstance(node, MatrixCall) else node.indices
-        yield pair[0], pair[1], f"{_quoted(node)} (a matrix function takes a square matrix)"
+        yield pair[0], pair[1], _Where(node, " (a matrix function takes a square matrix)")
     if isinstance(node, Reduce):
         fixed = fixed | set(node.indices)
     if isinstance(node, Equation):
         fixed = frozenset(node.lhs.all_indices)
     for child in node.children():
         yield from _ties(child, fixed)
+
+
+class _Where:
+    """Where a size or a tie came from, `'w_ij' (axis of 'w')`, printed only if an error
+    says it: most sizes are never disputed, and printing every node cost a third of
+    planning."""
+
+    __slots__ = ("node", "note")
+
+    def __init__(self, node: Expr, note: str = ""):
+        self.node, self.note = node, note
+
+    def __str__(self) -> str:
+        return _quoted(self.node) + self.note
 
 
 def _bind(sizes, origin, index, size, where) -> None:
