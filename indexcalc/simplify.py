@@ -684,6 +684,23 @@ def solve_shift(node: Reduce, ctx: Context) -> Expr | None:
     return None
 
 
+def numbers_out_of_sum(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_k(-2 sum_m(x)) → -2 sum_k(sum_m(x)): a number left beside a nested sum (where
+    absorb_into_reduction took the other factors in) goes out, so that the two sums merge
+    and a δ inside meets the sum over its letter. From a sum the convention leaves
+    unwritten every number goes out (it prints as a product, whose numbers then fold:
+    -2 (-2) T3_a T3_l T4_l → 4 T3_a T3_l T4_l)."""
+    if node.op != "sum" or not isinstance(node.body, Product):
+        return None
+    rest = [f for f in node.body.factors if not isinstance(f, Number)]
+    if len(rest) == len(node.body.factors) or not rest:
+        return None
+    if not node.implicit and (len(rest) != 1 or inner_op(rest[0]) != "sum"):
+        return None
+    c = math.prod(f.value for f in node.body.factors if isinstance(f, Number))
+    return _make_product(c, (replace(node, body=rest[0] if len(rest) == 1 else Product(tuple(rest))),))
+
+
 def merge_nested_sums(node: Reduce, ctx: Context) -> Expr | None:
     """sum_i(sum_j(x)) → sum_ij(x): one contraction over both (each letter is bound once,
     so nothing is captured)."""
@@ -753,7 +770,11 @@ def distribute_delta_sum(node: Reduce, ctx: Context) -> Expr | None:
 
 def _picks_entry(node: Expr, indices) -> bool:
     """Whether `node` is a product with a δ that reduce_delta contracts in a sum over
-    `indices`: one side summed, the other not (only then does multiplying out pay)."""
+    `indices`: one side summed, the other not (only then does multiplying out pay); also
+    under a sum over other letters (`sum_qn(v_rq w_qn u_hn δ_ig)`, as explicit writes a
+    term that sums of its own), which absorb_into_reduction opens for reduce_delta."""
+    if isinstance(node, Reduce) and node.op == "sum" and not set(node.indices) & set(indices):
+        return _picks_entry(node.body, indices)
     factors = leaf_factors(node) if isinstance(node, Product) else (node,)
     return any(isinstance(f, Delta) and any((a in indices) != (b in indices) for a, b in f.pairs) for f in factors)
 
@@ -791,6 +812,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Sum, factor_common),
     (Reduce, reduce_delta),
     (Reduce, solve_shift),
+    (Reduce, numbers_out_of_sum),
     (Reduce, merge_nested_sums),
     (Reduce, sum_inside),
     (Reduce, zero_reduction),
