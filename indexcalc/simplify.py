@@ -372,7 +372,6 @@ def drop_held_carriers(node: Product, ctx: Context) -> Expr | None:
     return None
 
 
-@lru_cache(maxsize=65536)
 def drop_zero_powers(node: Product, ctx: Context) -> Expr | None:
     """2 h_l^0 g_l → 2 g_l: u^0 is 1 at every entry (0^0 too, as NumPy has it); its letters
     only need another holder, fixed and sized beside it (fold_power drops one with none)."""
@@ -387,6 +386,7 @@ def drop_zero_powers(node: Product, ctx: Context) -> Expr | None:
     return None
 
 
+@lru_cache(maxsize=65536)
 def _sized_apart_from_carriers(node: Expr) -> frozenset[str]:
     """The letters an array's axis in `node` sizes, directly or through a δ, the zero
     terms (`0 x_p`) aside."""
@@ -630,7 +630,8 @@ def fold_compare(node: Compare, ctx: Context) -> Expr | None:
 def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
     """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry; also
     through a sum nested right inside (sum_n(sum_k(δ_na K_k ...)), the sum a shifted
-    index leaves around the kernel's letter)."""
+    index leaves around the kernel's letter), and where the sum binds both its letters
+    (sum_jk(x_j z_k δ_jk) → sum_k(x_k z_k)): one of them goes."""
     if node.op != "sum":
         return None
     inner = node.body if isinstance(node.body, Reduce) and node.body.op == "sum" else None
@@ -642,7 +643,7 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
             continue
         for p, (a, b) in enumerate(factor.pairs):
             for old, new in ((a, b), (b, a)):
-                if old in node.indices and new not in bound and old != new:
+                if old in node.indices and (new not in bound or new in node.indices) and old != new:
                     picked = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
                     picked = rename(picked, old, new, ctx.fixed | bound | {new}, ctx.fresh, merge=True)
                     if inner is not None:

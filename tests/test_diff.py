@@ -1003,6 +1003,8 @@ RULE_CASES = {
                       ("y_i = a_i - a_i + b_i", Sum, "y_i = b_i"),
                       ("y = 1 + 2 + c", Sum, "y = 3 + c")],
     "reduce_delta": [("y_g = sum_j(delta_jg x_j)", Reduce, "y_g = x_g"),
+                     ("y = sum_jk(x_j z_k delta_jk)", Reduce, "y = sum_k(x_k z_k)"),
+                     ("y_i = sum_jk([j <= i] m_ik x_j delta_kj)", Reduce, "y_i = sum_j([j <= i] m_ij x_j)"),
                      ("y_g = sum_jk(delta_jg x_j z_k)", Reduce, None)],
     "fold_power": [("y_i = x_i^1", Power, "y_i = x_i"),
                    ("y_i = x_i + 2^3", Power, "y_i = x_i + 8"),
