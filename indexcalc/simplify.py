@@ -631,7 +631,8 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
     """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry; also
     through a sum nested right inside (sum_n(sum_k(δ_na K_k ...)), the sum a shifted
     index leaves around the kernel's letter), and where the sum binds both its letters
-    (sum_jk(x_j z_k δ_jk) → sum_k(x_k z_k)): one of them goes."""
+    (sum_jk(x_j z_k δ_jk) → sum_k(x_k z_k)): one of them goes, where an array still
+    sizes the other."""
     if node.op != "sum":
         return None
     inner = node.body if isinstance(node.body, Reduce) and node.body.op == "sum" else None
@@ -646,6 +647,8 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
                 if old in node.indices and (new not in bound or new in node.indices) and old != new:
                     picked = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
                     picked = rename(picked, old, new, ctx.fixed | bound | {new}, ctx.fresh, merge=True)
+                    if new in bound and new not in _sized_letters((picked,)):
+                        continue  # sum_ij(δ_ij δ_ij): no array would give the sum left over j its size
                     if inner is not None:
                         picked = replace(inner, body=picked)
                     kept = tuple(i for i in node.indices if i != old)
