@@ -415,6 +415,9 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
         from .simplify import simplify
 
         lines = [simplify(line) for line in _inline(lines)]
+        # the derivative lines the program uses (resolve_derivatives put them in) are
+        # printed as the CLI's --inline prints them: simplified too
+        equations = [simplify(eq) if eq.lhs.derivs else eq for eq in equations]
     lines = [tidy(line, user_letters) for line in lines]
     if len(equations) == 1 and len(lines) == 1 and not (lines[0].lhs.indices and isinstance(lines[0].rhs, Number)):
         return lines[0]  # a constant keeps the line it differentiates: that sizes its own indices

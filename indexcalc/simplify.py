@@ -13,6 +13,7 @@ and after in the tests.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -36,6 +37,9 @@ class Context:
     fixed: frozenset[str]
     fresh: Fresh
     convention: frozenset[str] = frozenset()  # fixed by a sum the text leaves to the convention
+    # fixed by the left-hand side and sized by an array elsewhere on the right, apart from
+    # zero carriers: a carrier `(1 + 0 x_p)` of such a letter holds nothing
+    held: frozenset[str] = frozenset()
     # what a subtree simplified to in this call: a rewrite re-simplifies the children of what
     # it made, and a Hessian repeats its subtrees many times
     done: dict = field(default_factory=dict, compare=False)
@@ -60,16 +64,46 @@ def simplify(source) -> Expr:
     node = explicit(node)  # every sum a node: no rule below can capture an index
     if isinstance(node, Equation):
         fresh = fresh_letters(letters_in(node))
-        rhs = _simplify(node.rhs, Context(frozenset(node.lhs.all_indices), fresh))
+        fixed = frozenset(node.lhs.all_indices)
+        rhs = _simplify(node.rhs, Context(fixed, fresh, held=fixed & _sized_apart_from_carriers(node.rhs)))
         return tidy(Equation(node.lhs, rhs), keep)
     return _simplify(node, Context(frozenset(), fresh_letters(letters_in(node))))
 
 
 def _simplify(node: Expr, ctx: Context) -> Expr:
-    key = (node, ctx.fixed, ctx.convention)
+    key = (node, ctx.fixed, ctx.convention, ctx.held)
     if key not in ctx.done:
         ctx.done[key] = _rewritten(node, ctx)
     return ctx.done[key]
+
+
+def context_at(equation: Equation, target: Expr) -> Context:
+    """The context `simplify` gives the sub-node `target` (by identity) of an explicit
+    equation: what the rule tests hand a rule."""
+    fixed = frozenset(equation.lhs.all_indices)
+    ctx = Context(fixed, fresh_letters(letters_in(equation)), held=fixed & _sized_apart_from_carriers(equation.rhs))
+
+    def down(node: Expr, ctx: Context) -> Context | None:
+        if node is target:
+            return ctx
+        if isinstance(node, (Product, Sum)):
+            parts = tuple(leaf_factors(node)) if isinstance(node, Product) else node.terms
+            steps = [(part, _beside(ctx, parts, k)) for k, part in enumerate(parts)]
+        elif isinstance(node, (Call, MatrixCall)):
+            steps = [(node.arg, ctx if isinstance(node, Call) and node.relabel is None
+                      else replace(ctx, held=frozenset()))]
+        elif isinstance(node, Reduce):
+            steps = [(node.body, Context(ctx.fixed | set(node.indices), ctx.fresh, ctx.convention,
+                                         ctx.held - set(node.indices)))]
+        else:
+            steps = [(child, ctx) for child in node.children()]
+        for child, inner in steps:
+            found = down(child, inner)
+            if found is not None:
+                return found
+        return None
+
+    return down(equation.rhs, ctx)
 
 
 def _rewritten(node: Expr, ctx: Context) -> Expr:
@@ -104,25 +138,37 @@ def _children(node: Expr, ctx: Context) -> Expr:
     if isinstance(node, Product):
         # a δ factor's repeated index is the product's (x_i δ_(ii)(gh)): its rules are the product's
         leaves = tuple(leaf_factors(node))
-        return _product_of(tuple(f if isinstance(f, Delta) else _simplify(f, ctx) for f in leaves), ctx, leaves)
+        return _product_of(tuple(f if isinstance(f, Delta) else _simplify(f, _beside(ctx, leaves, k))
+                                 for k, f in enumerate(leaves)), ctx, leaves)
     if isinstance(node, Sum):
-        return Sum(tuple(_simplify(t, ctx) for t in node.terms))
+        return Sum(tuple(_simplify(t, _beside(ctx, node.terms, k)) for k, t in enumerate(node.terms)))
     if isinstance(node, Power):
         return Power(_simplify(node.base, ctx), _simplify(node.exponent, ctx))
     if isinstance(node, Call):
-        return Call(node.func, _simplify(node.arg, ctx), node.relabel)
+        # inside σ_p(T_j) or inv_pq(...) a letter may stand for another: nothing is held there
+        return Call(node.func, _simplify(node.arg, ctx if node.relabel is None else replace(ctx, held=frozenset())),
+                    node.relabel)
     if isinstance(node, MatrixCall):
-        return MatrixCall(node.func, _simplify(node.arg, ctx), node.relabel)
+        return MatrixCall(node.func, _simplify(node.arg, replace(ctx, held=frozenset())), node.relabel)
     if isinstance(node, Compare):
         return Compare(node.op, _simplify(node.left, ctx), _simplify(node.right, ctx))
     if isinstance(node, Reduce):
         by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
-        inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention, ctx.done)
+        inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention, ctx.held - set(node.indices),
+                        ctx.done)
         return replace(node, body=_simplify(node.body, inner))
     return node
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _beside(ctx: Context, siblings: tuple[Expr, ...], k: int) -> Context:
+    """The context of `siblings[k]`, a factor or a term: a fixed letter that an array in
+    another sizes is held for it (the product or the sum runs over that letter anyway,
+    and what does not carry it is broadcast over it)."""
+    held = ctx.fixed & set().union(*(_sized_apart_from_carriers(s) for j, s in enumerate(siblings) if j != k))
+    return ctx if held <= ctx.held else replace(ctx, held=ctx.held | held)
 
 
 def _product_of(factors: tuple[Expr, ...], ctx: Context, leaves: tuple[Expr, ...] = ()) -> Product:
@@ -305,6 +351,55 @@ def drop_zero_carriers(node: Product, ctx: Context) -> Expr | None:
             new = kept[0] if len(kept) == 1 else Sum(tuple(kept))
             return Product(node.factors[:k] + (new,) + node.factors[k + 1 :])
     return None
+
+
+def drop_held_carriers(node: Product, ctx: Context) -> Expr | None:
+    """δ_pa - mean_i((1 + 0 x_p) δ_ia) → δ_pa - mean_i(δ_ia): a carrier of a letter that
+    is held anyway (fixed from outside and sized by an array in a sibling term or factor,
+    or by the equation's right side where the left side fixes it) keeps nothing alive,
+    as what does not carry the letter is broadcast over it. Where it is the sole holder
+    of its letter's size, it stays."""
+    for k, factor in enumerate(node.factors):
+        if not isinstance(factor, Sum) or not any(_is_zero(t) for t in factor.terms):
+            continue
+        kept = [t for t in factor.terms if not _is_zero(t)]
+        if not kept:
+            continue
+        lost = set(free_indices(factor, ctx.fixed)) - set().union(*(free_indices(t, ctx.fixed) for t in kept))
+        if lost <= ctx.held:
+            new = kept[0] if len(kept) == 1 else Sum(tuple(kept))
+            return Product(node.factors[:k] + (new,) + node.factors[k + 1 :])
+    return None
+
+
+def drop_zero_powers(node: Product, ctx: Context) -> Expr | None:
+    """2 h_l^0 g_l → 2 g_l: u^0 is 1 at every entry (0^0 too, as NumPy has it); its letters
+    only need another holder, fixed and sized beside it (fold_power drops one with none)."""
+    for k, factor in enumerate(node.factors):
+        if not (isinstance(factor, Power) and factor.exponent == Number(0.0)):
+            continue
+        others = node.factors[:k] + node.factors[k + 1 :]
+        letters = set(free_indices(factor.base, ctx.fixed))
+        sized = set(ctx.held) | set().union(*(_sized_apart_from_carriers(f) for f in others))
+        if letters <= ctx.fixed and letters <= sized:
+            return _make_product(1.0, others) if others else Number(1.0)
+    return None
+
+
+@lru_cache(maxsize=65536)
+def _sized_apart_from_carriers(node: Expr) -> frozenset[str]:
+    """The letters an array's axis in `node` sizes, directly or through a δ, the zero
+    terms (`0 x_p`) aside."""
+    return frozenset(_sized_letters(tuple(_leaves_apart_from_carriers(node))))
+
+
+def _leaves_apart_from_carriers(node: Expr):
+    if _is_zero(node):
+        return
+    if isinstance(node, (Tensor, Delta)):
+        yield node
+    for child in node.children():
+        yield from _leaves_apart_from_carriers(child)
 
 
 def _sized_letters(factors: tuple[Expr, ...]) -> set[str]:
@@ -535,7 +630,9 @@ def fold_compare(node: Compare, ctx: Context) -> Expr | None:
 def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
     """sum_j(δ_jg X_j) → X_g: a δ inside a sum over its own index picks one entry; also
     through a sum nested right inside (sum_n(sum_k(δ_na K_k ...)), the sum a shifted
-    index leaves around the kernel's letter)."""
+    index leaves around the kernel's letter), and where the sum binds both its letters
+    (sum_jk(x_j z_k δ_jk) → sum_k(x_k z_k)): one of them goes, where an array still
+    sizes the other."""
     if node.op != "sum":
         return None
     inner = node.body if isinstance(node.body, Reduce) and node.body.op == "sum" else None
@@ -547,9 +644,11 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
             continue
         for p, (a, b) in enumerate(factor.pairs):
             for old, new in ((a, b), (b, a)):
-                if old in node.indices and new not in bound and old != new:
+                if old in node.indices and (new not in bound or new in node.indices) and old != new:
                     picked = _drop_pair(Product(tuple(factors)), k, p, None, None, ctx)
                     picked = rename(picked, old, new, ctx.fixed | bound | {new}, ctx.fresh, merge=True)
+                    if new in bound and new not in _sized_letters((picked,)):
+                        continue  # sum_ij(δ_ij δ_ij): no array would give the sum left over j its size
                     if inner is not None:
                         picked = replace(inner, body=picked)
                     kept = tuple(i for i in node.indices if i != old)
@@ -587,6 +686,23 @@ def solve_shift(node: Reduce, ctx: Context) -> Expr | None:
             solved = Shift(letter, tuple(sorted(terms, key=lambda t: t[0] < 0)), -coef * shift.offset)  # (2i-e+1)
             return replace(node, body=Product(tuple(factors[:k]) + (solved,) + tuple(factors[k + 1 :])))
     return None
+
+
+def numbers_out_of_sum(node: Reduce, ctx: Context) -> Expr | None:
+    """sum_k(-2 sum_m(x)) → -2 sum_k(sum_m(x)): a number left beside a nested sum (where
+    absorb_into_reduction took the other factors in) goes out, so that the two sums merge
+    and a δ inside meets the sum over its letter. From a sum the convention leaves
+    unwritten every number goes out (it prints as a product, whose numbers then fold:
+    -2 (-2) T3_a T3_l T4_l → 4 T3_a T3_l T4_l)."""
+    if node.op != "sum" or not isinstance(node.body, Product):
+        return None
+    rest = [f for f in node.body.factors if not isinstance(f, Number)]
+    if len(rest) == len(node.body.factors) or not rest:
+        return None
+    if not node.implicit and (len(rest) != 1 or inner_op(rest[0]) != "sum"):
+        return None
+    c = math.prod(f.value for f in node.body.factors if isinstance(f, Number))
+    return _make_product(c, (replace(node, body=rest[0] if len(rest) == 1 else Product(tuple(rest))),))
 
 
 def merge_nested_sums(node: Reduce, ctx: Context) -> Expr | None:
@@ -658,7 +774,11 @@ def distribute_delta_sum(node: Reduce, ctx: Context) -> Expr | None:
 
 def _picks_entry(node: Expr, indices) -> bool:
     """Whether `node` is a product with a δ that reduce_delta contracts in a sum over
-    `indices`: one side summed, the other not (only then does multiplying out pay)."""
+    `indices`: one side summed, the other not (only then does multiplying out pay); also
+    under a sum over other letters (`sum_qn(v_rq w_qn u_hn δ_ig)`, as explicit writes a
+    term that sums of its own), which absorb_into_reduction opens for reduce_delta."""
+    if isinstance(node, Reduce) and node.op == "sum" and not set(node.indices) & set(indices):
+        return _picks_entry(node.body, indices)
     factors = leaf_factors(node) if isinstance(node, Product) else (node,)
     return any(isinstance(f, Delta) and any((a in indices) != (b in indices) for a, b in f.pairs) for f in factors)
 
@@ -684,6 +804,8 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Product, fold_numbers),
     (Product, eliminate_delta),
     (Product, drop_zero_carriers),
+    (Product, drop_held_carriers),
+    (Product, drop_zero_powers),
     (Product, drop_repeated_masks),
     (Product, combine_powers),
     (Product, order_factors),
@@ -694,6 +816,7 @@ RULES: tuple[tuple[type, Rule], ...] = (
     (Sum, factor_common),
     (Reduce, reduce_delta),
     (Reduce, solve_shift),
+    (Reduce, numbers_out_of_sum),
     (Reduce, merge_nested_sums),
     (Reduce, sum_inside),
     (Reduce, zero_reduction),

@@ -25,8 +25,7 @@ from indexcalc.scope import explicit
 from indexcalc.program import check_program
 from indexcalc.expr import with_children
 from indexcalc.expr import Call, Delta, Equation, Power, Product, Program, Reduce, Sum, Tensor
-from indexcalc.relabel import fresh_letters, letters_in
-from indexcalc.simplify import RULES, Context
+from indexcalc.simplify import RULES, context_at
 from strategies import SMOOTH_PROGRAMS, ProgramGenerator
 
 RNG = np.random.default_rng(20240607)
@@ -956,10 +955,6 @@ def test_diff_errors_are_indexcalc_errors():
 # Simplify: every rule fires and keeps the value
 
 
-def context_for(eq: Equation) -> Context:
-    return Context(frozenset(eq.lhs.all_indices), fresh_letters(letters_in(eq)))
-
-
 def find(node, kind):
     """The first sub-node of type `kind`, parents first."""
     return next(n for n in node.walk() if isinstance(n, kind))
@@ -993,6 +988,12 @@ RULE_CASES = {
                         ("s = a_i delta_ij b_j", Product, None),
                         ("y_i = delta_ii x_i", Product, "y_i = x_i")],
     "drop_zero_carriers": [("y_i = sigma(x_i) (0 x_i + 1)", Product, "y_i = sigma(x_i)")],
+    # issue 8: a carrier of a letter held anyway (the left side's, or a sibling's), and u^0
+    "drop_held_carriers": [("y_p = z_p + mean_i((1 + 0 x_p) a_i)", Product, "y_p = z_p + mean_i(a_i)"),
+                           ("y = mean_i(x_i + mean_j((1 + 0 x_i) b_j))", Product, "y = mean_i(x_i + mean_j(b_j))"),
+                           ("y_p = mean_i(z_i (1 + 0 x_p) + d_p)", Product, "y_p = mean_i(z_i + d_p)")],
+    "drop_zero_powers": [("y_i = x_i^0 z_i", Product, "y_i = z_i"),
+                         ("y = mean_i(2 x_i^0 z_i)", Product, "y = mean_i(2 z_i)")],
     "combine_powers": [("y_i = x_i x_i", Product, "y_i = x_i^2"),
                        ("y_i = x_i^2 x_i^-1 z_i", Product, None)],
     "order_factors": [("y_i = x_i sigma(z_i)", Product, "y_i = sigma(z_i) x_i")],
@@ -1002,6 +1003,8 @@ RULE_CASES = {
                       ("y_i = a_i - a_i + b_i", Sum, "y_i = b_i"),
                       ("y = 1 + 2 + c", Sum, "y = 3 + c")],
     "reduce_delta": [("y_g = sum_j(delta_jg x_j)", Reduce, "y_g = x_g"),
+                     ("y = sum_jk(x_j z_k delta_jk)", Reduce, "y = sum_k(x_k z_k)"),
+                     ("y_i = sum_jk([j <= i] m_ik x_j delta_kj)", Reduce, "y_i = sum_j([j <= i] m_ij x_j)"),
                      ("y_g = sum_jk(delta_jg x_j z_k)", Reduce, None)],
     "fold_power": [("y_i = x_i^1", Power, "y_i = x_i"),
                    ("y_i = x_i + 2^3", Power, "y_i = x_i + 8"),
@@ -1011,11 +1014,16 @@ RULE_CASES = {
     "absorb_into_reduction": [("y_g = sum_n(m_ng m_nh) x_h", Product, "y_g = sum_n(m_ng m_nh x_h)"),
                               ("y = 2 mean_n(s_n) c", Product, None)],
     "merge_nested_sums": [("y = sum_i(sum_j(m_ij))", Reduce, None)],
+    "numbers_out_of_sum": [("y_g = sum_k(-2 sum_j(m_kj delta_kg))", Reduce, "y_g = -2 sum_j(m_gj)"),
+                           ("y = sum_k(2 sum_j(m_kj) 3)", Reduce, "y = 6 sum_kj(m_kj)")],
     "sum_inside": [("y = sum_i(mean_j(m_ij))", Reduce, "y = mean_j(sum_i(m_ij))")],
     "zero_reduction": [("y = sum_i(0 x_i)", Reduce, "y = 0")],
     "split_reduction": [("y_g = sum_j(delta_jg x_j + z_j)", Reduce, "y_g = x_g + sum_j(z_j)")],
     "distribute_delta_sum": [("y_g = sum_j((a_j delta_jg - b_j delta_jg) x_j)", Reduce, "y_g = (a_g - b_g) x_g"),
-                             ("y_g = sum_j((a_j delta_jg + z_j) x_j)", Reduce, None)],
+                             ("y_g = sum_j((a_j delta_jg + z_j) x_j)", Reduce, None),
+                             # a term that sums of its own: its δ is reached through that sum
+                             ("y_g = sum_j((a_j + sum_k(m_jk b_k delta_jg)) x_j)", Reduce,
+                              "y_g = sum_j(a_j x_j) + sum_k(m_gk b_k) x_g")],
     "merge_reductions": [("y = mean_n(s_n x_n) + 2 mean_n(s_n^2)", Sum, "y = mean_n(s_n x_n + 2 s_n^2)"),
                          ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
     "factor_common": [("y_g = a_g x_g + b_g x_g", Sum, "y_g = (a_g + b_g) x_g"),
@@ -1049,13 +1057,9 @@ def test_simplify_rule_fires_and_keeps_the_value(rule_name, text, kind, simplifi
     if rule_name == "flatten_sum" and not any(isinstance(t, Sum) for t in find(eq.rhs, Sum).terms):
         pytest.fail("the parser flattened the nested sum; pick another input")
     node = find(eq.rhs, kind)
-    ctx = context_for(eq)
-    fixed = set(ctx.fixed)
-    # the rule sees the indices fixed at the node: the left-hand side's and enclosing reductions'
-    for outer in eq.rhs.walk():
-        if isinstance(outer, Reduce) and any(n is node for n in outer.body.walk()):
-            fixed |= set(outer.indices)
-    new = rule(node, Context(frozenset(fixed), ctx.fresh))
+    # the rule sees the context simplify gives the node: the indices fixed there (the
+    # left-hand side's and enclosing reductions'), those held by siblings
+    new = rule(node, context_at(eq, node))
     assert new is not None and new != node, f"{rule_name} did not fire on {node}"
     rewritten = Equation(eq.lhs, replaced(eq.rhs, node, new))
     arrays = rule_arrays()
@@ -1066,6 +1070,29 @@ def test_simplify_rule_fires_and_keeps_the_value(rule_name, text, kind, simplifi
     assert_close(ic.evaluate(result, arrays), before, f"simplify {eq} -> {result}", rtol=1e-12, atol=1e-12)
     if simplified is not None:
         assert result == ic.simplify(ic.parse(simplified)), f"simplify({eq}) = {result}, expected {simplified}"
+
+
+def test_a_carrier_that_alone_sizes_its_letter_stays():
+    """(1 + 0 x_p) is the only thing that gives p its size here: it must not go."""
+    eq = ic.parse("y_p = mean_i((1 + 0 x_p) a_i)")
+    result = ic.simplify(eq)
+    assert "x_p" in str(result)
+    arrays = {"x": rand(4), "a": rand(3)}
+    np.testing.assert_allclose(ic.evaluate(result, arrays), np.full(4, arrays["a"].mean()))
+
+
+def test_inline_prints_without_carriers_or_unit_powers():
+    """Issue 8: the inline derivative, and the derivative lines the program uses, read
+    like the notes (no `(1 + 0 x_p)` where p is held anyway, no `^1`, no `u^0`), and
+    keep their numbers."""
+    layer_norm = "ln_p = (v_p - mean_i(v_i)) / sqrt(0.1 + mean_i((v_i - mean_j(v_j))^2))"
+    update = "h_t = tanh(W_tq u_q) ; loss = mean_t(log(1 + h_t^2)) ; grad_v = loss_{,(v)}[u] ; L = grad_v grad_v"
+    cases = [(layer_norm, "v_a", {"v": rand(5)}), (update, "u_a", {"W": rand(4, 3), "u": rand(3)})]
+    for source, wrt, arrays in cases:
+        inline = ic.diff(source, wrt, inline=True)
+        text = str(inline)
+        assert " 0 " not in text and "^1" not in text and "^0" not in text, text
+        assert_close(ic.evaluate(inline, arrays), ic.evaluate(ic.diff(source, wrt), arrays), f"inline {source}")
 
 
 def test_simplify_writes_the_gradient_as_on_paper():

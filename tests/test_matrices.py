@@ -171,9 +171,9 @@ def test_the_gaussian_log_likelihood_gradient_is_the_closed_form_by_every_route(
     arrays = {"S": S, "r": r}
     for route, compute in gradient_routes(GAUSSIAN, "S_gh", arrays).items():
         np.testing.assert_allclose(compute(), closed, rtol=1e-9, atol=1e-12, err_msg=route)
-    # and the derivative reads as on paper once simplified
+    # and the derivative reads as on paper once simplified: ½(S⁻ᵀ - S⁻ᵀ r rᵀ S⁻ᵀ)
     assert str(ic.simplify(ic.diff(GAUSSIAN, "S_gh"))) == (
-        "nll_{,(gh)}[S] = 0.5 inv_gh(S_hg) - 0.5 inv_hj(S_hj) inv_ig(S_ig) r_i r_j")
+        "nll_{,(gh)}[S] = 0.5 (inv_gh(S_hg) - inv_hj(S_hj) inv_ig(S_ig) r_i r_j)")
 
 
 # ---------------------------------------------------------------- the plan
