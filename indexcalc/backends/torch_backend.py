@@ -145,6 +145,12 @@ class TorchBackend(ArrayBackend):
     def wrap(self, plan):
         return torch.no_grad()(plan)
 
+    def dtype_of(self, value) -> np.dtype:
+        """A tensor's element type as NumPy names it, from a table (every call asks, once
+        per input: reading it from the type's printed name cost microseconds each)."""
+        known = _NUMPY_DTYPES.get(value.dtype)
+        return known if known is not None else super().dtype_of(value)
+
     def asarray(self, value, dtype, like):
         torch_dtype = _TORCH_DTYPES.get(dtype) or getattr(torch, np.dtype(dtype).name)
         if type(value) is torch.Tensor and value.dtype is torch_dtype and (like is None or value.device == like.device):
@@ -154,6 +160,7 @@ class TorchBackend(ArrayBackend):
 
 _TORCH_DTYPES = {np.dtype("float64"): torch.float64, np.dtype("float32"): torch.float32,
                  np.dtype("float16"): torch.float16}
+_NUMPY_DTYPES = {t: d for d, t in _TORCH_DTYPES.items()}
 
 
 def load() -> TorchBackend:
