@@ -8,8 +8,8 @@ update, one ufunc call per parameter per operation of the update, a finiteness c
 gradient. Here the plan's lines (`compile.lower`, `plan.body_lines`) and the update are
 one function; the parameters, gradients and moments live end to end in flat arrays, so
 that the update is a dozen ufunc calls whatever the number of parameters; the plan's
-constant steps are computed once, and its elementwise operators write into an operand
-no later step reads (`rewritten`).
+constant steps are computed once (`hoisted`), and its elementwise operators and σ write
+into an operand no later step reads (`plan.in_place`, as the compiled call's plan does).
 
 The optimisers' rule that a step never writes into old arrays kept the last good
 parameters on NaN. The step keeps them another way: it checks the loss and every
@@ -24,7 +24,6 @@ gives bit for bit the numbers of the unfused one (same seed, same batches).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from typing import Mapping
 
@@ -33,7 +32,7 @@ import numpy as np
 from .compile import lower
 from .model import Model
 from .optimisers import SGD, Adam, Momentum
-from .plan import NAMESPACE, _variables, body_lines
+from .plan import NAMESPACE, _variables, body_lines, in_place
 
 # Each optimiser's update on the flat arrays (every parameter's values end to end, so
 # that a step is a dozen ufunc calls however many parameters there are): `_G` the
@@ -51,51 +50,16 @@ UPDATES: dict[type, str] = {
 }
 
 
-# The binary operators a step may run in place, into an operand it is the last to read.
-IN_PLACE = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
-
-
-def _fresh(code: str) -> bool:
-    """Whether a step's code makes a new array (arithmetic, a matmul, a sum), never a view
-    of what it reads (a transpose, a reshape, an index, an input)."""
-    node = ast.parse(code, mode="eval").body
-    if isinstance(node, ast.BinOp):
-        return True
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-        node.func.attr in ("matmul", "einsum", "sum", "full")
-
-
-def rewritten(steps, namespace: dict, outputs: set[str]) -> list:
+def hoisted(steps, namespace: dict) -> list:
     """The plan's steps for a step function run many times: a step that reads no variable
-    and no input (`np.full(...)`) computed once, into `namespace`; an elementwise
-    operator whose operand dies at it, of the result's shape, written into that operand
-    (`np.multiply(v13, v17, out=v13)`), where no other variable can alias the operand
-    (it and every step that reads it make new arrays)."""
-    made = {st.out: st for st in steps}
-    readers: dict[str, list] = {}
-    last: dict[str, int] = {}
-    for k, st in enumerate(steps):
-        for name in _variables(st.code):
-            readers.setdefault(name, []).append(st)
-            last[name] = k
-    constants, out = set(), []
+    and no input (`np.full(...)`) computed once, into `namespace`, its step reading the
+    value by name (a name, not a new array: `plan.in_place` never writes into it)."""
+    out = []
     for k, st in enumerate(steps):
         if not _variables(st.code) and "arrays[" not in st.code and st.code.startswith("np.full("):
-            name = f"_k{len(constants)}"
+            name = f"_k{k}"
             namespace[name] = eval(st.code, namespace)
-            constants.add(st.out)
-            out.append(dataclasses.replace(st, code=name))
-            continue
-        node = ast.parse(st.code, mode="eval").body
-        if isinstance(node, ast.BinOp) and type(node.op) in IN_PLACE:
-            for side in (node.left, node.right):
-                name = side.id if isinstance(side, ast.Name) else None
-                if (name in made and last.get(name) == k and name not in outputs and name not in constants
-                        and made[name].shape == st.shape != () and _fresh(made[name].code)
-                        and all(_fresh(r.code) for r in readers[name])):
-                    left, right = ast.unparse(node.left), ast.unparse(node.right)
-                    st = dataclasses.replace(st, code=f"np.{IN_PLACE[type(node.op)]}({left}, {right}, out={name})")
-                    break
+            st = dataclasses.replace(st, code=name)
         out.append(st)
     return out
 
@@ -225,8 +189,9 @@ class FusedStep:
         lines.append("    arrays = {**batch, **params}")
         outputs = {value, *grads.values()}
         steps = lowering.steps
+        steps = hoisted(steps, namespace)
         if all(np.dtype(t) == np.float64 for t in plan.types):  # in place keeps the operand's type
-            steps = rewritten(steps, namespace, outputs)
+            steps = in_place(steps, ", ".join(outputs))
         lines += body_lines(steps, ", ".join(outputs))
         for i, (name, g) in enumerate(grads.items()):
             namespace[f"_g{i}"] = self.grad_views[name]
