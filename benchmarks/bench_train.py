@@ -53,6 +53,13 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def example(name: str):
+    """An example model file, its training split as float arrays and its initial parameters."""
+    mf = load(str(EXAMPLES / name))
+    data = mf.load_data(mf.seed)
+    x, y = (np.asarray(data.train[k], dtype=float) for k in ("x", "y"))
+    return mf, x, y, mf.model.init_params(0)
+
 # ---------------------------------------------------------------- XOR, SGD
 
 
@@ -204,10 +211,7 @@ def main() -> None:
         jax.config.update("jax_enable_x64", True)
 
     # XOR, SGD lr 0.1, batch 4: one step an epoch
-    mf = load(str(EXAMPLES / "xor.ic"))
-    data = mf.load_data(mf.seed)
-    x, y = (np.asarray(data.train[k], dtype=float) for k in ("x", "y"))
-    p = mf.model.init_params(0)
+    mf, x, y, p = example("xor.ic")
     epochs = 300 if args.quick else 1000
 
     def fit(fused):
@@ -228,10 +232,7 @@ def main() -> None:
           epochs, interleaved(contenders, rounds))
 
     # Fizz Buzz, Adam lr 0.01, batch 32, no metric, no test set, no monitor (the file watches test_accuracy)
-    mf = load(str(EXAMPLES / "fizzbuzz.ic"))
-    data = mf.load_data(mf.seed)
-    x, y = (np.asarray(data.train[k], dtype=float) for k in ("x", "y"))
-    p = mf.model.init_params(0)
+    mf, x, y, p = example("fizzbuzz.ic")
     epochs = 10 if args.quick else 120
 
     def fizz(fused):
