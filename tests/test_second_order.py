@@ -51,7 +51,9 @@ def test_newton_reaches_the_logistic_optimum_within_ten_iterations():
     assert result.stopped == "done" and result.epochs == 10
     assert np.linalg.norm(optimality(result.params["w"], data)) < 1e-8
     losses = [r["loss"] for r in result.history]
-    assert all(b <= a for a, b in zip(losses, losses[1:]))  # the line search never climbs
+    # the line search never climbs; the history's loss is the plan's, the search's evaluate's, so
+    # at the optimum they may differ in the last bit (63.6595719080841 then ...411 on NumPy 2.4)
+    assert all(b <= a * (1 + 1e-14) for a, b in zip(losses, losses[1:]))
     assert norms == losses
 
 
