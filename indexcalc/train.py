@@ -96,6 +96,38 @@ class _Best:
         return epoch - self.epoch if self.epoch is not None else 0
 
 
+class _Run:
+    """One fit's state from epoch to epoch: its arrays, the shuffling generator, the
+    history, the parameters a NaN returns to (those before the last good step) and those
+    a Ctrl-C returns to (the last finished epoch's, with the optimiser's state and the
+    generator's)."""
+
+    def __init__(self, optimizer, on, params: dict, train, held, test, n: int, size: int, start: int,
+                 rng: np.random.Generator, history: list[dict], watch: _Best, fused: FusedStep | None,
+                 summed: bool):
+        self.optimizer, self.on, self.params, self.train, self.held, self.test = optimizer, on, params, train, held, test
+        self.n, self.size, self.start, self.rng, self.history, self.watch = n, size, start, rng, history, watch
+        self.fused, self.summed = fused, summed
+        self.last = dict(params)
+        self.first: float | None = None  # the first step's loss
+        self.best = min((r["loss"] for r in history), default=math.inf)
+        self.warnings: list[str] = []
+        self.keep()
+
+    def keep(self) -> None:
+        """Remember the parameters, optimiser state and generator state of now."""
+        state = self.fused.snapshot() if self.fused is not None else (dict(self.params), dict(self.optimizer.state))
+        self.kept = (state, self.rng.bit_generator.state)
+
+    def restore_last_epoch(self) -> None:
+        state, generator = self.kept
+        self.params, optimizer_state = self.fused.unpack(state) if self.fused is not None else state
+        self.optimizer.state, self.rng.bit_generator.state = dict(optimizer_state), generator
+
+    def out_of_patience(self, epoch: int, patience: int | None) -> bool:
+        return self.watch.waited(epoch) >= (patience or math.inf)
+
+
 @dataclass
 class Trainer:
     """Trains a model on named data arrays, batch by batch, from a seed, on NumPy or on
@@ -153,6 +185,51 @@ class Trainer:
             return self.optimizer.fit(self, train, epochs, test=test, params=params, resume=resume, progress=progress)
         if not (is_whole(epochs) and epochs >= 0):
             raise TrainingError(f"epochs must be a whole number, 0 or more, got {epochs!r}", about="epochs")
+        run = self._begin(train, epochs, test, params, resume)
+        begun = time.perf_counter()
+        stopped, message = "done", ""
+        try:
+            self._preflight(run.params, run.train, run.test)
+            with np.errstate(all="ignore"):  # a non-finite loss is reported below, in the user's terms
+                for epoch in range(run.start, epochs):
+                    if run.out_of_patience(epoch, self.patience):  # a resumed run's, run out
+                        stopped, message = "early", run.watch.ran_out(self.patience)
+                        break
+                    lr = self._set_lr(run.on, epoch, epochs)
+                    total, failure = self._epoch(run)
+                    if failure:
+                        stopped, message = "nan", f"{failure} at epoch {epoch + 1}; training stopped and the " \
+                            "parameters of the last good step are kept (try a smaller learning rate)"
+                        break
+                    self._finish_epoch(run, epoch, total, lr, progress)
+                    if run.out_of_patience(epoch + 1, self.patience):
+                        stopped, message = "early", run.watch.ran_out(self.patience)
+                        break
+        except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
+            if not run.on.out_of_memory(err):
+                raise
+            saved = f"; {self.checkpoint} holds the last finished epoch" if self.checkpoint and run.history else ""
+            raise TrainingError(f"out of memory in epoch {len(run.history) + run.start + 1} (try a smaller batch "
+                                f"size){saved}") from None
+        except KeyboardInterrupt:
+            stopped, message = "interrupted", "interrupted: the parameters of the last finished epoch are kept"
+            run.restore_last_epoch()
+        done = run.history[-1]["epoch"] if run.history else run.start
+        if stopped not in ("done", "early") and self.checkpoint:
+            self._save_or_fail(run.params, done, run.history, run.rng, run.watch.params)
+        self._set_lr(run.on, None, epochs)
+        params, chosen = run.params, None
+        if run.watch.monitor and self.keep_best and run.watch.params is not None:
+            params, chosen = run.watch.params, run.watch.epoch
+            if stopped in ("nan", "interrupted"):
+                message += f"; the run returns those of epoch {chosen}, the best by {run.watch.monitor}"
+        return Result(params, run.history, done, stopped, message, time.perf_counter() - begun, run.warnings,
+                      run.watch.monitor, chosen)
+
+    def _begin(self, train, epochs: int, test, params, resume) -> "_Run":
+        """The run's state before its first epoch: parameters (given, initialised from the
+        seed, or a checkpoint's), the data checked and placed on the run's arrays, the
+        validation split held out, the monitor, and the fused step where it applies."""
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, float]] = []
         start = 0
@@ -174,104 +251,65 @@ class Trainer:
         on, params, train, test = self._placed(given_params, params, train, test)
         train, held = self._held_out(on, train, n)
         n -= len(next(iter(held.values()))) if held else 0
-        size = self.batch_size or n
         monitor = self._monitor_for(held, test)
         watch = _Best(monitor, history, self._kept_best(on, resume) if monitor and resume else None)
         if getattr(self.optimizer, "full_batch", False):  # Newton (second_order): the Hessian of all the data
-            self.optimizer.bind(self.model, train, size, n)
+            self.optimizer.bind(self.model, train, self.batch_size or n, n)
         fused = FusedStep(self.model, self.optimizer) if self.fused and on.name == "numpy" and \
             not self.clip and not self.weight_decay and fusable(self.model, self.optimizer, params) else None
         if fused is not None:  # it writes in place: its own copies, kept by copy; a NaN step writes nothing
             params, train = fused.own(params), fused.data(train)
-        copy_of = _copies if fused is not None else dict  # the unfused optimisers never write in place
+        return _Run(self.optimizer, on, params, train, held, test, n, self.batch_size or n, start, rng, history,
+                    watch, fused, summed=self.model.batch is not None and self.model.reduce == "sum")
 
-        def keep() -> tuple:  # the parameters and optimiser state a Ctrl-C returns to
-            return fused.snapshot() if fused is not None else (dict(params), dict(self.optimizer.state))
+    def _epoch(self, run: "_Run") -> tuple[float, str | None]:
+        """One pass over the shuffled training data, step by step: the sum of the batches'
+        losses weighted to a mean over the samples, or what went non-finite (then the run's
+        parameters are those before the last good step)."""
+        order = run.rng.permutation(run.n)
+        total = 0.0
+        for lo in range(0, run.n, run.size):
+            picked = order[lo : lo + run.size]
+            if run.fused is not None:  # forward, backward and the update, in place
+                loss, finite = run.fused(run.params, run.on.take(run.train, picked))
+            else:
+                before = dict(run.params)  # the optimisers make new arrays, never write in place
+                loss, finite = self._step(run.on, run.params, run.on.take(run.train, picked))
+            if not finite:
+                run.params = run.last if run.fused is None else run.fused.before(run.params)
+                return total, (f"the loss became {float(loss)}" if not math.isfinite(float(loss)) else
+                               "the gradient became non-finite")
+            run.first = float(loss) if run.first is None else run.first
+            if run.fused is None:
+                run.last = before
+            # the epoch's loss is the mean over its samples whatever the batch size
+            total += float(loss) if run.summed else float(loss) * len(picked)
+        return total, None
 
-        begun = time.perf_counter()
-        last = dict(params)
-        kept = (keep(), rng.bit_generator.state)
-        stopped, message, warnings = "done", "", []
-        best = min((r["loss"] for r in history), default=math.inf)
-        first = None
-        summed = self.model.batch is not None and self.model.reduce == "sum"
-        try:
-            self._preflight(params, train, test)
-            with np.errstate(all="ignore"):  # a non-finite loss is reported below, in the user's terms
-                for epoch in range(start, epochs):
-                    if watch.waited(epoch) >= (self.patience or math.inf):  # a resumed run's, run out
-                        stopped, message = "early", watch.ran_out(self.patience)
-                        break
-                    lr = self._set_lr(on, epoch, epochs)
-                    order = rng.permutation(n)
-                    total = 0.0
-                    for lo in range(0, n, size):
-                        picked = order[lo : lo + size]
-                        if fused is not None:  # forward, backward and the update, in place
-                            loss, finite = fused(params, on.take(train, picked))
-                        else:
-                            before = dict(params)  # the optimisers make new arrays, never write in place
-                            loss, finite = self._step(on, params, on.take(train, picked))
-                        if not finite:
-                            stopped = "nan"
-                            what = f"the loss became {float(loss)}" if not math.isfinite(float(loss)) else \
-                                "the gradient became non-finite"
-                            message = (f"{what} at epoch {epoch + 1}; training stopped and the parameters of "
-                                       f"the last good step are kept (try a smaller learning rate)")
-                            break
-                        first = float(loss) if first is None else first
-                        if fused is None:
-                            last = before
-                        # the epoch's loss is the mean over its samples whatever the batch size
-                        total += float(loss) if summed else float(loss) * len(picked)
-                    if stopped == "nan":
-                        params = last if fused is None else fused.before(params)
-                        break
-                    record = {"epoch": epoch + 1, "loss": total / n}
-                    if self.schedule is not None:
-                        record["lr"] = lr
-                    record.update(self.scores(params, train, "train"))
-                    if held:
-                        record.update(self.scores(params, held, "val"))
-                    if test:
-                        record.update(self.scores(params, test, "test"))
-                    history.append(record)
-                    watch.saw(record, params, copy_of)
-                    if not warnings and record["loss"] > DIVERGED * min(best, first) and record["loss"] > first:
-                        warnings.append(
-                            f"the loss grew to {record['loss']:.3g} at epoch {epoch + 1}, over {DIVERGED:g} times "
-                            f"its best ({min(best, first):.3g}): training is diverging; try a smaller learning "
-                            f"rate (now {self.optimizer.lr:g})")
-                    best = min(best, record["loss"])
-                    kept = (keep(), rng.bit_generator.state)
-                    if self.checkpoint:
-                        self._save_or_fail(params, epoch + 1, history, rng, watch.params)
-                    if progress:
-                        progress(epoch + 1, record)
-                    if watch.waited(epoch + 1) >= (self.patience or math.inf):
-                        stopped, message = "early", watch.ran_out(self.patience)
-                        break
-        except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
-            if not on.out_of_memory(err):
-                raise
-            saved = f"; {self.checkpoint} holds the last finished epoch" if self.checkpoint and history else ""
-            raise TrainingError(f"out of memory in epoch {len(history) + start + 1} (try a smaller batch size)"
-                                f"{saved}") from None
-        except KeyboardInterrupt:
-            stopped, message = "interrupted", "interrupted: the parameters of the last finished epoch are kept"
-            params, state = fused.unpack(kept[0]) if fused is not None else kept[0]
-            self.optimizer.state, rng.bit_generator.state = dict(state), kept[1]
-        done = history[-1]["epoch"] if history else start
-        if stopped not in ("done", "early") and self.checkpoint:
-            self._save_or_fail(params, done, history, rng, watch.params)
-        self._set_lr(on, None, epochs)
-        chosen = None
-        if monitor and self.keep_best and watch.params is not None:
-            params, chosen = watch.params, watch.epoch
-            if stopped in ("nan", "interrupted"):
-                message += f"; the run returns those of epoch {chosen}, the best by {monitor}"
-        return Result(params, history, done, stopped, message, time.perf_counter() - begun, warnings,
-                      monitor, chosen)
+    def _finish_epoch(self, run: "_Run", epoch: int, total: float, lr: float, progress) -> None:
+        """The epoch's record (its loss, the rate, the splits' scores), the best epoch and
+        the divergence warning by it, the state a Ctrl-C returns to, the checkpoint."""
+        record = {"epoch": epoch + 1, "loss": total / run.n}
+        if self.schedule is not None:
+            record["lr"] = lr
+        record.update(self.scores(run.params, run.train, "train"))
+        if run.held:
+            record.update(self.scores(run.params, run.held, "val"))
+        if run.test:
+            record.update(self.scores(run.params, run.test, "test"))
+        run.history.append(record)
+        run.watch.saw(record, run.params, _copies if run.fused is not None else dict)
+        lowest = min(run.best, run.first)
+        if not run.warnings and record["loss"] > DIVERGED * lowest and record["loss"] > run.first:
+            run.warnings.append(
+                f"the loss grew to {record['loss']:.3g} at epoch {epoch + 1}, over {DIVERGED:g} times its best "
+                f"({lowest:.3g}): training is diverging; try a smaller learning rate (now {self.optimizer.lr:g})")
+        run.best = min(run.best, record["loss"])
+        run.keep()
+        if self.checkpoint:
+            self._save_or_fail(run.params, epoch + 1, run.history, run.rng, run.watch.params)
+        if progress:
+            progress(epoch + 1, record)
 
     def _step(self, on, params: dict, batch: Mapping) -> tuple[object, bool]:
         """One mini-batch step, in place in `params`: the loss and gradients, the gradients
