@@ -439,7 +439,8 @@ class Trainer:
         for split, arrays in (("train", train), ("test", test or {})):
             if arrays:
                 one = {k: v[:1] for k, v in arrays.items()}
-                self.model.evaluate(self.model.loss, params, one)  # the loss reads every data tensor
+                if split == "train":  # the loss reads every data tensor (scores evaluate it for the test split)
+                    self.model.evaluate(self.model.loss, params, one)
                 self.scores(params, one, split)
 
     def scores(self, params, data: Mapping[str, np.ndarray], prefix: str) -> dict[str, float]:
