@@ -155,6 +155,8 @@ class TorchBackend(ArrayBackend):
         torch_dtype = _TORCH_DTYPES.get(dtype) or getattr(torch, np.dtype(dtype).name)
         if type(value) is torch.Tensor and value.dtype is torch_dtype and (like is None or value.device == like.device):
             return value
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            value = value.copy()  # torch shares a NumPy array's memory and would warn that it cannot keep it read-only
         return torch.as_tensor(value, dtype=torch_dtype, device=getattr(like, "device", None))
 
 
