@@ -304,7 +304,7 @@ class Compiled:
         self.sizing = sorted(sizing - defined - set(self.inputs))
         self._plans: dict[tuple, _Plan] = {}
         self._last: _Plan | None = None
-        self._fast: Callable | None = None  # the last NumPy call's plan, behind a check of its signature
+        self._fast: Callable | None = None  # the last call's plan, behind a check of its signature
         self.backend: str | None = None  # None: the arrays' own library, call by call
         self.text = "\n".join(str(eq) for eq in forward)  # the program it came from (compile sets the text given)
 
@@ -375,6 +375,11 @@ class Compiled:
         if plan is None:
             plan = self._plans[signature] = _Plan(self, shapes, [dtype] * len(shapes), known, backend, like)
         self._last, self._fast = plan, None
+        if all(mine) and not self.sizing and not plan.missing and all(t == dtype for t in types):
+            # the next call checks its arrays against this one's first: the backend's own
+            # arrays, shaped, typed and placed alike, need no conversion
+            self._fast = _checked(plan.run, list(inputs), [shapes[k] for k in inputs],
+                                  [v.dtype for v in values], type(like), getattr(like, "device", None))
         value, grads = plan.run(inputs)
         for name in self.params:
             if name not in grads:
@@ -458,17 +463,21 @@ class _Plan:
 _OTHER = object()  # what a plan's `checked` returns for arrays not of its signature
 
 
-def _checked(run: Callable, keys: list[str], shapes: list[tuple], types: list) -> Callable:
-    """`run` behind a check that the arrays are NumPy arrays of exactly these shapes and
-    float types (one comparison each, constants in the code), else _OTHER: a call with the
-    last call's signature needs no more, any other takes Compiled.__call__'s full path,
-    its conversions and its errors."""
-    names = {f"_t{k}": np.dtype(t) for k, t in enumerate(types)}
+def _checked(run: Callable, keys: list[str], shapes: list[tuple], types: list,
+             array_type: type = np.ndarray, device: Any = None) -> Callable:
+    """`run` behind a check that the arrays are `array_type`'s of exactly these shapes and
+    element types (and on `device`, if given), one comparison each, constants in the code;
+    else _OTHER: a call with the last call's signature needs no more, any other takes
+    Compiled.__call__'s full path, its conversions and its errors. A NumPy plan reads the
+    mapping given; another library's (a jitted function of a dict) gets the inputs alone."""
+    names = {f"_t{k}": np.dtype(t) if array_type is np.ndarray else t for k, t in enumerate(types)}
     reads = "; ".join(f"a{k} = arrays[{key!r}]" for k, key in enumerate(keys))
-    tests = " or ".join(f"type(a{k}) is not _ndarray or a{k}.shape != {tuple(shape)!r} or a{k}.dtype is not _t{k}"
-                        for k, shape in enumerate(shapes))
+    placed = "" if device is None else " or a{k}.device != _device"
+    tests = " or ".join((f"type(a{k}) is not _array or a{k}.shape != {tuple(shape)!r} or a{k}.dtype is not _t{k}"
+                         + placed.format(k=k)) for k, shape in enumerate(shapes))
+    given = "arrays" if array_type is np.ndarray else "{" + ", ".join(f"{key!r}: a{k}" for k, key in enumerate(keys)) + "}"
     source = (f"def checked(arrays):\n    try:\n        {reads or 'pass'}\n    except Exception:\n        return _OTHER\n"
-              f"    if {tests or 'False'}:\n        return _OTHER\n    return run(arrays)\n")
-    namespace = {"_ndarray": np.ndarray, "_OTHER": _OTHER, "run": run, **names}
+              f"    if {tests or 'False'}:\n        return _OTHER\n    return run({given})\n")
+    namespace = {"_array": array_type, "_device": device, "_OTHER": _OTHER, "run": run, **names}
     exec(builtins.compile(source, "<indexcalc signature check>", "exec"), namespace)
     return namespace["checked"]

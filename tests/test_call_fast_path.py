@@ -80,6 +80,39 @@ def test_other_arrays_after_a_numpy_call_take_the_full_path():
     np.testing.assert_allclose(np.asarray(lazy.compute()), value, rtol=1e-12)
 
 
+@pytest.mark.parametrize("library", ["jax", "torch"])
+def test_a_backends_arrays_alike_reuse_the_last_plan_and_others_take_the_full_path(library):
+    """The last call's check on another library's arrays: same type, shapes, element
+    type and device run its plan as they are; anything else is planned, converted and
+    checked as a first call would be."""
+    if library == "jax":
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        mine = lambda a: jax.numpy.asarray(a)  # noqa: E731
+    else:
+        torch = pytest.importorskip("torch")
+        mine = torch.from_numpy
+    f = ic.compile(MLP, wrt=WRT)
+    arrays = _arrays()
+    expected, expected_grads = f(arrays)
+    given = {**{k: mine(v) for k, v in arrays.items()}, "note": "not read"}
+    for _ in range(2):  # the second call is the checked one
+        value, grads = f(given)
+        np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-12)
+        for k in WRT:
+            np.testing.assert_allclose(np.asarray(grads[k]), expected_grads[k], rtol=1e-12)
+    assert f._fast is not None and f.plan_count == 2
+    mixed = {**given, "x": arrays["x"]}  # a NumPy array among them: converted, the same numbers
+    np.testing.assert_allclose(np.asarray(f(mixed)[0]), expected, rtol=1e-12)
+    single = {k: mine(v.astype(np.float32)) for k, v in _arrays(7).items()}
+    value, _ = f(single)
+    assert str(value.dtype).endswith("float32")
+    np.testing.assert_allclose(np.asarray(value), f(_arrays(7))[0], rtol=1e-5)
+    f(given)
+    bad = {**given, "W2": mine(np.ones((2, 5)))}
+    assert _error(f, bad) == _error(ic.compile(MLP, wrt=WRT), bad)
+
+
 @pytest.mark.parametrize("text, shapes", [
     ("y_ni = tanh(W_ij x_nj + b_i)", {"W": (3, 2), "x": (5, 2), "b": (3,)}),
     ("y = mean_n(x_nk x_nk)", {"x": (4, 3)}),
