@@ -365,12 +365,12 @@ def _remembered_equality(structural):
     return __eq__
 
 
-_CACHES = ("_hash", "_same", "_letters")  # _letters: relabel.letters_in
+_CACHES = ("_hash", "_same", "_letters", "_text", "_sized")  # _letters: relabel.letters_in; _sized: simplify
 
 
 def _state_without_caches(self) -> dict:
     """What pickling keeps of a node: not its hash, which depends on the process, nor
-    what it remembers of its equals."""
+    what it remembers of its equals, nor anything else it works out again on demand."""
     return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
 
 

@@ -471,7 +471,8 @@ def infer_sizes(
     evaluator names it). `preset` gives sizes known otherwise, with where they come from.
     """
     sizes: dict[str, int] = {}
-    origin: dict[str, str] = {}
+    origin: dict[str, str | _Where] = {}  # printed only by an error
+    ranged: set[str] = set()  # letters sized by a shift's valid range
     for index, (size, where) in (preset or {}).items():
         _bind(sizes, origin, index, size, where)
     for sub in node.walk():
@@ -505,14 +506,15 @@ def infer_sizes(
             break
         letter, (shift, size) = next(iter(found.items()))
         sizes[letter], origin[letter] = size, f"the valid range of {letter} in {shift}"
+        ranged.add(letter)
     for a, b, where in ties:
         if a in sizes and b in sizes and sizes[a] != sizes[b]:
             raise ShapeError(f"{where} pairs index {a} (size {sizes[a]}) with index {b} (size {sizes[b]})")
-    _check_not_empty(node, sizes, origin)
+    _check_not_empty(node, sizes, origin, ranged)
     return sizes
 
 
-def _check_not_empty(node: Expr, sizes: dict[str, int], origin: dict[str, str]) -> None:
+def _check_not_empty(node: Expr, sizes: dict[str, int], origin: dict, ranged: set[str]) -> None:
     """A mean or logsumexp over no value has none (0/0, log 0), and neither has a max or
     min over a window a shift leaves empty (`max_k(x_(2i+k))` with i sized past what x
     allows: the sizes do not fit the window): refused here, for every route, rather than
@@ -521,8 +523,7 @@ def _check_not_empty(node: Expr, sizes: dict[str, int], origin: dict[str, str]) 
     for sub in node.walk():
         if isinstance(sub, Reduce) and sub.op in ("mean", "logsumexp", "max", "min"):
             for index in sub.indices:
-                shifted = str(origin.get(index, "")).startswith("the valid range")
-                if sizes.get(index) == 0 and (shifted or sub.op in ("mean", "logsumexp")):
+                if sizes.get(index) == 0 and (index in ranged or sub.op in ("mean", "logsumexp")):
                     raise ShapeError(f"{sub.op}_{index} runs over no value of {index}: {origin.get(index, 'its size')} "
                                      f"is empty with the other indices' sizes ({_sizes_of(node, sizes, index)})")
 
@@ -536,7 +537,7 @@ def _sizes_of(node: Expr, sizes: dict[str, int], skip: str) -> str:
     return ", ".join(parts) or "none"
 
 
-def _propagate_ties(ties, sizes: dict[str, int], origin: dict[str, str]) -> None:
+def _propagate_ties(ties, sizes: dict[str, int], origin: dict) -> None:
     """Give each tied letter its partner's size until nothing changes."""
     changed = True
     while changed:

@@ -13,7 +13,6 @@ and after in the tests.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -339,18 +338,12 @@ def combine_powers(node: Product, ctx: Context) -> Expr | None:
 def drop_zero_carriers(node: Product, ctx: Context) -> Expr | None:
     """In σ'(u_i) (0 x_i + 1), the zero term only kept i alive; σ' already carries it."""
     counts = occurrence_counts(node, ctx.fixed)
-    for k, factor in enumerate(node.factors):
-        if not isinstance(factor, Sum) or not any(_is_zero(t) for t in factor.terms):
-            continue
-        kept = [t for t in factor.terms if not _is_zero(t)]
-        if not kept:
-            continue
-        lost = set(free_indices(factor, ctx.fixed)) - set().union(*(free_indices(t, ctx.fixed) for t in kept))
+
+    def carried_anyway(lost: set[str], k: int) -> bool:
         sized = _sized_letters(node.factors[:k] + node.factors[k + 1 :])
-        if all(i in ctx.fixed and counts[i] > 1 and i in sized for i in lost):
-            new = kept[0] if len(kept) == 1 else Sum(tuple(kept))
-            return Product(node.factors[:k] + (new,) + node.factors[k + 1 :])
-    return None
+        return all(i in ctx.fixed and counts[i] > 1 and i in sized for i in lost)
+
+    return _without_zero_terms(node, ctx, carried_anyway)
 
 
 def drop_held_carriers(node: Product, ctx: Context) -> Expr | None:
@@ -359,6 +352,12 @@ def drop_held_carriers(node: Product, ctx: Context) -> Expr | None:
     or by the equation's right side where the left side fixes it) keeps nothing alive,
     as what does not carry the letter is broadcast over it. Where it is the sole holder
     of its letter's size, it stays."""
+    return _without_zero_terms(node, ctx, lambda lost, k: lost <= ctx.held)
+
+
+def _without_zero_terms(node: Product, ctx: Context, droppable) -> Expr | None:
+    """`node` with its first factor's zero terms dropped (a sum with a nonzero term left)
+    where `droppable(letters only they carried, the factor's position)` says so."""
     for k, factor in enumerate(node.factors):
         if not isinstance(factor, Sum) or not any(_is_zero(t) for t in factor.terms):
             continue
@@ -366,7 +365,7 @@ def drop_held_carriers(node: Product, ctx: Context) -> Expr | None:
         if not kept:
             continue
         lost = set(free_indices(factor, ctx.fixed)) - set().union(*(free_indices(t, ctx.fixed) for t in kept))
-        if lost <= ctx.held:
+        if droppable(lost, k):
             new = kept[0] if len(kept) == 1 else Sum(tuple(kept))
             return Product(node.factors[:k] + (new,) + node.factors[k + 1 :])
     return None
@@ -386,11 +385,15 @@ def drop_zero_powers(node: Product, ctx: Context) -> Expr | None:
     return None
 
 
-@lru_cache(maxsize=65536)
 def _sized_apart_from_carriers(node: Expr) -> frozenset[str]:
     """The letters an array's axis in `node` sizes, directly or through a δ, the zero
-    terms (`0 x_p`) aside."""
-    return frozenset(_sized_letters(tuple(_leaves_apart_from_carriers(node))))
+    terms (`0 x_p`) aside. Kept on the node (asked of the same subtrees at every rewrite),
+    so that it lives as long as the node does, not in a process-wide cache."""
+    sized = node.__dict__.get("_sized")
+    if sized is None:
+        sized = frozenset(_sized_letters(tuple(_leaves_apart_from_carriers(node))))
+        object.__setattr__(node, "_sized", sized)
+    return sized
 
 
 def _leaves_apart_from_carriers(node: Expr):
