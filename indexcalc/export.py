@@ -170,7 +170,7 @@ class _Module:
         if f.kernel is None:
             self.names[name] = f"{self.ns}.{f.compute.__name__}"
             return
-        spelled = f.kernel(_SpelledNamespace(self.ns, self.backend.dialect))(_Spelled("x"))
+        spelled = f.kernel(_SpelledNamespace(self.ns, self.backend.dialect, getattr(self.backend, "xp", np)))(_Spelled("x"))
         self.functions[name] = (f'def {name}(x):\n    """{f.name}: the kernel of indexcalc.functions\' table, '
                                 f'written out."""\n    return {spelled.text}\n')
 
@@ -389,14 +389,18 @@ def _spelled(value: Any) -> _Spelled:
 
 
 class _SpelledNamespace:
-    """`xp` (or np) for a kernel being written out: each routine a name, `astype` the dialect's."""
+    """`xp` (or np) for a kernel being written out: each routine a name, `astype` the
+    dialect's; a name the library (`real`) lacks is missing here too, as a kernel that
+    asks for a library's own routine (torch.sigmoid) is told on the live namespace."""
 
-    def __init__(self, ns: str, dialect):
-        self.ns, self.dialect = ns, dialect
+    def __init__(self, ns: str, dialect, real):
+        self.ns, self.dialect, self.real = ns, dialect, real
 
     def __getattr__(self, name: str):
         if name == "astype":
             return lambda x, dtype: _Spelled(self.dialect.astype(_spelled(x).text, _spelled(dtype).text))
+        if not hasattr(self.real, name):
+            raise AttributeError(name)
         return _Spelled(f"{self.ns}.{name}")
 
 
