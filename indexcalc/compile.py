@@ -379,7 +379,7 @@ class Compiled:
             # the next call checks its arrays against this one's first: the backend's own
             # arrays, shaped, typed and placed alike, need no conversion
             self._fast = _checked(plan.run, list(inputs), [shapes[k] for k in inputs],
-                                  [v.dtype for v in values], type(like), getattr(like, "device", None))
+                                  [v.dtype for v in values], type(like), backend.placement(like))
         value, grads = plan.run(inputs)
         for name in self.params:
             if name not in grads:

@@ -32,6 +32,11 @@ class Backend:
     def asarray(self, value: Any, dtype: np.dtype, like: Any) -> Any:
         raise NotImplementedError
 
+    def placement(self, like: Any) -> Any:
+        """The device a call's arrays must share with `like` to reuse its plan (whose
+        constants live there), or None where they cannot be elsewhere."""
+        return getattr(like, "device", None)
+
     def zeros(self, shape: tuple[int, ...], dtype: np.dtype, like: Any) -> Any:
         return self.asarray(np.zeros(shape, dtype), dtype, like)
 
