@@ -19,7 +19,7 @@ from typing import Callable
 
 from .expr import (
     Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum, Tensor,
-    leaf_factors,
+    leaf_factors, with_children,
 )
 from . import functions, shifts
 from .indices import check_equation, free_indices, occurrence_counts
@@ -65,8 +65,22 @@ def simplify(source) -> Expr:
         fresh = fresh_letters(letters_in(node))
         fixed = frozenset(node.lhs.all_indices)
         rhs = _simplify(node.rhs, Context(fixed, fresh, held=fixed & _sized_apart_from_carriers(node.rhs)))
-        return tidy(Equation(node.lhs, rhs), keep)
+        return _in_order(tidy(Equation(node.lhs, rhs), keep))
     return _simplify(node, Context(frozenset(), fresh_letters(letters_in(node))))
+
+
+def _in_order(node: Expr) -> Expr:
+    """Every product's factors in the notes' order again, once tidy has chosen the bound
+    letters: factors of one kind are ordered by their printed text, which the letters
+    change (`p_{m~1,a}` sorts before `p_{m~1}`, `p_m` before `p_{m,a}`), and without this
+    a second simplify would reorder them."""
+    children = node.children()
+    if children:
+        node = with_children(node, tuple(_in_order(child) for child in children))
+    if not isinstance(node, Product):
+        return node
+    ordered = _sorted_factors(node.factors)
+    return node if ordered == node.factors else Product(ordered, span=node.span)
 
 
 def _simplify(node: Expr, ctx: Context) -> Expr:
