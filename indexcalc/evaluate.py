@@ -243,7 +243,8 @@ class _Einsum:
         total = None
         for term in node.terms:
             value = self.aligned(*self.eval(term, fixed), out)
-            total = value if total is None else total + value
+            with np.errstate(all="ignore"):  # ∞ - ∞ is nan here, an answer, as in powers and functions
+                total = value if total is None else total + value
         return np.broadcast_to(total, [self.env.size(i) for i in out]), out
 
     def compare(self, node: Compare, fixed: frozenset[str]):

@@ -141,6 +141,15 @@ def test_numbers_that_simplify_folds_to_inf_or_nan(src):
         same(src, {"a": a})
 
 
+def test_evaluate_reads_inf_minus_inf_as_nan_without_a_warning():
+    """inf and nan are answers here, not accidents: a sum's terms add as quietly as powers
+    and functions evaluate (the plan runs under errstate too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(ic.evaluate("y = (1e308 * 10 - 1e308 * 10) a", {"a": 2.0}))
+        assert np.isnan(ic.evaluate("y_i = x_i - z_i", {"x": [np.inf], "z": [np.inf]})).all()
+
+
 @pytest.mark.parametrize("src", [
     "y = 1e308 * 10 a",
     "y = -1e308 * 10 + a",
