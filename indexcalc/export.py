@@ -252,7 +252,8 @@ class _Module:
             return self.function(value)
         routine = getattr(value, "__name__", None)
         for alias, library in self.libraries:
-            for prefix, place in ((alias, library), (f"{alias}.linalg", getattr(library, "linalg", None))):
+            for prefix, place in ((alias, library), (f"{alias}.linalg", getattr(library, "linalg", None)),
+                                  (f"{alias}.nn", getattr(library, "nn", None))):
                 if routine and place is not None and getattr(place, routine, None) is value:
                     return f"{prefix}.{routine}"
         raise ExportError(f"cannot write {value!r} into an exported module")
