@@ -3,11 +3,15 @@ reuses its plan, any other still gets the full checks; a plan that writes into i
 intermediates gives the numbers of one that does not, and never touches the caller's
 arrays."""
 
+import importlib
+
 import numpy as np
 import pytest
 
 import indexcalc as ic
 import indexcalc.plan as plan_module
+
+compile_module = importlib.import_module("indexcalc.compile")  # ic.compile is the function
 
 MLP = """h_ni = sigma(W1_ij x_nj + b1_i)
 o_nk = sigma(W2_kh h_nh + b2_k)
@@ -102,6 +106,7 @@ def test_a_backends_arrays_alike_reuse_the_last_plan_and_others_take_the_full_pa
         for k in WRT:
             np.testing.assert_allclose(np.asarray(grads[k]), expected_grads[k], rtol=1e-12)
     assert f._fast is not None and f.plan_count == 2
+    assert f._fast(given) is not compile_module._OTHER  # the check passes the backend's own arrays
     mixed = {**given, "x": arrays["x"]}  # a NumPy array among them: converted, the same numbers
     np.testing.assert_allclose(np.asarray(f(mixed)[0]), expected, rtol=1e-12)
     single = {k: mine(v.astype(np.float32)) for k, v in _arrays(7).items()}
