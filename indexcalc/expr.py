@@ -365,7 +365,7 @@ def _remembered_equality(structural):
     return __eq__
 
 
-_CACHES = ("_hash", "_same", "_letters", "_text", "_sized")  # _letters: relabel.letters_in; _sized: simplify
+_CACHES = ("_hash", "_same", "_letters", "_text")  # _letters: relabel.letters_in
 
 
 def _state_without_caches(self) -> dict:

@@ -42,6 +42,8 @@ class Context:
     # what a subtree simplified to in this call: a rewrite re-simplifies the children of what
     # it made, and a Hessian repeats its subtrees many times
     done: dict = field(default_factory=dict, compare=False)
+    # the letters each subtree sizes (_sized_apart_from_carriers), asked at every rewrite
+    sized: dict = field(default_factory=dict, compare=False)
 
 
 Rule = Callable[[Expr, Context], "Expr | None"]
@@ -168,7 +170,7 @@ def _children(node: Expr, ctx: Context) -> Expr:
     if isinstance(node, Reduce):
         by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
         inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention, ctx.held - set(node.indices),
-                        ctx.done)
+                        ctx.done, ctx.sized)
         return replace(node, body=_simplify(node.body, inner))
     return node
 
@@ -180,7 +182,8 @@ def _beside(ctx: Context, siblings: tuple[Expr, ...], k: int) -> Context:
     """The context of `siblings[k]`, a factor or a term: a fixed letter that an array in
     another sizes is held for it (the product or the sum runs over that letter anyway,
     and what does not carry it is broadcast over it)."""
-    held = ctx.fixed & set().union(*(_sized_apart_from_carriers(s) for j, s in enumerate(siblings) if j != k))
+    others = (s for j, s in enumerate(siblings) if j != k)
+    held = ctx.fixed & set().union(*(_sized_apart_from_carriers(s, ctx.sized) for s in others))
     return ctx if held <= ctx.held else replace(ctx, held=ctx.held | held)
 
 
@@ -393,20 +396,21 @@ def drop_zero_powers(node: Product, ctx: Context) -> Expr | None:
             continue
         others = node.factors[:k] + node.factors[k + 1 :]
         letters = set(free_indices(factor.base, ctx.fixed))
-        sized = set(ctx.held) | set().union(*(_sized_apart_from_carriers(f) for f in others))
+        sized = set(ctx.held) | set().union(*(_sized_apart_from_carriers(f, ctx.sized) for f in others))
         if letters <= ctx.fixed and letters <= sized:
             return _make_product(1.0, others) if others else Number(1.0)
     return None
 
 
-def _sized_apart_from_carriers(node: Expr) -> frozenset[str]:
+def _sized_apart_from_carriers(node: Expr, memo: dict | None = None) -> frozenset[str]:
     """The letters an array's axis in `node` sizes, directly or through a δ, the zero
-    terms (`0 x_p`) aside. Kept on the node (asked of the same subtrees at every rewrite),
-    so that it lives as long as the node does, not in a process-wide cache."""
-    sized = node.__dict__.get("_sized")
+    terms (`0 x_p`) aside; remembered in `memo` (one simplify call's, by equal subtree:
+    rewrites make equal copies), not in a process-wide cache that would keep trees alive."""
+    sized = memo.get(node) if memo is not None else None
     if sized is None:
         sized = frozenset(_sized_letters(tuple(_leaves_apart_from_carriers(node))))
-        object.__setattr__(node, "_sized", sized)
+        if memo is not None:
+            memo[node] = sized
     return sized
 
 
