@@ -96,22 +96,33 @@ class _Best:
         return epoch - self.epoch if self.epoch is not None else 0
 
 
+@dataclass
 class _Run:
     """One fit's state from epoch to epoch: its arrays, the shuffling generator, the
     history, the parameters a NaN returns to (those before the last good step) and those
     a Ctrl-C returns to (the last finished epoch's, with the optimiser's state and the
     generator's)."""
 
-    def __init__(self, optimizer, on, params: dict, train, held, test, n: int, size: int, start: int,
-                 rng: np.random.Generator, history: list[dict], watch: _Best, fused: FusedStep | None,
-                 summed: bool):
-        self.optimizer, self.on, self.params, self.train, self.held, self.test = optimizer, on, params, train, held, test
-        self.n, self.size, self.start, self.rng, self.history, self.watch = n, size, start, rng, history, watch
-        self.fused, self.summed = fused, summed
-        self.last = dict(params)
-        self.first: float | None = None  # the first step's loss
-        self.best = min((r["loss"] for r in history), default=math.inf)
-        self.warnings: list[str] = []
+    optimizer: SGD
+    on: object  # the run's arrays (training_arrays)
+    params: dict
+    train: Mapping
+    held: Mapping  # the validation split ({} without one)
+    test: Mapping | None
+    n: int  # training samples, the split held out
+    size: int  # the batch size
+    start: int  # epochs already run (a resumed checkpoint's)
+    rng: np.random.Generator
+    history: list[dict]
+    watch: _Best
+    fused: FusedStep | None
+    summed: bool  # the loss sums over the batch (else it is a mean)
+    first: float | None = None  # the first step's loss
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.last = dict(self.params)
+        self.best = min((r["loss"] for r in self.history), default=math.inf)
         self.keep()
 
     def keep(self) -> None:
@@ -259,8 +270,9 @@ class Trainer:
             not self.clip and not self.weight_decay and fusable(self.model, self.optimizer, params) else None
         if fused is not None:  # it writes in place: its own copies, kept by copy; a NaN step writes nothing
             params, train = fused.own(params), fused.data(train)
-        return _Run(self.optimizer, on, params, train, held, test, n, self.batch_size or n, start, rng, history,
-                    watch, fused, summed=self.model.batch is not None and self.model.reduce == "sum")
+        return _Run(self.optimizer, on, params, train, held, test, n=n, size=self.batch_size or n, start=start,
+                    rng=rng, history=history, watch=watch, fused=fused,
+                    summed=self.model.batch is not None and self.model.reduce == "sum")
 
     def _epoch(self, run: "_Run") -> tuple[float, str | None]:
         """One pass over the shuffled training data, step by step: the sum of the batches'
