@@ -118,7 +118,7 @@ class _Runner:
     def run(self, route: str, compute):
         start = time.perf_counter()
         if self.timeout:  # repeated every half second: a garbage-collector callback may swallow one
-            signal.setitimer(signal.ITIMER_REAL, self.timeout, 0.5)
+            signal.setitimer(signal.ITIMER_PROF, self.timeout, 0.5)
         try:
             value = compute()
         except Exception as err:  # noqa: BLE001 - every exception is a finding here
@@ -128,7 +128,7 @@ class _Runner:
             return None
         finally:
             if self.timeout:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.setitimer(signal.ITIMER_PROF, 0)
             self.seconds[route] = time.perf_counter() - start
         self.values[route] = value
         return value
@@ -186,16 +186,18 @@ def assert_routes_agree(case, timeout: float | None = None) -> None:
 def check(case, seconds: dict | None = None, timeout: float | None = None) -> list[Problem]:
     """All routes of `case`, compared; the problems found (none when all agree). The time
     each route took goes into `seconds`, if given (the soak reports the slow ones); with a
-    `timeout`, a route is stopped after that many seconds (by SIGALRM: main thread only)."""
+    `timeout`, a route is stopped after that many seconds of the process's CPU time (by
+    SIGPROF: main thread only). CPU time, not the clock's: a soak paused (SIGSTOP, to run a
+    benchmark beside it) or starved by other jobs is not a hang."""
     r = _Runner(timeout)
     if timeout:
-        previous = signal.signal(signal.SIGALRM, _alarm)
+        previous = signal.signal(signal.SIGPROF, _alarm)
     try:
         return _check(case, r)
     finally:
         if timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, previous)
         if seconds is not None:
             seconds.update(r.seconds)
 
