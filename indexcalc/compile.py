@@ -362,7 +362,12 @@ class Compiled:
 
     def _call_on(self, backend, arrays: Mapping[str, Any], values: list):
         """A call on another library's arrays: every input goes over to it (NumPy arrays and
-        numbers included) in one float type, as evaluate's would promote them."""
+        numbers included) in one float type, as evaluate's would promote them; or by the
+        backend's own route, where it has one for these arrays."""
+        own = backend.own_route(self, arrays)
+        if own is not None:
+            self._fast = None
+            return own
         mine = [backend_name_of([v]) == backend.name for v in values]  # once per input: this is every call
         like = next((v for v, m in zip(values, mine) if m), None)
         types = [backend.dtype_of(v) if m else numeric_array(k, v).dtype for k, v, m in zip(self.inputs, values, mine)]
@@ -375,7 +380,8 @@ class Compiled:
         if plan is None:
             plan = self._plans[signature] = _Plan(self, shapes, [dtype] * len(shapes), known, backend, like)
         self._last, self._fast = plan, None
-        if all(mine) and not self.sizing and not plan.missing and all(t == dtype for t in types):
+        if backend.reuses_plans and all(mine) and not self.sizing and not plan.missing and \
+                all(t == dtype for t in types):
             # the next call checks its arrays against this one's first: the backend's own
             # arrays, shaped, typed and placed alike, need no conversion
             self._fast = _checked(plan.run, list(inputs), [shapes[k] for k in inputs],

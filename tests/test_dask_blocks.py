@@ -166,9 +166,16 @@ ACROSS = ("batch norm", "penalty beside a sum", "function of the sum", "pairwise
 @settings(SETTINGS, max_examples=5)
 @given(data=st.data())
 def test_a_program_that_reads_across_rows_is_not_split(across, data):
+    """...and the dask route runs its steps on the blocks, to the NumPy plan's numbers."""
     program = RowProgram(data.draw, across)
     f = ic.compile(program.text, wrt=["W", "V"])
-    assert by_blocks(f, program.lazy()) is None, program.text
+    lazy = program.lazy()
+    assert by_blocks(f, lazy) is None, program.text
+    value, grads = dask.compute(*ic.compile(program.text, wrt=["W", "V"], backend="dask")(lazy), scheduler="sync")
+    want, want_grads = f(program.arrays)
+    _same(value, want, 1e-9, f"value of\n{program.text}")
+    for name in want_grads:
+        _same(grads[name], want_grads[name], 1e-9, f"gradient by {name} of\n{program.text}")
 
 
 def test_a_gradient_by_the_data_is_not_split():
@@ -219,6 +226,19 @@ def _logistic():
     X, y, w = rng.normal(size=(40, 3)), (rng.uniform(size=40) < 0.5) * 1.0, rng.normal(size=3)
     text = "z_n = X_nj w_j\np_n = σ(z_n)\nL = -sum_n(y_n log(p_n) + (1 - y_n) log(1 - p_n))"
     return ic.compile(text, wrt=["w"]), {"X": X, "y": y, "w": w}
+
+
+def test_the_dask_route_takes_the_blocks():
+    """`compile(..., backend="dask")` and a call on chunked arrays: one task per block and
+    the tree sum, not the plan's steps (their graph names each step's routine)."""
+    f, arrays = _logistic()
+    lazy = {"X": da.from_array(arrays["X"], chunks=(10, 3)), "y": da.from_array(arrays["y"], chunks=10), "w": arrays["w"]}
+    value, grads = ic.compile(f.text, wrt=["w"], backend="dask")(lazy)
+    keys = [k[0] if isinstance(k, tuple) else k for k in dict(value.__dask_graph__())]
+    layers = {k.rpartition("-")[0] for k in keys}
+    assert any(layer.startswith("indexcalc-blocks") for layer in layers), layers
+    assert not any("einsum" in layer or "matmul" in layer for layer in layers), layers
+    np.testing.assert_allclose(dask.compute(value)[0], f(arrays)[0], rtol=1e-12)
 
 
 def test_the_graph_is_lazy_and_runs_on_threads_and_processes():

@@ -18,12 +18,20 @@ class Backend:
 
     name = "?"
     dialect: Any = None
+    # whether a call may reuse the last call's plan after checking its arrays' signature
+    # alone (dask's may not: each call sees whether its arrays split into blocks)
+    reuses_plans = True
 
     def namespace(self, constants: Mapping[str, np.ndarray], like: Any) -> dict[str, Any]:
         raise NotImplementedError
 
     def wrap(self, plan: Callable) -> Callable:
         return plan
+
+    def own_route(self, compiled: Any, arrays: Mapping[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+        """The call's value and gradients by a route of the backend's own, or None for the
+        plan's steps on its arrays (dask runs a sum over the batch block by block)."""
+        return None
 
     def dtype_of(self, value: Any) -> np.dtype:
         """The value's element type, as NumPy names it (a backend keeps its own objects)."""

@@ -1,6 +1,8 @@
 """dask: the plan builds one lazy graph for the loss and every gradient, over arrays
 chunked along the batch; reductions over the batch become dask's tree reductions, and
-whatever scheduler the user has set computes it (threads, or a dask.distributed cluster)."""
+whatever scheduler the user has set computes it (threads, or a dask.distributed cluster).
+A loss that is a sum or mean over the batch of per-row terms takes a shorter route: the
+NumPy plan on each block, one task a block (dask_blocks.py)."""
 
 from __future__ import annotations
 
@@ -69,6 +71,15 @@ class DaskBackend(ArrayBackend):
             "index_add": index_add, "flip": flip, "linalg": linalg, "einsum": einsum,
             "float32": np.float32, "float64": np.float64, "nan": np.nan, "inf": np.inf,
         })
+
+    reuses_plans = False
+
+    def own_route(self, compiled, arrays):
+        """A sum or mean over the batch of per-row terms, on arrays chunked along the batch,
+        runs block by block (indexcalc.backends.dask_blocks); anything else, step by step."""
+        from .dask_blocks import by_blocks
+
+        return by_blocks(compiled, arrays)
 
     def constant(self, array, like):
         return self.da.from_array(array)  # a mask or shift array: one chunk (xp.reshape and the like need dask's)
