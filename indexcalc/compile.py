@@ -361,13 +361,19 @@ class Compiled:
                 grads[name] = np.zeros(np.shape(arrays[name]), dtype=np.result_type(arrays[name], np.float32))
 
     def _call_on(self, backend, arrays: Mapping[str, Any], values: list):
-        """A call on another library's arrays: every input goes over to it (NumPy arrays and
-        numbers included) in one float type, as evaluate's would promote them; or by the
-        backend's own route, where it has one for these arrays."""
+        """A call on another library's arrays: by the backend's own route where it has one
+        for these arrays (with the next call's fast path), else `run_plan`."""
         own = backend.own_route(self, arrays)
         if own is not None:
-            self._fast = None
-            return own
+            result, self._fast = own
+            return result
+        return self.run_plan(backend, arrays, values, remember=backend.reuses_plans)
+
+    def run_plan(self, backend, arrays: Mapping[str, Any], values: list, remember: bool = True):
+        """The plan's steps on the backend's arrays: every input goes over to it (NumPy
+        arrays and numbers included) in one float type, as evaluate's would promote them.
+        `remember`: let the next call of this signature skip the conversions (not where a
+        backend's own route calls this while it traces)."""
         mine = [backend_name_of([v]) == backend.name for v in values]  # once per input: this is every call
         like = next((v for v, m in zip(values, mine) if m), None)
         types = [backend.dtype_of(v) if m else numeric_array(k, v).dtype for k, v, m in zip(self.inputs, values, mine)]
@@ -380,8 +386,7 @@ class Compiled:
         if plan is None:
             plan = self._plans[signature] = _Plan(self, shapes, [dtype] * len(shapes), known, backend, like)
         self._last, self._fast = plan, None
-        if backend.reuses_plans and all(mine) and not self.sizing and not plan.missing and \
-                all(t == dtype for t in types):
+        if remember and all(mine) and not self.sizing and not plan.missing and all(t == dtype for t in types):
             # the next call checks its arrays against this one's first: the backend's own
             # arrays, shaped, typed and placed alike, need no conversion
             self._fast = _checked(plan.run, list(inputs), [shapes[k] for k in inputs],

@@ -139,3 +139,28 @@ def test_the_plans_own_size_inference_is_infer_sizes_or_leaves_it_to_it(text, sh
     assert plain is None or plain == expected
     if "W_ij" in text and "tanh" in text:
         assert plain == expected  # the common line is answered here
+
+
+def test_jax_arrays_of_a_new_shape_are_traced_once_each_and_never_refused(monkeypatch):
+    """On jax arrays the call is one jitted function per program, which picks the plan for
+    the traced shapes: batches of 5 and 7 rows, alternating, give the NumPy plan's numbers,
+    each shape traced (planned) once, and the next call's check asks only that its inputs
+    are jax arrays."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    traced = []
+    run_plan = compile_module.Compiled.run_plan
+    monkeypatch.setattr(compile_module.Compiled, "run_plan",
+                        lambda self, *a, **k: traced.append(1) or run_plan(self, *a, **k))
+    f = ic.compile(MLP, wrt=WRT)
+    batches = {n: _arrays(n, seed=n) for n in (5, 7)}
+    mine = {n: {k: jax.numpy.asarray(v) for k, v in arrays.items()} for n, arrays in batches.items()}
+    for n in (5, 7, 5, 7, 5):
+        value, grads = f(mine[n])
+        want, want_grads = ic.compile(MLP, wrt=WRT)(batches[n])
+        np.testing.assert_allclose(np.asarray(value), want, rtol=1e-12)
+        for k in WRT:
+            np.testing.assert_allclose(np.asarray(grads[k]), want_grads[k], rtol=1e-12)
+    assert len(traced) == 2 and f.plan_count == 2
+    assert f._fast(mine[7]) is not compile_module._OTHER
+    assert f._fast({**mine[5], "x": batches[5]["x"]}) is compile_module._OTHER  # a NumPy array: the full path

@@ -18,8 +18,8 @@ class Backend:
 
     name = "?"
     dialect: Any = None
-    # whether a call may reuse the last call's plan after checking its arrays' signature
-    # alone (dask's may not: each call sees whether its arrays split into blocks)
+    # whether the plan's steps may be reused by the next call on its signature alone
+    # (dask's may not: each call sees first whether its arrays split into blocks)
     reuses_plans = True
 
     def namespace(self, constants: Mapping[str, np.ndarray], like: Any) -> dict[str, Any]:
@@ -28,9 +28,12 @@ class Backend:
     def wrap(self, plan: Callable) -> Callable:
         return plan
 
-    def own_route(self, compiled: Any, arrays: Mapping[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-        """The call's value and gradients by a route of the backend's own, or None for the
-        plan's steps on its arrays (dask runs a sum over the batch block by block)."""
+    def own_route(self, compiled: Any, arrays: Mapping[str, Any]) -> tuple[tuple, Callable | None] | None:
+        """A call by a route of the backend's own: its value and gradients, and what the
+        next call tries first (a function of the arrays returning them, or compile's _OTHER
+        for arrays it does not take; None for nothing); None for the plan's steps
+        (Compiled.run_plan). dask runs a sum over the batch block by block, JAX one jitted
+        function per program."""
         return None
 
     def dtype_of(self, value: Any) -> np.dtype:

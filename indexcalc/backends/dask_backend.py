@@ -76,10 +76,13 @@ class DaskBackend(ArrayBackend):
 
     def own_route(self, compiled, arrays):
         """A sum or mean over the batch of per-row terms, on arrays chunked along the batch,
-        runs block by block (indexcalc.backends.dask_blocks); anything else, step by step."""
+        runs block by block (indexcalc.backends.dask_blocks); anything else, step by step.
+        No fast path: each call sees whether its arrays split into blocks (microseconds,
+        where building a graph takes milliseconds)."""
         from .dask_blocks import by_blocks
 
-        return by_blocks(compiled, arrays)
+        result = by_blocks(compiled, arrays)
+        return None if result is None else (result, None)
 
     def constant(self, array, like):
         return self.da.from_array(array)  # a mask or shift array: one chunk (xp.reshape and the like need dask's)

@@ -3,6 +3,8 @@ once per shape signature. float64 needs JAX's x64 mode, which is JAX's own switc
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from . import routines
@@ -35,6 +37,35 @@ class JaxBackend(ArrayBackend):
     def wrap(self, plan):
         return self.jax.jit(plan)
 
+    def own_route(self, compiled, arrays):
+        """Inputs all jax arrays: one jitted function per program, which picks the plan for
+        the traced shapes and float types while it is traced (Compiled.run_plan, each
+        signature's plan as the other route makes it). JAX's own dispatch, in C++, then
+        tells one signature from another, as it does for a hand-written jax.jit; the next
+        call only checks that its inputs are still jax arrays, and a new shape is traced
+        once, not refused. Anything else (NumPy arrays or numbers among the inputs, which
+        go over by the full path's rules; arrays sizing a derivative) takes the plan's steps."""
+        if compiled.sizing:
+            return None
+        try:
+            inputs = {k: arrays[k] for k in compiled.inputs}
+        except (KeyError, TypeError):
+            return None
+        if not all(isinstance(v, self.jax.Array) for v in inputs.values()):
+            return None
+        dispatch = _DISPATCH.get(compiled)
+        if dispatch is None:
+            dispatch = _DISPATCH[compiled] = self._dispatch(weakref.ref(compiled))
+        return dispatch(inputs), _jax_arrays_only(list(inputs), type(next(iter(inputs.values()), None)), dispatch)
+
+    def _dispatch(self, compiled):
+        """The jitted function of one program (held by a weak reference: the table below
+        must not keep the program alive)."""
+        def traced(inputs):
+            return compiled().run_plan(self, inputs, list(inputs.values()), remember=False)
+
+        return self.jax.jit(traced)
+
     def dtype_of(self, value) -> np.dtype:
         """A jax array's element type is NumPy's own dtype already (every call asks, once
         per input: reading it from its printed name cost microseconds each)."""
@@ -56,6 +87,24 @@ class JaxBackend(ArrayBackend):
         if isinstance(value, self.jax.Array) and value.dtype == dtype:
             return value  # already the backend's: no copy, no dispatch (most of a tiny call's cost)
         return self.xp.asarray(value, dtype=dtype)
+
+
+_DISPATCH: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _jax_arrays_only(keys: list[str], array_type: type, dispatch):
+    """The next call's first try: its inputs by name, each of `array_type` (one
+    comparison each, the names in the code), to `dispatch`; else compile's _OTHER."""
+    from ..compile import _OTHER
+
+    reads = "; ".join(f"a{k} = arrays[{key!r}]" for k, key in enumerate(keys))
+    tests = " or ".join(f"type(a{k}) is not _array" for k in range(len(keys)))
+    given = "{" + ", ".join(f"{key!r}: a{k}" for k, key in enumerate(keys)) + "}"
+    source = (f"def fast(arrays):\n    try:\n        {reads or 'pass'}\n    except Exception:\n        return _OTHER\n"
+              f"    if {tests or 'False'}:\n        return _OTHER\n    return dispatch({given})\n")
+    namespace = {"_array": array_type, "_OTHER": _OTHER, "dispatch": dispatch}
+    exec(compile(source, "<indexcalc jax inputs check>", "exec"), namespace)
+    return namespace["fast"]
 
 
 def load() -> JaxBackend:
