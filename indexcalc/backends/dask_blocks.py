@@ -17,6 +17,7 @@ distributed scheduler can ship it to another process, which plans each block sha
 
 from __future__ import annotations
 
+import itertools
 import uuid
 import weakref
 from typing import Any, Mapping
@@ -125,11 +126,11 @@ def _graph(split: _Split, values: dict, axes: dict[str, int], rows: tuple[int, .
     and dask's tree sum over the rows; the value and gradients are slices of the sum."""
     import dask.array as da
 
-    letters = iter("acdefghijklmopqrstuvwxyz")  # "b" is the batch axis of every batched input
-    args = []
+    # blockwise's axis labels: 0 the batch, 1 the row of results, 2 on each other axis of its own
+    labels, args = itertools.count(2), []
     for key, value in values.items():
         if isinstance(value, da.Array):
-            args += [value, tuple("b" if axes.get(key) == a else next(letters) for a in range(value.ndim))]
+            args += [value, tuple(0 if axes.get(key) == a else next(labels) for a in range(value.ndim))]
         else:
             args += [value, None]
     shapes = {k: np.shape(v) if k not in axes else _block_shape(v.shape, axes[k], rows[0]) for k, v in values.items()}
@@ -137,10 +138,12 @@ def _graph(split: _Split, values: dict, axes: dict[str, int], rows: tuple[int, .
     layout = [value_shape] + [tuple(np.shape(values[name])) for name in params]
     width = sum(int(np.prod(s)) for s in layout)
     first, total = next(iter(axes)), sum(rows)
-    blocks = da.blockwise(_block, "bk", *args, name=f"indexcalc-blocks-{uuid.uuid4().hex}", program=split.program, names=list(values), float_type=dtype, dtype=dtype,
-                          weigh=(list(values).index(first), axes[first], total) if kind == MEAN else None,
-                          new_axes={"k": width}, adjust_chunks={"b": lambda _: 1}, concatenate=False,
-                          meta=np.empty((0, 0), dtype))
+    weigh = (list(values).index(first), axes[first], total) if kind == MEAN else None
+    # named, not tokenized: dask would pickle the program to hash it, on every call
+    blocks = da.blockwise(_block, (0, 1), *args, name=f"indexcalc-blocks-{uuid.uuid4().hex}", dtype=dtype,
+                          new_axes={1: width}, adjust_chunks={0: lambda _: 1}, concatenate=False,
+                          meta=np.empty((0, 0), dtype),
+                          program=split.program, names=list(values), float_type=dtype, weigh=weigh)
     flat, out, at = blocks.sum(axis=0), [], 0
     for shape in layout:
         size = int(np.prod(shape))
