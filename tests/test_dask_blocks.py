@@ -259,3 +259,26 @@ def test_the_graph_is_lazy_and_runs_on_threads_and_processes():
         np.testing.assert_allclose(got, want, rtol=1e-12)
         np.testing.assert_allclose(got_grads["w"], want_grads["w"], rtol=1e-12)
     assert reads  # the threaded and synchronous runs read the blocks here
+
+
+def test_blocks_of_many_shapes_plan_one_at_a_time_on_threads():
+    """dask's threads plan a call's first blocks side by side; planning prints, and the
+    printers raise Python's process-wide recursion limit for the while. Unserialised, the
+    threads' raising and restoring interleaved, and CPython's ast.parse (in the planner)
+    failed with SystemError when the limit moved under it; with the planning one block
+    shape at a time, the limit ends where it began (without, it ended at 6000 in one run
+    of three here: a race, so this test catches it often, not always)."""
+    import sys
+
+    limit = sys.getrecursionlimit()
+    rng = np.random.default_rng(11)
+    text = "z_n = X_nj w_j\np_n = σ(z_n)\nL = -sum_n(y_n log(p_n) + (1 - y_n) log(1 - p_n))"
+    for _ in range(10):
+        sizes = tuple(int(s) for s in rng.integers(1, 9, size=6))
+        rows = sum(sizes)
+        X, y, w = rng.normal(size=(rows, 4)), (rng.random(rows) < 0.5) * 1.0, rng.normal(size=4)
+        lazy = {"X": da.from_array(X, chunks=(sizes, 4)), "y": da.from_array(y, chunks=(sizes,)), "w": w}
+        hessian = ic.compile(ic.diff(ic.diff(text, "w_g"), "w_h"))
+        got = dask.compute(hessian(lazy)[0], scheduler="threads")[0]
+        np.testing.assert_allclose(got, hessian({"X": X, "y": y, "w": w})[0], rtol=1e-10)
+    assert sys.getrecursionlimit() == limit

@@ -18,6 +18,7 @@ distributed scheduler can ship it to another process, which plans each block sha
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 import weakref
 from typing import Any, Mapping
@@ -31,25 +32,42 @@ from ..program import numeric_array
 
 class _Program:
     """A compiled program as its tasks carry it: its lines, and the NumPy callable made
-    from them where the task runs (once per process; it keeps a plan per block shape)."""
+    from them where the task runs (once per process; it keeps a plan per block shape).
+
+    Planning runs one block shape at a time (`_PLANNING`): a plan is made with the printers,
+    which raise Python's process-wide recursion limit for the while, and with `ast.parse`,
+    which CPython 3.11 fails (SystemError: AST constructor recursion depth mismatch) when
+    another thread changes that limit meanwhile; dask's threads would plan side by side on
+    a call's first blocks."""
 
     def __init__(self, compiled):
         self.lines = (compiled.forward, compiled.backward, compiled.params, compiled.scales)
-        self._numpy = None
+        self._numpy, self._planned = None, set()
 
     def __getstate__(self) -> dict:
         return {"lines": self.lines}
 
     def __setstate__(self, state: dict) -> None:
-        self.lines, self._numpy = state["lines"], None
+        self.lines, self._numpy, self._planned = state["lines"], None, set()
 
-    @property
-    def numpy(self):
+    def __call__(self, arrays: dict[str, Any]) -> tuple:
+        signature = tuple((np.shape(a), np.result_type(a).str) for a in arrays.values())
+        if signature in self._planned:
+            return self.compiled()(arrays)
+        with _PLANNING:
+            result = self.compiled()(arrays)
+            self._planned.add(signature)
+        return result
+
+    def compiled(self):
         if self._numpy is None:
             from ..compile import Compiled
 
             self._numpy = Compiled(*self.lines)
         return self._numpy
+
+
+_PLANNING = threading.Lock()
 
 
 class _Split:
@@ -65,7 +83,8 @@ class _Split:
     def kind(self, compiled, axes: dict[str, int]) -> str | None:
         key = tuple(sorted(axes.items()))
         if key not in self.kinds:
-            self.kinds[key] = batch_reduction(compiled.forward, compiled.scales, axes)
+            with _PLANNING:  # it prints (see _Program)
+                self.kinds[key] = batch_reduction(compiled.forward, compiled.scales, axes)
         return self.kinds[key]
 
     def value_shape(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype) -> tuple[int, ...]:
@@ -73,7 +92,8 @@ class _Split:
         if key not in self.value_shapes:
             from ..compile import lower
 
-            lowering, value, _ = lower(self.program.numpy, shapes, [dtype] * len(shapes), {})
+            with _PLANNING:
+                lowering, value, _ = lower(self.program.compiled(), shapes, [dtype] * len(shapes), {})
             self.value_shapes[key] = lowering.shapes[value]
         return self.value_shapes[key]
 
@@ -167,7 +187,7 @@ def _block(*arrays, program: _Program, names: list[str], float_type: np.dtype, w
     """One block's task: the NumPy plan on its arrays, its value and gradients in one row
     (weighted by the block's rows/N for a mean over the batch)."""
     arrays = [_single(a) for a in arrays]
-    value, grads = program.numpy(dict(zip(names, arrays)))
+    value, grads = program(dict(zip(names, arrays)))
     row = np.concatenate([np.ravel(value)] + [np.ravel(grads[name]) for name in program.lines[2]]).astype(float_type)
     if weigh is not None:
         which, axis, total = weigh
