@@ -80,11 +80,12 @@ class _Split:
         self.kinds: dict[tuple, str | None] = {}
         self.value_shapes: dict[tuple, tuple[int, ...]] = {}
 
-    def kind(self, compiled, axes: dict[str, int]) -> str | None:
+    def kind(self, axes: dict[str, int]) -> str | None:
         key = tuple(sorted(axes.items()))
         if key not in self.kinds:
+            forward, _, _, scales = self.program.lines
             with _PLANNING:  # it prints (see _Program)
-                self.kinds[key] = batch_reduction(compiled.forward, compiled.scales, axes)
+                self.kinds[key] = batch_reduction(forward, scales, axes)
         return self.kinds[key]
 
     def value_shape(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype) -> tuple[int, ...]:
@@ -127,7 +128,7 @@ def by_blocks(compiled, arrays: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]
     split = _SPLITS.get(compiled)
     if split is None:
         split = _SPLITS[compiled] = _Split(compiled)
-    kind = split.kind(compiled, axes)
+    kind = split.kind(axes)
     if kind is None:
         return None
     first = next(iter(axes))

@@ -53,10 +53,10 @@ class JaxBackend(ArrayBackend):
             return None
         if not all(isinstance(v, self.jax.Array) for v in inputs.values()):
             return None
-        dispatch = _DISPATCH.get(compiled)
-        if dispatch is None:
-            dispatch = _DISPATCH[compiled] = self._dispatch(weakref.ref(compiled))
-        return dispatch(inputs), _jax_arrays_only(list(inputs), type(next(iter(inputs.values()), None)), dispatch)
+        route = _DISPATCH.get(compiled)
+        if route is None:
+            route = _DISPATCH[compiled] = _Dispatch(self._dispatch(weakref.ref(compiled)))
+        return route.dispatch(inputs), route.fast(list(inputs), type(next(iter(inputs.values()), None)))
 
     def _dispatch(self, compiled):
         """The jitted function of one program (held by a weak reference: the table below
@@ -89,7 +89,22 @@ class JaxBackend(ArrayBackend):
         return self.xp.asarray(value, dtype=dtype)
 
 
-_DISPATCH: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+class _Dispatch:
+    """One program's jitted function, and the first-try checks made for it (one per list
+    of input names and array type: a call reaches own_route again whenever its inputs
+    change kind, and the check is code made with exec)."""
+
+    def __init__(self, dispatch):
+        self.dispatch, self._fast = dispatch, {}
+
+    def fast(self, keys: list[str], array_type: type):
+        key = (tuple(keys), array_type)
+        if key not in self._fast:
+            self._fast[key] = _jax_arrays_only(keys, array_type, self.dispatch)
+        return self._fast[key]
+
+
+_DISPATCH: "weakref.WeakKeyDictionary[object, _Dispatch]" = weakref.WeakKeyDictionary()
 
 
 def _jax_arrays_only(keys: list[str], array_type: type, dispatch):
