@@ -1,0 +1,179 @@
+"""The layers people write, differentiated by every route and checked against an
+independent automatic differentiation (JAX), at float64 precision.
+
+Finite differences, the cross-route property's reference, agree to about 1e-6: a term
+missing from a derivative that is a millionth of it would pass them. Here each layer is
+written twice, once in the notation and once in jax.numpy by hand, and every route's
+gradient (tests/routes.gradient_routes: evaluate, simplify, inline, the loops, compile,
+printed and parsed back, the compiled gradient) and the compiled and evaluated Hessian
+must equal jax.grad's and jax.hessian's to 1e-9. The layers are the textbook set: a
+sigmoid layer, an MLP with softmax cross-entropy, softmax written as a ratio, one
+attention head and a causal one, layer norm, batch norm, an RBF network, a Gaussian
+log-likelihood (logdet, inverse), a 1-D convolution with padding and stride, max
+pooling, the logistic loss, low-rank factorisation, and one SGD step inside the loss
+(MAML), whose gradient holds a Hessian term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+import indexcalc as ic
+from routes import gradient_routes
+
+jax = pytest.importorskip("jax", reason="jax is not installed (pip install \"indexcalc[jax]\")")
+jax.config.update("jax_enable_x64", True)
+jnp = jax.numpy
+
+RTOL, ATOL = 1e-9, 1e-11
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer in the notation, the same in jax.numpy (a function of the arrays by name,
+    returning the last line's scalar), the arrays' shapes, and what to differentiate by
+    (one first derivative per name; the Hessian by the first)."""
+
+    text: str
+    by_hand: object
+    shapes: dict
+    wrt: tuple[str, ...]
+    positive: tuple[str, ...] = ()  # arrays drawn in (0.5, 1.5): logs and square roots of them
+    labels: dict = field(default_factory=dict)  # name → classes: one-hot rows
+
+
+def softmax_ce(s, y):
+    return jax.nn.logsumexp(s, axis=-1) - jnp.sum(s * y, axis=-1)
+
+
+LAYERS = {
+    "sigmoid layer, squared error": Layer(
+        "yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)",
+        lambda a: jnp.sum((jax.nn.sigmoid(a["w"] @ a["x"] + a["b"]) - a["y"]) ** 2),
+        {"w": (3, 4), "x": (4,), "b": (3,), "y": (3,)}, ("w", "b", "x")),
+    "MLP, softmax cross-entropy": Layer(
+        "h_nk = tanh(W1_kj x_nj + b1_k)\ns_nc = W2_ck h_nk + b2_c\nL = mean_n(logsumexp_c(s_nc) - s_nc y_nc)",
+        lambda a: jnp.mean(softmax_ce(jnp.tanh(a["x"] @ a["W1"].T + a["b1"]) @ a["W2"].T + a["b2"], a["y"])),
+        {"W1": (4, 3), "x": (5, 3), "b1": (4,), "W2": (3, 4), "b2": (3,), "y": (5, 3)}, ("W1", "b2", "W2"),
+        labels={"y": 3}),
+    "softmax as a ratio": Layer(
+        "p_nk = exp(x_nk) / sum_c(exp(x_nc))\nL = r_nk p_nk",
+        lambda a: jnp.sum(a["r"] * jax.nn.softmax(a["x"], axis=1)),
+        {"x": (3, 4), "r": (3, 4)}, ("x",)),
+    "attention head": Layer(
+        "q_se = x_sd Wq_de\nk_ue = x_ud Wk_de\nv_ue = x_ud Wv_de\n"
+        "a_su = exp(q_se k_ue) / sum_t(exp(q_se k_te))\no_se = a_su v_ue\nL = r_se o_se",
+        lambda a: jnp.sum(a["r"] * (jax.nn.softmax((a["x"] @ a["Wq"]) @ (a["x"] @ a["Wk"]).T, axis=1)
+                                    @ (a["x"] @ a["Wv"]))),
+        {"x": (4, 3), "Wq": (3, 2), "Wk": (3, 2), "Wv": (3, 2), "r": (4, 2)}, ("Wq", "Wk", "x")),
+    "causal attention scores": Layer(
+        "a_ij = [j <= i] exp(s_ij) / sum_k([k <= i] exp(s_ik))\nL = r_ij a_ij",
+        lambda a: jnp.sum(a["r"] * jax.nn.softmax(jnp.where(jnp.tri(4, dtype=bool), a["s"], -jnp.inf), axis=1)),
+        {"s": (4, 4), "r": (4, 4)}, ("s",)),
+    "layer norm": Layer(
+        "mu_n = mean_d(x_nd)\nc_nd = x_nd - mu_n\nv_n = mean_d(c_nd c_nd)\n"
+        "y_nd = g_d c_nd / sqrt(v_n + 0.1) + b_d\nL = r_nd y_nd",
+        lambda a: jnp.sum(a["r"] * (a["g"] * (a["x"] - a["x"].mean(1, keepdims=True))
+                                    / jnp.sqrt(a["x"].var(1, keepdims=True) + 0.1) + a["b"])),
+        {"x": (3, 4), "g": (4,), "b": (4,), "r": (3, 4)}, ("x", "g")),
+    "batch norm": Layer(
+        "h_nk = W_kj x_nj\nmu_k = mean_n(h_nk)\nv_k = mean_n((h_nk - mu_k)^2)\n"
+        "z_nk = (h_nk - mu_k) / sqrt(v_k + 0.01)\nL = mean_n(sum_k(r_nk tanh(z_nk)))",
+        lambda a: jnp.mean(jnp.sum(a["r"] * jnp.tanh(jax.nn.standardize(a["x"] @ a["W"].T, axis=0, epsilon=0.01)),
+                                   axis=1)),
+        {"W": (3, 2), "x": (5, 2), "r": (5, 3)}, ("W", "x")),
+    "RBF network": Layer(
+        "phi_nk = exp(-beta sum_j((x_nj - c_kj)^2))\nout_n = a_k phi_nk\nL = mean_n((out_n - y_n)^2)",
+        lambda a: jnp.mean((jnp.exp(-a["beta"] * jnp.sum((a["x"][:, None, :] - a["c"][None]) ** 2, -1)) @ a["a"]
+                            - a["y"]) ** 2),
+        {"x": (5, 2), "c": (3, 2), "a": (3,), "y": (5,), "beta": ()}, ("c", "a", "beta"), positive=("beta",)),
+    "Gaussian log-likelihood": Layer(
+        "S_kl = A_ka A_la + 0.5 δ_kl\nL = 0.5 logdet(S_kl) + 0.5 r_i inv_ij(S_kl) r_j",
+        lambda a: (lambda S: 0.5 * jnp.linalg.slogdet(S)[1] + 0.5 * a["r"] @ jnp.linalg.solve(S, a["r"]))(
+            a["A"] @ a["A"].T + 0.5 * jnp.eye(3)),
+        {"A": (3, 2), "r": (3,)}, ("A", "r")),
+    "1-D convolution, stride 2": Layer(
+        "h_nci = K_cdk x_{nd(2i+k)}\nL = sum_nci(h_nci h_nci)",
+        lambda a: jnp.sum(jax.lax.conv_general_dilated(a["x"], a["K"], (2,), "VALID") ** 2),
+        {"K": (2, 3, 3), "x": (2, 3, 9)}, ("K", "x")),
+    "max pooling": Layer(
+        "L = w_nci max_k(x_{nc(2i+k)})",
+        lambda a: jnp.sum(a["w"] * jnp.max(jnp.stack([a["x"][:, :, k:k + 7:2] for k in range(3)]), axis=0)),
+        {"x": (2, 2, 9), "w": (2, 2, 4)}, ("x",)),
+    "logistic loss": Layer(
+        "z_n = w_j x_nj\nL = mean_n(softplus(-y_n z_n))",
+        lambda a: jnp.mean(jax.nn.softplus(-a["y"] * (a["x"] @ a["w"]))),
+        {"w": (3,), "x": (6, 3), "y": (6,)}, ("w", "x")),
+    "low-rank factorisation": Layer(
+        "L = (T_ij - U_ik V_jk)(T_ij - U_ik V_jk)",
+        lambda a: jnp.sum((a["T"] - a["U"] @ a["V"].T) ** 2),
+        {"T": (3, 4), "U": (3, 2), "V": (4, 2)}, ("U", "V")),
+    "one SGD step inside the loss (MAML)": Layer(
+        "yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)\n"
+        "w_new_gh = w_gh - eta loss_{,(gh)}[w]\nL2 = w_new_gh w_new_gh",
+        lambda a: jnp.sum((a["w"] - a["eta"] * jax.grad(
+            lambda w: jnp.sum((jax.nn.sigmoid(w @ a["x"] + a["b"]) - a["y"]) ** 2))(a["w"])) ** 2),
+        {"w": (2, 3), "x": (3,), "b": (2,), "y": (2,), "eta": ()}, ("w", "x", "eta"), positive=("eta",)),
+}
+
+
+def arrays_of(layer: Layer, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, shape in layer.shapes.items():
+        if name in layer.labels:
+            arrays[name] = np.eye(layer.labels[name])[rng.integers(0, layer.labels[name], shape[0])]
+        elif name in layer.positive:
+            arrays[name] = rng.uniform(0.5, 1.5, shape)
+        else:
+            arrays[name] = rng.normal(size=shape)
+    return arrays
+
+
+def wrt_text(layer: Layer, name: str, skip: int = 0) -> str:
+    """`W1` as `W1_gh` for a matrix: the letters the derivative's axes are named by, none
+    of them a letter of the layer's text (`skip`: after those of a first derivative)."""
+    rank = len(layer.shapes[name])
+    letters = [c for c in "ghpqfvmoz" if c not in layer.text][skip:skip + rank]
+    assert len(letters) == rank, (name, letters)
+    return f"{name}_{''.join(letters)}" if rank else name
+
+
+CASES = [(label, name) for label, layer in LAYERS.items() for name in layer.wrt]
+
+
+@pytest.mark.parametrize("label, name", CASES, ids=[f"{label}: by {name}" for label, name in CASES])
+def test_every_gradient_route_gives_jaxs_gradient(label, name):
+    layer = LAYERS[label]
+    arrays = arrays_of(layer)
+    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    value, want = jax.jit(jax.value_and_grad(lambda v: layer.by_hand({**as_jax, name: v})))(as_jax[name])
+    np.testing.assert_allclose(ic.evaluate(ic.parse(layer.text), arrays), value, rtol=RTOL, atol=ATOL,
+                               err_msg=f"{label}: the value")
+    routes = gradient_routes(layer.text, wrt_text(layer, name), arrays)
+    assert "compile(wrt)" in routes
+    for route, compute in routes.items():
+        np.testing.assert_allclose(compute(), want, rtol=RTOL, atol=ATOL, err_msg=f"{label} by {name}: {route}")
+    compiled_value, grads = ic.compile(layer.text, wrt=list(layer.wrt))(arrays)
+    np.testing.assert_allclose(compiled_value, value, rtol=RTOL, atol=ATOL, err_msg=f"{label}: compiled value")
+
+
+@pytest.mark.parametrize("label", list(LAYERS))
+def test_the_hessian_by_evaluate_and_compile_is_jaxs(label):
+    """The Hessian by the first name in `wrt`, twice differentiated (`diff(diff)`),
+    evaluated and compiled, against jax.hessian laid out the same way: the first
+    derivative's axes, then the second's."""
+    layer = LAYERS[label]
+    name = layer.wrt[0]
+    arrays = arrays_of(layer, seed=1)
+    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    want = jax.jit(jax.hessian(lambda v: layer.by_hand({**as_jax, name: v})))(as_jax[name])  # jitted: 5x quicker here
+    first, second = wrt_text(layer, name), wrt_text(layer, name, skip=len(layer.shapes[name]))
+    hessian = ic.diff(ic.diff(layer.text, first), second)
+    np.testing.assert_allclose(ic.evaluate(hessian, arrays), want, rtol=RTOL, atol=ATOL,
+                               err_msg=f"{label}: evaluate(hessian)")
+    np.testing.assert_allclose(ic.compile(hessian)(arrays)[0], want, rtol=RTOL, atol=ATOL,
+                               err_msg=f"{label}: compile(hessian)")
