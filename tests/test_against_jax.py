@@ -7,11 +7,12 @@ written twice, once in the notation and once in jax.numpy by hand, and every rou
 gradient (tests/routes.gradient_routes: evaluate, simplify, inline, the loops, compile,
 printed and parsed back, the compiled gradient) and the compiled and evaluated Hessian
 must equal jax.grad's and jax.hessian's to 1e-9. The layers are the textbook set: a
-sigmoid layer, an MLP with softmax cross-entropy, softmax written as a ratio, one
-attention head and a causal one, layer norm, batch norm, an RBF network, a Gaussian
-log-likelihood (logdet, inverse), a 1-D convolution with padding and stride, max
-pooling, the logistic loss, low-rank factorisation, and one SGD step inside the loss
-(MAML), whose gradient holds a Hessian term.
+sigmoid layer, an MLP with softmax cross-entropy, a relu MLP with an L1 penalty, softmax
+written as a ratio, one attention head and a causal one, layer norm, batch norm, an LSTM
+cell, an RBF network, a Gaussian log-likelihood (logdet, inverse), a strided 1-D and a
+"same"-padded 2-D convolution, max pooling, cosine similarity, the logistic loss, a Huber
+loss by Iverson brackets, a margin by max and min, low-rank factorisation, and one SGD
+step inside the loss (MAML), whose gradient holds a Hessian term.
 """
 
 from __future__ import annotations
@@ -111,6 +112,35 @@ LAYERS = {
         "L = (T_ij - U_ik V_jk)(T_ij - U_ik V_jk)",
         lambda a: jnp.sum((a["T"] - a["U"] @ a["V"].T) ** 2),
         {"T": (3, 4), "U": (3, 2), "V": (4, 2)}, ("U", "V")),
+    "2-D convolution, same padding": Layer(
+        "h_ncij = K_cdkl x_{n d (i+k-1) (j+l-1)} + b_cij\nL = sum_ncij(tanh(h_ncij))",
+        lambda a: jnp.sum(jnp.tanh(jax.lax.conv_general_dilated(a["x"], a["K"], (1, 1), "SAME") + a["b"])),
+        {"K": (2, 2, 3, 3), "x": (1, 2, 4, 5), "b": (2, 4, 5)}, ("K", "x")),
+    "LSTM cell": Layer(
+        "z_a = W_ab x_b + U_ae h_e + d_a\ni_k = σ(P0_ka z_a)\nf_k = σ(P1_ka z_a)\no_k = σ(P2_ka z_a)\n"
+        "g_k = tanh(P3_ka z_a)\nc_new_k = f_k c_k + i_k g_k\nh_new_k = o_k tanh(c_new_k)\nL = r_k h_new_k",
+        lambda a: (lambda z: jnp.sum(a["r"] * jax.nn.sigmoid(a["P2"] @ z) * jnp.tanh(
+            jax.nn.sigmoid(a["P1"] @ z) * a["c"] + jax.nn.sigmoid(a["P0"] @ z) * jnp.tanh(a["P3"] @ z))))(
+            a["W"] @ a["x"] + a["U"] @ a["h"] + a["d"]),
+        {"W": (8, 3), "x": (3,), "U": (8, 2), "h": (2,), "d": (8,), "c": (2,), "r": (2,),
+         **{f"P{k}": (2, 8) for k in range(4)}}, ("W", "U", "h", "c")),
+    "cosine similarity": Layer(
+        "L = mean_n(u_nd v_nd / sqrt(u_ne u_ne v_nf v_nf))",
+        lambda a: jnp.mean(jnp.sum(a["u"] * a["v"], 1) / jnp.sqrt(jnp.sum(a["u"] ** 2, 1) * jnp.sum(a["v"] ** 2, 1))),
+        {"u": (4, 3), "v": (4, 3)}, ("u", "v")),
+    "relu MLP, L1 penalty": Layer(
+        "h_nk = relu(W1_kj x_nj)\ns_n = w2_k h_nk\nL = mean_n((s_n - y_n)^2) + 0.01 sum_kj(abs(W1_kj))",
+        lambda a: jnp.mean((jax.nn.relu(a["x"] @ a["W1"].T) @ a["w2"] - a["y"]) ** 2) + 0.01 * jnp.sum(jnp.abs(a["W1"])),
+        {"W1": (4, 3), "x": (6, 3), "w2": (4,), "y": (6,)}, ("W1", "w2")),
+    "Huber loss by Iverson brackets": Layer(
+        "e_n = w_j x_nj - y_n\n"
+        "L = mean_n([abs(e_n) <= 1] 0.5 e_n e_n + [abs(e_n) > 1] (abs(e_n) - 0.5))",
+        lambda a: jnp.mean(jax.numpy.where(jnp.abs(e := a["x"] @ a["w"] - a["y"]) <= 1, 0.5 * e ** 2, jnp.abs(e) - 0.5)),
+        {"w": (3,), "x": (8, 3), "y": (8,)}, ("w", "x")),
+    "margin by max and min": Layer(
+        "L = mean_n(relu(1 + max_c(s_nc - 10 t_nc) - min_d(s_nd + 10 (1 - t_nd))))",
+        lambda a: jnp.mean(jax.nn.relu(1 + jnp.max(a["s"] - 10 * a["t"], 1) - jnp.min(a["s"] + 10 * (1 - a["t"]), 1))),
+        {"s": (5, 4), "t": (5, 4)}, ("s",), labels={"t": 4}),
     "one SGD step inside the loss (MAML)": Layer(
         "yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)\n"
         "w_new_gh = w_gh - eta loss_{,(gh)}[w]\nL2 = w_new_gh w_new_gh",
@@ -137,7 +167,7 @@ def wrt_text(layer: Layer, name: str, skip: int = 0) -> str:
     """`W1` as `W1_gh` for a matrix: the letters the derivative's axes are named by, none
     of them a letter of the layer's text (`skip`: after those of a first derivative)."""
     rank = len(layer.shapes[name])
-    letters = [c for c in "ghpqfvmoz" if c not in layer.text][skip:skip + rank]
+    letters = [c for c in "ghpqfvmozwyabcdeijklnrstux" if c not in layer.text][skip:skip + rank]
     assert len(letters) == rank, (name, letters)
     return f"{name}_{''.join(letters)}" if rank else name
 
