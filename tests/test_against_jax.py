@@ -12,7 +12,10 @@ written as a ratio, one attention head and a causal one, layer norm, batch norm,
 cell, an RBF network, a Gaussian log-likelihood (logdet, inverse), a strided 1-D and a
 "same"-padded 2-D convolution, max pooling, cosine similarity, the logistic loss, a Huber
 loss by Iverson brackets, a margin by max and min, low-rank factorisation, and one SGD
-step inside the loss (MAML), whose gradient holds a Hessian term.
+step inside the loss (MAML), whose gradient holds a Hessian term. And the Jacobians of
+layers with many outputs (a sigmoid layer, softmax, layer norm, a strided convolution, a
+matrix inverse, outer and Kronecker products, a bilinear layer, a diagonal, attention),
+by every route, against jax.jacfwd.
 """
 
 from __future__ import annotations
@@ -207,3 +210,43 @@ def test_the_hessian_by_evaluate_and_compile_is_jaxs(label):
                                err_msg=f"{label}: evaluate(hessian)")
     np.testing.assert_allclose(ic.compile(hessian)(arrays)[0], want, rtol=RTOL, atol=ATOL,
                                err_msg=f"{label}: compile(hessian)")
+
+
+# ---------------------------------------------------------------- Jacobians of layers with many outputs
+
+
+JACOBIANS = {
+    "sigmoid layer": ("y_i = σ(w_ij x_j + b_i)", lambda a: jax.nn.sigmoid(a["w"] @ a["x"] + a["b"]),
+                      {"w": (3, 4), "x": (4,), "b": (3,)}, ("w", "x")),
+    "softmax": ("p_nk = exp(x_nk) / sum_c(exp(x_nc))", lambda a: jax.nn.softmax(a["x"], axis=1), {"x": (2, 3)}, ("x",)),
+    "layer norm": ("mu_n = mean_d(x_nd)\nc_nd = x_nd - mu_n\ny_nd = c_nd / sqrt(mean_e(c_ne c_ne) + 0.1)",
+                   lambda a: jax.nn.standardize(a["x"], axis=1, epsilon=0.1), {"x": (2, 4)}, ("x",)),
+    "strided convolution": ("h_nci = K_cdk x_{nd(2i+k)}",
+                            lambda a: jax.lax.conv_general_dilated(a["x"], a["K"], (2,), "VALID"),
+                            {"K": (2, 2, 3), "x": (1, 2, 7)}, ("K", "x")),
+    "matrix inverse": ("B_ij = inv_ij(A_kl + 3 δ_kl)", lambda a: jnp.linalg.inv(a["A"] + 3 * jnp.eye(3)),
+                       {"A": (3, 3)}, ("A",)),
+    "outer product": ("P_ij = u_i v_j", lambda a: jnp.outer(a["u"], a["v"]), {"u": (3,), "v": (2,)}, ("u",)),
+    "Kronecker product": ("K_ikjl = A_ij B_kl", lambda a: jnp.einsum("ij,kl->ikjl", a["A"], a["B"]),
+                          {"A": (2, 2), "B": (2, 3)}, ("A", "B")),
+    "bilinear layer": ("y_k = x_i W_kij z_j + b_k", lambda a: jnp.einsum("i,kij,j->k", a["x"], a["W"], a["z"]) + a["b"],
+                       {"x": (2,), "W": (3, 2, 2), "z": (2,), "b": (3,)}, ("W", "x")),
+    "diagonal": ("d_i = M_ii", lambda a: jnp.diagonal(a["M"]), {"M": (3, 3)}, ("M",)),
+    "attention output": ("a_su = exp(q_sd k_ud) / sum_t(exp(q_sd k_td))\no_se = a_su v_ue",
+                         lambda a: jax.nn.softmax(a["q"] @ a["k"].T, axis=1) @ a["v"],
+                         {"q": (3, 2), "k": (4, 2), "v": (4, 2)}, ("q", "k")),
+}
+JACOBIAN_CASES = [(label, name) for label, entry in JACOBIANS.items() for name in entry[3]]
+
+
+@pytest.mark.parametrize("label, name", JACOBIAN_CASES, ids=[f"{label}: by {name}" for label, name in JACOBIAN_CASES])
+def test_a_jacobian_by_every_route_is_jaxs(label, name):
+    """The last line's derivative, its axes then the tensor's (`y_{i,(gh)}[w]`), by
+    evaluate, simplify, inline, the loops and compile, against jax.jacfwd."""
+    text, by_hand, shapes, _ = JACOBIANS[label]
+    layer = Layer(text, by_hand, shapes, ())
+    arrays = arrays_of(layer, seed=2)
+    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    want = jax.jit(jax.jacfwd(lambda v: by_hand({**as_jax, name: v})))(as_jax[name])
+    for route, compute in gradient_routes(text, wrt_text(layer, name), arrays).items():
+        np.testing.assert_allclose(compute(), want, rtol=RTOL, atol=ATOL, err_msg=f"{label} by {name}: {route}")
