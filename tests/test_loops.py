@@ -275,6 +275,15 @@ def test_check_compares_a_stated_sample_of_entries(capsys):
     assert all(float(loops) < 1e-9 and numeric < 1e-6 for loops, numeric in rows.values()), out
 
 
+def test_check_and_export_without_a_file_take_the_built_in_model(capsys):
+    """As `indexcalc train` does: the Fizz Buzz model when no file is named."""
+    assert cli.main(["check", "--entries", "30"]) == 0
+    assert set(check_rows(capsys.readouterr().out)) == {"W1", "b1", "W2", "b2"}
+    assert cli.main(["export"]) == 0
+    module = capsys.readouterr().out
+    assert "fizzbuzz.ic" in module and "def loss_and_grads(arrays)" in module
+
+
 def test_check_finds_a_wrong_gradient_entry_by_both_references(monkeypatch, capsys):
     from indexcalc.model import Model
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import IndexCalcError
+from .train import default_model
 
 DEFAULT_ENTRIES = 200
 INLINE_LIMIT = 4000  # nodes: past this the derivative's chain form is enumerated instead
@@ -25,6 +26,7 @@ INLINE_LIMIT = 4000  # nodes: past this the derivative's chain form is enumerate
 def _command_check(args) -> str:
     from ..modelfile import load
 
+    args.model = args.model or default_model()
     mf = load(args.model)
     train = mf.load_data().train if mf.dataset else {}
     if not train:
@@ -149,7 +151,7 @@ def entry_count(text: str) -> int | None:
 def register(sub) -> None:
     """The `check` command's parser, on the `indexcalc` command's subparsers."""
     ck = sub.add_parser("check", help="compare a model's compiled gradients with explicit loops and finite differences")
-    ck.add_argument("model", help="a model file (.ic)")
+    ck.add_argument("model", nargs="?", help="a model file (.ic); default: the built-in Fizz Buzz")
     ck.add_argument("--batch", type=positive_int, default=3, help="samples to check on (default 3)")
     ck.add_argument("--entries", type=entry_count, default=DEFAULT_ENTRIES, metavar="N",
                     help=f"random entries of each gradient to compare, or 'all' (default {DEFAULT_ENTRIES})")

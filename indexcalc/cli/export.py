@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import IndexCalcError
+from .train import default_model
 from .formula import parse_sizes
 
 BACKENDS = ("numpy", "jax", "torch")
@@ -23,6 +24,7 @@ def _command_export(args) -> str:
     from ..modelfile import load
     from ..train import check_data_ranks
 
+    args.model = args.model or default_model()
     mf = load(args.model)
     model = mf.model
     sizes = parse_sizes(args.size or [])
@@ -72,7 +74,7 @@ def register(sub) -> None:
         "library (not indexcalc). The function is specialised to the shapes of a training step: the declared "
         "parameters and a mini-batch of the data set.",
     )
-    ex.add_argument("model", help="a model file (.ic); see examples/")
+    ex.add_argument("model", nargs="?", help="a model file (.ic); see examples/ (default: the built-in Fizz Buzz)")
     ex.add_argument("--backend", choices=BACKENDS, default="numpy", help="the array library (default numpy)")
     ex.add_argument("-o", "--output", help="write the module to this file (default: standard output)")
     ex.add_argument("--size", nargs="*", default=[], metavar="INDEX=N",

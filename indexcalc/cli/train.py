@@ -23,7 +23,9 @@ import numpy as np
 from ..errors import IndexCalcError
 
 
-def _default_model() -> str:
+def default_model() -> str:
+    """The built-in model file that `train`, `check` and `export` take when given none:
+    the Fizz Buzz network of the partial-derivatives note."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "fizzbuzz.ic")
 
 
@@ -33,7 +35,7 @@ def _command_train(args) -> str:
     from ..train import train_file
     from ..training_errors import TrainingStopped
 
-    path = args.model or _default_model()
+    path = args.model or default_model()
     try:
         mf = load(path)
         if args.plot:
