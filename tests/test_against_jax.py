@@ -15,18 +15,22 @@ loss by Iverson brackets, a margin by max and min, low-rank factorisation, and o
 step inside the loss (MAML), whose gradient holds a Hessian term. And the Jacobians of
 layers with many outputs (a sigmoid layer, softmax, layer norm, a strided convolution, a
 matrix inverse, outer and Kronecker products, a bilinear layer, a diagonal, attention),
-by every route, against jax.jacfwd.
+by every route, against jax.jacfwd. And generated programs (the cross-route generator):
+JAX's autodiff of the compiled forward pass against the symbolic gradient and Hessian.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
 
 import indexcalc as ic
-from routes import gradient_routes
+from routes import gradient_routes, wrt_name
+from strategies import route_cases
 
 jax = pytest.importorskip("jax", reason="jax is not installed (pip install \"indexcalc[jax]\")")
 jax.config.update("jax_enable_x64", True)
@@ -250,3 +254,63 @@ def test_a_jacobian_by_every_route_is_jaxs(label, name):
     want = jax.jit(jax.jacfwd(lambda v: by_hand({**as_jax, name: v})))(as_jax[name])
     for route, compute in gradient_routes(text, wrt_text(layer, name), arrays).items():
         np.testing.assert_allclose(compute(), want, rtol=RTOL, atol=ATOL, err_msg=f"{label} by {name}: {route}")
+
+
+# ---------------------------------------------------------------- generated programs
+
+
+settings.register_profile(
+    "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+# about a second a program (JAX traces the plan twice): a small fixed sample in CI,
+# `HYPOTHESIS_PROFILE=soak python -m pytest -n 0 tests/test_against_jax.py -k generated` at scale
+GENERATED = settings.get_profile("soak") if os.environ.get("HYPOTHESIS_PROFILE") == "soak" else settings(
+    max_examples=15, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+
+
+def assert_autodiff_agrees(got, want, value: float, what: str) -> None:
+    """Within 1e-8 of JAX's, or 1e-10 of the magnitudes about (a gradient that is zero
+    exactly, as simplify knows, is roundoff to JAX: 1e-16)."""
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    atol = 1e-10 * (1 + abs(value) + np.max(np.abs(want), initial=0))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=atol, err_msg=what)
+
+
+@GENERATED
+@given(route_cases())
+def test_generated_programs_gradient_and_hessian_equal_jaxs_autodiff(case):
+    """The compiled plan on jax arrays is a function JAX can differentiate: its value's
+    gradient by JAX (jax.grad through the forward steps, derivative lines in the program
+    included) must be the plan's own symbolic gradient, and JAX's Hessian the compiled
+    diff(diff) — to 1e-8, where the cross-route property's finite differences tell 1e-4."""
+    if not (case.wrt and case.scalar):
+        return  # a non-scalar target has no gradient to take (the Jacobians above cover some)
+    name, arrays = wrt_name(case.wrt), case.arrays()
+    try:
+        f = ic.compile(case.text, wrt=[name])
+        value, grads = f(arrays)
+    except ic.IndexCalcError:
+        return  # refused alike on every route: the cross-route property's concern
+    value = float(value)
+    if not np.isfinite(value) or not np.all(np.isfinite(grads[name])):
+        return
+    as_jax = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
+    auto = jax.grad(lambda w: f({**as_jax, name: w})[0])(as_jax[name])
+    assert_autodiff_agrees(grads[name], auto, value, f"{case}\nthe gradient by {name}")
+    if not case.wrt2:
+        return
+    second = wrt_name(case.wrt2)
+    try:
+        hessian = ic.compile(ic.diff(ic.diff(case.text, case.wrt), case.wrt2))(arrays)[0]
+    except ic.IndexCalcError:
+        return
+    if second == name:
+        auto = jax.hessian(lambda w: f({**as_jax, name: w})[0])(as_jax[name])
+    else:
+        auto = jax.jacfwd(lambda w2: jax.grad(lambda w: f({**as_jax, second: w2, name: w})[0])(as_jax[name]))(
+            as_jax[second])
+    if np.all(np.isfinite(hessian)) and np.all(np.isfinite(auto)):
+        assert_autodiff_agrees(hessian, auto, value, f"{case}\nthe Hessian by {name}, {second}")
