@@ -284,7 +284,7 @@ settings.register_profile(
 # about a second a program (JAX traces the plan twice): a small fixed sample in CI,
 # `HYPOTHESIS_PROFILE=soak python -m pytest -n 0 tests/test_against_jax.py -k generated` at scale
 GENERATED = settings.get_profile("soak") if os.environ.get("HYPOTHESIS_PROFILE") == "soak" else settings(
-    max_examples=15, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck),
+    max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 
