@@ -171,6 +171,11 @@ def arrays_of(layer: Layer, seed: int = 0) -> dict[str, np.ndarray]:
     return arrays
 
 
+def on_jax(arrays: dict) -> dict:
+    """The arrays as float64 jax arrays (a generated program's scalars may be Python ints)."""
+    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
+
+
 def wrt_text(layer: Layer, name: str, skip: int = 0) -> str:
     """`W1` as `W1_gh` for a matrix: the letters the derivative's axes are named by, none
     of them a letter of the layer's text (`skip`: after those of a first derivative)."""
@@ -187,7 +192,7 @@ CASES = [(label, name) for label, layer in LAYERS.items() for name in layer.wrt]
 def test_every_gradient_route_gives_jaxs_gradient(label, name):
     layer = LAYERS[label]
     arrays = arrays_of(layer)
-    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    as_jax = on_jax(arrays)
     value, want = jax.jit(jax.value_and_grad(lambda v: layer.by_hand({**as_jax, name: v})))(as_jax[name])
     np.testing.assert_allclose(ic.evaluate(ic.parse(layer.text), arrays), value, rtol=RTOL, atol=ATOL,
                                err_msg=f"{label}: the value")
@@ -207,7 +212,7 @@ def test_the_hessian_by_evaluate_and_compile_is_jaxs(label):
     layer = LAYERS[label]
     name = layer.wrt[0]
     arrays = arrays_of(layer, seed=1)
-    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    as_jax = on_jax(arrays)
     want = jax.jit(jax.hessian(lambda v: layer.by_hand({**as_jax, name: v})))(as_jax[name])  # jitted: 5x quicker here
     first, second = wrt_text(layer, name), wrt_text(layer, name, skip=len(layer.shapes[name]))
     hessian = ic.diff(ic.diff(layer.text, first), second)
@@ -224,7 +229,7 @@ def test_float32_gradients_are_float64_jaxs_to_float32_precision(label):
     a lower precision, or cast an intermediate to an integer, would lose far more)."""
     layer = LAYERS[label]
     arrays = arrays_of(layer, seed=3)
-    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    as_jax = on_jax(arrays)
     value, grads = ic.compile(layer.text, wrt=list(layer.wrt))({k: v.astype(np.float32) for k, v in arrays.items()})
     assert np.asarray(value).dtype == np.float32, label
     for name in layer.wrt:
@@ -269,7 +274,7 @@ def test_a_jacobian_by_every_route_is_jaxs(label, name):
     text, by_hand, shapes, _ = JACOBIANS[label]
     layer = Layer(text, by_hand, shapes, ())
     arrays = arrays_of(layer, seed=2)
-    as_jax = {k: jnp.asarray(v) for k, v in arrays.items()}
+    as_jax = on_jax(arrays)
     want = jax.jit(jax.jacfwd(lambda v: by_hand({**as_jax, name: v})))(as_jax[name])
     for route, compute in gradient_routes(text, wrt_text(layer, name), arrays).items():
         np.testing.assert_allclose(compute(), want, rtol=RTOL, atol=ATOL, err_msg=f"{label} by {name}: {route}")
@@ -320,7 +325,7 @@ def test_generated_programs_gradient_and_hessian_equal_jaxs_autodiff(case):
     value = float(value)
     if not np.isfinite(value) or not np.all(np.isfinite(grads[name])):
         return
-    as_jax = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
+    as_jax = on_jax(arrays)
     auto = jax.grad(lambda w: f({**as_jax, name: w})[0])(as_jax[name])
     assert_autodiff_agrees(grads[name], auto, value, f"{case}\nthe gradient by {name}")
     if not case.wrt2:
@@ -348,6 +353,6 @@ def _assert_jacobian_is_jaxs(case, name: str, arrays: dict) -> None:
         return
     if not (np.all(np.isfinite(value)) and np.all(np.isfinite(jacobian))):
         return
-    as_jax = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
+    as_jax = on_jax(arrays)
     auto = jax.jacfwd(lambda w: forward({**as_jax, name: w})[0])(as_jax[name])
     assert_autodiff_agrees(jacobian, auto, float(np.max(np.abs(value), initial=0)), f"{case}\nthe Jacobian by {name}")
