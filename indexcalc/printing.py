@@ -22,8 +22,8 @@ notes it.
 from __future__ import annotations
 
 import sys
+import threading
 import unicodedata
-from contextlib import contextmanager
 
 from . import functions, matrices
 from .errors import IndexCalcError, IndexNotationError
@@ -627,19 +627,24 @@ class LatexPrinter(PlainPrinter):
 
 
 PRINTING_STACK = 6000  # frames: a derivative of text nested MAX_NESTING deep runs deeper still
+_RAISING = threading.Lock()
 
 
-@contextmanager
-def _stack_for_printing():
+def _make_room_for_printing() -> None:
     """Room on Python's stack for the printers, which recurse a few frames per level of
     the tree: what diff makes of a formula nested as deep as the parser allows is deeper
-    than it, and must print (Python 3.11 keeps Python-to-Python calls off the C stack)."""
-    before = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(before, PRINTING_STACK))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(before)
+    than it, and must print (Python 3.11 keeps Python-to-Python calls off the C stack).
+
+    The limit is raised once, when it is lower, and left raised: it is the whole
+    process's, and a change while another thread compiles Python (an `ast.parse`, the
+    planner's or anyone's) fails that thread's compile with a SystemError (CPython 3.11
+    checks the recursion depth an AST walk ends at). Lowering it again after each
+    printing changed it twice per call, and threads printing side by side restored one
+    another's raised limit, leaving it raised anyway."""
+    if sys.getrecursionlimit() < PRINTING_STACK:
+        with _RAISING:
+            if sys.getrecursionlimit() < PRINTING_STACK:
+                sys.setrecursionlimit(PRINTING_STACK)
 
 
 def plain(node: Expr, unicode: bool = False, style: str = "default", declare: bool = True) -> str:
@@ -647,11 +652,11 @@ def plain(node: Expr, unicode: bool = False, style: str = "default", declare: bo
     writes σ'(u_i) δ_im as σ_{i,m}(u). A declaration line comes first where a named index
     stands alone in every subscript it has, unless `declare` is false (a piece quoted in a
     message about the user's text, which knows its names)."""
-    with _stack_for_printing():
-        node = implicit_form(node)
-        printer = PlainPrinter(unicode, style, index_names(node))
-        body = printer.fmt(node)[0]
-        return (printer.declarations() if declare else "") + body
+    _make_room_for_printing()
+    node = implicit_form(node)
+    printer = PlainPrinter(unicode, style, index_names(node))
+    body = printer.fmt(node)[0]
+    return (printer.declarations() if declare else "") + body
 
 
 def quoted(node: Expr) -> str:
@@ -661,9 +666,9 @@ def quoted(node: Expr) -> str:
 
 
 def latex(node: Expr, style: str = "default") -> str:
-    with _stack_for_printing():
-        node = implicit_form(node)
-        return LatexPrinter(style, index_names(node)).fmt(node)[0]
+    _make_room_for_printing()
+    node = implicit_form(node)
+    return LatexPrinter(style, index_names(node)).fmt(node)[0]
 
 
 def einsum_specs(node: Expr) -> list[str]:
@@ -675,8 +680,8 @@ def einsum_specs(node: Expr) -> list[str]:
     line is the array the equation defines (`y_ji = w_ij` is `einsum("ij->ji", w)`).
     """
     lines: list[str] = []
-    with _stack_for_printing():
-        _collect_specs(implicit_form(node), frozenset(), lines, ())
+    _make_room_for_printing()
+    _collect_specs(implicit_form(node), frozenset(), lines, ())
     return lines
 
 

@@ -34,11 +34,9 @@ class _Program:
     """A compiled program as its tasks carry it: its lines, and the NumPy callable made
     from them where the task runs (once per process; it keeps a plan per block shape).
 
-    Planning runs one block shape at a time (`_PLANNING`): a plan is made with the printers,
-    which raise Python's process-wide recursion limit for the while, and with `ast.parse`,
-    which CPython 3.11 fails (SystemError: AST constructor recursion depth mismatch) when
-    another thread changes that limit meanwhile; dask's threads would plan side by side on
-    a call's first blocks."""
+    Planning runs one block shape at a time (`_PLANNING`): dask's threads start a call's
+    first blocks side by side, and each would plan the same shape again, filling the
+    compiled program's table of plans, which has no lock of its own, at once."""
 
     def __init__(self, compiled):
         self.lines = (compiled.forward, compiled.backward, compiled.params, compiled.scales)
@@ -84,7 +82,7 @@ class _Split:
         key = tuple(sorted(axes.items()))
         if key not in self.kinds:
             forward, _, _, scales = self.program.lines
-            with _PLANNING:  # it prints (see _Program)
+            with _PLANNING:  # one plan at a time (see _Program)
                 self.kinds[key] = batch_reduction(forward, scales, axes)
         return self.kinds[key]
 
