@@ -474,18 +474,21 @@ class _Plan:
 _OTHER = object()  # what a plan's `checked` returns for arrays not of its signature
 
 
-def _checked(run: Callable, keys: list[str], shapes: list[tuple], types: list,
+def _checked(run: Callable, keys: list[str], shapes: list[tuple] | None, types: list | None,
              array_type: type = np.ndarray, device: Any = None) -> Callable:
     """`run` behind a check that the arrays are `array_type`'s of exactly these shapes and
     element types (and on `device`, if given), one comparison each, constants in the code;
     else _OTHER: a call with the last call's signature needs no more, any other takes
     Compiled.__call__'s full path, its conversions and its errors. A NumPy plan reads the
-    mapping given; another library's (a jitted function of a dict) gets the inputs alone."""
-    names = {f"_t{k}": np.dtype(t) if array_type is np.ndarray else t for k, t in enumerate(types)}
+    mapping given; another library's (a jitted function of a dict) gets the inputs alone.
+    Without shapes and types, only the arrays' type is checked (a jitted function that
+    tells one signature from another itself)."""
+    names = {f"_t{k}": np.dtype(t) if array_type is np.ndarray else t for k, t in enumerate(types or ())}
     reads = "; ".join(f"a{k} = arrays[{key!r}]" for k, key in enumerate(keys))
     placed = "" if device is None else " or a{k}.device != _device"
-    tests = " or ".join((f"type(a{k}) is not _array or a{k}.shape != {tuple(shape)!r} or a{k}.dtype is not _t{k}"
-                         + placed.format(k=k)) for k, shape in enumerate(shapes))
+    signature = "" if shapes is None else " or a{k}.shape != {shape!r} or a{k}.dtype is not _t{k}"
+    tests = " or ".join(("type(a{k}) is not _array" + signature + placed).format(k=k, shape=tuple(shape))
+                        for k, shape in enumerate(shapes or [()] * len(keys)))
     given = "arrays" if array_type is np.ndarray else "{" + ", ".join(f"{key!r}: a{k}" for k, key in enumerate(keys)) + "}"
     source = (f"def checked(arrays):\n    try:\n        {reads or 'pass'}\n    except Exception:\n        return _OTHER\n"
               f"    if {tests or 'False'}:\n        return _OTHER\n    return run({given})\n")

@@ -100,26 +100,13 @@ class _Dispatch:
     def fast(self, keys: list[str], array_type: type):
         key = (tuple(keys), array_type)
         if key not in self._fast:
-            self._fast[key] = _jax_arrays_only(keys, array_type, self.dispatch)
+            from ..compile import _checked
+
+            self._fast[key] = _checked(self.dispatch, keys, None, None, array_type)
         return self._fast[key]
 
 
 _DISPATCH: "weakref.WeakKeyDictionary[object, _Dispatch]" = weakref.WeakKeyDictionary()
-
-
-def _jax_arrays_only(keys: list[str], array_type: type, dispatch):
-    """The next call's first try: its inputs by name, each of `array_type` (one
-    comparison each, the names in the code), to `dispatch`; else compile's _OTHER."""
-    from ..compile import _OTHER
-
-    reads = "; ".join(f"a{k} = arrays[{key!r}]" for k, key in enumerate(keys))
-    tests = " or ".join(f"type(a{k}) is not _array" for k in range(len(keys)))
-    given = "{" + ", ".join(f"{key!r}: a{k}" for k, key in enumerate(keys)) + "}"
-    source = (f"def fast(arrays):\n    try:\n        {reads or 'pass'}\n    except Exception:\n        return _OTHER\n"
-              f"    if {tests or 'False'}:\n        return _OTHER\n    return dispatch({given})\n")
-    namespace = {"_array": array_type, "_OTHER": _OTHER, "dispatch": dispatch}
-    exec(compile(source, "<indexcalc jax inputs check>", "exec"), namespace)
-    return namespace["fast"]
 
 
 def load() -> JaxBackend:
