@@ -570,19 +570,51 @@ def factor_common(node: Sum, ctx: Context) -> Expr | None:
     scale = abs(splits[0][0])
     if scale not in (0.0, 1.0) and all(abs(c) == scale for c, _ in splits):
         return Product((Number(scale), Sum(tuple(_make_product(c / scale, rest) for c, rest in splits))))
-    shared = Counter(splits[0][1])
-    for _, rest in splits[1:]:
-        shared &= Counter(rest)
-    common = [f for f in shared.elements() if _runs_over_fixed_only(f, ctx)]
+    keyed = [[(_up_to_bound_letters(f, ctx), f) for f in rest] for _, rest in splits]
+    shared = Counter(key for key, _ in keyed[0])
+    for factors in keyed[1:]:
+        shared &= Counter(key for key, _ in factors)
+    first = dict(keyed[0])
+    common = [key for key in shared.elements() if _runs_over_fixed_only(first[key], ctx)]
     if not common:
         return None
     terms = []
-    for c, rest in splits:
-        remaining = list(rest)
-        for f in common:
-            remaining.remove(f)
-        terms.append(_make_product(c, tuple(remaining)))
-    return Product(tuple(common) + (Sum(tuple(terms)),))
+    for (c, _), factors in zip(splits, keyed):
+        remaining = list(factors)
+        for key in common:
+            remaining.remove(next(pair for pair in remaining if pair[0] == key))
+        terms.append(_make_product(c, tuple(f for _, f in remaining)))
+    return Product(tuple(first[key] for key in common) + (Sum(tuple(terms)),))
+
+
+def _up_to_bound_letters(factor: Expr, ctx: Context) -> Expr:
+    """A factor with the letters it sums renamed in order of appearance, its products'
+    factors first put in an order that does not depend on those letters: the same factor
+    written with other summed letters (tanh(m_gj x_j) and tanh(x_{j~1} m_{g j~1}), as
+    `explicit` and two branches of a derivative spell it) is one factor to take out. The
+    tree is explicit, so a factor's summed letters are bound inside it and any of its
+    spellings can stand for all. A tensor, a δ, a mask or a number sums nothing."""
+    if isinstance(factor, (Tensor, Delta, Mask, Shift, Number)):
+        return factor
+    ordered = _products_ordered(factor, ctx.fixed)
+    return canonical_bound(ordered, ctx.fixed, fresh_letters(letters_in(factor) | ctx.fixed))
+
+
+def _products_ordered(node: Expr, fixed: frozenset[str]) -> Expr:
+    """Every product's factors sorted by their shape with the letters not in `fixed`
+    blanked (factors alike in shape keep their order: only the comparison uses this)."""
+    children = node.children()
+    if children:
+        node = with_children(node, tuple(_products_ordered(child, fixed) for child in children))
+    if isinstance(node, Product):
+        return Product(tuple(sorted(node.factors, key=lambda f: _shape(f, fixed))))
+    return node
+
+
+def _shape(node: Expr, fixed: frozenset[str]) -> tuple:
+    label = node.value if isinstance(node, Number) else getattr(node, "name", getattr(node, "func", getattr(node, "op", "")))
+    letters = tuple(i if i in fixed else "" for i in getattr(node, "all_indices", ()))
+    return type(node).__name__, str(label), letters, tuple(_shape(child, fixed) for child in node.children())
 
 
 def _runs_over_fixed_only(factor: Expr, ctx: Context) -> bool:

@@ -1028,7 +1028,9 @@ RULE_CASES = {
                          ("y_i = sum_j(m_ij) - sum_j(m_ji)", Sum, None)],
     "factor_common": [("y_g = a_g x_g + b_g x_g", Sum, "y_g = (a_g + b_g) x_g"),
                       ("y_g = 2 a_g - 2 b_g", Sum, "y_g = 2 (a_g - b_g)"),
-                      ("y_g = 2 c sigma(a_g) - c tanh(a_g)", Sum, None)],
+                      ("y_g = 2 c sigma(a_g) - c tanh(a_g)", Sum, None),
+                      # one factor spelled with two summed letters (two branches of a derivative)
+                      ("y_g = a_g tanh(m_gj x_j) + b_g tanh(m_gk x_k)", Sum, "y_g = (a_g + b_g) tanh(m_gj x_j)")],
     # issue 10's Iverson brackets (more in tests/test_masks.py)
     "fold_mask": [("y_i = [i <= i] x_i", ic.expr.Mask, "y_i = x_i"),
                   ("y_i = [i < i] x_i + z_i", ic.expr.Mask, "y_i = z_i")],
@@ -1070,6 +1072,25 @@ def test_simplify_rule_fires_and_keeps_the_value(rule_name, text, kind, simplifi
     assert_close(ic.evaluate(result, arrays), before, f"simplify {eq} -> {result}", rtol=1e-12, atol=1e-12)
     if simplified is not None:
         assert result == ic.simplify(ic.parse(simplified)), f"simplify({eq}) = {result}, expected {simplified}"
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(func=st.sampled_from(["tanh", "sigma", "exp", "sqrt"]),
+       inner=st.sampled_from(["m_g{j} x_{j}", "sum_{j}(m_g{j} x_{j})", "m_g{j} m_{j}{k} x_{k}", "mean_{j}(m_{j}g x_{j}^2)"]),
+       letters=st.permutations("jkpqr"), coefficients=st.lists(st.sampled_from(["a_g", "2 b_g", "-c", "d_g z_g"]),
+                                                                min_size=2, max_size=3), same=st.booleans())
+def test_a_factor_spelled_with_other_summed_letters_is_taken_out_once(func, inner, letters, coefficients, same):
+    """Terms sharing a factor up to the names of the letters it sums (as two branches of a
+    derivative spell it; spelled alike, `explicit` makes the letters differ): simplify
+    takes it out once, and the value stays."""
+    spellings = [inner.format(j=letters[0 if same else 2 * k % 5], k=letters[1 if same else (2 * k + 1) % 5])
+                 for k in range(len(coefficients))]
+    text = "y_g = " + " + ".join(f"{c} {func}({spelled})" for c, spelled in zip(coefficients, spellings))
+    eq = ic.parse(text)
+    arrays = {**rule_arrays(), "m": rand(3, 3) + 2.0, "x": rand(3) + 2.0}  # positive: sqrt's argument
+    result = ic.simplify(eq)
+    assert str(result).count(func + "(") == 1, f"{text} -> {result}"
+    assert_close(ic.evaluate(result, arrays), ic.evaluate(eq, arrays), f"{text} -> {result}", rtol=1e-12, atol=1e-12)
 
 
 def test_a_carrier_that_alone_sizes_its_letter_stays():
