@@ -12,7 +12,9 @@ and after in the tests.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -570,6 +572,9 @@ def factor_common(node: Sum, ctx: Context) -> Expr | None:
     scale = abs(splits[0][0])
     if scale not in (0.0, 1.0) and all(abs(c) == scale for c, _ in splits):
         return Product((Number(scale), Sum(tuple(_make_product(c / scale, rest) for c, rest in splits))))
+    heads = [Counter(map(_head, rest)) for _, rest in splits]
+    if not functools.reduce(operator.and_, heads):
+        return None  # no kind of factor in every term: nothing to compare letter by letter
     keyed = [[(_up_to_bound_letters(f, ctx), f) for f in rest] for _, rest in splits]
     shared = Counter(key for key, _ in keyed[0])
     for factors in keyed[1:]:
@@ -611,10 +616,15 @@ def _products_ordered(node: Expr, fixed: frozenset[str]) -> Expr:
     return node
 
 
-def _shape(node: Expr, fixed: frozenset[str]) -> tuple:
+def _head(node: Expr) -> tuple[str, str]:
+    """A node's kind and what it names (a tensor's name, a function, a reduction)."""
     label = node.value if isinstance(node, Number) else getattr(node, "name", getattr(node, "func", getattr(node, "op", "")))
+    return type(node).__name__, str(label)
+
+
+def _shape(node: Expr, fixed: frozenset[str]) -> tuple:
     letters = tuple(i if i in fixed else "" for i in getattr(node, "all_indices", ()))
-    return type(node).__name__, str(label), letters, tuple(_shape(child, fixed) for child in node.children())
+    return _head(node) + (letters, tuple(_shape(child, fixed) for child in node.children()))
 
 
 def _runs_over_fixed_only(factor: Expr, ctx: Context) -> bool:
