@@ -22,6 +22,7 @@ expanded over i must.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -41,6 +42,15 @@ from .scope import explicit, fresh_binders, tidy
 
 class DiffError(IndexCalcError):
     """What to differentiate, or by what, is not well posed."""
+
+
+class InlineTooLargeError(DiffError):
+    """`inline=True` on a derivative whose one formula would be too large to read (or to
+    build: each derivative line substituted into another multiplies its terms out, so a
+    chain of them grows geometrically); the chain form gives the same numbers."""
+
+
+INLINE_LIMIT = 20_000  # nodes of an inlined derivative, before it is simplified
 
 
 @dataclass(frozen=True)
@@ -544,7 +554,17 @@ def _inline(lines: list[Equation]) -> list[Equation]:
     fresh = fresh_letters(set().union(*(letters_in(eq) for eq in lines)))
     definitions = {eq.lhs.key: eq for eq in lines}
     rhs = _substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key)
+    size = sum(1 for _ in itertools.islice(rhs.walk(), INLINE_LIMIT + 1))
+    if size > INLINE_LIMIT:
+        raise _too_large(f"more than {INLINE_LIMIT:,} nodes")
     return still_needed(lines[:-1], [Equation(target.lhs, rhs)])
+
+
+def _too_large(what: str) -> InlineTooLargeError:
+    return InlineTooLargeError(
+        f"inlined, this derivative would be {what} (derivative lines substituted into one "
+        "another multiply their terms): read it in the chain form, without inline "
+        "(evaluate and compile take either and give the same numbers)")
 
 
 def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None) -> Expr:
@@ -574,6 +594,9 @@ def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | 
                 choices.append([(part, set(factor.all_indices)) for part in parts])
             else:
                 choices.append([(again(factor), set())])
+        count = math.prod(len(c) for c in choices)
+        if count > INLINE_LIMIT:
+            raise _too_large(f"{count:,} terms in one product")
         terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
         return terms[0] if len(terms) == 1 else Sum(tuple(terms))
     if isinstance(node, Reduce):

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 
 import indexcalc as ic
+from indexcalc import cli
 from routes import assert_routes_agree, finite_difference, gradient_routes
 from strategies import route_cases
 
@@ -629,3 +630,37 @@ def test_a_jacobian_line_keeps_the_line_that_sizes_it(text, shapes):
     assert_close(ic.evaluate_loops(hessian, arrays), expected, "evaluate_loops(hessian)", rtol=1e-9)
     gradient = ic.diff(text, "b_a")  # and the truth: finite differences of the gradient by c
     assert_close(expected, fd(gradient, arrays, "c"), "finite differences", rtol=1e-5)
+
+
+MAML_CHAIN = """h_i = tanh(W_iu v_u)
+loss = mean_j(log(1 + h_j^2))
+v_new_k = v_k - a loss_{,k}[v]
+L = v_new_k v_new_k
+loss2 = softplus(L)
+W_new_qn = W_qn - b loss2_{,(qn)}[W]
+L2 = W_new_qn W_new_qn
+loss3 = log(1 + L2^2)
+W_new2_in = W_in - c loss3_{,(in)}[W]
+L3 = W_new2_in W_new2_in"""
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_inlining_a_chain_of_derivative_lines_is_refused_past_its_size(steps, capsys):
+    """Each derivative line substituted into the next multiplies its terms out: the soak's
+    chain of three updates (one of v, two of W) inlined to 83,571 nodes and took a minute
+    to simplify. Past diff.INLINE_LIMIT nodes `inline=True` is an InlineTooLargeError (the
+    CLI's one line), one or two steps still inline, and the chain form gives the numbers."""
+    text = "\n".join(MAML_CHAIN.splitlines()[: {1: 4, 2: 7, 3: 10}[steps]])
+    arrays = {"W": RNG.normal(size=(3, 1)), "v": RNG.normal(size=1), "a": 0.3, "b": 0.2, "c": 0.1}
+    chain = ic.diff(text, "v_g")
+    gradient = ic.compile(text, wrt=["v"])(arrays)[1]["v"]
+    np.testing.assert_allclose(ic.evaluate(chain, arrays), gradient, rtol=1e-10)
+    np.testing.assert_allclose(gradient, finite_difference(lambda a: ic.evaluate(text, a), arrays, "v"), rtol=1e-5)
+    if steps < 3:
+        np.testing.assert_allclose(ic.evaluate(ic.diff(text, "v_g", inline=True), arrays), gradient, rtol=1e-10)
+        return
+    with pytest.raises(ic.DiffError, match="read it in the chain form"):
+        ic.diff(text, "v_g", inline=True)
+    assert cli.main(["diff", text, "--wrt", "v_g", "--inline"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chain form" in err[0], err

@@ -64,12 +64,15 @@ def _largest(differences: np.ndarray) -> float:
 
 def _by_loops(model, name: str, arrays: dict, positions: np.ndarray) -> np.ndarray:
     """The gradient by `name` at `positions`, by the explicit-loop reference."""
-    from ..diff import diff
+    from ..diff import InlineTooLargeError, diff
     from ..loops import evaluate_loops_at
     from ..simplify import simplify
 
-    derivative = diff(model.program, name, of=model.loss, inline=True)
-    if sum(1 for _ in derivative.walk()) > INLINE_LIMIT:
+    try:
+        derivative = diff(model.program, name, of=model.loss, inline=True)
+    except InlineTooLargeError:
+        derivative = None
+    if derivative is None or sum(1 for _ in derivative.walk()) > INLINE_LIMIT:
         derivative = simplify(diff(model.program, name, of=model.loss))
     return evaluate_loops_at(derivative, arrays, positions, progress=progress_bars(f"{name} by loops")).values
 
