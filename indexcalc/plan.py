@@ -871,7 +871,7 @@ def canonical_key(node: Expr, fixed: frozenset[str]) -> tuple[str, tuple[str, ..
         mark = f"<{n}>"  # fixed or not: a free index means the same either way
         node = rename(node, index, mark, frozenset(inner_fixed), fresh)
         inner_fixed = (inner_fixed - {index}) | ({mark} if index in fixed else set())
-    node = canonical_bound(node, frozenset(inner_fixed), fresh)
+    node = canonical_bound(node, frozenset(inner_fixed))
     return f"{type(node).__name__}:{node}", order
 
 

@@ -11,6 +11,7 @@ all rename through here.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterable
@@ -20,7 +21,7 @@ from .expr import (
     leaf_factors,
     with_children,
 )
-from .indices import free_indices, occurrence_counts, relabelled_index, summed_indices
+from .indices import LEAVES, free_indices, relabelled_index, summed_indices
 
 Fresh = Callable[[], str]
 
@@ -322,37 +323,62 @@ def substitute_letters(node: Expr, mapping: dict[str, str]) -> Expr:
     return with_children(node, tuple(substitute_letters(c, mapping) for c in children)) if children else node
 
 
-def canonical_bound(node: Expr, fixed: frozenset[str], fresh: Fresh) -> Expr:
+def canonical_bound(node: Expr, fixed: frozenset[str]) -> Expr:
     """`node` with every bound index renamed #0, #1, ... in order of appearance, scope by
-    scope: two expressions that differ only in the names of what they sum become equal."""
-    return _canonical(node, fixed, fresh, iter(range(1 << 30)))
+    scope: two expressions that differ only in the names of what they sum become equal.
+
+    One walk: each scope names the letters it binds and looks up the others in the names
+    the scopes around it gave, so an inner scope's own letter shadows an outer one of the
+    same name, as it does for the evaluators, and no # name can capture a user's letter.
+    (Renaming one bound letter at a time walked the tree once per letter: the keys of a
+    Hessian's terms took most of the time of compiling it.)"""
+    return _canonical(node, frozenset(fixed), {}, itertools.count())
 
 
-def _canonical(node: Expr, fixed: frozenset[str], fresh: Fresh, counter) -> Expr:
-    """Bound indices renamed #0, #1, ... in order of appearance, scope by scope."""
-    if isinstance(node, (Product, Tensor)):
-        counts = occurrence_counts(node, fixed)
-        for index in [i for i in counts if i not in fixed and counts[i] > 1]:
-            node = rename(node, index, f"#{next(counter)}", fixed, fresh)
-        if isinstance(node, Product):
-            return Product(tuple(
-                f if isinstance(f, (Tensor, Delta, Mask, Shift)) else _canonical(f, fixed, fresh, counter)
-                for f in leaf_factors(node)
-            ))
-        return node
-    if isinstance(node, Sum):
-        return Sum(tuple(_canonical(t, fixed, fresh, counter) for t in node.terms))
-    if isinstance(node, Compare):
-        return Compare(node.op, _canonical(node.left, fixed, fresh, counter), _canonical(node.right, fixed, fresh, counter))
-    if isinstance(node, Power):
-        return Power(_canonical(node.base, fixed, fresh, counter), node.exponent)
+def _canonical(node: Expr, fixed: frozenset[str], names: dict[str, str], counter) -> Expr:
+    if isinstance(node, (Product, *LEAVES)):
+        names = _named(names, summed_indices(node, fixed), counter)
+        if not isinstance(node, Product):
+            return _leaf_renamed(node, names)
+        return Product(tuple(
+            _leaf_renamed(f, names) if isinstance(f, LEAVES) else _canonical(f, fixed, names, counter)
+            for f in leaf_factors(node)
+        ))
+    if isinstance(node, (Sum, Compare, Power)):
+        return with_children(node, tuple(_canonical(c, fixed, names, counter) for c in node.children()))
     if isinstance(node, Call):
-        return Call(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
+        if node.relabel is None:
+            return replace(node, arg=_canonical(node.arg, fixed, names, counter))
+        own = relabelled_index(node, fixed)  # σ_i(T_j): j is the call's own letter
+        inner = names if own == node.relabel else _named(names, (own,), counter)
+        return replace(node, arg=_canonical(node.arg, fixed, inner, counter), relabel=names.get(node.relabel, node.relabel))
     if isinstance(node, MatrixCall):
-        return MatrixCall(node.func, _canonical(node.arg, fixed, fresh, counter), node.relabel)
+        relabel = tuple(names.get(i, i) for i in node.relabel)
+        return replace(node, relabel=relabel, arg=_canonical(node.arg, fixed, names, counter))
     if isinstance(node, Reduce):
-        for index in node.indices:
-            node = rebind_reduction(node, index, f"#{next(counter)}", fixed, fresh)
-        inner = fixed | set(node.indices)
-        return Reduce(node.op, node.indices, _canonical(node.body, inner, fresh, counter))
+        inner = _named(names, node.indices, counter)
+        body = _canonical(node.body, fixed | set(node.indices), inner, counter)
+        return replace(node, indices=tuple(inner[i] for i in node.indices), body=body)
     return node
+
+
+def _named(names: dict[str, str], letters: Iterable[str], counter) -> dict[str, str]:
+    """`names` with each of `letters` bound anew to the next # name."""
+    if not letters:
+        return names
+    return {**names, **{letter: f"#{next(counter)}" for letter in letters}}
+
+
+def _leaf_renamed(node: Expr, names: dict[str, str]) -> Expr:
+    """A tensor, δ, mask or shift with its letters looked up in `names`."""
+    if not names:
+        return node
+    if isinstance(node, Mask):
+        return _mask_renamed(node, names)
+    if isinstance(node, Shift):
+        return _shift_renamed(node, names)
+    def swap(indices: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(names.get(i, i) for i in indices)
+    if isinstance(node, Delta):
+        return Delta(swap(node.left), swap(node.right))
+    return Tensor(node.name, swap(node.indices), tuple(Deriv(swap(d.indices), d.wrt) for d in node.derivs))

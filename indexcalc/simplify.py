@@ -519,10 +519,8 @@ def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
     """Factors up to order and up to the names of the indices summed, at every level."""
     if not factors:
         return ()
-    product = Product(_sorted_factors(factors))
-    fresh = fresh_letters(letters_in(product) | ctx.fixed)
-    canonical = canonical_bound(product, ctx.fixed, fresh)
-    return tuple(sorted(str(f) for f in canonical.factors))
+    canonical = canonical_bound(Product(_sorted_factors(factors)), ctx.fixed)
+    return frozenset(Counter(canonical.factors).items())  # trees compare by structure: no printing
 
 
 def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
@@ -602,7 +600,7 @@ def _up_to_bound_letters(factor: Expr, ctx: Context) -> Expr:
     if isinstance(factor, (Tensor, Delta, Mask, Shift, Number)):
         return factor
     ordered = _products_ordered(factor, ctx.fixed)
-    return canonical_bound(ordered, ctx.fixed, fresh_letters(letters_in(factor) | ctx.fixed))
+    return canonical_bound(ordered, ctx.fixed)
 
 
 def _products_ordered(node: Expr, fixed: frozenset[str]) -> Expr:

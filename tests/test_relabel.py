@@ -1,4 +1,4 @@
-"""Renaming keeps meaning: relabel.rename_fixed and rename, on generated programs.
+"""Renaming keeps meaning: relabel.rename_fixed, rename and canonical_bound, on generated programs.
 
 Both have a fast path (one simultaneous substitution, taken when the new letters capture
 nothing) and the scope-aware slow one (taken when a new letter is already written in the
@@ -12,8 +12,12 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import indexcalc as ic
-from indexcalc.expr import Equation, Program, Tensor
-from indexcalc.relabel import fresh_letters, letters_in, rename, rename_fixed, substitute_letters
+from dataclasses import replace
+
+from indexcalc.expr import Equation, Program, Reduce, Tensor, with_children
+from indexcalc.relabel import (
+    canonical_bound, fresh_letters, letters_in, rebind_reduction, rename, rename_fixed, substitute_letters,
+)
 from indexcalc.scope import explicit
 from strategies import SAFE_PROGRAMS, ProgramGenerator
 
@@ -77,3 +81,38 @@ def test_one_fixed_letter_renamed_to_a_new_one_is_a_substitution(case):
         renamed = Equation(_renamed_lhs(last, {old: new}), rhs)
         np.testing.assert_allclose(ic.evaluate(_with_last(program, renamed), arrays), ic.evaluate(program, arrays),
                                    rtol=1e-12, atol=1e-12)
+
+
+def _rebound(node, fixed, fresh):
+    """`node` with every reduction's letters moved to fresh ones: an explicit tree sums
+    only in reductions, so this is the same formula spelt with other summed letters."""
+    if isinstance(node, Reduce):
+        for index in node.indices:
+            node = rebind_reduction(node, index, fresh(), fixed, fresh)
+        return replace(node, body=_rebound(node.body, fixed | set(node.indices), fresh))
+    children = node.children()
+    return with_children(node, tuple(_rebound(c, fixed, fresh) for c in children)) if children else node
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(renamings(), st.booleans())
+def test_the_canonical_form_means_what_the_formula_means(case, made_explicit):
+    """simplify merges terms whose canonical forms are equal: so the canonical form must be
+    a renaming of the formula (each letter still bound where it was), never a new meaning."""
+    program, arrays, _ = case
+    last = program.equations[-1] if isinstance(program, Program) else program
+    if made_explicit:
+        last = explicit(last)
+    canonical = Equation(last.lhs, canonical_bound(last.rhs, frozenset(last.lhs.indices)))
+    np.testing.assert_allclose(ic.evaluate(_with_last(program, canonical), arrays), ic.evaluate(program, arrays),
+                               rtol=1e-12, atol=1e-12, err_msg=f"{last}\n{canonical}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(renamings())
+def test_the_canonical_form_does_not_depend_on_the_summed_letters(case):
+    program, _, _ = case
+    last = explicit(program.equations[-1] if isinstance(program, Program) else program)
+    fixed = frozenset(last.lhs.indices)
+    respelt = _rebound(last.rhs, fixed, fresh_letters(letters_in(last)))
+    assert canonical_bound(respelt, fixed) == canonical_bound(last.rhs, fixed), f"{last.rhs}\n{respelt}"
