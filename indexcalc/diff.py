@@ -553,11 +553,15 @@ def _inline(lines: list[Equation]) -> list[Equation]:
     target = lines[-1]
     fresh = fresh_letters(set().union(*(letters_in(eq) for eq in lines)))
     definitions = {eq.lhs.key: eq for eq in lines}
-    rhs = _substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key)
-    size = sum(1 for _ in itertools.islice(rhs.walk(), INLINE_LIMIT + 1))
-    if size > INLINE_LIMIT:
-        raise _too_large(f"more than {INLINE_LIMIT:,} nodes")
+    rhs = _within_limit(_substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key))
     return still_needed(lines[:-1], [Equation(target.lhs, rhs)])
+
+
+def _within_limit(node: Expr) -> Expr:
+    """`node`, if it has at most INLINE_LIMIT nodes (counting stops there)."""
+    if sum(1 for _ in itertools.islice(node.walk(), INLINE_LIMIT + 1)) > INLINE_LIMIT:
+        raise _too_large(f"more than {INLINE_LIMIT:,} nodes")
+    return node
 
 
 def _too_large(what: str) -> InlineTooLargeError:
@@ -633,8 +637,8 @@ def _definition(ref: Tensor, definitions, fresh, bodies: dict) -> Expr:
     own), its own indices renamed to the ones `ref` uses."""
     eq = definitions[ref.key]
     inner_fixed = frozenset(eq.lhs.all_indices)
-    if ref.key not in bodies:
-        bodies[ref.key] = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies)
+    if ref.key not in bodies:  # a body past the limit is refused before its every use is renamed
+        bodies[ref.key] = _within_limit(_substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies))
     body = bodies[ref.key]
     parts = body.terms if isinstance(body, Sum) else (body,)
     renamed = []

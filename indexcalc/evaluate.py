@@ -207,7 +207,6 @@ class _Einsum:
         letters = tuple(dict.fromkeys(i for _, axes in operands for i in axes))
         grid = [self.size(i) for i in letters]
         summed = tuple(k for k, i in enumerate(letters) if i not in out)
-        order = [letters.index(i) for i in out if i in letters]
 
         def full(array, axes, at):
             array = np.transpose(array, [axes.index(i) for i in letters if i in axes])

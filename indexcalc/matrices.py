@@ -251,7 +251,7 @@ def held_inverse(node: MatrixCall, fixed: frozenset[str]) -> MatrixCall:
     mine = [i for i in node.relabel if i in free]
     if mine:
         batch = [i for i in mine if i in fixed]
-        why = (f" free, fixed from outside (a batch index: the result would read a diagonal)" if batch
+        why = (" free, fixed from outside (a batch index: the result would read a diagonal)" if batch
                else " (and not the other)")
         raise _error(
             f"{shown} renames its argument's pair to {', '.join(node.relabel)}, but {_quoted(node.arg)} already carries "
