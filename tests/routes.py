@@ -25,6 +25,7 @@ programs are valid, so even an `IndexCalcError` is one (`crash` marks the others
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import signal
 import time
@@ -309,7 +310,7 @@ def gradient_routes(source, wrt, arrays) -> dict:
     """Every first-derivative route of `source` by `wrt`, by name, each a function that
     computes it: the hand-picked regression tests compare each with finite differences."""
     d = ic.diff(source, wrt)
-    inline = lambda: ic.diff(source, wrt, inline=True)  # noqa: E731
+    inline = functools.cache(lambda: ic.diff(source, wrt, inline=True))  # two routes read it: worked out once
     routes = {
         "evaluate(diff)": lambda: ic.evaluate(d, arrays),
         "evaluate(simplify(diff))": lambda: ic.evaluate(ic.simplify(d), arrays),

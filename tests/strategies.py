@@ -43,15 +43,31 @@ import collections
 import dataclasses
 import functools
 import itertools
+import os
 import re
 
 import numpy as np
-from hypothesis import reject, strategies as st
+from hypothesis import HealthCheck, reject, settings, strategies as st
 
 import indexcalc as ic
 
 # binding levels of generated text, loosest first
 SUM, NEGATED, PRODUCT, POWER, ATOM = range(5)
+
+SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
+settings.register_profile(
+    "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+def sample(examples: int, **options) -> settings:
+    """A property's settings: `examples` drawn in the suite, which keeps to a couple of
+    minutes, and the soak profile's 100,000 under `HYPOTHESIS_PROFILE=soak`, where each
+    family runs at scale (`options`, such as derandomize, are the suite's only)."""
+    if SOAK:
+        return settings.get_profile("soak")
+    return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), **options)
+
 
 INDEX_LETTERS = ("i", "j", "k", "l", "m", "n", "g", "h", "p", "μ", "ν")
 # names of tensors and scalars (none of them a function, a reduction or a delta)

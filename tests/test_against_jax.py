@@ -22,16 +22,16 @@ JAX's autodiff of the compiled forward pass against the symbolic gradient and He
 
 from __future__ import annotations
 
-import os
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given
 
 import indexcalc as ic
 from routes import gradient_routes, wrt_name
-from strategies import route_cases
+from strategies import route_cases, sample
 
 jax = pytest.importorskip("jax", reason="jax is not installed (pip install \"indexcalc[jax]\")")
 jax.config.update("jax_enable_x64", True)
@@ -188,12 +188,22 @@ def wrt_text(layer: Layer, name: str, skip: int = 0) -> str:
 CASES = [(label, name) for label, layer in LAYERS.items() for name in layer.wrt]
 
 
+@functools.cache
+def jax_value_and_grads(label: str, seed: int = 0) -> tuple:
+    """JAX's value of a layer and its gradient by every name in its `wrt` (a dict), on the
+    arrays of `seed`: traced and compiled once a layer, which its cases share."""
+    layer = LAYERS[label]
+    as_jax = on_jax(arrays_of(layer, seed))
+    params = {name: as_jax[name] for name in layer.wrt}
+    return jax.jit(jax.value_and_grad(lambda p: layer.by_hand({**as_jax, **p})))(params)
+
+
 @pytest.mark.parametrize("label, name", CASES, ids=[f"{label}: by {name}" for label, name in CASES])
 def test_every_gradient_route_gives_jaxs_gradient(label, name):
     layer = LAYERS[label]
     arrays = arrays_of(layer)
-    as_jax = on_jax(arrays)
-    value, want = jax.jit(jax.value_and_grad(lambda v: layer.by_hand({**as_jax, name: v})))(as_jax[name])
+    value, grads = jax_value_and_grads(label)
+    want = grads[name]
     np.testing.assert_allclose(ic.evaluate(ic.parse(layer.text), arrays), value, rtol=RTOL, atol=ATOL,
                                err_msg=f"{label}: the value")
     routes = gradient_routes(layer.text, wrt_text(layer, name), arrays)
@@ -229,11 +239,11 @@ def test_float32_gradients_are_float64_jaxs_to_float32_precision(label):
     a lower precision, or cast an intermediate to an integer, would lose far more)."""
     layer = LAYERS[label]
     arrays = arrays_of(layer, seed=3)
-    as_jax = on_jax(arrays)
     value, grads = ic.compile(layer.text, wrt=list(layer.wrt))({k: v.astype(np.float32) for k, v in arrays.items()})
     assert np.asarray(value).dtype == np.float32, label
+    want_value, want_grads = jax_value_and_grads(label, seed=3)
     for name in layer.wrt:
-        want_value, want = jax.jit(jax.value_and_grad(lambda v: layer.by_hand({**as_jax, name: v})))(as_jax[name])
+        want = want_grads[name]
         assert np.asarray(grads[name]).dtype == np.float32, (label, name)
         scale = float(np.max(np.abs(want), initial=0))
         np.testing.assert_allclose(grads[name], want, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{label} by {name}")
@@ -283,15 +293,9 @@ def test_a_jacobian_by_every_route_is_jaxs(label, name):
 # ---------------------------------------------------------------- generated programs
 
 
-settings.register_profile(
-    "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-)
 # about a second a program (JAX traces the plan twice): a small fixed sample in CI,
 # `HYPOTHESIS_PROFILE=soak python -m pytest -n 0 tests/test_against_jax.py -k generated` at scale
-GENERATED = settings.get_profile("soak") if os.environ.get("HYPOTHESIS_PROFILE") == "soak" else settings(
-    max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+GENERATED = sample(4, derandomize=True, database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 def assert_autodiff_agrees(got, want, value: float, what: str) -> None:

@@ -13,12 +13,12 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import indexcalc as ic
 from indexcalc.backends import BackendError, backend_name_of
 from routes import compiled_routes, to_numpy
-from strategies import route_cases
+from strategies import route_cases, sample
 
 INSTALLED = [name for name in ("jax", "torch", "dask", "cupy") if importlib.util.find_spec(name)]
 BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(name not in INSTALLED, reason=f"{name} is not installed"))
@@ -118,7 +118,7 @@ def test_the_compiled_hessian_on_a_backend_is_numpys(backend, name):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(max_examples=6, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@sample(4, derandomize=True, database=None)
 @given(case=route_cases())
 def test_generated_programs_give_numpys_numbers_on_a_backend(backend, case):
     """The cross-route property's programs: where the NumPy plan gives numbers, the

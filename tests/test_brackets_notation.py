@@ -203,7 +203,7 @@ def bracketed_trees(draw):
     return Compare(draw(OPS), tree, other) if draw(st.booleans()) else Compare(draw(OPS), other, tree)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bracketed_trees())
 def test_round_trip(node):
     for text in (str(node), node.pretty()):

@@ -26,7 +26,7 @@ from indexcalc.program import check_program
 from indexcalc.expr import with_children
 from indexcalc.expr import Call, Delta, Equation, Power, Product, Program, Reduce, Sum, Tensor
 from indexcalc.simplify import RULES, context_at
-from strategies import SMOOTH_PROGRAMS, ProgramGenerator
+from strategies import SMOOTH_PROGRAMS, ProgramGenerator, sample
 
 RNG = np.random.default_rng(20240607)
 EPS = 1e-6
@@ -709,9 +709,7 @@ def derivative_cases(draw):
     return text, wrt, arrays
 
 
-PROPERTY = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
+PROPERTY = sample(60)
 
 
 @PROPERTY

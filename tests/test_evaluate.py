@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import indexcalc as ic
 from indexcalc.evaluate import plan_cache_size
-from strategies import SAFE_PROGRAMS, ProgramGenerator
+from strategies import SAFE_PROGRAMS, ProgramGenerator, sample
 
 RNG = np.random.default_rng(20240601)
 
@@ -423,7 +423,7 @@ def programs(draw):
     return text, arrays
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(150)
 @given(programs())
 def test_einsum_agrees_with_explicit_loops(case):
     text, arrays = case

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import indexcalc as ic
 from indexcalc import cli, functions, loops
-from indexcalc.expr import Call, Delta, Equation, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from indexcalc.expr import Call, Delta, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from indexcalc.indices import free_indices, relabelled_index, summed_indices
 from indexcalc.program import run
-from strategies import SAFE_PROGRAMS, ProgramGenerator
+from strategies import SAFE_PROGRAMS, ProgramGenerator, sample
 
 # --------------------------------------------------------------------------------------
 # The first form of the reference: one number at a time
@@ -106,8 +106,7 @@ def programs(draw):
     return text, gen.arrays(draw(st.integers(0, 2**32 - 1)))
 
 
-PROPERTY = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = sample(80)
 WAYS = [(1 << 20, 1 << 13), (1, 1 << 13), (1, 2), (7, 3)]  # (budget, chunk): all on axes ... all looped, tiny chunks
 
 

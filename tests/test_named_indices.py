@@ -301,7 +301,7 @@ def test_a_printed_lone_name_in_one_equation_of_a_program_is_declared_once():
 # ---------------------------------------------------------------- properties
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_round_trip_with_names_in_every_place(data):
     """Any tree, any of its letters renamed to names (some left as letters, so that a run

@@ -9,7 +9,7 @@ renamed equation must give the same array as the original, axis for axis.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import assume, given, strategies as st
 
 import indexcalc as ic
 from dataclasses import replace
@@ -19,7 +19,7 @@ from indexcalc.relabel import (
     canonical_bound, fresh_letters, letters_in, rebind_reduction, rename, rename_fixed, substitute_letters,
 )
 from indexcalc.scope import explicit
-from strategies import SAFE_PROGRAMS, ProgramGenerator
+from strategies import SAFE_PROGRAMS, ProgramGenerator, sample
 
 
 @st.composite
@@ -51,7 +51,7 @@ def _renamed_lhs(last: Equation, mapping: dict) -> Tensor:
     return Tensor(last.lhs.name, tuple(mapping.get(i, i) for i in last.lhs.indices))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(60)
 @given(renamings(), st.booleans())
 def test_renaming_the_fixed_letters_keeps_the_values(case, made_explicit):
     program, arrays, mapping = case
@@ -67,7 +67,7 @@ def test_renaming_the_fixed_letters_keeps_the_values(case, made_explicit):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"{last}\n{mapping}\n{renamed}")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(60)
 @given(renamings())
 def test_one_fixed_letter_renamed_to_a_new_one_is_a_substitution(case):
     program, arrays, mapping = case
@@ -94,7 +94,7 @@ def _rebound(node, fixed, fresh):
     return with_children(node, tuple(_rebound(c, fixed, fresh) for c in children)) if children else node
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(60)
 @given(renamings(), st.booleans())
 def test_the_canonical_form_means_what_the_formula_means(case, made_explicit):
     """simplify merges terms whose canonical forms are equal: so the canonical form must be
@@ -108,7 +108,7 @@ def test_the_canonical_form_means_what_the_formula_means(case, made_explicit):
                                rtol=1e-12, atol=1e-12, err_msg=f"{last}\n{canonical}")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(60)
 @given(renamings())
 def test_the_canonical_form_does_not_depend_on_the_summed_letters(case):
     program, _, _ = case

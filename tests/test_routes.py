@@ -15,7 +15,7 @@ against (each was marked `xfail(strict=True)` until its fix landed) and passes n
 
 from __future__ import annotations
 
-import os
+import importlib
 import signal
 import warnings
 
@@ -26,18 +26,12 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 import indexcalc as ic
 from indexcalc import cli
 from routes import assert_routes_agree, finite_difference, gradient_routes
-from strategies import route_cases
+from strategies import route_cases, sample
 
-settings.register_profile(
-    "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-)
-SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
 # CI: a fixed sample, not shrunk (a shrink reruns every route hundreds of times: minutes);
-# the failing program is printed as drawn, and the soak profile shrinks
-PROPERTY = settings.get_profile("soak") if SOAK else settings(
-    max_examples=50, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+# the failing program is printed as drawn, and the soak profile shrinks (scripts/soak.py
+# runs the same check at scale)
+PROPERTY = sample(20, derandomize=True, database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 ROUTE_TIMEOUT = 30  # seconds: a hang guard (a route takes well under 5 s on programs this small; 10 failed under load)
 RNG = np.random.default_rng(8)
@@ -645,7 +639,7 @@ L3 = W_new2_in W_new2_in"""
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
-def test_inlining_a_chain_of_derivative_lines_is_refused_past_its_size(steps, capsys):
+def test_inlining_a_chain_of_derivative_lines_is_refused_past_its_size(steps):
     """Each derivative line substituted into the next multiplies its terms out: the soak's
     chain of three updates (one of v, two of W) inlined to 83,571 nodes and took a minute
     to simplify. Past diff.INLINE_LIMIT nodes `inline=True` is an InlineTooLargeError (the
@@ -661,6 +655,13 @@ def test_inlining_a_chain_of_derivative_lines_is_refused_past_its_size(steps, ca
         return
     with pytest.raises(ic.DiffError, match="read it in the chain form"):
         ic.diff(text, "v_g", inline=True)
+
+
+def test_the_command_line_says_an_inline_refusal_in_one_line(monkeypatch, capsys):
+    """As above, on the chain of two steps with the limit lowered under its size (the
+    chain of three takes seconds to refuse)."""
+    monkeypatch.setattr(importlib.import_module("indexcalc.diff"), "INLINE_LIMIT", 500)
+    text = "\n".join(MAML_CHAIN.splitlines()[:7])
     assert cli.main(["diff", text, "--wrt", "v_g", "--inline"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "chain form" in err[0], err
