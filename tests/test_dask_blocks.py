@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from strategies import route_cases
+from strategies import route_cases, sample
 
 dask = pytest.importorskip("dask", reason="dask is not installed (pip install \"indexcalc[dask]\")")
 da = pytest.importorskip("dask.array", reason="dask.array is not installed (pip install \"indexcalc[dask]\")")
@@ -186,9 +186,7 @@ def test_a_gradient_by_the_data_is_not_split():
     assert by_blocks(ic.compile("L = sum_n((X_nj w_j)^2)", wrt=["w"]), {"X": da.from_array(X, chunks=(4, 2)), "w": w})
 
 
-# HYPOTHESIS_PROFILE=soak (tests/test_routes.py registers it) runs it at soak size
-NEVER_WRONG = settings.get_profile("soak") if os.environ.get("HYPOTHESIS_PROFILE") == "soak" else settings(
-    max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+NEVER_WRONG = sample(40, derandomize=True, database=None)  # HYPOTHESIS_PROFILE=soak: 100,000
 
 
 @NEVER_WRONG

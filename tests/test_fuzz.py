@@ -30,25 +30,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
 from indexcalc.notation import MAX_NESTING
-from test_errors import FUZZ_ARRAYS, POOL, VALID_PROGRAMS, mutants
+from strategies import sample
+from test_errors import FUZZ_ARRAYS, POOL, mutants
 
 TIME_LIMIT = 10.0  # seconds an input: far beyond what inputs this small need
-SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
 CI_EXAMPLES = {"api": 150, "cli": 200}
 
 
 def fuzz_settings(kind: str):
     """A fixed sample in CI (derandomized: the same inputs every run); 100,000 in a soak."""
-    if SOAK:
-        return settings(max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    return settings(max_examples=CI_EXAMPLES[kind], deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return sample(CI_EXAMPLES[kind], derandomize=True, database=None)
 
 
 # ---------------------------------------------------------------- inputs
