@@ -110,8 +110,7 @@ def context_at(equation: Equation, target: Expr) -> Context:
             steps = [(node.arg, ctx if isinstance(node, Call) and node.relabel is None
                       else replace(ctx, held=frozenset()))]
         elif isinstance(node, Reduce):
-            steps = [(node.body, Context(ctx.fixed | set(node.indices), ctx.fresh, ctx.convention,
-                                         ctx.held - set(node.indices)))]
+            steps = [(node.body, replace(ctx, fixed=ctx.fixed | set(node.indices), held=ctx.held - set(node.indices)))]
         else:
             steps = [(child, ctx) for child in node.children()]
         for child, inner in steps:
@@ -171,8 +170,8 @@ def _children(node: Expr, ctx: Context) -> Expr:
         return Compare(node.op, _simplify(node.left, ctx), _simplify(node.right, ctx))
     if isinstance(node, Reduce):
         by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
-        inner = Context(ctx.fixed | set(node.indices), ctx.fresh, by_convention, ctx.held - set(node.indices),
-                        ctx.done, ctx.sized)
+        inner = replace(ctx, fixed=ctx.fixed | set(node.indices), convention=by_convention,
+                        held=ctx.held - set(node.indices))
         return replace(node, body=_simplify(node.body, inner))
     return node
 
@@ -508,11 +507,9 @@ def _shift_only(node: Expr) -> set[str]:
 
 
 def _head_key(factors: tuple[Expr, ...]) -> tuple:
-    """What a term's canonical key determines, cheaply: its factors' kinds and names."""
-    def head(f: Expr) -> tuple:
-        base = f.base if isinstance(f, Power) else f
-        return type(f).__name__, type(base).__name__, getattr(base, "name", getattr(base, "func", getattr(base, "op", "")))
-    return tuple(sorted(map(head, factors)))
+    """What a term's canonical key determines, cheaply: its factors' kinds and names (a
+    power's and its base's)."""
+    return tuple(sorted(_head(f) + (_head(f.base) if isinstance(f, Power) else ()) for f in factors))
 
 
 def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
@@ -599,8 +596,7 @@ def _up_to_bound_letters(factor: Expr, ctx: Context) -> Expr:
     spellings can stand for all. A tensor, a δ, a mask or a number sums nothing."""
     if isinstance(factor, (Tensor, Delta, Mask, Shift, Number)):
         return factor
-    ordered = _products_ordered(factor, ctx.fixed)
-    return canonical_bound(ordered, ctx.fixed)
+    return canonical_bound(_products_ordered(factor, ctx.fixed), ctx.fixed)
 
 
 def _products_ordered(node: Expr, fixed: frozenset[str]) -> Expr:
