@@ -33,7 +33,8 @@ from .expr import (
 )
 from . import functions, matrices, shifts
 from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
-from .notation import index_names, known_names, parse, written_subscript
+from .notation import index_names, parse
+from .tokens import known_names, written_subscript
 from .program import as_parsed, check_program, still_needed
 from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy

@@ -26,7 +26,6 @@ from functools import lru_cache
 
 from . import functions, matrices
 from .errors import IndexNotationError, ShapeError
-from .notation import written_subscript
 from .expr import (
     COMPARISONS,
     MATRIX_REDUCTIONS,
@@ -48,6 +47,7 @@ from .expr import (
     leaf_factors,
 )
 from .shifts import inferred_size
+from .tokens import written_subscript
 
 
 def _error(message: str, node: Expr) -> IndexNotationError:

@@ -44,6 +44,7 @@ import numpy as np
 
 from .errors import IndexCalcError, IndexNotationError
 from .expr import MATRIX_REDUCTIONS, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, with_children
+from .tokens import written_subscript
 
 REFERENCE_LIMIT = 4  # the explicit-loop reference works by formula up to 4×4 (4! terms)
 
@@ -214,8 +215,6 @@ def _quoted(node: Expr) -> str:
 
 def _shown(node: MatrixCall) -> str:
     """`inv_ij(...)`, `inv_{row col}(...)`: the call as its subscript is written."""
-    from .notation import written_subscript
-
     return f"{node.func}{written_subscript(tuple(map(str, node.relabel)))}(...)"
 
 

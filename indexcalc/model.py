@@ -25,7 +25,8 @@ from .compile import Compiled, compile as compile_program
 from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
 from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
-from .notation import is_index_name, parse
+from .notation import parse
+from .tokens import is_index_name
 from .program import check_program
 from .relabel import letters_in, substitute_letters
 

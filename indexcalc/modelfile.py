@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from .backends import KNOWN
 from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
-from .notation import is_index_name, is_letter_index
+from .tokens import is_index_name, is_letter_index
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
 from .schedules import SCHEDULES, Schedule, schedule

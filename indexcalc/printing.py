@@ -32,7 +32,8 @@ from .expr import (
     Shift, Sum, Tensor, leaf_factors,
 )
 from .indices import occurrence_counts, free_indices
-from .notation import index_names, is_letter_index
+from .notation import index_names
+from .tokens import is_letter_index
 from .scope import implicit_form
 
 SUM, PRODUCT, NEGATIVE, POWER, ATOM = range(1, 6)

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 import indexcalc as ic
 from carets import assert_points_at, assert_parse_refuses
 from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Shift, Tensor, with_children
-from indexcalc.notation import index_names, is_index_name, is_letter_index
+from indexcalc.notation import index_names
+from indexcalc.tokens import is_index_name, is_letter_index
 from strategies import expressions, route_cases
 
 

@@ -28,7 +28,8 @@ from .. import shifts
 from ..expr import Equation, Expr, Program, Shift, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
-from ..notation import is_index_name, is_letter_index, parse, written_letters
+from ..notation import parse, written_letters
+from ..tokens import is_index_name, is_letter_index
 from ..printing import STYLES, plain, quoted
 from ..simplify import simplify
 from .check import entry_count, progress_bars
