@@ -29,7 +29,8 @@ from .backends import backend_name_of, get_backend
 from .errors import IndexCalcError, MissingArrayError
 from .expr import MATRIX_REDUCTIONS, Call, Compare, Equation, Expr, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation
-from .plan import Lowering, canonical_key, emit
+from .emit import emit
+from .plan import Lowering, canonical_key
 from .program import as_parsed, check_program, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit

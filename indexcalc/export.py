@@ -145,7 +145,7 @@ class _Module:
     # --- what the steps call
     def plan_names(self, steps) -> None:
         from .backends.base import ROUTINES
-        from .plan import NAMESPACE
+        from .emit import NAMESPACE
 
         text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", "\n".join(step.code for step in steps))
         used = sorted(set(re.findall(r"\b(_[A-Za-z]\w*|sliding_window_view)\b", text)))
@@ -307,7 +307,7 @@ def _reads(func: types.FunctionType, source: str) -> set[str]:
 def _rebuilt(key: tuple, dtype: str, code) -> str | None:
     """The text that makes a mask or a dense shift array from the shapes (plan.Lowering.mask
     and .dense_shift keep these keys), spelled by the dialect `code` (None: NumPy's)."""
-    from .plan import NUMPY_CODE
+    from .dialects import NUMPY_CODE
 
     code = code or NUMPY_CODE
     ns = code.ns
@@ -409,7 +409,7 @@ class _SpelledNamespace:
 
 
 def _assemble(compiled, backend, writer: _Module, lowering, outputs: str, shapes, dtypes, known, name, program) -> str:
-    from .plan import body_lines
+    from .emit import body_lines
 
     program = program if program is not None else compiled.text
     shown = program.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')  # a docstring holds any program

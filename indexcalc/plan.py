@@ -4,8 +4,9 @@ A plan is made once per shape signature and then run many times. Every product i
 contraction; opt_einsum chooses the pairwise order, and each pair becomes the BLAS call
 it amounts to (`@` on transposed views, a batched `np.matmul`, or a broadcast multiply)
 instead of a dispatch through einsum, whose per-call overhead is larger than a small
-network's whole backward pass. The steps are emitted as Python source and compiled, so
-a call runs no planning and no interpretation.
+network's whole backward pass. The steps are emitted as Python source and compiled
+(indexcalc.emit), so a call runs no planning and no interpretation; how a step is spelled
+for NumPy or for another backend's namespace is its dialect (indexcalc.dialects).
 
 A mask `[j <= i]` is a constant of the shapes: its array is made once when the plan is
 made, held by the plan, and contracted like any operand (a causal softmax multiplies by
@@ -28,13 +29,9 @@ the forward `tanh(u)` where the function table says how.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import functools
-import itertools
 import math
 import operator
-import re
 from dataclasses import dataclass
 from math import prod
 from typing import Callable, Mapping, Sequence
@@ -43,6 +40,8 @@ import numpy as np
 import opt_einsum
 
 from . import functions, matrices
+from .dialects import NUMPY_CODE, Dialect
+from .emit import FEW, FEW_LIMIT, FEW_REST
 from .errors import IndexCalcError, ShapeError
 from .expr import (
     MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Shift,
@@ -56,80 +55,6 @@ from .relabel import canonical_bound, fresh_letters, letters_in, rename
 
 
 CHAIN = 64  # operands on one line of a plan
-
-
-class Dialect:
-    """How a plan step is spelled for NumPy: methods on arrays (`x.T`, `x.sum(axis=...)`),
-    the cheapest calls NumPy has, since a small network's step is a few microseconds.
-    `ArrayDialect` spells the same steps as calls on a namespace `xp` alone, which the
-    other backends provide (indexcalc.backends)."""
-
-    ns = "np"
-
-    def transpose(self, code: str, perm: tuple[int, ...]) -> str:
-        return f"{code}.T" if perm == (1, 0) else f"{code}.transpose({perm})"
-
-    def sum(self, code: str, axes: tuple[int, ...]) -> str:
-        return f"{code}.sum(axis={axes})"
-
-    def reshape(self, code: str, shape: tuple[int, ...]) -> str:
-        return f"{code}.reshape({shape})"
-
-    def copy(self, code: str) -> str:
-        return f"np.array({code})"
-
-    def astype(self, code: str, dtype: str) -> str:
-        return f"({code}).astype({dtype})"
-
-    def full(self, shape: tuple[int, ...], value: str, dtype: str) -> str:
-        return f"{self.ns}.full({shape}, {value}, dtype={self.ns}.{dtype})"
-
-    def windows(self, code: str, lengths: tuple[int, ...], axes: tuple[int, ...]) -> str:
-        return f"sliding_window_view({code}, {lengths}, axis={axes})"
-
-    def index(self, code: str, index: list[str]) -> str:
-        return f"{code}[{', '.join(index)}]"
-
-
-class ArrayDialect(Dialect):
-    """Every step a call on `xp` (or an operator, or a slice with a positive step): what
-    JAX, PyTorch, dask and CuPy arrays all accept, given the backend's namespace."""
-
-    ns = "xp"
-
-    def transpose(self, code: str, perm: tuple[int, ...]) -> str:
-        return f"xp.permute_dims({code}, {perm})"
-
-    def sum(self, code: str, axes: tuple[int, ...]) -> str:
-        return f"xp.sum({code}, axis={axes})"
-
-    def reshape(self, code: str, shape: tuple[int, ...]) -> str:
-        return f"xp.reshape({code}, {shape})"
-
-    def copy(self, code: str) -> str:
-        return f"xp.materialize({code})"
-
-    def astype(self, code: str, dtype: str) -> str:
-        return f"xp.astype({code}, {dtype})"
-
-    def windows(self, code: str, lengths: tuple[int, ...], axes: tuple[int, ...]) -> str:
-        return f"xp.windows({code}, {lengths}, {axes})"
-
-    def index(self, code: str, index: list[str]) -> str:
-        """A slice with a negative step (a reversed letter) is the positive slice of the
-        same positions, flipped: PyTorch refuses negative steps."""
-        flips = []
-        for axis, text in enumerate(index):
-            parts = text.split(":")
-            if len(parts) == 3 and parts[2].startswith("-"):
-                last, start, step = int(parts[0]), int(parts[1]) + 1 if parts[1] else 0, -int(parts[2])
-                index[axis] = f"{start or ''}:{last + 1}" + (f":{step}" if step != 1 else "")
-                flips.append(axis)
-        code = f"{code}[{', '.join(index)}]"
-        return f"xp.flip({code}, axis={tuple(flips)})" if flips else code
-
-
-NUMPY_CODE, ARRAY_CODE = Dialect(), ArrayDialect()
 
 
 class _Sizes(dict):
@@ -907,211 +832,3 @@ def _windowed(letters: tuple[str, ...], gathers) -> tuple[str, ...]:
     its first (longest) letter, the window letters come last, in order."""
     first = {e: terms[0][1] for e, terms, _ in gathers}
     return tuple(first.get(i, i) for i in letters) + tuple(i for _, terms, _ in gathers for _, i in terms[1:])
-
-
-def _scatter(values: np.ndarray, groups) -> np.ndarray:
-    """out[..., e1, e2, ...] = Σ values over each e = offset + Σ steps·l, for each group
-    (the axes of values that hold its l's, e's size, the steps, the offset); the e's
-    come last. One strided slice-add along each group's first l per value of the others
-    (a 3x3 kernel's col2im: nine). A negative step runs its axis backwards; a position
-    outside 0..size-1 is dropped (what a zero padding in the forward pass read)."""
-    order, flips, shape, adds, crop = _scatter_layout(values.shape, groups)
-    values = np.moveaxis(values, order, tuple(range(-len(order), 0)))
-    if adds is None:  # the windows tile the positions (2x2 pooling, stride 2): a reshape
-        return values.reshape(shape)
-    if flips:
-        values = np.flip(values, flips)
-    out = np.zeros(shape, dtype=values.dtype)
-    for into, take in adds:
-        out[into] += values[take]
-    return out[crop] if crop else out
-
-
-@functools.lru_cache(maxsize=1024)
-def _scatter_layout(shape: tuple[int, ...], groups):
-    """_scatter's indexing, worked out once per shape: the axes moved last, those run
-    backwards, the output's shape (padded), each slice-add's (into, take) and the crop."""
-    order = tuple(a for group in groups for a in group[0])
-    lengths = tuple(shape[a] for a in order)
-    keep = len(shape) - len(order)
-    flips, firsts, loops, out, crop, at = [], [], [], [n for a, n in enumerate(shape) if a not in order], [], keep
-    for _, size, steps, offset in groups:
-        n = lengths[at - keep : at - keep + len(steps)]
-        start = offset + sum(c * (m - 1) for c, m in zip(steps, n) if c < 0)
-        flips += [at + k for k, c in enumerate(steps) if c < 0]
-        steps = tuple(abs(c) for c in steps)
-        lo, hi = max(0, -start), max(0, start + sum(c * (m - 1) for c, m in zip(steps, n)) - (size - 1))
-        out.append(size + lo + hi)
-        crop.append(slice(lo, lo + size))
-        firsts.append((start + lo, steps[0], n[0]))
-        loops.append((steps[1:], n[1:]))
-        at += len(steps)
-    tiles = not flips and all(len(steps) == 1 and steps[0] == 1 and n_rest[0] == step and start == 0 and n * step == size
-                              for (start, step, n), (steps, n_rest), (_, size, _, _) in zip(firsts, loops, groups))
-    # (from 0 itself, not from a padded start: x_(2i+k-1) reads position -1, out has room for it)
-    tiles = tiles and all(c.start == 0 and c.stop == n for c, n in zip(crop, out[keep:]))
-    if tiles:  # e = K·i + k, k < K, covering 0..size-1 once: each value has a place of its own
-        return order, (), tuple(out), None, None
-    adds = []
-    for rest in itertools.product(*(range(m) for _, n in loops for m in n)):
-        into, take, r = [], [], 0
-        for (start, step, n), (steps, _) in zip(firsts, loops):
-            picked = rest[r : r + len(steps)]
-            s = start + sum(c * v for c, v in zip(steps, picked))
-            into.append(slice(s, s + step * (n - 1) + 1, step))
-            take += [slice(None), *picked]
-            r += len(steps)
-        adds.append(((Ellipsis, *into), (Ellipsis, *take)))
-    cropped = any(c.start or c.stop != n for c, n in zip(crop, out[keep:]))
-    return order, tuple(flips), tuple(out), tuple(adds), (Ellipsis, *crop) if cropped else None
-
-
-FEW = {"max": np.maximum, "min": np.minimum, "sum": np.add}
-FEW_LIMIT, FEW_REST = 16, 1024  # a reduction over at most this many values, each an array at least this large
-
-
-def _reduce_few(op: str, values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """A max, min or sum over a few values (a 2x2 pooling window, its tie count), each a
-    large array: one elementwise np.maximum (or np.minimum, np.add) per value. NumPy's
-    own reduction over small, strided axes (a window view's) runs 10-25 times slower."""
-    combine = FEW[op]
-    values = np.moveaxis(values, axes, tuple(range(-len(axes), 0)))
-    at = list(np.ndindex(*values.shape[-len(axes) :]))
-    out = np.array(values[(...,) + at[0]])
-    for index in at[1:]:
-        combine(out, values[(...,) + index], out=out)
-    return out
-
-
-def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
-    out = np.zeros(shape, dtype=np.result_type(values, np.float32))
-    np.einsum(spec, out)[...] = values
-    return out
-
-
-def _sigma_into(x: np.ndarray) -> np.ndarray:
-    """σ(x) = 0.5 (1 + tanh(0.5 x)), the function table's formula, written into `x` (an
-    array the plan no longer needs): the same operations in the same order, no temporaries."""
-    np.multiply(x, 0.5, x)
-    np.tanh(x, x)
-    np.add(x, 1.0, x)
-    np.multiply(x, 0.5, x)
-    return x
-
-
-NAMESPACE = {
-    "np": np, "_embed": _embed, "_sigma_into": _sigma_into, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
-    "_matrix": matrices.compute, "_solve": matrices.solve,
-    "sliding_window_view": np.lib.stride_tricks.sliding_window_view, "_scatter": _scatter, "_reduce_few": _reduce_few,
-}
-for _f in functions.FUNCTIONS:
-    NAMESPACE["_fn_" + _f.name.replace("'", "_prime")] = _f.compute
-
-
-_TOKENS = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\b(v\d+)\b""")
-
-
-def _variables(code: str) -> list[str]:
-    """The plan variables `code` reads: names outside its quoted keys and specs, so that a
-    tensor called `v9` (read as `arrays['v9']`) is not taken for the variable v9."""
-    return [name for name in _TOKENS.findall(code) if name]
-
-
-# What a step may run in place, into an operand it is the last to read: elementwise
-# operators as their ufunc with the output given by position (cheaper than `out=`), and
-# the functions that have an in-place form.
-IN_PLACE = {ast.Add: "np.add", ast.Sub: "np.subtract", ast.Mult: "np.multiply", ast.Div: "np.divide"}
-IN_PLACE_CALLS = {"_fn_sigma": "_sigma_into"}
-
-
-def _makes_new_array(node: ast.expr) -> bool:
-    """Whether a step's code makes a new array (arithmetic, a matmul, a sum, a function of
-    the table), never a view of what it reads (a transpose, a reshape, an index, an input)."""
-    if isinstance(node, ast.BinOp):
-        return True
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return node.func.id.startswith("_fn_")
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("sum", "vdot")
-
-
-def in_place(steps: Sequence[Step], outputs: str) -> list[Step]:
-    """The steps with an elementwise operation written into an operand that dies at it
-    (`np.multiply(v17, v16, v17)`, `_sigma_into(v8)`): same shape, a float64 plan (so the
-    result's type is the operand's), and no view of the operand alive (it and every step
-    that reads it make new arrays). The same operations on the same values: the same
-    numbers, without an allocation each."""
-    trees = [ast.parse(step.code, mode="eval").body for step in steps]
-    made = {step.out: (step, tree) for step, tree in zip(steps, trees)}
-    viewed: set[str] = set()  # variables some step reads without making a new array
-    last: dict[str, int] = {}
-    for k, (step, tree) in enumerate(zip(steps, trees)):
-        for name in _variables(step.code):
-            last[name] = k
-            if not _makes_new_array(tree):
-                viewed.add(name)
-    kept = set(_variables(outputs))
-
-    def reusable(side: ast.expr, k: int, shape) -> str | None:
-        name = side.id if isinstance(side, ast.Name) else None
-        if name not in made or last.get(name) != k or name in kept or name in viewed:
-            return None
-        step, tree = made[name]
-        return name if step.shape == shape != () and _makes_new_array(tree) else None
-
-    out = []
-    for k, (step, tree) in enumerate(zip(steps, trees)):
-        if isinstance(tree, ast.BinOp) and type(tree.op) in IN_PLACE:
-            into = reusable(tree.left, k, step.shape) or reusable(tree.right, k, step.shape)
-            if into:
-                code = f"{IN_PLACE[type(tree.op)]}({ast.unparse(tree.left)}, {ast.unparse(tree.right)}, {into})"
-                step = dataclasses.replace(step, code=code)
-        elif (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in IN_PLACE_CALLS
-              and len(tree.args) == 1 and not tree.keywords):
-            into = reusable(tree.args[0], k, step.shape)
-            if into:
-                step = dataclasses.replace(step, code=f"{IN_PLACE_CALLS[tree.func.id]}({into})")
-        out.append(step)
-    return out
-
-
-def body_lines(steps: Sequence[Step], outputs: str, comments: bool = False, indent: str = "    ") -> list[str]:
-    """The plan's lines: each step, and each variable deleted after its last use, so that
-    memory holds what is still needed, as hand-written code does. With `comments`, each
-    step says what it computes (`str(step)`: routine, einsum spec, shape), as an exported
-    module shows it."""
-    last_use: dict[str, int] = {}
-    for k, step in enumerate(steps):
-        for name in _variables(step.code):
-            last_use[name] = k
-    kept = set(_variables(outputs))
-    dies: dict[int, list[str]] = {}  # step -> the variables last read there
-    for name, last in last_use.items():
-        if name not in kept:
-            dies.setdefault(last, []).append(name)
-    lines = []
-    for k, step in enumerate(steps):
-        lines.append(indent + (str(step) if comments else f"{step.out} = {step.code}"))
-        dead = sorted(dies.get(k, ()))
-        if dead:
-            lines.append(f"{indent}del {', '.join(dead)}")
-    return lines
-
-
-def emit(lowering: Lowering, outputs: str, backend=None, like=None) -> tuple[str, object]:
-    """Python source of the plan, and the function it defines (`body_lines`).
-    On NumPy the function runs with floating-point warnings off, as evaluate's powers and
-    functions do: inf and nan are answers here, not accidents. On another backend it runs
-    in that backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
-    steps = lowering.steps
-    on_numpy = backend is None or backend.name == "numpy"
-    if on_numpy and lowering.code is NUMPY_CODE and lowering.dtype == "float64" and not lowering.typed:
-        steps = in_place(steps, outputs)
-    body = "\n".join(body_lines(steps, outputs))
-    source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
-    if not on_numpy:
-        namespace = backend.namespace(lowering.constants, like)
-        exec(compile(source, "<indexcalc plan>", "exec"), namespace)
-        return source, backend.wrap(namespace["plan"])
-    namespace = {**NAMESPACE, **lowering.constants}
-    exec(compile(source, "<indexcalc plan>", "exec"), namespace)
-    return source, np.errstate(all="ignore")(namespace["plan"])

@@ -5,11 +5,11 @@ function per batch length.
 Why: on a small model the step's own arithmetic is a few microseconds, and what a step
 cost was everything around it: the compiled call's wrapper, a dict of new arrays per
 update, one ufunc call per parameter per operation of the update, a finiteness check per
-gradient. Here the plan's lines (`compile.lower`, `plan.body_lines`) and the update are
+gradient. Here the plan's lines (`compile.lower`, `emit.body_lines`) and the update are
 one function; the parameters, gradients and moments live end to end in flat arrays, so
 that the update is a dozen ufunc calls whatever the number of parameters; the plan's
 constant steps are computed once (`hoisted`), and its elementwise operators and σ write
-into an operand no later step reads (`plan.in_place`, as the compiled call's plan does).
+into an operand no later step reads (`emit.in_place`, as the compiled call's plan does).
 
 The optimisers' rule that a step never writes into old arrays kept the last good
 parameters on NaN. The step keeps them another way: it checks the loss and every
@@ -32,7 +32,7 @@ import numpy as np
 from .compile import lower
 from .model import Model
 from .optimisers import SGD, Adam, Momentum
-from .plan import NAMESPACE, _variables, body_lines, in_place
+from .emit import NAMESPACE, body_lines, in_place, variables
 
 # Each optimiser's update on the flat arrays (every parameter's values end to end, so
 # that a step is a dozen ufunc calls however many parameters there are): `_G` the
@@ -53,10 +53,10 @@ UPDATES: dict[type, str] = {
 def hoisted(steps, namespace: dict) -> list:
     """The plan's steps for a step function run many times: a step that reads no variable
     and no input (`np.full(...)`) computed once, into `namespace`, its step reading the
-    value by name (a name, not a new array: `plan.in_place` never writes into it)."""
+    value by name (a name, not a new array: `emit.in_place` never writes into it)."""
     out = []
     for k, st in enumerate(steps):
-        if not _variables(st.code) and "arrays[" not in st.code and st.code.startswith("np.full("):
+        if not variables(st.code) and "arrays[" not in st.code and st.code.startswith("np.full("):
             name = f"_k{k}"
             namespace[name] = eval(st.code, namespace)
             st = dataclasses.replace(st, code=name)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import indexcalc as ic
+import indexcalc.emit as emit_module
 import indexcalc.plan as plan_module
 
 compile_module = importlib.import_module("indexcalc.compile")  # ic.compile is the function
@@ -60,7 +61,7 @@ def test_writing_in_place_gives_the_same_bits_and_leaves_the_inputs_alone(monkey
     assert "np.multiply(" in f._last.source and "_sigma_into(" in f._last.source  # the rewrite did happen
     for k, v in arrays.items():
         np.testing.assert_array_equal(v, before[k])
-    monkeypatch.setattr(plan_module, "in_place", lambda steps, outputs: list(steps))
+    monkeypatch.setattr(emit_module, "in_place", lambda steps, outputs: list(steps))
     g = ic.compile(MLP, wrt=WRT)
     plain_value, plain_grads = g(arrays)
     assert "_sigma_into(" not in g._last.source

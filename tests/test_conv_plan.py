@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import indexcalc as ic
 from indexcalc.expr import Equation, Product, Shift, Tensor
-from indexcalc.plan import Lowering, emit
+from indexcalc.emit import emit
+from indexcalc.plan import Lowering
 
 RNG = np.random.default_rng(3)
 

@@ -56,7 +56,7 @@ class NumpyBackend(Backend):
     name = "numpy"
 
     def __init__(self):
-        from ..plan import NUMPY_CODE
+        from ..dialects import NUMPY_CODE
 
         self.dialect = NUMPY_CODE
 
@@ -85,7 +85,7 @@ class ArrayBackend(Backend):
     library = ""  # the name the library goes by there (jnp, torch)
 
     def __init__(self, name: str, module: Any, overrides: Mapping[str, Any], bound: Mapping[str, Any] | None = None):
-        from ..plan import ARRAY_CODE
+        from ..dialects import ARRAY_CODE
 
         self.name = name
         self.dialect = ARRAY_CODE

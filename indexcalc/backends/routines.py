@@ -1,6 +1,6 @@
 """The routines a plan calls by name, written once against an array namespace `xp`.
 
-NumPy's plan has its own, which write in place (indexcalc.plan); these build every result
+NumPy's plan has its own, which write in place (indexcalc.emit); these build every result
 anew where that is what the library wants (JAX's arrays are immutable; `xp.index_add` is
 `.at[...].add` there and an in-place add elsewhere). Each takes `xp` first and is bound to
 a backend's namespace when its plan is made.
@@ -13,7 +13,7 @@ import math
 
 from .. import matrices
 from ..matrices import SingularMatrixError
-from ..plan import _scatter_layout
+from ..emit import scatter_layout
 
 
 def reduce(xp, op: str, values, axes: tuple[int, ...]):
@@ -66,8 +66,8 @@ def embed(xp, values, shape: tuple[int, ...], spec: str):
 
 
 def scatter(xp, values, groups):
-    """As plan._scatter (the transposed convolution's col2im), with `xp.index_add`."""
-    order, flips, shape, adds, crop = _scatter_layout(tuple(values.shape), groups)
+    """As emit._scatter (the transposed convolution's col2im), with `xp.index_add`."""
+    order, flips, shape, adds, crop = scatter_layout(tuple(values.shape), groups)
     values = xp.moveaxis(values, order, tuple(range(-len(order), 0)))
     if adds is None:
         return xp.reshape(values, shape)
