@@ -17,6 +17,7 @@ from .expr import (  # noqa: E402
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift,
     Sum, Tensor,
 )
+from . import printing  # noqa: E402,F401 - gives every node its printers (expr.PRINTERS) before any stage runs
 from .matrices import SingularMatrixError  # noqa: E402
 from .notation import parse  # noqa: E402
 from .indices import free_indices, summed_indices  # noqa: E402

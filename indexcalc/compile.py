@@ -31,7 +31,8 @@ from .expr import MATRIX_REDUCTIONS, Call, Compare, Equation, Expr, MatrixCall, 
 from .indices import check_equation
 from .emit import emit
 from .plan import Lowering, canonical_key
-from .program import as_parsed, check_program, numeric_array, sized_by, still_needed
+from .notation import as_parsed
+from .program import check_program, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify

@@ -32,13 +32,13 @@ from .expr import (
     Tensor, leaf_factors,
 )
 from . import functions, matrices, shifts
-from .indices import check_equation, free_indices, occurrence_counts, relabelled_index, summed_indices
-from .notation import index_names, parse
-from .tokens import known_names, written_subscript
-from .program import as_parsed, check_program, still_needed
+from .indices import check_equation, free_indices, index_names, occurrence_counts, relabelled_index, summed_indices
+from .notation import as_parsed, parse
+from .program import check_program, still_needed
 from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
-
+from .simplify import simplify
+from .tokens import known_names, written_subscript
 
 
 class DiffError(IndexCalcError):
@@ -423,8 +423,6 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
         lines.append(Equation(Tensor(target_eq.lhs.name, target_eq.lhs.indices,
                                      target_eq.lhs.derivs + (Deriv(G, name),)), Number(0.0)))
     if inline:  # one formula, as the notes write it: simplified
-        from .simplify import simplify
-
         lines = [simplify(line) for line in _inline(lines)]
         # the derivative lines the program uses (resolve_derivatives put them in) are
         # printed as the CLI's --inline prints them: simplified too

@@ -27,7 +27,8 @@ from .expr import (
     Sum, Tensor, leaf_factors,
 )
 from .indices import free_indices, relabelled_index
-from .program import Environment, run
+from .driver import run
+from .program import Environment
 
 _PLANS: dict[tuple, Any] = {}
 

@@ -13,7 +13,14 @@ fixed from outside, and `indexcalc.indices` works it out in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+from .errors import IndexCalcError
+
+# The printers (plain, latex, einsum_specs, quoted) are a stage above the tree, in
+# indexcalc.printing, which puts them here when it is imported (importing indexcalc does):
+# a node prints itself without this module importing the stage above it.
+PRINTERS: dict[str, Callable[..., Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -26,24 +33,18 @@ class Expr:
         try:
             return self.__dict__["_text"]
         except KeyError:
-            from .printing import plain
-
-            text = _printed(plain, self)
+            text = _printed("plain", self)
             object.__setattr__(self, "_text", text)
             return text
 
     def pretty(self, style: str = "default") -> str:
         """Comma notation with Unicode symbols (σ, δ, Σ, ŷ, ≤), for reading (it parses
         back too). `style="notes"` writes σ'(u_i) δ_im as the notes' Jacobian σ_{i,m}(u)."""
-        from .printing import plain
-
-        return _printed(plain, self, unicode=True, style=style)
+        return _printed("plain", self, unicode=True, style=style)
 
     def latex(self, style: str = "default") -> str:
         """The formula as LaTeX; `style="notes"` as for `pretty`."""
-        from .printing import latex
-
-        return _printed(latex, self, style=style)
+        return _printed("latex", self, style=style)
 
     def __repr__(self) -> str:
         """`<Equation yhat_i = sigma(w_ij x_j + b_i)>`: the class and the formula as it
@@ -63,9 +64,7 @@ class Expr:
 
     def einsum(self) -> str:
         """The einsum specification of every product in the formula, one per line."""
-        from .printing import einsum_specs
-
-        return "\n".join(_printed(einsum_specs, self))
+        return "\n".join(_printed("einsum_specs", self))
 
     def children(self) -> tuple["Expr", ...]:
         return ()
@@ -80,13 +79,16 @@ class Expr:
             stack.extend(reversed(node.children()))
 
 
-def _printed(printer, node: Expr, **options):
+def quoted(node: Expr) -> str:
+    """`node` as an error message quotes a piece of the user's text (printing.quoted)."""
+    return _printed("quoted", node)
+
+
+def _printed(printer: str, node: Expr, **options):
     """Run a printer; a tree nested too deeply to print is an IndexCalcError."""
     try:
-        return printer(node, **options)
+        return PRINTERS[printer](node, **options)
     except RecursionError:
-        from .errors import IndexCalcError
-
         raise IndexCalcError("the expression is nested too deeply to print") from None
 
 
@@ -385,6 +387,7 @@ for _node in (
     _node.__getstate__ = _state_without_caches
 
 MATRIX_REDUCTIONS = ("det", "logdet")  # over an index pair: indexcalc.matrices
+MATRIX_CALLS = ("inv",)  # a matrix over an index pair: indexcalc.matrices
 REDUCTIONS = ("sum", "mean", "logsumexp", "max", "min") + MATRIX_REDUCTIONS
 
 

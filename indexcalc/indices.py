@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections import Counter
 from functools import lru_cache
 
-from . import functions, matrices
+from . import functions
 from .errors import IndexNotationError, ShapeError
 from .expr import (
     COMPARISONS,
+    MATRIX_CALLS,
     MATRIX_REDUCTIONS,
     REDUCTIONS,
     Call,
@@ -45,23 +46,24 @@ from .expr import (
     Sum,
     Tensor,
     leaf_factors,
+    quoted,
 )
 from .shifts import inferred_size
-from .tokens import written_subscript
+from .tokens import is_index_name, written_subscript
 
 
-def _error(message: str, node: Expr) -> IndexNotationError:
+def error_at(message: str, node: Expr) -> IndexNotationError:
     span = getattr(node, "span", None)
     return IndexNotationError(message, pos=span[0] if span else None)
 
 
-def _fmt(indices) -> str:
+def shown_indices(indices) -> str:
     return "{" + ", ".join(indices) + "}" if indices else "no index"
 
 
 def beside_fixed(fixed) -> str:
     """" beside the fixed {i, j}" for a message, or nothing where none is fixed."""
-    return f" beside the fixed {_fmt(sorted(fixed))}" if fixed else ""
+    return f" beside the fixed {shown_indices(sorted(fixed))}" if fixed else ""
 
 
 def free_indices(node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, ...]:
@@ -88,9 +90,9 @@ def relabelled_index(call: Call, fixed: frozenset[str] = frozenset()) -> str:
         return candidates[0]
     if not candidates and call.relabel in free:
         return call.relabel
-    raise _error(
+    raise error_at(
         f"{call.func}{written_subscript((call.relabel,))}(...) relabels one free index of its argument, "
-        f"but the argument {_quoted(call.arg)} has {_fmt(candidates)} free{beside_fixed(fixed)}",
+        f"but the argument {quoted(call.arg)} has {shown_indices(candidates)} free{beside_fixed(fixed)}",
         call,
     )
 
@@ -135,7 +137,7 @@ def _refuse_unsized_mask_letters(node: Expr, factors, counts: Counter, fixed: fr
         for index in mask.all_indices:
             if index not in fixed and not counts[index]:
                 where = "stands alone" if mask is node else f"occurs nowhere else in {node}"
-                raise _error(
+                raise error_at(
                     f"the index {index} of the mask {mask} {where} and is not fixed from outside: "
                     f"a mask selects entries of what it multiplies, so {index} would have no size; write the "
                     f"mask beside a factor that carries {index} (as in [j <= i] exp(s_ij))",
@@ -157,7 +159,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
     if isinstance(node, Power):
         exponent_free = _free(node.exponent, fixed)
         if exponent_free:
-            raise _error(f"the exponent {node.exponent} must carry no free index, it has {_fmt(exponent_free)}", node.exponent)
+            raise error_at(f"the exponent {node.exponent} must carry no free index, it has {shown_indices(exponent_free)}", node.exponent)
         return _free(node.base, fixed)
     if isinstance(node, Call):
         _check_function(node)
@@ -169,7 +171,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(node.relabel if i == source else i for i in free))
     if isinstance(node, MatrixCall):
         free = _free(node.arg, fixed)
-        matrices.check_call(node, free)
+        _check_matrix_call(node, free)
         return free
     if isinstance(node, Reduce):
         _check_reduction(node)
@@ -177,9 +179,9 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         free = _free(node.body, inner)
         missing = [i for i in node.indices if i not in free]
         if missing:
-            raise _error(
-                f"{node.op}{written_subscript(node.indices)}(...) reduces over {_fmt(missing)}, "
-                f"which does not occur in {_quoted(node.body)}",
+            raise error_at(
+                f"{node.op}{written_subscript(node.indices)}(...) reduces over {shown_indices(missing)}, "
+                f"which does not occur in {quoted(node.body)}",
                 node,
             )
         return tuple(i for i in free if i not in node.indices)
@@ -199,9 +201,9 @@ def _combined_free(node: Expr, terms: tuple[Expr, ...], fixed: frozenset[str]) -
         if shared is None:
             shared, first = own, (term, free)
         elif own != shared:
-            raise _error(
+            raise error_at(
                 f"{what} must carry the same indices (beside those fixed from outside, "
-                f"{_fmt(sorted(fixed))}): {first[0]} has {_fmt(first[1])} but {term} has {_fmt(free)}",
+                f"{shown_indices(sorted(fixed))}): {first[0]} has {shown_indices(first[1])} but {term} has {shown_indices(free)}",
                 term,
             )
     _refuse_hidden_sums(node, terms, frees, fixed)
@@ -234,12 +236,12 @@ def _refuse_three_occurrences(node: Expr, fixed: frozenset[str]) -> None:
         if seen >= 3:
             break
     where = factor if getattr(factor, "span", None) else node
-    raise _error(_three_occurrences_message(node, index, counts[index], factors), where)
+    raise error_at(_three_occurrences_message(node, index, counts[index], factors), where)
 
 
 def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> str:
     """Both readings of an index occurring `count` times in `node`, and how to write each."""
-    readings = [f"one sum over all {count}: write sum{written_subscript((index,))}({_quoted(node)})"]
+    readings = [f"one sum over all {count}: write sum{written_subscript((index,))}({quoted(node)})"]
     seen, pair, rest = 0, [], []
     for factor, indices in factors:
         if seen >= 2 or isinstance(factor, (Delta, Mask, Shift)):
@@ -254,7 +256,7 @@ def _three_occurrences_message(node: Expr, index: str, count: int, factors) -> s
         )
     else:
         readings.append(f"two different indices: give an occurrence of {index} a letter of its own")
-    return _two_readings(f"{index} occurs {count} times in {_quoted(node)} (outside a δ), but a repeated index sums a pair",
+    return _two_readings(f"{index} occurs {count} times in {quoted(node)} (outside a δ), but a repeated index sums a pair",
                          readings)
 
 
@@ -266,14 +268,8 @@ def _two_readings(problem: str, readings: list[str]) -> str:
 def _text(factors: list[Expr]) -> str:
     """Factors as they would be written in a product."""
     if len(factors) == 1:
-        return f"({_quoted(factors[0])})" if isinstance(factors[0], Sum) else _quoted(factors[0])
-    return _quoted(Product(tuple(factors)))
-
-
-def _quoted(node: Expr) -> str:
-    from .printing import quoted
-
-    return quoted(node)
+        return f"({quoted(factors[0])})" if isinstance(factors[0], Sum) else quoted(factors[0])
+    return quoted(Product(tuple(factors)))
 
 
 def _refuse_hidden_sums(node: Expr, terms: tuple[Expr, ...], frees: list[tuple[str, ...]], fixed: frozenset[str]) -> None:
@@ -293,7 +289,7 @@ def _refuse_hidden_sums(node: Expr, terms: tuple[Expr, ...], frees: list[tuple[s
             if clash:
                 sibling = next(t for n, t in enumerate(terms) if n != k and set(clash) & set(frees[n]))
                 where = carrier if getattr(carrier, "span", None) else term
-                raise _error(_hidden_sum_message(node, term, carrier, clash, sibling, inner), where)
+                raise error_at(_hidden_sum_message(node, term, carrier, clash, sibling, inner), where)
 
 
 @lru_cache(maxsize=65536)
@@ -319,11 +315,11 @@ def _implicit_sums(node: Expr, fixed: frozenset[str]) -> tuple[tuple[Expr, tuple
 
 def _hidden_sum_message(node: Expr, term: Expr, carrier: Expr, clash, sibling: Expr, fixed) -> str:
     """Both readings of `carrier` beside `sibling`, and how to write each."""
-    shown, sibling = _quoted(_without_number(carrier)), _quoted(_without_number(sibling))
+    shown, sibling = quoted(_without_number(carrier)), quoted(_without_number(sibling))
     summed = set(_occurrence_split(carrier, fixed)[1])
     kept = [i for i in _occurrences(carrier, fixed) if i not in summed or i in clash]
     line = f"{_new_name(node)}{written_subscript(tuple(dict.fromkeys(kept)))}"
-    inside = "" if carrier is term else f" (inside the term {_quoted(_without_number(term))})"
+    inside = "" if carrier is term else f" (inside the term {quoted(_without_number(term))})"
     indices = ", ".join(clash)
     return _two_readings(
         f"{shown} sums {indices}, which its sibling term {sibling} carries free{inside}",
@@ -357,30 +353,56 @@ def _check_function(node: Call) -> None:
     not fail halfway through one route and print in another."""
     if functions.lookup(node.func) is None:
         known = ", ".join(f.name for f in functions.FUNCTIONS)
-        raise _error(f"unknown function '{node.func}' in {node.func}(...); the functions are {known}", node)
+        raise error_at(f"unknown function '{node.func}' in {node.func}(...); the functions are {known}", node)
 
 
 def _check_reduction(node: Reduce) -> None:
     """Each route reads a reduction by its name; one it does not know would be read as
     whatever that route falls back to (a sum by one, a logsumexp by another)."""
     if node.op not in REDUCTIONS:
-        raise _error(
+        raise error_at(
             f"unknown reduction '{node.op}' in {node.op}{written_subscript(node.indices)}(...); "
             f"the reductions are {', '.join(REDUCTIONS)}",
             node,
         )
-    if node.op in MATRIX_REDUCTIONS:
-        matrices.check_reduction(node)
+    if node.op in MATRIX_REDUCTIONS and (len(node.indices) != 2 or len(set(node.indices)) != 2):
+        raise error_at(
+            f"{node.op} takes a matrix, a pair of indices: {node.op}(A_kl), or {node.op}_kl(...) naming the pair; "
+            f"got {shown_indices(node.indices)}",
+            node,
+        )
+
+
+def _check_matrix_call(node: MatrixCall, free: tuple[str, ...]) -> None:
+    """A held inverse (from Python too): a matrix-valued function the notation knows, two
+    distinct letters, and an argument that carries both (`free`, its free indices)."""
+    if node.func not in MATRIX_CALLS:
+        raise error_at(f"unknown matrix function '{node.func}'; the matrix-valued ones are {', '.join(MATRIX_CALLS)}", node)
+    shown = shown_call(node)
+    if len(node.relabel) != 2 or len(set(node.relabel)) != 2 or not all(isinstance(i, str) for i in node.relabel):
+        raise error_at(f"{shown} relabels a pair: it takes two different indices, as in inv_ij(A_kl)", node)
+    missing = [i for i in node.relabel if i not in free]
+    if missing:
+        raise error_at(
+            f"{shown}'s argument {quoted(node.arg)} does not carry {', '.join(missing)}: a held inverse's argument "
+            f"carries its pair under the relabelling (parse renames a written one, inv_ij(A_kl) → inv_ij(A_ij))",
+            node,
+        )
+
+
+def shown_call(node: MatrixCall) -> str:
+    """`inv_ij(...)`, `inv_{row col}(...)`: the call as its subscript is written."""
+    return f"{node.func}{written_subscript(tuple(map(str, node.relabel)))}(...)"
 
 
 def _check_mask(node: Mask) -> None:
     """A mask built in Python holds a comparison the notation knows, on index letters,
     with a whole-number offset; anything else would be read differently by each route."""
     if node.op not in COMPARISONS:
-        raise _error(f"unknown comparison '{node.op}' in a mask; the comparisons are {' '.join(COMPARISONS)}", node)
+        raise error_at(f"unknown comparison '{node.op}' in a mask; the comparisons are {' '.join(COMPARISONS)}", node)
     letters_ok = isinstance(node.left, str) and (node.right is None or isinstance(node.right, str))
     if not letters_ok or not isinstance(node.offset, int) or isinstance(node.offset, bool):
-        raise _error(
+        raise error_at(
             f"a mask compares index letters, with a whole-number offset: got left={node.left!r}, "
             f"right={node.right!r}, offset={node.offset!r}",
             node,
@@ -398,7 +420,7 @@ def _check_shift(node: Shift) -> None:
         isinstance(t, tuple) and len(t) == 2 and whole(t[0]) and t[0] != 0 and isinstance(t[1], str)
         for t in node.terms)
     if not (isinstance(node.index, str) and terms_ok and whole(node.offset)):
-        raise _error(
+        raise error_at(
             f"a shifted δ pairs an index letter with (coefficient, letter) terms, nonzero whole numbers, and a "
             f"whole-number offset: got index={node.index!r}, terms={node.terms!r}, offset={node.offset!r}",
             node,
@@ -407,7 +429,7 @@ def _check_shift(node: Shift) -> None:
 
 def _check_comparison(node: Compare) -> None:
     if node.op not in COMPARISONS:
-        raise _error(f"unknown comparison '{node.op}' in [... {node.op} ...]; the comparisons are "
+        raise error_at(f"unknown comparison '{node.op}' in [... {node.op} ...]; the comparisons are "
                      f"{' '.join(COMPARISONS)}", node)
 
 
@@ -427,12 +449,12 @@ def check_equation(eq: Equation) -> None:
         missing = [i for i in lhs if i not in free]
         detail = []
         if extra:
-            detail.append(f"{_fmt(extra)} free on the right but not on the left")
+            detail.append(f"{shown_indices(extra)} free on the right but not on the left")
         if missing:
-            detail.append(f"{_fmt(missing)} on the left but not on the right")
+            detail.append(f"{shown_indices(missing)} on the left but not on the right")
         err = IndexNotationError(
             f"the two sides of {eq.lhs} = ... carry different indices: the left has "
-            f"{_fmt(lhs)}, the right {_fmt(free)} ({'; '.join(detail)})",
+            f"{shown_indices(lhs)}, the right {shown_indices(free)} ({'; '.join(detail)})",
             pos=eq.rhs.span[0] if getattr(eq.rhs, "span", None) else None,
         )
         raise _with_source(err, eq)
@@ -445,7 +467,7 @@ def _refuse_own_name(eq: Equation) -> None:
     if own is None:
         return
     renamed = Equation(Tensor(eq.lhs.name + "_new", eq.lhs.indices, eq.lhs.derivs), eq.rhs)
-    err = _error(
+    err = error_at(
         f"{eq.lhs} = ... reads {own} on its right-hand side: an equation names a new value and "
         f"cannot read its own; give the new value a name of its own, as in {renamed}",
         own,
@@ -481,7 +503,7 @@ def infer_sizes(
             axes = sub.all_indices
             if len(shape) != len(axes):
                 raise ShapeError(
-                    f"{_quoted(sub)} has {len(axes)} ind{'ex' if len(axes) == 1 else 'ices'} but its array "
+                    f"{quoted(sub)} has {len(axes)} ind{'ex' if len(axes) == 1 else 'ices'} but its array "
                     f"'{sub.key}' has {len(shape)} dimension{'s' if len(shape) != 1 else ''} (shape {shape})"
                 )
             for index, size in zip(axes, shape):
@@ -578,7 +600,7 @@ class _Where:
         self.node, self.note = node, note
 
     def __str__(self) -> str:
-        return _quoted(self.node) + self.note
+        return quoted(self.node) + self.note
 
 
 def _bind(sizes, origin, index, size, where) -> None:
@@ -590,3 +612,19 @@ def _bind(sizes, origin, index, size, where) -> None:
     if index not in sizes:
         sizes[index] = size
         origin[index] = where
+
+
+def index_names(node: Expr) -> frozenset[str]:
+    """The named indices (not letters) written anywhere in `node`: what text printed from
+    elsewhere (a wrt string for `diff`, say) may refer to."""
+    found: set[str] = set()
+    for sub in node.walk():
+        if isinstance(sub, (Tensor, Delta, Mask, Shift)):
+            found.update(sub.all_indices)
+        elif isinstance(sub, Reduce):
+            found.update(sub.indices)
+        elif isinstance(sub, Call) and sub.relabel:
+            found.add(sub.relabel)
+        elif isinstance(sub, MatrixCall):
+            found.update(sub.relabel)
+    return frozenset(i for i in found if is_index_name(i))

@@ -35,7 +35,9 @@ from .expr import (
     Shift, Sum, Tensor, leaf_factors,
 )
 from .indices import free_indices, relabelled_index, summed_indices
-from .program import Environment, as_parsed, run
+from .driver import run
+from .notation import as_parsed
+from .program import Environment
 
 BUDGET = 1 << 20  # numbers in the largest array built; summed indices beyond it are looped in Python
 CHUNK = 1 << 13  # entries of the result computed together, between two progress updates

@@ -42,9 +42,12 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import IndexCalcError, IndexNotationError
-from .expr import MATRIX_REDUCTIONS, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, with_children
-from .tokens import written_subscript
+from .errors import IndexCalcError
+from .expr import (
+    MATRIX_CALLS, MATRIX_REDUCTIONS, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, quoted, with_children,
+)
+from .indices import beside_fixed, error_at, free_indices, shown_call, shown_indices
+from .relabel import fresh_letters, letters_in, rename_fixed
 
 REFERENCE_LIMIT = 4  # the explicit-loop reference works by formula up to 4×4 (4! terms)
 
@@ -120,8 +123,6 @@ def _log_leibniz(rows: list) -> object:
 
 
 def _renamed(node: Expr, mapping: dict[str, str], fixed) -> Expr:
-    from .relabel import fresh_letters, letters_in, rename_fixed
-
     return rename_fixed(node, mapping, frozenset(fixed), fresh_letters(letters_in(node) | set(mapping.values())))
 
 
@@ -154,6 +155,7 @@ MATRIX_FUNCTIONS: tuple[MatrixFunction, ...] = (
 )
 BY_NAME = {f.name: f for f in MATRIX_FUNCTIONS}
 assert tuple(f.name for f in MATRIX_FUNCTIONS if f.scalar) == MATRIX_REDUCTIONS
+assert tuple(f.name for f in MATRIX_FUNCTIONS if not f.scalar) == MATRIX_CALLS
 
 
 def lookup(name: str) -> MatrixFunction | None:
@@ -202,37 +204,15 @@ def solve(stack: np.ndarray, rhs: np.ndarray, transpose: bool = False, where: st
 # ---------------------------------------------------------------- the text's pair
 
 
-def _error(message: str, node: Expr) -> IndexNotationError:
-    span = getattr(node, "span", None)
-    return IndexNotationError(message, pos=span[0] if span else None)
-
-
-def _quoted(node: Expr) -> str:
-    from .printing import quoted
-
-    return quoted(node)
-
-
-def _shown(node: MatrixCall) -> str:
-    """`inv_ij(...)`, `inv_{row col}(...)`: the call as its subscript is written."""
-    return f"{node.func}{written_subscript(tuple(map(str, node.relabel)))}(...)"
-
-
-def _fmt(indices) -> str:
-    return "{" + ", ".join(indices) + "}" if indices else "no index"
-
-
 def text_pair(op: str, arg: Expr, fixed: frozenset[str], node: Expr) -> tuple[str, str]:
     """The pair a written matrix function takes: its argument's two free indices beside
     those fixed from outside, in order of first appearance."""
-    from .indices import beside_fixed, free_indices
-
     free = free_indices(arg, fixed)
     candidates = tuple(i for i in free if i not in fixed)
     if len(candidates) != 2:
-        raise _error(
+        raise error_at(
             f"{op}(...) takes a matrix: its argument must have exactly two free indices beside those fixed "
-            f"from outside (a batch), but {_quoted(arg)} has {_fmt(candidates)}{beside_fixed(fixed)}",
+            f"from outside (a batch), but {quoted(arg)} has {shown_indices(candidates)}{beside_fixed(fixed)}",
             node,
         )
     return candidates  # type: ignore[return-value]
@@ -241,19 +221,17 @@ def text_pair(op: str, arg: Expr, fixed: frozenset[str], node: Expr) -> tuple[st
 def held_inverse(node: MatrixCall, fixed: frozenset[str]) -> MatrixCall:
     """`inv_ij(A_kl)` as held, `inv_ij(A_ij)`: the argument's pair renamed onto the
     relabelling (an argument carrying both letters already is left as it is)."""
-    from .indices import free_indices
-
     free = free_indices(node.arg, fixed)
     if all(i in free for i in node.relabel):
         return node
-    shown = _shown(node)
+    shown = shown_call(node)
     mine = [i for i in node.relabel if i in free]
     if mine:
         batch = [i for i in mine if i in fixed]
         why = (" free, fixed from outside (a batch index: the result would read a diagonal)" if batch
                else " (and not the other)")
-        raise _error(
-            f"{shown} renames its argument's pair to {', '.join(node.relabel)}, but {_quoted(node.arg)} already carries "
+        raise error_at(
+            f"{shown} renames its argument's pair to {', '.join(node.relabel)}, but {quoted(node.arg)} already carries "
             f"{', '.join(mine)}{why}: name the pair with both letters or with neither",
             node,
         )
@@ -283,31 +261,3 @@ def resolve(node: Expr, fixed: frozenset[str] = frozenset()) -> Expr:
 
 def _unresolved_candidate(node: Expr) -> bool:
     return isinstance(node, MatrixCall) or (isinstance(node, Reduce) and node.op in MATRIX_REDUCTIONS)
-
-
-def check_call(node: MatrixCall, free: tuple[str, ...]) -> None:
-    """A held inverse (from Python too): a matrix function of the table, two distinct
-    letters, and an argument that carries both (`free`, its free indices)."""
-    entry = lookup(node.func)
-    if entry is None or entry.scalar:
-        known = ", ".join(f.name for f in MATRIX_FUNCTIONS if not f.scalar)
-        raise _error(f"unknown matrix function '{node.func}'; the matrix-valued ones are {known}", node)
-    shown = _shown(node)
-    if len(node.relabel) != 2 or len(set(node.relabel)) != 2 or not all(isinstance(i, str) for i in node.relabel):
-        raise _error(f"{shown} relabels a pair: it takes two different indices, as in inv_ij(A_kl)", node)
-    missing = [i for i in node.relabel if i not in free]
-    if missing:
-        raise _error(
-            f"{shown}'s argument {_quoted(node.arg)} does not carry {', '.join(missing)}: a held inverse's argument "
-            f"carries its pair under the relabelling (parse renames a written one, inv_ij(A_kl) → inv_ij(A_ij))",
-            node,
-        )
-
-
-def check_reduction(node: Reduce) -> None:
-    if len(node.indices) != 2 or len(set(node.indices)) != 2:
-        raise _error(
-            f"{node.op} takes a matrix, a pair of indices: {node.op}(A_kl), or {node.op}_kl(...) naming the pair; "
-            f"got {_fmt(node.indices)}",
-            node,
-        )

@@ -33,11 +33,12 @@ from . import functions, matrices
 from .errors import IndexCalcError, ParseError
 from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
-    Tensor,
-    leaf_factors,
+    Tensor, leaf_factors, with_children,
 )
+from .indices import free_indices, occurrence_counts
+from .program import check_program
 from .tokens import (
-    CLOSING, DELTA_NAMES, OPENING, TRANSPOSE_ADVICE, Affine, Head, Token, is_index_name, is_letter_index, tokenize,
+    CLOSING, DELTA_NAMES, OPENING, TRANSPOSE_ADVICE, Affine, Head, Token, is_letter_index, tokenize,
     written_subscript,
 )
 
@@ -50,6 +51,15 @@ COMPARISON_SPELLINGS = {
     "<=": "<=", "≤": "<=", ">=": ">=", "≥": ">=", "==": "==", "=": "==", "!=": "!=", "≠": "!=", "<": "<", ">": ">",
 }
 MAX_NESTING = 100  # parentheses, arguments, reductions and exponents, one inside another
+
+
+def as_parsed(source) -> Expr:
+    """Text is parsed; a tree is taken as it is."""
+    if isinstance(source, str):
+        return parse(source)
+    if isinstance(source, Expr):
+        return source
+    raise IndexCalcError(f"expected notation text or a parsed expression, got {type(source).__name__}")
 
 
 def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
@@ -125,11 +135,7 @@ def _program_lines(lines: list[Expr], text: str) -> list[Equation]:
 
 
 def _check(node: Expr, text: str) -> None:
-    """The index rules, by the checker every route uses (imported when called, since
-    indexcalc.program imports this module)."""
-    from .indices import free_indices
-    from .program import check_program
-
+    """The index rules, by the checker every route uses."""
     try:
         if isinstance(node, Program):
             check_program(node.equations)
@@ -144,22 +150,6 @@ def _check(node: Expr, text: str) -> None:
 def _start(node: Expr) -> int:
     span = getattr(node, "span", None)
     return span[0] if span else 0
-
-
-def index_names(node: Expr) -> frozenset[str]:
-    """The named indices (not letters) written anywhere in `node`: what text printed from
-    elsewhere (a wrt string for `diff`, say) may refer to."""
-    found: set[str] = set()
-    for sub in node.walk():
-        if isinstance(sub, (Tensor, Delta, Mask, Shift)):
-            found.update(sub.all_indices)
-        elif isinstance(sub, Reduce):
-            found.update(sub.indices)
-        elif isinstance(sub, Call) and sub.relabel:
-            found.add(sub.relabel)
-        elif isinstance(sub, MatrixCall):
-            found.update(sub.relabel)
-    return frozenset(i for i in found if is_index_name(i))
 
 
 # ---------------------------------------------------------------- parser
@@ -696,8 +686,6 @@ def _with_calls_relabelled(node: Expr, slot: Expr, arg: Expr, index: str, span=N
     children = node.children()
     if not children:
         return node
-    from .expr import with_children
-
     return with_children(node, tuple(_with_calls_relabelled(c, slot, arg, index, span) for c in children))
 
 
@@ -708,8 +696,6 @@ def _check_jacobians(node: Expr, jacobians: list, text: str) -> None:
     since the sum σ'(u_m) is not what was written."""
     if not jacobians:
         return
-    from .indices import occurrence_counts
-
     pending = {id(call): tok for call, tok in jacobians}
     for product, fixed in _products(node, frozenset()):
         for factor in leaf_factors(product):

@@ -29,10 +29,9 @@ from . import functions, matrices
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
     MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce,
-    Shift, Sum, Tensor, leaf_factors,
+    PRINTERS, Shift, Sum, Tensor, leaf_factors,
 )
-from .indices import occurrence_counts, free_indices
-from .notation import index_names
+from .indices import free_indices, index_names, occurrence_counts
 from .tokens import is_letter_index
 from .scope import implicit_form
 
@@ -779,3 +778,6 @@ def _spec_line(operands, out, fixed, reduction, product=None, scale=1.0) -> str:
         for i, n in _summed_beyond_two(product, fixed):
             notes.append(f"{i} summed over {n} factors")
     return line + ("  # " + "; ".join(notes) if notes else "")
+
+
+PRINTERS.update(plain=plain, latex=latex, einsum_specs=einsum_specs, quoted=quoted)

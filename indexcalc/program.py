@@ -1,34 +1,20 @@
-"""Running a program: what both evaluators share.
-
-Equations run in order; each left-hand side's value joins the named arrays for the lines
-after it. Before a line runs, its index rules are checked, every tensor it names must have
-an array, and the size of every index is worked out from the arrays. The evaluators only
-say how to compute one equation; the bookkeeping and the error reporting live here.
+"""A program's bookkeeping, shared by every route: its validity, its arrays and sizes.
 
 `check_program` is the validity check of a whole program, the same for every route: what
-evaluate accepts, compile and diff accept, and what one refuses, all refuse.
+evaluate accepts, compile and diff accept, and what one refuses, all refuse. `Environment`
+holds the named arrays and works out, before a line runs, that every tensor it names has
+an array and the size of every index. Running the lines is indexcalc.driver's.
 """
 
 from __future__ import annotations
 
-import unicodedata
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError
-from .expr import Deriv, Equation, Expr, Program, Shift, Tensor
-from .indices import check_equation, free_indices, infer_sizes
-from .notation import parse
-
-
-def as_parsed(source) -> Expr:
-    """Text is parsed; a tree is taken as it is."""
-    if isinstance(source, str):
-        return parse(source)
-    if isinstance(source, Expr):
-        return source
-    raise IndexCalcError(f"expected notation text or a parsed expression, got {type(source).__name__}")
+from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ShapeError
+from .expr import Deriv, Equation, Expr, Shift, Tensor
+from .indices import check_equation, infer_sizes
 
 
 def numeric_array(name: str, value) -> np.ndarray:
@@ -250,43 +236,3 @@ class Environment:
             return self.sizes[index]
         except KeyError:
             raise unknown_size(index) from None
-
-
-EquationEvaluator = Callable[[Equation, Environment], np.ndarray]
-ExpressionEvaluator = Callable[[Expr, Environment], np.ndarray]
-
-_INTERNAL = (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError, MemoryError)
-
-
-def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_expression: ExpressionEvaluator) -> np.ndarray:
-    """Evaluate `source` with the given per-equation evaluator; return the last value."""
-    # positions in errors count in the text as parse read it (NFC), so quote that text
-    text = unicodedata.normalize("NFC", source) if isinstance(source, str) else None
-    try:
-        node = as_parsed(source)
-        env = Environment(arrays)
-        if isinstance(node, Program):
-            from .diff import resolve_derivatives
-
-            check_program(node.equations)
-            equations = resolve_derivatives(node).equations
-        elif isinstance(node, Equation):
-            check_program((node,))
-            equations = (node,)
-        else:
-            free_indices(node)
-            env.prepare(node)
-            return on_expression(node, env)
-        value = None
-        for eq in equations:
-            check_equation(eq)
-            env.prepare(eq)
-            value = on_equation(eq, env)
-            env.arrays[eq.lhs.key] = value
-        return value
-    except IndexCalcError as err:
-        raise err.with_source(text, None) if text else err
-    except RecursionError:
-        raise ParseError("the expression is nested too deeply to evaluate") from None
-    except _INTERNAL as err:
-        raise IndexCalcError(f"could not evaluate: {type(err).__name__}: {err}") from err

@@ -26,7 +26,8 @@ from .expr import (
 from . import functions, shifts
 from .indices import check_equation, free_indices, occurrence_counts
 from .errors import IndexNotationError
-from .program import as_parsed, check_program
+from .notation import as_parsed
+from .program import check_program
 from .scope import explicit, origin, tidy
 from .relabel import (
     Fresh, canonical_bound, exposed_letters, fresh_letters, letters_in, rebind_reduction, rename, rename_summed_apart,

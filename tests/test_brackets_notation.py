@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from carets import assert_points_at, assert_parse_refuses
+from carets import assert_parse_refuses
 from indexcalc.expr import COMPARISONS, Call, Compare, Mask, Number, Product, Reduce, Tensor
 from strategies import INDEX_LETTERS, expressions
 

@@ -27,7 +27,7 @@ import indexcalc as ic
 from indexcalc import cli, functions, loops
 from indexcalc.expr import Call, Delta, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from indexcalc.indices import free_indices, relabelled_index, summed_indices
-from indexcalc.program import run
+from indexcalc.driver import run
 from strategies import SAFE_PROGRAMS, ProgramGenerator, sample
 
 # --------------------------------------------------------------------------------------

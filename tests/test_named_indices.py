@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from carets import assert_points_at, assert_parse_refuses
+from carets import assert_parse_refuses
 from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Shift, Tensor, with_children
-from indexcalc.notation import index_names
+from indexcalc.indices import index_names
 from indexcalc.tokens import is_index_name, is_letter_index
 from strategies import expressions, route_cases
 
