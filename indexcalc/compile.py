@@ -27,8 +27,8 @@ from .diff import (
 )
 from .backends import backend_name_of, get_backend
 from .errors import IndexCalcError, MissingArrayError
-from .expr import MATRIX_REDUCTIONS, Call, Compare, Equation, Expr, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor
-from .indices import check_equation
+from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
+from .indices import check_equation, map_scoped
 from .emit import emit
 from .plan import Lowering, canonical_key
 from .notation import as_parsed
@@ -185,14 +185,6 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
         return Call(node.func, name(again(node.arg)), node.relabel)
     if isinstance(node, MatrixCall):  # the inverse's argument a named matrix: its adjoint is one line
         return MatrixCall(node.func, name(again(node.arg)), node.relabel)
-    if isinstance(node, Product):
-        return Product(tuple(again(f) for f in node.factors))
-    if isinstance(node, Sum):
-        return Sum(tuple(again(t) for t in node.terms))
-    if isinstance(node, Power):
-        return Power(again(node.base), again(node.exponent))
-    if isinstance(node, Compare):
-        return Compare(node.op, again(node.left), again(node.right))
     if isinstance(node, Reduce):
         body = again(node.body, fixed | set(node.indices))
         if node.op == "mean":
@@ -204,7 +196,7 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
         if node.op in MATRIX_REDUCTIONS:
             return replace(node, body=name(body, fixed | set(node.indices)))
         return replace(node, body=body)
-    return node
+    return map_scoped(node, fixed, again)
 
 
 # ---------------------------------------------------------------- adjoints

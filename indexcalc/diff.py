@@ -32,7 +32,9 @@ from .expr import (
     Tensor, leaf_factors,
 )
 from . import functions, matrices, shifts
-from .indices import check_equation, free_indices, index_names, occurrence_counts, relabelled_index, summed_indices
+from .indices import (
+    check_equation, free_indices, index_names, map_scoped, occurrence_counts, relabelled_index, summed_indices,
+)
 from .notation import as_parsed, parse
 from .program import check_program, still_needed
 from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
@@ -602,19 +604,7 @@ def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | 
             raise _too_large(f"{count:,} terms in one product")
         terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
         return terms[0] if len(terms) == 1 else Sum(tuple(terms))
-    if isinstance(node, Reduce):
-        return replace(node, body=again(node.body, fixed | set(node.indices)))
-    if isinstance(node, Sum):
-        return Sum(tuple(again(t) for t in node.terms))
-    if isinstance(node, Power):
-        return Power(again(node.base), node.exponent)
-    if isinstance(node, Call):
-        return Call(node.func, again(node.arg), node.relabel)
-    if isinstance(node, MatrixCall):
-        return MatrixCall(node.func, again(node.arg), node.relabel)
-    if isinstance(node, Compare):
-        return Compare(node.op, again(node.left), again(node.right))
-    return node
+    return map_scoped(node, fixed, again)
 
 
 def _summed_product(choice, fixed) -> Expr:

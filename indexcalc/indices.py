@@ -22,6 +22,7 @@ so all of them refuse the same things.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from functools import lru_cache
 
 from . import functions
@@ -47,6 +48,7 @@ from .expr import (
     Tensor,
     leaf_factors,
     quoted,
+    with_children,
 )
 from .shifts import inferred_size
 from .tokens import is_index_name, written_subscript
@@ -628,3 +630,14 @@ def index_names(node: Expr) -> frozenset[str]:
         elif isinstance(sub, MatrixCall):
             found.update(sub.relabel)
     return frozenset(i for i in found if is_index_name(i))
+
+
+def map_scoped(node: Expr, fixed: frozenset[str], visit) -> Expr:
+    """`node` over its children, each passed through `visit(child, the letters fixed
+    there)`: a reduction binds its letters, so its body sees them fixed too; every other
+    child sees what is fixed at `node`. The walkers that rewrite a tree scope by scope
+    (inlining definitions, naming function arguments) share this one rule."""
+    if isinstance(node, Reduce):
+        return replace(node, body=visit(node.body, fixed | set(node.indices)))
+    children = node.children()
+    return with_children(node, tuple(visit(child, fixed) for child in children)) if children else node
