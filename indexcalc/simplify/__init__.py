@@ -1,0 +1,226 @@
+"""Rewrite rules that make a derivative read the way one writes it by hand.
+
+`simplify` rewrites bottom-up: the children of a node first, then the node's own rules,
+in the order of the table `RULES`, until none applies. Each rule is one small function
+that returns the rewritten node or None, and knows which indices are fixed from outside,
+since whether an index is summed decides what is allowed (a δ is contracted away only
+through an index it sums; equal factors become a power only over fixed indices).
+
+The rules keep meaning, never only the look: every one is checked by evaluating before
+and after in the tests. They live by the node they rewrite: products.py, sums.py,
+reductions.py, and folds.py for the rest (powers, calls, masks, comparisons, a lone δ);
+what they share (the context a rule sees, a term as number and factors) in terms.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import replace
+
+from ..expr import (
+    Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
+    leaf_factors, with_children,
+)
+from ..indices import check_equation
+from ..notation import as_parsed
+from ..program import check_program
+from ..relabel import exposed_letters, fresh_letters, letters_in, rename_summed_apart
+from ..scope import explicit, tidy
+from .folds import fold_call, fold_compare, fold_mask, fold_power, lone_delta
+from .products import (
+    absorb_into_reduction, combine_powers, drop_held_carriers, drop_repeated_masks, drop_zero_carriers,
+    drop_zero_powers, eliminate_delta, flatten_product, fold_numbers, order_factors,
+)
+from .reductions import (
+    distribute_delta_sum, merge_nested_sums, numbers_out_of_sum, reduce_delta, solve_shift, split_reduction,
+    sum_inside, zero_reduction,
+)
+from .sums import collect_terms, factor_common, flatten_sum, merge_reductions
+from .terms import Context, Rule, sized_apart_from_carriers, sorted_factors
+
+
+def simplify(source) -> Expr:
+    """δ elimination, constant folding, like terms collected, zero terms dropped.
+
+    Takes and returns what `parse` and `diff` return: an expression, an equation or a
+    program (each equation simplified with its left-hand side's indices fixed).
+    """
+    node = as_parsed(source)
+    if isinstance(node, Program):
+        check_program(node.equations)
+        return Program(tuple(simplify(eq) for eq in node.equations))
+    if isinstance(node, Equation):
+        check_equation(node)  # what no route would evaluate is not rewritten either
+    keep = letters_in(node)
+    node = explicit(node)  # every sum a node: no rule below can capture an index
+    if isinstance(node, Equation):
+        fresh = fresh_letters(letters_in(node))
+        fixed = frozenset(node.lhs.all_indices)
+        rhs = _simplify(node.rhs, Context(fixed, fresh, held=fixed & sized_apart_from_carriers(node.rhs)))
+        return _in_order(tidy(Equation(node.lhs, rhs), keep))
+    return _simplify(node, Context(frozenset(), fresh_letters(letters_in(node))))
+
+
+def _in_order(node: Expr) -> Expr:
+    """Every product's factors in the notes' order again, once tidy has chosen the bound
+    letters: factors of one kind are ordered by their printed text, which the letters
+    change (`p_{m~1,a}` sorts before `p_{m~1}`, `p_m` before `p_{m,a}`), and without this
+    a second simplify would reorder them."""
+    children = node.children()
+    if children:
+        node = with_children(node, tuple(_in_order(child) for child in children))
+    if not isinstance(node, Product):
+        return node
+    ordered = sorted_factors(node.factors)
+    return node if ordered == node.factors else Product(ordered, span=node.span)
+
+
+def _simplify(node: Expr, ctx: Context) -> Expr:
+    key = (node, ctx.fixed, ctx.convention, ctx.held)
+    if key not in ctx.done:
+        ctx.done[key] = _rewritten(node, ctx)
+    return ctx.done[key]
+
+
+def context_at(equation: Equation, target: Expr) -> Context:
+    """The context `simplify` gives the sub-node `target` (by identity) of an explicit
+    equation: what the rule tests hand a rule."""
+    fixed = frozenset(equation.lhs.all_indices)
+    ctx = Context(fixed, fresh_letters(letters_in(equation)), held=fixed & sized_apart_from_carriers(equation.rhs))
+
+    def down(node: Expr, ctx: Context) -> Context | None:
+        if node is target:
+            return ctx
+        if isinstance(node, (Product, Sum)):
+            parts = tuple(leaf_factors(node)) if isinstance(node, Product) else node.terms
+            steps = list(zip(parts, _beside(ctx, parts)))
+        elif isinstance(node, (Call, MatrixCall)):
+            steps = [(node.arg, ctx if isinstance(node, Call) and node.relabel is None
+                      else replace(ctx, held=frozenset()))]
+        elif isinstance(node, Reduce):
+            steps = [(node.body, replace(ctx, fixed=ctx.fixed | set(node.indices), held=ctx.held - set(node.indices)))]
+        else:
+            steps = [(child, ctx) for child in node.children()]
+        for child, inner in steps:
+            found = down(child, inner)
+            if found is not None:
+                return found
+        return None
+
+    return down(equation.rhs, ctx)
+
+
+def _rewritten(node: Expr, ctx: Context) -> Expr:
+    node = _children(node, ctx)
+    seen = {node}
+    for _ in range(100):
+        for node_type, rule in RULES:
+            if isinstance(node, node_type):
+                new = rule(node, ctx)
+                if new is not None and new != node and _finite(new):
+                    node = _children(new, ctx)
+                    break
+        else:
+            return node
+        if node in seen:  # two rules undoing each other: each pass would re-simplify the subtree
+            return node
+        seen.add(node)
+    return node
+
+
+def _finite(node: Expr, depth: int = 3) -> bool:
+    """No number folded to inf or nan: printed, one would read back as a tensor named
+    `inf`, so the rewrite that makes one is not taken (evaluate gives the same value).
+    A rule writes the numbers it folds near the top of what it returns (a coefficient, a
+    term's coefficient inside a factored sum); deeper ones were there before, checked."""
+    if isinstance(node, Number):
+        return math.isfinite(node.value)
+    return depth == 0 or all(_finite(child, depth - 1) for child in node.children())
+
+
+def _children(node: Expr, ctx: Context) -> Expr:
+    if isinstance(node, Product):
+        # a δ factor's repeated index is the product's (x_i δ_(ii)(gh)): its rules are the product's
+        leaves = tuple(leaf_factors(node))
+        return _product_of(tuple(f if isinstance(f, Delta) else _simplify(f, inner)
+                                 for f, inner in zip(leaves, _beside(ctx, leaves))), ctx, leaves)
+    if isinstance(node, Sum):
+        return Sum(tuple(_simplify(t, inner) for t, inner in zip(node.terms, _beside(ctx, node.terms))))
+    if isinstance(node, Power):
+        return Power(_simplify(node.base, ctx), _simplify(node.exponent, ctx))
+    if isinstance(node, Call):
+        # inside σ_p(T_j) or inv_pq(...) a letter may stand for another: nothing is held there
+        return Call(node.func, _simplify(node.arg, ctx if node.relabel is None else replace(ctx, held=frozenset())),
+                    node.relabel)
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, _simplify(node.arg, replace(ctx, held=frozenset())), node.relabel)
+    if isinstance(node, Compare):
+        return Compare(node.op, _simplify(node.left, ctx), _simplify(node.right, ctx))
+    if isinstance(node, Reduce):
+        by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
+        inner = replace(ctx, fixed=ctx.fixed | set(node.indices), convention=by_convention,
+                        held=ctx.held - set(node.indices))
+        return replace(node, body=_simplify(node.body, inner))
+    return node
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _beside(ctx: Context, siblings: tuple[Expr, ...]) -> list[Context]:
+    """The context of each of `siblings`, a product's factors or a sum's terms: a fixed
+    letter that an array in another sibling sizes is held for it (the product or the sum
+    runs over that letter anyway, and what does not carry it is broadcast over it).
+    Counted once for all: a Hessian's sums have hundreds of terms."""
+    sized = [ctx.fixed & sized_apart_from_carriers(s, ctx.sized) for s in siblings]
+    counts = Counter(i for letters in sized for i in letters)
+    contexts = []
+    for mine in sized:
+        held = {i for i, n in counts.items() if n > (i in mine)}
+        contexts.append(ctx if held <= ctx.held else replace(ctx, held=ctx.held | held))
+    return contexts
+
+
+def _product_of(factors: tuple[Expr, ...], ctx: Context, leaves: tuple[Expr, ...] = ()) -> Product:
+    """A product of simplified factors. A factor that was a scope (a one-term sum, a
+    power 1) and became a product must not share its summed letters with its siblings,
+    since parentheses around a product only group."""
+    out = list(factors)
+    for k, factor in enumerate(out):
+        # a tensor that was a factor all along (m_ii in m_ii x_i) shares its letters with the product
+        if isinstance(factor, (Product, Tensor)) and not (k < len(leaves) and factor is leaves[k]):
+            others = exposed_letters((f for j, f in enumerate(out) if j != k), ctx.fixed)
+            out[k] = rename_summed_apart(factor, others, ctx.fixed, ctx.fresh)
+    return Product(tuple(out))
+
+
+RULES: tuple[tuple[type, Rule], ...] = (
+    (Delta, lone_delta),
+    (Product, flatten_product),
+    (Product, fold_numbers),
+    (Product, eliminate_delta),
+    (Product, drop_zero_carriers),
+    (Product, drop_held_carriers),
+    (Product, drop_zero_powers),
+    (Product, drop_repeated_masks),
+    (Product, combine_powers),
+    (Product, order_factors),
+    (Product, absorb_into_reduction),
+    (Sum, flatten_sum),
+    (Sum, collect_terms),
+    (Sum, merge_reductions),
+    (Sum, factor_common),
+    (Reduce, reduce_delta),
+    (Reduce, solve_shift),
+    (Reduce, numbers_out_of_sum),
+    (Reduce, merge_nested_sums),
+    (Reduce, sum_inside),
+    (Reduce, zero_reduction),
+    (Reduce, split_reduction),
+    (Reduce, distribute_delta_sum),
+    (Power, fold_power),
+    (Call, fold_call),
+    (Mask, fold_mask),
+    (Compare, fold_compare),
+)

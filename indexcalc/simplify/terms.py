@@ -1,0 +1,132 @@
+"""What the rewrite rules share: the context a rule sees, a term as (number, factors),
+the notes' order of factors, and which letters an array sizes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import shifts
+from ..errors import IndexNotationError
+from ..expr import (
+    Call, Compare, Delta, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Shift, Sum, Tensor, leaf_factors,
+)
+from ..indices import free_indices
+from ..relabel import Fresh
+
+
+@dataclass(frozen=True)
+class Context:
+    fixed: frozenset[str]
+    fresh: Fresh
+    convention: frozenset[str] = frozenset()  # fixed by a sum the text leaves to the convention
+    # fixed by the left-hand side and sized by an array elsewhere on the right, apart from
+    # zero carriers: a carrier `(1 + 0 x_p)` of such a letter holds nothing
+    held: frozenset[str] = frozenset()
+    # what a subtree simplified to in this call: a rewrite re-simplifies the children of what
+    # it made, and a Hessian repeats its subtrees many times
+    done: dict = field(default_factory=dict, compare=False)
+    # the letters each subtree sizes (sized_apart_from_carriers), asked at every rewrite
+    sized: dict = field(default_factory=dict, compare=False)
+
+
+Rule = Callable[[Expr, Context], "Expr | None"]
+
+
+def coefficient(node: Expr) -> tuple[float, tuple[Expr, ...]]:
+    """A term as (number, the other factors)."""
+    if isinstance(node, Number):
+        return node.value, ()
+    if isinstance(node, Product):
+        c, rest = 1.0, []
+        for f in node.factors:
+            if isinstance(f, Number):
+                c *= f.value
+            else:
+                rest.append(f)
+        return c, tuple(rest)
+    return 1.0, (node,)
+
+
+def make_product(c: float, factors: tuple[Expr, ...]) -> Expr:
+    if c == 0:
+        return Number(0.0) if not factors else Product((Number(0.0),) + factors)
+    if not factors:
+        return Number(c)
+    if c == 1:
+        return factors[0] if len(factors) == 1 else Product(factors)
+    return Product((Number(c),) + factors)
+
+
+def is_zero(node: Expr) -> bool:
+    if isinstance(node, Reduce) and node.op in ("sum", "mean"):  # sum_k(0 W_gk x_nk)
+        return is_zero(node.body)
+    return coefficient(node)[0] == 0
+
+
+_RANK = {Mask: 0.2, Compare: 0.5, Number: 0, Sum: 1, Reduce: 2, Call: 3, MatrixCall: 3.5, Power: 4, Tensor: 5, Delta: 6,
+         Shift: 6}
+
+
+def factor_rank(factor: Expr) -> int:
+    if isinstance(factor, Number):  # the coefficient leads, as fold_numbers writes it: before (-2)^a too
+        return -1
+    if isinstance(factor, Power) and factor.exponent == Number(-1.0):
+        return 9
+    base = factor.base if isinstance(factor, Power) else factor
+    return _RANK.get(type(base), 7)
+
+
+def sorted_factors(factors) -> tuple[Expr, ...]:
+    """Factors in the order of the notes, by kind, then by their text among those of one
+    kind only: printing every factor cost the depth of a nested formula at every level."""
+    ranks = [factor_rank(f) for f in factors]
+    shared = Counter(ranks)
+    keyed = sorted(zip(ranks, factors), key=lambda rf: (rf[0], str(rf[1]) if shared[rf[0]] > 1 else ""))
+    return tuple(f for _, f in keyed)
+
+
+def sized_apart_from_carriers(node: Expr, memo: dict | None = None) -> frozenset[str]:
+    """The letters an array's axis in `node` sizes, directly or through a δ, the zero
+    terms (`0 x_p`) aside; remembered in `memo` (one simplify call's, by equal subtree:
+    rewrites make equal copies), not in a process-wide cache that would keep trees alive."""
+    sized = memo.get(node) if memo is not None else None
+    if sized is None:
+        sized = frozenset(sized_letters(tuple(_leaves_apart_from_carriers(node))))
+        if memo is not None:
+            memo[node] = sized
+    return sized
+
+
+def _leaves_apart_from_carriers(node: Expr):
+    if is_zero(node):
+        return
+    if isinstance(node, (Tensor, Delta)):
+        yield node
+    for child in node.children():
+        yield from _leaves_apart_from_carriers(child)
+
+
+def sized_letters(factors: tuple[Expr, ...]) -> set[str]:
+    """The letters an array's axis gives a size to in `factors`, directly or through a δ
+    that pairs them with such a letter: a carrier is kept for any other (a shift's range
+    is no stand-in for it: the carrier may hold the size an array gave, as in padding)."""
+    return shifts.sized_letters(factors, through_shifts=False)
+
+
+def valid(node: Expr, fixed: frozenset[str]) -> bool:
+    try:
+        free_indices(node, fixed)
+    except IndexNotationError:
+        return False
+    return True
+
+
+def delta_on(node: Expr, indices) -> bool:
+    """Whether `node` is a product with a δ factor on one of `indices`, or a sum over
+    other letters of one (`sum_j(a_nj δ_np)`: split out, it merges with the outer sum)."""
+    if isinstance(node, Reduce) and node.op == "sum" and not set(node.indices) & set(indices):
+        return delta_on(node.body, indices)
+    factors = leaf_factors(node) if isinstance(node, Product) else (node,)
+    return any(isinstance(f, Delta) and set(f.all_indices) & set(indices) for f in factors)
