@@ -110,7 +110,10 @@ def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     if _inlined_size(last, definitions, {}) > INLINE_LIMIT:
         return equations  # known before the work: a chain of update rules grows past it fast
     fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
-    rhs = _substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key)
+    # no INLINE_LIMIT here: it spares diff(inline=True) a formula too long to simplify and
+    # print, while the plan computes each repeated subexpression once (a Hessian through a
+    # layer norm's Jacobian line: past the limit, compiled in 0.6 s)
+    rhs = _substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key, limited=False)
     if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
         return equations
     return still_needed(equations[:-1], [explicit(Equation(last.lhs, rhs))])

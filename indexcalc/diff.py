@@ -572,7 +572,8 @@ def _too_large(what: str) -> InlineTooLargeError:
         "(evaluate and compile take either and give the same numbers)")
 
 
-def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None) -> Expr:
+def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None,
+                limited: bool = True) -> Expr:
     """Named derivatives replaced by their definitions. In a product the definition's
     terms are multiplied out with the other factors, so every index keeps its count
     (a definition `a_{i,g} = s_i t_i + u_i` used in `c_i a_{i,g}` gives
@@ -583,24 +584,24 @@ def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | 
     bodies = {} if bodies is None else bodies
 
     def again(child: Expr, inner=fixed) -> Expr:
-        return _substitute(child, definitions, inner, fresh, own, bodies)
+        return _substitute(child, definitions, inner, fresh, own, bodies, limited)
 
     def named(t: Expr) -> bool:
         return isinstance(t, Tensor) and bool(t.derivs) and t.key in definitions and t.key != own
 
     if named(node):
-        return _definition(node, definitions, fresh, bodies) if set(node.all_indices) <= fixed else node
+        return _definition(node, definitions, fresh, bodies, limited) if set(node.all_indices) <= fixed else node
     if isinstance(node, Product):
         choices = []
         for factor in leaf_factors(node):
             if named(factor):
-                body = _definition(factor, definitions, fresh, bodies)
+                body = _definition(factor, definitions, fresh, bodies, limited)
                 parts = body.terms if isinstance(body, Sum) else (body,)
                 choices.append([(part, set(factor.all_indices)) for part in parts])
             else:
                 choices.append([(again(factor), set())])
         count = math.prod(len(c) for c in choices)
-        if count > INLINE_LIMIT:
+        if limited and count > INLINE_LIMIT:
             raise _too_large(f"{count:,} terms in one product")
         terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
         return terms[0] if len(terms) == 1 else Sum(tuple(terms))
@@ -620,14 +621,15 @@ def _summed_product(choice, fixed) -> Expr:
     return Reduce("sum", lone, product, implicit=True) if lone else product
 
 
-def _definition(ref: Tensor, definitions, fresh, bodies: dict) -> Expr:
+def _definition(ref: Tensor, definitions, fresh, bodies: dict, limited: bool = True) -> Expr:
     """The definition of `ref`: every letter it binds renamed to a fresh one (it comes
     from another equation, where a letter may have another size, and each use gets its
     own), its own indices renamed to the ones `ref` uses."""
     eq = definitions[ref.key]
     inner_fixed = frozenset(eq.lhs.all_indices)
     if ref.key not in bodies:  # a body past the limit is refused before its every use is renamed
-        bodies[ref.key] = _within_limit(_substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies))
+        body = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies, limited)
+        bodies[ref.key] = _within_limit(body) if limited else body
     body = bodies[ref.key]
     parts = body.terms if isinstance(body, Sum) else (body,)
     renamed = []

@@ -800,3 +800,20 @@ def test_a_compiled_zero_hessian_is_sized_by_the_line_it_differentiates():
     value, _ = ic.compile(h)({"T": T})
     np.testing.assert_array_equal(value, ic.evaluate(h, {"T": T}))
     assert value.shape == (2, 2, 3, 2, 3) and not value.any()
+
+
+def test_compile_inlines_a_derivative_chain_past_the_inline_limit():
+    """Found by the soak (seed 9200): a Hessian through a layer norm's Jacobian line was
+    refused by compile with InlineTooLargeError, a limit meant for diff(inline=True) (a
+    formula to simplify and print); compile's plan takes it in under a second."""
+    text = """mu = mean_m(v1_m)
+xc_m = v1_m - mu
+var = mean_m(xc_m xc_m)
+ln_m = v2_m xc_m / sqrt(var + 0.1)
+loss = mean_r(log(1 + ln_r^2))
+jac_rl = ln_{r,(l)}[v1]
+L = v3_rl jac_rl"""
+    rng = np.random.default_rng(0)
+    arrays = {"v1": rng.normal(size=3), "v2": rng.normal(size=3), "v3": rng.normal(size=(3, 3))}
+    hessian = ic.diff(ic.diff(text, "v1_a"), "v1_α")
+    np.testing.assert_allclose(ic.compile(hessian)(arrays)[0], ic.evaluate(hessian, arrays), rtol=1e-9, atol=1e-12)
