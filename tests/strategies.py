@@ -831,7 +831,7 @@ class RouteGenerator(ProgramGenerator):
         if len(letters) < 2 or self.chance(6):
             name, order = self.operand(sorted(letters))
             return self.ref(name, order), self.ref(name, order, {k: "@"})
-        d = self.fresh(d_avoid)
+        d = self.fresh(d_avoid | self.line_letters)  # summed beside the siblings: new to the line, as a trace's
         if d is None:
             return None
         q = self.tensor(sorted(letters - {k}) + [d])
