@@ -14,12 +14,13 @@ from math import prod
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
 from indexcalc.diff import _expression_equation
 from indexcalc.expr import Equation, Program
+from strategies import sample
 from test_diff import FRESH_WRT, Generator, assert_close, dependencies, finite_difference, truncated, wrt_name
 
 RNG = np.random.default_rng(20240611)
@@ -409,7 +410,7 @@ def compile_cases(draw):
     return text, scalar, wrt, arrays
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(40)
 @given(compile_cases())
 def test_random_programs_compile_to_evaluate_and_diff(case):
     text, scalar, wrt, arrays = case

@@ -423,7 +423,7 @@ def programs(draw):
     return text, arrays
 
 
-@sample(150)
+@sample(100)
 @given(programs())
 def test_einsum_agrees_with_explicit_loops(case):
     text, arrays = case

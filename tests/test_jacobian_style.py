@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 
 import indexcalc as ic
 from carets import assert_points_at, assert_parse_refuses
@@ -15,7 +15,7 @@ from indexcalc import functions
 from indexcalc.cli import main as cli_main
 from indexcalc.expr import Call, Delta, Product
 from indexcalc.printing import plain
-from strategies import route_cases
+from strategies import route_cases, sample
 
 
 def derivative_or_none(source, wrt):
@@ -150,7 +150,7 @@ def test_an_unknown_style_is_an_error():
         ic.parse("y_i = x_i").pretty(style="paper")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(25)
 @given(route_cases())
 def test_derivatives_printed_in_the_notes_style_mean_the_same(case):
     """Raw and simplified derivatives of the route property's programs, printed in the
