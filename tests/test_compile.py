@@ -410,7 +410,7 @@ def compile_cases(draw):
     return text, scalar, wrt, arrays
 
 
-@sample(40)
+@sample(60)
 @given(compile_cases())
 def test_random_programs_compile_to_evaluate_and_diff(case):
     text, scalar, wrt, arrays = case

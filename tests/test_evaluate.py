@@ -423,7 +423,7 @@ def programs(draw):
     return text, arrays
 
 
-@sample(100)
+@sample(150)
 @given(programs())
 def test_einsum_agrees_with_explicit_loops(case):
     text, arrays = case

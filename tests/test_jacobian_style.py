@@ -150,7 +150,7 @@ def test_an_unknown_style_is_an_error():
         ic.parse("y_i = x_i").pretty(style="paper")
 
 
-@sample(25)
+@sample(40)
 @given(route_cases())
 def test_derivatives_printed_in_the_notes_style_mean_the_same(case):
     """Raw and simplified derivatives of the route property's programs, printed in the

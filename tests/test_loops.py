@@ -130,7 +130,7 @@ def programs(draw):
     return text, gen.arrays(draw(st.integers(0, 2**32 - 1)))
 
 
-PROPERTY = sample(50)
+PROPERTY = sample(80)
 WAYS = [(1 << 20, 1 << 13), (1, 1 << 13), (1, 2), (7, 3)]  # (budget, chunk): all on axes ... all looped, tiny chunks
 
 

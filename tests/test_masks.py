@@ -19,7 +19,7 @@ from indexcalc.expr import Compare, Delta, Equation, Mask, Number, Product, Tens
 from routes import assert_routes_agree, finite_difference
 from strategies import RouteCase, sample
 
-ROUTES = sample(12, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
+ROUTES = sample(20, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
 VALUES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(11)
 

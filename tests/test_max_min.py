@@ -18,7 +18,7 @@ from indexcalc.expr import Compare, Equation, Reduce, Tensor
 from routes import assert_routes_agree
 from strategies import RouteCase, sample
 
-ROUTES = sample(10, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
+ROUTES = sample(15, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
 VALUES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(10)
 
