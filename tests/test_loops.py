@@ -34,13 +34,14 @@ from strategies import SAFE_PROGRAMS, ProgramGenerator, sample
 # The first form of the reference: one number at a time
 
 
-REFERENCE_LIMIT = 100_000  # products the first form multiplies out for one program: about a second
+REFERENCE_LIMIT = 100_000  # products the first form multiplies out for one program, each a Python loop step
 
 
 class ReferenceTooSlow(Exception):
-    """The first form would take minutes on this program (sizes up to 4 on ten letters are a
-    million products per entry): the property skips it, as the soak skips the explicit loops
-    past routes.LOOPS_LIMIT. A bound, seldom reached: 2,000 draws needed at most 75,000."""
+    """The first form would multiply out more than REFERENCE_LIMIT products on this
+    program (sizes up to 4 on ten letters are a million for one entry): the property skips
+    it, as the soak skips the explicit loops past routes.LOOPS_LIMIT. A bound, seldom
+    reached: 2,000 draws needed at most 75,000."""
 
 
 def scalar_loops(source, arrays):
