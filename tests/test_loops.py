@@ -35,6 +35,7 @@ from strategies import SAFE_PROGRAMS, ProgramGenerator, sample
 
 
 REFERENCE_LIMIT = 100_000  # products the first form multiplies out for one program, each a Python loop step
+_PRODUCTS = [0]  # counted by _value, reset by scalar_loops
 
 
 class ReferenceTooSlow(Exception):
@@ -49,9 +50,6 @@ def scalar_loops(source, arrays):
     return run(source, arrays,
                lambda eq, env: _fill(eq.rhs, eq.lhs.all_indices, frozenset(eq.lhs.all_indices), env),
                lambda node, env: _fill(node, free_indices(node), frozenset(), env))
-
-
-_PRODUCTS = [0]  # counted by _value, reset by scalar_loops
 
 
 def reference(source, arrays):
