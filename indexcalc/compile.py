@@ -31,11 +31,11 @@ from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, P
 from .indices import check_equation, map_scoped
 from .emit import emit
 from .plan import Lowering, canonical_key
-from .notation import as_parsed
 from .program import check_program, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
-from .simplify import simplify
+from .simplify import simplify_tree
+from .wellformed import as_parsed
 
 
 def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None,
@@ -90,7 +90,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
     if params and target.lhs.all_indices:
         raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
     # simplified after the checks: T0_ii tanh(1.5 - 1.5) folds to 0, but T0 occurs, with gradient 0
-    forward, scales = _prepare([simplify(eq) for eq in equations])
+    forward, scales = _prepare([simplify_tree(eq) for eq in equations])
     backward = _adjoints(forward, params) if params else []
     return Compiled(forward, backward, params, scales)
 
@@ -264,7 +264,7 @@ def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]
     products = tuple(Product((adjoint, t.expr())) for t in terms)
     body = Sum(products) if len(products) > 1 else products[0]
     contribution = Reduce("sum", A, body, implicit=True) if A else body
-    result = simplify(Equation(Tensor("#c", G), contribution))
+    result = simplify_tree(Equation(Tensor("#c", G), contribution))
     return result.rhs, G
 
 

@@ -35,12 +35,13 @@ from . import functions, matrices, shifts
 from .indices import (
     check_equation, free_indices, index_names, map_scoped, occurrence_counts, relabelled_index, summed_indices,
 )
-from .notation import as_parsed, parse
+from .notation import parse
 from .program import check_program, still_needed
 from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
-from .simplify import simplify
+from .simplify import simplify_tree
 from .tokens import known_names, written_subscript
+from .wellformed import as_parsed
 
 
 class DiffError(IndexCalcError):
@@ -425,10 +426,10 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
         lines.append(Equation(Tensor(target_eq.lhs.name, target_eq.lhs.indices,
                                      target_eq.lhs.derivs + (Deriv(G, name),)), Number(0.0)))
     if inline:  # one formula, as the notes write it: simplified
-        lines = [simplify(line) for line in _inline(lines)]
+        lines = [simplify_tree(line) for line in _inline(lines)]
         # the derivative lines the program uses (resolve_derivatives put them in) are
         # printed as the CLI's --inline prints them: simplified too
-        equations = [simplify(eq) if eq.lhs.derivs else eq for eq in equations]
+        equations = [simplify_tree(eq) if eq.lhs.derivs else eq for eq in equations]
     lines = [tidy(line, user_letters) for line in lines]
     if len(equations) == 1 and len(lines) == 1 and not (lines[0].lhs.indices and isinstance(lines[0].rhs, Number)):
         return lines[0]  # a constant keeps the line it differentiates: that sizes its own indices
@@ -688,7 +689,7 @@ def resolve_derivatives(program: Program) -> Program:
             lines: tuple[Equation, ...] = tuple(out)
             of = ref.name
             for d in ref.derivs:
-                result = diff(Program(lines), d.wrt, of=of)
+                result = _diff(Program(lines), d.wrt, of, False, index_names(Program(lines)))
                 lines = result.equations if isinstance(result, Program) else lines + (result,)
                 of = lines[-1].lhs.key
             for line in lines:

@@ -19,8 +19,8 @@ from .diff import resolve_derivatives
 from .errors import IndexCalcError, ParseError
 from .expr import Equation, Expr, Program
 from .indices import check_equation, free_indices
-from .notation import as_parsed
 from .program import Environment, check_program
+from .wellformed import as_parsed
 
 
 EquationEvaluator = Callable[[Equation, Environment], np.ndarray]

@@ -123,7 +123,7 @@ def _occurrence_split(node: Expr, fixed: frozenset[str]) -> tuple[tuple[str, ...
     counts = Counter(i for f, indices in factors if not isinstance(f, Mask) for i in indices)
     _refuse_unsized_mask_letters(node, factors, counts, fixed)
     for shift in (f for f, _ in factors if isinstance(f, Shift)):
-        _check_shift(shift)
+        check_shift(shift)
     order = dict.fromkeys(i for _, indices in factors for i in indices)  # a mask's fixed letters run free too
     free = tuple(i for i in order if i in fixed or counts[i] == 1)
     summed = tuple(i for i in order if i not in fixed and counts[i] > 1)
@@ -135,7 +135,7 @@ def _refuse_unsized_mask_letters(node: Expr, factors, counts: Counter, fixed: fr
     the mask only selects entries, so an index it alone carries would have no size (and
     a letter nothing else carries is far likelier a typo than a wish for a count)."""
     for mask in (f for f, _ in factors if isinstance(f, Mask)):
-        _check_mask(mask)
+        check_mask(mask)
         for index in mask.all_indices:
             if index not in fixed and not counts[index]:
                 where = "stands alone" if mask is node else f"occurs nowhere else in {node}"
@@ -156,7 +156,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
     if isinstance(node, Sum):
         return _combined_free(node, node.terms, fixed)
     if isinstance(node, Compare):
-        _check_comparison(node)
+        check_comparison(node)
         return _combined_free(node, (node.left, node.right), fixed)
     if isinstance(node, Power):
         exponent_free = _free(node.exponent, fixed)
@@ -164,7 +164,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
             raise error_at(f"the exponent {node.exponent} must carry no free index, it has {shown_indices(exponent_free)}", node.exponent)
         return _free(node.base, fixed)
     if isinstance(node, Call):
-        _check_function(node)
+        check_function(node)
         free = _free(node.arg, fixed)
         if node.relabel is None:
             return free
@@ -176,7 +176,7 @@ def _free(node: Expr, fixed: frozenset[str]) -> tuple[str, ...]:
         _check_matrix_call(node, free)
         return free
     if isinstance(node, Reduce):
-        _check_reduction(node)
+        check_reduction(node)
         inner = fixed | set(node.indices)
         free = _free(node.body, inner)
         missing = [i for i in node.indices if i not in free]
@@ -350,7 +350,7 @@ def _new_name(node: Expr) -> str:
 # ---------------------------------------------------------------- trees built in Python
 
 
-def _check_function(node: Call) -> None:
+def check_function(node: Call) -> None:
     """The parser refuses an unknown function; a tree built in Python must be refused too,
     not fail halfway through one route and print in another."""
     if functions.lookup(node.func) is None:
@@ -358,7 +358,7 @@ def _check_function(node: Call) -> None:
         raise error_at(f"unknown function '{node.func}' in {node.func}(...); the functions are {known}", node)
 
 
-def _check_reduction(node: Reduce) -> None:
+def check_reduction(node: Reduce) -> None:
     """Each route reads a reduction by its name; one it does not know would be read as
     whatever that route falls back to (a sum by one, a logsumexp by another)."""
     if node.op not in REDUCTIONS:
@@ -397,7 +397,7 @@ def shown_call(node: MatrixCall) -> str:
     return f"{node.func}{written_subscript(tuple(map(str, node.relabel)))}(...)"
 
 
-def _check_mask(node: Mask) -> None:
+def check_mask(node: Mask) -> None:
     """A mask built in Python holds a comparison the notation knows, on index letters,
     with a whole-number offset; anything else would be read differently by each route."""
     if node.op not in COMPARISONS:
@@ -411,7 +411,7 @@ def _check_mask(node: Mask) -> None:
         )
 
 
-def _check_shift(node: Shift) -> None:
+def check_shift(node: Shift) -> None:
     """A shifted δ built in Python holds what the notation writes: index letters, nonzero
     whole-number coefficients, a whole-number offset; anything else (a float coefficient)
     would be read differently by each route."""
@@ -429,7 +429,7 @@ def _check_shift(node: Shift) -> None:
         )
 
 
-def _check_comparison(node: Compare) -> None:
+def check_comparison(node: Compare) -> None:
     if node.op not in COMPARISONS:
         raise error_at(f"unknown comparison '{node.op}' in [... {node.op} ...]; the comparisons are "
                      f"{' '.join(COMPARISONS)}", node)

@@ -36,8 +36,8 @@ from .expr import (
 )
 from .indices import free_indices, relabelled_index, summed_indices
 from .driver import run
-from .notation import as_parsed
 from .program import Environment
+from .wellformed import as_parsed
 
 BUDGET = 1 << 20  # numbers in the largest array built; summed indices beyond it are looped in Python
 CHUNK = 1 << 13  # entries of the result computed together, between two progress updates

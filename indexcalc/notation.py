@@ -53,15 +53,6 @@ COMPARISON_SPELLINGS = {
 MAX_NESTING = 100  # parentheses, arguments, reductions and exponents, one inside another
 
 
-def as_parsed(source) -> Expr:
-    """Text is parsed; a tree is taken as it is."""
-    if isinstance(source, str):
-        return parse(source)
-    if isinstance(source, Expr):
-        return source
-    raise IndexCalcError(f"expected notation text or a parsed expression, got {type(source).__name__}")
-
-
 def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
     """Parse text in the notation: an `Equation`, a bare expression, or a `Program` of
     several equations (one per line, `#` comments, `index batch` declaring a name).

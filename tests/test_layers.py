@@ -20,7 +20,7 @@ PACKAGE = Path(indexcalc.__file__).parent
 
 LAYERS = [
     "errors", "tokens", "expr", "functions", "shifts", "indices", "relabel", "matrices", "scope", "printing",
-    "program", "notation", "simplify", "diff", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
+    "program", "notation", "wellformed", "simplify", "diff", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
 ]
 
 

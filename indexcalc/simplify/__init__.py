@@ -23,10 +23,10 @@ from ..expr import (
     leaf_factors, with_children,
 )
 from ..indices import check_equation
-from ..notation import as_parsed
 from ..program import check_program
 from ..relabel import exposed_letters, fresh_letters, letters_in, rename_summed_apart
 from ..scope import explicit, tidy
+from ..wellformed import as_parsed
 from .folds import fold_call, fold_compare, fold_mask, fold_power, lone_delta
 from .products import (
     absorb_into_reduction, combine_powers, drop_held_carriers, drop_repeated_masks, drop_zero_carriers,
@@ -46,10 +46,15 @@ def simplify(source) -> Expr:
     Takes and returns what `parse` and `diff` return: an expression, an equation or a
     program (each equation simplified with its left-hand side's indices fixed).
     """
-    node = as_parsed(source)
+    return simplify_tree(as_parsed(source))
+
+
+def simplify_tree(node: Expr) -> Expr:
+    """`simplify` of a tree a route built for itself: its letters (`j~1`) and names
+    (`#c`) are none the notation writes, so it does not pass the check at the door."""
     if isinstance(node, Program):
         check_program(node.equations)
-        return Program(tuple(simplify(eq) for eq in node.equations))
+        return Program(tuple(simplify_tree(eq) for eq in node.equations))
     if isinstance(node, Equation):
         check_equation(node)  # what no route would evaluate is not rewritten either
     keep = letters_in(node)

@@ -62,5 +62,4 @@ def fold_compare(node: Compare, ctx: Context) -> Expr | None:
 
 def lone_delta(node: Delta, ctx: Context) -> Expr | None:
     """A δ standing alone sums what it repeats: δ_(ii)(gh) → δ_gh."""
-    result = eliminate_delta(Product((node,)), ctx)
-    return None if result is None else result
+    return eliminate_delta(Product((node,)), ctx)
