@@ -89,8 +89,13 @@ def _equation(node: Equation) -> tuple[Expr, ...]:
 
 def _number(node: Number) -> tuple[Expr, ...]:
     value = node.value
-    if not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise _refused(f"ic.Number holds a finite real number, got {value!r} ({type(value).__name__})")
+    try:
+        finite = isinstance(value, numbers.Real) and math.isfinite(value)
+    except OverflowError:  # an int past the largest float
+        finite = False
+    if not finite:
+        shown = f"{value!r}" if len(repr(value)) < 40 else f"{repr(value)[:20]}... (too large for a float)"
+        raise _refused(f"ic.Number holds a finite real number, got {shown} ({type(value).__name__})")
     return ()
 
 

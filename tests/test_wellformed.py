@@ -52,7 +52,8 @@ MUTATIONS = {  # node type -> what no text writes, made of such a node
     ic.Product: lambda n: [ic.Product(()), ic.Product(list(n.factors)), ic.Product((2.0,) + n.factors[1:]),
                            ic.Product((ic.Equation(ic.Tensor("q"), n.factors[0]),) + n.factors[1:])],
     ic.Sum: lambda n: [ic.Sum(()), ic.Sum((1,) + n.terms[1:]), ic.Sum(list(n.terms))],
-    ic.Number: lambda n: [ic.Number(v) for v in ("2", math.nan, math.inf, -math.inf, complex(1, 1), None, np.array(2.0))],
+    ic.Number: lambda n: [ic.Number(v) for v in ("2", math.nan, math.inf, -math.inf, complex(1, 1), None, np.array(2.0),
+                                                 10**400)],
     ic.Tensor: lambda n: _tensor_name(n) + [
         dataclasses.replace(n, indices=list(n.indices)), dataclasses.replace(n, indices=n.indices + ("j j",)),
         dataclasses.replace(n, indices=n.indices + (3,)), dataclasses.replace(n, indices=n.indices + ("",)),
