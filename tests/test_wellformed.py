@@ -5,9 +5,10 @@ A tree that parse never makes (`Reduce("sum", ("j", "j"), ...)`, an empty `Sum((
 bare float among a product's factors, a tensor named `delta`) was read by each route its
 own way: the loops summed the repeated j twice and einsum once, the empty sum was 0 to
 the loops and NaN to einsum, compile failed with an IndexError. The family: the layers
-below, parsed, with one node of any kind made into what no text writes (`MUTATIONS`, by
-node type); every route must refuse the tree with the same IndexCalcError, and no route
-may return a number.
+below and the cross-route generator's programs, parsed, with one node of any kind made
+into what no text writes (`MUTATIONS`, by node type): every route must refuse the tree
+with the same IndexCalcError, and no route may return a number. And the other side: what
+parse, diff and simplify make, and the same rebuilt node by node in Python, passes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from hypothesis import strategies as st
 import indexcalc as ic
 from indexcalc.expr import with_children
 from indexcalc.scope import explicit
-from strategies import sample
+from indexcalc.wellformed import check_tree
+from routes import wrt_name
+from strategies import route_cases, sample
 
 LAYERS = [  # text, the arrays' shapes, what to differentiate by
     ("yhat_i = σ(w_ij x_j + b_i)\nloss = (yhat_j - y_j)(yhat_j - y_j)", {"w": (3, 4), "x": (4,), "b": (3,), "y": (3,)}, "w"),
@@ -114,12 +117,19 @@ def refusals(tree, arrays, wrt) -> dict[str, str]:
 
 @st.composite
 def malformed_trees(draw):
-    """A layer's tree with one node made into what no text writes."""
-    text, shapes, wrt = draw(st.sampled_from(LAYERS))
+    """A layer's tree, or a program of the cross-route generator's, with one node made
+    into what no text writes."""
+    if draw(st.booleans()):
+        text, shapes, wrt = draw(st.sampled_from(LAYERS))
+        arrays = arrays_of(shapes)
+    else:
+        case = draw(route_cases())
+        text, arrays = case.text, case.arrays()
+        wrt = wrt_name(case.wrt) if case.wrt else next(iter(arrays), "x")
     tree = ic.parse(text)
     node = draw(st.sampled_from([n for n in tree.walk() if type(n) in MUTATIONS]))
     bad = draw(st.sampled_from(MUTATIONS[type(node)](node)))
-    return replaced(tree, node, bad), arrays_of(shapes), wrt
+    return replaced(tree, node, bad), arrays, wrt
 
 
 @sample(150)
@@ -146,6 +156,19 @@ def test_a_tree_rebuilt_in_python_is_taken_and_means_its_text(text, shapes, wrt)
         np.testing.assert_allclose(ic.compile(tree)(arrays)[0], want, rtol=1e-12)
         np.testing.assert_allclose(ic.evaluate(ic.simplify(tree), arrays), want, rtol=1e-9)
         ic.diff(tree, wrt)
+
+
+@sample(40)
+@given(route_cases())
+def test_what_the_routes_make_passes_the_check(case):
+    """The check refuses only what no text writes: never a generated program rebuilt in
+    Python, nor a derivative, its simplified form or the inlined one."""
+    tree = ic.parse(case.text)
+    made = [_rebuilt(tree)]
+    if case.wrt:
+        made += [ic.diff(tree, case.wrt), ic.simplify(ic.diff(tree, case.wrt))]
+    for node in made:
+        check_tree(_rebuilt(node))
 
 
 def _rebuilt(node):
