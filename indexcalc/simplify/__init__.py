@@ -50,8 +50,8 @@ def simplify(source) -> Expr:
 
 
 def simplify_tree(node: Expr) -> Expr:
-    """`simplify` of a tree a route built for itself: its letters (`j~1`) and names
-    (`#c`) are none the notation writes, so it does not pass the check at the door."""
+    """`simplify` of a tree a route built for itself, which the check at the door
+    (`wellformed.check_tree`) would only walk again."""
     if isinstance(node, Program):
         check_program(node.equations)
         return Program(tuple(simplify_tree(eq) for eq in node.equations))
