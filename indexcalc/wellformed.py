@@ -1,10 +1,10 @@
 """What every route is handed: text, which is parsed, or a tree, which must hold only what
 the notation writes.
 
-A tree from `parse`, `diff` or `simplify` holds only what the notation writes. A tree
-built in Python may hold what no text can: `Reduce("sum", ("j", "j"), ...)`, which the
-loops summed twice and einsum once; an empty `Sum(())`, 0 to one route and NaN to
-another; `Product((2.0, x))`, a bare float where a node belongs; a tensor named `delta`,
+A tree from `parse` holds only what the notation writes. A tree built in Python may
+hold what no text can: `Reduce("sum", ("j", "j"), ...)`, which the loops summed twice
+and einsum once; an empty `Sum(())`, 0 to the loops, None from evaluate, an IndexError in
+compile; `Product((2.0, x))`, a bare float where a node belongs; a tensor named `delta`,
 which prints as a δ. Each route read such a tree its own way or failed deep inside.
 `check_tree` refuses it at the door, naming the node and what is wrong, by one rule per
 node type (`RULES`): a rule checks its node's own fields and hands back the children to

@@ -4,7 +4,7 @@ alike (issue 8: one validity check, one reading).
 A tree that parse never makes (`Reduce("sum", ("j", "j"), ...)`, an empty `Sum(())`, a
 bare float among a product's factors, a tensor named `delta`) was read by each route its
 own way: the loops summed the repeated j twice and einsum once, the empty sum was 0 to
-the loops and NaN to einsum, compile failed with an IndexError. The family: the layers
+the loops and None from evaluate, compile failed with an IndexError. The family: the layers
 below and the cross-route generator's programs, parsed, with one node of any kind made
 into what no text writes (`MUTATIONS`, by node type): every route must refuse the tree
 with the same IndexCalcError, and no route may return a number. And the other side: what
@@ -183,7 +183,7 @@ ARRAYS = {"x": np.arange(6.0).reshape(2, 3) + 1, "w": np.ones(3)}
 
 
 @pytest.mark.parametrize("tree, fragment", [
-    # the loops summed the repeated j twice, einsum once: 4 times apart on this x
+    # the loops summed the repeated j twice, einsum once: 3 times apart on this x (j of size 3)
     (ic.Equation(ic.Tensor("y", ("i",)), ic.Reduce("sum", ("j", "j"), X)), "sum reduces over j twice (j, j)"),
     (ic.Equation(ic.Tensor("y"), ic.Sum(())), "a Sum of no terms: for 0 write ic.Number(0)"),
     (ic.Equation(ic.Tensor("y"), ic.Product(())), "a Product of no factors: for 1 write ic.Number(1)"),
