@@ -689,7 +689,8 @@ def resolve_derivatives(program: Program) -> Program:
             lines: tuple[Equation, ...] = tuple(out)
             of = ref.name
             for d in ref.derivs:
-                result = _diff(Program(lines), d.wrt, of, False, index_names(Program(lines)))
+                so_far = Program(lines)
+                result = _diff(so_far, d.wrt, of, False, index_names(so_far))
                 lines = result.equations if isinstance(result, Program) else lines + (result,)
                 of = lines[-1].lhs.key
             for line in lines:

@@ -378,8 +378,7 @@ def check_reduction(node: Reduce) -> None:
 def _check_matrix_call(node: MatrixCall, free: tuple[str, ...]) -> None:
     """A held inverse (from Python too): a matrix-valued function the notation knows, two
     distinct letters, and an argument that carries both (`free`, its free indices)."""
-    if node.func not in MATRIX_CALLS:
-        raise error_at(f"unknown matrix function '{node.func}'; the matrix-valued ones are {', '.join(MATRIX_CALLS)}", node)
+    check_matrix_function(node)
     shown = shown_call(node)
     if len(node.relabel) != 2 or len(set(node.relabel)) != 2 or not all(isinstance(i, str) for i in node.relabel):
         raise error_at(f"{shown} relabels a pair: it takes two different indices, as in inv_ij(A_kl)", node)
@@ -390,6 +389,16 @@ def _check_matrix_call(node: MatrixCall, free: tuple[str, ...]) -> None:
             f"carries its pair under the relabelling (parse renames a written one, inv_ij(A_kl) → inv_ij(A_ij))",
             node,
         )
+
+
+def repeated_index(indices: tuple[str, ...]) -> str | None:
+    """The first index named twice: where each index names one axis, a mistake."""
+    return next((i for i in indices if indices.count(i) > 1), None)
+
+
+def check_matrix_function(node: MatrixCall) -> None:
+    if not isinstance(node.func, str) or node.func not in MATRIX_CALLS:
+        raise error_at(f"unknown matrix function {node.func!r}; the matrix-valued ones are {', '.join(MATRIX_CALLS)}", node)
 
 
 def shown_call(node: MatrixCall) -> str:

@@ -27,10 +27,12 @@ from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError
 from .expr import (
-    MATRIX_CALLS, Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program,
+    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program,
     Reduce, Shift, Sum, Tensor,
 )
-from .indices import check_comparison, check_function, check_mask, check_reduction, check_shift
+from .indices import (
+    check_comparison, check_function, check_mask, check_matrix_function, check_reduction, check_shift, repeated_index,
+)
 from .notation import parse
 from .tokens import is_index_name, is_letter_index
 
@@ -80,8 +82,7 @@ def _equation(node: Equation) -> tuple[Expr, ...]:
     if not isinstance(node.lhs, Tensor):
         raise _refused(f"an Equation's left-hand side is a tensor, got {_described(node.lhs)}")
     _leaf(node.lhs)
-    indices = node.lhs.all_indices
-    repeated = next((i for i in indices if indices.count(i) > 1), None)
+    repeated = repeated_index(node.lhs.all_indices)
     if repeated is not None:
         raise _refused(f"the left-hand side {node.lhs} repeats the index {repeated}: each of its indices names an axis")
     return (_expression(node, "rhs", node.rhs),)
@@ -141,8 +142,7 @@ def _call(node: Call) -> tuple[Expr, ...]:
 
 
 def _matrix_call(node: MatrixCall) -> tuple[Expr, ...]:
-    if not isinstance(node.func, str) or node.func not in MATRIX_CALLS:
-        raise _refused(f"unknown matrix function {node.func!r}; the matrix-valued ones are {', '.join(MATRIX_CALLS)}")
+    check_matrix_function(node)
     _indices(node, "relabel", node.relabel)
     return (_expression(node, "arg", node.arg),)
 
@@ -152,7 +152,7 @@ def _reduce(node: Reduce) -> tuple[Expr, ...]:
     check_reduction(node)
     if not indices:
         raise _refused(f"{node.op} reduces over no index: give it one, as in ic.Reduce({node.op!r}, ('j',), ...)")
-    repeated = next((i for i in indices if indices.count(i) > 1), None)
+    repeated = repeated_index(indices)
     if repeated is not None:
         raise _refused(f"{node.op} reduces over {repeated} twice ({', '.join(indices)}): name each index once")
     return (_expression(node, "body", node.body),)
@@ -213,15 +213,13 @@ def _index(node: Expr, name: str, value) -> None:
 _FIELD_TYPES = {  # a leaf's fields, and what each must be, before it can be printed and read back
     Tensor: {"name": str, "indices": "indices", "derivs": "derivs"},
     Delta: {"left": "indices", "right": "indices"},
-    Mask: {"op": str, "left": str, "right": (str, type(None)), "offset": int},
-    Shift: {"index": str, "terms": "terms", "offset": int},
-}
+}  # a mask's and a shifted δ's fields are checked by check_mask and check_shift
 
 
 def _field_types(node: Expr) -> str | None:
-    for name, kind in _FIELD_TYPES[type(node)].items():
+    for name, kind in _FIELD_TYPES.get(type(node), {}).items():
         value = getattr(node, name)
-        if kind in ("indices", "derivs", "terms"):
+        if kind in ("indices", "derivs"):
             _a_tuple(node, name, value, kind)
         if kind == "indices":
             ok = all(isinstance(v, str) for v in value)
@@ -229,9 +227,6 @@ def _field_types(node: Expr) -> str | None:
             ok = all(
                 isinstance(d, Deriv) and isinstance(d.indices, tuple) and all(isinstance(i, str) for i in d.indices)
                 and isinstance(d.wrt, (str, type(None))) for d in value)
-        elif kind == "terms":
-            ok = all(
-                isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], int) and isinstance(t[1], str) for t in value)
         else:
             ok = isinstance(value, kind) and not isinstance(value, bool)
         if not ok:
