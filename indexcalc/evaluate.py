@@ -92,6 +92,17 @@ def _arrange(value: np.ndarray, axes: tuple[str, ...], target: tuple[str, ...], 
     return np.array(value)  # a fresh array: never a read-only view, never the caller's
 
 
+def _one_axis_per_letter(array: np.ndarray, axes: tuple) -> tuple[np.ndarray, tuple]:
+    """`m_ii`'s array as its diagonal `m_i`: one axis per letter, as einsum reads a
+    repeated letter, for the code that lines arrays up by their letters."""
+    letters = tuple(dict.fromkeys(axes))
+    if len(letters) == len(axes):
+        return array, axes
+    symbol = {i: opt_einsum.get_symbol(k) for k, i in enumerate(letters)}
+    spec = "".join(symbol[i] for i in axes) + "->" + "".join(symbol[i] for i in letters)
+    return np.einsum(spec, array), letters
+
+
 class _Einsum:
     def __init__(self, env: Environment):
         self.env = env
@@ -205,6 +216,7 @@ class _Einsum:
         i + k), as the loops and the plan read them (a mask multiplies, on every route).
         Done over the full grid of letters, one value of the first letter at a time, and
         only when the einsum gave a non-finite value."""
+        operands = [_one_axis_per_letter(array, axes) for array, axes in operands]
         letters = tuple(dict.fromkeys(i for _, axes in operands for i in axes))
         grid = [self.size(i) for i in letters]
         summed = tuple(k for k, i in enumerate(letters) if i not in out)
