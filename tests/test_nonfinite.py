@@ -64,6 +64,11 @@ def _has_shift(text: str) -> bool:
 @sample(25, derandomize=True, database=None)
 @given(route_cases(), st.sampled_from([np.nan, np.inf, -np.inf]), st.integers(0, 2**32 - 1))
 def test_a_non_finite_input_fails_no_route_and_reaches_the_same_entries(case, value, seed):
+    check_non_finite(case, value, seed)
+
+
+def check_non_finite(case, value: float, seed: int) -> None:
+    """The property for one program, one non-finite value and the seed that places it."""
     arrays = _poisoned(case, value, seed)
     values = _run({
         "evaluate": lambda: ic.evaluate(case.text, arrays),
