@@ -1,7 +1,10 @@
 """Running a program line by line: the driver both evaluators share.
 
 Equations run in order; each left-hand side's value joins the named arrays for the lines
-after it. Before a line runs, its index rules are checked, every tensor it names must have
+after it. Only the lines the last one reads run (program.still_needed), as the compiled
+plan runs only those: a line nothing reads cannot change the value returned, and its
+arrays (missing, or of sizes that disagree) must not make one route refuse what another
+computes. Every line's index rules are checked all the same. Before a line runs, its index rules are checked, every tensor it names must have
 an array, and the size of every index is worked out from the arrays (program.Environment).
 A derivative line is first written out as the formula it stands for (diff). The
 evaluators (indexcalc.evaluate, indexcalc.loops) only say how to compute one equation;
@@ -19,7 +22,7 @@ from .diff import resolve_derivatives
 from .errors import IndexCalcError, ParseError
 from .expr import Equation, Expr, Program
 from .indices import check_equation, free_indices
-from .program import Environment, check_program
+from .program import Environment, check_program, still_needed
 from .wellformed import as_parsed
 
 
@@ -46,9 +49,10 @@ def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_ex
             free_indices(node)
             env.prepare(node)
             return on_expression(node, env)
-        value = None
         for eq in equations:
-            check_equation(eq)
+            check_equation(eq)  # every line's index rules, whether it runs or not
+        value = None
+        for eq in still_needed(list(equations[:-1]), list(equations[-1:])):
             env.prepare(eq)
             value = on_equation(eq, env)
             env.arrays[eq.lhs.key] = value

@@ -21,11 +21,11 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
-from routes import assert_routes_agree, finite_difference, gradient_routes
+from routes import LOOPS_LIMIT, assert_routes_agree, finite_difference, gradient_routes, loops_cost
 from strategies import route_cases, sample
 
 # CI: a fixed sample, not shrunk (a shrink reruns every route hundreds of times: minutes);
@@ -281,6 +281,51 @@ def test_one_reading_of_a_reduction_built_in_python():
     arrays = {"x": np.array([1.0, 2.0, 3.0])}
     assert_same_outcome(lambda: ic.evaluate(eq, arrays), lambda: ic.compile(eq)(arrays)[0])
     assert_same_outcome(lambda: ic.evaluate(eq, arrays), lambda: ic.evaluate_loops(eq, arrays))
+
+
+def _read_by_the_result(text: str) -> set[str]:
+    """The names the last line reads, through the lines it reads (a test's own walk, not
+    the library's still_needed)."""
+    node = ic.parse(text)
+    lines = node.equations if isinstance(node, ic.Program) else [node]
+    if not isinstance(lines[-1], ic.Equation):
+        return {t.name for t in node.walk() if isinstance(t, ic.Tensor)}
+    defined = {eq.lhs.name: eq for eq in lines}
+    read, todo = set(), [lines[-1].rhs]
+    while todo:
+        for t in todo.pop().walk():
+            if isinstance(t, ic.Tensor) and t.name not in read:
+                read.add(t.name)
+                if t.name in defined:
+                    todo.append(defined[t.name].rhs)
+    return read
+
+
+@sample(20, derandomize=True, database=None)
+@given(route_cases(), st.sampled_from(["missing", "a size that disagrees", "an axis too many"]))
+def test_an_input_only_unread_lines_use_changes_no_route(case, wrong):
+    """A line the result does not read cannot change it: its input missing, or of sizes
+    that disagree with the others, gives the same number on every route. Before, the plan
+    (which runs only the lines the result reads) gave the number and evaluate and the loops
+    (which ran every line) refused it, MissingArrayError or ShapeError."""
+    arrays = case.arrays()
+    unread = sorted(set(arrays) - _read_by_the_result(case.text))
+    if not unread:
+        return
+    name = unread[0]
+    want = ic.evaluate(case.text, arrays)
+    if wrong == "missing":
+        del arrays[name]
+    elif wrong == "an axis too many":
+        arrays[name] = np.asarray(arrays[name])[..., None]
+    else:
+        shape = np.shape(arrays[name])
+        arrays[name] = np.ones(tuple(n + 1 for n in shape) if shape else (2,))
+    for route, compute in [("evaluate", ic.evaluate), ("evaluate_loops", ic.evaluate_loops),
+                           ("compile", lambda text, a: ic.compile(text)(a)[0])]:
+        if route == "evaluate_loops" and loops_cost(case) > LOOPS_LIMIT:
+            continue
+        assert_close(compute(case.text, arrays), want, f"{route} with {name} {wrong}", rtol=1e-9)
 
 
 # "Clear errors on valid input": compile of derivatives whose letters survive only on a δ
