@@ -29,7 +29,7 @@ from .backends import backend_name_of, get_backend
 from .errors import IndexCalcError, MissingArrayError
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
-from .emit import emit
+from .emit import emit, owned
 from .plan import Lowering, canonical_key
 from .program import check_program, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
@@ -460,6 +460,9 @@ class _Plan:
     def __init__(self, compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, known: dict,
                  backend=None, like=None):
         lowering, value, grads = lower(compiled, shapes, types, known, backend.dialect if backend is not None else None)
+        if backend is None or backend.name == "numpy":
+            keys = tuple(shapes)
+            value, grads = owned(lowering.steps, value, keys), {k: owned(lowering.steps, v, keys) for k, v in grads.items()}
         outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
         self.lowering = lowering
         self.shapes, self.types, self.known = shapes, types, known

@@ -116,8 +116,26 @@ def _sigma_into(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _own(result, arrays, keys: tuple[str, ...]):
+    """`result` as a call returns it: a copy where it is, or looks into, an array the
+    caller gave (`y_i = v_i` is v itself, `y_ji = x_ij` a view of x, the gradient of
+    w_i v_i is v), so that writing into a result never changes the caller's arrays, as
+    evaluate's results never do. Only results a step made without a new array are checked."""
+    if isinstance(result, np.ndarray) and any(np.may_share_memory(result, arrays[k]) for k in keys):
+        return result.copy()
+    return result
+
+
+def owned(steps: "Sequence[Step]", var: str, keys: tuple[str, ...]) -> str:
+    """The code that returns plan variable `var` (`_own`, where a view may reach the caller)."""
+    made = next((step for step in steps if step.out == var), None)
+    if made is not None and _makes_new_array(ast.parse(made.code, mode="eval").body):
+        return var
+    return f"_own({var}, arrays, {keys!r})"
+
+
 NAMESPACE = {
-    "np": np, "_embed": _embed, "_sigma_into": _sigma_into, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
+    "np": np, "_own": _own, "_embed": _embed, "_sigma_into": _sigma_into, "_reduce": functions.reduce_array, "_compare": functions.compare_values,
     "_matrix": matrices.compute, "_solve": matrices.solve,
     "sliding_window_view": np.lib.stride_tricks.sliding_window_view, "_scatter": _scatter, "_reduce_few": _reduce_few,
 }

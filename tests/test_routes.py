@@ -328,6 +328,41 @@ def test_an_input_only_unread_lines_use_changes_no_route(case, wrong):
         assert_close(compute(case.text, arrays), want, f"{route} with {name} {wrong}", rtol=1e-9)
 
 
+def _results(case, arrays) -> dict:
+    """Every array a route hands back for the case: values, and gradients by name."""
+    out = {"evaluate": ic.evaluate(case.text, arrays), "compile": ic.compile(case.text)(arrays)[0]}
+    if loops_cost(case) <= LOOPS_LIMIT:
+        out["evaluate_loops"] = ic.evaluate_loops(case.text, arrays)
+    if case.wrt and case.scalar:
+        value, grads = ic.compile(case.text, wrt=[case.wrt])(arrays)
+        out["compile(wrt)"] = value
+        out.update({f"compile(wrt) gradient {k}": g for k, g in grads.items()})
+    return out
+
+
+@sample(20, derandomize=True, database=None)
+@given(route_cases())
+def test_no_route_hands_back_the_callers_arrays(case):
+    """Writing into a result never changes an input. Before, the plan returned the input
+    itself (`y_i = v_i`), a view of it (`y_ji = x_ij`: x.T) or, as a gradient, another
+    input (∂(w_i v_i)/∂w is v), where evaluate returns arrays of its own."""
+    arrays = case.arrays()
+    given_arrays = [a for a in arrays.values() if isinstance(a, np.ndarray)]
+    for route, result in _results(case, arrays).items():
+        if isinstance(result, np.ndarray):
+            assert not any(np.shares_memory(result, a) for a in given_arrays), f"{route} hands back an input's memory"
+
+
+def test_a_compiled_identity_transpose_and_linear_gradient_are_arrays_of_their_own():
+    x, v, w = rand(2, 3), rand(3), rand(3)
+    kept = x.copy(), v.copy()
+    ic.compile("y_i = v_i")({"v": v})[0][:] = 0
+    ic.compile("y_ji = x_ij")({"x": x})[0][:] = 0
+    ic.compile("L = w_i v_i", wrt=["w"])({"w": w, "v": v})[1]["w"][:] = 0
+    np.testing.assert_array_equal(x, kept[0])
+    np.testing.assert_array_equal(v, kept[1])
+
+
 # "Clear errors on valid input": compile of derivatives whose letters survive only on a δ
 
 HESSIANS = {
