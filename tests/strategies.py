@@ -1121,6 +1121,36 @@ class RouteGenerator(ProgramGenerator):
         else:
             self.define("m", letters, f"{top} - {op}_{c}({below})")
 
+    def block_compare(self):
+        """Comparisons of values as factors (Iverson brackets on values, `Compare`): a ReLU
+        `[z > 0] z`, a leaky ReLU, a hinge `[t z < 1] (1 - t z)`, the argmax selection
+        `[z_nk == max_c(z_nc)] z_nk`, a threshold that is a scalar input, `(s)` (a bare s
+        could be an index letter). The compared values are rarely an earlier result and
+        the argmax's never: random arrays meet a threshold or tie with probability zero,
+        where a result may be 0 or tied exactly by its formula and a route's rounding
+        would then decide the bracket (and finite differences see a kink)."""
+        letters = self.letters(self.draw(st.integers(1, 2)))
+        k = letters[-1]
+        style = self.pick(("relu", "leaky", "hinge", "argmax", "threshold"))
+        z, order = (self.new_input(letters), tuple(letters)) if style == "argmax" else self.operand(letters, reuse=2)
+        top = self.ref(z, order)
+        self.tags[f"compare ({style})"] += 1
+        self.used.add(z)
+        if style == "relu":
+            rhs = f"[{top} > 0] {top}"
+        elif style == "leaky":
+            rhs = f"[{top} > 0] {top} + 0.1 [{top} <= 0] {top}"
+        elif style == "hinge":
+            t = self.tensor(letters)
+            rhs = f"[{t} {top} < 1] (1 - {t} {top})"
+        elif style == "argmax":
+            c = self.fresh(set(letters), size=self.sizes[k])
+            rhs = f"[{top} == max_{c}({self.ref(z, order, {k: c})})] {top}"
+        else:
+            s = self.new_input([], "scalar")
+            rhs = f"[{top} >= ({s})] ({top} - ({s}))^2"
+        self.define("r", letters, rhs)
+
     def block_causal(self):
         """Causal self-attention (issue 10): the attention head by named lines, its softmax
         over u masked by `[u <= s]` (or `[u >= s]`)."""
@@ -1214,7 +1244,7 @@ class RouteGenerator(ProgramGenerator):
     # ---- programs
 
     BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative",
-              "max", "causal", "matrix", "conv")
+              "max", "causal", "matrix", "conv", "compare")
 
     def program(self, max_depth: int | None = None) -> str:
         for _ in range(self.draw(st.integers(1, 3))):
