@@ -1101,10 +1101,16 @@ class RouteGenerator(ProgramGenerator):
             self.define("L", [], f"{weight}_{''.join(letters + g)} {jac}_{''.join(letters + g)}")
 
     def block_max(self):
-        """max and min reductions (issue 10): pooling over a letter, a hinge
-        `max_c(1 + z_nc - z_nk)` with the outer letter free inside, or a shift by the
-        maximum inside an expression (`z_nk - max_c(z_nc)`). Random arrays tie with
-        probability zero, so finite differences see the subgradient's one value."""
+        """The piecewise constructs: max and min reductions (issue 10), pooling over a
+        letter, a hinge `max_c(1 + z_nc - z_nk)` with the outer letter free inside, or a
+        shift by the maximum inside an expression (`z_nk - max_c(z_nc)`); or, a third of
+        the time, comparisons of values (`block_compare`). Random arrays tie with
+        probability zero, so finite differences see the subgradient's one value. (One
+        block, not two: a new entry in BLOCKS would redraw every program of the suite's
+        fixed samples, where this redraws only those that drew this block.)"""
+        if self.chance(3):
+            self.block_compare()
+            return
         letters = self.letters(self.draw(st.integers(1, 2)))
         k = letters[-1]
         c = self.fresh(set(letters), size=self.sizes[k])
@@ -1244,7 +1250,7 @@ class RouteGenerator(ProgramGenerator):
     # ---- programs
 
     BLOCKS = ("random", "random", "softmax", "attention", "layernorm", "rbf", "delta", "literals", "derivative",
-              "max", "causal", "matrix", "conv", "compare")
+              "max", "causal", "matrix", "conv")
 
     def program(self, max_depth: int | None = None) -> str:
         for _ in range(self.draw(st.integers(1, 3))):

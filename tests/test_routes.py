@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings, strategies as
 import indexcalc as ic
 from indexcalc import cli
 from routes import LOOPS_LIMIT, assert_routes_agree, finite_difference, gradient_routes, loops_cost
-from strategies import route_cases, sample
+from strategies import RouteCase, route_cases, sample
 
 # CI: a fixed sample, not shrunk (a shrink reruns every route hundreds of times: minutes);
 # the failing program is printed as drawn, and the soak profile shrinks (scripts/soak.py
@@ -361,6 +361,28 @@ def test_a_compiled_identity_transpose_and_linear_gradient_are_arrays_of_their_o
     ic.compile("L = w_i v_i", wrt=["w"])({"w": w, "v": v})[1]["w"][:] = 0
     np.testing.assert_array_equal(x, kept[0])
     np.testing.assert_array_equal(v, kept[1])
+
+
+# Comparisons of values, which the generator draws inside its piecewise block (rarely in
+# the fixed sample above): the textbook layers and losses, every route
+
+COMPARISONS_OF_VALUES = [
+    ("y_i = [x_i > 0] x_i\nL = sum_i(y_i y_i)", "x_a", {"x": ((4,), "tensor")}),
+    ("y_i = [x_i > 0] x_i + 0.1 [x_i <= 0] x_i\nL = y_i y_i", "x_a", {"x": ((4,), "tensor")}),
+    ("h_i = [w_ij x_j > 0] w_ij x_j\nL = h_i h_i", "w_ab", {"w": ((3, 2), "tensor"), "x": ((2,), "tensor")}),
+    ("s_n = w_k x_nk\nL = mean_n([t_n s_n < 1] (1 - t_n s_n)) + 0.1 w_k w_k", "w_a",
+     {"w": ((2,), "tensor"), "x": ((3, 2), "tensor"), "t": ((3,), "tensor")}),
+    ("m_j = sum_i([x_ij == max_k(x_kj)] x_ij)\nL = m_j m_j", "x_ab", {"x": ((3, 2), "tensor")}),
+    ("L = sum_i([x_i >= (c)] (x_i - (c))^2)", "c", {"x": ((4,), "tensor"), "c": ((), "scalar")}),
+    ("L = sum_i(x_i [x_i > 0.5 max_k(x_k)])", "x_a", {"x": ((4,), "tensor")}),
+]
+
+
+@pytest.mark.parametrize("text, wrt, specs", COMPARISONS_OF_VALUES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_comparisons_of_values_on_every_route(text, wrt, specs, seed):
+    wrt2 = wrt.replace("_ab", "_cd").replace("_a", "_c")
+    assert_routes_agree(RouteCase(text, wrt, wrt2, specs, seed, True), timeout=ROUTE_TIMEOUT)
 
 
 # "Clear errors on valid input": compile of derivatives whose letters survive only on a δ
