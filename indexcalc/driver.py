@@ -1,11 +1,12 @@
 """Running a program line by line: the driver both evaluators share.
 
-Equations run in order; each left-hand side's value joins the named arrays for the lines
-after it. Only the lines the last one reads run (program.still_needed), as the compiled
-plan runs only those: a line nothing reads cannot change the value returned, and its
-arrays (missing, or of sizes that disagree) must not make one route refuse what another
-computes. Every line's index rules are checked all the same. Before a line runs, its index rules are checked, every tensor it names must have
-an array, and the size of every index is worked out from the arrays (program.Environment).
+Every line's index rules are checked first. Then the lines the last one reads run, in
+order (program.still_needed), as the compiled plan runs only those: a line nothing reads
+cannot change the value returned, and its arrays (missing, or of sizes that disagree)
+must not make one route refuse what another computes. Each left-hand side's value joins
+the named arrays for the lines after it. Before a line runs, every tensor it names must
+have an array, and the size of every index is worked out from the arrays
+(program.Environment).
 A derivative line is first written out as the formula it stands for (diff). The
 evaluators (indexcalc.evaluate, indexcalc.loops) only say how to compute one equation;
 the bookkeeping and the error reporting live here.
