@@ -1,5 +1,5 @@
 """A NaN or ∞ among the inputs of a generated program: no route fails on it, and the
-value routes put NaN in the same places.
+routes that compute the formula as written put NaN in the same places.
 
 The cross-route property (test_routes.py) draws finite inputs, uniform in [-1, 1]; users
 pass NaN (a missing value, a diverged weight) and ∞ too. Here one entry of one input of a
