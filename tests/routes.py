@@ -18,8 +18,12 @@ and for the Hessian h = diff(d, wrt2):
 
 Every route is compared with the finite differences (loosely: they are approximate) and,
 where evaluate(d) agrees with them, with evaluate(d) tightly: a disagreement too small for
-finite differences to see is still a disagreement. Any exception is a problem: the
-programs are valid, so even an `IndexCalcError` is one (`crash` marks the others).
+finite differences to see is still a disagreement. Both tolerances are relative to the
+values' magnitude and, for a derivative, to the function's: a derivative's roundoff grows
+with the function's terms (a saturated causal softmax, whose Hessian is zero up to 1e-8,
+has Hessian routes that differ by 1e-8: the soak's one flag on seed 10600). Any exception
+is a problem: the programs are valid, so even an `IndexCalcError` is one (`crash` marks
+the others).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 import indexcalc as ic
 
 EXACT_RTOL = 1e-6
-EXACT_ATOL = 1e-9  # times the magnitude of the values compared
+EXACT_ATOL = 1e-9  # times the magnitude of the values compared (and of the function, for a derivative)
 FD_STEP = 1e-6
 FD_RTOL = 1e-4
 FD_ATOL = 1e-6  # times the magnitude of the function and of its derivative
@@ -278,7 +282,7 @@ def _first_derivative(case, arrays, r: _Runner, small: bool):
     right = [route for route in routes if route in r.values and r.compare(route, "fd", FD_RTOL, FD_ATOL, scale)]
     if "evaluate(diff)" in right:
         for route in right[1:]:
-            r.compare(route, "evaluate(diff)", EXACT_RTOL, EXACT_ATOL)
+            r.compare(route, "evaluate(diff)", EXACT_RTOL, EXACT_ATOL, scale)
     if d is None or not functions:
         return None
     label = next((route for route in functions if route in right), next(iter(functions)))
@@ -292,7 +296,7 @@ def _second_derivative(case, arrays, r: _Runner, d, first, label):
     h = r.run("diff(diff)", lambda: ic.diff(d, wrt2))
     reference = f"fd({label})"
     r.run(reference, lambda: finite_difference(first, arrays, name2))
-    scale = r.magnitude("fd", label, reference)
+    scale = r.magnitude("evaluate", "fd", label, reference)
     if h is None:
         r.excuse_if_zero("diff(diff)", reference, scale)
         return
@@ -303,7 +307,7 @@ def _second_derivative(case, arrays, r: _Runner, d, first, label):
     right = [route for route in routes if route in r.values and r.compare(route, reference, FD_RTOL, FD_ATOL, scale)]
     if "evaluate(hessian)" in right:
         for route in right[1:]:
-            r.compare(route, "evaluate(hessian)", EXACT_RTOL, EXACT_ATOL)
+            r.compare(route, "evaluate(hessian)", EXACT_RTOL, EXACT_ATOL, scale)
 
 
 def gradient_routes(source, wrt, arrays) -> dict:
