@@ -5,7 +5,8 @@
 Unlike the property under pytest, which stops at the first failure and shrinks it, this
 runs all N programs and writes every failing one to --out (the program, what it was
 differentiated by, how to remake its arrays, which routes disagreed and by how much, or
-the traceback), then a summary of the failure classes. It uses the same generator
+the traceback), then a summary of the failure classes, the constructs drawn and the time
+by route (kept in OUT.summary while the run goes on). It uses the same generator
 (tests/strategies.py) and the same comparison (tests/routes.py) as tests/test_routes.py.
 
 The programs come from Hypothesis, driven in chunks of --chunk examples with seeds derived
@@ -118,6 +119,20 @@ def route_modules(files) -> list[str]:
     return [f for f in files if str(Path(f).relative_to(ROOT / "indexcalc")) not in NOT_ROUTES]
 
 
+def _summary(count, tags, classes, seconds, slow, out) -> str:
+    """What the run drew, the failure classes, where its time went. Written to --out at the
+    end and, at every progress line, to --out + ".summary", replaced each time: a run
+    stopped before its end (a session's end kills it) keeps it too."""
+    summary = ["", f"constructs drawn ({count} programs):"]
+    summary += [f"  {n:7d}  {tag}" for tag, n in sorted(tags.items())]
+    summary += ["failure classes (programs showing each):"]
+    summary += [f"  {n:7d}  {signature}" for signature, n in classes.most_common()]
+    summary += ["time by route (seconds, all programs):"]
+    summary += [f"  {t:9.1f}  {route}" for route, t in seconds.most_common()]
+    summary += [f"programs with a route slower than {SLOW:.0f} s: {len(slow)} (listed at the end of {out})"]
+    return "\n".join(summary)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="programs to run")
@@ -160,16 +175,13 @@ def main(argv=None) -> int:
                 rate = count / (last - start)
                 print(f"  {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions,"
                       f" {rate:.1f} programs/s, route modules {fingerprint(modules)}", flush=True)
+                summary = _summary(count, tags, classes, seconds, slow, args.out)
+                Path(args.out + ".summary").write_text(summary + "\n\n" + "\n\n".join(slow) + "\n")
         elapsed = time.time() - start
-        summary = ["", f"constructs drawn ({count} programs):"]
-        summary += [f"  {n:7d}  {tag}" for tag, n in sorted(tags.items())]
-        summary += ["failure classes (programs showing each):"]
-        summary += [f"  {n:7d}  {signature}" for signature, n in classes.most_common()]
-        summary += ["time by route (seconds, all programs):"]
-        summary += [f"  {t:9.1f}  {route}" for route, t in seconds.most_common()]
-        summary += [f"programs with a route slower than {SLOW:.0f} s: {len(slow)} (listed at the end of {args.out})"]
-        out.write("\n".join(summary) + "\n\n" + "\n\n".join(slow) + "\n")
-    print("\n".join(summary))
+        summary = _summary(count, tags, classes, seconds, slow, args.out)
+        out.write(summary + "\n\n" + "\n\n".join(slow) + "\n")
+    Path(args.out + ".summary").unlink(missing_ok=True)
+    print(summary)
     print(f"elapsed {elapsed:.0f} s, {count / elapsed:.2f} programs/s")
     print(f"soak: {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions, at {_commit()},"
           f" route modules {fingerprint(modules)} ({len(route_modules(modules))} files: "
