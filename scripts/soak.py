@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -156,8 +157,9 @@ def main(argv=None) -> int:
 
     print(f"soak of {Path(indexcalc.__file__).parent} at {_commit()}: {args.count} programs, seed {args.seed}", flush=True)
     start = last = time.time()
-    with open(args.out, "w") as out, multiprocessing.Pool(args.jobs) as pool:
-        for result in pool.imap_unordered(run_chunk, tasks):
+    # one job runs in this process: no fork (a process that has loaded JAX must not fork)
+    with open(args.out, "w") as out, (multiprocessing.Pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext()) as pool:
+        for result in pool.imap_unordered(run_chunk, tasks) if pool else map(run_chunk, tasks):
             count += result["count"]
             tags.update(result["tags"])
             seconds.update(result["seconds"])

@@ -8,7 +8,8 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 def test_a_short_soak_counts_its_programs_and_writes_its_summary(tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # importable by name: its workers unpickle run_chunk from it
+    """One job, in this process: a pool would fork a process that may have loaded JAX."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
     out = tmp_path / "failures.txt"
     code = importlib.import_module("soak").main(["--count", "3", "--chunk", "2", "--jobs", "1", "--every", "0", "--out", str(out)])
     printed = capsys.readouterr().out
