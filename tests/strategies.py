@@ -886,6 +886,8 @@ class RouteGenerator(ProgramGenerator):
         letters = self.letters(self.draw(st.integers(1, 2)))
         k = letters[-1]
         c = self.fresh(set(letters), size=self.sizes[k])
+        if c is None:  # every letter of k's size taken
+            return self.block_random()
         z, order = self.operand(letters, reuse=7)
         top, below = self.ref(z, order), self.ref(z, order, {k: c})
         style = self.pick(("sum", "logsumexp", "line"))
@@ -906,8 +908,11 @@ class RouteGenerator(ProgramGenerator):
         `A_su x_ud`; as named lines, or with the scores written inside the softmax. With
         `mask` (a comparison), the softmax by named lines over `[u mask s]` only."""
         s, d, e = self.letters(3)
-        u, v = self.letters(2, {s, d, e}, sizes=[self.sizes[s]] * 2)
-        m = self.fresh({s, d, e, u, v}, size=self.sizes[d])
+        pair = self.letters(2, {s, d, e}, sizes=[self.sizes[s]] * 2)
+        m = self.fresh({s, d, e, *pair}, size=self.sizes[d]) if pair else None
+        if m is None:  # every letter of s's or d's size taken
+            return self.block_random()
+        u, v = pair
         x, order = self.operand([s, d], reuse=6)
         wq, wk = self.new_input([d, e]), self.new_input([d, e])
         self.prefer = [self.pick((wq, wk))]
@@ -940,7 +945,10 @@ class RouteGenerator(ProgramGenerator):
         """`mu_n = mean_d(x_nd)`, `x_nd - mu_n`, the variance, the scaled result; or all of
         it in one line, the means nested in the expression that uses them."""
         d = self.fresh(set())
-        e, f = self.letters(2, {d}, sizes=[self.sizes[d]] * 2)
+        pair = self.letters(2, {d}, sizes=[self.sizes[d]] * 2)
+        if pair is None:
+            return self.block_random()
+        e, f = pair
         n = [self.fresh({d, e, f})] if self.chance(7) else []
         x, order = self.operand(n + [d], reuse=7)
         X = functools.partial(self.ref, x, order)
@@ -1015,6 +1023,8 @@ class RouteGenerator(ProgramGenerator):
         for generic in "jkl":
             size = self.sizes[letters["i"]] if generic in same else None
             letters[generic] = self.fresh(set(letters.values()), size=size)
+        if None in letters.values():
+            return self.block_random()
         names = {key: self.new_input([letters[g] for g in spec]) for key, spec in shapes.items()}
         self.prefer = [names.get("X", names.get("x"))]
         self.tags[f"δ {form}"] += 1
@@ -1058,6 +1068,8 @@ class RouteGenerator(ProgramGenerator):
             return self.block_derivative()
         r, w = self.pick(options)
         letters = self.letters(len(self.results[r]), sizes=self.results[r])
+        if letters is None:
+            return self.block_random()
         R = self.ref(r, letters)
         self.used.add(r)
         loss = self.define("loss", [], self.pick((
@@ -1065,6 +1077,8 @@ class RouteGenerator(ProgramGenerator):
             f"mean_{''.join(letters)}(log(1 + {R}^2))" if letters else f"log(1 + {R}^2)",
         )))
         g = self.letters(len(self.inputs[w]), set(letters), sizes=self.inputs[w])
+        if g is None:  # the loss line stays, a scalar of its own
+            return self.block_random()
         G = "".join(g)
         comma = f"{G}" if len(g) == 1 and self.chance(5) else f"({G})"
         style = self.pick(("update", "maml", "gradient", "jacobian"))
@@ -1114,6 +1128,8 @@ class RouteGenerator(ProgramGenerator):
         letters = self.letters(self.draw(st.integers(1, 2)))
         k = letters[-1]
         c = self.fresh(set(letters), size=self.sizes[k])
+        if c is None:  # every letter of k's size taken
+            return self.block_random()
         z, order = self.operand(letters, reuse=7)
         top, below = self.ref(z, order), self.ref(z, order, {k: c})
         op = self.pick(("max", "min"))
@@ -1151,6 +1167,8 @@ class RouteGenerator(ProgramGenerator):
             rhs = f"[{t} {top} < 1] (1 - {t} {top})"
         elif style == "argmax":
             c = self.fresh(set(letters), size=self.sizes[k])
+            if c is None:  # z stays an input no line reads
+                return self.block_random()
             rhs = f"[{top} == max_{c}({self.ref(z, order, {k: c})})] {top}"
         else:
             s = self.new_input([], "scalar")

@@ -15,6 +15,7 @@ against (each was marked `xfail(strict=True)` until its fix landed) and passes n
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import signal
 import warnings
@@ -26,7 +27,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings, strategies as
 import indexcalc as ic
 from indexcalc import cli
 from routes import LOOPS_LIMIT, assert_routes_agree, finite_difference, gradient_routes, loops_cost
-from strategies import RouteCase, route_cases, sample
+from strategies import ROUTE_PROGRAMS, RouteCase, route_cases, sample
 
 # CI: a fixed sample, not shrunk (a shrink reruns every route hundreds of times: minutes);
 # the failing program is printed as drawn, and the soak profile shrinks (scripts/soak.py
@@ -59,6 +60,18 @@ def test_every_route_gives_the_same_numbers(case):
     for tag in case.tags:
         event(tag)
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
+
+@settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(route_cases(settings=dataclasses.replace(ROUTE_PROGRAMS, letters=("i", "j", "k", "l", "m"))))
+def test_the_generator_draws_a_program_when_letters_run_short(case):
+    """A block that finds no free letter of the size it needs draws a random block
+    instead. Before, attention, layer norm, softmax, max, the δ forms and derivative lines
+    unpacked None: a TypeError from the generator itself (a database example of
+    test_named_indices replayed one; with 15 letters it is rare, with 5 it came within
+    10 draws)."""
+    ic.parse(case.text)
 
 
 SATURATED_ATTENTION = RouteCase(
