@@ -134,6 +134,11 @@ def _summary(count, tags, classes, seconds, slow, out) -> str:
     return "\n".join(summary)
 
 
+def _with_slow(summary: str, slow: list[str]) -> str:
+    """A summary as the files hold it: the slow programs listed after it."""
+    return summary + "\n\n" + "\n\n".join(slow) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="programs to run")
@@ -177,11 +182,10 @@ def main(argv=None) -> int:
                 rate = count / (last - start)
                 print(f"  {count} programs, {disagreements} disagreements, {crashes} unexpected exceptions,"
                       f" {rate:.1f} programs/s, route modules {fingerprint(modules)}", flush=True)
-                summary = _summary(count, tags, classes, seconds, slow, args.out)
-                Path(args.out + ".summary").write_text(summary + "\n\n" + "\n\n".join(slow) + "\n")
+                Path(args.out + ".summary").write_text(_with_slow(_summary(count, tags, classes, seconds, slow, args.out), slow))
         elapsed = time.time() - start
         summary = _summary(count, tags, classes, seconds, slow, args.out)
-        out.write(summary + "\n\n" + "\n\n".join(slow) + "\n")
+        out.write(_with_slow(summary, slow))
     Path(args.out + ".summary").unlink(missing_ok=True)
     print(summary)
     print(f"elapsed {elapsed:.0f} s, {count / elapsed:.2f} programs/s")
