@@ -1100,6 +1100,32 @@ def test_a_carrier_that_alone_sizes_its_letter_stays():
     np.testing.assert_allclose(ic.evaluate(result, arrays), np.full(4, arrays["a"].mean()))
 
 
+CANCELLING = ("({Y}_u + c - {Y}_u)", "(c + {Y}_u - {Y}_u)", "(2 {Y}_u + c - 2 {Y}_u)", "({Y}_u c + e - c {Y}_u)")
+AROUND = ("{p} e", "{p} x_i", "exp({p} e)", "{p}^2 e", "sum_k({p} x_k)", "mean_k(x_k {p})", "(e + {p}) x_i")
+
+
+@sample(60)
+@given(st.lists(st.tuples(st.sampled_from(CANCELLING), st.sampled_from(AROUND), st.sampled_from("YZ")),
+                min_size=1, max_size=3),
+       st.sampled_from([" ", " + "]))
+def test_a_letter_whose_sizing_terms_cancel_keeps_a_carrier(pieces, join):
+    """The soak's seed 10800: in `y2_u = (y_u + T3 - y_u) T4` the terms that gave u its size
+    cancel, and simplify dropped the carrier `0 y_u` that was left, as u had been held (sized
+    elsewhere on the right) before the sum was rewritten: `y2_u = T3 T4`, refused by every
+    route after it. The family: such sums, alone or several, in products, calls, powers and
+    reductions, multiplied or added; simplified, each still carries u and keeps its value."""
+    rhs = join.join(f"({around.format(p=piece.format(Y=name))})" for piece, around, name in pieces)
+    lhs = "w_ui" if any("x_i" in around for _, around, _ in pieces) else "w_u"
+    if lhs == "w_ui" and join == " + ":
+        rhs = " + ".join(f"{term} (1 + 0 x_i)" if "x_i" not in term else term for term in rhs.split(" + "))
+    text = f"{lhs} = {rhs}"
+    eq = ic.parse(text)
+    arrays = {"Y": rand(4), "Z": rand(4), "x": rand(3), "c": 0.7, "e": -1.3}
+    result = ic.simplify(eq)
+    again = ic.parse(str(result))  # valid: it carries every letter of the left side
+    assert_close(ic.evaluate(again, arrays), ic.evaluate(eq, arrays), f"{text} -> {result}")
+
+
 def test_inline_prints_without_carriers_or_unit_powers():
     """Issue 8: the inline derivative, and the derivative lines the program uses, read
     like the notes (no `(1 + 0 x_p)` where p is held anyway, no `^1`, no `u^0`), and

@@ -22,7 +22,7 @@ from ..expr import (
     Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Sum, Tensor,
     leaf_factors, with_children,
 )
-from ..indices import check_equation
+from ..indices import check_equation, free_indices
 from ..program import check_program
 from ..relabel import exposed_letters, fresh_letters, letters_in, rename_summed_apart
 from ..scope import explicit, tidy
@@ -60,11 +60,28 @@ def simplify_tree(node: Expr) -> Expr:
     keep = letters_in(node)
     node = explicit(node)  # every sum a node: no rule below can capture an index
     if isinstance(node, Equation):
-        fresh = fresh_letters(letters_in(node))
-        fixed = frozenset(node.lhs.all_indices)
-        rhs = _simplify(node.rhs, Context(fixed, fresh, held=fixed & sized_apart_from_carriers(node.rhs)))
-        return _in_order(tidy(Equation(node.lhs, rhs), keep))
+        return _in_order(tidy(_simplified_equation(node), keep))
     return _simplify(node, Context(frozenset(), fresh_letters(letters_in(node))))
+
+
+def _simplified_equation(equation: Equation) -> Equation:
+    """The right side simplified with the left side's letters fixed, and checked to carry
+    them still. A zero carrier `0 y_u` is dropped where its letter is held, i.e. sized
+    elsewhere; but a hold is granted before the siblings are rewritten, and the terms that
+    sized the letter may cancel there (`w_u = (y_u + c - y_u) d` lost u). A letter so lost
+    is simplified again unheld, where only a carrier with a holder beside it in the same
+    rewritten product goes; if nothing keeps it, the equation is returned as it came."""
+    fresh = fresh_letters(letters_in(equation))
+    fixed = frozenset(equation.lhs.all_indices)
+    held, unheld = fixed & sized_apart_from_carriers(equation.rhs), frozenset()
+    while True:
+        rhs = _simplify(equation.rhs, Context(fixed, fresh, held=held - unheld, unheld=unheld))
+        lost = fixed - set(free_indices(rhs, fixed))
+        if not lost:
+            return Equation(equation.lhs, rhs)
+        if not (lost - unheld) & held:  # lost though nothing held it: no second pass can help
+            return equation
+        unheld |= lost
 
 
 def _in_order(node: Expr) -> Expr:
@@ -182,7 +199,7 @@ def _beside(ctx: Context, siblings: tuple[Expr, ...]) -> list[Context]:
     counts = Counter(i for letters in sized for i in letters)
     contexts = []
     for mine in sized:
-        held = {i for i, n in counts.items() if n > (i in mine)}
+        held = {i for i, n in counts.items() if n > (i in mine)} - ctx.unheld
         contexts.append(ctx if held <= ctx.held else replace(ctx, held=ctx.held | held))
     return contexts
 

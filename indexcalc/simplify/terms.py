@@ -24,6 +24,9 @@ class Context:
     # fixed by the left-hand side and sized by an array elsewhere on the right, apart from
     # zero carriers: a carrier `(1 + 0 x_p)` of such a letter holds nothing
     held: frozenset[str] = frozenset()
+    # letters nothing may hold: a first pass that held them lost them from the equation (the
+    # terms that sized them cancelled after the hold was granted; see simplify_tree)
+    unheld: frozenset[str] = frozenset()
     # what a subtree simplified to in this call: a rewrite re-simplifies the children of what
     # it made, and a Hessian repeats its subtrees many times
     done: dict = field(default_factory=dict, compare=False)
