@@ -38,6 +38,8 @@ def collect_terms(node: Sum, ctx: Context) -> Expr | None:
             groups[key] = [0.0, rest]
             order.append(key)
         groups[key][0] += c
+    if len(order) == len(split) and all(c != 0 for c, _ in split):
+        return None  # no two terms alike and none zero: nothing to collect or drop
     terms = [make_product(groups[k][0], groups[k][1]) for k in order]
     needed = set(free_indices(node, ctx.fixed))
     nonzero = [t for t in terms if not is_zero(t)]
@@ -79,8 +81,11 @@ def _canonical_key(factors: tuple[Expr, ...], ctx: Context):
     """Factors up to order and up to the names of the indices summed, at every level."""
     if not factors:
         return ()
-    canonical = canonical_bound(Product(sorted_factors(factors)), ctx.fixed)
-    return frozenset(Counter(canonical.factors).items())  # trees compare by structure: no printing
+    key = (factors, ctx.fixed)
+    if key not in ctx.canonical:
+        canonical = canonical_bound(Product(sorted_factors(factors)), ctx.fixed)
+        ctx.canonical[key] = frozenset(Counter(canonical.factors).items())  # trees compare by structure
+    return ctx.canonical[key]
 
 
 def merge_reductions(node: Sum, ctx: Context) -> Expr | None:
@@ -151,7 +156,10 @@ def _up_to_bound_letters(factor: Expr, ctx: Context) -> Expr:
     spellings can stand for all. A tensor, a δ, a mask or a number sums nothing."""
     if isinstance(factor, (Tensor, Delta, Mask, Shift, Number)):
         return factor
-    return canonical_bound(_products_ordered(factor, ctx.fixed), ctx.fixed)
+    key = (factor, ctx.fixed)
+    if key not in ctx.canonical:
+        ctx.canonical[key] = canonical_bound(_products_ordered(factor, ctx.fixed), ctx.fixed)
+    return ctx.canonical[key]
 
 
 def _products_ordered(node: Expr, fixed: frozenset[str]) -> Expr:

@@ -32,6 +32,8 @@ class Context:
     done: dict = field(default_factory=dict, compare=False)
     # the letters each subtree sizes (sized_apart_from_carriers), asked at every rewrite
     sized: dict = field(default_factory=dict, compare=False)
+    # the terms and factors of sums up to their bound letters (sums.py), asked at each visit
+    canonical: dict = field(default_factory=dict, compare=False)
 
 
 Rule = Callable[[Expr, Context], "Expr | None"]
