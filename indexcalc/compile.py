@@ -31,7 +31,7 @@ from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, P
 from .indices import check_equation, map_scoped
 from .emit import emit, owned
 from .plan import Lowering, canonical_key
-from .program import check_program, numeric_array, sized_by, still_needed
+from .program import check_program, needed_lines, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify_tree
@@ -77,7 +77,7 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
         check_equation(eq)
     written = equations
     # every sum a node before anything is substituted: an inlined definition cannot capture
-    equations = _needed(_inline_derivatives(_needed([explicit(eq) for eq in equations])))
+    equations = needed_lines(_inline_derivatives(needed_lines([explicit(eq) for eq in equations])))
     target = equations[-1]
     wanted = [_parse_wrt(w, names) for w in wrt]
     params = [name for name, _ in wanted]
@@ -135,11 +135,6 @@ def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str
         if total > INLINE_LIMIT:
             break
     return total
-
-
-def _needed(equations: list[Equation]) -> list[Equation]:
-    """The lines the last one depends on, in order (still_needed)."""
-    return still_needed(equations[:-1], equations[-1:])
 
 
 # ---------------------------------------------------------------- forward form

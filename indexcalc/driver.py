@@ -1,7 +1,7 @@
 """Running a program line by line: the driver both evaluators share.
 
 Every line's index rules are checked first. Then the lines the last one reads run, in
-order (program.still_needed), as the compiled plan runs only those: a line nothing reads
+order (program.needed_lines), as the compiled plan runs only those: a line nothing reads
 cannot change the value returned, and its arrays (missing, or of sizes that disagree)
 must not make one route refuse what another computes. Each left-hand side's value joins
 the named arrays for the lines after it. Before a line runs, every tensor it names must
@@ -23,7 +23,7 @@ from .diff import resolve_derivatives
 from .errors import IndexCalcError, ParseError
 from .expr import Equation, Expr, Program
 from .indices import check_equation, free_indices
-from .program import Environment, check_program, still_needed
+from .program import Environment, check_program, needed_lines
 from .wellformed import as_parsed
 
 
@@ -53,7 +53,7 @@ def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_ex
         for eq in equations:
             check_equation(eq)  # every line's index rules, whether it runs or not
         value = None
-        for eq in still_needed(list(equations[:-1]), list(equations[-1:])):
+        for eq in needed_lines(equations):
             env.prepare(eq)
             value = on_equation(eq, env)
             env.arrays[eq.lhs.key] = value

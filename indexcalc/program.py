@@ -174,6 +174,12 @@ def still_needed(definitions: list[Equation], last: list[Equation]) -> list[Equa
     return kept[::-1] + last
 
 
+def needed_lines(equations: Sequence[Equation]) -> list[Equation]:
+    """The lines of a program its last line reads, directly or through others, in order,
+    then the last: what every route runs (still_needed)."""
+    return still_needed(list(equations[:-1]), list(equations[-1:]))
+
+
 class Environment:
     """The named arrays, and the index sizes of the equation being evaluated."""
 
