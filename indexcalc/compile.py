@@ -29,7 +29,7 @@ from .backends import backend_name_of, get_backend
 from .errors import IndexCalcError, MissingArrayError
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
-from .emit import emit, owned
+from .emit import emit
 from .plan import Lowering, canonical_key
 from .program import check_program, needed_lines, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
@@ -455,13 +455,9 @@ class _Plan:
     def __init__(self, compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, known: dict,
                  backend=None, like=None):
         lowering, value, grads = lower(compiled, shapes, types, known, backend.dialect if backend is not None else None)
-        if backend is None or backend.name == "numpy":
-            keys = tuple(shapes)
-            value, grads = owned(lowering.steps, value, keys), {k: owned(lowering.steps, v, keys) for k, v in grads.items()}
-        outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
         self.lowering = lowering
         self.shapes, self.types, self.known = shapes, types, known
-        self.source, self.run = emit(lowering, outputs, backend, like)
+        self.source, self.run = emit(lowering, value, grads, backend, like)
         self.missing = [name for name in compiled.params if name not in grads]  # their gradients are zeros
         self.checked = _checked(self.run, list(shapes), list(shapes.values()), types) if backend is None else None
 

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import itertools
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -232,13 +232,19 @@ def body_lines(steps: "Sequence[Step]", outputs: str, comments: bool = False, in
     return lines
 
 
-def emit(lowering: "Lowering", outputs: str, backend=None, like=None) -> tuple[str, object]:
-    """Python source of the plan, and the function it defines (`body_lines`).
+def emit(lowering: "Lowering", value: str, grads: Mapping[str, str], backend=None, like=None) -> tuple[str, object]:
+    """Python source of the plan, and the function it defines (`body_lines`), returning
+    plan variable `value` and the gradients' (`grads`: parameter → variable).
     On NumPy the function runs with floating-point warnings off, as evaluate's powers and
-    functions do: inf and nan are answers here, not accidents. On another backend it runs
-    in that backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
+    functions do: inf and nan are answers here, not accidents; and a result that may look
+    into the caller's arrays is copied (`owned`). On another backend it runs in that
+    backend's namespace, wrapped as the backend runs it (jax.jit, no_grad)."""
     steps = lowering.steps
     on_numpy = backend is None or backend.name == "numpy"
+    if on_numpy:
+        keys = tuple(lowering.inputs)
+        value, grads = owned(steps, value, keys), {k: owned(steps, v, keys) for k, v in grads.items()}
+    outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
     if on_numpy and lowering.code is NUMPY_CODE and lowering.dtype == "float64" and not lowering.typed:
         steps = in_place(steps, outputs)
     body = "\n".join(body_lines(steps, outputs))

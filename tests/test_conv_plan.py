@@ -207,8 +207,8 @@ def lowered(eq: Equation, arrays: dict, like: str):
     """`eq` planned as a backward line is (its left side shaped like the array `like`)."""
     lowering = Lowering({k: v.shape for k, v in arrays.items()}, dtypes=[v.dtype for v in arrays.values()])
     var = lowering.equation(eq, like=like)
-    source, run = emit(lowering, var)
-    return run(arrays), lowering, source
+    source, run = emit(lowering, var, {})
+    return run(arrays)[0], lowering, source
 
 
 @pytest.mark.parametrize("form", ["scatter form", "solved form"])
