@@ -104,6 +104,17 @@ def test_a_saturated_softmax_hessian_is_roundoff_on_every_route():
     assert_routes_agree(SATURATED_ATTENTION, timeout=ROUTE_TIMEOUT)
 
 
+def test_a_line_whose_sizing_terms_cancel_is_simplified_valid_on_every_route():
+    """The soak's flag on seed 10800, a valid program that simplify made invalid: y_u and
+    -y_u cancel in `y2_u`, and the carrier `0 y_u` left over was dropped (u had been held
+    before the sum was rewritten), so evaluate(simplify) and the derivative's simplify
+    refused `y2_u = T3 T4`. The family is tests/test_diff.py's cancelling-terms property."""
+    case = RouteCase("y_t = sum_i(T2_i exp(-sum_j((T0_tj - T1_ij)^2)))\ny2_u = (y_u + T3 - y_u) T4\ny3 = ((-1.5)) T5",
+                     "T5", "T5", {"T0": ((2, 2), "tensor"), "T1": ((1, 2), "tensor"), "T2": ((1,), "tensor"),
+                                  "T3": ((), "scalar"), "T4": ((), "scalar"), "T5": ((), "scalar")}, 259445, True)
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
+
 # --------------------------------------------------------------------------------------
 # Helpers of the regression tests
 
