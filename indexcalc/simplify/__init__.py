@@ -76,7 +76,8 @@ def _simplified_equation(equation: Equation) -> Equation:
     held, unheld = fixed & sized_apart_from_carriers(equation.rhs), frozenset()
     while True:
         rhs = _simplify(equation.rhs, Context(fixed, fresh, held=held - unheld, unheld=unheld))
-        lost = fixed - set(free_indices(rhs, fixed))
+        # a comma derivative may be constant along a letter (check_equation): it sizes its own
+        lost = frozenset() if equation.lhs.derivs else fixed - set(free_indices(rhs, fixed))
         if not lost:
             return Equation(equation.lhs, rhs)
         if not (lost - unheld) & held:  # lost though nothing held it: no second pass can help
