@@ -378,6 +378,7 @@ class ProgramGenerator:
         self.line_letters: set[str] = set()  # letters drawn since the current line began
         self.inputs: dict[str, tuple[int, ...]] = {}
         self.results: dict[str, tuple[int, ...]] = {}
+        self.tags: collections.Counter = collections.Counter()  # the constructs drawn, by name
         self.count = 0
 
     def draw(self, strategy):
@@ -544,9 +545,18 @@ class ProgramGenerator:
             else:
                 terms.append(self.expr(out, optional, fixed, depth - 1))
         terms = self.draw(st.permutations(terms))
+        signs = [" + "] + [self.pick((" + ", " - ")) for _ in terms[1:]]
+        if self.chance(3):
+            # a term and its negative: the terms that size a letter may cancel (soak seed
+            # 10800: simplify dropped the carrier `0 y_u` they left, and with it u)
+            k = self.draw(st.integers(0, len(terms) - 1))
+            at = self.draw(st.integers(1, len(terms)))
+            terms.insert(at, terms[k])
+            signs.insert(at, " - " if signs[k] == " + " else " + ")
+            self.tags["cancelling terms"] += 1
         text = terms[0]
-        for term in terms[1:]:
-            text += self.pick((" + ", " - ")) + term
+        for sign, term in zip(signs[1:], terms[1:]):
+            text += sign + term
         return text
 
     def call(self, out, optional, fixed, depth) -> str:
@@ -746,7 +756,6 @@ class RouteGenerator(ProgramGenerator):
         self.lines: list[str] = []
         self.used: set[str] = set()  # names the line being drawn reads
         self.prefer: list[str] = []  # inputs the last construct is about (the δ classes' X)
-        self.tags: collections.Counter = collections.Counter()
         self.scalar = True
 
     # ---- operands
