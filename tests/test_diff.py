@@ -1126,6 +1126,30 @@ def test_a_letter_whose_sizing_terms_cancel_keeps_a_carrier(pieces, join):
     assert_close(ic.evaluate(again, arrays), ic.evaluate(eq, arrays), f"{text} -> {result}")
 
 
+INVERSE_DIAGONALS = [
+    "z_a = sum_o(inv_oa(A_pq) delta_ao)", "z_a = inv_oa(A_pq) delta_ao", "z_a = inv_ao(A_pq) delta_oa x_a",
+    "z = sum_oa(inv_oa(A_pq) delta_ao)", "z = inv_oa(A_pq) delta_ao", "z_a = sum_o(inv_oa(A_pq + B_pq) delta_ao) + x_a",
+    "z = sum_a(x_a sum_o(inv_oa(B_pr A_rq) delta_oa))", "z_a = sum_o(delta_ao inv_ao(A_pq) x_o)",
+]
+
+
+@pytest.mark.parametrize("text", INVERSE_DIAGONALS)
+def test_the_diagonal_and_trace_of_an_inverse_keep_their_delta(text):
+    """The soak's seed 11000: a Hessian through det held `sum_o(inv_oa(...) δ_ao)`, and
+    δ elimination renamed o to a, making `inv_aa(...)`, which the notation refuses (a pair
+    relabelled to one letter): compile(hessian) raised. tr(A⁻¹) written with a δ
+    (`sum_oa(inv_oa(A_pq) δ_ao)`) raised the same in simplify. The δ now stays where it
+    would merge a matrix function's pair; every route gives the diagonal (the trace)."""
+    A = rand(3, 3) + 3 * np.eye(3)
+    arrays = {"A": A, "B": rand(3, 3) + 3 * np.eye(3), "x": rand(3)}
+    result = ic.simplify(text)
+    want = ic.evaluate(text, arrays)
+    assert_close(ic.evaluate(ic.parse(str(result)), arrays), want, f"{text} -> {result}")
+    assert_close(ic.compile(text)(arrays)[0], want, f"compile {text}")
+    if text == "z = sum_oa(inv_oa(A_pq) delta_ao)":
+        assert_close(want, np.trace(np.linalg.inv(A)), "tr(A^-1)")
+
+
 def test_inline_prints_without_carriers_or_unit_powers():
     """Issue 8: the inline derivative, and the derivative lines the program uses, read
     like the notes (no `(1 + 0 x_p)` where p is held anyway, no `^1`, no `u^0`), and

@@ -9,7 +9,9 @@ from dataclasses import replace
 from ..expr import Delta, Expr, Mask, Number, Power, Product, Reduce, Sum, leaf_factors
 from ..indices import free_indices, occurrence_counts
 from ..relabel import exposed_letters, letters_in, rebind_reduction, rename, rename_summed_apart
-from .terms import Context, coefficient, is_zero, make_product, sized_apart_from_carriers, sized_letters, sorted_factors
+from .terms import (
+    Context, coefficient, is_zero, make_product, merges_a_pair, sized_apart_from_carriers, sized_letters, sorted_factors,
+)
 
 
 def flatten_product(node: Product, ctx: Context) -> Expr | None:
@@ -60,11 +62,15 @@ def eliminate_delta(node: Product, ctx: Context) -> Expr | None:
                 continue
             for old, new in ((a, b), (b, a)):
                 if summed(old) and (summed(new) or new in ctx.fixed or counts[old] == 2):
-                    return drop_delta_pair(node, k, p, old, new, ctx)
+                    result = drop_delta_pair(node, k, p, old, new, ctx)
+                    if result is not None:
+                        return result
     return None
 
 
-def drop_delta_pair(node: Product, k: int, p: int, old, new, ctx: Context) -> Expr:
+def drop_delta_pair(node: Product, k: int, p: int, old, new, ctx: Context) -> Expr | None:
+    """`node` without pair `p` of its δ factor `k`, and `old` renamed `new` if given; None
+    where that rename would merge the two axes of a matrix function (`merges_a_pair`)."""
     delta = node.factors[k]
     pairs = [pair for q, pair in enumerate(delta.pairs) if q != p]
     rest = list(node.factors[:k] + node.factors[k + 1 :])
@@ -72,6 +78,8 @@ def drop_delta_pair(node: Product, k: int, p: int, old, new, ctx: Context) -> Ex
         rest.append(Delta(tuple(a for a, _ in pairs), tuple(b for _, b in pairs)))
     result = Product(tuple(rest)) if rest else Number(1.0)
     if old is not None and isinstance(result, Product):
+        if merges_a_pair(result, old, new):
+            return None
         result = rename(result, old, new, ctx.fixed, ctx.fresh, merge=True)
     return result
 

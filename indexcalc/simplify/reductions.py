@@ -11,7 +11,7 @@ from ..expr import Delta, Expr, Mask, Number, Product, Reduce, Shift, Sum, Tenso
 from ..indices import free_indices
 from ..relabel import rename
 from .products import drop_delta_pair
-from .terms import Context, delta_on, is_zero, make_product, sized_letters
+from .terms import Context, delta_on, is_zero, make_product, merges_a_pair, sized_letters
 
 
 def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
@@ -33,6 +33,8 @@ def reduce_delta(node: Reduce, ctx: Context) -> Expr | None:
             for old, new in ((a, b), (b, a)):
                 if old in node.indices and (new not in bound or new in node.indices) and old != new:
                     picked = drop_delta_pair(Product(tuple(factors)), k, p, None, None, ctx)
+                    if merges_a_pair(picked, old, new):
+                        continue  # the diagonal of an inverse has no spelling: the δ stays
                     picked = rename(picked, old, new, ctx.fixed | bound | {new}, ctx.fresh, merge=True)
                     if new in bound and new not in sized_letters((picked,)):
                         continue  # sum_ij(δ_ij δ_ij): no array would give the sum left over j its size

@@ -13,7 +13,7 @@ from ..expr import (
     Call, Compare, Delta, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Shift, Sum, Tensor, leaf_factors,
 )
 from ..indices import free_indices
-from ..relabel import Fresh
+from ..relabel import Fresh, letters_in
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,14 @@ def valid(node: Expr, fixed: frozenset[str]) -> bool:
     except IndexNotationError:
         return False
     return True
+
+
+def merges_a_pair(node: Expr, old: str, new: str) -> bool:
+    """Whether renaming `old` to `new` in `node` would write one letter on both axes of a
+    matrix function: `sum_o(inv_oa(A_pq) δ_ao)` picks the diagonal of the inverse, and
+    `inv_aa(...)` is not notation (refused as a pair relabelled to one letter), so the δ
+    stays. Conservative: any matrix function that writes both letters anywhere in it."""
+    return any(isinstance(n, MatrixCall) and {old, new} <= letters_in(n) for n in node.walk())
 
 
 def delta_on(node: Expr, indices) -> bool:
