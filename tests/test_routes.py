@@ -115,6 +115,24 @@ def test_a_line_whose_sizing_terms_cancel_is_simplified_valid_on_every_route():
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
+def test_a_hessian_through_det_keeps_the_delta_on_the_inverses_pair_on_every_route():
+    """The soak's three flags on seed 11000: the Hessian of det(jac jac + 0.5 δ) by T0
+    held `sum_o(inv_oa(...) δ_ao)`, and compile's simplify eliminated the δ into
+    `inv_aa(...)`, refused as a pair relabelled to one letter. The family is
+    tests/test_diff.py's diagonal and trace of an inverse."""
+    text = """h_v = tanh(T0_vq T1_q)
+loss = mean_k(log(1 + h_k^2))
+jac_ktn = h_{k,(tn)}[T0]
+L = T2_ktn jac_ktn
+y_t = sum_k(T6_k exp(-T5 sum_q((T3_tq - T4_kq) (T3_tq - T4_kq))))
+d_l = det(jac_ksl jac_kpl + 0.5 delta_sp)
+L2 = T7_l d_l"""
+    specs = {"T0": ((1, 2), "tensor"), "T1": ((2,), "tensor"), "T2": ((1, 1, 2), "tensor"), "T3": ((1, 2), "tensor"),
+             "T4": ((1, 2), "tensor"), "T5": ((), "positive"), "T6": ((1,), "tensor"), "T7": ((2,), "tensor")}
+    for wrt in ("T1_a", "T0_ab"):
+        assert_routes_agree(RouteCase(text, wrt, "T0", specs, 50137, True), timeout=ROUTE_TIMEOUT)
+
+
 # --------------------------------------------------------------------------------------
 # Helpers of the regression tests
 
