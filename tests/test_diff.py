@@ -1126,6 +1126,28 @@ def test_a_letter_whose_sizing_terms_cancel_keeps_a_carrier(pieces, join):
     assert_close(ic.evaluate(again, arrays), ic.evaluate(eq, arrays), f"{text} -> {result}")
 
 
+CANCELLED_WRT = [
+    "y_n = x_n + (w_n - w_n)\nL = y_n y_n\ng_a = L_{,(a)}[w]",
+    "y = sum_k(w_k x_k - x_k w_k) + c\nL = y y\ng_a = L_{,(a)}[w]",
+    "y_n = -3 (x_n + w_n) + -3 (2 - w_n + w_n)\nL = sum_n(softplus(y_n))\nw2_a = w_a - c L_{,(a)}[w]\nM = w2_a w2_a",
+    "y_n = (2 - w_n + w_n) x_n c\nL = sum_n(y_n)\nh = L_{,()}[c] + L_{,(a)}[w] x_a",
+]
+
+
+@pytest.mark.parametrize("text", CANCELLED_WRT)
+def test_a_program_keeps_the_name_its_derivative_lines_differentiate_by(text):
+    """The soak's seed 11100: simplify cancelled `(2 - T3_ni + T3_ni)` in a line, so T3
+    was written nowhere on the way to `loss_{,(su)}[T3]` below, and evaluating the
+    simplified program refused it as a typo ("T3 does not occur ... nothing to
+    differentiate by"), where the program as written has the derivative zero. A line that
+    would lose such a name is kept as written; the numbers are the program's."""
+    arrays = {"x": rand(3), "w": rand(3), "c": 0.7}
+    result = ic.simplify(text)
+    want = ic.evaluate(text, arrays)
+    assert_close(ic.evaluate(result, arrays), want, f"{text} -> {result}")
+    assert_close(ic.evaluate(ic.parse(str(result)), arrays), want, f"{text} -> {result}, reparsed")
+
+
 INVERSE_DIAGONALS = [
     "z_a = sum_o(inv_oa(A_pq) delta_ao)", "z_a = inv_oa(A_pq) delta_ao", "z_a = inv_ao(A_pq) delta_oa x_a",
     "z = sum_oa(inv_oa(A_pq) delta_ao)", "z = inv_oa(A_pq) delta_ao", "z_a = sum_o(inv_oa(A_pq + B_pq) delta_ao) + x_a",

@@ -54,7 +54,8 @@ def simplify_tree(node: Expr) -> Expr:
     (`wellformed.check_tree`) would only walk again."""
     if isinstance(node, Program):
         check_program(node.equations)
-        return Program(tuple(simplify_tree(eq) for eq in node.equations))
+        by = _differentiated_by(node.equations)
+        return Program(tuple(_keeping_what_is_differentiated(eq, simplify_tree(eq), by) for eq in node.equations))
     if isinstance(node, Equation):
         check_equation(node)  # what no route would evaluate is not rewritten either
     keep = letters_in(node)
@@ -83,6 +84,23 @@ def _simplified_equation(equation: Equation) -> Equation:
         if not (lost - unheld) & held:  # lost though nothing held it: no second pass can help
             return equation
         unheld |= lost
+
+
+def _differentiated_by(equations) -> frozenset[str]:
+    """The names the program's derivative lines differentiate by (`w` in `loss_{,(gh)}[w]`)."""
+    return frozenset(d.wrt for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor) for d in t.derivs)
+
+
+def _keeping_what_is_differentiated(written: Equation, simplified: Equation, by: frozenset[str]) -> Equation:
+    """The simplified line, unless it no longer writes a name that a derivative line of the
+    program differentiates by (`(2 - T3_ni + T3_ni)` with `loss_{,(su)}[T3]` below): a
+    derivative by a name written on the way and cancelled there is zero, by one written
+    nowhere a typo (DESIGN), and diff tells them apart by the text. The line is then kept
+    as written."""
+    def names(eq: Equation) -> set[str]:
+        return {t.name for t in eq.rhs.walk() if isinstance(t, Tensor) and t.name in by}
+
+    return simplified if names(written) <= names(simplified) else written
 
 
 def _in_order(node: Expr) -> Expr:
