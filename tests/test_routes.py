@@ -133,6 +133,20 @@ L2 = T7_l d_l"""
         assert_routes_agree(RouteCase(text, wrt, "T0", specs, 50137, True), timeout=ROUTE_TIMEOUT)
 
 
+def test_a_wrt_cancelled_in_a_line_stays_written_for_the_derivative_line_on_every_route():
+    """The soak's flag on seed 11100: simplify cancelled T3 out of y's line, and the
+    simplified program's `loss_{,(su)}[T3]` was refused as a derivative by a name written
+    nowhere. The family is tests/test_diff.py's cancelled-wrt programs."""
+    text = """y_ni = -3 ((T1_in + T2_ni + T0_ni)) + -3 ((2 - T3_ni + T3_ni))
+loss = sum_qt(softplus(y_qt))
+T3_new_su = T3_su - T4 loss_{,(su)}[T3]
+ynew_ni = -3 ((T1_in + T2_ni + T0_ni)) + -3 ((2 - T3_new_ni + T3_new_ni))
+L = sum_ni(softplus(ynew_ni))"""
+    specs = {"T0": ((3, 1), "tensor"), "T1": ((1, 3), "tensor"), "T2": ((3, 1), "tensor"), "T3": ((3, 1), "tensor"),
+             "T4": ((), "positive")}
+    assert_routes_agree(RouteCase(text, "T0", "T0_αβ", specs, 3, True), timeout=ROUTE_TIMEOUT)
+
+
 # --------------------------------------------------------------------------------------
 # Helpers of the regression tests
 
