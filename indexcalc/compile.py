@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from .diff import (
-    DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
+    DiffError, _definition, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
     _target, _written_through, resolve_derivatives, wrt_names,
 )
 from .backends import backend_name_of, get_backend
@@ -30,6 +30,7 @@ from .errors import IndexCalcError, MissingArrayError
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
 from .emit import emit
+from .exponentials import SCALE, named_exponentials, read_through
 from .plan import Lowering, canonical_key
 from .program import check_program, needed_lines, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
@@ -89,6 +90,8 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
             _fresh_indices(given, _index_count(equations, name), name, set(), target)
     if params and target.lhs.all_indices:
         raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
+    if params:  # the backward pass differentiates `exp(S_n) / Z` through Z's sum, as diff does
+        equations = _through_exponential_sums(equations)
     # simplified after the checks: T0_ii tanh(1.5 - 1.5) folds to 0, but T0 occurs, with gradient 0
     forward, scales = _prepare([simplify_tree(eq) for eq in equations])
     backward = _adjoints(forward, params) if params else []
@@ -117,6 +120,24 @@ def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
         return equations
     return still_needed(equations[:-1], [explicit(Equation(last.lhs, rhs))])
+
+
+def _through_exponential_sums(equations: list[Equation]) -> list[Equation]:
+    """A named sum of exponentials (`Z_v = sum_k(exp(S_vk))`) under a power or a log
+    replaced by its sum, so that the lines' adjoints take its stable derivative (the
+    adjoint of Z in `exp(S_n) / Z` holds Z^-2, 0 past logits of ~355). The forward values
+    are the same sums; Z's line stays where anything else reads it."""
+    named = named_exponentials(equations)
+    if not named:
+        return equations
+    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
+
+    def definition(ref: Tensor) -> Expr:
+        return _definition(ref, named, fresh, {}, limited=False)
+
+    read = [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition))
+            for eq in equations]
+    return needed_lines([explicit(eq) for eq in read])
 
 
 def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str, int]) -> int:
@@ -186,7 +207,7 @@ def _named_arguments(node: Expr, fixed, state) -> Expr:
     if isinstance(node, Reduce):
         body = again(node.body, fixed | set(node.indices))
         if node.op == "mean":
-            scale = Tensor(f"#mean{next(counter)}")
+            scale = Tensor(f"{SCALE}{next(counter)}")
             scales[scale.key] = node.indices
             if isinstance(body, Reduce) and body.op == "sum":  # mean_n(sum_h(..)): one contraction
                 return Product((replace(body, indices=node.indices + body.indices), scale))

@@ -32,6 +32,7 @@ from .expr import (
     Tensor, leaf_factors,
 )
 from . import functions, matrices, shifts
+from .exponentials import exponential_terms, log_of, merged, named_exponentials
 from .indices import (
     check_equation, free_indices, index_names, map_scoped, occurrence_counts, relabelled_index, summed_indices,
 )
@@ -116,8 +117,9 @@ class _Rules:
     """
 
     def __init__(self, wrt: str, fresh_indices: tuple[str, ...], derived: set[str], fresh: Fresh,
-                 sized_outside: bool = False):
+                 sized_outside: bool = False, named: dict[str, Equation] | None = None):
         self.wrt = wrt
+        self.named = named or {}  # earlier lines that define a sum of exponentials
         self.sized_outside = sized_outside  # the left-hand side's letters get their sizes elsewhere
         self.G = fresh_indices
         self.derived = derived  # keys of earlier results that depend on wrt
@@ -166,7 +168,7 @@ class _Rules:
         return out
 
     def product(self, node: Product, fixed) -> list[Term]:
-        factors = list(leaf_factors(node))
+        factors = list(merged(tuple(leaf_factors(node)), fixed, self.named))
         out: list[Term] = []
         for k, factor in enumerate(factors):
             others = tuple(factors[:k] + factors[k + 1 :])
@@ -178,12 +180,18 @@ class _Rules:
         u, c = node.base, node.exponent
         if c == Number(0.0):  # u^0 is 1 (also where u = 0): 0 u^-1 would be 0 inf there
             return []
-        lowered = Number(c.value - 1.0) if isinstance(c, Number) else Sum((c, Number(-1.0)))
-        return self.times((c, Power(u, lowered)), u, self.d(u, fixed), fixed) + self.times(
-            (node, Call("log", u)), c, self.d(c, fixed), fixed
-        )
+        logged = self.log_derivative(u, fixed)
+        if logged is not None:  # c u^c d(log u), where u^(c-1) du would overflow
+            by_base = self.times((c, node), u, logged, fixed)
+        else:
+            lowered = Number(c.value - 1.0) if isinstance(c, Number) else Sum((c, Number(-1.0)))
+            by_base = self.times((c, Power(u, lowered)), u, self.d(u, fixed), fixed)
+        return by_base + self.times((node, Call("log", u)), c, self.d(c, fixed), fixed)
 
     def call(self, node: Call, fixed) -> list[Term]:
+        logged = self.log_derivative(node.arg, fixed) if node.func == "log" and node.relabel is None else None
+        if logged is not None:
+            return self.times((), node, logged, fixed)
         inner = self.d(node.arg, fixed)
         if not inner:
             return []
@@ -209,6 +217,33 @@ class _Rules:
             for old, new in zip(node.relabel, (p, q)):
                 t = self.renamed(t, old, new, fixed)
             out.append(Term(coef * t.coef, kernel + t.factors, (Reduce("sum", (p, q), _EMPTY),) + t.reds))
+        return out
+
+    def log_derivative(self, u: Expr, fixed, log_u: Expr | None = None) -> list[Term] | None:
+        """d(log u) where u is a sum of exponentials (`sum_k(exp(v_k))`, `1 + exp(-x)`,
+        `exp(v)`, or a name defined as one), else None: Σ w dv, the weights
+        `w = exp(v - log u)` at most 1 each (indexcalc.exponentials says why)."""
+        if isinstance(u, Tensor) and u.key in self.named:  # Z_n, Z = sum_k(exp(S_nk)): through Z's line
+            return self.log_derivative(_definition(u, self.named, self.fresh, {}, limited=False), fixed,
+                                       Call("log", u))
+        if isinstance(u, Call) and u.func == "exp" and u.relabel is None:
+            return self.d(u.arg, fixed)
+        terms = exponential_terms(u, fixed)
+        if terms is None:
+            return None
+        log_u = log_u if log_u is not None else log_of(replace(u, op="sum") if isinstance(u, Reduce) else u, terms)
+        if isinstance(log_u, Call) and log_u.func == "softplus":  # 1 + exp(v): σ(v) dv
+            return self.d(log_u, fixed)
+        out = []
+        for term in terms:
+            inside = fixed | set(term.over)
+            self.reduced |= set(term.over)
+            over = (Reduce("sum", term.over, _EMPTY),) if term.over else ()
+            weight = term.weight(log_u)
+            keep = set(free_indices(weight, inside)) | inside
+            for t in self.d(term.exponent, inside):
+                t = self.apart(t, letters_in(weight), keep, inside)  # its own letters off the weight's
+                out.append(Term(t.coef, t.factors + (weight,), over + t.reds))
         return out
 
     def reduce(self, node: Reduce, fixed) -> list[Term]:
@@ -403,6 +438,7 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
     user_letters = set().union(*(letters_in(eq) for eq in equations)) | set(G)
 
     derived: set[str] = set()
+    named = named_exponentials(equations)
     lines: list[Equation] = []
     for eq in equations:
         if not ({name} | derived) & {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}:
@@ -416,7 +452,7 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
             fresh = fresh_letters(letters_in(eq) | set(G))
             local = tuple(fresh() for _ in G)
             user_letters |= set(local)
-        lines.append(_derive_equation(explicit(eq, reserved=local), name, local, derived))
+        lines.append(_derive_equation(explicit(eq, reserved=local), name, local, derived, named))
         derived.add(eq.lhs.key)
     if target_eq.lhs.key not in derived:
         if not _written_through(equations, name):
@@ -461,10 +497,11 @@ def _hidden(eq: Equation) -> set[str]:
             if s.index not in eq.lhs.all_indices and letter_count(eq.rhs, s.index) == 2}
 
 
-def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[str]) -> Equation:
+def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[str],
+                     named: dict[str, Equation]) -> Equation:
     fixed = frozenset(eq.lhs.all_indices) | set(G)
     fresh = fresh_letters(letters_in(eq) | set(G))
-    rhs = _assemble(_Rules(name, G, derived, fresh).d(eq.rhs, fixed))
+    rhs = _assemble(_Rules(name, G, derived, fresh, named=named).d(eq.rhs, fixed))
     lhs = Tensor(eq.lhs.name, eq.lhs.indices, eq.lhs.derivs + (Deriv(G, name),))
     result = Equation(lhs, rhs if rhs is not None else Number(0.0))
     check_equation(result)

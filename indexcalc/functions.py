@@ -42,7 +42,8 @@ def _call(name: str) -> Callable[[Expr], Expr]:
 
 def _sigmoid_on(xp):
     """The library's own fused σ where it has one (torch.sigmoid: one kernel, not four),
-    else σ through tanh, which neither overflows nor loses the small values."""
+    else σ through tanh, which never overflows (it is 0 below x ≈ -37, where σ is e^x, and
+    keeps fewer digits of σ the further below -10: 1 - tanh rounds)."""
     fused = getattr(xp, "sigmoid", None)
     return fused if callable(fused) else lambda x: 0.5 * (1.0 + xp.tanh(0.5 * x))
 

@@ -44,11 +44,6 @@ def issue8(what: str):
     return lambda test: test
 
 
-def still_open(what: str):
-    """A class the soak found on the rewritten core and not fixed yet: it must flip."""
-    return pytest.mark.xfail(strict=True, reason=f"issue 8, still open: {what}")
-
-
 # --------------------------------------------------------------------------------------
 # The cross-route property
 
@@ -147,7 +142,26 @@ L = sum_ni(softplus(ynew_ni))"""
     assert_routes_agree(RouteCase(text, "T0", "T0_αβ", specs, 3, True), timeout=ROUTE_TIMEOUT)
 
 
-@still_open("the Hessian of a softmax at logits past ~355 is NaN: exp(S_k) exp(S_n) / sum(exp)^2 overflows")
+def test_an_attention_head_at_logits_of_448_has_a_hessian_on_every_route():
+    """The soak's flag on seed 11200: scores of ~448 (`(-2)^v18`, v18 = 3), by v15, which
+    occurs only as `v15_mqv - v15_mqv` (gradient and Hessian 0): evaluate and compile of
+    the Hessian were NaN. The family is tests/test_exponentials.py."""
+    text = """J_lquk = v9_lu v10_qk
+y_vq = (v11_ltq v12_vt / (1 + ((1 + (v13_qvl)^2)^-1)^2)) (-0.5) - (-2)^v18 ((v16 + v15_mqv - v15_mqv - v17_vqm) * exp(tanh(v14_qvm))) + (-2)^v20 v19_pqpv
+q_vr = y_vk1 v21_k1r
+k_nr = y_nk1 v22_k1r
+S_vn = 0.5 q_vr k_nr
+A_vn = exp(S_vn) / sum_k(exp(S_vk))
+o_vk1 = A_vn y_nk1
+L = mean_vk1(log(1 + o_vk1^2))"""
+    specs = {"v9": ((3, 2), "tensor"), "v10": ((2, 1), "tensor"), "v11": ((3, 2, 2), "tensor"),
+             "v12": ((1, 2), "tensor"), "v13": ((2, 1, 3), "tensor"), "v14": ((2, 1, 2), "tensor"),
+             "v15": ((2, 2, 1), "tensor"), "v16": ((), "scalar"), "v17": ((1, 2, 2), "tensor"),
+             "v18": ((), "exponent"), "v19": ((3, 2, 3, 1), "tensor"), "v20": ((), "exponent"),
+             "v21": ((2, 1), "tensor"), "v22": ((2, 1), "tensor")}
+    assert_routes_agree(RouteCase(text, "v15_abc", "v15_αβγ", specs, 8915, True), timeout=ROUTE_TIMEOUT)
+
+
 def test_the_hessian_of_a_saturated_softmax_is_a_number():
     """The soak's flag on seed 11200 (attention scores of 448), as small as it goes: the
     forward ratio exp(448) / sum exp is fine and so is the gradient, but the Hessian's

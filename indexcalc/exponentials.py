@@ -1,0 +1,143 @@
+"""Sums of exponentials: the denominators of softmax, attention and hand-written σ.
+
+A softmax written as the notes write it, `exp(S_n) / sum_k(exp(S_k))`, is a quotient
+whose parts leave the floats long before the quotient does: at logits of 448 the
+denominator's square overflows, and the textbook derivative of `u^-1`, `-u^-2 du`,
+multiplies exp(448)^2 = inf by u^-2 = 0. The stable way is the one a softmax layer
+takes: `d(u^c) = c u^c d(log u)` and `d(log u) = Σ_k w_k dv_k` with the weights
+`w_k = exp(v_k - log u)`, each at most 1. This module recognises such a u (the rules of
+`diff` write its derivative that way) and, for `compile`'s backward pass, reads a named
+one (`Z = sum_k(exp(S_k))`, then `exp(S_n) / Z`) through its definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .expr import Call, Compare, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
+from .indices import free_indices, map_scoped
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """One `g exp(v)` of a sum of exponentials, summed over `over` (the reduction's
+    letters, or none for a term of a written sum); g is positive."""
+
+    over: tuple[str, ...]
+    gains: tuple[Expr, ...]
+    exponent: Expr
+
+    def weight(self, log_total: Expr) -> Expr:
+        """g exp(v - log u): its share of u."""
+        share = Call("exp", Sum((self.exponent, Product((Number(-1.0), log_total)))))
+        return Product(self.gains + (share,)) if self.gains else share
+
+
+def exponential_terms(u: Expr, fixed: frozenset[str]) -> tuple[Exponential, ...] | None:
+    """u as a sum of exponentials with positive gains: `sum_k(g exp(v))` or `mean_k(...)`
+    (every k in v: `sum_k(exp(x))` is K exp(x), no softmax over k), or a written sum of
+    such terms and positive numbers (`1 + exp(-x)`); None for anything else."""
+    if isinstance(u, Reduce) and u.op in ("sum", "mean"):
+        term = _exponential(u.body)
+        inside = fixed | set(u.indices)
+        if term is None or not set(u.indices) <= set(free_indices(term.exponent, inside)):
+            return None
+        return (replace(term, over=u.indices),)
+    if isinstance(u, Sum):
+        terms = [_exponential(t) for t in u.terms if not _positive_constant(t)]
+        return tuple(terms) if terms and None not in terms else None
+    if isinstance(u, Product):  # 2 sum_k(exp(S_k)), or compile's sum_k(exp(S_k)) #mean1
+        factors = tuple(leaf_factors(u))
+        scale = tuple(f for f in factors if _positive_constant(f))
+        rest = [f for f in factors if not _positive_constant(f)]
+        inner = exponential_terms(rest[0], fixed) if len(rest) == 1 and not _is_mean(rest[0]) else None
+        return None if inner is None else tuple(replace(t, gains=scale + t.gains) for t in inner)
+    return None
+
+
+SCALE = "#mean"  # compile writes mean_n(x) as sum_n(x) times a constant 1/N of this name
+
+
+def _positive_constant(node: Expr) -> bool:
+    return isinstance(node, Number) and node.value > 0 or isinstance(node, Tensor) and node.name.startswith(SCALE)
+
+
+def _is_mean(node: Expr) -> bool:
+    return isinstance(node, Reduce) and node.op == "mean"
+
+
+def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
+    """log u, in range wherever u is: `softplus(v)` for `1 + exp(v)`, else the log of u
+    as written, which the plan shares with the forward pass's u. (logsumexp_k(v) would
+    read better for `sum_k(exp(v))`, but it computes the exps a second time: a softmax
+    regression's gradient took 1.7× NumPy's time with it, 1.1× without.)"""
+    if isinstance(u, Sum) and terms and len(u.terms) == 2 and Number(1.0) in u.terms and not terms[0].gains:
+        return Call("softplus", terms[0].exponent)
+    return Call("log", u)
+
+
+def is_exponential_sum(u: Expr, fixed: frozenset[str], named: dict[str, Equation]) -> bool:
+    return isinstance(u, Tensor) and u.key in named or exponential_terms(u, fixed) is not None
+
+
+def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Equation]) -> tuple[Expr, ...]:
+    """A product's exps and its powers of sums of exponentials as one exp, as a softmax
+    layer computes it: `exp(S_n) sum_k(exp(S_k))^-1` is `exp(S_n - log(sum_k(exp(S_k))))`.
+    Its derivatives are then products of such bounded factors, where the factors as
+    written meet as exp(S_n)^2 (inf) beside u^-2 (0) in a Hessian or a squared error.
+    A letter the merged factors sum between them (none fixed it) keeps them apart."""
+    exps = [f for f in factors if _is_exp(f)]
+    powers = [f for f in factors if isinstance(f, Power) and isinstance(f.exponent, Number)
+              and is_exponential_sum(f.base, fixed, named)]
+    if not exps or not powers:
+        return factors
+    seen: set[str] = set()
+    for factor in exps + powers:
+        letters = set(free_indices(factor, fixed)) - fixed
+        if letters & seen:
+            return factors
+        seen |= letters
+    parts = [f.arg for f in exps] + [
+        Product((p.exponent, log_of(p.base, None if isinstance(p.base, Tensor) else exponential_terms(p.base, fixed))))
+        for p in powers]
+    one = Call("exp", Sum(tuple(parts)))
+    first = factors.index(exps[0])
+    rest = [f for f in factors if f not in exps and f not in powers]
+    return tuple(rest[:first]) + (one,) + tuple(rest[first:])
+
+
+def _exponential(node: Expr) -> Exponential | None:
+    factors = tuple(leaf_factors(node)) if isinstance(node, Product) else (node,)
+    exps = [f for f in factors if isinstance(f, Call) and f.func == "exp" and f.relabel is None]
+    gains = tuple(f for f in factors if isinstance(f, (Mask, Compare)) or _positive_constant(f))
+    if len(exps) != 1 or len(gains) != len(factors) - 1:
+        return None
+    return Exponential((), gains, exps[0].arg)
+
+
+def named_exponentials(equations: list[Equation]) -> dict[str, Equation]:
+    """The lines whose right-hand side is a sum of exponentials (or one exp), by name (not
+    a mean: the weights are shares of the sum, and log Z would be the mean's)."""
+    return {eq.lhs.key: eq for eq in equations if not eq.lhs.derivs and not _is_mean(eq.rhs) and (
+        _is_exp(eq.rhs) or exponential_terms(eq.rhs, frozenset(eq.lhs.all_indices)) is not None)}
+
+
+def _is_exp(node: Expr) -> bool:
+    return isinstance(node, Call) and node.func == "exp" and node.relabel is None
+
+
+def read_through(node: Expr, fixed: frozenset[str], named: dict[str, Equation], definition) -> Expr:
+    """`node` with every named sum of exponentials that stands as a power's base or a
+    log's argument replaced by its definition (`definition(ref)` gives it on ref's
+    letters), so that a derivative of the line sees the sum it is."""
+    def again(child: Expr, inner=fixed) -> Expr:
+        return read_through(child, inner, named, definition)
+
+    def through(u: Expr) -> Expr:
+        return definition(u) if isinstance(u, Tensor) and u.key in named else again(u)
+
+    if isinstance(node, Power):
+        return Power(through(node.base), again(node.exponent))
+    if isinstance(node, Call) and node.func == "log" and node.relabel is None:
+        return Call("log", through(node.arg))
+    return map_scoped(node, fixed, again)
