@@ -901,6 +901,9 @@ class RouteGenerator(ProgramGenerator):
         top, below = self.ref(z, order), self.ref(z, order, {k: c})
         style = self.pick(("sum", "logsumexp", "line"))
         self.tags[f"softmax ({style})"] += 1
+        if style != "logsumexp":  # logits moved far (the same softmax): exp(z)^2 overflows past ~355
+            far = self.far_logits()
+            top, below = top + far, below + far
         if style == "sum":
             self.define("p", letters, f"exp({top}) / sum_{c}(exp({below}))")
         elif style == "logsumexp":
@@ -911,6 +914,14 @@ class RouteGenerator(ProgramGenerator):
             s = self.define("s", rest, f"sum_{c}(exp({below}))")
             self.used.add(z)
             self.define("p", letters, f"exp({top}) / {self.ref(s, rest)}")
+
+    def far_logits(self) -> str:
+        """Now and then ` + 400`: a softmax's logits moved where exp(z)^2 overflows and
+        the quotient's textbook derivatives are 0 · inf; the softmax is the same."""
+        if not self.chance(2):
+            return ""
+        self.tags["softmax far (+400)"] += 1
+        return " + 400"
 
     def block_attention(self, mask: str | None = None):
         """One self-attention head: scores `q_se k_ue`, a softmax over u, the values
@@ -939,7 +950,7 @@ class RouteGenerator(ProgramGenerator):
             self.used |= {x, wk}
             key = self.define("k", [u, e], f"{X({s: u})} {wk}_{d}{e}")
             self.used |= {q, key}
-            S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}")
+            S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}{self.far_logits()}")
             self.used.add(S)
             if style == "masked":
                 a = self.define("A", [s, u], f"[{u} {mask} {s}] exp({S}_{s}{u}) / sum_{v}([{v} {mask} {s}] exp({S}_{s}{v}))")
