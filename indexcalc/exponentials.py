@@ -100,10 +100,11 @@ def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Eq
     parts = [f.arg for f in exps] + [
         Product((p.exponent, log_of(p.base, None if isinstance(p.base, Tensor) else exponential_terms(p.base, fixed))))
         for p in powers]
-    one = Call("exp", Sum(tuple(parts)))
-    first = factors.index(exps[0])
-    rest = [f for f in factors if f not in exps and f not in powers]
-    return tuple(rest[:first]) + (one,) + tuple(rest[first:])
+    members = exps + powers
+    first = next(i for i, f in enumerate(factors) if f in members)
+    out = [f for f in factors if f not in members]
+    out.insert(first, Call("exp", Sum(tuple(parts))))  # where the first of them stood
+    return tuple(out)
 
 
 def _exponential(node: Expr) -> Exponential | None:
