@@ -231,14 +231,14 @@ class _Rules:
         terms = exponential_terms(u, fixed)
         if terms is None:
             return None
-        log_u = log_u if log_u is not None else log_of(replace(u, op="sum") if isinstance(u, Reduce) else u, terms)
+        log_u = log_u if log_u is not None else log_of(u, terms)
         if isinstance(log_u, Call) and log_u.func == "softplus":  # 1 + exp(v): σ(v) dv
             return self.d(log_u, fixed)
         out = []
         for term in terms:
             inside = fixed | set(term.over)
             self.reduced |= set(term.over)
-            over = (Reduce("sum", term.over, _EMPTY),) if term.over else ()
+            over = (Reduce(term.op, term.over, _EMPTY),) if term.over else ()  # mean_k: shares of u, 1/K each
             weight = term.weight(log_u)
             keep = set(free_indices(weight, inside)) | inside
             for t in self.d(term.exponent, inside):
