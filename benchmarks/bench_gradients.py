@@ -17,6 +17,8 @@ What it measures (see benchmarks/README.md):
   6. Training loop overhead: wall time per epoch of `Trainer.fit` on the XOR and Fizz Buzz
      model files (indexcalc/examples/*.ic), the time inside its compiled gradient calls
      (`model.loss_and_grads` wrapped), and the difference, absolute and as a fraction.
+  7. Softmax regression gradient with the softmax as written (`exp(z) / sum(exp(z))`, a
+     named denominator, logsumexp) against NumPy by hand and jax.jit when installed.
 
 Timing: every contender of a case is timed in the same rounds, the order rotating from
 round to round; a round times a batch of calls of each contender; the table reports the
@@ -719,6 +721,63 @@ def bench_hessian(peers, timing) -> None:
             earlier = (*max(largest_step(f), largest_step(fs)), n, d)
 
 
+# ============================================================================ 7: softmax as written
+
+
+SOFTMAX_FORMS = [
+    # (label, program): the same softmax regression loss, the softmax three ways
+    ("exp / sum", "z_nk = X_nd W_dk\np_nk = exp(z_nk) / sum_c(exp(z_nc))\nL = -mean_n(y_nk log(p_nk))"),
+    ("named denominator", "z_nk = X_nd W_dk\nZ_n = sum_c(exp(z_nc))\np_nk = exp(z_nk) / Z_n\n"
+                          "L = -mean_n(y_nk log(p_nk))"),
+    ("logsumexp", "z_nk = X_nd W_dk\nL = mean_n(logsumexp_c(z_nc) - y_nk z_nk)"),
+]
+
+
+def numpy_softmax_regression(X, W, y):
+    """Loss and gradient by W of the mean softmax cross-entropy, by hand (one-hot y)."""
+    z = X @ W
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    p = e / e.sum(axis=1, keepdims=True)
+    loss = -np.mean(np.log(p[y.astype(bool)]))
+    return loss, X.T @ ((p - y) / X.shape[0])
+
+
+def bench_softmax(peers, timing) -> None:
+    """The gradient of a softmax regression whose softmax is written as the notes write it
+    (a ratio of exps, or with a named denominator, differentiated through the shares
+    exp(z - log Z): indexcalc/exponentials.py) or by logsumexp, against NumPy by hand."""
+    for n, d, k in ((512, 100, 10), (4096, 256, 100)):
+        rng = np.random.default_rng(3)
+        X = rng.standard_normal((n, d)) / np.sqrt(d)
+        W = rng.standard_normal((d, k))
+        y = np.eye(k)[rng.integers(0, k, n)]
+        arrays = {"X": X, "W": W, "y": y}
+        ref_loss, ref_grad = numpy_softmax_regression(X, W, y)
+        contenders = [Contender("NumPy by hand", lambda: numpy_softmax_regression(X, W, y), baseline=True)]
+        for label, program in SOFTMAX_FORMS:
+            f = ic.compile(program, wrt=["W"])
+            loss, grads = f(arrays)
+            np.testing.assert_allclose(loss, ref_loss, rtol=1e-10, err_msg=label)
+            np.testing.assert_allclose(grads["W"], ref_grad, rtol=1e-8, atol=1e-12, err_msg=label)
+            contenders.append(Contender(f"indexcalc ({label})", lambda f=f: f(arrays)))
+        if peers["jax"].module is not None:
+            jax = peers["jax"].module
+            jnp = jax.numpy
+
+            def loss_fn(W, X, y):
+                z = X @ W
+                return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(z, axis=1), axis=1))
+
+            grad = jax.jit(jax.value_and_grad(loss_fn))
+            jargs = (jnp.asarray(W), jnp.asarray(X), jnp.asarray(y))
+            np.testing.assert_allclose(np.asarray(grad(*jargs)[1]), ref_grad, rtol=1e-6, err_msg="jax")
+            contenders.append(Contender("jax.jit(value_and_grad)", lambda: jax.block_until_ready(grad(*jargs))))
+        rounds = time_interleaved(contenders, *timing)
+        add_timed("7", f"softmax regression n={n} d={d} k={k}", "float64", contenders,
+                  {"NumPy by hand": f"{rounds} rounds"}, flag_over=1.3)
+
+
 # ============================================================================ 4: memory
 
 
@@ -955,7 +1014,8 @@ def header(peers, args, thread_note, timing) -> None:
     print("rows      : 1 MLP loss+gradients (sigmoid layers, mean squared error); 2 build time; 3 logistic-\n"
           "            regression Hessian; 4 peak memory of one call (tracemalloc, after a warm-up); 5 tiny-MLP\n"
           "            per-call overhead; 6 training loop: Trainer.fit per epoch, its compiled gradient calls,\n"
-          "            the rest (ratio = fraction of the epoch)")
+          "            the rest (ratio = fraction of the epoch); 7 softmax regression gradient, the softmax\n"
+          "            written as a ratio of exps, with a named denominator, or by logsumexp")
     print()
 
 
@@ -970,11 +1030,13 @@ def main(args: argparse.Namespace) -> int:
     bench_build(3 if args.quick else 7)
     bench_hard_builds(args.quick)
     bench_hessian(peers, timing)
+    bench_softmax(peers, timing)
     bench_memory()
     bench_training(timing)
     print_table()
     print()
-    thresholds = "indexcalc > 1.5x NumPy (tiny MLP), > 1.1x (other MLPs), > 1.2x the closed form (Hessian)"
+    thresholds = ("indexcalc > 1.5x NumPy (tiny MLP), > 1.1x (other MLPs), > 1.2x the closed form (Hessian), "
+                  "> 1.3x (softmax)")
     if FLAGS:
         print(f"flagged ({thresholds}):")
         for line in FLAGS:
