@@ -48,7 +48,8 @@ def exponential_terms(u: Expr, fixed: frozenset[str]) -> tuple[Exponential, ...]
         terms: list[Exponential] = []
         for t in u.terms:
             if not _positive_constant(t):
-                own = (_exponential(t),) if _exponential(t) is not None else exponential_terms(t, fixed)
+                one = _exponential(t)
+                own = (one,) if one is not None else exponential_terms(t, fixed)
                 if own is None:
                     return None
                 terms.extend(own)
@@ -67,7 +68,6 @@ SCALE = "#mean"  # compile writes mean_n(x) as sum_n(x) times a constant 1/N of 
 
 def _positive_constant(node: Expr) -> bool:
     return isinstance(node, Number) and node.value > 0 or isinstance(node, Tensor) and node.name.startswith(SCALE)
-
 
 
 def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
@@ -114,7 +114,7 @@ def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Eq
 
 def _exponential(node: Expr) -> Exponential | None:
     factors = tuple(leaf_factors(node)) if isinstance(node, Product) else (node,)
-    exps = [f for f in factors if isinstance(f, Call) and f.func == "exp" and f.relabel is None]
+    exps = [f for f in factors if _is_exp(f)]
     gains = tuple(f for f in factors if isinstance(f, (Mask, Compare)) or _positive_constant(f))
     if len(exps) != 1 or len(gains) != len(factors) - 1:
         return None
