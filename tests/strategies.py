@@ -901,9 +901,8 @@ class RouteGenerator(ProgramGenerator):
         top, below = self.ref(z, order), self.ref(z, order, {k: c})
         style = self.pick(("sum", "logsumexp", "line"))
         self.tags[f"softmax ({style})"] += 1
-        if style != "logsumexp":  # logits moved far (the same softmax): exp(z)^2 overflows past ~355
-            far = self.far_logits()
-            top, below = top + far, below + far
+        far = self.far_logits() if style != "logsumexp" else ""  # the same softmax, where exp(z)^2 overflows
+        top, below = top + far, below + far
         if style == "sum":
             self.define("p", letters, f"exp({top}) / sum_{c}(exp({below}))")
         elif style == "logsumexp":
@@ -912,6 +911,8 @@ class RouteGenerator(ProgramGenerator):
             rest = letters[:-1]
             self.used.add(z)
             s = self.define("s", rest, f"sum_{c}(exp({below}))")
+            if far:  # e^400: no other construct is to read it
+                del self.results[s]
             self.used.add(z)
             self.define("p", letters, f"exp({top}) / {self.ref(s, rest)}")
 
@@ -950,7 +951,10 @@ class RouteGenerator(ProgramGenerator):
             self.used |= {x, wk}
             key = self.define("k", [u, e], f"{X({s: u})} {wk}_{d}{e}")
             self.used |= {q, key}
-            S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}{self.far_logits()}")
+            far = self.far_logits()
+            S = self.define("S", [s, u], f"{self.pick(('', '0.5 '))}{q}_{s}{e} {key}_{u}{e}{far}")
+            if far:  # scores of 400: only the softmax is to read them
+                del self.results[S]
             self.used.add(S)
             if style == "masked":
                 a = self.define("A", [s, u], f"[{u} {mask} {s}] exp({S}_{s}{u}) / sum_{v}([{v} {mask} {s}] exp({S}_{s}{v}))")
