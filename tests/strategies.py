@@ -802,7 +802,7 @@ class RouteGenerator(ProgramGenerator):
         return out
 
     def name(self, base: str) -> str:
-        taken = set(self.results) | set(self.inputs)
+        taken = set(self.results) | set(self.inputs) | set(self.rhs)  # (a line hidden from reuse too)
         return next(n for n in itertools.chain([base], (f"{base}{k}" for k in itertools.count(2))) if n not in taken)
 
     def define(self, base: str, letters, rhs: str) -> str:
