@@ -38,7 +38,7 @@ from .indices import (
 )
 from .notation import parse
 from .program import check_program, still_needed
-from .relabel import Fresh, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
+from .relabel import Fresh, avoiding, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
 from .scope import explicit, fresh_binders, tidy
 from .simplify import simplify_tree
 from .tokens import known_names, written_subscript
@@ -224,8 +224,9 @@ class _Rules:
         `exp(v)`, or a name defined as one), else None: Σ w dv, the weights
         `w = exp(v - log u)` at most 1 each (indexcalc.exponentials says why)."""
         if isinstance(u, Tensor) and u.key in self.named:  # Z_n, Z = sum_k(exp(S_nk)): through Z's line
-            return self.log_derivative(_definition(u, self.named, self.fresh, {}, limited=False), fixed,
-                                       Call("log", u))
+            # its letters are another equation's: a letter it binds moves off them and off this one's
+            fresh = avoiding(self.fresh, letters_in(self.named[u.key]))
+            return self.log_derivative(_definition(u, self.named, fresh, {}, limited=False), fixed, Call("log", u))
         if isinstance(u, Call) and u.func == "exp" and u.relabel is None:
             return self.d(u.arg, fixed)
         terms = exponential_terms(u, fixed)

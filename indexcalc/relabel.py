@@ -119,6 +119,18 @@ def fresh_letters(used: Iterable[str], preferred: str = POOL) -> Fresh:
     return fresh
 
 
+def avoiding(fresh: Fresh, letters: Iterable[str]) -> Fresh:
+    """`fresh`, passing over `letters` too (ones it never saw: another equation's)."""
+    skip = set(letters)
+
+    def fresh_avoiding() -> str:
+        while (letter := fresh()) in skip:
+            pass
+        return letter
+
+    return fresh_avoiding
+
+
 def _candidates(preferred: str):
     yield from preferred
     n = 1

@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import indexcalc as ic
 from routes import finite_difference
@@ -107,3 +109,31 @@ def test_a_named_denominator_prints_by_its_name():
     line = str(ic.diff(text, "S_ab").equations[-2])
     assert line.startswith("A_{vn,(ab)}[S] = ")
     assert "log(Z_v)" in line and "^-2" not in line
+
+
+NAMED = [
+    # (the named line, the loss reading it): each a softmax's function, unchanged by a move
+    ("{P}_{q}{k} = exp(S_{q}{k} - logsumexp_{j}(S_{q}{j}))", "L = sum_{a}{b}({P}_{a}{b}^2)"),
+    ("{P}_{q} = sum_{j}(exp(S_{q}{j}))", "L = sum_{a}{b}(c_{a}{b} exp(S_{a}{b}) / {P}_{a})"),
+    ("{P}_{q} = sum_{j}(exp(S_{q}{j}))", "L = sum_{a}(log({P}_{a})) - c_{a}{b} S_{a}{b}"),
+]
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(form=st.sampled_from(NAMED), letters=st.lists(st.sampled_from("pqrstuvklmjab"), min_size=5, max_size=5,
+                                                     unique=True))
+def test_a_named_line_is_read_through_whatever_its_letters(form, letters):
+    """The derivative through a named line reads the line's sum with the line's letters
+    moved off both equations' (the soak's seed 11800: `p_qk1 = exp(v1_qk1 -
+    logsumexp_v(v1_qv))` read as p_kp took q for its bound letter, capturing the line's
+    own q: every route refused the program). Any letters, the same numbers as finite
+    differences and the same at logits moved by 448."""
+    q, k, j, a, b = letters
+    text = "\n".join(line.format(P="P", q=q, k=k, j=j, a=a, b=b) for line in form)
+    arrays = arrays_for((2, 3), seed=7)
+    gradient = ic.diff(text, "S_gh")
+    got = ic.evaluate(gradient, arrays)
+    np.testing.assert_allclose(got, finite_difference(lambda x: ic.evaluate(text, x), arrays, "S"), rtol=1e-5, atol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(ic.evaluate(gradient, moved(arrays, 448.0)), got, rtol=1e-9, atol=1e-12)

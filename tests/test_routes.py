@@ -162,6 +162,24 @@ L = mean_vk1(log(1 + o_vk1^2))"""
     assert_routes_agree(RouteCase(text, "v15_abc", "v15_αβγ", specs, 8915, True), timeout=ROUTE_TIMEOUT)
 
 
+def test_a_step_through_a_named_softmax_is_valid_on_every_route():
+    """The soak's flag on seed 11800 (two programs, one bug), a valid program every route
+    refused: the update rule differentiates `log(1 + p_kp^2)`, p a named
+    `exp(v1_qk1 - logsumexp_v(v1_qv))`, through p's line, and that line's bound v took
+    the letter q, capturing the line's own q. The family is tests/test_exponentials.py's
+    named lines with any letters."""
+    text = """p_qk1 = exp(v1_qk1 - logsumexp_v(v1_qv))
+loss = mean_kp(log(1 + p_kp^2))
+v1_new_lt = v1_lt - v2 loss_{,(lt)}[v1]
+pnew_qk1 = exp(v1_new_qk1 - logsumexp_v(v1_new_qv))
+L = sum_qk1(softplus(pnew_qk1))
+Q = v3_qj v4_qk v3_kj"""
+    specs = {"v1": ((3, 3), "tensor"), "v2": ((), "positive"), "v3": ((3, 1), "tensor"), "v4": ((3, 3), "tensor")}
+    assert_routes_agree(RouteCase(text, "v3", "v3_αβ", specs, 1, True), timeout=ROUTE_TIMEOUT)
+    assert_routes_agree(RouteCase(text.replace("Q = v3_qj v4_qk v3_kj", "Q = v3_qk1 v4_qj v3_jk1"), "v4", "v3",
+                                  {**specs, "v3": ((3, 3), "tensor")}, 0, True), timeout=ROUTE_TIMEOUT)
+
+
 def test_the_hessian_of_a_saturated_softmax_is_a_number():
     """The soak's flag on seed 11200 (attention scores of 448), as small as it goes: the
     forward ratio exp(448) / sum exp is fine and so is the gradient, but the Hessian's
