@@ -926,6 +926,21 @@ def test_eval_can_sample_entries_or_skip_the_loops(capsys):
     assert code == 0 and "explicit loops: not run" in out and "agree" not in out
 
 
+def test_eval_counts_values_that_are_not_finite_by_both_routes(capsys, tmp_path):
+    """A nan the loops give too is agreement, said with its count (it was `agree: NO
+    (largest difference nan)`); a nan on one side only is still a disagreement."""
+    from indexcalc.cli.formula import _agreement
+
+    np.savez(tmp_path / "x.npz", x=np.array([-1.0, 0.0, 2.0, np.inf]))
+    code, out, _ = run_cli(capsys, "eval", "y_i = log(x_i)", "--npz", str(tmp_path / "x.npz"))
+    assert code == 0 and "agree: yes" in out and "not finite at 3 of 4 entries" in out
+    assert "largest difference 0.0e+00" in out
+    one_side = _agreement("loops agree", np.array([np.nan, 1.0]), np.array([0.0, 1.0]))
+    assert "agree: NO" in one_side and "not finite at 1 of 2" in one_side
+    apart = _agreement("loops agree", np.array([1.0, np.inf]), np.array([1.5, np.inf]))
+    assert "agree: NO (largest difference 5.0e-01; not finite at 1 of 2" in apart
+
+
 def test_eval_sizes_must_be_used_and_given_once(capsys):
     code, _, err = run_cli(capsys, "eval", "y_i = x_i", "--size", "i=3", "k=3")
     assert code == 1 and "index k, which the formula does not use" in err

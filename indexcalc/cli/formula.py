@@ -226,9 +226,19 @@ def evaluate_report(
 
 
 def _agreement(what: str, by_einsum: np.ndarray, by_loops: np.ndarray) -> str:
-    agree = np.allclose(by_einsum, by_loops, rtol=1e-10, atol=1e-12)
-    largest = np.max(np.abs(by_einsum - by_loops), initial=0.0)
-    return f"{what}: {'yes' if agree else 'NO'} (largest difference {largest:.1e})"
+    """Agreement entry by entry; a nan or an infinity agrees with the same one (`(-2)^a` is
+    nan by both at a random a), and the count of such entries is said, not hidden in a nan
+    largest difference."""
+    by_einsum, by_loops = np.asarray(by_einsum), np.asarray(by_loops)
+    agree = np.allclose(by_einsum, by_loops, rtol=1e-10, atol=1e-12, equal_nan=True)
+    finite = np.isfinite(by_einsum) & np.isfinite(by_loops)
+    with np.errstate(invalid="ignore"):  # inf - inf, masked out below
+        largest = np.max(np.abs(by_einsum - by_loops), where=finite, initial=0.0)
+    report = f"{what}: {'yes' if agree else 'NO'} (largest difference {largest:.1e}"
+    not_finite = by_einsum.size - int(np.count_nonzero(finite))
+    if not_finite:
+        report += f"; not finite at {not_finite:,} of {by_einsum.size:,} entries"
+    return report + ")"
 
 
 _SIZE = re.compile(r"(?P<index>\w+)=(?P<base>[0-9]{1,30})(?:(?P<op>\^|\*\*|e)(?P<power>[0-9]{1,3}))?")
