@@ -554,7 +554,7 @@ def test_bad_optimiser_settings_raise(name, settings):
 
 def test_epochs_given_on_the_command_line_are_used_not_the_files(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", xor_file(tmp_path), "--epochs", 1, "--quiet")
-    assert code == 0 and "after 1 epochs" in out
+    assert code == 0 and "after 1 epoch (" in out
 
 
 # ---------------------------------------------------------------- NaN stop and divergence

@@ -66,7 +66,7 @@ def _command_train(args) -> str:
     if result.history:
         last = result.history[-1]
         scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
-        lines.append(f"after {result.epochs} epochs ({result.seconds:.2f} s): {scores}")
+        lines.append(f"after {result.epochs} epoch{'s' * (result.epochs != 1)} ({result.seconds:.2f} s): {scores}")
         if result.stopped == "early":
             lines.append(result.message)
         if result.best_epoch is not None:
