@@ -36,12 +36,14 @@ examples/blobs.ic). A data file's arrays are named as the data line's tensors, a
 held-out arrays `test_x`, `test_y`.
 
 A line is a declaration when it starts with one of the words above or `onehot` (and no
-`=` follows the word); every other line is notation. Errors point at the line and the
-character.
+`=` follows the word); every other line is notation, and one that starts with another bare
+word without a `=` after it (`optimiser adam`) is refused with the declaration meant.
+Errors point at the line and the character.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -50,7 +52,7 @@ from dataclasses import dataclass, field
 from .backends import KNOWN
 from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
-from .tokens import is_index_name, is_letter_index
+from .tokens import DECLARATION_WORDS, is_index_name, is_letter_index
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
 from .schedules import SCHEDULES, Schedule, schedule
@@ -144,6 +146,7 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
             declared[word] = (after.strip(), where)
     if not source.strip():
         raise ModelError("the model file has no equations", text=text, pos=0)
+    _refuse_unknown_declarations(source, text)
 
     def value(word: str, default=None):
         return declared[word][0] if word in declared else default
@@ -210,6 +213,26 @@ def split_declarations(text: str) -> tuple[str, list[tuple[str, str, int]]]:
         equations.append(line)
         offset += len(line)
     return "".join(equations), declarations
+
+
+_WORD_THEN_MORE = re.compile(r"[ \t]*([A-Za-z]\w*)[ \t]+(?!=)\S")
+
+
+def _refuse_unknown_declarations(source: str, text: str) -> None:
+    """A line that starts with a bare word and goes on without `=` (`optimiser adam`,
+    `epoch 10`) is neither a declaration nor an equation (whose left-hand side is one
+    tensor, then `=`): refused as an unknown declaration, with the nearest keyword, rather
+    than parsed as a product and refused for its missing `=`."""
+    offset = 0
+    for line in source.splitlines(keepends=True):
+        found = _WORD_THEN_MORE.match(line.split("#", 1)[0])
+        if found and found.group(1) not in DECLARATION_WORDS:  # `index batch` is notation's own
+            word = found.group(1)
+            near = difflib.get_close_matches(word.lower(), KEYWORDS, n=1, cutoff=0.7)
+            hint = f"did you mean {near[0]!r}?" if near else f"the declarations are {', '.join(KEYWORDS)}"
+            raise ModelError(f"unknown declaration {word!r} ({hint}); an equation is written NAME_indices = ...",
+                             text=text, pos=offset + found.start(1))
+        offset += len(line)
 
 
 _PARAM = re.compile(r"^(\w+)\s*\[([^\]]*)\]\s*(\w+)?\s*(?:\(\s*([-+0-9.eE]+)\s*\))?\s*$")

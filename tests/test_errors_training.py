@@ -33,7 +33,7 @@ from indexcalc.checkpoints import remove_stale_temporaries
 from indexcalc.cli import train as cli_train
 from indexcalc.datasets import read_npz
 from indexcalc.model import Model, ModelError
-from indexcalc.modelfile import load, parse_model
+from indexcalc.modelfile import KEYWORDS, load, parse_model
 from indexcalc.optimisers import SGD, Adam, optimiser
 from indexcalc.train import Trainer, train_file
 from indexcalc.training_errors import TrainingError
@@ -791,3 +791,32 @@ def test_kill_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_p
         assert json.loads(str(stored["meta"]))["epoch"] == 400
         for name, value in straight.params.items():
             np.testing.assert_array_equal(stored[f"param.{name}"], value)
+
+
+# A misspelt declaration word (`optimiser`, `epoch`) was parsed as an equation and refused
+# for the left-hand side of a '=' the line never had.
+
+@given(
+    word=st.sampled_from([w for w in KEYWORDS if len(w) > 4]),
+    at=st.integers(0, 100), edit=st.sampled_from(["drop", "double", "swap"]),
+)
+@settings(max_examples=40, deadline=None)
+def test_a_misspelt_declaration_is_named_with_the_word_meant(word, at, edit):
+    at %= len(word) - 1
+    typo = {"drop": word[:at] + word[at + 1:], "double": word[:at] + word[at] + word[at:],
+            "swap": word[:at] + word[at + 1] + word[at] + word[at + 2:]}[edit]
+    if typo == word:
+        return
+    text = XOR.replace("seed 0", f"seed 0\n{typo} 3 # typed by hand")
+    with pytest.raises(ModelError) as info:
+        parse_model(text)
+    assert f"unknown declaration {typo!r}" in str(info.value) and f"did you mean {word!r}" in str(info.value)
+    assert caret(info.value) == (line_of(text, "typed by hand"), f"{typo} 3 # typed by hand", 0)
+
+
+def test_a_word_far_from_every_declaration_lists_them_and_notation_lines_stay(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", xor_file(tmp_path, XOR.replace("seed 0", "seed 0\n  lr 0.1")), "--quiet")
+    assert code == 1
+    assert_one_error_line(err, "unknown declaration 'lr'", "the declarations are data, batch, param", "line ")
+    indexed = parse_model("index unit\n" + XOR)
+    assert indexed.model is not None and parse_model(XOR.replace("seed 0", "seed 0\nscale = 1")).model
