@@ -361,6 +361,10 @@ def sample_count(arrays: Mapping[str, np.ndarray], what: str) -> int:
     for name, value in arrays.items():
         if np.ndim(value) == 0:
             raise DataError(f"{what}: {name} is a single number, not an array with one entry per sample")
+        if isinstance(value, (np.ndarray, list, tuple)) and np.asarray(value).dtype.kind not in "biuf":
+            kind = {"c": "complex numbers", "O": "Python objects", "U": "text", "S": "bytes"}
+            raise DataError(f"{what}: {name} holds {kind.get(np.asarray(value).dtype.kind, np.asarray(value).dtype)}"
+                            f", not real numbers")
     counts = {name: len(value) for name, value in arrays.items()}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{k} {v}" for k, v in counts.items())

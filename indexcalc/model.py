@@ -26,7 +26,8 @@ from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
 from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
 from .notation import parse
-from .tokens import is_index_name
+from .tokens import is_index_name, is_letter_index
+from .training_errors import require_named_arrays
 from .program import check_program
 from .relabel import letters_in, substitute_letters
 
@@ -115,8 +116,8 @@ class Model:
             raise self._located(err) from None
         self.per_sample = Program(tuple(equations))
         self.loss = self.loss or equations[-1].lhs.name
+        self._check_arguments()
         self.parameters = {name: _param(name, spec, self.init.get(name)) for name, spec in self.params.items()}
-        self.data = tuple(self.data)
         self._check_names(equations)
         self._check_ranks(equations)
         self._check_memory()
@@ -135,6 +136,34 @@ class Model:
     def _located(self, err: IndexCalcError) -> IndexCalcError:
         """The error quoting the equations' text, where it has a position in them."""
         return err.with_source(self.source, None) if isinstance(self.source, str) and err.pos is not None else err
+
+    def _check_arguments(self) -> None:
+        """The Python arguments' kinds, before they are used: a list for `params`, a name
+        for `init`, an integer for `batch` would otherwise fail inside as Python errors,
+        and an `init` for a name that is no parameter would be dropped without a word.
+        `data` may be one string of names, as a model file's data line writes them."""
+        if not isinstance(self.params, Mapping):
+            raise ModelError(f"params maps each parameter's name to its shape, as {{'W': (4, 2), 'b': 4}}; "
+                             f"got {type(self.params).__name__}")
+        if not isinstance(self.init, Mapping):
+            raise ModelError(f"init maps parameter names to initialisers, as {{'W': 'xavier'}}; got {self.init!r}")
+        strays = [name for name in self.init if name not in self.params]
+        if strays:
+            raise ModelError(f"init names {', '.join(map(str, strays))}, which {'is' if len(strays) == 1 else 'are'} "
+                             f"not a parameter (the parameters: {', '.join(self.params) or 'none'})")
+        data = self.data.replace(",", " ").split() if isinstance(self.data, str) else self.data
+        if not (isinstance(data, Sequence) and all(isinstance(name, str) for name in data)):
+            raise ModelError(f"data is the names of the data tensors, as ['x', 'y'] or 'x y'; got {self.data!r}",
+                             about="data")
+        self.data = tuple(data)
+        if self.batch is not None and not (isinstance(self.batch, str)
+                                           and (is_letter_index(self.batch) or is_index_name(self.batch))):
+            raise ModelError(f"the batch index is a letter ('n'), a name ('sample') or None; got {self.batch!r}",
+                             about="batch")
+        computed = [eq.lhs.name for eq in self.per_sample.equations]
+        if self.output is not None and self.output not in computed:
+            raise ModelError(f"no equation computes the output {self.output!r} (the model computes "
+                             f"{', '.join(computed)})", about="output")
 
     def _check_names(self, equations: list[Equation]) -> None:
         defined = {eq.lhs.name for eq in equations}
@@ -255,6 +284,11 @@ class Model:
                 outputs: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The model's outputs (default: `outputs`) on data of any number of samples, by
         forward plans only: the data the outputs do not read (the targets) may be left out."""
+        require_named_arrays(params, "parameters", "{'W': W, 'b': b}", error=ModelError)
+        require_named_arrays(data, "data", error=ModelError)
+        if not (outputs is None or isinstance(outputs, str)
+                or isinstance(outputs, Sequence) and all(isinstance(name, str) for name in outputs)):
+            raise ModelError(f"outputs are a name or a list of names, as 'yhat' or ['h', 'yhat']; got {outputs!r}")
         names = (outputs,) if isinstance(outputs, str) else tuple(outputs or self.outputs)
         defined = [eq.lhs.name for eq in self.program.equations]
         for name in names:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Callable, Mapping
 
 import numpy as np
@@ -36,6 +37,7 @@ class SGD:
     xp = np  # the routines an update calls beyond operators: NumPy's, or the backend's (run_on)
 
     def __init__(self, lr: float = 0.1):
+        check_settings(self.name, lr=lr)
         self.lr = lr
         self.state: dict[str, np.ndarray] = {}
         self._update: Callable | None = None
@@ -72,6 +74,7 @@ class Momentum(SGD):
 
     def __init__(self, lr: float = 0.1, beta: float = 0.9):
         super().__init__(lr)
+        check_settings(self.name, beta=beta)
         self.beta = beta
 
     def update(self, params, grads, state, scalars):
@@ -92,6 +95,7 @@ class Adam(SGD):
 
     def __init__(self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__(lr)
+        check_settings(self.name, beta1=beta1, beta2=beta2, eps=eps)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def scalars(self) -> tuple:
@@ -132,19 +136,26 @@ def settings_of(name: str) -> list[str]:
     return [k for k in inspect.signature(OPTIMISERS[name].__init__).parameters if k != "self"]
 
 
+def check_settings(name: str, **settings) -> None:
+    """Each setting's value against what it means (`SETTINGS`): the constructors call it,
+    so `Adam(-1)` or `SGD("0.1")` is refused where it is written, not at the first step."""
+    for key, value in settings.items():
+        meaning, fits, wanted = SETTINGS[key]
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not fits(float(value)):
+            raise TrainingError(f"{key}={value!r} for {name}: {meaning} must be {wanted}", about="optimizer")
+
+
 def optimiser(name: str, **settings: float) -> SGD:
     """The optimiser `name` with `settings`, each checked by name and value, so that a typo
     (`learning_rate=`) is told with the settings that exist rather than a Python error."""
     if name not in OPTIMISERS:
         raise TrainingError(f"unknown optimiser {name!r} (known: {', '.join(OPTIMISERS)})", about="optimizer")
     valid = settings_of(name)
-    for key, value in settings.items():
+    for key in settings:
         if key not in valid:
             raise TrainingError(f"{name} has no setting {key!r}; its settings are "
                                 f"{', '.join(f'{k}=' for k in valid)}", about="optimizer")
-        meaning, fits, wanted = SETTINGS[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not fits(float(value)):
-            raise TrainingError(f"{key}={value} for {name}: {meaning} must be {wanted}", about="optimizer")
+    check_settings(name, **settings)
     return OPTIMISERS[name](**{k: float(v) for k, v in settings.items()})
 
 

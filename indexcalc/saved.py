@@ -27,6 +27,7 @@ from .datasets import DataError, read_npz
 from .errors import IndexCalcError
 from .model import Model, ModelError, Param
 from .training_arrays import to_numpy
+from .training_errors import require_named_arrays
 
 MODEL_FORMAT = "indexcalc model 1"
 
@@ -35,6 +36,7 @@ def save(model: Model, path: str | os.PathLike, params: Mapping[str, object]) ->
     """Write `params` and `model`'s declarations to `path` (refused, before writing, where
     the path cannot be written or holds a file that is not one of ours)."""
     path = os.fspath(path)
+    require_named_arrays(params, "parameters to save", "{'W': W, 'b': b}")
     check_output_path(path, "the weights file", replaceable=is_checkpoint)
     arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
     check_params(arrays_named(arrays), model, "the parameters to save")

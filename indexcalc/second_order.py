@@ -77,6 +77,7 @@ class Newton(FullBatch):
 
     def __init__(self, lr: float = 1.0, damping: float = 0.0, dense_up_to: float = 2000):
         super().__init__()
+        optimisers.check_settings(self.name, lr=lr, damping=damping, dense_up_to=dense_up_to)
         self.lr, self.damping, self.dense_up_to = lr, damping, int(dense_up_to)
         self._blocks: dict[tuple[str, str], Callable] | None = None
         self._hvp: Callable | None = None
@@ -260,6 +261,7 @@ class LBFGS(FullBatch):
 
     def __init__(self, memory: float = 10, tol: float = 1e-10):
         super().__init__()
+        optimisers.check_settings(self.name, memory=memory, tol=tol)
         self.memory, self.tol = int(memory), tol
 
     def step(self, params, grads) -> None:  # the loop hands the whole run to `fit`

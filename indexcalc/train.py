@@ -39,7 +39,7 @@ from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.
 from .backends import backend_name_of
 from .step import FusedStep, fusable
 from .training_arrays import arrays_for
-from .training_errors import TrainingError, is_whole
+from .training_errors import TrainingError, is_whole, require_named_arrays
 
 
 # ---------------------------------------------------------------- the loop
@@ -147,7 +147,7 @@ class Trainer:
     parameters (`fit(params=...)`) as arrays on it."""
 
     model: Model
-    optimizer: SGD = field(default_factory=SGD)
+    optimizer: SGD | str = field(default_factory=SGD)  # or a name: "adam" is Adam() with its defaults
     batch_size: int | None = None
     seed: int = 0
     metric: Callable | None = None
@@ -163,6 +163,16 @@ class Trainer:
     fused: bool = True  # on NumPy, SGD/momentum/Adam: one generated step, in place (indexcalc.step)
 
     def __post_init__(self):
+        if not isinstance(self.model, Model):
+            raise TrainingError(f"a Trainer trains an ic.Model (its equations and parameters), got "
+                                f"{type(self.model).__name__}")
+        if isinstance(self.optimizer, str):  # a name, as a model file's optimizer line gives it
+            self.optimizer = optimiser(self.optimizer)
+        missing = [a for a in ("name", "moments", "state", "step") if not hasattr(self.optimizer, a)]
+        if missing:
+            raise TrainingError(f"the optimizer {self.optimizer!r} has no {', '.join(missing)}: give ic.SGD(lr), "
+                                f"ic.Momentum, ic.Adam, ic.Newton, ic.LBFGS, a name ('adam'), or a subclass of ic.SGD",
+                                about="optimizer")
         self._check_loop_settings()
         try:  # an unknown or missing library before any work, naming the extra to install
             arrays_for(self.backend)
@@ -192,6 +202,11 @@ class Trainer:
         progress: Callable[[int, dict], None] | None = None,
     ) -> Result:
         """Run `epochs` epochs (in total, counting those of a resumed checkpoint)."""
+        require_named_arrays(train, "training data")
+        for what, arrays, example in (("test data", test, "{'x': X, 'y': Y}"),
+                                      ("initial parameters", params, "{'W': W, 'b': b}")):
+            if arrays is not None:
+                require_named_arrays(arrays, what, example)
         if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
             return self.optimizer.fit(self, train, epochs, test=test, params=params, resume=resume, progress=progress)
         if not (is_whole(epochs) and epochs >= 0):

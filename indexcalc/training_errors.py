@@ -1,10 +1,12 @@
 """The errors of training, in a module of their own so that the optimisers, the
 checkpoints and the loop can all raise them without importing one another in a circle.
 
-`is_whole` lives here too: the loop's settings and a checkpoint's epoch are refused with
-a TrainingError when they are not whole numbers, and both need the same test."""
+`is_whole` and `require_named_arrays` live here too: the loop's settings, a checkpoint's
+epoch and the arrays handed to fit, predict and save are checked the same way everywhere."""
 
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 
@@ -31,3 +33,11 @@ class TrainingStopped(TrainingError):
 def is_whole(value: object) -> bool:
     """An int or NumPy integer, but not a bool (True is not an epoch count)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def require_named_arrays(arrays: object, what: str, example: str = "{'x': X, 'y': Y}",
+                         error: type[IndexCalcError] = TrainingError) -> None:
+    """Refuse anything but a mapping of names to arrays (a list of arrays would otherwise
+    fail deep inside, comparing an array with a name)."""
+    if not isinstance(arrays, Mapping):
+        raise error(f"the {what} are a dict of arrays by name, as {example}; got {type(arrays).__name__}")

@@ -820,3 +820,94 @@ def test_a_word_far_from_every_declaration_lists_them_and_notation_lines_stay(tm
     assert_one_error_line(err, "unknown declaration 'lr'", "the declarations are data, batch, param", "line ")
     indexed = parse_model("index unit\n" + XOR)
     assert indexed.model is not None and parse_model(XOR.replace("seed 0", "seed 0\nscale = 1")).model
+
+
+# The Python API's arguments of the wrong kind: each was an AttributeError, TypeError or
+# ValueError from inside (or, for an init of a name that is no parameter, nothing at all).
+
+TANH = "h_i = tanh(W1_ij x_j + b1_i)\nyhat_k = tanh(W2_ki h_i + b2_k)\nloss = (yhat_k - y_k)(yhat_k - y_k)"
+SHAPES = {"W1": (4, 2), "b1": 4, "W2": (1, 4), "b2": 1}
+
+
+def tanh_model(**changes) -> Model:
+    return Model(TANH, **{"params": SHAPES, "data": ["x", "y"], "batch": "n", **changes})
+
+
+def tanh_data() -> dict:
+    rng = np.random.default_rng(0)
+    return {"x": rng.normal(size=(8, 2)), "y": np.ones((8, 1))}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"params": [("W1", (4, 2))]}, "params maps each parameter's name to its shape"),
+    ({"init": "xavier"}, "init maps parameter names to initialisers"),
+    ({"init": {"w1": "xavier"}}, "init names w1, which is not a parameter (the parameters: W1, b1, W2, b2)"),
+    ({"data": 3}, "data is the names of the data tensors"),
+    ({"data": [1, 2]}, "data is the names of the data tensors"),
+    ({"batch": 3}, "the batch index is a letter"),
+    ({"batch": "n n"}, "the batch index is a letter"),
+    ({"output": "zz"}, "no equation computes the output 'zz' (the model computes h, yhat, loss)"),
+])
+def test_model_arguments_of_the_wrong_kind_are_named(changes, words):
+    with pytest.raises(ModelError, match=re.escape(words)):
+        tanh_model(**changes)
+
+
+def test_model_data_may_be_one_string_of_names_as_the_data_line_writes_them():
+    assert tanh_model(data="x y").data == tanh_model(data=["x", "y"]).data == ("x", "y")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: ic.Adam(-1), "lr=-1 for adam: the learning rate must be a positive number"),
+    (lambda: ic.Adam(float("nan")), "lr=nan for adam"),
+    (lambda: ic.SGD("0.1"), "lr='0.1' for sgd"),
+    (lambda: ic.SGD(None), "lr=None for sgd"),
+    (lambda: ic.SGD(True), "lr=True for sgd"),
+    (lambda: ic.Momentum(0.1, beta=1.0), "beta=1.0 for momentum: the momentum must be in [0, 1)"),
+    (lambda: ic.Adam(0.1, beta2=-0.1), "beta2=-0.1 for adam"),
+    (lambda: ic.Adam(0.1, eps=0), "eps=0 for adam"),
+    (lambda: ic.Newton(damping=-1), "damping=-1 for newton"),
+    (lambda: ic.Newton(dense_up_to=2.5), "dense_up_to=2.5 for newton"),
+    (lambda: ic.LBFGS(memory=0), "memory=0 for lbfgs"),
+    (lambda: ic.Trainer(tanh_model(), object()), "has no name, moments, state, step"),
+    (lambda: ic.Trainer(tanh_model(), "adamw"), "unknown optimiser 'adamw' (known: sgd, momentum, adam"),
+    (lambda: ic.Trainer(TANH, ic.Adam(0.1)), "a Trainer trains an ic.Model"),
+])
+def test_optimisers_and_trainers_check_their_arguments_where_they_are_made(make, words):
+    with pytest.raises(TrainingError, match=re.escape(words)):
+        make()
+
+
+def test_an_optimiser_may_be_given_by_name_with_its_defaults():
+    by_name = ic.Trainer(tanh_model(), "adam", batch_size=4).fit(tanh_data(), epochs=2)
+    by_object = ic.Trainer(tanh_model(), ic.Adam(), batch_size=4).fit(tanh_data(), epochs=2)
+    assert by_name.history == by_object.history
+
+
+@pytest.mark.parametrize("wrong", [[1, 2], (np.ones(3),), "x", np.ones((8, 2)), 3])
+def test_arrays_not_given_by_name_are_refused_by_every_entry_point(wrong, tmp_path):
+    model, data = tanh_model(), tanh_data()
+    params = model.init_params(0)
+    calls = {
+        "the training data are a dict": lambda: ic.Trainer(model, ic.Adam(0.1)).fit(wrong, epochs=1),
+        "the test data are a dict": lambda: ic.Trainer(model, ic.Adam(0.1)).fit(data, epochs=1, test=wrong),
+        "the initial parameters are a dict": lambda: ic.Trainer(model, ic.Adam(0.1)).fit(data, 1, params=wrong),
+        "the training data are a dict ": lambda: ic.Trainer(model, ic.LBFGS()).fit(wrong, epochs=1),
+        "the data are a dict": lambda: model.predict(params, wrong),
+        "the parameters are a dict": lambda: model.predict(wrong, data),
+        "the parameters to save are a dict": lambda: model.save(tmp_path / "w.npz", wrong),
+    }
+    for words, call in calls.items():
+        with pytest.raises(ic.IndexCalcError, match=re.escape(words.strip())):
+            call()
+    with pytest.raises(ModelError, match="outputs are a name or a list of names"):
+        model.predict(params, data, outputs=3)
+
+
+@pytest.mark.parametrize("values, kind", [
+    (np.ones((8, 2)) + 1j, "complex numbers"), (np.full((8, 2), None), "Python objects"),
+    (np.full((8, 2), "a"), "text"),
+])
+def test_training_data_that_are_not_real_numbers_are_refused(values, kind):
+    with pytest.raises(ic.IndexCalcError, match=f"the training data: x holds {kind}, not real numbers"):
+        ic.Trainer(tanh_model(), ic.Adam(0.1)).fit({**tanh_data(), "x": values}, epochs=1)
