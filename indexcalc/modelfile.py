@@ -170,6 +170,8 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
             loss=value("loss"),
         )
     except IndexCalcError as err:
+        if not params and "data" not in declared:  # equations alone, as for `indexcalc diff`
+            err = ModelError(err.problem + NOTHING_DECLARED, text=err.text, pos=err.pos)
         raise partial.locate(err) from None
     if "dataset" in declared and not value("dataset"):
         raise fail("dataset", "write the data set as: dataset NAME (built in) or dataset FILE.npz")
@@ -214,6 +216,10 @@ def split_declarations(text: str) -> tuple[str, list[tuple[str, str, int]]]:
         offset += len(line)
     return "".join(equations), declarations
 
+
+NOTHING_DECLARED = (" (the file declares no parameters and no data: a model file says what to train with lines "
+                    "such as 'param W1[4, 2] xavier' and 'data x y', as examples/xor.ic does; equations alone "
+                    "are for indexcalc diff, eval and show)")
 
 _WORD_THEN_MORE = re.compile(r"[ \t]*([A-Za-z]\w*)[ \t]+(?!=)\S")
 

@@ -765,7 +765,7 @@ def test_cli_bad_model_file_is_an_error_with_a_caret(capsys, tmp_path):
     # a file of bare equations declares no parameters: the error points at the first unknown
     code = cli.main(["check", str(EXAMPLES / "mlp_batch.ic")])
     err = capsys.readouterr().err
-    assert code == 1 and "neither a parameter" in err
+    assert code == 1 and "neither a parameter" in err and "the file declares no parameters and no data" in err
     assert err.rstrip().splitlines()[-2].lstrip().startswith("line 3: h_ni = tanh(W1_ij")
 
 
