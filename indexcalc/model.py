@@ -243,6 +243,9 @@ class Model:
 
     # --- numbers
     def init_params(self, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
+        """Each parameter drawn by its initialiser from `seed` (a whole number, 0 or more)."""
+        if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+            raise ModelError(f"the seed must be a whole number, 0 or more, got {seed!r}", about="seed")
         rng = np.random.default_rng(seed)
         return {name: p.initial(rng, dtype) for name, p in self.parameters.items()}
 

@@ -18,6 +18,7 @@ batches are NumPy's, and checkpoints stay NumPy `.npz` files, which resume on an
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -34,11 +35,11 @@ from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
-from .schedules import Schedule
+from .schedules import Schedule, schedule
 from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
 from .backends import backend_name_of
 from .step import FusedStep, fusable
-from .training_arrays import arrays_for
+from .training_arrays import arrays_for, to_numpy
 from .training_errors import TrainingError, is_whole, require_named_arrays
 
 
@@ -207,6 +208,10 @@ class Trainer:
                                       ("initial parameters", params, "{'W': W, 'b': b}")):
             if arrays is not None:
                 require_named_arrays(arrays, what, example)
+        if resume is not None and not isinstance(resume, (str, os.PathLike)):
+            raise TrainingError(f"resume is the path of a checkpoint, got {resume!r}")
+        if progress is not None and not callable(progress):
+            raise TrainingError(f"progress is a function of (epoch, scores), got {progress!r}")
         if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
             return self.optimizer.fit(self, train, epochs, test=test, params=params, resume=resume, progress=progress)
         if not (is_whole(epochs) and epochs >= 0):
@@ -271,9 +276,11 @@ class Trainer:
         if not given:
             raise TrainingError(f"no data given for {', '.join(self.model.data) or 'the model (it names no data)'}",
                                 about="data")
-        n = sample_count(given, "the training data")
+        n = sample_count(dict(train), "the training data")  # every array: each is shuffled and batched
         if test:
-            sample_count({k: test[k] for k in self.model.data if k in test}, "the test data")
+            sample_count(dict(test), "the test data")
+        if given_params is not None:
+            self._check_given(given_params)
         on, params, train, test = self._placed(given_params, params, train, test)
         train, held = self._held_out(on, train, n)
         n -= len(next(iter(held.values()))) if held else 0
@@ -404,9 +411,43 @@ class Trainer:
                                 f"{hint.get(monitor.split('_')[0], '')}", about="monitor")
         return monitor
 
+    def _check_given(self, params: Mapping) -> None:
+        """Initial parameters the caller passes: the model's names (a typo would otherwise be
+        trained from the seed's values beside the stray array), finite numbers."""
+        strays = [name for name in params if name not in self.model.parameters]
+        if strays:
+            raise TrainingError(f"the initial parameters name {', '.join(map(str, strays))}, which the model does "
+                                f"not declare (it declares {', '.join(self.model.parameters)})", about="params")
+        for name, value in params.items():
+            value = to_numpy(value)
+            if value.dtype.kind not in "biuf" or not np.all(np.isfinite(value)):
+                raise TrainingError(f"the initial parameters: {name} is not finite real numbers "
+                                    f"(dtype {value.dtype})", about=f"param {name}")
+
+    def _check_callables(self) -> None:
+        """The arguments a run calls or opens later, refused now rather than at the first
+        epoch's end: a schedule by name becomes one, as a model file's line does."""
+        if isinstance(self.schedule, str):
+            self.schedule = schedule(self.schedule)
+        if self.schedule is not None and not isinstance(self.schedule, Schedule):
+            raise TrainingError(f"the schedule is an indexcalc.schedules.Schedule or a name ('cosine'), "
+                                f"got {self.schedule!r}", about="schedule")
+        if self.metric is not None and not _takes_three(self.metric):
+            raise TrainingError(f"the metric is a function of (model, params, data) that returns a number, as "
+                                f"indexcalc.train.accuracy('yhat', 'y') makes; got {self.metric!r}", about="metric")
+        if self.monitor is not None and not isinstance(self.monitor, str):
+            raise TrainingError(f"the monitor is the name of a score ('val_loss'), got {self.monitor!r}",
+                                about="monitor")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise TrainingError(f"the checkpoint is a file path, got {self.checkpoint!r}")
+        for name in ("fused", "keep_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise TrainingError(f"{name} is True or False, got {getattr(self, name)!r}")
+
     def _check_loop_settings(self) -> None:
         """The schedule, weight decay, clipping, validation and early-stopping settings,
         before any work."""
+        self._check_callables()
         self._base_lr = getattr(self.optimizer, "lr", None)
         if self.schedule is not None and not isinstance(self._base_lr, (int, float)):
             raise TrainingError(f"{self.optimizer.name} has no learning rate to schedule", about="schedule")
@@ -480,7 +521,11 @@ class Trainer:
                 loss /= sample_count({k: data[k] for k in self.model.data if k in data}, f"the {prefix} data")
             out[f"{prefix}_loss"] = loss
         if self.metric is not None:
-            out[f"{prefix}_{getattr(self.metric, 'name', 'accuracy')}"] = float(self.metric(self.model, params, data))
+            value = self.metric(self.model, params, data)
+            try:
+                out[f"{prefix}_{getattr(self.metric, 'name', 'accuracy')}"] = float(value)
+            except (TypeError, ValueError):
+                raise TrainingError(f"the metric returned {value!r}, not a number", about="metric") from None
         return out
 
     # --- checkpoints (written and read by indexcalc.checkpoints)
@@ -495,6 +540,19 @@ class Trainer:
         """Write this run's whole state to `path`, atomically (see `write_checkpoint`), as
         NumPy arrays whatever the backend; `best`, the monitored best epoch's parameters."""
         write_checkpoint(path, params, epoch, history, rng, self.optimizer, self.model, best=best)
+
+
+def _takes_three(function) -> bool:
+    """Whether `function` can be called with three positional arguments."""
+    if not callable(function):
+        return False
+    try:
+        inspect.signature(function).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some built-ins): let the call decide
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- model files

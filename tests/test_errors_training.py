@@ -911,3 +911,66 @@ def test_arrays_not_given_by_name_are_refused_by_every_entry_point(wrong, tmp_pa
 def test_training_data_that_are_not_real_numbers_are_refused(values, kind):
     with pytest.raises(ic.IndexCalcError, match=f"the training data: x holds {kind}, not real numbers"):
         ic.Trainer(tanh_model(), ic.Adam(0.1)).fit({**tanh_data(), "x": values}, epochs=1)
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"schedule": 3}, "the schedule is an indexcalc.schedules.Schedule or a name"),
+    ({"schedule": lambda epoch: 0.1}, "the schedule is an indexcalc.schedules.Schedule or a name"),
+    ({"schedule": "cosin"}, "unknown schedule 'cosin'"),
+    ({"metric": "accuracy"}, "the metric is a function of (model, params, data)"),
+    ({"metric": lambda output, data: 1.0}, "the metric is a function of (model, params, data)"),
+    ({"monitor": 3}, "the monitor is the name of a score"),
+    ({"checkpoint": 3}, "the checkpoint is a file path, got 3"),
+    ({"fused": "no"}, "fused is True or False"),
+    ({"keep_best": 1}, "keep_best is True or False"),
+])
+def test_trainer_settings_of_the_wrong_kind_are_named(settings, words):
+    with pytest.raises(TrainingError, match=re.escape(words)):
+        ic.Trainer(tanh_model(), ic.Adam(0.1), **settings)
+
+
+def test_a_schedule_may_be_given_by_name():
+    from indexcalc.schedules import schedule
+    by_name = ic.Trainer(tanh_model(), ic.Adam(0.1), schedule="cosine").fit(tanh_data(), epochs=3)
+    by_object = ic.Trainer(tanh_model(), ic.Adam(0.1), schedule=schedule("cosine")).fit(tanh_data(), epochs=3)
+    assert by_name.history == by_object.history and by_name.history[-1]["lr"] < 0.1
+
+
+@pytest.mark.parametrize("arguments, words", [
+    ({"resume": 3}, "resume is the path of a checkpoint, got 3"),
+    ({"progress": 3}, "progress is a function of (epoch, scores)"),
+    ({"params": {"Q": np.ones(3)}}, "the initial parameters name Q, which the model does not declare"),
+    ({"params": {"b1": np.full(4, np.nan)}}, "the initial parameters: b1 is not finite real numbers"),
+    ({"params": {"b1": np.full(4, 1j)}}, "the initial parameters: b1 is not finite real numbers"),
+    ({"train": {"z": 3}}, "the training data: z is a single number"),
+    ({"train": {"z": np.ones(5)}}, "the training data have different numbers of samples: x 8, y 8, z 5"),
+    ({"test": {"z": 3}}, "the test data: z is a single number"),
+])
+def test_fit_arguments_that_cannot_work_are_refused_before_the_first_epoch(arguments, words):
+    model, data = tanh_model(), tanh_data()
+    params = {**model.init_params(0), **arguments.pop("params", {})}
+    train = {**data, **arguments.pop("train", {})}
+    test = {**data, **arguments.pop("test", {})}
+    with pytest.raises(ic.IndexCalcError, match=re.escape(words)):
+        ic.Trainer(model, ic.Adam(0.1)).fit(train, epochs=1, test=test, params=params, **arguments)
+
+
+def test_extra_arrays_with_one_entry_per_sample_ride_along_for_a_metric_of_ones_own():
+    seen = []
+
+    def answered(model, params, data):
+        seen.append(len(data["tag"]))
+        return float(np.mean(data["tag"]))
+
+    answered.name = "tagged"
+    data = {**tanh_data(), "tag": np.arange(8.0)}
+    result = ic.Trainer(tanh_model(), ic.Adam(0.1), metric=answered).fit(data, epochs=1, test=data)
+    assert result.history[-1]["test_tagged"] == 3.5 and 8 in seen
+    with pytest.raises(TrainingError, match="the metric returned 'good', not a number"):
+        ic.Trainer(tanh_model(), ic.Adam(0.1), metric=lambda m, p, d: "good").fit(tanh_data(), epochs=1)
+
+
+@pytest.mark.parametrize("seed", ["a", -1, 1.5, True])
+def test_init_params_takes_a_whole_seed(seed):
+    with pytest.raises(ModelError, match="the seed must be a whole number, 0 or more"):
+        tanh_model().init_params(seed)
