@@ -25,7 +25,7 @@ from .datasets import DataError, read_npz
 from .model import Model
 from .optimisers import SGD, Adam
 from .training_arrays import to_numpy
-from .training_errors import TrainingError, is_whole
+from .training_errors import TrainingError, file_path, is_whole
 
 CHECKPOINT_FORMAT = "indexcalc checkpoint 1"
 
@@ -189,6 +189,7 @@ def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] |
     folder, a file where a folder should be, a folder where the file should be, a folder
     that cannot be written to (tried, not guessed from permission bits), or, with
     `replaceable`, an existing file that is not what would be written there."""
+    path = file_path(path, what)
     if path.startswith("-"):  # `--checkpoint -` wrote a file named '-'
         raise TrainingError(f"{what} {path} looks like an option, not a file name "
                             f"(for a file of that name write ./{path})")

@@ -67,6 +67,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .errors import IndexCalcError
+from .training_errors import file_path
 
 Split = tuple[list[np.ndarray], list[np.ndarray]]
 
@@ -392,6 +393,7 @@ def read_npz(path: str, what: str, kinds: str = "biuf") -> dict[str, np.ndarray]
     crafted file (a header claiming 80 GB, a truncated archive, pickled objects) is
     refused rather than allocated; pickles are never loaded. `kinds` are the dtype kinds
     accepted (numpy's letters: b, i, u, f real numbers; U text)."""
+    path = file_path(path, what, DataError)
     try:
         with open(path, "rb") as handle:
             head = handle.read(6)

@@ -56,6 +56,7 @@ from .tokens import DECLARATION_WORDS, is_index_name, is_letter_index
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
 from .schedules import SCHEDULES, Schedule, schedule
+from .training_errors import file_path
 
 KEYWORDS = ("data", "batch", "param", "dataset", "optimizer", "epochs", "batch_size", "seed", "metric", "loss",
             "onehot", "backend", "schedule", "warmup", "weight_decay", "clip", "validation", "monitor", "patience")
@@ -120,6 +121,7 @@ class ModelFile:
 
 def load(path: str) -> ModelFile:
     """Read a model file."""
+    path = file_path(path, "the model file", ModelError)
     try:
         with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()

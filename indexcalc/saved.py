@@ -27,7 +27,7 @@ from .datasets import DataError, read_npz
 from .errors import IndexCalcError
 from .model import Model, ModelError, Param
 from .training_arrays import to_numpy
-from .training_errors import require_named_arrays
+from .training_errors import file_path, require_named_arrays
 
 MODEL_FORMAT = "indexcalc model 1"
 
@@ -35,7 +35,7 @@ MODEL_FORMAT = "indexcalc model 1"
 def save(model: Model, path: str | os.PathLike, params: Mapping[str, object]) -> None:
     """Write `params` and `model`'s declarations to `path` (refused, before writing, where
     the path cannot be written or holds a file that is not one of ours)."""
-    path = os.fspath(path)
+    path = file_path(path, "the weights file")
     require_named_arrays(params, "parameters to save", "{'W': W, 'b': b}")
     check_output_path(path, "the weights file", replaceable=is_checkpoint)
     arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
@@ -83,7 +83,7 @@ def load_params(model: Model, path: str) -> dict[str, np.ndarray]:
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    path = os.fspath(path)
+    path = file_path(path, "the weights file", ModelError)
     try:
         arrays = read_npz(path, "the weights file", kinds="biufU")
     except DataError as err:

@@ -40,7 +40,7 @@ from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.
 from .backends import backend_name_of
 from .step import FusedStep, fusable
 from .training_arrays import arrays_for, to_numpy
-from .training_errors import TrainingError, is_whole, require_named_arrays
+from .training_errors import TrainingError, file_path, is_whole, require_named_arrays
 
 
 # ---------------------------------------------------------------- the loop
@@ -189,6 +189,8 @@ class Trainer:
             refuse_if_too_big(f"training {', '.join(self.model.parameters)} with {self.optimizer.name}", state)
         except IndexCalcError as err:
             raise TrainingError(err.problem) from None
+        if self.checkpoint is not None:
+            self.checkpoint = file_path(self.checkpoint, "the checkpoint")
         if self.checkpoint:  # before any work: a run must not end unable to save it
             check_output_path(self.checkpoint, "the checkpoint", replaceable=is_checkpoint)
             remove_stale_temporaries(self.checkpoint)
@@ -208,8 +210,6 @@ class Trainer:
                                       ("initial parameters", params, "{'W': W, 'b': b}")):
             if arrays is not None:
                 require_named_arrays(arrays, what, example)
-        if resume is not None and not isinstance(resume, (str, os.PathLike)):
-            raise TrainingError(f"resume is the path of a checkpoint, got {resume!r}")
         if progress is not None and not callable(progress):
             raise TrainingError(f"progress is a function of (epoch, scores), got {progress!r}")
         if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
@@ -438,8 +438,6 @@ class Trainer:
         if self.monitor is not None and not isinstance(self.monitor, str):
             raise TrainingError(f"the monitor is the name of a score ('val_loss'), got {self.monitor!r}",
                                 about="monitor")
-        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
-            raise TrainingError(f"the checkpoint is a file path, got {self.checkpoint!r}")
         for name in ("fused", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise TrainingError(f"{name} is True or False, got {getattr(self, name)!r}")
@@ -577,8 +575,11 @@ def train_file(model_file, *, epochs: int | None = None, lr: float | None = None
                monitor: str | None = None, patience: int | None = None) -> tuple[Result, dict, dict]:
     """Train what a model file declares (settings given here override its own). Errors
     point at the model-file line they concern. `prepared` is called with the data set
-    once everything has been checked, just before the first epoch."""
-    mf = model_file
+    once everything has been checked, just before the first epoch. `model_file` is a
+    `modelfile.ModelFile` or the path of one."""
+    from .modelfile import ModelFile, load
+
+    mf = model_file if isinstance(model_file, ModelFile) else load(model_file)
     try:
         trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend,
                                 monitor=monitor, patience=patience)

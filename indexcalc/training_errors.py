@@ -1,11 +1,12 @@
 """The errors of training, in a module of their own so that the optimisers, the
 checkpoints and the loop can all raise them without importing one another in a circle.
 
-`is_whole` and `require_named_arrays` live here too: the loop's settings, a checkpoint's
-epoch and the arrays handed to fit, predict and save are checked the same way everywhere."""
+`is_whole`, `file_path` and `require_named_arrays` live here too: the loop's settings, a checkpoint's
+epoch, the paths and the arrays handed to fit, predict and save are checked the same way everywhere."""
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import numpy as np
@@ -33,6 +34,16 @@ class TrainingStopped(TrainingError):
 def is_whole(value: object) -> bool:
     """An int or NumPy integer, but not a bool (True is not an epoch count)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def file_path(path: object, what: str, error: type[IndexCalcError] = TrainingError) -> str:
+    """`path` as a str, if it is one or a `pathlib.Path`: an int would be taken by `open`
+    as a file descriptor (and closed), None or a list fail inside `os` with a TypeError."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise error(f"{what} is a file path (a str or a pathlib.Path), got {path!r}")
+    return path
 
 
 def require_named_arrays(arrays: object, what: str, example: str = "{'x': X, 'y': Y}",

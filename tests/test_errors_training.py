@@ -920,7 +920,7 @@ def test_training_data_that_are_not_real_numbers_are_refused(values, kind):
     ({"metric": "accuracy"}, "the metric is a function of (model, params, data)"),
     ({"metric": lambda output, data: 1.0}, "the metric is a function of (model, params, data)"),
     ({"monitor": 3}, "the monitor is the name of a score"),
-    ({"checkpoint": 3}, "the checkpoint is a file path, got 3"),
+    ({"checkpoint": 3}, "the checkpoint is a file path (a str or a pathlib.Path), got 3"),
     ({"fused": "no"}, "fused is True or False"),
     ({"keep_best": 1}, "keep_best is True or False"),
 ])
@@ -937,7 +937,7 @@ def test_a_schedule_may_be_given_by_name():
 
 
 @pytest.mark.parametrize("arguments, words", [
-    ({"resume": 3}, "resume is the path of a checkpoint, got 3"),
+    ({"resume": 3}, "the checkpoint is a file path (a str or a pathlib.Path), got 3"),
     ({"progress": 3}, "progress is a function of (epoch, scores)"),
     ({"params": {"Q": np.ones(3)}}, "the initial parameters name Q, which the model does not declare"),
     ({"params": {"b1": np.full(4, np.nan)}}, "the initial parameters: b1 is not finite real numbers"),
@@ -974,3 +974,38 @@ def test_extra_arrays_with_one_entry_per_sample_ride_along_for_a_metric_of_ones_
 def test_init_params_takes_a_whole_seed(seed):
     with pytest.raises(ModelError, match="the seed must be a whole number, 0 or more"):
         tanh_model().init_params(seed)
+
+
+@pytest.mark.parametrize("bad", [3, None, b"w.npz", 2.5, ["w.npz"]], ids=repr)
+def test_a_path_that_is_no_path_is_refused_by_every_entry_point(bad):
+    """An int was opened as a file descriptor (and closed: pytest's own output went with
+    it); None, bytes or a list failed inside os with a TypeError."""
+    from indexcalc.train import train_file
+    model, data = tanh_model(), tanh_data()
+    calls = {
+        "the weights file": lambda: model.save(bad, model.init_params(0)),
+        "the weights file ": lambda: ic.Model.load(bad),
+        " the weights file": lambda: model.load_params(bad),
+        "the model file": lambda: load(bad),
+        " the model file": lambda: train_file(bad),
+    }
+    if bad is not None:  # for these two None says "no checkpoint"
+        calls["the checkpoint"] = lambda: ic.Trainer(model, checkpoint=bad)
+        calls["cannot resume: the checkpoint"] = lambda: ic.Trainer(model).fit(data, 2, resume=bad)
+    for what, call in calls.items():
+        with pytest.raises(ic.IndexCalcError, match=re.escape(f"{what.strip()} is a file path")):
+            call()
+
+
+def test_paths_may_be_pathlib_paths_everywhere(tmp_path):
+    from indexcalc.train import train_file
+    model, data = tanh_model(), tanh_data()
+    first = ic.Trainer(model, "adam", checkpoint=tmp_path / "ck.npz").fit(data, 2)
+    resumed = ic.Trainer(model, "adam", checkpoint=tmp_path / "ck.npz").fit(data, 3, resume=tmp_path / "ck.npz")
+    straight = ic.Trainer(model, "adam").fit(data, 3)
+    assert resumed.history == straight.history and first.history == straight.history[:2]
+    model.save(tmp_path / "w.npz", resumed.params)
+    loaded, params = ic.Model.load(tmp_path / "w.npz")
+    assert all(np.array_equal(params[k], resumed.params[k]) for k in params)
+    assert all(np.array_equal(model.load_params(tmp_path / "w.npz")[k], params[k]) for k in params)
+    assert train_file(EXAMPLES / "xor.ic", epochs=2)[0].history == train_file(str(EXAMPLES / "xor.ic"), epochs=2)[0].history
