@@ -223,7 +223,8 @@ def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] |
 
 def _example_name(what: str) -> str:
     return next((name for word, name in (("checkpoint", "checkpoint.npz"), ("weights", "weights.npz"),
-                                         ("predictions", "predictions.npz")) if word in what), "loss.png")
+                                         ("predictions", "predictions.npz"), ("module", "loss_and_grads.py"))
+                 if word in what), "loss.png")
 
 
 def is_checkpoint(path: str) -> bool:

@@ -348,6 +348,16 @@ class FakePyplot:
 
         return Figure(), Axes()
 
+    def figure(self):
+        class Canvas:
+            def get_supported_filetypes(self):
+                return {"png": "Portable Network Graphics", "pdf": "PDF", "pgf": "PGF code for LaTeX"}
+
+        class Figure:
+            canvas = Canvas()
+
+        return Figure()
+
     def close(self, figure):
         pass
 
@@ -359,6 +369,30 @@ def test_a_bad_plot_path_is_refused_before_the_first_epoch(kind, tmp_path, capsy
     code, out, err = run_cli(capsys, "train", xor_file(tmp_path), "--epochs", 3, "--quiet", "--plot", target)
     assert code == 1 and out == ""
     assert_one_error_line(err, "the plot", words)
+
+
+def test_a_plot_never_replaces_a_file_that_is_no_image_nor_takes_a_format_it_cannot_write(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """`--plot notes.pdf` replaced whatever notes.pdf held, and an extension matplotlib does not
+    write (or, as pgf, writes only with LaTeX installed) failed after the training."""
+    fake = FakePyplot()
+    monkeypatch.setattr(cli_train, "_matplotlib", lambda: fake)
+    model = xor_file(tmp_path)
+    mine = tmp_path / "notes.pdf"
+    mine.write_text("my own notes", encoding="utf-8")
+    for target, words in ((model, "exists and is not one; not overwriting it"), (mine, "not overwriting it"),
+                          (tmp_path / "loss.ic", "the plot is written as pdf, png, chosen by the file name's extension"),
+                          (tmp_path / "loss.pgf", "the plot is written as pdf, png"),
+                          (tmp_path / "loss", "the plot is written as pdf, png")):
+        code, out, err = run_cli(capsys, "train", model, "--epochs", 3, "--quiet", "--plot", target)
+        assert code == 1 and out == "", err
+        assert_one_error_line(err, words)
+    assert model.read_text(encoding="utf-8") == XOR and mine.read_text(encoding="utf-8") == "my own notes"
+    assert fake.saved == []
+    image = tmp_path / "loss.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(8))  # an earlier plot: replaced
+    assert run_cli(capsys, "train", model, "--epochs", 3, "--quiet", "--plot", image)[0] == 0
+    assert fake.saved == [str(image)]
 
 
 def test_a_plot_that_fails_after_training_keeps_the_scores_and_exits_non_zero(tmp_path, capsys, monkeypatch):

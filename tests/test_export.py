@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,7 +247,7 @@ def test_the_cli_writes_to_stdout_and_refuses_bad_input_in_one_line(capsys, tmp_
     for argv, message in [
         (["export", str(tmp_path / "missing.ic")], "cannot read the model file"),
         (["export", "examples/xor.ic", "--size", "k=3"], "only the batch index n has a size to choose"),
-        (["export", "examples/xor.ic", "-o", str(tmp_path / "no" / "such" / "dir.py")], "cannot write"),
+        (["export", "examples/xor.ic", "-o", str(tmp_path / "no" / "such" / "dir.py")], "cannot be written"),
     ]:
         code, out, err = run_cli(capsys, *argv)
         assert code == 1 and out == "" and err.startswith("indexcalc: error: ") and message in err, err
@@ -255,6 +256,24 @@ def test_the_cli_writes_to_stdout_and_refuses_bad_input_in_one_line(capsys, tmp_
         cli.main(["export", "examples/xor.ic", "--backend", "cupy"])
     assert info.value.code == 2
     assert "invalid choice: 'cupy'" in capsys.readouterr().err
+
+
+def test_the_cli_never_writes_over_a_file_it_did_not_write(capsys, tmp_path):
+    """`-o` named the model file itself and replaced it with the module, silently."""
+    model = tmp_path / "xor.ic"
+    model.write_text(Path("examples/xor.ic").read_text(encoding="utf-8"), encoding="utf-8")
+    own = tmp_path / "mine.py"
+    own.write_text("print('my own work')\n", encoding="utf-8")
+    for target in (model, own):
+        before = target.read_bytes()
+        code, out, err = run_cli(capsys, "export", str(model), "-o", str(target))
+        assert code == 1 and f"the module {target} exists and is not one; not overwriting it" in err, err
+        assert target.read_bytes() == before
+    module, empty = tmp_path / "grads.py", tmp_path / "empty.py"
+    empty.write_text("", encoding="utf-8")
+    for target in (module, module, empty):  # a module it wrote, again; an empty file
+        assert run_cli(capsys, "export", str(model), "-o", str(target))[0] == 0
+        assert "exported by indexcalc" in target.read_text(encoding="utf-8").splitlines()[0]
 
 
 @settings(max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))

@@ -21,10 +21,13 @@ BACKENDS = ("numpy", "jax", "torch")
 
 def _command_export(args) -> str:
     from ..export import module_source
+    from ..checkpoints import check_output_path
     from ..modelfile import load
     from ..train import check_data_ranks
 
     args.model = args.model or default_model()
+    if args.output is not None:  # never over the model file, data or a module of one's own
+        check_output_path(args.output, "the module", replaceable=_is_exported_module)
     mf = load(args.model)
     model = mf.model
     sizes = parse_sizes(args.size or [])
@@ -55,6 +58,14 @@ def _command_export(args) -> str:
         raise IndexCalcError(f"cannot write {args.output}: {err.strerror or err}") from None
     inputs = ", ".join(f"{k} {v}" for k, v in shapes.items())
     return f"wrote {args.output}: loss_and_grads(arrays) on {args.backend}, {args.dtype}, for {inputs}"
+
+
+def _is_exported_module(path: str) -> bool:
+    """An empty file or a module this command wrote (its docstring's first line says so),
+    which -o may overwrite; anything else it refuses."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    return not first or "exported by indexcalc" in first
 
 
 def _program(mf, path: str) -> str:

@@ -39,8 +39,9 @@ def _command_train(args) -> str:
     try:
         mf = load(path)
         if args.plot:
-            _matplotlib()
-            check_output_path(args.plot, "the plot")
+            plt = _matplotlib()
+            check_output_path(args.plot, "the plot", replaceable=_is_image)
+            _check_plot_format(plt, args.plot)
         if args.save:
             _check_save(args, path, mf)
         epochs = mf.epochs if args.epochs is None else args.epochs
@@ -166,6 +167,32 @@ def _matplotlib():
     return plt
 
 
+# The image formats --plot writes, by extension, with the first bytes of such a file:
+# the plot may replace an image, never a model file or anything else at the path.
+# (matplotlib's raw, rgba and pgf are left out: nothing marks a file as one of theirs.)
+PLOT_FORMATS = {
+    "png": (b"\x89PNG",), "pdf": (b"%PDF",), "svg": (b"<?xml", b"<svg"), "svgz": (b"\x1f\x8b",),
+    "eps": (b"%!PS",), "ps": (b"%!PS",), "jpg": (b"\xff\xd8",), "jpeg": (b"\xff\xd8",), "gif": (b"GIF8",),
+    "tif": (b"II*\x00", b"MM\x00*"), "tiff": (b"II*\x00", b"MM\x00*"), "webp": (b"RIFF",),
+}
+
+
+def _is_image(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    return not head or any(head.startswith(magic) for magics in PLOT_FORMATS.values() for magic in magics)
+
+
+def _check_plot_format(plt, path: str) -> None:
+    """The file name's format, before training: matplotlib picks it by the extension."""
+    figure = plt.figure()
+    formats = sorted(set(figure.canvas.get_supported_filetypes()) & set(PLOT_FORMATS))
+    plt.close(figure)
+    if os.path.splitext(path)[1].lstrip(".").lower() not in formats:
+        raise IndexCalcError(f"--plot {path}: the plot is written as {', '.join(formats)}, chosen by the "
+                             f"file name's extension (e.g. loss.png)")
+
+
 def _plot(history: list[dict], path: str) -> str:
     plt = _matplotlib()
     epochs = [r["epoch"] for r in history]
@@ -179,7 +206,7 @@ def _plot(history: list[dict], path: str) -> str:
     figure.tight_layout()
     try:
         figure.savefig(path)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - matplotlib's writers raise their own kinds; the run is over
         raise IndexCalcError(f"could not draw the plot into {path}: {err}; the scores above are final") from None
     finally:
         plt.close(figure)
