@@ -13,6 +13,14 @@ from .model import Model, ModelError
 from .training_arrays import to_numpy
 
 
+def _data(data, name: str, metric: str) -> np.ndarray:
+    """The array `name` a metric reads beside the model's output, on the host."""
+    if name not in data:
+        raise ModelError(f"the metric {metric} reads {name}, which is not among the data given "
+                         f"({', '.join(map(str, data)) or 'none'})", about="metric")
+    return to_numpy(data[name])
+
+
 def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
     """Classification accuracy: argmax over classes; for one output, the side of 0.5 (of 0
     for labels of ±1). With `weight`, a data tensor over the output's axes but the
@@ -21,7 +29,7 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
 
     def measure(model: Model, params, data) -> float:
         predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
-        wanted = to_numpy(data[target])
+        wanted = _data(data, target, "accuracy")
         if predicted.ndim > 1 and predicted.shape[-1] > 1:
             hits = predicted.argmax(-1) == wanted.argmax(-1)
         else:
@@ -30,7 +38,7 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
             hits = side == (wanted.reshape(len(wanted), -1) > threshold)
         if weight is None:
             return float(np.mean(hits))
-        weights = to_numpy(data[weight]).astype(float)
+        weights = _data(data, weight, "accuracy").astype(float)
         if weights.shape != hits.shape:
             raise ModelError(f"the metric's weight {weight} has shape {weights.shape}, but {output}'s predictions "
                              f"(its axes but the classes) have shape {hits.shape}")
@@ -47,7 +55,7 @@ def _error_metric(name: str, of: Callable[[np.ndarray], np.ndarray], meaning: st
     def metric(output: str, target: str) -> Callable:
         def measure(model: Model, params, data) -> float:
             predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
-            wanted = to_numpy(data[target])
+            wanted = _data(data, target, name)
             if predicted.size != wanted.size:
                 raise ModelError(f"the metric {name} compares {output} ({predicted.shape}) with {target} "
                                  f"({wanted.shape}), which do not hold as many numbers")

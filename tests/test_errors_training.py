@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import indexcalc as ic
 from carets import caret, line_of
-from indexcalc import cli
+from indexcalc import cli, metrics
 from indexcalc.checkpoints import remove_stale_temporaries
 from indexcalc.cli import train as cli_train
 from indexcalc.datasets import read_npz
@@ -1043,3 +1043,15 @@ def test_paths_may_be_pathlib_paths_everywhere(tmp_path):
     assert all(np.array_equal(params[k], resumed.params[k]) for k in params)
     assert all(np.array_equal(model.load_params(tmp_path / "w.npz")[k], params[k]) for k in params)
     assert train_file(EXAMPLES / "xor.ic", epochs=2)[0].history == train_file(str(EXAMPLES / "xor.ic"), epochs=2)[0].history
+
+
+@pytest.mark.parametrize("metric, reads", [
+    (lambda: metrics.accuracy("yhat", "labels"), "accuracy reads labels"),
+    (lambda: metrics.accuracy("yhat", "y", "mask"), "accuracy reads mask"),
+    (lambda: metrics.mse("yhat", "target"), "mse reads target"),
+    (lambda: metrics.mae("yhat", "target"), "mae reads target"),
+])
+def test_a_metric_that_reads_an_array_not_given_says_which(metric, reads):
+    """A KeyError from inside the metric, before."""
+    with pytest.raises(ModelError, match=f"the metric {reads}, which is not among the data given \\(x, y\\)"):
+        ic.Trainer(tanh_model(), ic.Adam(0.1), metric=metric()).fit(tanh_data(), epochs=1)
