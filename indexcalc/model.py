@@ -115,14 +115,12 @@ class Model:
         except IndexCalcError as err:
             raise self._located(err) from None
         self.per_sample = Program(tuple(equations))
-        self.loss = self.loss or equations[-1].lhs.name
         self._check_arguments()
+        self.loss = self.loss or equations[-1].lhs.name
         self.parameters = {name: _param(name, spec, self.init.get(name)) for name, spec in self.params.items()}
         self._check_names(equations)
         self._check_ranks(equations)
         self._check_memory()
-        if self.reduce not in ("mean", "sum"):
-            raise ModelError(f"reduce is 'mean' or 'sum' (the loss over the batch), got {self.reduce!r}", about="batch")
         loss = next(eq.lhs for eq in equations if eq.lhs.name == self.loss)
         if loss.indices:
             raise self._located(ModelError(
@@ -160,6 +158,11 @@ class Model:
                                            and (is_letter_index(self.batch) or is_index_name(self.batch))):
             raise ModelError(f"the batch index is a letter ('n'), a name ('sample') or None; got {self.batch!r}",
                              about="batch")
+        for name in ("loss", "output"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ModelError(f"{name} is the name of an equation's result, got {getattr(self, name)!r}", about=name)
+        if not (isinstance(self.reduce, str) and self.reduce in ("mean", "sum")):
+            raise ModelError(f"reduce is 'mean' or 'sum' (the loss over the batch), got {self.reduce!r}", about="batch")
         computed = [eq.lhs.name for eq in self.per_sample.equations]
         if self.output is not None and self.output not in computed:
             raise ModelError(f"no equation computes the output {self.output!r} (the model computes "

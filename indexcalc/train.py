@@ -175,6 +175,9 @@ class Trainer:
                                 f"ic.Momentum, ic.Adam, ic.Newton, ic.LBFGS, a name ('adam'), or a subclass of ic.SGD",
                                 about="optimizer")
         self._check_loop_settings()
+        if not isinstance(self.backend, str):
+            raise TrainingError(f"the backend is a name (numpy, jax, torch, dask, cupy), got {self.backend!r}",
+                                about="backend")
         try:  # an unknown or missing library before any work, naming the extra to install
             arrays_for(self.backend)
         except IndexCalcError as err:
@@ -210,6 +213,8 @@ class Trainer:
                                       ("initial parameters", params, "{'W': W, 'b': b}")):
             if arrays is not None:
                 require_named_arrays(arrays, what, example)
+        if resume is not None:
+            resume = file_path(resume, "cannot resume: the checkpoint")
         if progress is not None and not callable(progress):
             raise TrainingError(f"progress is a function of (epoch, scores), got {progress!r}")
         if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
@@ -454,7 +459,7 @@ class Trainer:
             ("clip", self.clip, lambda v: v is None or 0 < v < math.inf, "a positive number"),
             ("validation", self.validation, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
         ):
-            number = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            number = (value is None and name == "clip") or (isinstance(value, (int, float)) and not isinstance(value, bool))
             if not (number and fits(value)):
                 raise TrainingError(f"{name} must be {wanted}, got {value!r}", about=name)
         if self.patience is not None and not (is_whole(self.patience) and self.patience >= 1):

@@ -43,6 +43,8 @@ def file_path(path: object, what: str, error: type[IndexCalcError] = TrainingErr
         path = os.fspath(path)
     if not isinstance(path, str):
         raise error(f"{what} is a file path (a str or a pathlib.Path), got {path!r}")
+    if "\0" in path:
+        raise error(f"{what} {path!r} holds a NUL character, which no file name can")
     return path
 
 

@@ -1055,3 +1055,36 @@ def test_a_metric_that_reads_an_array_not_given_says_which(metric, reads):
     """A KeyError from inside the metric, before."""
     with pytest.raises(ModelError, match=f"the metric {reads}, which is not among the data given \\(x, y\\)"):
         ic.Trainer(tanh_model(), ic.Adam(0.1), metric=metric()).fit(tanh_data(), epochs=1)
+
+
+# Any value for any keyword of Model, Trainer and fit: it works, or it is an IndexCalcError.
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4), st.lists(st.integers(-1, 3), max_size=3), st.tuples(st.integers(-1, 5)),
+    st.dictionaries(st.sampled_from(["W1", "b1", "x", "y", "q"]), st.integers(-1, 4), max_size=2),
+    st.sampled_from([np.ones(3), np.ones((8, 2)), b"x", object(), "sum", "adam", "cosine", "yhat"]),
+)
+KEYWORDS_OF = {
+    "model": ["params", "data", "batch", "reduce", "init", "loss", "output"],
+    "trainer": ["optimizer", "batch_size", "seed", "metric", "checkpoint", "backend", "schedule", "weight_decay",
+                "clip", "validation", "monitor", "patience", "keep_best", "fused"],
+    "fit": ["train", "epochs", "test", "params", "resume", "progress"],
+}
+
+
+@given(where_key=st.sampled_from([(where, key) for where, keys in KEYWORDS_OF.items() for key in keys]),
+       value=ANY_VALUE)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_value_of_any_training_keyword_works_or_is_an_indexcalc_error(where_key, value, tmp_path_factory):
+    where, key = where_key
+    if key == "checkpoint" and isinstance(value, str):  # a path: into a folder of its own
+        value = str(tmp_path_factory.mktemp("ck") / (value.replace("/", "_") or "ck.npz"))
+    model_settings = {"params": SHAPES, "data": ["x", "y"], **({key: value} if where == "model" else {})}
+    fit_settings = {"train": tanh_data(), "epochs": 1, **({key: value} if where == "fit" else {})}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a learning rate of 1e308 may overflow: a warning, not the point
+            trainer = ic.Trainer(Model(TANH, **model_settings), **({key: value} if where == "trainer" else {}))
+            trainer.fit(**fit_settings)
+    except ic.IndexCalcError:
+        pass
