@@ -249,6 +249,12 @@ class Model:
         """Each parameter drawn by its initialiser from `seed` (a whole number, 0 or more)."""
         if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
             raise ModelError(f"the seed must be a whole number, 0 or more, got {seed!r}", about="seed")
+        try:
+            floats = np.dtype(dtype).kind == "f"
+        except (TypeError, ValueError):
+            floats = False
+        if not floats:
+            raise ModelError(f"the parameters' dtype is a floating-point type (np.float64, 'float32'), got {dtype!r}")
         rng = np.random.default_rng(seed)
         return {name: p.initial(rng, dtype) for name, p in self.parameters.items()}
 
@@ -260,11 +266,15 @@ class Model:
         return self._compiled
 
     def loss_and_grads(self, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]):
+        _require_params_and_data(params, data)
         return self.gradient({**data, **params})
 
     def evaluate(self, name: str, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> np.ndarray:
         """The value of any equation's result (the output, say) on a batch, by a compiled
         forward plan (no gradient; one plan per result, each cached per shape)."""
+        _require_params_and_data(params, data)
+        if not isinstance(name, str):
+            raise ModelError(f"the result to evaluate is named by a string, as 'yhat'; got {name!r}")
         value, _ = self._forward_plan(name)({**data, **params})
         return value
 
@@ -290,8 +300,7 @@ class Model:
                 outputs: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The model's outputs (default: `outputs`) on data of any number of samples, by
         forward plans only: the data the outputs do not read (the targets) may be left out."""
-        require_named_arrays(params, "parameters", "{'W': W, 'b': b}", error=ModelError)
-        require_named_arrays(data, "data", error=ModelError)
+        _require_params_and_data(params, data)
         if not (outputs is None or isinstance(outputs, str)
                 or isinstance(outputs, Sequence) and all(isinstance(name, str) for name in outputs)):
             raise ModelError(f"outputs are a name or a list of names, as 'yhat' or ['h', 'yhat']; got {outputs!r}")
@@ -350,6 +359,11 @@ def _lone_name_hint(t: Tensor, p) -> str:
 
 def _axes(count: int, one: str = "axis", many: str = "axes") -> str:
     return f"{count} {one if count == 1 else many}"
+
+
+def _require_params_and_data(params, data) -> None:
+    require_named_arrays(params, "parameters", "{'W': W, 'b': b}", error=ModelError)
+    require_named_arrays(data, "data", error=ModelError)
 
 
 def _param(name: str, spec, init: str | None) -> Param:

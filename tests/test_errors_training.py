@@ -1088,3 +1088,31 @@ def test_any_value_of_any_training_keyword_works_or_is_an_indexcalc_error(where_
             trainer.fit(**fit_settings)
     except ic.IndexCalcError:
         pass
+
+
+@given(method=st.sampled_from(["predict params", "predict data", "predict outputs", "evaluate", "loss_and_grads",
+                               "save", "save params", "load", "load_params", "init_params seed", "init_params dtype"]),
+       value=st.one_of(ANY_VALUE, st.dictionaries(st.sampled_from(["W1", "b1", "x", "q"]), ANY_VALUE, max_size=3)))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_value_given_to_a_models_methods_works_or_is_an_indexcalc_error(method, value, tmp_path_factory):
+    model, data = tanh_model(), tanh_data()
+    params = model.init_params(0)
+    folder = tmp_path_factory.mktemp("model")
+    model.save(folder / "w.npz", params)
+    if isinstance(value, str):  # a path: in a folder of its own
+        value = str(folder / (value.replace("/", "_") or "w.npz"))
+    merged = {**params, **value} if isinstance(value, dict) else value
+    calls = {
+        "predict params": lambda: model.predict(merged, data), "predict data": lambda: model.predict(params, value),
+        "predict outputs": lambda: model.predict(params, data, outputs=value),
+        "evaluate": lambda: model.evaluate(value, params, data), "loss_and_grads": lambda: model.loss_and_grads(merged, data),
+        "save": lambda: model.save(value, params), "save params": lambda: model.save(folder / "out.npz", merged),
+        "load": lambda: ic.Model.load(value), "load_params": lambda: model.load_params(value),
+        "init_params seed": lambda: model.init_params(value), "init_params dtype": lambda: model.init_params(0, value),
+    }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calls[method]()
+    except ic.IndexCalcError:
+        pass
