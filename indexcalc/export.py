@@ -61,10 +61,12 @@ def module_source(compiled, backend: str = "numpy", arrays: Mapping[str, Any] | 
     from .backends import get_backend
     from .compile import lower
 
-    if backend not in EXPORTABLE:
+    if not (isinstance(backend, str) and backend in EXPORTABLE):
         raise ExportError(f"cannot export for the backend {backend!r}: choose one of {', '.join(EXPORTABLE)}")
-    if not name.isidentifier() or keyword.iskeyword(name):
+    if not (isinstance(name, str) and name.isidentifier()) or keyword.iskeyword(name):
         raise ExportError(f"the function's name must be a Python name, got {name!r}")
+    if program is not None and not isinstance(program, str):
+        raise ExportError(f"program is the text the module's docstring names, got {program!r}")
     chosen = get_backend(backend)  # its library is needed: the shims are written from its own names
     shapes, types_, known = _signature(compiled, chosen, arrays, shapes, dtype)
     lowering, value, grads = lower(compiled, shapes, types_, known, chosen.dialect)
@@ -90,6 +92,10 @@ def _signature(compiled, backend, arrays, shapes, dtype):
     from .compile import _given_shapes, _shape
     from .program import numeric_array
 
+    for what, given in (("arrays", arrays), ("shapes", shapes)):
+        if given is not None and not isinstance(given, Mapping):
+            raise ExportError(f"{what} is a dict by name, as {{'W': {'W' if what == 'arrays' else '(4, 2)'}}}; "
+                              f"got {type(given).__name__}")
     if arrays is not None:
         missing = [k for k in compiled.inputs if k not in arrays]
         if missing:
@@ -103,12 +109,12 @@ def _signature(compiled, backend, arrays, shapes, dtype):
         missing = [k for k in compiled.inputs if k not in shapes]
         if missing:
             raise MissingArrayError(f"no shape given for {missing[0]!r} (the program reads {', '.join(compiled.inputs)})")
-        found = {k: tuple(int(n) for n in shapes[k]) for k in compiled.inputs}
+        found = {k: _shape_given(k, shapes[k]) for k in compiled.inputs}
         try:
             types_ = [np.dtype(dtype or "float64")] * len(found)
-        except TypeError:
+        except (TypeError, ValueError):
             raise ExportError(f"the float type must be float32 or float64, got {dtype!r}") from None
-        known = {k: tuple(shapes[k]) for k in compiled.sizing if k in shapes}
+        known = {k: _shape_given(k, shapes[k]) for k in compiled.sizing if k in shapes}
     elif compiled._last is not None:
         last = compiled._last
         found, types_, known = dict(last.shapes), [np.dtype(t) for t in last.types], dict(last.known)
@@ -119,6 +125,16 @@ def _signature(compiled, backend, arrays, shapes, dtype):
     if backend.name != "numpy" and types_:  # one float type on another library, as a call there promotes them
         types_ = [np.result_type(*types_)] * len(types_)
     return found, types_, known
+
+
+def _shape_given(name: str, shape: Any) -> tuple[int, ...]:
+    """A shape from `shapes=`: a tuple (or list) of whole numbers, 0 or more."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not (isinstance(shape, (tuple, list)) and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+                                                      and n >= 0 for n in shape)):
+        raise ExportError(f"the shape of {name} is a tuple of whole numbers, as (4, 2); got {shape!r}")
+    return tuple(int(n) for n in shape)
 
 
 # ---------------------------------------------------------------- writing routines out

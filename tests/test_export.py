@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
@@ -310,3 +310,27 @@ def test_a_constant_that_cannot_be_rebuilt_is_written_out(monkeypatch):
     value, grads = load_module(source)["loss_and_grads"](arrays)
     expected, expected_grads = f(arrays)
     assert value == expected and np.array_equal(grads["A"], expected_grads["A"])
+
+
+ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10), st.floats(allow_nan=True), st.text(max_size=4),
+    st.sampled_from([np.ones(3), np.ones((4, 2)), (4, 2), (4,), (-1, 2), (4.5, 2), (), b"x", object(),
+                     "float32", "int64", "complex128", "jax", "dask", "W", "x"]),
+)
+
+
+@given(keyword=st.sampled_from(["backend", "arrays", "shapes", "dtype", "name", "program"]),
+       value=st.one_of(ANY, st.lists(ANY, max_size=3),
+                       st.dictionaries(st.sampled_from(["W", "b", "x", "q"]), ANY, max_size=4)))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_value_of_any_export_keyword_works_or_is_an_indexcalc_error(keyword, value):
+    """A list for shapes, None for the name, a dict for the dtype: Python errors from inside, before."""
+    f = ic.compile("h_i = tanh(W_ij x_j + b_i)\nL = h_i h_i", wrt=["W", "b"])
+    shapes = {"W": (4, 2), "b": (4,), "x": (2,)}
+    settings_ = {keyword: value} if keyword in ("arrays", "shapes") else {"shapes": shapes, keyword: value}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f.source(**settings_)
+    except ic.IndexCalcError:
+        pass
