@@ -352,7 +352,10 @@ def one_hot(labels: np.ndarray, classes: int, what: str) -> np.ndarray:
     if not valid.all():
         raise DataError(f"the {what} holds {values[~valid][0]:g}, not a class label 0 … {classes - 1} "
                         f"(the one-hot declaration says {classes} classes)")
-    return np.eye(classes)[values.astype(np.int64)]
+    refuse_if_too_big(f"the one-hot rows of the {what} ({len(values):,} × {classes:,})", 8 * len(values) * classes)
+    rows = np.zeros((len(values), classes))  # not np.eye(classes)[labels]: classes² numbers
+    rows[np.arange(len(values)), values.astype(np.int64)] = 1.0
+    return rows
 
 
 def sample_count(arrays: Mapping[str, np.ndarray], what: str) -> int:

@@ -31,7 +31,7 @@ from carets import caret, line_of
 from indexcalc import cli, metrics
 from indexcalc.checkpoints import remove_stale_temporaries
 from indexcalc.cli import train as cli_train
-from indexcalc.datasets import read_npz
+from indexcalc.datasets import one_hot, read_npz
 from indexcalc.model import Model, ModelError
 from indexcalc.modelfile import KEYWORDS, load, parse_model
 from indexcalc.optimisers import SGD, Adam, optimiser
@@ -698,6 +698,25 @@ def test_labels_that_are_not_classes_are_refused_at_the_onehot_line(labels, word
         train_file(load(str(model)))
     assert words in str(info.value)
     assert caret(info.value)[1] == "onehot y 3"
+
+
+@given(labels=st.lists(st.integers(0, 40), min_size=1, max_size=30), more=st.integers(1, 10))
+@settings(max_examples=40, deadline=None)
+def test_one_hot_rows_are_the_identity_rows_of_the_labels(labels, more):
+    classes = max(labels) + more
+    np.testing.assert_array_equal(one_hot(np.array(labels), classes, "y"), np.eye(classes)[labels])
+
+
+def test_a_class_count_past_memory_is_refused_at_the_onehot_line(tmp_path):
+    """`onehot y 99999999999999999999` was a ValueError from np.eye, and `onehot y 100000`
+    built a 10^5 × 10^5 identity (80 GB) to pick 60 rows of it."""
+    model = npz_model(tmp_path, "onehot y 99999999999999999999", x=labelled()["x"], y=np.arange(60) % 3)
+    with pytest.raises(ic.IndexCalcError) as info:
+        train_file(load(str(model)))
+    assert "the one-hot rows of the train array y of d.npz (60 × 99,999,999,999,999,999,999)" in str(info.value)
+    assert caret(info.value)[1] == "onehot y 99999999999999999999"
+    rows = one_hot(np.arange(60) % 3, 100_000, "y")  # 48 MB, not 80 GB
+    assert rows.shape == (60, 100_000) and rows.sum() == 60 and rows[4, 1] == 1
 
 
 @pytest.mark.parametrize("arrays, words", [
