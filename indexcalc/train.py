@@ -34,6 +34,7 @@ from .metrics import METRICS, accuracy, mae, mse  # noqa: F401  accuracy, mse, m
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
+from .modelfile import ModelFile, load
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
 from .schedules import Schedule, schedule
 from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
@@ -582,8 +583,6 @@ def train_file(model_file, *, epochs: int | None = None, lr: float | None = None
     point at the model-file line they concern. `prepared` is called with the data set
     once everything has been checked, just before the first epoch. `model_file` is a
     `modelfile.ModelFile` or the path of one."""
-    from .modelfile import ModelFile, load
-
     mf = model_file if isinstance(model_file, ModelFile) else load(model_file)
     try:
         trainer, data = prepare(mf, lr=lr, seed=seed, batch_size=batch_size, checkpoint=checkpoint, backend=backend,
