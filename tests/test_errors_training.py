@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import indexcalc as ic
 from carets import caret, line_of
+from strategies import sample
 from indexcalc import cli, metrics
 from indexcalc.checkpoints import remove_stale_temporaries
 from indexcalc.cli import train as cli_train
@@ -1093,7 +1094,7 @@ KEYWORDS_OF = {
 
 @given(where_key=st.sampled_from([(where, key) for where, keys in KEYWORDS_OF.items() for key in keys]),
        value=ANY_VALUE)
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@sample(150)
 def test_any_value_of_any_training_keyword_works_or_is_an_indexcalc_error(where_key, value, tmp_path_factory):
     where, key = where_key
     if key == "checkpoint" and isinstance(value, str):  # a path: into a folder of its own
@@ -1112,7 +1113,7 @@ def test_any_value_of_any_training_keyword_works_or_is_an_indexcalc_error(where_
 @given(method=st.sampled_from(["predict params", "predict data", "predict outputs", "evaluate", "loss_and_grads",
                                "save", "save params", "load", "load_params", "init_params seed", "init_params dtype"]),
        value=st.one_of(ANY_VALUE, st.dictionaries(st.sampled_from(["W1", "b1", "x", "q"]), ANY_VALUE, max_size=3)))
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@sample(150)
 def test_any_value_given_to_a_models_methods_works_or_is_an_indexcalc_error(method, value, tmp_path_factory):
     model, data = tanh_model(), tanh_data()
     params = model.init_params(0)

@@ -28,7 +28,7 @@ import indexcalc as ic
 from indexcalc import cli
 from indexcalc.export import ExportError
 from routes import compiled_routes
-from strategies import route_cases
+from strategies import route_cases, sample
 
 RNG = np.random.default_rng(4)
 
@@ -322,7 +322,7 @@ ANY = st.one_of(
 @given(keyword=st.sampled_from(["backend", "arrays", "shapes", "dtype", "name", "program"]),
        value=st.one_of(ANY, st.lists(ANY, max_size=3),
                        st.dictionaries(st.sampled_from(["W", "b", "x", "q"]), ANY, max_size=4)))
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@sample(150)
 def test_any_value_of_any_export_keyword_works_or_is_an_indexcalc_error(keyword, value):
     """A list for shapes, None for the name, a dict for the dtype: Python errors from inside, before."""
     f = ic.compile("h_i = tanh(W_ij x_j + b_i)\nL = h_i h_i", wrt=["W", "b"])
