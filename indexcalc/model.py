@@ -27,7 +27,7 @@ from .errors import IndexCalcError
 from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
 from .notation import parse
 from .tokens import is_index_name, is_letter_index
-from .training_errors import require_named_arrays
+from .training_errors import is_whole, require_named_arrays
 from .program import check_program
 from .relabel import letters_in, substitute_letters
 
@@ -247,7 +247,7 @@ class Model:
     # --- numbers
     def init_params(self, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
         """Each parameter drawn by its initialiser from `seed` (a whole number, 0 or more)."""
-        if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        if not (is_whole(seed) and seed >= 0):
             raise ModelError(f"the seed must be a whole number, 0 or more, got {seed!r}", about="seed")
         try:
             floats = np.dtype(dtype).kind == "f"
