@@ -18,7 +18,6 @@ batches are NumPy's, and checkpoints stay NumPy `.npz` files, which resume on an
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import time
@@ -27,21 +26,21 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .checkpoints import (check_output_path, is_checkpoint, read_best, read_checkpoint, remove_stale_temporaries,
-                          write_checkpoint)
-from .datasets import refuse_if_too_big, sample_count
+from .checkpoints import read_best, read_checkpoint, write_checkpoint
+from .datasets import sample_count
 from .metrics import METRICS, accuracy, mae, mse  # noqa: F401  accuracy, mse, mae: `from indexcalc.train import`
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
 from .modelfile import ModelFile, load
 from .optimisers import SGD, Adam, optimiser  # noqa: F401  Adam: README's `from indexcalc.train import Trainer, Adam`
-from .schedules import Schedule, schedule
+from .schedules import Schedule
 from .second_order import LBFGS, Newton  # noqa: F401  as Adam: `from indexcalc.train import Trainer, Newton`
 from .backends import backend_name_of
 from .step import FusedStep, fusable
-from .training_arrays import arrays_for, to_numpy
-from .training_errors import TrainingError, file_path, is_whole, require_named_arrays
+from .training_arrays import arrays_for
+from .training_checks import check_fit_arguments, check_initial_params, settle
+from .training_errors import TrainingError, is_whole
 
 
 # ---------------------------------------------------------------- the loop
@@ -165,39 +164,8 @@ class Trainer:
     fused: bool = True  # on NumPy, SGD/momentum/Adam: one generated step, in place (indexcalc.step)
 
     def __post_init__(self):
-        if not isinstance(self.model, Model):
-            raise TrainingError(f"a Trainer trains an ic.Model (its equations and parameters), got "
-                                f"{type(self.model).__name__}")
-        if isinstance(self.optimizer, str):  # a name, as a model file's optimizer line gives it
-            self.optimizer = optimiser(self.optimizer)
-        missing = [a for a in ("name", "moments", "state", "step") if not hasattr(self.optimizer, a)]
-        if missing:
-            raise TrainingError(f"the optimizer {self.optimizer!r} has no {', '.join(missing)}: give ic.SGD(lr), "
-                                f"ic.Momentum, ic.Adam, ic.Newton, ic.LBFGS, a name ('adam'), or a subclass of ic.SGD",
-                                about="optimizer")
-        self._check_loop_settings()
-        if not isinstance(self.backend, str):
-            raise TrainingError(f"the backend is a name (numpy, jax, torch, dask, cupy), got {self.backend!r}",
-                                about="backend")
-        try:  # an unknown or missing library before any work, naming the extra to install
-            arrays_for(self.backend)
-        except IndexCalcError as err:
-            raise TrainingError(err.problem, about="backend") from None
-        if self.batch_size is not None and not (is_whole(self.batch_size) and self.batch_size >= 1):
-            raise TrainingError(f"the batch size must be a positive whole number, got {self.batch_size!r}",
-                                about="batch_size")
-        if not (is_whole(self.seed) and self.seed >= 0):
-            raise TrainingError(f"the seed must be a whole number, 0 or more, got {self.seed!r}", about="seed")
-        state = sum(p.nbytes for p in self.model.parameters.values()) * (2 + len(self.optimizer.moments))
-        try:  # parameters, their gradients and the optimiser's moments, before any allocation
-            refuse_if_too_big(f"training {', '.join(self.model.parameters)} with {self.optimizer.name}", state)
-        except IndexCalcError as err:
-            raise TrainingError(err.problem) from None
-        if self.checkpoint is not None:
-            self.checkpoint = file_path(self.checkpoint, "the checkpoint")
-        if self.checkpoint:  # before any work: a run must not end unable to save it
-            check_output_path(self.checkpoint, "the checkpoint", replaceable=is_checkpoint)
-            remove_stale_temporaries(self.checkpoint)
+        settle(self)
+        self._base_lr = getattr(self.optimizer, "lr", None)
 
     def fit(
         self,
@@ -209,15 +177,7 @@ class Trainer:
         progress: Callable[[int, dict], None] | None = None,
     ) -> Result:
         """Run `epochs` epochs (in total, counting those of a resumed checkpoint)."""
-        require_named_arrays(train, "training data")
-        for what, arrays, example in (("test data", test, "{'x': X, 'y': Y}"),
-                                      ("initial parameters", params, "{'W': W, 'b': b}")):
-            if arrays is not None:
-                require_named_arrays(arrays, what, example)
-        if resume is not None:
-            resume = file_path(resume, "cannot resume: the checkpoint")
-        if progress is not None and not callable(progress):
-            raise TrainingError(f"progress is a function of (epoch, scores), got {progress!r}")
+        resume = check_fit_arguments(train, test, params, resume, progress)
         if hasattr(self.optimizer, "fit"):  # one that runs its own iterations (second_order.LBFGS)
             return self.optimizer.fit(self, train, epochs, test=test, params=params, resume=resume, progress=progress)
         if not (is_whole(epochs) and epochs >= 0):
@@ -286,7 +246,7 @@ class Trainer:
         if test:
             sample_count(dict(test), "the test data")
         if given_params is not None:
-            self._check_given(given_params)
+            check_initial_params(self.model, given_params)
         on, params, train, test = self._placed(given_params, params, train, test)
         train, held = self._held_out(on, train, n)
         n -= len(next(iter(held.values()))) if held else 0
@@ -417,67 +377,6 @@ class Trainer:
                                 f"{hint.get(monitor.split('_')[0], '')}", about="monitor")
         return monitor
 
-    def _check_given(self, params: Mapping) -> None:
-        """Initial parameters the caller passes: the model's names (a typo would otherwise be
-        trained from the seed's values beside the stray array), finite numbers."""
-        strays = [name for name in params if name not in self.model.parameters]
-        if strays:
-            raise TrainingError(f"the initial parameters name {', '.join(map(str, strays))}, which the model does "
-                                f"not declare (it declares {', '.join(self.model.parameters)})", about="params")
-        for name, value in params.items():
-            value = to_numpy(value)
-            if value.dtype.kind not in "biuf" or not np.all(np.isfinite(value)):
-                raise TrainingError(f"the initial parameters: {name} is not finite real numbers "
-                                    f"(dtype {value.dtype})", about=f"param {name}")
-
-    def _check_callables(self) -> None:
-        """The arguments a run calls or opens later, refused now rather than at the first
-        epoch's end: a schedule by name becomes one, as a model file's line does."""
-        if isinstance(self.schedule, str):
-            self.schedule = schedule(self.schedule)
-        if self.schedule is not None and not isinstance(self.schedule, Schedule):
-            raise TrainingError(f"the schedule is an indexcalc.schedules.Schedule or a name ('cosine'), "
-                                f"got {self.schedule!r}", about="schedule")
-        if self.metric is not None and not _takes_three(self.metric):
-            raise TrainingError(f"the metric is a function of (model, params, data) that returns a number, as "
-                                f"indexcalc.train.accuracy('yhat', 'y') makes; got {self.metric!r}", about="metric")
-        if self.monitor is not None and not isinstance(self.monitor, str):
-            raise TrainingError(f"the monitor is the name of a score ('val_loss'), got {self.monitor!r}",
-                                about="monitor")
-        for name in ("fused", "keep_best"):
-            if not isinstance(getattr(self, name), bool):
-                raise TrainingError(f"{name} is True or False, got {getattr(self, name)!r}")
-
-    def _check_loop_settings(self) -> None:
-        """The schedule, weight decay, clipping, validation and early-stopping settings,
-        before any work."""
-        self._check_callables()
-        self._base_lr = getattr(self.optimizer, "lr", None)
-        if self.schedule is not None and not isinstance(self._base_lr, (int, float)):
-            raise TrainingError(f"{self.optimizer.name} has no learning rate to schedule", about="schedule")
-        for name, value, fits, wanted in (
-            ("weight_decay", self.weight_decay, lambda v: 0 <= v < math.inf, "a number, 0 or more"),
-            ("clip", self.clip, lambda v: v is None or 0 < v < math.inf, "a positive number"),
-            ("validation", self.validation, lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-        ):
-            number = (value is None and name == "clip") or (isinstance(value, (int, float)) and not isinstance(value, bool))
-            if not (number and fits(value)):
-                raise TrainingError(f"{name} must be {wanted}, got {value!r}", about=name)
-        if self.patience is not None and not (is_whole(self.patience) and self.patience >= 1):
-            raise TrainingError(f"the patience must be a positive whole number of epochs, got {self.patience!r}",
-                                about="patience")
-        # a second-order step solves with the loss's own Hessian: a decay or clip added to the
-        # gradient alone would be ignored by half of it, and L-BFGS runs SciPy's iterations
-        unused = {"weight_decay": self.weight_decay, "clip": self.clip}
-        if hasattr(self.optimizer, "fit"):
-            unused.update(schedule=self.schedule, validation=self.validation, monitor=self.monitor,
-                          patience=self.patience)
-        if getattr(self.optimizer, "full_batch", False):
-            for name, value in unused.items():
-                if value:
-                    hint = " (write the decay into the loss)" if name == "weight_decay" else ""
-                    raise TrainingError(f"{name} does not apply to {self.optimizer.name}{hint}", about=name)
-
     def _kept_best(self, on, path: str) -> dict | None:
         """The best epoch's parameters a checkpoint keeps, on this run's arrays."""
         best = read_best(path, self.model)
@@ -544,19 +443,6 @@ class Trainer:
         """Write this run's whole state to `path`, atomically (see `write_checkpoint`), as
         NumPy arrays whatever the backend; `best`, the monitored best epoch's parameters."""
         write_checkpoint(path, params, epoch, history, rng, self.optimizer, self.model, best=best)
-
-
-def _takes_three(function) -> bool:
-    """Whether `function` can be called with three positional arguments."""
-    if not callable(function):
-        return False
-    try:
-        inspect.signature(function).bind(None, None, None)
-    except TypeError:
-        return False
-    except ValueError:  # no signature to read (some built-ins): let the call decide
-        return True
-    return True
 
 
 # ---------------------------------------------------------------- model files

@@ -84,7 +84,7 @@ def run_chunk(task):
 # only): models and training, which change far more often than the routes
 NOT_ROUTES = {
     "__init__.py", "model.py", "datasets.py", "checkpoints.py", "metrics.py", "optimisers.py",
-    "schedules.py", "second_order.py", "step.py", "train.py", "training_arrays.py",
+    "schedules.py", "second_order.py", "step.py", "train.py", "training_arrays.py", "training_checks.py",
     "training_errors.py", "saved.py", "modelfile.py",
 }
 

@@ -68,7 +68,7 @@ def test_every_pipeline_module_is_placed():
     not_listed = {
         "__init__", "__main__", "backends", "batch", "checkpoints", "cli", "datasets", "examples", "export", "metrics",
         "model", "modelfile", "optimisers", "saved", "schedules", "second_order", "step", "train", "training_arrays",
-        "training_errors",
+        "training_checks", "training_errors",
     }
     modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert modules - not_listed == set(LAYERS)
