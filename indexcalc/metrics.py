@@ -5,10 +5,12 @@ A metric is `metric(output, target)` → `measure(model, params, data)`; a model
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 
+from .expr import Call
 from .model import Model, ModelError
 from .training_arrays import to_numpy
 
@@ -21,11 +23,21 @@ def _data(data, name: str, metric: str) -> np.ndarray:
     return to_numpy(data[name])
 
 
-def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
-    """Classification accuracy: argmax over classes; for one output, the side of 0.5 (of 0
-    for labels of ±1). With `weight`, a data tensor over the output's axes but the
-    classes, each prediction counts as much as its weight: a sequence task scores only
-    its answer positions (weights 1 there, 0 elsewhere)."""
+# What a single output's own function says of its scale: a probability splits its classes
+# at 0.5, a tanh at 0. Any other output (a logit, a score) says nothing, and the metric asks.
+SCALES = {"sigma": 0.5, "tanh": 0.0}
+
+
+def accuracy(output: str, target: str, weight: str | None = None, threshold: float | None = None) -> Callable:
+    """Classification accuracy: argmax over classes; for one output, which side of a
+    threshold it falls: 0.5 for σ(...), 0 for tanh(...), and for any other output the
+    `threshold` given (0 for a logit, 0.5 for a score on 0/1 labels: both are usual, so
+    neither is guessed). Labels are 0/1 or ±1. With `weight`, a data tensor over the
+    output's axes but the classes, each prediction counts as much as its weight: a
+    sequence task scores only its answer positions (weights 1 there, 0 elsewhere)."""
+    if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                                      and math.isfinite(threshold)):
+        raise ModelError(f"the accuracy's threshold is a number, got {threshold!r}", about="metric")
 
     def measure(model: Model, params, data) -> float:
         predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
@@ -33,9 +45,9 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
         if predicted.ndim > 1 and predicted.shape[-1] > 1:
             hits = predicted.argmax(-1) == wanted.argmax(-1)
         else:
-            threshold = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5
-            side = predicted.reshape(len(wanted), -1) > threshold
-            hits = side == (wanted.reshape(len(wanted), -1) > threshold)
+            cut = _threshold(model, output, threshold)
+            labels = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5  # ±1 or 0/1: the same side either way
+            hits = (predicted.reshape(len(wanted), -1) > cut) == (wanted.reshape(len(wanted), -1) > labels)
         if weight is None:
             return float(np.mean(hits))
         weights = _data(data, weight, "accuracy").astype(float)
@@ -46,6 +58,22 @@ def accuracy(output: str, target: str, weight: str | None = None) -> Callable:
         return float((hits * weights).sum() / total) if total else float("nan")
 
     return measure
+
+
+def _threshold(model: Model, output: str, given: float | None) -> float:
+    """Where one output splits its two classes: as given, or as its own function says.
+    It used to be read off the labels (0.5 unless every label was ±1), which split a logit
+    at 0.5 and, on a split whose labels were all 1, a probability at 0 (every sample a hit)."""
+    if given is not None:
+        return float(given)
+    equations = model.per_sample.equations if isinstance(model, Model) else ()
+    line = next((eq.rhs for eq in equations if eq.lhs.name == output), None)
+    if isinstance(line, Call) and line.func in SCALES:
+        return SCALES[line.func]
+    raise ModelError(f"the accuracy of the one output {output} needs its threshold: {output} is not σ(...) "
+                     f"(split at 0.5) or tanh(...) (split at 0); as a logit its classes split at 0, as a score on "
+                     f"0/1 labels at 0.5. Write metric accuracy {output} ... threshold=0 (or threshold=0.5)",
+                     about="metric")
 
 
 def _error_metric(name: str, of: Callable[[np.ndarray], np.ndarray], meaning: str) -> Callable:

@@ -11,7 +11,8 @@
     epochs 300
     batch_size 4
     seed 0
-    metric accuracy yhat y    # accuracy of yhat against y (argmax, or the side of 0.5 / 0);
+    metric accuracy yhat y    # accuracy of yhat against y (argmax; one output: split at 0.5
+                              #   for σ(...), 0 for tanh(...), else threshold=0 or 0.5 given);
                               #   a third name weights each prediction (metric accuracy z y m);
                               #   or metric mse yhat y, metric mae yhat y
     schedule cosine           # the learning rate per epoch: step every=30 factor=0.5,
@@ -55,6 +56,7 @@ from .errors import IndexCalcError
 from .tokens import DECLARATION_WORDS, is_index_name, is_letter_index
 from .model import INITIALISERS, SCALED, Model, ModelError, Param
 from .optimisers import optimiser
+from .metrics import METRICS
 from .schedules import SCHEDULES, Schedule, schedule
 from .training_errors import file_path
 
@@ -79,12 +81,20 @@ class ModelFile:
     params_at: dict[str, int] = field(default_factory=dict)
     onehot: dict[str, int] = field(default_factory=dict)
     metric_name: str = "accuracy"  # the METRICS entry `metric` names (its output, target[, weight])
+    metric_threshold: float | None = None  # accuracy's, where one output's own function does not say
     schedule: Schedule | None = None
     weight_decay: float = 0.0
     clip: float | None = None
     validation: float = 0.0
     monitor: str | None = None
     patience: int | None = None
+
+    def measure(self):
+        """The declared metric as a function of (model, params, data), or None."""
+        if not self.metric:
+            return None
+        options = {} if self.metric_threshold is None else {"threshold": self.metric_threshold}
+        return METRICS[self.metric_name](*self.metric, **options)
 
     def load_data(self, seed: int | None = None) -> DataSet:
         """The declared data set, checked, its one-hot declarations applied; an error
@@ -185,6 +195,7 @@ def parse_model(text: str, folder: str = ".", name: str = "<text>") -> ModelFile
         batch_size=_whole(value("batch_size"), "batch_size", fail, least=1) if "batch_size" in declared else None,
         seed=_whole(value("seed", "0"), "seed", fail, least=0),
         metric=_metric(value("metric"), model, fail),
+        metric_threshold=_metric_threshold(value("metric"), fail),
         metric_name=value("metric").split()[0] if value("metric") else "accuracy",
         schedule=_schedule(value("schedule"), value("warmup"), fail),
         weight_decay=_number(value("weight_decay", "0"), "weight_decay", fail, "a number, 0 or more", lambda v: v >= 0),
@@ -328,7 +339,7 @@ def _metric(spec: str | None, model: Model, fail) -> tuple[str, ...] | None:
     tensors."""
     if spec is None:
         return None
-    parts = spec.split()
+    parts = [part for part in spec.split() if not part.startswith("threshold=")]
     if len(parts) not in (3, 4) or parts[0] not in ("accuracy", "mse", "mae") or (len(parts) == 4 and parts[0] != "accuracy"):
         raise fail("metric", "write the metric as: metric accuracy OUTPUT TARGET (or mse, mae), or "
                              "metric accuracy OUTPUT TARGET WEIGHT")
@@ -342,6 +353,21 @@ def _metric(spec: str | None, model: Model, fail) -> tuple[str, ...] | None:
             raise fail("metric", f"the metric's {role} {name} is not a data tensor "
                                  f"(the data line names {', '.join(model.data) or 'none'})")
     return (output, *data)
+
+
+def _metric_threshold(spec: str | None, fail) -> float | None:
+    """`threshold=0` on an accuracy line: where one output splits its two classes."""
+    given = [part.partition("=")[2] for part in (spec or "").split() if part.startswith("threshold=")]
+    if not given:
+        return None
+    try:
+        threshold = float(given[-1])
+    except ValueError:
+        threshold = math.nan
+    if len(given) > 1 or not math.isfinite(threshold) or not spec.startswith("accuracy"):
+        raise fail("metric", "an accuracy takes one threshold=NUMBER (0 for a logit, 0.5 for a score on 0/1 "
+                             "labels); mse and mae take none")
+    return threshold
 
 
 def _onehot(spec: str | None, model: Model, fail) -> dict[str, int]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .checkpoints import read_best, read_checkpoint, write_checkpoint
 from .datasets import sample_count
-from .metrics import METRICS, accuracy, mae, mse  # noqa: F401  accuracy, mse, mae: `from indexcalc.train import`
+from .metrics import accuracy, mae, mse  # noqa: F401  accuracy, mse, mae: `from indexcalc.train import`
 from .errors import IndexCalcError
 from .expr import Tensor
 from .model import Model
@@ -498,7 +498,7 @@ def prepare(mf, *, lr: float | None = None, seed: int | None = None, batch_size:
     seed = mf.seed if seed is None else seed
     try:
         trainer = Trainer(mf.model, chosen, batch_size=mf.batch_size if batch_size is None else batch_size,
-                          seed=seed, metric=METRICS[mf.metric_name](*mf.metric) if mf.metric else None,
+                          seed=seed, metric=mf.measure(),
                           checkpoint=checkpoint, backend=mf.backend if backend is None else backend,
                           schedule=mf.schedule, weight_decay=mf.weight_decay, clip=mf.clip,
                           validation=mf.validation, monitor=mf.monitor if monitor is None else monitor,

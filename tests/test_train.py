@@ -805,3 +805,77 @@ def test_metric_line_takes_a_weight_and_checks_it():
     assert mf.metric == ("u", "y", "x")
     err = _error(RELU.replace("seed 1", "seed 1\nmetric accuracy u y q"))
     assert "weight q is not a data tensor" in str(err)
+
+
+# ---------------------------------------------------------------- one output's threshold
+
+ONE_OUTPUT = {"σ": ("p = σ(w_j x_j)\nL = (p - y)(p - y)", 0.5), "tanh": ("p = tanh(w_j x_j)\nL = (p - y)(p - y)", 0.0),
+              "logit": ("p = w_j x_j\nL = softplus(p) - y p", None)}
+
+
+@pytest.mark.parametrize("kind", sorted(ONE_OUTPUT))
+@pytest.mark.parametrize("labels", ["0/1", "±1", "all 1", "all 0"])
+def test_one_output_splits_where_its_own_function_says_whatever_the_labels_of_the_split(kind, labels):
+    """The threshold was read off the labels: 0.5 unless all were ±1. A logit was split at
+    0.5, and on a split whose labels were all 1 a probability was split at 0, so that every
+    sample counted as a hit."""
+    text, own = ONE_OUTPUT[kind]
+    model = Model(text, params={"w": 2}, data=["x", "y"])
+    rng = np.random.default_rng(len(kind) + len(labels))
+    x = rng.normal(size=(40, 2))
+    y = {"0/1": rng.integers(0, 2, 40), "±1": 2 * rng.integers(0, 2, 40) - 1, "all 1": np.ones(40),
+         "all 0": np.zeros(40)}[labels].astype(float)
+    if labels == "±1" and kind == "σ":
+        y = (y + 1) / 2  # a probability's labels are 0/1
+    params = {"w": rng.normal(size=2)}
+    p = model.evaluate("p", params, {"x": x, "y": y})
+    for threshold in ([own] if own is not None else [0.0, 0.5]):
+        measure = accuracy("p", "y") if own is not None else accuracy("p", "y", threshold=threshold)
+        wanted = np.mean((p > threshold) == (y > 0))  # 0/1 and ±1 labels: 1 is the class above 0
+        assert measure(model, params, {"x": x, "y": y}) == pytest.approx(wanted)
+    if own is None:
+        with pytest.raises(ModelError, match="as a logit its classes split at 0, as a score on 0/1 labels at 0.5"):
+            accuracy("p", "y")(model, params, {"x": x, "y": y})
+
+
+def test_a_probability_below_one_half_on_labels_all_one_is_a_miss():
+    model = Model("p = σ(w_j x_j)\nL = (p - y)(p - y)", params={"w": 2}, data=["x", "y"])
+    x = np.ones((5, 2))
+    assert accuracy("p", "y")(model, {"w": np.array([-3.0, -3.0])}, {"x": x, "y": np.ones(5)}) == 0.0
+
+
+@pytest.mark.parametrize("line, words", [
+    ("metric accuracy z y threshold=1e", "one threshold=NUMBER"),
+    ("metric accuracy z y threshold=0 threshold=1", "one threshold=NUMBER"),
+    ("metric mse z y threshold=0", "mse and mae take none"),
+    ("metric accuracy z y threshold=nan", "one threshold=NUMBER"),
+])
+def test_a_threshold_that_is_no_number_or_not_an_accuracys_is_refused_at_the_metric_line(line, words):
+    text = LOGISTIC.replace("metric accuracy z y threshold=0", line)
+    with pytest.raises(ModelError, match=words) as info:
+        parse_model(text)
+    assert caret(info.value)[1].startswith(line)
+
+
+def test_a_model_file_threshold_is_the_one_its_accuracy_uses(tmp_path):
+    mf = parse_model(LOGISTIC.replace("threshold=0", "threshold=0.25"))
+    assert mf.metric_threshold == 0.25
+    data = mf.load_data().test
+    params = {"w": np.array([0.3, -0.2])}
+    z = mf.model.evaluate("z", params, data)
+    assert mf.measure()(mf.model, params, data) == pytest.approx(np.mean((z > 0.25) == (data["y"] > 0)))
+
+
+LOGISTIC = (Path(ic.__file__).parent / "examples" / "logistic_regression.ic").read_text(encoding="utf-8")
+
+
+def test_predict_reports_an_mse_metric_as_mse_and_prints_no_classes(tmp_path, capsys):
+    """It printed `accuracy ...` and `classes (P argmax)` for a regression's mse line."""
+    text = (Path(ic.__file__).parent / "examples" / "linear_layer.ic").read_text(encoding="utf-8")
+    model = tmp_path / "linear.ic"
+    model.write_text(text.replace("seed 0", "seed 0\nmetric mse P Y"), encoding="utf-8")
+    assert cli.main(["train", str(model), "--epochs", "2", "--quiet", "--save", str(tmp_path / "w.npz")]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), "--weights", str(tmp_path / "w.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "mse " in out and "accuracy" not in out and "classes" not in out

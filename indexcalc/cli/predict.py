@@ -88,20 +88,19 @@ def _data(args, mf, model) -> tuple[dict[str, np.ndarray], str]:
 
 
 def _classes(mf, model, params, data, outputs) -> list[str]:
-    """For a model file with an accuracy metric: the predicted classes, and the accuracy
-    where the targets are present."""
+    """For a model file with a metric: the predicted classes (of a classifier, one with an
+    accuracy), and the metric where the targets are present (mse for an mse line: it
+    was reported as an accuracy)."""
     if mf is None or not mf.metric or mf.metric[0] not in outputs:
         return []
-    from ..train import accuracy
-
     output = outputs[mf.metric[0]]
     lines = []
-    if output.ndim > 1 and output.shape[-1] > 1:
+    if mf.metric_name == "accuracy" and output.ndim > 1 and output.shape[-1] > 1:
         classes = output.argmax(-1).ravel()
         more = " ..." if classes.size > SHOWN else ""
         lines.append(f"classes ({mf.metric[0]} argmax): {' '.join(map(str, classes[:SHOWN]))}{more}")
     if all(k in data for k in mf.metric[1:]):
-        lines.append(f"accuracy {accuracy(*mf.metric)(model, params, data):.4g} (against {mf.metric[1]})")
+        lines.append(f"{mf.metric_name} {mf.measure()(model, params, data):.4g} (against {mf.metric[1]})")
     return lines
 
 
