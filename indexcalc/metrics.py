@@ -43,7 +43,17 @@ def accuracy(output: str, target: str, weight: str | None = None, threshold: flo
         predicted = to_numpy(model.evaluate(output, params, data))  # once an epoch, from any backend
         wanted = _data(data, target, "accuracy")
         if predicted.ndim > 1 and predicted.shape[-1] > 1:
-            hits = predicted.argmax(-1) == wanted.argmax(-1)
+            if wanted.shape == predicted.shape:  # one-hot rows
+                hits = predicted.argmax(-1) == wanted.argmax(-1)
+            elif wanted.shape == predicted.shape[:-1]:  # class labels
+                hits = predicted.argmax(-1) == wanted
+            else:
+                raise ModelError(f"the accuracy compares {output} {predicted.shape} with {target} {wanted.shape}: "
+                                 f"{target} should be one-hot rows of the same shape or one class label per row "
+                                 f"{predicted.shape[:-1]}", about="metric")
+        elif predicted.size != wanted.size:
+            raise ModelError(f"the accuracy compares {output} {predicted.shape} with {target} {wanted.shape}, which "
+                             f"do not hold as many numbers", about="metric")
         else:
             cut = _threshold(model, output, threshold)
             labels = 0.0 if np.all(np.isin(wanted, (-1.0, 1.0))) else 0.5  # ±1 or 0/1: the same side either way

@@ -879,3 +879,20 @@ def test_predict_reports_an_mse_metric_as_mse_and_prints_no_classes(tmp_path, ca
     assert cli.main(["predict", str(model), "--weights", str(tmp_path / "w.npz")]) == 0
     out = capsys.readouterr().out
     assert "mse " in out and "accuracy" not in out and "classes" not in out
+
+
+def test_a_classifiers_accuracy_takes_one_hot_rows_or_class_labels_and_refuses_other_shapes():
+    """Class labels were argmaxed as if one-hot: one number for the whole batch, compared
+    with every prediction, a silently wrong accuracy."""
+    model = Model("z_k = W_kj x_j\nL = logsumexp_c(z_c) - y_k z_k", params={"W": (3, 2)}, data=["x", "y"])
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 50)
+    data = {"x": rng.normal(size=(50, 2)), "y": np.eye(3)[labels], "labels": labels}
+    params = model.init_params(1)
+    wanted = np.mean(model.evaluate("z", params, data).argmax(1) == labels)
+    assert accuracy("z", "y")(model, params, data) == accuracy("z", "labels")(model, params, data) == wanted
+    with pytest.raises(ModelError, match=r"one-hot rows of the same shape or one class label per row \(50,\)"):
+        accuracy("z", "x")(model, params, data)
+    one = Model("p = σ(w_j x_j)\nL = (p - y)(p - y)", params={"w": 2}, data=["x", "y"])
+    with pytest.raises(ModelError, match="do not hold as many numbers"):
+        accuracy("p", "y")(one, {"w": np.ones(2)}, {"x": data["x"], "y": data["y"]})
