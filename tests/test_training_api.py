@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from indexcalc.model import Model, ModelError
 from indexcalc.modelfile import load
 from indexcalc.training_errors import TrainingError
 from strategies import sample
-from test_errors_training import EXAMPLES
+
+EXAMPLES = Path(ic.__file__).parent / "examples"
 
 # The Python API's arguments of the wrong kind: each was an AttributeError, TypeError or
 # ValueError from inside (or, for an init of a name that is no parameter, nothing at all).
