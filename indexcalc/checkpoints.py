@@ -184,11 +184,12 @@ def _optimiser_state(arrays: Mapping[str, np.ndarray], optimizer: SGD, model: Mo
 # ---------------------------------------------------------------- output paths
 
 
-def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] | None = None) -> None:
+def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] | None = None) -> str:
     """Refuse an output path that cannot be written, before any work is done: a missing
     folder, a file where a folder should be, a folder where the file should be, a folder
     that cannot be written to (tried, not guessed from permission bits), or, with
-    `replaceable`, an existing file that is not what would be written there."""
+    `replaceable`, an existing file that is neither empty nor what would be written there
+    (overwriting an empty file loses nothing). The path, as a str."""
     path = file_path(path, what)
     if path.startswith("-"):  # `--checkpoint -` wrote a file named '-'
         raise TrainingError(f"{what} {path} looks like an option, not a file name "
@@ -216,9 +217,10 @@ def check_output_path(path: str, what: str, replaceable: Callable[[str], bool] |
     if os.path.exists(target):
         if not os.access(target, os.W_OK):
             raise TrainingError(f"{what} {path} exists and cannot be overwritten (it is read-only)")
-        if replaceable is not None and not replaceable(target):
+        if replaceable is not None and os.path.getsize(target) > 0 and not replaceable(target):
             raise TrainingError(f"{what} {path} exists and is not one; not overwriting it "
                                 f"(move it away or choose another name)")
+    return path
 
 
 def _example_name(what: str) -> str:
@@ -228,10 +230,8 @@ def _example_name(what: str) -> str:
 
 
 def is_checkpoint(path: str) -> bool:
-    """Whether `path` looks like a checkpoint (an .npz with metadata) or is empty, so that
-    overwriting it loses nothing a user made by other means."""
-    if os.path.getsize(path) == 0:
-        return True
+    """Whether `path` looks like a checkpoint (an .npz with metadata), so that overwriting
+    it loses nothing a user made by other means."""
     try:
         with zipfile.ZipFile(path) as archive:
             return "meta.npy" in archive.namelist()

@@ -35,9 +35,8 @@ MODEL_FORMAT = "indexcalc model 1"
 def save(model: Model, path: str | os.PathLike, params: Mapping[str, object]) -> None:
     """Write `params` and `model`'s declarations to `path` (refused, before writing, where
     the path cannot be written or holds a file that is not one of ours)."""
-    path = file_path(path, "the weights file")
     require_named_arrays(params, "parameters to save", "{'W': W, 'b': b}")
-    check_output_path(path, "the weights file", replaceable=is_checkpoint)
+    path = check_output_path(path, "the weights file", replaceable=is_checkpoint)
     arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
     check_params(arrays_named(arrays), model, "the parameters to save")
     meta = {

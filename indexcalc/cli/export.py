@@ -61,11 +61,10 @@ def _command_export(args) -> str:
 
 
 def _is_exported_module(path: str) -> bool:
-    """An empty file or a module this command wrote (its docstring's first line says so),
-    which -o may overwrite; anything else it refuses."""
+    """A module this command wrote (its docstring's first line says so), which -o may
+    overwrite; anything else it refuses."""
     with open(path, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
-    return not first or "exported by indexcalc" in first
+        return "exported by indexcalc" in handle.readline()
 
 
 def _program(mf, path: str) -> str:

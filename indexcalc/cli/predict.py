@@ -105,9 +105,7 @@ def _classes(mf, model, params, data, outputs) -> list[str]:
 
 
 def _is_npz(path: str) -> bool:
-    """An `.npz` (or empty) file, which -o may overwrite; anything else it refuses."""
-    if os.path.getsize(path) == 0:
-        return True
+    """An `.npz` file, which -o may overwrite; anything else it refuses."""
     return zipfile.is_zipfile(path)
 
 

@@ -180,7 +180,7 @@ PLOT_FORMATS = {
 def _is_image(path: str) -> bool:
     with open(path, "rb") as handle:
         head = handle.read(8)
-    return not head or any(head.startswith(magic) for magics in PLOT_FORMATS.values() for magic in magics)
+    return any(head.startswith(magic) for magics in PLOT_FORMATS.values() for magic in magics)
 
 
 def _check_plot_format(plt, path: str) -> None:
