@@ -189,13 +189,29 @@ CASES = [(label, name) for label, layer in LAYERS.items() for name in layer.wrt]
 
 
 @functools.cache
+def jax_value_and_grad(label: str):
+    """jax.value_and_grad of a layer by the names in its `wrt`, jitted: a function of
+    (those arrays, the others), traced once a layer and shared by every draw of its arrays."""
+    layer = LAYERS[label]
+    return jax.jit(jax.value_and_grad(lambda params, others: layer.by_hand({**others, **params})))
+
+
+@functools.cache
 def jax_value_and_grads(label: str, seed: int = 0) -> tuple:
     """JAX's value of a layer and its gradient by every name in its `wrt` (a dict), on the
-    arrays of `seed`: traced and compiled once a layer, which its cases share."""
+    arrays of `seed`: worked out once, which its cases share."""
     layer = LAYERS[label]
     as_jax = on_jax(arrays_of(layer, seed))
     params = {name: as_jax[name] for name in layer.wrt}
-    return jax.jit(jax.value_and_grad(lambda p: layer.by_hand({**as_jax, **p})))(params)
+    return jax_value_and_grad(label)(params, {k: v for k, v in as_jax.items() if k not in params})
+
+
+@functools.cache
+def compiled(label: str) -> ic.Compiled:
+    """A layer compiled with its gradient by every name in its `wrt`: once a layer, which
+    its cases (float64 and float32 arrays) share."""
+    layer = LAYERS[label]
+    return ic.compile(layer.text, wrt=list(layer.wrt))
 
 
 @pytest.mark.parametrize("label, name", CASES, ids=[f"{label}: by {name}" for label, name in CASES])
@@ -210,7 +226,7 @@ def test_every_gradient_route_gives_jaxs_gradient(label, name):
     assert "compile(wrt)" in routes
     for route, compute in routes.items():
         np.testing.assert_allclose(compute(), want, rtol=RTOL, atol=ATOL, err_msg=f"{label} by {name}: {route}")
-    compiled_value, _ = ic.compile(layer.text, wrt=list(layer.wrt))(arrays)
+    compiled_value, _ = compiled(label)(arrays)
     np.testing.assert_allclose(compiled_value, value, rtol=RTOL, atol=ATOL, err_msg=f"{label}: compiled value")
 
 
@@ -239,7 +255,7 @@ def test_float32_gradients_are_float64_jaxs_to_float32_precision(label):
     a lower precision, or cast an intermediate to an integer, would lose far more)."""
     layer = LAYERS[label]
     arrays = arrays_of(layer, seed=3)
-    value, grads = ic.compile(layer.text, wrt=list(layer.wrt))({k: v.astype(np.float32) for k, v in arrays.items()})
+    value, grads = compiled(label)({k: v.astype(np.float32) for k, v in arrays.items()})
     assert np.asarray(value).dtype == np.float32, label
     want_value, want_grads = jax_value_and_grads(label, seed=3)
     for name in layer.wrt:

@@ -52,35 +52,44 @@ def moved(arrays, by):
     return {**arrays, "S": arrays["S"] + by, "T": arrays["T"] + by}
 
 
-def derivatives(text, arrays):
-    """The gradient and Hessian by S on every route, by route."""
-    first, second = ("S_a", "S_b") if arrays["S"].ndim == 1 else ("S_ab", "S_cd")
+def derivative_routes(text, ndim):
+    """The gradient and Hessian by S on every route, by route: each worked out once, a
+    function of the arrays (the same symbols at every shift of the logits)."""
+    first, second = ("S_a", "S_b") if ndim == 1 else ("S_ab", "S_cd")
     gradient = ic.diff(text, first)
     hessian = ic.diff(gradient, second)
+    inline, simplified = ic.diff(text, first, inline=True), ic.simplify(hessian)
+    compiled, compiled_hessian = ic.compile(text, wrt=["S"]), ic.compile(hessian)
+    return {
+        "evaluate(gradient)": lambda arrays: ic.evaluate(gradient, arrays),
+        "evaluate(inline gradient)": lambda arrays: ic.evaluate(inline, arrays),
+        "compile(wrt) gradient": lambda arrays: compiled(arrays)[1]["S"],
+        "evaluate(hessian)": lambda arrays: ic.evaluate(hessian, arrays),
+        "evaluate(simplified hessian)": lambda arrays: ic.evaluate(simplified, arrays),
+        "compile(hessian)": lambda arrays: compiled_hessian(arrays)[0],
+    }
+
+
+def derivatives(routes, arrays):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow on the way is the defect
-        return {
-            "evaluate(gradient)": ic.evaluate(gradient, arrays),
-            "evaluate(inline gradient)": ic.evaluate(ic.diff(text, first, inline=True), arrays),
-            "compile(wrt) gradient": ic.compile(text, wrt=["S"])(arrays)[1]["S"],
-            "evaluate(hessian)": ic.evaluate(hessian, arrays),
-            "evaluate(simplified hessian)": ic.evaluate(ic.simplify(hessian), arrays),
-            "compile(hessian)": ic.compile(hessian)(arrays)[0],
-        }
+        return {route: compute(arrays) for route, compute in routes.items()}
 
 
 @pytest.mark.parametrize("form", FORMS)
 def test_logits_moved_far_give_the_derivatives_at_the_drawn_ones(form):
     text, shape = FORMS[form]
     arrays = arrays_for(shape, seed=len(form))
-    want = derivatives(text, arrays)
+    routes = derivative_routes(text, len(shape))
+    want = derivatives(routes, arrays)
     gradient = finite_difference(lambda a: ic.evaluate(text, a), arrays, "S")
-    hessian = finite_difference(lambda a: ic.evaluate(ic.diff(text, "S_" + "ab"[:len(shape)]), a), arrays, "S")
+    first = ic.diff(text, "S_" + "ab"[:len(shape)])
+    hessian = finite_difference(lambda a: ic.evaluate(first, a), arrays, "S")
     for route, value in want.items():
         np.testing.assert_allclose(value, hessian if "hessian" in route else gradient, rtol=1e-5, atol=1e-7,
                                    err_msg=f"{route} at the drawn logits")
     for by in (300.0, 448.0, 700.0):
-        for route, value in derivatives(text, moved(arrays, by)).items():
+        for route, value in derivatives(routes, moved(arrays, by)).items():
             np.testing.assert_allclose(value, want[route], rtol=1e-9, atol=1e-12, err_msg=f"{route}, logits + {by}")
 
 
