@@ -136,13 +136,17 @@ def test_a_named_line_is_read_through_whatever_its_letters(form, letters):
     moved off both equations' (the soak's seed 11800: `p_qk1 = exp(v1_qk1 -
     logsumexp_v(v1_qv))` read as p_kp took q for its bound letter, capturing the line's
     own q: every route refused the program). Any letters, the same numbers as finite
-    differences and the same at logits moved by 448."""
+    differences and the same at logits moved by 448; inlined and compiled (whose backward
+    pass reads the line through its sum too, its letters fresh to every line) the same."""
     q, k, j, a, b = letters
     text = "\n".join(line.format(P="P", q=q, k=k, j=j, a=a, b=b) for line in form)
     arrays = arrays_for((2, 3), seed=7)
     gradient = ic.diff(text, "S_gh")
     got = ic.evaluate(gradient, arrays)
     np.testing.assert_allclose(got, finite_difference(lambda x: ic.evaluate(text, x), arrays, "S"), rtol=1e-5, atol=1e-7)
+    for route, value in [("inline", ic.evaluate(ic.diff(text, "S_gh", inline=True), arrays)),
+                         ("compile(wrt)", ic.compile(text, wrt=["S"])(arrays)[1]["S"])]:
+        np.testing.assert_allclose(value, got, rtol=1e-10, atol=1e-12, err_msg=f"{text}\n{route}")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_allclose(ic.evaluate(gradient, moved(arrays, 448.0)), got, rtol=1e-9, atol=1e-12)
