@@ -373,11 +373,12 @@ def mlp_arrays(sizes: list[int], batch: int, dtype, seed: int = 0) -> dict[str, 
 
 
 def sigmoid_(z: np.ndarray) -> np.ndarray:
-    """σ(z) = (1 + tanh(z/2)) / 2, in place (the formula indexcalc's sigma uses)."""
-    z *= 0.5
-    np.tanh(z, out=z)
+    """σ(z) = 1 / (1 + e^-z), in place, as one writes it by hand (and indexcalc's sigma is)."""
+    with np.errstate(over="ignore"):
+        np.negative(z, out=z)
+        np.exp(z, out=z)
     z += 1.0
-    z *= 0.5
+    np.reciprocal(z, out=z)
     return z
 
 
@@ -461,7 +462,7 @@ def autograd_mlp(autograd, arrays, layers):
     def loss_fn(params):
         h = x
         for l in range(1, layers + 1):
-            h = 0.5 * (1.0 + anp.tanh(0.5 * (anp.dot(h, params[f"W{l}"].T) + params[f"b{l}"])))
+            h = 1.0 / (1.0 + anp.exp(-(anp.dot(h, params[f"W{l}"].T) + params[f"b{l}"])))
         e = h - y
         return anp.sum(e * e) / x.shape[0]
 

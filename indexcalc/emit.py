@@ -107,12 +107,12 @@ def _embed(values: np.ndarray, shape: tuple[int, ...], spec: str) -> np.ndarray:
 
 
 def _sigma_into(x: np.ndarray) -> np.ndarray:
-    """σ(x) = 0.5 (1 + tanh(0.5 x)), the function table's formula, written into `x` (an
-    array the plan no longer needs): the same operations in the same order, no temporaries."""
-    np.multiply(x, 0.5, x)
-    np.tanh(x, x)
+    """σ(x) = 1 / (1 + e^-x), the function table's formula, written into `x` (an array the
+    plan no longer needs): the same operations in the same order, no temporaries."""
+    np.negative(x, x)
+    np.exp(x, x)
     np.add(x, 1.0, x)
-    np.multiply(x, 0.5, x)
+    np.reciprocal(x, x)
     return x
 
 

@@ -41,11 +41,15 @@ def _call(name: str) -> Callable[[Expr], Expr]:
 
 
 def _sigmoid_on(xp):
-    """The library's own fused σ where it has one (torch.sigmoid: one kernel, not four),
-    else σ through tanh, which never overflows (it is 0 below x ≈ -37, where σ is e^x, and
-    keeps fewer digits of σ the further below -10: 1 - tanh rounds)."""
+    """σ on the arrays of `xp`: the library's own fused σ where it has one (torch.sigmoid,
+    jax.nn.sigmoid, dask's override: one kernel each), else 1 / (1 + e^-x), as one writes it
+    by hand: exact to an ulp or two over the whole line. Below x ≈ -709 e^-x overflows to
+    inf and σ is 0 (it is under 1e-308 there): an answer, and the routes run functions
+    with floating-point warnings off. Not 0.5 (1 + tanh(x / 2)), which never overflows but
+    cancels below x ≈ -5: σ(-30) kept 4 digits and σ(-40) was 0, so log σ(-40) was -inf
+    (it is -40) and its gradient nan (it is 1)."""
     fused = getattr(xp, "sigmoid", None)
-    return fused if callable(fused) else lambda x: 0.5 * (1.0 + xp.tanh(0.5 * x))
+    return fused if callable(fused) else lambda x: 1.0 / (1.0 + xp.exp(-x))
 
 
 def _sigmoid_prime_on(xp):

@@ -63,12 +63,18 @@ class DaskBackend(ArrayBackend):
                         if len(set(sub)) < len(sub) else x for sub, x in zip(inputs, operands)]
             return da.einsum(spec, *operands)
 
+        def sigmoid(x):
+            """σ with no exp that overflows: e^min(x, 0) / (1 + e^-|x|). The table's
+            1 / (1 + e^-x) overflows below x ≈ -709, which a NumPy plan computes with its
+            warnings off; a dask graph computes later, where the caller's warnings are on."""
+            return da.exp(da.minimum(x, 0.0)) / (1.0 + da.exp(-abs(x)))
+
         linalg = SimpleNamespace(inv=_inv, solve=_solve, det=_det, slogdet=_slogdet)
         self.da = da
         super().__init__("dask", da, {
             "permute_dims": da.transpose, "materialize": lambda x: x, "astype": lambda x, dtype: x.astype(dtype),
             "windows": lambda x, lengths, axes: da.lib.stride_tricks.sliding_window_view(x, lengths, axis=axes),
-            "index_add": index_add, "flip": flip, "linalg": linalg, "einsum": einsum,
+            "index_add": index_add, "flip": flip, "linalg": linalg, "einsum": einsum, "sigmoid": sigmoid,
             "float32": np.float32, "float64": np.float64, "nan": np.nan, "inf": np.inf,
         })
 
