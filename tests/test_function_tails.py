@@ -24,7 +24,8 @@ import pytest
 import indexcalc as ic
 from routes import to_numpy
 
-X = np.concatenate([-np.geomspace(1e-3, 700, 40), [0.0], np.geomspace(1e-3, 700, 40)])  # σ(-710) is under 1e-308
+# to ±700: below -709 σ is under 1e-308, and 0 here
+X = np.concatenate([-np.geomspace(1e-3, 700, 40), [0.0], np.geomspace(1e-3, 700, 40)])
 
 
 def _extended(f):
@@ -64,8 +65,8 @@ def _on(route: str, text: str, x: np.ndarray) -> np.ndarray:
 
 
 def _text(name: str, route: str) -> str:
-    """`y_n = f(x_n)`; for the in-place route σ of a product the plan made and no longer
-    needs (`1 x_n`: the only reader of that array), which the plan overwrites with σ."""
+    """`y_n = f(x_n)`; for the in-place route σ of a product the plan made and nothing
+    else reads (`x_n c_n`), which the plan overwrites with σ."""
     if route == "compile, in place":
         return f"u_n = x_n c_n\ny_n = {name}(u_n)"
     return f"y_n = {name}(x_n)"
@@ -107,7 +108,7 @@ def test_each_function_is_exact_over_the_whole_line_on_every_backend(name):
     reference, relative = FUNCTIONS[name]
     for backend in BACKENDS:
         got = to_numpy(ic.compile(f"y_n = {name}(x_n)", backend=backend)({"x": X})[0])
-        if backend == "dask":  # NumPy's kernels, the table's formulas
+        if backend == "dask":  # NumPy's kernels underneath (σ dask's overflow-free form)
             _assert_close(got, reference(X), relative, f"{name} on {backend}")
         else:  # the library's own (jax.nn.sigmoid, torch.tanh) round differently: a few ulps
             np.testing.assert_allclose(got, reference(X), rtol=1e-14, atol=0 if relative else 1e-15,
