@@ -12,7 +12,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError  # noqa: E402
+from .errors import ArgumentError, IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError  # noqa: E402
 from .expr import (  # noqa: E402
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift,
     Sum, Tensor,
@@ -34,7 +34,7 @@ from .train import Trainer  # noqa: E402
 __all__ = [
     "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
     "compile", "Compiled", "Model", "Trainer", "SGD", "Momentum", "Adam", "Newton", "LBFGS", "free_indices", "summed_indices",
-    "IndexCalcError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
+    "IndexCalcError", "ArgumentError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
     "SingularMatrixError",
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Mask", "Shift", "Compare", "Product", "Sum", "Power", "Call",
     "MatrixCall", "Reduce", "Equation", "Program",

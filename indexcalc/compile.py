@@ -25,8 +25,8 @@ from .diff import (
     DiffError, _definition, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
     _target, _written_through, resolve_derivatives, wrt_names,
 )
-from .backends import backend_name_of, get_backend
-from .errors import IndexCalcError, MissingArrayError
+from .backends import KNOWN, backend_name_of, get_backend
+from .errors import ArgumentError, IndexCalcError, MissingArrayError, kind_of, names_argument, optional_name
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
 from .emit import emit
@@ -53,11 +53,14 @@ def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None,
     that library's arrays.
     """
     text = source if isinstance(source, str) else None
+    wrt = names_argument(wrt, "wrt", 'wrt="W1" or wrt=["W1", "b1"]')
+    optional_name(of, "of", 'of="L"')
+    optional_name(backend, "backend", f"one of {', '.join(KNOWN)}")
     try:
         if backend is not None:
             get_backend(backend)  # an unknown or missing library is refused now, not at the first call
         node = as_parsed(source)
-        compiled = _compile(node, [wrt] if isinstance(wrt, str) else list(wrt), of, wrt_names(source, node))
+        compiled = _compile(node, wrt, of, wrt_names(source, node))
         compiled.backend = backend
         compiled.text = text if text is not None else str(node)
         return compiled
@@ -340,8 +343,8 @@ class Compiled:
             raise MissingArrayError(
                 f"no array given for {err.args[0]!r} (the program reads {', '.join(self.inputs)})"
             ) from None
-        except TypeError:
-            raise IndexCalcError(f"arrays must be a mapping of names to arrays, got {type(arrays).__name__}") from None
+        except (TypeError, IndexError):  # a list, an array: indexed by a name
+            raise ArgumentError(f"arrays must be a mapping of names to arrays, not {kind_of(arrays)}") from None
         signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray and v.dtype.kind == "f" else None for v in values)
         if self.backend not in (None, "numpy") or (None in signature and backend_name_of(values) != "numpy"):
             return self._call_on(get_backend(self.backend or backend_name_of(values)), arrays, values)

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .errors import IndexCalcError, IndexNotationError
+from .errors import ArgumentError, IndexCalcError, IndexNotationError, kind_of, optional_name
 from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
     Tensor, leaf_factors,
@@ -402,6 +402,9 @@ def diff(source, wrt: str, *, of: str | None = None, inline: bool = False) -> Ex
     bare derivative expression.
     """
     text = source if isinstance(source, str) else None
+    optional_name(of, "of", 'of="L"')
+    if not isinstance(inline, bool):
+        raise ArgumentError(f"inline must be True or False, not {kind_of(inline)}")
     try:
         node = as_parsed(source)
         return _diff(node, wrt, of, inline, wrt_names(source, node))

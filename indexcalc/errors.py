@@ -51,6 +51,41 @@ class MissingArrayError(IndexCalcError):
     """A tensor or scalar named in the expression was not given an array."""
 
 
+class ArgumentError(IndexCalcError, TypeError):
+    """A keyword of the API given a value of the wrong kind (`wrt=1.5`, `backend=["jax"]`,
+    `inline=array`): the message names the keyword and what it takes. A TypeError too, as
+    Python's own calls raise for the wrong kind of argument."""
+
+
+def kind_of(value) -> str:
+    """A value as an error message shows it: short, its type where its text says little."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '…' if len(text) > 40 else text}"
+
+
+def names_argument(value, what: str, example: str) -> list[str]:
+    """A keyword that takes names (`wrt`): one name, any iterable of names, or None for
+    none; anything else an ArgumentError that says so."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        names = list(value)
+    except TypeError:
+        names = None
+    if names is None or isinstance(value, bytes) or not all(isinstance(n, str) for n in names):
+        raise ArgumentError(f"{what} must be a name or a list of names ({example}), not {kind_of(value)}")
+    return names
+
+
+def optional_name(value, what: str, example: str) -> str | None:
+    """A keyword that takes one name or None (`of`, `backend`)."""
+    if value is not None and not isinstance(value, str):
+        raise ArgumentError(f"{what} must be a name ({example}) or None, not {kind_of(value)}")
+    return value
+
+
 WINDOW = 60  # characters of a long line quoted on each side of the caret
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .errors import IndexCalcError
+from .errors import ArgumentError, IndexCalcError, kind_of
 
 # The printers (plain, latex, einsum_specs, quoted) are a stage above the tree, in
 # indexcalc.printing, which puts them here when it is imported (importing indexcalc does):
@@ -86,6 +86,9 @@ def quoted(node: Expr) -> str:
 
 def _printed(printer: str, node: Expr, **options):
     """Run a printer; a tree nested too deeply to print is an IndexCalcError."""
+    style = options.get("style", "default")
+    if not isinstance(style, str):
+        raise ArgumentError(f'style must be "default" or "notes", not {kind_of(style)}')
     try:
         return PRINTERS[printer](node, **options)
     except RecursionError:

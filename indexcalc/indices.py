@@ -26,7 +26,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 from . import functions
-from .errors import IndexNotationError, ShapeError
+from .errors import ArgumentError, IndexNotationError, ShapeError, kind_of
 from .expr import (
     COMPARISONS,
     MATRIX_CALLS,
@@ -71,12 +71,34 @@ def beside_fixed(fixed) -> str:
 def free_indices(node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """The indices `node` leaves free when `fixed` are fixed from outside, in order of
     first appearance."""
-    return _free(node, frozenset(fixed))
+    return _free(*_checked("free_indices", node, fixed))
 
 
 def summed_indices(product: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """The indices a product (or a lone tensor, `m_ii`) sums over, given `fixed`."""
-    return _occurrence_split(product, frozenset(fixed))[1]
+    product, fixed = _checked("summed_indices", product, fixed)
+    if not isinstance(product, (Product,) + LEAVES):
+        raise ArgumentError(f"summed_indices takes a product (w_ij x_j) or a tensor (m_ii), not the "
+                            f"{type(product).__name__} ({product}): a sum's terms, a reduction's body and a "
+                            f"function's argument each sum their own")
+    return _occurrence_split(product, fixed)[1]
+
+
+def _checked(call: str, node, fixed) -> tuple[Expr, frozenset[str]]:
+    """The public calls' arguments: an expression (what `ic.parse` returns) and the
+    letters fixed from outside (a frozenset, as the stages pass them, or any set of
+    names), as an ArgumentError where they are not."""
+    if not isinstance(node, Expr):
+        raise ArgumentError(f"{call} takes an expression (ic.parse(...)), not {kind_of(node)}")
+    if type(fixed) is frozenset:
+        return node, fixed
+    try:
+        letters = frozenset(fixed)
+    except TypeError:
+        letters = None
+    if letters is None or not all(isinstance(letter, str) for letter in letters):
+        raise ArgumentError(f"{call}'s fixed letters must be a set of names, not {kind_of(fixed)}")
+    return node, letters
 
 
 def occurrence_counts(product: Expr, fixed: frozenset[str] = frozenset()) -> Counter:
