@@ -32,7 +32,7 @@ from .expr import (
     Tensor, leaf_factors,
 )
 from . import functions, matrices, shifts
-from .exponentials import exponential_terms, log_of, merged, named_exponentials
+from .exponentials import exponential_terms, is_exp, log_of, merged, named_exponentials
 from .indices import (
     check_equation, free_indices, index_names, map_scoped, occurrence_counts, relabelled_index, summed_indices,
 )
@@ -227,7 +227,7 @@ class _Rules:
             # its letters are another equation's: a letter it binds moves off them and off this one's
             fresh = avoiding(self.fresh, letters_in(self.named[u.key]))
             return self.log_derivative(_definition(u, self.named, fresh, {}, limited=False), fixed, Call("log", u))
-        if isinstance(u, Call) and u.func == "exp" and u.relabel is None:
+        if is_exp(u):
             return self.d(u.arg, fixed)
         terms = exponential_terms(u, fixed)
         if terms is None:

@@ -91,7 +91,7 @@ def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Eq
     Its derivatives are then products of such bounded factors, where the factors as
     written meet as exp(S_n)^2 (inf) beside u^-2 (0) in a Hessian or a squared error.
     A letter the merged factors sum between them (none fixed it) keeps them apart."""
-    exps = [f for f in factors if _is_exp(f)]
+    exps = [f for f in factors if is_exp(f)]
     powers = [f for f in factors if isinstance(f, Power) and isinstance(f.exponent, Number)
               and is_exponential_sum(f.base, fixed, named)]
     if not exps or not powers:
@@ -114,7 +114,7 @@ def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Eq
 
 def _exponential(node: Expr) -> Exponential | None:
     factors = tuple(leaf_factors(node)) if isinstance(node, Product) else (node,)
-    exps = [f for f in factors if _is_exp(f)]
+    exps = [f for f in factors if is_exp(f)]
     gains = tuple(f for f in factors if isinstance(f, (Mask, Compare)) or _positive_constant(f))
     if len(exps) != 1 or len(gains) != len(factors) - 1:
         return None
@@ -124,10 +124,11 @@ def _exponential(node: Expr) -> Exponential | None:
 def named_exponentials(equations: list[Equation]) -> dict[str, Equation]:
     """The lines whose right-hand side is a sum of exponentials (or one exp), by name."""
     return {eq.lhs.key: eq for eq in equations if not eq.lhs.derivs and (
-        _is_exp(eq.rhs) or exponential_terms(eq.rhs, frozenset(eq.lhs.all_indices)) is not None)}
+        is_exp(eq.rhs) or exponential_terms(eq.rhs, frozenset(eq.lhs.all_indices)) is not None)}
 
 
-def _is_exp(node: Expr) -> bool:
+def is_exp(node: Expr) -> bool:
+    """`exp(v)` as written (not a relabelling exp_i(...)): the factor a softmax's numerator is."""
     return isinstance(node, Call) and node.func == "exp" and node.relabel is None
 
 
