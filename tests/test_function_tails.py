@@ -55,13 +55,18 @@ ROUTES = ["evaluate", "evaluate_loops", "compile"]
 BACKENDS = [name for name in ("jax", "torch", "dask") if importlib.util.find_spec(name)]
 
 
-def _on(route: str, text: str, x: np.ndarray) -> np.ndarray:
-    """y by `route`: evaluate, the explicit loops or the compiled plan."""
+def _on(route: str, text: str, arrays: dict) -> np.ndarray:
+    """y by `route`: evaluate, the explicit loops or the compiled plan (in place: checked
+    to overwrite its array with σ)."""
     if route == "evaluate":
-        return ic.evaluate(text, {"x": x})
+        return ic.evaluate(text, arrays)
     if route == "evaluate_loops":
-        return ic.evaluate_loops(text, {"x": x})
-    return ic.compile(text)({"x": x})[0]
+        return ic.evaluate_loops(text, arrays)
+    plan = ic.compile(text)
+    value = plan(arrays)[0]
+    if route == "compile, in place":
+        assert "_sigma_into" in plan._last.source, plan._last.source
+    return value
 
 
 def _text(name: str, route: str) -> str:
@@ -89,12 +94,7 @@ def test_each_function_is_exact_over_the_whole_line(name, route):
     arrays = {"x": X} if route != "compile, in place" else {"x": X, "c": np.ones_like(X)}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow on the way either
-        if route == "compile, in place":
-            plan = ic.compile(text)
-            got = plan(arrays)[0]
-            assert "_sigma_into" in plan._last.source, plan._last.source
-        else:
-            got = _on(route, text, X)
+        got = _on(route, text, arrays)
     _assert_close(got, reference(X), relative, f"{name} by {route}")
 
 
