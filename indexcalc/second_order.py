@@ -34,7 +34,7 @@ from .expr import Equation, Program
 from .notation import parse
 from .optimisers import SGD
 from .relabel import letters_in
-from .training_errors import TrainingError, is_whole
+from .training_errors import ProgressRaised, TrainingError, call_progress, carrying, is_whole
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model
@@ -298,7 +298,7 @@ class LBFGS(FullBatch):
         trainer._preflight(params, self.data, test)
         names = list(model.parameters)
         good = dict(params)
-        stopped, message = "done", ""
+        stopped, message, raised = "done", "", None
         begun = time.perf_counter()
 
         def loss_and_gradient(x):
@@ -321,7 +321,7 @@ class LBFGS(FullBatch):
             if trainer.checkpoint:
                 trainer._save_or_fail(good, epoch, history, rng)
             if progress:
-                progress(epoch, record)
+                call_progress(progress, epoch, record)
 
         before = list(history)
         try:
@@ -340,10 +340,16 @@ class LBFGS(FullBatch):
             stopped, message = "nan", "the loss is not finite at the start; the parameters are kept"
         except KeyboardInterrupt:
             stopped, message = "interrupted", "interrupted: the parameters of the last finished epoch are kept"
+        except ProgressRaised as err:
+            raised = err.error
+            stopped, message = "progress", err.message
         done = history[-1]["epoch"] if history else start
         if stopped != "done" and trainer.checkpoint:
             trainer._save_or_fail(good, done, history, rng)
-        return Result(good, history, done, stopped, message, time.perf_counter() - begun)
+        result = Result(good, history, done, stopped, message, time.perf_counter() - begun)
+        if raised is not None:
+            raise carrying(raised, result)
+        return result
 
 
 class _NonFinite(Exception):

@@ -3,7 +3,8 @@ that trains what a model file declares. The update rules are in `optimisers`, th
 checkpoint file and the output-path checks in `checkpoints`.
 
 Training never loses work. A loss that turns NaN or infinite stops the run with a clear
-message and the parameters of the last good step; Ctrl-C ends the run cleanly with them;
+message and the parameters of the last good step; Ctrl-C ends the run cleanly with them,
+and an exception from the user's progress function is raised again with the run's Result on it;
 checkpoints (parameters, optimiser state, epoch, history, the generator's state) are
 written atomically, and a run resumed from one continues exactly as if it had never
 stopped, since the shuffling generator is part of the state. Everything that can be
@@ -40,7 +41,7 @@ from .backends import backend_name_of
 from .step import FusedStep, fusable
 from .training_arrays import arrays_for
 from .training_checks import check_fit_arguments, check_initial_params, settle
-from .training_errors import TrainingError, is_whole
+from .training_errors import ProgressRaised, TrainingError, call_progress, carrying, is_whole
 
 
 # ---------------------------------------------------------------- the loop
@@ -54,7 +55,7 @@ class Result:
     params: dict[str, np.ndarray]  # the backend's arrays, for a run on one
     history: list[dict[str, float]]
     epochs: int
-    stopped: str  # "done", "early" (patience ran out), "nan", "interrupted"
+    stopped: str  # "done", "early" (patience ran out), "nan", "interrupted", "progress" (it raised)
     message: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
@@ -184,7 +185,7 @@ class Trainer:
             raise TrainingError(f"epochs must be a whole number, 0 or more, got {epochs!r}", about="epochs")
         run = self._begin(train, epochs, test, params, resume)
         begun = time.perf_counter()
-        stopped, message = "done", ""
+        stopped, message, raised = "done", "", None
         try:
             self._preflight(run.params, run.train, run.test)
             with np.errstate(all="ignore"):  # a non-finite loss is reported below, in the user's terms
@@ -202,6 +203,9 @@ class Trainer:
                     if run.out_of_patience(epoch + 1, self.patience):
                         stopped, message = "early", run.watch.ran_out(self.patience)
                         break
+        except ProgressRaised as err:
+            raised = err.error
+            stopped, message = "progress", err.message
         except Exception as err:  # MemoryError, or a backend's own (CUDA's, XLA's)
             if not run.on.out_of_memory(err):
                 raise
@@ -218,10 +222,13 @@ class Trainer:
         params, chosen = run.params, None
         if run.watch.monitor and self.keep_best and run.watch.params is not None:
             params, chosen = run.watch.params, run.watch.epoch
-            if stopped in ("nan", "interrupted"):
+            if stopped in ("nan", "interrupted", "progress"):
                 message += f"; the run returns those of epoch {chosen}, the best by {run.watch.monitor}"
-        return Result(params, run.history, done, stopped, message, time.perf_counter() - begun, run.warnings,
-                      run.watch.monitor, chosen)
+        result = Result(params, run.history, done, stopped, message, time.perf_counter() - begun, run.warnings,
+                        run.watch.monitor, chosen)
+        if raised is not None:
+            raise carrying(raised, result)
+        return result
 
     def _begin(self, train, epochs: int, test, params, resume) -> "_Run":
         """The run's state before its first epoch: parameters (given, initialised from the
@@ -309,7 +316,7 @@ class Trainer:
         if self.checkpoint:
             self._save_or_fail(run.params, epoch + 1, run.history, run.rng, run.watch.params)
         if progress:
-            progress(epoch + 1, record)
+            call_progress(progress, epoch + 1, record)
 
     def _step(self, on, params: dict, batch: Mapping) -> tuple[object, bool]:
         """One mini-batch step, in place in `params`: the loss and gradients, the gradients

@@ -31,6 +31,34 @@ class TrainingStopped(TrainingError):
     the last good step are kept (and checkpointed, if asked)."""
 
 
+class ProgressRaised(Exception):
+    """The user's `progress` function raised after an epoch. The loop ends the run there,
+    as Ctrl-C would, and raises the user's own exception again (theirs to see: a typo in a
+    print is not ours to hide) with the run's `Result` on it, so the epochs are not lost."""
+
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
+        self.message = (f"the progress function raised {type(error).__name__}: the parameters of the last "
+                        "finished epoch are kept")
+
+
+def call_progress(progress, epoch: int, record: dict) -> None:
+    try:
+        progress(epoch, record)
+    except Exception as err:  # noqa: BLE001 - whatever the user's function raises
+        raise ProgressRaised(err) from err
+
+
+def carrying(error: Exception, result) -> Exception:
+    """The user's exception with the run's Result as `error.result`, and a note saying so."""
+    error.result = result
+    if hasattr(error, "add_note"):  # Python 3.11+: shown under the traceback
+        error.add_note(f"indexcalc: training stopped after epoch {result.epochs}; its parameters are this "
+                       "exception's .result.params (in a notebook: sys.last_value.result)")
+    return error
+
+
 def is_whole(value: object) -> bool:
     """An int or NumPy integer, but not a bool (True is not an epoch count)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -144,6 +144,21 @@ def test_lbfgs_interrupted_keeps_the_last_iterate():
     assert float(loss) == pytest.approx(result.history[-1]["loss"], rel=1e-12)
 
 
+def test_lbfgs_whose_progress_function_raises_keeps_the_last_iterate():
+    data = logistic_data()
+
+    def progress(epoch, record):
+        if epoch == 3:
+            raise ValueError("a typo in a print")
+
+    with pytest.raises(ValueError, match="a typo") as raised:
+        Trainer(logistic_model(), ic.LBFGS()).fit(data, 50, progress=progress)
+    result = raised.value.result
+    assert result.stopped == "progress" and result.epochs == 3 and len(result.history) == 3
+    loss, _ = logistic_model().loss_and_grads(result.params, data)
+    assert float(loss) == pytest.approx(result.history[-1]["loss"], rel=1e-12)
+
+
 def test_model_file_trains_with_newton_and_lbfgs(tmp_path):
     mf = load(str(EXAMPLES / "logistic_newton.ic"))
     result, train, _ = train_file(mf)

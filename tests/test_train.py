@@ -427,6 +427,38 @@ def test_ctrl_c_in_progress_keeps_the_last_epoch_and_the_checkpoint_resumes(tmp_
     assert_same_params(rest.params, straight.params)
 
 
+class _Mistake(Exception):
+    """What a user's progress function raises: a typo in a print, or a stop of their own."""
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("at", [1, 4])
+def test_a_progress_function_that_raises_ends_the_run_and_its_error_carries_the_epochs(tmp_path, fused, at):
+    data = regression_data()
+    path = str(tmp_path / "state.npz")
+
+    def progress(epoch, record):
+        if epoch == at:
+            raise _Mistake(f"oops at {epoch}")
+
+    trainer = Trainer(xor_model(), Adam(lr=0.05), batch_size=5, seed=3, checkpoint=path, fused=fused)
+    with pytest.raises(_Mistake, match=f"oops at {at}") as raised:  # the user's own error, not hidden
+        trainer.fit(data, 10, progress=progress)
+    result = raised.value.result
+    assert result.stopped == "progress" and "_Mistake" in result.message and "kept" in result.message
+    assert result.epochs == at and len(result.history) == at
+    straight = Trainer(xor_model(), Adam(lr=0.05), batch_size=5, seed=3, fused=fused).fit(data, at)
+    assert_same_params(result.params, straight.params)
+    if sys.version_info >= (3, 11):
+        assert any(".result.params" in note for note in raised.value.__notes__)
+    with np.load(path) as stored:
+        for name, value in result.params.items():
+            np.testing.assert_array_equal(stored[f"param.{name}"], value)
+    rest = Trainer(xor_model(), Adam(lr=0.05), batch_size=5, seed=3, fused=fused).fit(data, 10, resume=path)
+    whole = Trainer(xor_model(), Adam(lr=0.05), batch_size=5, seed=3, fused=fused).fit(data, 10)
+    assert_same_params(rest.params, whole.params)
+
+
 def test_ctrl_c_in_the_first_epoch_keeps_the_initial_parameters():
     model = xor_model()
     initial = model.init_params(0)
