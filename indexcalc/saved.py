@@ -32,9 +32,11 @@ from .training_errors import file_path, require_named_arrays
 MODEL_FORMAT = "indexcalc model 1"
 
 
-def save(model: Model, path: str | os.PathLike, params: Mapping[str, object]) -> None:
+def save(model: Model, path: str | os.PathLike, params: Mapping[str, object], model_file=None) -> None:
     """Write `params` and `model`'s declarations to `path` (refused, before writing, where
-    the path cannot be written or holds a file that is not one of ours)."""
+    the path cannot be written or holds a file that is not one of ours). `model_file`, the
+    `ModelFile` the model came from, is kept beside them (`indexcalc train --save`): its
+    metric, data set and one-hot columns are what `predict` without it still uses."""
     require_named_arrays(params, "parameters to save", "{'W': W, 'b': b}")
     path = check_output_path(path, "the weights file", replaceable=is_checkpoint)
     arrays = {f"param.{k}": to_numpy(v) for k, v in params.items()}
@@ -48,6 +50,8 @@ def save(model: Model, path: str | os.PathLike, params: Mapping[str, object]) ->
         "loss": model.loss, "output": model.output,
         "equations": str(model.program),
     }
+    if model_file is not None:
+        meta["model_file"] = {"text": model_file.text, "folder": model_file.folder, "name": model_file.name}
     arrays["meta"] = np.asarray(json.dumps(meta))
     try:
         write_npz_atomically(path, arrays)
@@ -73,6 +77,18 @@ def load(path: str) -> tuple[Model, dict[str, np.ndarray]]:
     except IndexCalcError as err:
         raise ModelError(f"{where} does not rebuild a model: {err.problem}") from None
     return model, _params(arrays, meta, model, where)
+
+
+def kept_model_file(path: str) -> tuple[str, str, str] | None:
+    """The text, folder and name of the model file `save` kept in a weights file, if it
+    kept one (None too for a file that is no weights file: `load` says what is wrong)."""
+    try:
+        _, meta = _read(path)
+    except IndexCalcError:
+        return None
+    kept = meta.get("model_file")
+    fields = [kept.get(k) for k in ("text", "folder", "name")] if isinstance(kept, dict) else []
+    return tuple(fields) if fields and all(isinstance(f, str) for f in fields) else None
 
 
 def load_params(model: Model, path: str) -> dict[str, np.ndarray]:

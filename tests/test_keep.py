@@ -5,6 +5,7 @@ trained model saved to one .npz and loaded alone, and `indexcalc train --save` /
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -203,6 +204,42 @@ def test_train_save_then_predict_gives_the_python_apis_predictions(tmp_path, cap
     assert code == 0 and f"accuracy {wanted:.4g}" in out and "test split" in out
     code, out, _ = run_cli(capsys, "predict", "--weights", tmp_path / "w.npz", "--data", tmp_path / "new.npz")
     assert code == 0 and "z (17, 4)" in out  # the weights file alone rebuilds the model
+
+
+@pytest.mark.parametrize("name", ["xor.ic", "blobs.ic", "fizzbuzz.ic", "logistic_newton.ic", "causal_attention.ic",
+                                  "linear_layer.ic+mse"])
+def test_predict_from_the_weights_alone_reports_what_the_model_file_would(name, tmp_path, capsys):
+    """train --save keeps the model file in the weights: its data set, one-hot columns and
+    metric (accuracy, mse) are there for a predict without it."""
+    name, _, metric = name.partition("+")
+    text = re.sub(r"(?m)^epochs \d+", "epochs 1", (EXAMPLES / name).read_text(encoding="utf-8"))
+    model_file = tmp_path / name
+    model_file.write_text(text + ("metric mse P Y\n" if metric else ""))
+    weights = tmp_path / "w.npz"
+    code, _, _ = run_cli(capsys, "train", model_file, "--quiet", "--save", weights)
+    assert code == 0
+    code, with_file, _ = run_cli(capsys, "predict", model_file, "--weights", weights)
+    assert code == 0 and "against" in with_file  # the metric, on the file's own data set
+    model_file.unlink()  # what it said is in the weights file
+    code, alone, _ = run_cli(capsys, "predict", "--weights", weights)
+    assert code == 0 and alone == with_file
+
+
+def test_a_weights_file_without_a_readable_model_file_predicts_with_its_own_model(tmp_path, capsys):
+    xor = load(str(EXAMPLES / "xor.ic"))
+    weights = tmp_path / "w.npz"
+    ic.saved.save(xor.model, weights, xor.model.init_params(0), model_file=xor)
+    with np.load(weights) as stored:
+        arrays = dict(stored)
+    meta = json.loads(str(arrays["meta"]))
+    meta["model_file"]["text"] = meta["model_file"]["text"].replace("metric accuracy", "metric nonsense")
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    np.savez(weights, **arrays)
+    code, out, _ = run_cli(capsys, "predict", "--weights", weights, "--data", "xor")
+    assert code == 0 and "yhat (4, 1)" in out and "accuracy" not in out
+    xor.model.save(str(weights), xor.model.init_params(0))  # Model.save keeps no model file
+    code, out, err = run_cli(capsys, "predict", "--weights", weights)
+    assert code == 1 and "no data to predict on" in err
 
 
 def test_a_nan_stop_saves_the_last_good_parameters_and_says_so(tmp_path, capsys):

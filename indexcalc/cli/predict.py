@@ -4,7 +4,8 @@
     indexcalc predict examples/xor.ic --weights weights.npz --data new.npz -o out.npz
 
 The model is the model file's (its weights must be for the same equations), or, without
-one, the model saved in the weights file. `--data` is a built-in data set (its test split,
+one, the model saved in the weights file, with the metric, data set and one-hot columns of
+the model file `train --save` kept there. `--data` is a built-in data set (its test split,
 where it has one) or an `.npz` of arrays named as the data tensors; the targets may be
 left out. Without `--data`, the model file's own data set. Every path is checked before
 any work, and every refusal is one line.
@@ -28,7 +29,7 @@ def _command_predict(args) -> str:
     from ..modelfile import load
     from ..training_arrays import to_numpy
 
-    mf = load(args.model) if args.model else None
+    mf = load(args.model) if args.model else _kept_model_file(args.weights)
     if args.output:
         check_output_path(args.output, "the predictions file", replaceable=_is_npz)
         for other in (args.model, args.weights, args.data):
@@ -56,6 +57,22 @@ def _command_predict(args) -> str:
             raise IndexCalcError(f"could not write {args.output} ({err.strerror or err})") from None
         lines.append(f"written: {args.output} ({', '.join(outputs)})")
     return "\n".join(lines)
+
+
+def _kept_model_file(weights: str):
+    """The model file `train --save` kept in the weights file, if it kept one and it still
+    reads: without it the weights' own model predicts, with no metric."""
+    from ..modelfile import parse_model
+    from ..saved import kept_model_file
+
+    kept = kept_model_file(weights)
+    if kept is None:
+        return None
+    text, folder, name = kept
+    try:
+        return parse_model(text, folder=folder, name=name)
+    except IndexCalcError:
+        return None
 
 
 def _data(args, mf, model) -> tuple[dict[str, np.ndarray], str]:

@@ -32,6 +32,7 @@ def default_model() -> str:
 def _command_train(args) -> str:
     from ..checkpoints import check_output_path
     from ..modelfile import load
+    from ..saved import save
     from ..train import train_file
     from ..training_errors import TrainingStopped
 
@@ -79,7 +80,7 @@ def _command_train(args) -> str:
     if args.save and result.stopped == "interrupted" and not result.history:
         lines.append(f"nothing saved to {args.save}: no epoch finished")
     elif args.save:
-        mf.model.save(args.save, result.params)
+        save(mf.model, args.save, result.params, model_file=mf)  # predict without the file keeps its metric
         kept = (f"the parameters of epoch {result.best_epoch}" if result.best_epoch is not None
                 else "the last good parameters" if result.stopped != "done" else "the trained parameters")
         lines.append(f"saved {kept}: {args.save} (indexcalc predict {path} --weights {args.save})")
