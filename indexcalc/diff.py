@@ -168,7 +168,7 @@ class _Rules:
         return out
 
     def product(self, node: Product, fixed) -> list[Term]:
-        factors = list(merged(tuple(leaf_factors(node)), fixed, self.named))
+        factors = list(merged(tuple(leaf_factors(node)), fixed, self.named, lambda u: self.log_of_named(u, fixed)))
         out: list[Term] = []
         for k, factor in enumerate(factors):
             others = tuple(factors[:k] + factors[k + 1 :])
@@ -224,9 +224,7 @@ class _Rules:
         `exp(v)`, or a name defined as one), else None: Σ w dv, the weights
         `w = exp(v - log u)` at most 1 each (indexcalc.exponentials says why)."""
         if isinstance(u, Tensor) and u.key in self.named:  # Z_n, Z = sum_k(exp(S_nk)): through Z's line
-            # its letters are another equation's: a letter it binds moves off them and off this one's
-            fresh = avoiding(self.fresh, letters_in(self.named[u.key]))
-            return self.log_derivative(_definition(u, self.named, fresh, {}, limited=False), fixed, Call("log", u))
+            return self.log_derivative(self.defined(u), fixed, self.log_of_named(u, fixed))
         if is_exp(u):
             return self.d(u.arg, fixed)
         terms = exponential_terms(u, fixed)
@@ -246,6 +244,19 @@ class _Rules:
                 t = self.apart(t, letters_in(weight), keep, inside)  # its own letters off the weight's
                 out.append(Term(t.coef, t.factors + (weight,), over + t.reds))
         return out
+
+    def defined(self, u: Tensor) -> Expr:
+        """The definition of the named sum of exponentials u, on u's letters."""
+        # its letters are another equation's: a letter it binds moves off them and off this one's
+        fresh = avoiding(self.fresh, letters_in(self.named[u.key]))
+        return _definition(u, self.named, fresh, {}, limited=False)
+
+    def log_of_named(self, u: Tensor, fixed) -> Expr:
+        """log Z_n for a named sum of exponentials: its definition's logsumexp (or
+        softplus), in range where log(Z_n) of Z_n as computed is not; else log(Z_n)."""
+        definition = self.defined(u)
+        stable = log_of(definition, exponential_terms(definition, fixed))
+        return Call("log", u) if isinstance(stable, Call) and stable.func == "log" else stable
 
     def reduce(self, node: Reduce, fixed) -> list[Term]:
         inside = fixed | set(node.indices)

@@ -5,13 +5,15 @@ whose parts leave the floats long before the quotient does: at logits of 448 the
 denominator's square overflows, and the textbook derivative of `u^-1`, `-u^-2 du`,
 multiplies exp(448)^2 = inf by u^-2 = 0. The stable way is the one a softmax layer
 takes: `d(u^c) = c u^c d(log u)` and `d(log u) = Σ_k w_k dv_k` with the weights
-`w_k = exp(v_k - log u)`, each at most 1. This module recognises such a u (the rules of
+`w_k = exp(v_k - log u)`, each at most 1, and log u written so that it is in range where u
+is not (`logsumexp_k(v)` for `sum_k(exp(v))`: `log_of`). This module recognises such a u (the rules of
 `diff` write its derivative that way) and, for `compile`'s backward pass, reads a named
 one (`Z = sum_k(exp(S_k))`, then `exp(S_n) / Z`) through its definition.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from .expr import Call, Compare, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
@@ -71,13 +73,25 @@ def _positive_constant(node: Expr) -> bool:
 
 
 def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
-    """log u, in range wherever u is: `softplus(v)` for `1 + exp(v)`, else the log of u
-    as written, which the plan shares with the forward pass's u. (logsumexp_k(v) would
-    read better for `sum_k(exp(v))`, but it computes the exps a second time: a softmax
-    regression's gradient took 1.7× NumPy's time with it, 1.1× without.)"""
+    """log u, in range wherever the derivative is a number: `softplus(v)` for `1 + exp(v)`,
+    `logsumexp_k(v)` for `sum_k(exp(v))`, else the log of u as written. The log of the
+    sum as written is inf once a v passes 709 (88 in float32), and every share
+    exp(v - log u) is then 0: a softmax's derivative was 0 there, silently, on every route.
+    The plan takes logsumexp_k(v) from the forward pass's sum wherever that is in range
+    (plan.Lowering.reduce), so the exps are not computed again."""
     if (isinstance(u, Sum) and terms and len(terms) == 1 and len(u.terms) == 2 and Number(1.0) in u.terms
             and not terms[0].gains and not terms[0].over):
         return Call("softplus", terms[0].exponent)
+    if (isinstance(u, (Reduce, Product)) and terms and len(terms) == 1 and terms[0].op == "sum" and terms[0].over
+            and all(_positive_constant(g) for g in terms[0].gains)):
+        # log(c Σ_k exp(v)) = log c + logsumexp_k(v). Not 1 + Σ_k exp(v) (a Sum: its 1 is no
+        # term), nor a masked Σ_k [k <= i] exp(v): log [k <= i] is -inf where it masks, and
+        # the rewrites take 0 x to be 0 (a carrier 1 + 0 x would be NaN). Their logs stay as
+        # written, and so out of range past v ≈ 709.
+        term = terms[0]
+        lse = Reduce("logsumexp", term.over, term.exponent)
+        logs = tuple(Number(math.log(g.value)) if isinstance(g, Number) else Call("log", g) for g in term.gains)
+        return Sum(logs + (lse,)) if logs else lse
     return Call("log", u)
 
 
@@ -85,9 +99,11 @@ def is_exponential_sum(u: Expr, fixed: frozenset[str], named: dict[str, Equation
     return isinstance(u, Tensor) and u.key in named or exponential_terms(u, fixed) is not None
 
 
-def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Equation]) -> tuple[Expr, ...]:
+def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Equation],
+           log_named=None) -> tuple[Expr, ...]:
     """A product's exps and its powers of sums of exponentials as one exp, as a softmax
-    layer computes it: `exp(S_n) sum_k(exp(S_k))^-1` is `exp(S_n - log(sum_k(exp(S_k))))`.
+    layer computes it: `exp(S_n) sum_k(exp(S_k))^-1` is `exp(S_n - logsumexp_k(S_k))`
+    (`log_named(Z_n)` the log of a named one, log(Z_n) by default).
     Its derivatives are then products of such bounded factors, where the factors as
     written meet as exp(S_n)^2 (inf) beside u^-2 (0) in a Hessian or a squared error.
     A letter the merged factors sum between them (none fixed it) keeps them apart."""
@@ -102,9 +118,12 @@ def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Eq
         if letters & seen:
             return factors
         seen |= letters
-    parts = [f.arg for f in exps] + [
-        Product((p.exponent, log_of(p.base, None if isinstance(p.base, Tensor) else exponential_terms(p.base, fixed))))
-        for p in powers]
+    def log(u: Expr) -> Expr:
+        if isinstance(u, Tensor):
+            return log_named(u) if log_named is not None else Call("log", u)
+        return log_of(u, exponential_terms(u, fixed))
+
+    parts = [f.arg for f in exps] + [Product((p.exponent, log(p.base))) for p in powers]
     members = exps + powers
     first = next(i for i, f in enumerate(factors) if f in members)
     out = [f for f in factors if f not in members]

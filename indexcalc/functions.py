@@ -125,11 +125,18 @@ FUNCTIONS: tuple[Function, ...] = (
 )
 
 
-def reduce_array(op: str, values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+def reduce_array(op: str, values: np.ndarray, axes: tuple[int, ...], total=None) -> np.ndarray:
     """sum, mean, max, min, or logsumexp (log Σ exp, shifted by the maximum so it never
     overflows: the stable way to write the log of a softmax's denominator). The max of
     nothing is -inf and the min +inf, as the sum of nothing is 0: the identities that
-    let a reduction be split into parts and combined (the explicit loops do)."""
+    let a reduction be split into parts and combined (the explicit loops do).
+
+    `total`, for a logsumexp, is Σ exp(values) as a forward pass computed it: its log is
+    the answer wherever every entry is a normal float, with no exps computed again."""
+    if total is not None:
+        total = np.asarray(total)
+        if np.all((total >= np.finfo(total.dtype).tiny) & (total <= np.finfo(total.dtype).max)):
+            return np.log(total)
     if op == "sum":
         return np.sum(values, axis=axes)
     if op == "mean":

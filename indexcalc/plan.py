@@ -435,11 +435,26 @@ class Lowering:
         axes = tuple(body.letters.index(i) for i in node.indices if i in body.letters)
         count = prod(self.sizes[body.letters[a]] for a in axes)
         rest = prod(self.sizes[i] for i in body.letters) // max(count, 1)
+        out = tuple(i for i in body.letters if i not in node.indices)
+        total = self.held_sum_of_exps(node, fixed) if node.op == "logsumexp" else None
         if node.op in FEW and 0 < count <= FEW_LIMIT and rest >= FEW_REST:
             code = f"_reduce_few({node.op!r}, {body.code}, {axes})"
+        elif total is not None and set(total.letters) == set(out):
+            code = f"_reduce({node.op!r}, {body.code}, {axes}, {self.aligned(total, out)})"
         else:
             code = f"_reduce({node.op!r}, {body.code}, {axes})"
-        return self._store(code, tuple(i for i in body.letters if i not in node.indices), node.op)
+        return self._store(code, out, node.op)
+
+    def held_sum_of_exps(self, node: Reduce, fixed) -> Operand | None:
+        """For `logsumexp_k(v)` (a softmax's derivative, indexcalc.exponentials.log_of),
+        the forward pass's `sum_k(exp(v))` if the plan holds it: the log of that is the
+        logsumexp wherever it is in range, and costs no exps (functions.reduce_array)."""
+        key, order = self.key(Reduce("sum", node.indices, Call("exp", node.body)), fixed)
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        var, positions = hit
+        return Operand(var, tuple(order[p] for p in positions))
 
     # --- contractions
     def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:

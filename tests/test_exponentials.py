@@ -8,11 +8,14 @@ soak's seed 11200 found the Hessian). A softmax does not change when every logit
 by the same amount, so each form below is checked at logits moved by 300, 448 and 700
 against itself at the logits as drawn, where the derivatives are checked against finite
 differences. Every route: evaluate of the derivative program, of it inlined and of the
-simplified Hessian, compile of the loss by S, compile of the Hessian.
+simplified Hessian, compile of the loss by S, compile of the Hessian. Past exp's overflow
+(logits moved by ±1000) the value as written is NaN; the derivatives of the forms in
+PAST_OVERFLOW stay those at the drawn logits (they were 0, silently, on every route).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -21,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from routes import finite_difference
+from indexcalc.backends import KNOWN, get_backend
+from routes import finite_difference, to_numpy
 
 FORMS = {
     "softmax": ("A_n = exp(S_n) / sum_k(exp(S_k))\nL = sum_n(A_n c_n)", (4,)),
@@ -40,6 +44,9 @@ FORMS = {
     "named cross-entropy": ("Z = sum_k(exp(S_k))\nL = log(Z) - c_k S_k", (4,)),
     "two exps": ("p_n = exp(S_n) / (exp(S_n) + exp(T_n))\nL = sum_n(p_n c_n)", (3,)),
     "scaled denominator": ("A_n = exp(S_n) / (2 sum_k(exp(S_k)))\nL = sum_n(A_n c_n)", (3,)),
+    # docs/notation.md's stable causal softmax: the masked sum's own log goes out of range
+    "causal mask, shifted": ("m_v = max_k(S_vk)\nA_vn = [n <= v] exp(S_vn - m_v) / sum_k([k <= v] exp(S_vk - m_v))\n"
+                             "L = sum_vn(A_vn c_vn)", (3, 3)),
 }
 
 
@@ -112,12 +119,67 @@ def test_a_hand_written_sigmoid_has_its_derivatives_far_out():
         np.testing.assert_allclose(value, second if "hessian" in route else first, rtol=1e-9, atol=1e-15, err_msg=route)
 
 
-def test_a_named_denominator_prints_by_its_name():
-    """The derivative reads Z's line through its sum (its weights), and still by Z."""
+def test_a_named_denominator_is_differentiated_through_its_sum():
+    """The derivative reads Z's line through its sum: the shares exp(S_vl - logsumexp(S_v)),
+    in range where log(Z_v) (inf once an S passes 709) is not. A sum whose log has no
+    form in range here (a masked one) keeps log(Z_v)."""
     text = "Z_v = sum_k(exp(S_vk))\nA_vn = exp(S_vn) / Z_v\nL = sum_vn(A_vn c_vn)"
     line = str(ic.diff(text, "S_ab").equations[-2])
-    assert line.startswith("A_{vn,(ab)}[S] = ")
-    assert "log(Z_v)" in line and "^-2" not in line
+    assert line.startswith("A_{vn,(ab)}[S] = exp(S_vn - logsumexp_")
+    assert "log(Z_v)" not in line and "^-2" not in line
+    masked = "Z_v = sum_k([k <= v] exp(S_vk))\nA_vn = [n <= v] exp(S_vn) / Z_v\nL = sum_vn(A_vn c_vn)"
+    assert "log(Z_v)" in str(ic.diff(masked, "S_ab").equations[-2])
+
+
+# the forms whose derivatives stay in range past exp's overflow (the others: see below)
+PAST_OVERFLOW = ["softmax", "named denominator", "attention rows", "named rows", "temperature", "scaled denominator",
+                 "causal mask, shifted"]
+
+
+@pytest.mark.parametrize("form", PAST_OVERFLOW)
+def test_past_the_overflow_the_derivatives_are_still_those_at_the_drawn_logits(form):
+    """At logits moved by ±1000 or 5000 the softmax as written is NaN (exp(1000) is inf:
+    docs/notation.md), but its derivatives, through the shares exp(S - logsumexp(S)), are
+    those at the drawn logits on every route. They were 0, silently, on every route: the
+    log of the sum as written is inf there, and every share exp(S - inf) 0."""
+    text, shape = FORMS[form]
+    arrays = arrays_for(shape, seed=len(form))
+    routes = derivative_routes(text, len(shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the forward lines overflow: their NaN is the ratio's, as written
+        want = {route: compute(arrays) for route, compute in routes.items()}
+        for by in (1000.0, -1000.0, 5000.0):
+            for route, compute in routes.items():
+                np.testing.assert_allclose(compute(moved(arrays, by)), want[route], rtol=1e-9, atol=1e-12,
+                                           err_msg=f"{route}, logits + {by}")
+
+
+@pytest.mark.parametrize("backend", sorted(KNOWN))
+def test_a_compiled_softmax_gradient_past_the_overflow_on_every_backend(backend):
+    """The compiled gradient takes logsumexp from the forward pass's sum where that is in
+    range (no exps computed again: the plan's step reads it), and computes it shifted
+    where not; on float32 arrays exp overflows at 88."""
+    try:
+        get_backend(backend)
+    except ic.IndexCalcError:
+        pytest.skip(f"{backend} is not installed")
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # as tests/test_backends.py: float64 compared here too
+    text, shape = FORMS["attention rows"]
+    arrays = arrays_for(shape, seed=5)
+    compiled = ic.compile(text, wrt=["S"], backend=backend)
+    if backend == "numpy":
+        assert re.search(r"_reduce\('logsumexp', v\d+, \(1,\), v\d+\)", compiled.source("numpy", arrays))
+    want = np.asarray(ic.compile(text, wrt=["S"])(arrays)[1]["S"])
+    for dtype, by in ((np.float64, 1000.0), (np.float64, -1000.0), (np.float32, 100.0), (np.float32, 0.0)):
+        at = {k: v.astype(dtype) for k, v in moved(arrays, by).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = to_numpy(compiled(at)[1]["S"])
+        tolerance = 1e-9 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance, err_msg=f"{dtype.__name__} + {by}")
 
 
 NAMED = [

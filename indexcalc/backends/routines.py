@@ -16,9 +16,10 @@ from ..matrices import SingularMatrixError
 from ..emit import scatter_layout
 
 
-def reduce(xp, op: str, values, axes: tuple[int, ...]):
+def reduce(xp, op: str, values, axes: tuple[int, ...], total=None):
     """As functions.reduce_array: the max of nothing is -inf, the min +inf; logsumexp
-    shifted by the maximum."""
+    shifted by the maximum, always (`total`, the forward pass's Σ exp, is not read: a test
+    of its range would be data-dependent control flow, which jax.jit cannot trace)."""
     if op == "sum":
         return xp.sum(values, axis=axes)
     if op == "mean":
