@@ -25,7 +25,7 @@ from dataclasses import fields
 from functools import lru_cache
 from typing import Callable
 
-from .errors import IndexCalcError, IndexNotationError
+from .errors import IndexCalcError, IndexNotationError, kind_of
 from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program,
     Reduce, Shift, Sum, Tensor,
@@ -269,12 +269,12 @@ def _reads_back(leaf: Expr) -> str | None:
 
 def _described(value) -> str:
     """A node by its class and fields (its printed form may be what is wrong), anything
-    else by its type and value."""
+    else as every error shows a value (errors.kind_of: its type and a short repr)."""
     if isinstance(value, Expr):
         shown = ", ".join(f"{f.name}={getattr(value, f.name)!r}" for f in fields(value)
                           if f.compare and isinstance(getattr(value, f.name), (str, int, float, tuple, type(None))))
         return f"ic.{type(value).__name__}({shown})"
-    return f"{type(value).__name__} {value!r}"
+    return kind_of(value)
 
 
 def _refused(message: str) -> IndexNotationError:
