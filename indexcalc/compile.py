@@ -31,6 +31,7 @@ from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, P
 from .indices import check_equation, map_scoped
 from .emit import emit
 from .exponentials import SCALE, named_exponentials, read_through
+from .logs_in_range import lines_in_range, logs_in_range
 from .plan import Lowering, canonical_key
 from .program import check_program, needed_lines, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
@@ -95,8 +96,9 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
         raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
     if params:  # the backward pass differentiates `exp(S_n) / Z` through Z's sum, as diff does
         equations = _through_exponential_sums(equations)
-    # simplified after the checks: T0_ii tanh(1.5 - 1.5) folds to 0, but T0 occurs, with gradient 0
-    forward, scales = _prepare([simplify_tree(eq) for eq in equations])
+    # simplified after the checks: T0_ii tanh(1.5 - 1.5) folds to 0, but T0 occurs, with gradient 0;
+    # a log of a sum of exponentials in range first, so that its adjoint is too (cross-entropy's)
+    forward, scales = _prepare([simplify_tree(logs_in_range(eq)) for eq in equations])
     backward = _adjoints(forward, params) if params else []
     return Compiled(forward, backward, params, scales)
 
@@ -464,9 +466,10 @@ def lower(compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, k
     """The steps for one shape signature, the variable holding the value, and those holding
     the gradients (a parameter the lines no longer read has none)."""
     lowering = Lowering(shapes, compiled.scales, types, known, dialect)
-    for eq in compiled.forward:
+    lines = lines_in_range(list(compiled.forward) + list(compiled.backward))
+    for eq in lines[: len(compiled.forward)]:
         lowering.equation(eq)
-    for eq in compiled.backward:
+    for eq in lines[len(compiled.forward) :]:
         lowering.equation(eq, like=_unbar(eq.lhs.name))
     value = lowering.env[compiled.forward[-1].lhs.key]
     grads = {name: lowering.env[_bar(name)] for name in compiled.params if _bar(name) in lowering.env}

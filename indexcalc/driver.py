@@ -23,6 +23,7 @@ from .diff import resolve_derivatives
 from .errors import IndexCalcError, ParseError
 from .expr import Equation, Expr, Program
 from .indices import check_equation, free_indices
+from .logs_in_range import lines_in_range, logs_in_range
 from .program import Environment, check_program, needed_lines
 from .wellformed import as_parsed
 
@@ -48,12 +49,13 @@ def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_ex
             equations = (node,)
         else:
             free_indices(node)
+            node = logs_in_range(node)
             env.prepare(node)
             return on_expression(node, env)
         for eq in equations:
             check_equation(eq)  # every line's index rules, whether it runs or not
         value = None
-        for eq in needed_lines(equations):
+        for eq in lines_in_range(needed_lines(equations)):
             env.prepare(eq)
             value = on_equation(eq, env)
             env.arrays[eq.lhs.key] = value

@@ -135,7 +135,8 @@ def reduce_array(op: str, values: np.ndarray, axes: tuple[int, ...], total=None)
     the answer wherever every entry is a normal float, with no exps computed again."""
     if total is not None:
         total = np.asarray(total)
-        if np.all((total >= np.finfo(total.dtype).tiny) & (total <= np.finfo(total.dtype).max)):
+        normal = np.finfo(total.dtype)
+        if total.min(initial=np.inf) >= normal.tiny and total.max(initial=0.0) <= normal.max:  # NaN: neither
             return np.log(total)
     if op == "sum":
         return np.sum(values, axis=axes)

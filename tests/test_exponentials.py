@@ -15,6 +15,7 @@ PAST_OVERFLOW stay those at the drawn logits (they were 0, silently, on every ro
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 
@@ -77,6 +78,13 @@ def derivative_routes(text, ndim):
     }
 
 
+@functools.cache
+def routes_of(form: str) -> dict:
+    """derivative_routes of a form, worked out once a test process."""
+    text, shape = FORMS[form]
+    return derivative_routes(text, len(shape))
+
+
 def derivatives(routes, arrays):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow on the way is the defect
@@ -87,7 +95,7 @@ def derivatives(routes, arrays):
 def test_logits_moved_far_give_the_derivatives_at_the_drawn_ones(form):
     text, shape = FORMS[form]
     arrays = arrays_for(shape, seed=len(form))
-    routes = derivative_routes(text, len(shape))
+    routes = routes_of(form)
     want = derivatives(routes, arrays)
     gradient = finite_difference(lambda a: ic.evaluate(text, a), arrays, "S")
     first = ic.diff(text, "S_" + "ab"[:len(shape)])
@@ -131,20 +139,20 @@ def test_a_named_denominator_is_differentiated_through_its_sum():
     assert "log(Z_v)" in str(ic.diff(masked, "S_ab").equations[-2])
 
 
-# the forms whose derivatives stay in range past exp's overflow (the others: see below)
-PAST_OVERFLOW = ["softmax", "named denominator", "attention rows", "named rows", "temperature", "scaled denominator",
-                 "causal mask, shifted"]
+# every form but the squared error, whose derivative holds the softmax's value (NaN there)
+PAST_OVERFLOW = [form for form in FORMS if form != "squared error"]
 
 
 @pytest.mark.parametrize("form", PAST_OVERFLOW)
 def test_past_the_overflow_the_derivatives_are_still_those_at_the_drawn_logits(form):
     """At logits moved by ±1000 or 5000 the softmax as written is NaN (exp(1000) is inf:
-    docs/notation.md), but its derivatives, through the shares exp(S - logsumexp(S)), are
-    those at the drawn logits on every route. They were 0, silently, on every route: the
-    log of the sum as written is inf there, and every share exp(S - inf) 0."""
-    text, shape = FORMS[form]
-    arrays = arrays_for(shape, seed=len(form))
-    routes = derivative_routes(text, len(shape))
+    docs/notation.md), but its derivatives, through the shares exp(S - log(u)) with log u
+    in range (logsumexp, or shifted by the largest logit: indexcalc/logs_in_range.py), are
+    those at the drawn logits on every route, and so is a log of such a sum (cross-entropy).
+    They were 0 or wrong, silently, on every route: log u as written is inf there, and every
+    share exp(S - inf) 0."""
+    arrays = arrays_for(FORMS[form][1], seed=len(form))
+    routes = routes_of(form)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the forward lines overflow: their NaN is the ratio's, as written
         want = {route: compute(arrays) for route, compute in routes.items()}
@@ -152,6 +160,18 @@ def test_past_the_overflow_the_derivatives_are_still_those_at_the_drawn_logits(f
             for route, compute in routes.items():
                 np.testing.assert_allclose(compute(moved(arrays, by)), want[route], rtol=1e-9, atol=1e-12,
                                            err_msg=f"{route}, logits + {by}")
+
+
+@settings(max_examples=20, deadline=None)
+@given(form=st.sampled_from(PAST_OVERFLOW), by=st.floats(-5000.0, 5000.0), seed=st.integers(0, 2**16))
+def test_any_move_of_the_logits_leaves_the_derivatives_as_they_were(form, by, seed):
+    """The family of the test above: any form, any logits, any move."""
+    arrays = arrays_for(FORMS[form][1], seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for route, compute in routes_of(form).items():
+            np.testing.assert_allclose(compute(moved(arrays, by)), compute(arrays), rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{form}: {route}, logits + {by}")
 
 
 @pytest.mark.parametrize("backend", sorted(KNOWN))
@@ -212,3 +232,30 @@ def test_a_named_line_is_read_through_whatever_its_letters(form, letters):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_allclose(ic.evaluate(gradient, moved(arrays, 448.0)), got, rtol=1e-9, atol=1e-12)
+
+
+LOGS = {
+    # a log of a sum of exponentials the program writes, and its value by np.logaddexp
+    "log(sum_k(exp(s_k)))": lambda s: np.logaddexp.reduce(s),
+    "log(1 + sum_k(exp(s_k)))": lambda s: np.logaddexp.reduce(np.append(s, 0.0)),
+    "log(sum_k([k <= 2] exp(s_k)))": lambda s: np.logaddexp.reduce(s[:3]),
+    "log(mean_k(exp(s_k)))": lambda s: np.logaddexp.reduce(s) - np.log(len(s)),
+    "log(exp(t) + 2 sum_k(exp(s_k)))": lambda s: np.logaddexp(s[0] - 1.0, np.log(2) + np.logaddexp.reduce(s)),
+}
+
+
+@pytest.mark.parametrize("log", LOGS)
+def test_a_log_of_a_sum_of_exponentials_is_its_value_at_any_logits(log):
+    """Where the sum leaves the floats, every route computes its log shifted by the largest
+    exponent (indexcalc/logs_in_range.py): a cross-entropy written out is its value at any
+    logits, as np.logaddexp gives it. It was inf past 709 and -inf below -745."""
+    text = f"L = {log}"
+    compiled, compiled_wrt = ic.compile(text), ic.compile(text, wrt=["s"])
+    for by in (0.0, 1000.0, -1000.0, 5000.0):
+        s = np.array([0.3, -1.2, 2.0, 0.5]) + by
+        arrays = {"s": s, "t": s[0] - 1.0}
+        want = LOGS[log](s)
+        got = {"evaluate": ic.evaluate(text, arrays), "loops": ic.evaluate_loops(text, arrays),
+               "compile": compiled(arrays)[0], "compile(wrt)": compiled_wrt(arrays)[0]}
+        for route, value in got.items():
+            np.testing.assert_allclose(value, want, rtol=1e-12, err_msg=f"{route}, logits + {by}")

@@ -1,0 +1,128 @@
+"""The log of a sum of exponentials, computed in range: a rewrite every route applies to
+the tree it evaluates.
+
+`log(sum_k([k <= i] exp(s_ik)))` is inf once an s passes 709 (88 in float32), and -inf
+once every s is below -745, though the log itself is a moderate number. A derivative's
+shares `exp(s_ik - log(u))` (indexcalc.exponentials) are then 0 or inf: wrong numbers,
+the same on every route. Shifted by the largest exponent M, u = e^M Σ g exp(v - M), and
+
+    log u = M + log(Σ g exp(v - M))
+
+whose sum holds a term of size g at its largest, so it neither overflows nor (unless a
+mask hides every larger term) underflows. M is taken no further than needed: the largest
+exponent is moved to ±80 where it lies beyond, and where it does not u is as written. `logsumexp_k(v)` is that for a plain
+`sum_k(exp(v))`, and `diff` writes it there itself (exponentials.log_of); the rest (a
+masked sum, a mean, `1 + sum_k(exp(v))`, an exp beside a sum) is shifted here.
+
+The rewrite is made where a tree is evaluated (driver.run for evaluate and the loops,
+compile.lower for the plans), never where it is differentiated or printed: a derivative
+reads as the notes write it, and M, whose derivative cancels, takes no part in it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .diff import _definition
+from .expr import Call, Equation, Expr, Number, Product, Reduce, Sum, Tensor, leaf_factors
+from .exponentials import _positive_constant, exponential_terms, is_exp, log_of, named_exponentials, read_through
+from .indices import map_scoped
+from .relabel import fresh_letters, letters_in, rebind_reduction, rename_summed_apart
+
+
+def lines_in_range(equations: list[Equation]) -> list[Equation]:
+    """A program's lines as a route computes them: every log of a sum of exponentials in
+    range, a named one (`Z_v = sum_k([k <= v] exp(S_vk))`, then `log(Z_v)` in a
+    derivative, or compile's argument line `#u3_v`) read through its sum for it. The
+    values are the same; a plan computes the sum once all the same."""
+    named = named_exponentials(equations)
+    if named:
+        fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
+
+        def definition(ref: Tensor) -> Expr:
+            return _definition(ref, named, fresh, {}, limited=False)
+
+        equations = [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition),
+                              eq.source) for eq in equations]
+    return [logs_in_range(eq) for eq in equations]
+
+
+def logs_in_range(node: Expr, fixed: frozenset[str] = frozenset()) -> Expr:
+    """`node` with every log of a sum of exponentials written in range."""
+    if not any(_is_log(n) for n in node.walk()):
+        return node
+    if isinstance(node, Equation):
+        return Equation(node.lhs, logs_in_range(node.rhs, frozenset(node.lhs.all_indices)), node.source)
+    node = map_scoped(node, fixed, logs_in_range)
+    if _is_log(node):
+        return _in_range(node.arg, fixed) or node
+    return node
+
+
+def _is_log(node: Expr) -> bool:
+    return isinstance(node, Call) and node.func == "log" and node.relabel is None
+
+
+def _in_range(u: Expr, fixed: frozenset[str]) -> Expr | None:
+    """log u written in range, for a sum of exponentials u; None for anything else."""
+    terms = exponential_terms(u, fixed)
+    if terms is None:
+        return None
+    written = log_of(u, terms)
+    if not _is_log(written):  # logsumexp_k(v), softplus(v): in range as they stand
+        return written
+    fresh = fresh_letters(letters_in(u) | fixed)
+    tops = [_largest(term.exponent, term.over, fixed, fresh) for term in terms]
+    # (the shift is exact whatever top is: the constants count only for the range)
+    tops += [Number(math.log(c.value)) for c in _constants(u) if isinstance(c, Number)]
+    top = tops[0]
+    for other in tops[1:]:  # max(a, b) = a + relu(b - a)
+        top = Sum((top, Call("relu", Sum((other, _negative(top))))))
+    # shifted only by what takes the largest exponent into ±IN_RANGE: below that, u as
+    # written, to the last digit (a shift all the way to 0 would push a term that a mask
+    # keeps, far below one it hides, out of range)
+    shift = Sum((Call("relu", Sum((top, Number(-IN_RANGE)))),
+                 _negative(Call("relu", Sum((_negative(top), Number(-IN_RANGE)))))))
+    return Sum((shift, Call("log", _shifted(u, shift, fixed))))
+
+
+IN_RANGE = 80.0  # exp of at most this is a normal float in float32 (88.7) and float64 (709.8)
+
+
+def _negative(node: Expr) -> Expr:
+    return Product((Number(-1.0), node))
+
+
+def _largest(exponent: Expr, over: tuple[str, ...], fixed: frozenset[str], fresh) -> Expr:
+    """max over `over` of the exponent, on letters of its own (it is set inside u's sums)."""
+    if not over:
+        return exponent
+    largest = Reduce("max", over, rename_summed_apart(exponent, letters_in(exponent), fixed | set(over), fresh))
+    for index in over:
+        largest = rebind_reduction(largest, index, fresh(), fixed, fresh)
+    return largest
+
+
+def _constants(u: Expr) -> list[Expr]:
+    """The positive constants written as terms of u (the 1 of `1 + sum_k(exp(v))`)."""
+    return [t for t in u.terms if _positive_constant(t)] if isinstance(u, Sum) else []
+
+
+def _shifted(u: Expr, top: Expr, fixed: frozenset[str]) -> Expr:
+    """u e^-top: each exp(v) of u as exp(v - top), each constant c as c exp(-top).
+    Follows exponential_terms: a sum or mean of g exp(v), a written sum of such terms and
+    constants, a constant times one."""
+    down = _negative(top)
+    if is_exp(u):
+        return Call("exp", Sum((u.arg, down)))
+    if isinstance(u, Reduce):
+        return Reduce(u.op, u.indices, _shifted(u.body, top, fixed | set(u.indices)), implicit=u.implicit)
+    if isinstance(u, Sum):
+        return Sum(tuple(Product((t, Call("exp", down))) if _positive_constant(t) else _shifted(t, top, fixed)
+                         for t in u.terms))
+    if isinstance(u, Product):
+        factors = tuple(leaf_factors(u))
+        shifted = [f if _positive_constant(f) or not (is_exp(f) or isinstance(f, (Reduce, Sum, Product)))
+                   else _shifted(f, top, fixed) for f in factors]
+        return Product(tuple(shifted))
+    return u
