@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from .diff import (
-    DiffError, _definition, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
+    DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
     _target, _written_through, resolve_derivatives, wrt_names,
 )
 from .backends import KNOWN, backend_name_of, get_backend
@@ -30,8 +30,8 @@ from .errors import ArgumentError, IndexCalcError, MissingArrayError, kind_of, n
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
 from .emit import emit
-from .exponentials import SCALE, named_exponentials, read_through
-from .logs_in_range import lines_in_range, logs_in_range
+from .exponentials import SCALE
+from .logs_in_range import lines_in_range, logs_in_range, through_named_sums
 from .plan import Lowering, canonical_key
 from .program import check_program, needed_lines, numeric_array, sized_by, still_needed
 from .relabel import fresh_letters, letters_in, rename_fixed
@@ -132,17 +132,8 @@ def _through_exponential_sums(equations: list[Equation]) -> list[Equation]:
     replaced by its sum, so that the lines' adjoints take its stable derivative (the
     adjoint of Z in `exp(S_n) / Z` holds Z^-2, 0 past logits of ~355). The forward values
     are the same sums; Z's line stays where anything else reads it."""
-    named = named_exponentials(equations)
-    if not named:
-        return equations
-    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
-
-    def definition(ref: Tensor) -> Expr:
-        return _definition(ref, named, fresh, {}, limited=False)
-
-    read = [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition))
-            for eq in equations]
-    return needed_lines([explicit(eq) for eq in read])
+    read = through_named_sums(equations)
+    return equations if read is equations else needed_lines([explicit(eq) for eq in read])
 
 
 def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str, int]) -> int:

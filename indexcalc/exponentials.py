@@ -49,7 +49,7 @@ def exponential_terms(u: Expr, fixed: frozenset[str]) -> tuple[Exponential, ...]
     if isinstance(u, Sum):  # 1 + exp(-x), exp(T_n) + sum_k(exp(S_k))
         terms: list[Exponential] = []
         for t in u.terms:
-            if not _positive_constant(t):
+            if not positive_constant(t):
                 one = _exponential(t)
                 own = (one,) if one is not None else exponential_terms(t, fixed)
                 if own is None:
@@ -58,8 +58,8 @@ def exponential_terms(u: Expr, fixed: frozenset[str]) -> tuple[Exponential, ...]
         return tuple(terms) or None
     if isinstance(u, Product):  # 2 sum_k(exp(S_k)), or compile's sum_k(exp(S_k)) #mean1
         factors = tuple(leaf_factors(u))
-        scale = tuple(f for f in factors if _positive_constant(f))
-        rest = [f for f in factors if not _positive_constant(f)]
+        scale = tuple(f for f in factors if positive_constant(f))
+        rest = [f for f in factors if not positive_constant(f)]
         inner = exponential_terms(rest[0], fixed) if len(rest) == 1 else None
         return None if inner is None else tuple(replace(t, gains=scale + t.gains) for t in inner)
     return None
@@ -68,7 +68,7 @@ def exponential_terms(u: Expr, fixed: frozenset[str]) -> tuple[Exponential, ...]
 SCALE = "#mean"  # compile writes mean_n(x) as sum_n(x) times a constant 1/N of this name
 
 
-def _positive_constant(node: Expr) -> bool:
+def positive_constant(node: Expr) -> bool:
     return isinstance(node, Number) and node.value > 0 or isinstance(node, Tensor) and node.name.startswith(SCALE)
 
 
@@ -83,7 +83,7 @@ def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
             and not terms[0].gains and not terms[0].over):
         return Call("softplus", terms[0].exponent)
     if (isinstance(u, (Reduce, Product)) and terms and len(terms) == 1 and terms[0].op == "sum" and terms[0].over
-            and all(_positive_constant(g) for g in terms[0].gains)):
+            and all(positive_constant(g) for g in terms[0].gains)):
         # log(c Σ_k exp(v)) = log c + logsumexp_k(v). Not 1 + Σ_k exp(v) (a Sum: its 1 is no
         # term), nor a masked Σ_k [k <= i] exp(v): log [k <= i] is -inf where it masks, and
         # the rewrites take 0 x to be 0 (a carrier 1 + 0 x would be NaN). Their logs stay as
@@ -134,7 +134,7 @@ def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Eq
 def _exponential(node: Expr) -> Exponential | None:
     factors = tuple(leaf_factors(node)) if isinstance(node, Product) else (node,)
     exps = [f for f in factors if is_exp(f)]
-    gains = tuple(f for f in factors if isinstance(f, (Mask, Compare)) or _positive_constant(f))
+    gains = tuple(f for f in factors if isinstance(f, (Mask, Compare)) or positive_constant(f))
     if len(exps) != 1 or len(gains) != len(factors) - 1:
         return None
     return Exponential((), gains, exps[0].arg)

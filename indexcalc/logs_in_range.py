@@ -25,7 +25,7 @@ import math
 
 from .diff import _definition
 from .expr import Call, Equation, Expr, Number, Product, Reduce, Sum, Tensor, leaf_factors
-from .exponentials import _positive_constant, exponential_terms, is_exp, log_of, named_exponentials, read_through
+from .exponentials import exponential_terms, is_exp, log_of, named_exponentials, positive_constant, read_through
 from .indices import map_scoped
 from .relabel import fresh_letters, letters_in, rebind_reduction, rename_summed_apart
 
@@ -35,16 +35,22 @@ def lines_in_range(equations: list[Equation]) -> list[Equation]:
     range, a named one (`Z_v = sum_k([k <= v] exp(S_vk))`, then `log(Z_v)` in a
     derivative, or compile's argument line `#u3_v`) read through its sum for it. The
     values are the same; a plan computes the sum once all the same."""
+    return [logs_in_range(eq) for eq in through_named_sums(equations)]
+
+
+def through_named_sums(equations: list[Equation]) -> list[Equation]:
+    """The lines with every named sum of exponentials that stands as a power's base or a
+    log's argument replaced by its sum (exponentials.read_through), on fresh letters."""
     named = named_exponentials(equations)
-    if named:
-        fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
+    if not named:
+        return equations
+    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
 
-        def definition(ref: Tensor) -> Expr:
-            return _definition(ref, named, fresh, {}, limited=False)
+    def definition(ref: Tensor) -> Expr:
+        return _definition(ref, named, fresh, {}, limited=False)
 
-        equations = [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition),
-                              eq.source) for eq in equations]
-    return [logs_in_range(eq) for eq in equations]
+    return [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition), eq.source)
+            for eq in equations]
 
 
 def logs_in_range(node: Expr, fixed: frozenset[str] = frozenset()) -> Expr:
@@ -105,7 +111,7 @@ def _largest(exponent: Expr, over: tuple[str, ...], fixed: frozenset[str], fresh
 
 def _constants(u: Expr) -> list[Expr]:
     """The positive constants written as terms of u (the 1 of `1 + sum_k(exp(v))`)."""
-    return [t for t in u.terms if _positive_constant(t)] if isinstance(u, Sum) else []
+    return [t for t in u.terms if positive_constant(t)] if isinstance(u, Sum) else []
 
 
 def _shifted(u: Expr, top: Expr, fixed: frozenset[str]) -> Expr:
@@ -118,11 +124,11 @@ def _shifted(u: Expr, top: Expr, fixed: frozenset[str]) -> Expr:
     if isinstance(u, Reduce):
         return Reduce(u.op, u.indices, _shifted(u.body, top, fixed | set(u.indices)), implicit=u.implicit)
     if isinstance(u, Sum):
-        return Sum(tuple(Product((t, Call("exp", down))) if _positive_constant(t) else _shifted(t, top, fixed)
+        return Sum(tuple(Product((t, Call("exp", down))) if positive_constant(t) else _shifted(t, top, fixed)
                          for t in u.terms))
     if isinstance(u, Product):
         factors = tuple(leaf_factors(u))
-        shifted = [f if _positive_constant(f) or not (is_exp(f) or isinstance(f, (Reduce, Sum, Product)))
+        shifted = [f if positive_constant(f) or not (is_exp(f) or isinstance(f, (Reduce, Sum, Product)))
                    else _shifted(f, top, fixed) for f in factors]
         return Product(tuple(shifted))
     return u
