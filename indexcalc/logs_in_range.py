@@ -54,22 +54,27 @@ def through_named_sums(equations: list[Equation]) -> list[Equation]:
 
 
 def logs_in_range(node: Expr, fixed: frozenset[str] = frozenset()) -> Expr:
-    """`node` with every log of a sum of exponentials written in range."""
+    """`node` (an equation, or an expression with `fixed` fixed) with every log of a sum of
+    exponentials written in range. The letters the shifts bind are new to all of `node`:
+    a route sizes a letter once a line, bound or not."""
     if not any(_is_log(n) for n in node.walk()):
         return node
+    fresh = fresh_letters(letters_in(node) | fixed)
+
+    def visit(child: Expr, inner: frozenset[str]) -> Expr:
+        child = map_scoped(child, inner, visit)
+        return (_in_range(child.arg, inner, fresh) or child) if _is_log(child) else child
+
     if isinstance(node, Equation):
-        return Equation(node.lhs, logs_in_range(node.rhs, frozenset(node.lhs.all_indices)), node.source)
-    node = map_scoped(node, fixed, logs_in_range)
-    if _is_log(node):
-        return _in_range(node.arg, fixed) or node
-    return node
+        return Equation(node.lhs, visit(node.rhs, frozenset(node.lhs.all_indices)), node.source)
+    return visit(node, fixed)
 
 
 def _is_log(node: Expr) -> bool:
     return isinstance(node, Call) and node.func == "log" and node.relabel is None
 
 
-def _in_range(u: Expr, fixed: frozenset[str]) -> Expr | None:
+def _in_range(u: Expr, fixed: frozenset[str], fresh) -> Expr | None:
     """log u written in range, for a sum of exponentials u; None for anything else."""
     terms = exponential_terms(u, fixed)
     if terms is None:
@@ -77,7 +82,6 @@ def _in_range(u: Expr, fixed: frozenset[str]) -> Expr | None:
     written = log_of(u, terms)
     if not _is_log(written):  # logsumexp_k(v), softplus(v): in range as they stand
         return written
-    fresh = fresh_letters(letters_in(u) | fixed)
     tops = [_largest(term.exponent, term.over, fixed, fresh) for term in terms]
     # (the shift is exact whatever top is: the constants count only for the range)
     tops += [Number(math.log(c.value)) for c in _constants(u) if isinstance(c, Number)]

@@ -99,6 +99,21 @@ def test_a_saturated_softmax_hessian_is_roundoff_on_every_route():
     assert_routes_agree(SATURATED_ATTENTION, timeout=ROUTE_TIMEOUT)
 
 
+def test_a_shifted_log_binds_letters_new_to_its_whole_line():
+    """The soak's flag on seed 12600 (within minutes of logs_in_range): the inlined
+    gradient's log of a masked sum, shifted by its largest exponent, bound that max's
+    letter to one new to the log's argument but not to the line, r, which the line used
+    elsewhere at another size: evaluate(diff inline) refused it (a route sizes a letter
+    once a line, bound or not)."""
+    case = RouteCase(
+        "q2_us = W5_ui W6_is\nk2_vs = W5_vi W7_is\nS2_uv = q2_us k2_vs\n"
+        "A2_uv = [v >= u] exp(S2_uv) / sum_p([p >= u] exp(S2_up))\no2_ui = A2_uv W5_vi\n"
+        "L = mean_u(logsumexp_i(o2_ui) - W8_i o2_ui)",
+        "W5", "W5", {"W5": ((1, 2), "tensor"), "W6": ((2, 2), "tensor"), "W7": ((2, 2), "tensor"),
+                     "W8": ((2,), "tensor")}, 228945, True)
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
+
 def test_a_line_whose_sizing_terms_cancel_is_simplified_valid_on_every_route():
     """The soak's flag on seed 10800, a valid program that simplify made invalid: y_u and
     -y_u cancel in `y2_u`, and the carrier `0 y_u` left over was dropped (u had been held
