@@ -73,10 +73,11 @@ def positive_constant(node: Expr) -> bool:
 
 
 def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
-    """log u, in range wherever the derivative is a number: `softplus(v)` for `1 + exp(v)`,
-    `logsumexp_k(v)` for `sum_k(exp(v))`, else the log of u as written. The log of the
-    sum as written is inf once a v passes 709 (88 in float32), and every share
-    exp(v - log u) is then 0: a softmax's derivative was 0 there, silently, on every route.
+    """log u as a derivative's shares read it: `softplus(v)` for `1 + exp(v)`,
+    `logsumexp_k(v)` for `sum_k(exp(v))`, else the log of u as written (which every route
+    computes in range: logs_in_range). The log of the sum as written is inf once a v
+    passes 709 (88 in float32), and every share exp(v - log u) was then 0: a softmax's
+    derivative, silently, on every route.
     The plan takes logsumexp_k(v) from the forward pass's sum wherever that is in range
     (plan.Lowering.reduce), so the exps are not computed again."""
     if (isinstance(u, Sum) and terms and len(terms) == 1 and len(u.terms) == 2 and Number(1.0) in u.terms
@@ -87,7 +88,7 @@ def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
         # log(c Σ_k exp(v)) = log c + logsumexp_k(v). Not 1 + Σ_k exp(v) (a Sum: its 1 is no
         # term), nor a masked Σ_k [k <= i] exp(v): log [k <= i] is -inf where it masks, and
         # the rewrites take 0 x to be 0 (a carrier 1 + 0 x would be NaN). Their logs stay as
-        # written, and so out of range past v ≈ 709.
+        # written here, and every route computes them in range (indexcalc.logs_in_range).
         term = terms[0]
         lse = Reduce("logsumexp", term.over, term.exponent)
         logs = tuple(Number(math.log(g.value)) if isinstance(g, Number) else Call("log", g) for g in term.gains)

@@ -10,13 +10,16 @@ the same on every route. Shifted by the largest exponent M, u = e^M Σ g exp(v -
 
 whose sum holds a term of size g at its largest, so it neither overflows nor (unless a
 mask hides every larger term) underflows. M is taken no further than needed: the largest
-exponent is moved to ±80 where it lies beyond, and where it does not u is as written. `logsumexp_k(v)` is that for a plain
-`sum_k(exp(v))`, and `diff` writes it there itself (exponentials.log_of); the rest (a
-masked sum, a mean, `1 + sum_k(exp(v))`, an exp beside a sum) is shifted here.
+exponent is moved to ±80 where it lies beyond, and where it does not, u is as written.
+`logsumexp_k(v)` is that for a plain `sum_k(exp(v))`, and `diff` writes it there itself
+(exponentials.log_of); the rest (a masked sum, a mean, `1 + sum_k(exp(v))`, an exp beside
+a sum) is shifted here.
 
 The rewrite is made where a tree is evaluated (driver.run for evaluate and the loops,
-compile.lower for the plans), never where it is differentiated or printed: a derivative
-reads as the notes write it, and M, whose derivative cancels, takes no part in it.
+compile.lower for the plans), never where diff differentiates or a tree is printed: a
+derivative reads as the notes write it, and M, whose derivative cancels, takes no part in
+it. The one exception is compile's own forward lines, rewritten before their adjoints are
+written, so that the adjoint of a program's log (a cross-entropy's) is in range too.
 """
 
 from __future__ import annotations
