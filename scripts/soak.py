@@ -90,16 +90,31 @@ NOT_ROUTES = {
 
 
 def fingerprint(files) -> str:
-    """A hash of the source of the indexcalc modules the routes run: two runs with the
-    same fingerprint soaked the same code, so their counts add up, whatever else changed
-    (training, the command line) between their commits."""
+    """A hash of the code of the indexcalc modules the routes run: two runs with the same
+    fingerprint soaked the same code, so their counts add up, whatever else changed
+    (training, the command line, a docstring or a comment) between their commits. The code
+    is the module's syntax tree without its docstrings, which no route reads."""
     import hashlib
 
     digest = hashlib.sha256()
     for file in sorted(route_modules(files)):
         path = Path(file)
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + _code(path) + b"\0")
     return digest.hexdigest()[:12]
+
+
+def _code(path: Path) -> bytes:
+    """The module's syntax tree, its docstrings (module, class, function) left out."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
 
 
 def _commit() -> str:

@@ -41,3 +41,20 @@ def test_the_tally_adds_the_seeds_of_one_fingerprint_and_counts_a_repeated_seed_
     row = next(line for line in table.splitlines() if line.startswith(fingerprint))
     assert "7 (2), 8 (100), 9 (40)" in row and row.split()[-3] == "142"
     assert "1 log(s) repeat a seed" in table
+
+
+def test_the_fingerprint_is_of_the_code_not_of_its_docstrings(tmp_path, monkeypatch):
+    """A docstring or a comment changes no route: the count goes on. A statement does."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    soak = importlib.import_module("soak")
+    module = tmp_path / "m.py"
+
+    def code(text: str) -> bytes:
+        module.write_text(text)
+        return soak._code(module)
+
+    base = code('"""A module."""\n\ndef f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n')
+    assert code('"""Another."""\n\ndef f(x):\n    """x twice."""\n    return 2 * x\n') == base
+    assert code('def f(x):\n    return 2 * x\n') == base
+    assert code('def f(x):\n    return 3 * x\n') != base
+    assert code('def f(x):\n    """Twice x."""\n    return "2 * x"\n') != base
