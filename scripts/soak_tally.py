@@ -7,7 +7,11 @@ seeds drew different programs, so their counts add up. This reads the logs and p
 per fingerprint, each seed's last count and the total, the disagreements and the
 unexpected exceptions, so that a closing note quotes numbers read off the runs:
 
+    python scripts/soak_tally.py                       # the logs kept in scripts/soak_runs/
     python scripts/soak_tally.py /work/soak/runs/seed*.log
+
+A session's machine is not kept: the logs of its runs are committed to `scripts/soak_runs/`
+before it ends, or the count they hold is lost with it.
 
 A seed run twice on one fingerprint drew the same programs: it counts once (its larger
 count), and the tally says so.
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HEADER = re.compile(r"soak of .* at (?P<commit>\S+) .*: (?P<asked>\d+) programs, seed (?P<seed>\d+)")
+KEPT = Path(__file__).resolve().parent / "soak_runs"
 PROGRESS = re.compile(r"\s*(?:soak: )?(?P<done>\d+) programs, (?P<disagree>\d+) disagreements?, (?P<raised>\d+) unexpected "
                       r"exceptions?, .*route modules (?P<fingerprint>[0-9a-f]+)")
 
@@ -66,9 +71,11 @@ def tally(runs: list[Run]) -> dict[str, list[Run]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("logs", nargs="+", type=Path, help="the soak's logs (its standard output)")
+    parser.add_argument("logs", nargs="*", type=Path,
+                        help=f"the soak's logs (its standard output); none: {KEPT.name}/*.log")
     args = parser.parse_args(argv)
-    runs = [run for run in map(read_run, args.logs) if run is not None]
+    logs = args.logs or sorted(KEPT.glob("*.log"))
+    runs = [run for run in map(read_run, logs) if run is not None]
     counted = tally(runs)
     repeated = len(runs) - sum(len(seeds) for seeds in counted.values())
     print(f"{'route modules':<14} {'seeds (programs each)':<60} {'programs':>9} {'disagree':>9} {'raised':>7}")
