@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import sys
 import time
 
@@ -1125,6 +1126,33 @@ def test_a_letter_whose_sizing_terms_cancel_keeps_a_carrier(pieces, join):
     again = ic.parse(str(result))  # valid: it carries every letter of the left side
     assert_close(ic.evaluate(again, arrays), ic.evaluate(eq, arrays), f"{text} -> {result}")
 
+
+
+@sample(60)
+@given(st.lists(st.tuples(st.sampled_from(CANCELLING), st.sampled_from(AROUND), st.sampled_from("YZ")),
+                min_size=1, max_size=3),
+       st.sampled_from([" ", " + "]))
+def test_a_derivative_whose_sizing_terms_cancel_keeps_a_carrier(pieces, join):
+    """The soak's seed 12900: diff of `y_μ = σ(0.5) ((v1_jμ - v1_jμ - 1.5) tanh(v2_jkk))`
+    by v2 is a line that stands alone, `y_{μ,(abc)}[v2] = ...`, and simplify took a comma
+    derivative to size its own letters: it dropped the carrier `0 v1_aμ` and no route could
+    size μ. The family above, differentiated: the letters after the comma are the wrt
+    array's, but those before it must stay carried."""
+    rhs = join.join(f"({around.format(p=piece.format(Y=name))})" for piece, around, name in pieces)
+    lhs = "w_ui" if any("x_i" in around for _, around, _ in pieces) else "w_u"
+    if lhs == "w_ui" and join == " + ":
+        rhs = " + ".join(f"{term} (1 + 0 x_i)" if "x_i" not in term else term for term in rhs.split(" + "))
+    text = f"{lhs} = {rhs}"
+    arrays = {"Y": rand(4), "Z": rand(4), "x": rand(3), "c": 0.7, "e": -1.3}
+    for wrt in ("c", "e", "x_a"):
+        if not re.search(rf"\b{wrt[0]}(?![A-Za-z0-9])", rhs):  # x_k reads x; exp does not read e
+            continue
+        derivative = ic.diff(text, wrt)
+        result = ic.simplify(derivative)
+        again = ic.parse(str(result))
+        want = ic.evaluate(derivative, arrays)
+        assert_close(ic.evaluate(again, arrays), want, f"{text} by {wrt} -> {result}")
+        assert_close(ic.evaluate(ic.diff(text, wrt, inline=True), arrays), want, f"{text} by {wrt}, inline")
 
 CANCELLED_WRT = [
     "y_n = x_n + (w_n - w_n)\nL = y_n y_n\ng_a = L_{,(a)}[w]",

@@ -125,6 +125,17 @@ def test_a_line_whose_sizing_terms_cancel_is_simplified_valid_on_every_route():
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
+
+def test_a_derivative_whose_sizing_terms_cancel_keeps_its_letter_on_every_route():
+    """The soak's flag on seed 12900, 4,200 programs into a count on unchanged route code:
+    the derivative `y_{μ,(abc)}[v2]` stands alone, and simplify dropped the carrier of μ
+    (v1_jμ - v1_jμ cancels) as if a comma derivative sized its own letters: evaluate of
+    the simplified and inlined derivatives, compile(diff) and the compiled Hessian could
+    not size μ. The family is tests/test_diff.py's cancelling-terms property, differentiated."""
+    case = RouteCase("y_μ = sigma(0.5) * ((v1_jμ - v1_jμ - 1.5) tanh(v2_jkk))", "v2_abc", "v2_αβγ",
+                     {"v1": ((3, 1), "tensor"), "v2": ((3, 1, 1), "tensor")}, 7, False)
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
 def test_a_hessian_through_det_keeps_the_delta_on_the_inverses_pair_on_every_route():
     """The soak's three flags on seed 11000: the Hessian of det(jac jac + 0.5 δ) by T0
     held `sum_o(inv_oa(...) δ_ao)`, and compile's simplify eliminated the δ into

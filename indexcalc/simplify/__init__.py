@@ -75,15 +75,27 @@ def _simplified_equation(equation: Equation) -> Equation:
     fresh = fresh_letters(letters_in(equation))
     fixed = frozenset(equation.lhs.all_indices)
     held, unheld = fixed & sized_apart_from_carriers(equation.rhs), frozenset()
+    kept = _kept_letters(equation, fixed)
     while True:
         rhs = _simplify(equation.rhs, Context(fixed, fresh, held=held - unheld, unheld=unheld))
-        # a comma derivative may be constant along a letter (check_equation): it sizes its own
-        lost = frozenset() if equation.lhs.derivs else fixed - set(free_indices(rhs, fixed))
+        lost = kept - set(free_indices(rhs, fixed))
         if not lost:
             return Equation(equation.lhs, rhs)
         if not (lost - unheld) & held:  # lost though nothing held it: no second pass can help
             return equation
         unheld |= lost
+
+
+def _kept_letters(equation: Equation, fixed: frozenset[str]) -> frozenset[str]:
+    """The left side's letters the simplified right side must still carry. A comma
+    derivative may be constant along a letter (check_equation): the letters after its
+    comma are sized by the array it differentiates by, so they may go; but the size of a
+    letter before it, where the right side carried one, comes from nothing else in a
+    derivative that stands alone (`y_{μ,(abc)}[v2]` of `y_μ = (v1_jμ - v1_jμ - 1.5)
+    tanh(v2_jkk)`: diff's line, simplified, lost μ and no route could size it)."""
+    if not equation.lhs.derivs:
+        return fixed
+    return frozenset(equation.lhs.indices) & set(free_indices(equation.rhs, fixed))
 
 
 def _differentiated_by(equations) -> frozenset[str]:
