@@ -96,7 +96,7 @@ def _in_range(u: Expr, fixed: frozenset[str], fresh) -> Expr | None:
     # keeps, far below one it hides, out of range)
     shift = Sum((Call("relu", Sum((top, Number(-IN_RANGE)))),
                  _negative(Call("relu", Sum((_negative(top), Number(-IN_RANGE)))))))
-    return Sum((shift, Call("log", _shifted(u, shift, fixed))))
+    return Sum((shift, Call("log", _shifted(u, shift))))
 
 
 IN_RANGE = 80.0  # exp of at most this is a normal float in float32 (88.7) and float64 (709.8)
@@ -121,7 +121,7 @@ def _constants(u: Expr) -> list[Expr]:
     return [t for t in u.terms if positive_constant(t)] if isinstance(u, Sum) else []
 
 
-def _shifted(u: Expr, top: Expr, fixed: frozenset[str]) -> Expr:
+def _shifted(u: Expr, top: Expr) -> Expr:
     """u e^-top: each exp(v) of u as exp(v - top), each constant c as c exp(-top).
     Follows exponential_terms: a sum or mean of g exp(v), a written sum of such terms and
     constants, a constant times one."""
@@ -129,13 +129,13 @@ def _shifted(u: Expr, top: Expr, fixed: frozenset[str]) -> Expr:
     if is_exp(u):
         return Call("exp", Sum((u.arg, down)))
     if isinstance(u, Reduce):
-        return Reduce(u.op, u.indices, _shifted(u.body, top, fixed | set(u.indices)), implicit=u.implicit)
+        return Reduce(u.op, u.indices, _shifted(u.body, top), implicit=u.implicit)
     if isinstance(u, Sum):
-        return Sum(tuple(Product((t, Call("exp", down))) if positive_constant(t) else _shifted(t, top, fixed)
+        return Sum(tuple(Product((t, Call("exp", down))) if positive_constant(t) else _shifted(t, top)
                          for t in u.terms))
     if isinstance(u, Product):
         factors = tuple(leaf_factors(u))
         shifted = [f if positive_constant(f) or not (is_exp(f) or isinstance(f, (Reduce, Sum, Product)))
-                   else _shifted(f, top, fixed) for f in factors]
+                   else _shifted(f, top) for f in factors]
         return Product(tuple(shifted))
     return u

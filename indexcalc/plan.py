@@ -262,14 +262,22 @@ class Lowering:
         if isinstance(node, Tensor) and len(set(node.all_indices)) == len(node.all_indices):
             return self.leaf(node)
         key, order = self.key(node, fixed)
-        hit = self.cache.get(key)
-        if hit is not None:
-            var, positions = hit
-            return Operand(var, tuple(order[p] for p in positions))
+        if key in self.cache:
+            return self._held(key, order)
         result = self._lower(node, fixed)
         if not result.literal:
             self.cache[key] = (result.code, tuple(order.index(i) for i in result.letters))
         return result
+
+    def cached(self, node: Expr, fixed) -> Operand | None:
+        """The variable already holding `node`'s value (up to its letters' names), on
+        `node`'s letters; None if the plan has not computed it."""
+        key, order = self.key(node, fixed)
+        return self._held(key, order) if key in self.cache else None
+
+    def _held(self, key: str, order: tuple[str, ...]) -> Operand:
+        var, positions = self.cache[key]
+        return Operand(var, tuple(order[p] for p in positions))
 
     def _lower(self, node: Expr, fixed: frozenset[str]) -> Operand:
         if isinstance(node, (Tensor, Delta, Mask, Shift, Product)):
@@ -361,12 +369,9 @@ class Lowering:
                 letters = arg.letters
         base = functions.lookup(node.func.rstrip("'")) if node.func.endswith("'") else None
         if base is not None and base.prime_from_value and node.func == base.name + "'":
-            key, order = self.key(Call(base.name, node.arg, node.relabel), fixed)
-            hit = self.cache.get(key)
+            hit = self.cached(Call(base.name, node.arg, node.relabel), fixed)
             if hit is not None:
-                var, positions = hit
-                value_letters = tuple(order[p] for p in positions)
-                code = base.prime_from_value(self.aligned(Operand(var, value_letters), letters), self.code.astype)
+                code = base.prime_from_value(self.aligned(hit, letters), self.code.astype)
                 return self._store(code, letters, f"{node.func} from {base.name}")
         name = "_fn_" + functions.lookup(node.func).name.replace("'", "_prime")
         return self._store(f"{name}({arg.code})", letters, node.func)
@@ -449,12 +454,7 @@ class Lowering:
         """For `logsumexp_k(v)` (a softmax's derivative, indexcalc.exponentials.log_of),
         the forward pass's `sum_k(exp(v))` if the plan holds it: the log of that is the
         logsumexp wherever it is in range, and costs no exps (functions.reduce_array)."""
-        key, order = self.key(Reduce("sum", node.indices, Call("exp", node.body)), fixed)
-        hit = self.cache.get(key)
-        if hit is None:
-            return None
-        var, positions = hit
-        return Operand(var, tuple(order[p] for p in positions))
+        return self.cached(Reduce("sum", node.indices, Call("exp", node.body)), fixed)
 
     # --- contractions
     def product(self, node: Expr, fixed, out: tuple[str, ...], scale: float = 1.0) -> Operand:
