@@ -21,6 +21,9 @@ from .errors import ArgumentError, IndexCalcError, kind_of
 # indexcalc.printing, which puts them here when it is imported (importing indexcalc does):
 # a node prints itself without this module importing the stage above it.
 PRINTERS: dict[str, Callable[..., Any]] = {}
+# So is indexcalc.wellformed's check_tree (as "tree"): a printer that fails on a tree built
+# in Python (`Product((2.0, x))`) lets it say what is wrong with the tree, as a route would.
+CHECKS: dict[str, Callable[["Expr"], None]] = {}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ def quoted(node: Expr) -> str:
 
 
 def _printed(printer: str, node: Expr, **options):
-    """Run a printer; a tree nested too deeply to print is an IndexCalcError."""
+    """Run a printer; a tree nested too deeply to print, or built in Python with what no
+    text writes, is an IndexCalcError."""
     style = options.get("style", "default")
     if not isinstance(style, str):
         raise ArgumentError(f'style must be "default" or "notes", not {kind_of(style)}')
@@ -93,6 +97,12 @@ def _printed(printer: str, node: Expr, **options):
         return PRINTERS[printer](node, **options)
     except RecursionError:
         raise IndexCalcError("the expression is nested too deeply to print") from None
+    except IndexCalcError:
+        raise
+    except Exception:
+        if "tree" in CHECKS:
+            CHECKS["tree"](node)  # raises, naming the node and what is wrong, if the tree is malformed
+        raise
 
 
 def _span() -> "tuple[int, int] | None":

@@ -27,7 +27,7 @@ from typing import Callable
 
 from .errors import IndexCalcError, IndexNotationError, kind_of
 from .expr import (
-    Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program,
+    CHECKS, Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program,
     Reduce, Shift, Sum, Tensor,
 )
 from .indices import (
@@ -279,3 +279,6 @@ def _described(value) -> str:
 
 def _refused(message: str) -> IndexNotationError:
     return IndexNotationError(f"a tree built in Python holds what the notation cannot write: {message}")
+
+
+CHECKS["tree"] = check_tree

@@ -141,6 +141,23 @@ def test_a_tree_no_text_writes_is_refused_alike_by_every_route(case):
     assert "Traceback" not in next(iter(messages.values()))
 
 
+@sample(40)
+@given(malformed_trees())
+def test_a_tree_no_text_writes_prints_or_says_what_is_wrong(case):
+    """Printing is a route too: a tree built in Python with a bare float or a list inside
+    raised a TypeError or an AttributeError from inside the printer. Now each printer
+    gives text or an IndexCalcError (the refusal every route gives, or the printer's own
+    word on the node it cannot print); repr, for debugging, never raises."""
+    tree, _, _ = case
+    for name, printer in {"str": str, "pretty": lambda t: t.pretty(), "latex": lambda t: t.latex(),
+                          "einsum": lambda t: t.einsum()}.items():
+        try:
+            assert isinstance(printer(tree), str), name
+        except ic.IndexCalcError:
+            pass
+    assert repr(tree).startswith(f"<{type(tree).__name__} ")
+
+
 @pytest.mark.parametrize("text, shapes, wrt", LAYERS, ids=[text.splitlines()[-1] for text, _, _ in LAYERS])
 def test_a_tree_rebuilt_in_python_is_taken_and_means_its_text(text, shapes, wrt):
     """Node by node, as a user builds it (no spans, no source text): accepted by every
