@@ -12,7 +12,9 @@
 
 __version__ = "0.1.0"
 
-from .errors import ArgumentError, IndexCalcError, IndexNotationError, MissingArrayError, ParseError, ShapeError  # noqa: E402
+from .errors import (  # noqa: E402
+    ArgumentError, IndexCalcError, IndexNotationError, InlineTooLargeError, MissingArrayError, ParseError, ShapeError,
+)
 from .expr import (  # noqa: E402
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift,
     Sum, Tensor,
@@ -35,7 +37,7 @@ __all__ = [
     "parse", "evaluate", "evaluate_loops", "evaluate_loops_at", "Entries", "diff", "simplify",
     "compile", "Compiled", "Model", "Trainer", "SGD", "Momentum", "Adam", "Newton", "LBFGS", "free_indices", "summed_indices",
     "IndexCalcError", "ArgumentError", "ParseError", "IndexNotationError", "ShapeError", "MissingArrayError", "DiffError",
-    "SingularMatrixError",
+    "InlineTooLargeError", "SingularMatrixError",
     "Expr", "Number", "Tensor", "Deriv", "Delta", "Mask", "Shift", "Compare", "Product", "Sum", "Power", "Call",
     "MatrixCall", "Reduce", "Equation", "Program",
 ]

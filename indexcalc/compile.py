@@ -21,14 +21,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .diff import (
-    DiffError, _expression_equation, _fresh_indices, _index_count, _parse_wrt, _Rules, _substitute,
-    _target, _written_through, resolve_derivatives, wrt_names,
-)
+from .diff import Rules, resolve_derivatives
 from .backends import KNOWN, backend_name_of, get_backend
-from .errors import ArgumentError, IndexCalcError, MissingArrayError, kind_of, names_argument, optional_name
+from .errors import ArgumentError, DiffError, IndexCalcError, MissingArrayError, kind_of, names_argument, optional_name
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
+from .inline import substitute
 from .emit import emit
 from .exponentials import SCALE
 from .logs_in_range import lines_in_range, logs_in_range, through_named_sums
@@ -38,6 +36,7 @@ from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify_tree
 from .wellformed import as_parsed
+from .wrt import expression_equation, index_count, parse_wrt, target_line, written_through, wrt_letters, wrt_names
 
 
 def compile(source, wrt: Iterable[str] | str = (), *, of: str | None = None,
@@ -76,22 +75,22 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
     elif isinstance(node, Equation):
         equations = [node]
     else:
-        equations = [_expression_equation(node)]
-    equations = equations[: _target(equations, of) + 1]
+        equations = [expression_equation(node)]
+    equations = equations[: target_line(equations, of) + 1]
     for eq in equations:
         check_equation(eq)
     written = equations
     # every sum a node before anything is substituted: an inlined definition cannot capture
     equations = needed_lines(_inline_derivatives(needed_lines([explicit(eq) for eq in equations])))
     target = equations[-1]
-    wanted = [_parse_wrt(w, names) for w in wrt]
+    wanted = [parse_wrt(w, names) for w in wrt]
     params = [name for name, _ in wanted]
     used = {t.key for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
     for name, given in wanted:
-        if name not in used and not _written_through(written, name):
+        if name not in used and not written_through(written, name):
             raise DiffError(f"{name} does not occur in the program: nothing to differentiate by")
         if given is not None:  # as in diff: W1_g for a matrix is a typo
-            _fresh_indices(given, _index_count(equations, name), name, set(), target)
+            wrt_letters(given, index_count(equations, name), name, set(), target)
     if params and target.lhs.all_indices:
         raise DiffError(f"compile differentiates a scalar; {target.lhs} has indices {target.lhs.all_indices}")
     if params:  # the backward pass differentiates `exp(S_n) / Z` through Z's sum, as diff does
@@ -121,7 +120,7 @@ def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     # no INLINE_LIMIT here: it spares diff(inline=True) a formula too long to simplify and
     # print, while the plan computes each repeated subexpression once (a Hessian through a
     # layer norm's Jacobian line: past the limit, compiled in 0.6 s)
-    rhs = _substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key, limited=False)
+    rhs = substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key, limited=False)
     if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
         return equations
     return still_needed(equations[:-1], [explicit(Equation(last.lhs, rhs))])
@@ -268,7 +267,7 @@ def _vjp(eq: Equation, x: Tensor, adjoint: Expr) -> tuple[Expr, tuple[str, ...]]
     fresh = fresh_letters(used)
     G = tuple(fresh() for _ in x.all_indices)
     fixed = frozenset(eq.lhs.all_indices) | set(G)
-    terms = _Rules(x.key, G, set(), fresh, sized_outside=True).d(eq.rhs, fixed)  # ȳ_A carries A
+    terms = Rules(x.key, G, set(), fresh, sized_outside=True).d(eq.rhs, fixed)  # ȳ_A carries A
     if not terms:
         return None
     A = eq.lhs.all_indices

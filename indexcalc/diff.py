@@ -21,12 +21,10 @@ expanded over i must.
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .errors import ArgumentError, IndexCalcError, IndexNotationError, kind_of, optional_name
+from .errors import ArgumentError, DiffError, IndexCalcError, InlineTooLargeError, kind_of, optional_name
 from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
     Tensor, leaf_factors,
@@ -34,28 +32,17 @@ from .expr import (
 from . import functions, matrices, shifts
 from .exponentials import exponential_terms, is_exp, log_of, merged, named_exponentials
 from .indices import (
-    check_equation, free_indices, index_names, map_scoped, occurrence_counts, relabelled_index, summed_indices,
+    check_equation, free_indices, index_names, occurrence_counts, relabelled_index,
 )
-from .notation import parse
-from .program import check_program, still_needed
-from .relabel import Fresh, avoiding, exposed_letters, fresh_letters, letter_count, letters_in, rename, rename_fixed
-from .scope import explicit, fresh_binders, tidy
+from .inline import definition_of, inline_last
+from .program import check_program
+from .relabel import Fresh, avoiding, exposed_letters, fresh_letters, letter_count, letters_in, rename
+from .scope import explicit, tidy
 from .simplify import simplify_tree
-from .tokens import known_names, written_subscript
 from .wellformed import as_parsed
+from .wrt import expression_equation, index_count, parse_wrt, target_line, written_through, wrt_letters, wrt_names
 
-
-class DiffError(IndexCalcError):
-    """What to differentiate, or by what, is not well posed."""
-
-
-class InlineTooLargeError(DiffError):
-    """`inline=True` on a derivative whose one formula would be too large to read (or to
-    build: each derivative line substituted into another multiplies its terms out, so a
-    chain of them grows geometrically); the chain form gives the same numbers."""
-
-
-INLINE_LIMIT = 20_000  # nodes of an inlined derivative, before it is simplified
+__all__ = ["DiffError", "InlineTooLargeError", "Rules", "RULES", "diff", "resolve_derivatives"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +92,7 @@ def _flat(expr: Expr) -> tuple[float, tuple[Expr, ...]]:
     return coef, tuple(out)
 
 
-class _Rules:
+class Rules:
     """Differentiates the nodes of one equation by one tensor.
 
     A rule returns the derivative as a list of terms (empty for zero). A term is *open*
@@ -249,7 +236,7 @@ class _Rules:
         """The definition of the named sum of exponentials u, on u's letters."""
         # its letters are another equation's: a letter it binds moves off them and off this one's
         fresh = avoiding(self.fresh, letters_in(self.named[u.key]))
-        return _definition(u, self.named, fresh, {}, limited=False)
+        return definition_of(u, self.named, fresh, {}, limited=False)
 
     def log_of_named(self, u: Tensor, fixed) -> Expr:
         """log Z_n for a named sum of exponentials: its definition's logsumexp (or
@@ -378,18 +365,18 @@ def _relabelled(expr: Expr, index: str) -> Expr:
 
 
 RULES: dict[type, Callable] = {
-    Number: _Rules.zero,
-    Delta: _Rules.zero,
-    Mask: _Rules.zero,  # a constant of the indices
-    Shift: _Rules.zero,  # a shifted δ: a constant of the indices, like δ
-    Compare: _Rules.zero,  # 0/1, constant wherever the comparison does not change
-    Tensor: _Rules.tensor,
-    Sum: _Rules.sum,
-    Product: _Rules.product,
-    Power: _Rules.power,
-    Call: _Rules.call,
-    MatrixCall: _Rules.matrix,
-    Reduce: _Rules.reduce,
+    Number: Rules.zero,
+    Delta: Rules.zero,
+    Mask: Rules.zero,  # a constant of the indices
+    Shift: Rules.zero,  # a shifted δ: a constant of the indices, like δ
+    Compare: Rules.zero,  # 0/1, constant wherever the comparison does not change
+    Tensor: Rules.tensor,
+    Sum: Rules.sum,
+    Product: Rules.product,
+    Power: Rules.power,
+    Call: Rules.call,
+    MatrixCall: Rules.matrix,
+    Reduce: Rules.reduce,
 }
 
 
@@ -423,13 +410,6 @@ def diff(source, wrt: str, *, of: str | None = None, inline: bool = False) -> Ex
         raise err.with_source(text, None) if text else err
 
 
-def wrt_names(source, node: Expr) -> frozenset[str]:
-    """The index names a wrt string reads as the program does (`b_{in}` is the index in,
-    not i and n, where the program has it): those the tree holds and, for text, those it
-    declares."""
-    return index_names(node) | (known_names(source) if isinstance(source, str) else frozenset())
-
-
 def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[str] = frozenset()) -> Expr:
     if isinstance(node, Program):
         check_program(node.equations)
@@ -439,17 +419,17 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
         equations = [node]
     else:
         return _diff_expression(node, wrt, names)
-    target = _target(equations, of)
+    target = target_line(equations, of)
     equations = equations[: target + 1]
     for eq in equations:
         check_equation(eq)
-    name, given = _parse_wrt(wrt, names)
-    count = _index_count(equations, name)
+    name, given = parse_wrt(wrt, names)
+    count = index_count(equations, name)
     target_eq = equations[-1]
     # in a derivative line the summed letters are the tool's, not the user's: they move aside
     # (explicit(..., reserved=G)); in the user's own line a clash is likelier a typo
     used = set(target_eq.lhs.all_indices) if target_eq.lhs.derivs else letters_in(target_eq) - _hidden(target_eq)
-    G = _fresh_indices(given, count, name, used, target_eq)
+    G = wrt_letters(given, count, name, used, target_eq)
     user_letters = set().union(*(letters_in(eq) for eq in equations)) | set(G)
 
     derived: set[str] = set()
@@ -470,14 +450,14 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
         lines.append(_derive_equation(explicit(eq, reserved=local), name, local, derived, named))
         derived.add(eq.lhs.key)
     if target_eq.lhs.key not in derived:
-        if not _written_through(equations, name):
+        if not written_through(equations, name):
             raise DiffError(f"{target_eq.lhs} does not depend on {name}")
         # written as a function of the wrt, whose dependence vanished on the way (through
         # a constant Jacobian of a linear line, say): the derivative is zero, not a typo
         lines.append(Equation(Tensor(target_eq.lhs.name, target_eq.lhs.indices,
                                      target_eq.lhs.derivs + (Deriv(G, name),)), Number(0.0)))
     if inline:  # one formula, as the notes write it: simplified
-        lines = [simplify_tree(line) for line in _inline(lines)]
+        lines = [simplify_tree(line) for line in inline_last(lines)]
         # the derivative lines the program uses (resolve_derivatives put them in) are
         # printed as the CLI's --inline prints them: simplified too
         equations = [simplify_tree(eq) if eq.lhs.derivs else eq for eq in equations]
@@ -485,23 +465,6 @@ def _diff(node: Expr, wrt: str, of: str | None, inline: bool, names: frozenset[s
     if len(equations) == 1 and len(lines) == 1 and not (lines[0].lhs.indices and isinstance(lines[0].rhs, Number)):
         return lines[0]  # a constant keeps the line it differentiates: that sizes its own indices
     return Program(tuple(equations) + tuple(lines))
-
-
-def _written_through(equations: list[Equation], name: str) -> bool:
-    """Whether the last line reads `name` as the text is written: directly, through the
-    lines before it, or through a derivative line by it (`y_{,i}[T]` is a function of T
-    even where the rules turn it into a constant). DESIGN's "a typo is far likelier than
-    a wish for zero" is about a wrt that is written nowhere on the way; one that is
-    written there and whose dependence cancels has the derivative zero."""
-    reaches = {name}
-    reached = False
-    for eq in equations:
-        read = {t.key for t in eq.rhs.walk() if isinstance(t, Tensor)}
-        by = {d.wrt for d in eq.lhs.derivs}
-        reached = bool(read & reaches or by & reaches or (eq.lhs.derivs and eq.lhs.name in reaches))
-        if reached:
-            reaches.add(eq.lhs.key)
-    return reached
 
 
 def _hidden(eq: Equation) -> set[str]:
@@ -516,7 +479,7 @@ def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[s
                      named: dict[str, Equation]) -> Equation:
     fixed = frozenset(eq.lhs.all_indices) | set(G)
     fresh = fresh_letters(letters_in(eq) | set(G))
-    rhs = _assemble(_Rules(name, G, derived, fresh, named=named).d(eq.rhs, fixed))
+    rhs = _assemble(Rules(name, G, derived, fresh, named=named).d(eq.rhs, fixed))
     lhs = Tensor(eq.lhs.name, eq.lhs.indices, eq.lhs.derivs + (Deriv(G, name),))
     result = Equation(lhs, rhs if rhs is not None else Number(0.0))
     check_equation(result)
@@ -526,204 +489,7 @@ def _derive_equation(eq: Equation, name: str, G: tuple[str, ...], derived: set[s
 def _diff_expression(node: Expr, wrt: str, names: frozenset[str] = frozenset()) -> Equation:
     """A bare expression is differentiated as the equation `f_a = expression`, a, its
     free indices, being fixed: the derivative runs elementwise over them."""
-    return _diff(_expression_equation(node), wrt, None, False, names)
-
-
-def _expression_equation(node: Expr) -> Equation:
-    """A bare expression as the equation `f_a = expression`, f a name it does not use."""
-    names = {t.name for t in node.walk() if isinstance(t, Tensor)}
-    name = next(n for n in ("f", "F", "g", "G", "df") if n not in names)
-    # fixed, a free letter would capture an inner scope's own (i in x_i σ(y_i z_i)): such a one moves
-    fresh = fresh_letters(letters_in(node))
-    free = []
-    for index in free_indices(node):
-        new = fresh()
-        moved = rename(node, index, new, frozenset(), fresh)
-        if index in letters_in(moved):
-            node, index = moved, new
-        free.append(index)
-    return Equation(Tensor(name, tuple(free)), node)
-
-
-def _target(equations: list[Equation], of: str | None) -> int:
-    if of is None:
-        return len(equations) - 1
-    for k in range(len(equations) - 1, -1, -1):
-        lhs = equations[k].lhs
-        if of in (lhs.key, str(lhs)):
-            return k
-    names = ", ".join(eq.lhs.key for eq in equations)
-    raise DiffError(f"no equation defines {of!r} (the program defines {names})")
-
-
-def _parse_wrt(wrt: str, names: frozenset[str] = frozenset()) -> tuple[str, tuple[str, ...] | None]:
-    """`"w_gh"` → ("w", ("g", "h")); a bare `"w"` → ("w", None); `names` are the index
-    names of the program, read as names alone in braces too (`b_{in}`)."""
-    if not isinstance(wrt, str):
-        raise DiffError(f"wrt names a tensor, like 'w_gh' or 'b', got {type(wrt).__name__}")
-    node = parse(wrt, names=names)
-    if isinstance(node, Product) and any(isinstance(f, Shift) for f in node.factors):
-        raise DiffError(f"wrt names a tensor by plain indices, one per axis: {wrt!r} has a shifted index, which "
-                        f"names no axis of the derivative's array (write {node.factors[0].name}_abe, say)")
-    if not isinstance(node, Tensor) or node.derivs:
-        raise DiffError(f"wrt names one tensor with fresh indices, like 'w_gh', got {wrt!r}")
-    if len(set(node.indices)) != len(node.indices):
-        raise DiffError(f"the indices of wrt {wrt!r} must be distinct")
-    return node.name, (node.indices if "_" in wrt else None)
-
-
-def _index_count(nodes, name: str) -> int:
-    counts = {len(t.all_indices) for n in nodes for t in n.walk() if isinstance(t, Tensor) and t.key == name}
-    if not counts:
-        where = "; ".join(str(n) for n in nodes)
-        raise DiffError(f"{name} does not occur in {where}: nothing to differentiate by")
-    if len(counts) > 1:
-        raise IndexNotationError(f"{name} occurs with different numbers of indices ({sorted(counts)})")
-    return counts.pop()
-
-
-def _fresh_indices(given, count: int, name: str, used: set[str], where: Expr) -> tuple[str, ...]:
-    if given is None:
-        fresh = fresh_letters(used, "ghklpqrstuv")
-        return tuple(fresh() for _ in range(count))
-    if len(given) != count:
-        raise DiffError(
-            f"{name} carries {count} ind{'ex' if count == 1 else 'ices'} where it occurs, "
-            f"but wrt gives {len(given)}: {name}{written_subscript(given)}"
-        )
-    clash = [i for i in given if i in used]
-    if clash:
-        raise DiffError(
-            f"the index {', '.join(clash)} of wrt {name}{written_subscript(given)} is already used in {where}; "
-            f"pick fresh letters"
-        )
-    return given
-
-
-def _inline(lines: list[Equation]) -> list[Equation]:
-    """The last derivative line with every named derivative replaced by its definition,
-    after the definitions it still needs (none, unless a derivative sits where it cannot
-    be substituted without changing what its indices mean)."""
-    target = lines[-1]
-    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in lines)))
-    definitions = {eq.lhs.key: eq for eq in lines}
-    rhs = _within_limit(_substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key))
-    return still_needed(lines[:-1], [Equation(target.lhs, rhs)])
-
-
-def _within_limit(node: Expr) -> Expr:
-    """`node`, if it has at most INLINE_LIMIT nodes (counting stops there)."""
-    if sum(1 for _ in itertools.islice(node.walk(), INLINE_LIMIT + 1)) > INLINE_LIMIT:
-        raise _too_large(f"more than {INLINE_LIMIT:,} nodes")
-    return node
-
-
-def _too_large(what: str) -> InlineTooLargeError:
-    return InlineTooLargeError(
-        f"inlined, this derivative would be {what} (derivative lines substituted into one "
-        "another multiply their terms): read it in the chain form, without inline "
-        "(evaluate and compile take either and give the same numbers)")
-
-
-def _substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None,
-                limited: bool = True) -> Expr:
-    """Named derivatives replaced by their definitions. In a product the definition's
-    terms are multiplied out with the other factors, so every index keeps its count
-    (a definition `a_{i,g} = s_i t_i + u_i` used in `c_i a_{i,g}` gives
-    `c_i s_i t_i + c_i u_i`); elsewhere a name is replaced only where its letters are
-    fixed, as they were on the definition's left-hand side. `bodies` keeps each
-    definition once substituted, so a derivative used along many paths of a Hessian's
-    chain is worked out once, not once per path."""
-    bodies = {} if bodies is None else bodies
-
-    def again(child: Expr, inner=fixed) -> Expr:
-        return _substitute(child, definitions, inner, fresh, own, bodies, limited)
-
-    def named(t: Expr) -> bool:
-        return isinstance(t, Tensor) and bool(t.derivs) and t.key in definitions and t.key != own
-
-    if named(node):
-        return _definition(node, definitions, fresh, bodies, limited) if set(node.all_indices) <= fixed else node
-    if isinstance(node, Product):
-        choices = []
-        for factor in leaf_factors(node):
-            if named(factor):
-                body = _definition(factor, definitions, fresh, bodies, limited)
-                parts = body.terms if isinstance(body, Sum) else (body,)
-                choices.append([(part, set(factor.all_indices)) for part in parts])
-            else:
-                choices.append([(again(factor), set())])
-        count = math.prod(len(c) for c in choices)
-        if limited and count > INLINE_LIMIT:
-            raise _too_large(f"{count:,} terms in one product")
-        terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
-        return terms[0] if len(terms) == 1 else Sum(tuple(terms))
-    return map_scoped(node, fixed, again)
-
-
-def _summed_product(choice, fixed) -> Expr:
-    """The product of the chosen factors. A term of a definition that is constant along
-    one of its name's indices (a scalar expanded over it) leaves that index to fewer
-    factors; where it is then left to one, the sum over it is written out."""
-    product = Product(tuple(part for part, _ in choice))
-    counts = occurrence_counts(product, fixed)
-    lost = set()
-    for part, letters in choice:
-        lost |= {i for i in letters if i not in fixed and i not in letters_in(part)}
-    lone = tuple(sorted(i for i in lost if counts.get(i, 0) == 1))
-    return Reduce("sum", lone, product, implicit=True) if lone else product
-
-
-def _definition(ref: Tensor, definitions, fresh, bodies: dict, limited: bool = True) -> Expr:
-    """The definition of `ref`: every letter it binds renamed to a fresh one (it comes
-    from another equation, where a letter may have another size, and each use gets its
-    own), its own indices renamed to the ones `ref` uses."""
-    eq = definitions[ref.key]
-    inner_fixed = frozenset(eq.lhs.all_indices)
-    if ref.key not in bodies:  # a body past the limit is refused before its every use is renamed
-        body = _substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies, limited)
-        bodies[ref.key] = _within_limit(body) if limited else body
-    body = bodies[ref.key]
-    parts = body.terms if isinstance(body, Sum) else (body,)
-    renamed = []
-    for part in parts:
-        for index in _summed_here(part, inner_fixed):
-            part = rename(part, index, fresh(), inner_fixed, fresh)
-        renamed.append(fresh_binders(part, inner_fixed, fresh))
-    body = Sum(tuple(renamed)) if isinstance(body, Sum) else renamed[0]
-    body = rename_fixed(body, dict(zip(eq.lhs.all_indices, ref.all_indices)), inner_fixed, fresh)
-    return _with_wrt_sizes(body, ref)
-
-
-def _with_wrt_sizes(body: Expr, ref: Tensor) -> Expr:
-    """`body`, the definition of the derivative `ref`, with a carrier `(1 + 0 w_gh)` for a
-    derivative group whose letters reach it only through δ tensors (or none: a zero), and
-    `(1 + 0 m_t)` for its own indices where the definition no longer reads them: on its
-    own line each took its size from an array, and once the definition is
-    substituted under a reduction that runs over them (`sum_lr(g_lr)`), eliminating the δ
-    must not leave that reduction with no extent."""
-    parts = list(body.terms) if isinstance(body, Sum) else [body]
-    if ref.indices:  # the same for its own indices, sized by what it differentiates (m_t)
-        carrier = Sum((Number(1.0), Product((Number(0.0), Tensor(ref.name, ref.indices)))))
-        parts = [Product((part, carrier)) if not set(ref.indices) <= _sized_letters(part) else part for part in parts]
-    position = len(ref.indices)
-    for d in ref.derivs:
-        group = ref.all_indices[position : position + len(d.indices)]
-        position += len(d.indices)
-        if not group or d.wrt is None:
-            continue
-        carrier = Sum((Number(1.0), Product((Number(0.0), Tensor(d.wrt, group)))))
-        parts = [Product((part, carrier)) if not set(group) <= _sized_letters(part) else part for part in parts]
-    return Sum(tuple(parts)) if isinstance(body, Sum) else parts[0]
-
-
-def _sized_letters(node: Expr) -> set[str]:
-    """The letters of `node` that an array's axis gives a size (a δ gives none)."""
-    return {i for t in node.walk() if isinstance(t, Tensor) for i in t.all_indices}
-
-
-def _summed_here(node: Expr, fixed) -> tuple[str, ...]:
-    return summed_indices(node, fixed) if isinstance(node, (Product, Tensor)) else ()
+    return _diff(expression_equation(node), wrt, None, False, names)
 
 
 def resolve_derivatives(program: Program) -> Program:

@@ -51,6 +51,16 @@ class MissingArrayError(IndexCalcError):
     """A tensor or scalar named in the expression was not given an array."""
 
 
+class DiffError(IndexCalcError):
+    """What to differentiate, or by what, is not well posed."""
+
+
+class InlineTooLargeError(DiffError):
+    """`inline=True` on a derivative whose one formula would be too large to read (or to
+    build: each derivative line substituted into another multiplies its terms out, so a
+    chain of them grows geometrically); the chain form gives the same numbers."""
+
+
 class ArgumentError(IndexCalcError, TypeError):
     """A keyword of the API given a value of the wrong kind (`wrt=1.5`, `backend=["jax"]`,
     `inline=array`): the message names the keyword and what it takes. A TypeError too, as

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import math
 
-from .diff import _definition
 from .expr import Call, Equation, Expr, Number, Product, Reduce, Sum, Tensor, leaf_factors
 from .exponentials import exponential_terms, is_exp, log_of, named_exponentials, positive_constant, read_through
 from .indices import map_scoped
+from .inline import definition_of
 from .relabel import fresh_letters, letters_in, rebind_reduction, rename_summed_apart
 
 
@@ -50,7 +50,7 @@ def through_named_sums(equations: list[Equation]) -> list[Equation]:
     fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
 
     def definition(ref: Tensor) -> Expr:
-        return _definition(ref, named, fresh, {}, limited=False)
+        return definition_of(ref, named, fresh, {}, limited=False)
 
     return [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition), eq.source)
             for eq in equations]

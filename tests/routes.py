@@ -171,10 +171,10 @@ class _Runner:
 
     def excuse_too_large(self, route: str) -> None:
         """Forgive `route` an InlineTooLargeError: inlining a chain of derivative lines
-        multiplies their terms, and past diff.INLINE_LIMIT nodes it refuses, in a second or
+        multiplies their terms, and past inline.INLINE_LIMIT nodes it refuses, in a second or
         so, what would take minutes to build and simplify; the chain form's routes give
         the numbers (a soak of chained MAML steps timed out here before the limit)."""
-        from indexcalc.diff import InlineTooLargeError
+        from indexcalc.errors import InlineTooLargeError
 
         self.problems = [p for p in self.problems
                          if not (p.route == route and p.against == "raised" and InlineTooLargeError.__name__ in p.error)]

@@ -18,7 +18,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from indexcalc.diff import _expression_equation
+from indexcalc.wrt import expression_equation
 from indexcalc.expr import Equation, Program
 from strategies import sample
 from test_diff import FRESH_WRT, Generator, assert_close, dependencies, finite_difference, truncated, wrt_name
@@ -385,7 +385,7 @@ def scalar_program(text: str) -> str:
         if not ic.free_indices(node):
             return text
         # a bare expression as an equation, its free letters moved where an inner scope uses them
-        node = _expression_equation(node)
+        node = expression_equation(node)
     lines = node.equations if isinstance(node, Program) else (node,)
     lhs = lines[-1].lhs
     letters = "".join(lhs.all_indices)

@@ -20,7 +20,6 @@ and full-batch Newton on data that does not fit in the memory it is given.
 from __future__ import annotations
 
 import sys
-import tracemalloc
 from pathlib import Path
 
 import numpy as np

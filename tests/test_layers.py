@@ -20,7 +20,7 @@ PACKAGE = Path(indexcalc.__file__).parent
 
 LAYERS = [
     "errors", "tokens", "expr", "functions", "shifts", "indices", "exponentials", "relabel", "matrices", "scope", "printing",
-    "program", "notation", "wellformed", "simplify", "diff", "logs_in_range", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
+    "program", "notation", "wellformed", "simplify", "wrt", "inline", "diff", "logs_in_range", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
 ]
 
 

@@ -64,7 +64,8 @@ def _largest(differences: np.ndarray) -> float:
 
 def _by_loops(model, name: str, arrays: dict, positions: np.ndarray) -> np.ndarray:
     """The gradient by `name` at `positions`, by the explicit-loop reference."""
-    from ..diff import InlineTooLargeError, diff
+    from ..diff import diff
+    from ..errors import InlineTooLargeError
     from ..loops import evaluate_loops_at
     from ..simplify import simplify
 
