@@ -53,6 +53,7 @@ def expression_equation(node: Expr) -> Equation:
 
 
 def target_line(equations: list[Equation], of: str | None) -> int:
+    """The position of the line differentiated: the last, or the last that defines `of`."""
     if of is None:
         return len(equations) - 1
     for k in range(len(equations) - 1, -1, -1):
@@ -80,6 +81,8 @@ def parse_wrt(wrt: str, names: frozenset[str] = frozenset()) -> tuple[str, tuple
 
 
 def index_count(nodes, name: str) -> int:
+    """How many indices `name` carries wherever it occurs (so, how many wrt letters it
+    takes); refused where it occurs nowhere or with different counts."""
     counts = {len(t.all_indices) for n in nodes for t in n.walk() if isinstance(t, Tensor) and t.key == name}
     if not counts:
         where = "; ".join(str(n) for n in nodes)
@@ -90,6 +93,8 @@ def index_count(nodes, name: str) -> int:
 
 
 def wrt_letters(given, count: int, name: str, used: set[str], where: Expr) -> tuple[str, ...]:
+    """The derivative's letters for `name`: those the wrt string gives, checked against its
+    count and against the letters `used` already; for a bare name, fresh ones (g, h, ...)."""
     if given is None:
         fresh = fresh_letters(used, "ghklpqrstuv")
         return tuple(fresh() for _ in range(count))
