@@ -30,7 +30,7 @@ from .expr import (
     Tensor, leaf_factors,
 )
 from . import functions, matrices, shifts
-from .exponentials import exponential_terms, is_exp, log_of, merged, named_exponentials
+from .exponentials import exponential_terms, is_exp, is_named_exponential, log_of, merged, named_exponentials
 from .indices import (
     check_equation, free_indices, index_names, occurrence_counts, relabelled_index,
 )
@@ -210,7 +210,7 @@ class Rules:
         """d(log u) where u is a sum of exponentials (`sum_k(exp(v_k))`, `1 + exp(-x)`,
         `exp(v)`, or a name defined as one), else None: Σ w dv, the weights
         `w = exp(v - log u)` at most 1 each (indexcalc.exponentials says why)."""
-        if isinstance(u, Tensor) and u.key in self.named:  # Z_n, Z = sum_k(exp(S_nk)): through Z's line
+        if is_named_exponential(u, self.named):  # Z_n, Z = sum_k(exp(S_nk)): through Z's line
             return self.log_derivative(self.defined(u), fixed, self.log_of_named(u, fixed))
         if is_exp(u):
             return self.d(u.arg, fixed)

@@ -97,7 +97,15 @@ def log_of(u: Expr, terms: tuple[Exponential, ...] | None) -> Expr:
 
 
 def is_exponential_sum(u: Expr, fixed: frozenset[str], named: dict[str, Equation]) -> bool:
-    return isinstance(u, Tensor) and u.key in named or exponential_terms(u, fixed) is not None
+    return is_named_exponential(u, named) or exponential_terms(u, fixed) is not None
+
+
+def is_named_exponential(u: Expr, named: dict[str, Equation]) -> bool:
+    """Whether `u` is a use of a named sum of exponentials that its definition may stand
+    for. Not a trace (`r_ii` of `r_mk = exp(v_mk)`): the i it sums runs over the power or
+    log it stands in, and in the definition `exp(v_ii)` it would run inside the exp, a
+    scope of its own (`(r_ii)^2` read as exp(Σ v_ii)^2, not (Σ exp(v_ii))^2)."""
+    return isinstance(u, Tensor) and u.key in named and len(set(u.all_indices)) == len(u.all_indices)
 
 
 def merged(factors: tuple[Expr, ...], fixed: frozenset[str], named: dict[str, Equation],
@@ -160,7 +168,7 @@ def read_through(node: Expr, fixed: frozenset[str], named: dict[str, Equation], 
         return read_through(child, inner, named, definition)
 
     def through(u: Expr) -> Expr:
-        return definition(u) if isinstance(u, Tensor) and u.key in named else again(u)
+        return definition(u) if is_named_exponential(u, named) else again(u)
 
     if isinstance(node, Power):
         return Power(through(node.base), again(node.exponent))

@@ -259,3 +259,26 @@ def test_a_log_of_a_sum_of_exponentials_is_its_value_at_any_logits(log):
                "compile": compiled(arrays)[0], "compile(wrt)": compiled_wrt(arrays)[0]}
         for route, value in got.items():
             np.testing.assert_allclose(value, want, rtol=1e-12, err_msg=f"{route}, logits + {by}")
+
+
+TRACED_DEFINITIONS = ["r_mk = exp(x_mk)", "r_mk = exp(x_mk) + exp(2 x_km)", "r_mk = 1 + exp(-x_mk)",
+                      "r_mk = sum_l(exp(x_ml + x_lk))", "r_mk = exp(-sum_l((x_ml - x_kl)^2))"]
+TRACED_USES = ["y = c / (1 + (r_ii)^2)", "y = log(r_ii)", "y = log(1 + (r_ii)^2)", "y = (r_ii)^-1 + log(r_jj)",
+               "y = exp(x_jj) (r_ii)^-1", "y = log(r_ii) - sum_j(x_jj)"]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(TRACED_DEFINITIONS), st.sampled_from(TRACED_USES), st.integers(1, 3), st.integers(0, 2**16))
+def test_a_traced_named_exponential_is_not_read_through_its_definition(definition, use, size, seed):
+    """The soak's flag on seed 13100 (15,900 programs in): `r_μk = exp(...)`, then
+    `y2 = v4 / (1 + (r_ii)^2)`. Every route reads a named sum of exponentials under a
+    power or a log through its definition, to compute it in range; for the trace r_ii
+    that put the sum over i inside the exp, `exp(v_ii)^2` = exp(Σ_i v_ii)^2 where
+    (Σ_i exp(v_ii))^2 was written: evaluate and the loops gave wrong numbers at sizes
+    above 1 (an error at 1), as did diff's derivatives. Each use of each definition, on
+    every route."""
+    from routes import assert_routes_agree
+    from strategies import RouteCase
+
+    case = RouteCase(f"{definition}\n{use}", "x", "x_ab", {"x": ((size, size), "tensor"), "c": ((), "scalar")}, seed, True)
+    assert_routes_agree(case, timeout=60)
