@@ -31,6 +31,7 @@ from .exponentials import exponential_terms, is_exp, log_of, named_exponentials,
 from .indices import map_scoped
 from .inline import definition_of
 from .relabel import fresh_letters, letters_in, rebind_reduction, rename_summed_apart
+from .scope import explicit
 
 
 def lines_in_range(equations: list[Equation]) -> list[Equation]:
@@ -43,17 +44,27 @@ def lines_in_range(equations: list[Equation]) -> list[Equation]:
 
 def through_named_sums(equations: list[Equation]) -> list[Equation]:
     """The lines with every named sum of exponentials that stands as a power's base or a
-    log's argument replaced by its sum (exponentials.read_through), on fresh letters."""
+    log's argument replaced by its sum (exponentials.read_through), on fresh letters.
+
+    A line is read with its sums written out (scope.explicit): a definition set into a
+    product that sums its letter by the convention (`(r_q)^3 r_q`, with `r_s =
+    exp(-sum_j((a_j - W_sj)^2))`) must find that letter fixed there, as on its own line,
+    or `sum_j(a_j - W_qj ...)` would broadcast a over a q that nothing fixes. A line with
+    nothing to read through is kept as it came."""
     named = named_exponentials(equations)
     if not named:
         return equations
-    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
+    bound = [explicit(eq) for eq in equations]
+    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in bound)))
 
     def definition(ref: Tensor) -> Expr:
         return definition_of(ref, named, fresh, {}, limited=False)
 
-    return [Equation(eq.lhs, read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition), eq.source)
-            for eq in equations]
+    def read(eq: Equation, written: Equation) -> Equation:
+        rhs = read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition)
+        return written if rhs == eq.rhs else Equation(eq.lhs, rhs, eq.source)
+
+    return [read(eq, written) for eq, written in zip(bound, equations)]
 
 
 def logs_in_range(node: Expr, fixed: frozenset[str] = frozenset()) -> Expr:

@@ -282,3 +282,33 @@ def test_a_traced_named_exponential_is_not_read_through_its_definition(definitio
 
     case = RouteCase(f"{definition}\n{use}", "x", "x_ab", {"x": ((size, size), "tensor"), "c": ((), "scalar")}, seed, True)
     assert_routes_agree(case, timeout=60)
+
+
+# each sums over l or k terms that lack the line's m (broadcast over it, m being fixed there)
+BROADCASTING_DEFINITIONS = ["r_m = exp(-sum_l((a_l - x_ml)^2))", "r_m = 1 + exp(-sum_l((a_l - x_ml)^2))",
+                            "r_m = sum_k(exp(x_mk - a_k))", "r_m = exp(c_m) + sum_k(exp(x_mk - a_k))",
+                            "r_m = mean_k(exp(a_k - x_mk))"]
+# each sums over q by the convention: the product holds two q's
+SUMMED_USES = ["y = (r_q)^3 r_q", "y = log(r_q) c_q", "y = (r_q)^-1 softplus_q(r_v)", "y = c_q log(1 + (r_q)^2)",
+               "y = exp(c_q) (r_q)^-1", "y = (r_q)^2 r_p x_qp", "y = 2 (r_q)^3 r_q + c_p c_p"]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(BROADCASTING_DEFINITIONS), st.sampled_from(SUMMED_USES), st.integers(1, 3),
+       st.integers(0, 2**16))
+def test_a_named_exponential_read_through_in_a_sum_by_the_convention_keeps_its_letter_fixed(
+        definition, use, size, seed):
+    """The soak's flag on seed 13300 (1,800 programs in): `r_s = exp(-sum_j((W1_j -
+    W2_sj)^2))`, then `y2 = (-2)^W4 ((r_q)^3 softplus_q(r_v)) + ...`. evaluate and the
+    loops read a named sum of exponentials under a power or a log through its definition
+    on the line as written, where the product sums q by the convention; set there,
+    `sum_p(W1_p - W2_qp ...)` broadcasts W1 over a q that nothing fixed, which the index
+    rules refuse, so every route but compile's refused a valid program. Now the line's
+    sums are written out first (scope.explicit), as compile does: inside `sum_q(...)` q
+    is fixed. Each use of each definition, on every route."""
+    from routes import assert_routes_agree
+    from strategies import RouteCase
+
+    case = RouteCase(f"{definition}\n{use}", "x", "x_ab",
+                     {"x": ((size, size), "tensor"), "a": ((size,), "tensor"), "c": ((size,), "tensor")}, seed, True)
+    assert_routes_agree(case, timeout=60)

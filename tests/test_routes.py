@@ -136,6 +136,21 @@ def test_a_derivative_whose_sizing_terms_cancel_keeps_its_letter_on_every_route(
                      {"v1": ((3, 1), "tensor"), "v2": ((3, 1, 1), "tensor")}, 7, False)
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
+
+def test_a_named_kernel_under_a_power_in_a_summed_product_is_valid_on_every_route():
+    """The soak's flag on seed 13300, 1,800 programs into a count on unchanged route code:
+    evaluate and the loops read `(r_q)^3` through r's definition on the line as written,
+    where the product sums q by the convention, and set there the kernel's
+    `sum_p(W1_p - W2_qp ...)` broadcast W1 over a q nothing fixed: every route but
+    compile's refused the program. The family is tests/test_exponentials.py's named
+    exponentials read through in a sum by the convention."""
+    case = RouteCase("r_s = exp(-sum_j((W1_j - W2_sj) (W1_j - W2_sj)))\ny = r_s W3_s\n"
+                     "y2 = (-2)^W4 ((r_q)^3 softplus_q(r_v)) + 2^-1 (cos(exp(-0.5 sum_v((r_v - r_v)^2))))",
+                     "W1_a", "W1", {"W1": ((2,), "tensor"), "W2": ((3, 2), "tensor"), "W3": ((3,), "tensor"),
+                                    "W4": ((), "exponent")}, 1242, True)
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
+
 def test_a_hessian_through_det_keeps_the_delta_on_the_inverses_pair_on_every_route():
     """The soak's three flags on seed 11000: the Hessian of det(jac jac + 0.5 δ) by T0
     held `sum_o(inv_oa(...) δ_ao)`, and compile's simplify eliminated the δ into
