@@ -23,10 +23,13 @@ import numpy as np
 
 from .diff import Rules, resolve_derivatives
 from .backends import KNOWN, backend_name_of, get_backend
-from .errors import ArgumentError, DiffError, IndexCalcError, MissingArrayError, kind_of, names_argument, optional_name
+from .errors import (
+    ArgumentError, DiffError, IndexCalcError, InlineTooLargeError, MissingArrayError, kind_of, names_argument,
+    optional_name,
+)
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
-from .inline import substitute
+from .inline import inline_last
 from .emit import emit
 from .exponentials import SCALE
 from .logs_in_range import lines_in_range, logs_in_range, through_named_sums
@@ -102,28 +105,22 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
     return Compiled(forward, backward, params, scales)
 
 
-INLINE_LIMIT = 4000  # nodes: past this, a derivative stays a line of its own
+INLINED_LIMIT = 4000  # nodes: past this, compile keeps a derivative's lines (inline.INLINE_LIMIT is diff's)
 
 
 def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     """Named derivatives (`z_{n,g}[w]`, the chain form of `diff`) substituted where they
     are used, so that a Hessian is one formula that simplify can factor and the plan can
     contract backwards, not a chain of Jacobian-sized arrays. A formula that would grow
-    past INLINE_LIMIT nodes keeps its derivative lines."""
-    definitions = {eq.lhs.key: eq for eq in equations if eq.lhs.derivs}
-    if not definitions:
+    past INLINED_LIMIT nodes keeps its derivative lines: simplify's time grows with it,
+    while the plan computes each line once all the same."""
+    if not any(eq.lhs.derivs for eq in equations):
         return equations
-    last = equations[-1]
-    if _inlined_size(last, definitions, {}) > INLINE_LIMIT:
-        return equations  # known before the work: a chain of update rules grows past it fast
-    fresh = fresh_letters(set().union(*(letters_in(eq) for eq in equations)))
-    # no INLINE_LIMIT here: it spares diff(inline=True) a formula too long to simplify and
-    # print, while the plan computes each repeated subexpression once (a Hessian through a
-    # layer norm's Jacobian line: past the limit, compiled in 0.6 s)
-    rhs = substitute(last.rhs, definitions, frozenset(last.lhs.all_indices), fresh, last.lhs.key, limited=False)
-    if sum(1 for _ in rhs.walk()) > INLINE_LIMIT:
+    try:
+        inlined = inline_last(equations, limit=INLINED_LIMIT)
+    except InlineTooLargeError:
         return equations
-    return still_needed(equations[:-1], [explicit(Equation(last.lhs, rhs))])
+    return inlined[:-1] + [explicit(inlined[-1])]
 
 
 def _through_exponential_sums(equations: list[Equation]) -> list[Equation]:
@@ -133,24 +130,6 @@ def _through_exponential_sums(equations: list[Equation]) -> list[Equation]:
     are the same sums; Z's line stays where anything else reads it."""
     read = through_named_sums(equations)
     return equations if read is equations else needed_lines([explicit(eq) for eq in read])
-
-
-def _inlined_size(eq: Equation, definitions: dict[str, Equation], memo: dict[str, int]) -> int:
-    """At least how many nodes `eq` has once every named derivative in it is substituted
-    (multiplying out products makes it more)."""
-    total = 0
-    for node in eq.rhs.walk():
-        key = node.key if isinstance(node, Tensor) else None
-        if key in definitions and key != eq.lhs.key:
-            if key not in memo:
-                memo[key] = 0  # a definition never refers to itself; this guards the recursion
-                memo[key] = _inlined_size(definitions[key], definitions, memo)
-            total += memo[key]
-        else:
-            total += 1
-        if total > INLINE_LIMIT:
-            break
-    return total
 
 
 # ---------------------------------------------------------------- forward form

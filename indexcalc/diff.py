@@ -236,7 +236,7 @@ class Rules:
         """The definition of the named sum of exponentials u, on u's letters."""
         # its letters are another equation's: a letter it binds moves off them and off this one's
         fresh = avoiding(self.fresh, letters_in(self.named[u.key]))
-        return definition_of(u, self.named, fresh, {}, limited=False)
+        return definition_of(u, self.named, fresh, {})
 
     def log_of_named(self, u: Tensor, fixed) -> Expr:
         """log Z_n for a named sum of exponentials: its definition's logsumexp (or

@@ -19,22 +19,49 @@ from .scope import fresh_binders
 INLINE_LIMIT = 20_000  # nodes of an inlined derivative, before it is simplified
 
 
-def inline_last(lines: list[Equation]) -> list[Equation]:
+def inline_last(lines: list[Equation], limit: int | None = None) -> list[Equation]:
     """The last derivative line with every named derivative replaced by its definition,
     after the definitions it still needs (none, unless a derivative sits where it cannot
-    be substituted without changing what its indices mean)."""
+    be substituted without changing what its indices mean).
+
+    Past `limit` nodes (INLINE_LIMIT by default) an InlineTooLargeError: diff(inline=True)
+    refuses a formula too long to simplify and print; compile, which asks with a lower
+    limit, keeps the lines. Where the definitions' sizes alone pass it (a chain of update
+    rules), that is known before the work."""
+    limit = INLINE_LIMIT if limit is None else limit
     target = lines[-1]
+    definitions = {eq.lhs.key: eq for eq in lines if eq.lhs.derivs}
+    if _inlined_size(target, definitions, limit, {}) > limit:
+        raise _too_large(f"more than {limit:,} nodes")
     fresh = fresh_letters(set().union(*(letters_in(eq) for eq in lines)))
-    definitions = {eq.lhs.key: eq for eq in lines}
-    rhs = within_limit(substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key))
+    rhs = _within(substitute(target.rhs, definitions, frozenset(target.lhs.all_indices), fresh, target.lhs.key,
+                             limit=limit), limit)
     return still_needed(lines[:-1], [Equation(target.lhs, rhs)])
 
 
-def within_limit(node: Expr) -> Expr:
-    """`node`, if it has at most INLINE_LIMIT nodes (counting stops there)."""
-    if sum(1 for _ in itertools.islice(node.walk(), INLINE_LIMIT + 1)) > INLINE_LIMIT:
-        raise _too_large(f"more than {INLINE_LIMIT:,} nodes")
+def _within(node: Expr, limit: int) -> Expr:
+    """`node`, if it has at most `limit` nodes (counting stops there)."""
+    if sum(1 for _ in itertools.islice(node.walk(), limit + 1)) > limit:
+        raise _too_large(f"more than {limit:,} nodes")
     return node
+
+
+def _inlined_size(eq: Equation, definitions: dict[str, Equation], limit: int, memo: dict[str, int]) -> int:
+    """At least how many nodes `eq` has once every named derivative in it is substituted
+    (multiplying out products makes it more); counting stops past `limit`."""
+    total = 0
+    for node in eq.rhs.walk():
+        key = node.key if isinstance(node, Tensor) else None
+        if key in definitions and key != eq.lhs.key:
+            if key not in memo:
+                memo[key] = 0  # a definition never refers to itself; this guards the recursion
+                memo[key] = _inlined_size(definitions[key], definitions, limit, memo)
+            total += memo[key]
+        else:
+            total += 1
+        if total > limit:
+            break
+    return total
 
 
 def _too_large(what: str) -> InlineTooLargeError:
@@ -45,7 +72,7 @@ def _too_large(what: str) -> InlineTooLargeError:
 
 
 def substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | None = None,
-                limited: bool = True) -> Expr:
+               limit: int | None = None) -> Expr:
     """Named derivatives replaced by their definitions. In a product the definition's
     terms are multiplied out with the other factors, so every index keeps its count
     (a definition `a_{i,g} = s_i t_i + u_i` used in `c_i a_{i,g}` gives
@@ -56,24 +83,24 @@ def substitute(node: Expr, definitions, fixed, fresh, own: str, bodies: dict | N
     bodies = {} if bodies is None else bodies
 
     def again(child: Expr, inner=fixed) -> Expr:
-        return substitute(child, definitions, inner, fresh, own, bodies, limited)
+        return substitute(child, definitions, inner, fresh, own, bodies, limit)
 
     def named(t: Expr) -> bool:
         return isinstance(t, Tensor) and bool(t.derivs) and t.key in definitions and t.key != own
 
     if named(node):
-        return definition_of(node, definitions, fresh, bodies, limited) if set(node.all_indices) <= fixed else node
+        return definition_of(node, definitions, fresh, bodies, limit) if set(node.all_indices) <= fixed else node
     if isinstance(node, Product):
         choices = []
         for factor in leaf_factors(node):
             if named(factor):
-                body = definition_of(factor, definitions, fresh, bodies, limited)
+                body = definition_of(factor, definitions, fresh, bodies, limit)
                 parts = body.terms if isinstance(body, Sum) else (body,)
                 choices.append([(part, set(factor.all_indices)) for part in parts])
             else:
                 choices.append([(again(factor), set())])
         count = math.prod(len(c) for c in choices)
-        if limited and count > INLINE_LIMIT:
+        if limit is not None and count > limit:
             raise _too_large(f"{count:,} terms in one product")
         terms = [_summed_product(choice, fixed) for choice in itertools.product(*choices)]
         return terms[0] if len(terms) == 1 else Sum(tuple(terms))
@@ -93,15 +120,15 @@ def _summed_product(choice, fixed) -> Expr:
     return Reduce("sum", lone, product, implicit=True) if lone else product
 
 
-def definition_of(ref: Tensor, definitions, fresh, bodies: dict, limited: bool = True) -> Expr:
+def definition_of(ref: Tensor, definitions, fresh, bodies: dict, limit: int | None = None) -> Expr:
     """The definition of `ref`: every letter it binds renamed to a fresh one (it comes
     from another equation, where a letter may have another size, and each use gets its
     own), its own indices renamed to the ones `ref` uses."""
     eq = definitions[ref.key]
     inner_fixed = frozenset(eq.lhs.all_indices)
     if ref.key not in bodies:  # a body past the limit is refused before its every use is renamed
-        body = substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies, limited)
-        bodies[ref.key] = within_limit(body) if limited else body
+        body = substitute(eq.rhs, definitions, inner_fixed, fresh, ref.key, bodies, limit)
+        bodies[ref.key] = _within(body, limit) if limit is not None else body
     body = bodies[ref.key]
     parts = body.terms if isinstance(body, Sum) else (body,)
     renamed = []

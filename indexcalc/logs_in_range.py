@@ -58,7 +58,7 @@ def through_named_sums(equations: list[Equation]) -> list[Equation]:
     fresh = fresh_letters(set().union(*(letters_in(eq) for eq in bound)))
 
     def definition(ref: Tensor) -> Expr:
-        return definition_of(ref, named, fresh, {}, limited=False)
+        return definition_of(ref, named, fresh, {})
 
     def read(eq: Equation, written: Equation) -> Equation:
         rhs = read_through(eq.rhs, frozenset(eq.lhs.all_indices), named, definition)

@@ -171,8 +171,8 @@ class _Runner:
 
     def excuse_too_large(self, route: str) -> None:
         """Forgive `route` an InlineTooLargeError: inlining a chain of derivative lines
-        multiplies their terms, and past inline.INLINE_LIMIT nodes it refuses, in a second or
-        so, what would take minutes to build and simplify; the chain form's routes give
+        multiplies their terms, and past inline.INLINE_LIMIT nodes it refuses, most often before
+        the work, what would take minutes to build and simplify; the chain form's routes give
         the numbers (a soak of chained MAML steps timed out here before the limit)."""
         from indexcalc.errors import InlineTooLargeError
 
