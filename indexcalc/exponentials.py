@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from .expr import Call, Compare, Equation, Expr, Mask, Number, Power, Product, Reduce, Sum, Tensor, leaf_factors
 from .indices import free_indices, map_scoped
+from .scope import explicit
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,12 @@ def _exponential(node: Expr) -> Exponential | None:
 
 
 def named_exponentials(equations: list[Equation]) -> dict[str, Equation]:
-    """The lines whose right-hand side is a sum of exponentials (or one exp), by name."""
-    return {eq.lhs.key: eq for eq in equations if not eq.lhs.derivs and (
+    """The lines whose right-hand side is a sum of exponentials (or one exp), by name,
+    with their sums written out (scope.explicit). A use read through its definition gets
+    every letter the definition binds renamed (inline.definition_of), and a sum left to
+    the convention inside an exp (`Z_n = exp(x_nj b_j)`) is bound by no node: set under a
+    use that sums j (`sum_j(log(Z_n) c_jn)`), its j was the use's."""
+    return {eq.lhs.key: explicit(eq) for eq in equations if not eq.lhs.derivs and (
         is_exp(eq.rhs) or exponential_terms(eq.rhs, frozenset(eq.lhs.all_indices)) is not None)}
 
 

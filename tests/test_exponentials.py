@@ -312,3 +312,35 @@ def test_a_named_exponential_read_through_in_a_sum_by_the_convention_keeps_its_l
     case = RouteCase(f"{definition}\n{use}", "x", "x_ab",
                      {"x": ((size, size), "tensor"), "a": ((size,), "tensor"), "c": ((size,), "tensor")}, seed, True)
     assert_routes_agree(case, timeout=60)
+
+
+# each sums j by the convention inside an exp, where no node binds it
+INNER_SUM_DEFINITIONS = ["Z_n = exp(x_nj b_j)", "Z_n = sum_k(exp(W_kj x_nj))", "Z_n = 1 + exp(x_nj b_j)",
+                         "Z_n = exp(tanh(x_nj b_j))", "Z_n = exp(x_nj b_j) + exp(W_nj b_j)"]
+# each binds a j of its own around the use: a sum, the convention, a second sum of j
+J_BINDING_USES = ["L = sum_j(log(Z_n) c_jn)", "L = sum_j((Z_n)^2 c_jn)", "L = sum_n(log(Z_n) b_j c_jn)",
+                  "L = sum_n((Z_n)^-1 b_j c_jn)", "L = sum_n(log(Z_n)) b_j b_j", "L = sum_nj(exp(x_nj) / Z_n)",
+                  "L = sum_n(log(Z_n) (Z_n)^2) + x_nj c_jn"]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(INNER_SUM_DEFINITIONS), st.sampled_from(J_BINDING_USES), st.sampled_from(["x", "b"]),
+       st.integers(0, 2**16))
+def test_a_named_exponential_read_through_renames_the_sums_its_exp_leaves_to_the_convention(
+        definition, use, by, seed):
+    """The soak's flag on seed 13400 (4,500 programs in), silently wrong: `y_μm =
+    exp(W2_mpuμ W3_μm W1_mpvvu)`, then `L = mean_μm(log(1 + y_μm^2))`. A use of a named
+    sum of exponentials under a power or a log is read through its definition, whose bound
+    letters are renamed apart; a sum the definition left to the convention inside its exp
+    was bound by no node and kept its letter, which the use's own sum then bound:
+    `sum_j(log(Z_n) c_jn)` with `Z_n = exp(x_nj b_j)` evaluated to 0.50 where it is 0.135
+    (compile, whose lines have their sums written out, gave 0.135), and diff's
+    derivatives were wrong the same way. Now the definitions are read with their sums
+    written out (exponentials.named_exponentials). Each use of each definition, by each
+    array, on every route."""
+    from routes import assert_routes_agree
+    from strategies import RouteCase
+
+    shapes = {"x": ((2, 3), "tensor"), "b": ((3,), "tensor"), "c": ((3, 2), "tensor"), "W": ((2, 3), "tensor")}
+    case = RouteCase(f"{definition}\n{use}", by, by + "_" + "ab"[: len(shapes[by][0])], shapes, seed, True)
+    assert_routes_agree(case, timeout=60)

@@ -19,8 +19,8 @@ import indexcalc
 PACKAGE = Path(indexcalc.__file__).parent
 
 LAYERS = [
-    "errors", "tokens", "expr", "functions", "shifts", "indices", "exponentials", "relabel", "matrices", "scope", "printing",
-    "program", "notation", "wellformed", "simplify", "wrt", "inline", "diff", "logs_in_range", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
+    "errors", "tokens", "expr", "functions", "shifts", "indices", "relabel", "matrices", "scope", "printing",
+    "program", "notation", "wellformed", "simplify", "exponentials", "wrt", "inline", "diff", "logs_in_range", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
 ]
 
 

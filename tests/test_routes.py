@@ -151,6 +151,19 @@ def test_a_named_kernel_under_a_power_in_a_summed_product_is_valid_on_every_rout
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
+def test_a_named_exponential_read_through_keeps_its_own_sums_on_every_route():
+    """The soak's flag on seed 13400, 4,500 programs into a count on unchanged route code,
+    silently wrong: reading `y_μm^2` through y's definition left the sums over p, u, v
+    that the convention makes inside its exp on their letters, and the derivative's own
+    sums over p, u, v (from `δ_(mpvvu)(abcde)`) bound them: evaluate(diff), the loops
+    and the Hessians were off by 0.01 to 0.05. The family is tests/test_exponentials.py's
+    named exponentials whose exp leaves a sum to the convention."""
+    case = RouteCase("y_μm = exp(tanh(log(1 + ((W2_mpuμ W3_μm W1_mpvvu))^2)))\nL = mean_μm(log(1 + y_μm^2))",
+                     "W1_abcde", "W1_αβγζη", {"W1": ((3, 2, 1, 1, 3), "tensor"), "W2": ((3, 2, 3, 1), "tensor"),
+                                              "W3": ((1, 3), "tensor")}, 1274, True)
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
+
 def test_a_hessian_through_det_keeps_the_delta_on_the_inverses_pair_on_every_route():
     """The soak's three flags on seed 11000: the Hessian of det(jac jac + 0.5 δ) by T0
     held `sum_o(inv_oa(...) δ_ao)`, and compile's simplify eliminated the δ into
