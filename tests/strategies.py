@@ -996,7 +996,12 @@ class RouteGenerator(ProgramGenerator):
 
     def block_rbf(self):
         """An RBF layer: `exp(-sum_d((x_nd - c_kd)^2))` weighted by a_k, the sum over the
-        centres k as a product or written out with `sum_k`."""
+        centres k as a product or written out with `sum_k`; or now and then a kernel whose
+        exp sums d by the convention (`r_nk = exp(-x_nd c_kd)`), read under a log and a
+        power inside a sum over d of its own (the soak's silent flag on seed 13400)."""
+        if self.chance(5):
+            self.kernel_read_through()
+            return
         d, k = self.letters(2)
         n = [self.fresh({d, k})] if self.chance(7) else []
         x, order = self.operand(n + [d], reuse=6)
@@ -1017,6 +1022,19 @@ class RouteGenerator(ProgramGenerator):
             self.define("y", n, f"sum_{k}({a}_{k} exp(-{width}sum_{d}({square})))")
         else:
             self.define("y", n, f"{kernel} {a}_{k}")
+
+    def kernel_read_through(self):
+        d, k = self.letters(2)
+        n = [self.fresh({d, k})] if self.chance(3) else []
+        x, order = self.operand(n + [d], reuse=6)
+        c, a = self.new_input([k, d]), self.new_input([k])
+        width = self.pick(("", "0.5 "))
+        self.tags["rbf (convention in exp)"] += 1
+        r = self.define("r", n + [k], f"exp(-{width}{self.ref(x, order)} {c}_{k}{d})")
+        self.used.add(r)
+        kernel = self.ref(r, n + [k])
+        self.prefer = [self.pick((c, a))]
+        self.define("y", n, f"sum_{d}(log({kernel}) {c}_{k}{d}) + ({kernel})^2 {a}_{k}")
 
     DELTA_FORMS = {
         # name: (left-hand letters, right-hand side, inputs and their letters, letters as long as i)
