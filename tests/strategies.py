@@ -1027,12 +1027,13 @@ class RouteGenerator(ProgramGenerator):
         d, k = self.letters(2)
         n = [self.fresh({d, k})] if self.chance(3) else []
         x, order = self.operand(n + [d], reuse=6)
-        c, a = self.new_input([k, d]), self.new_input([k])
+        c = self.new_input([k, d])
         width = self.pick(("", "0.5 "))
         self.tags["rbf (convention in exp)"] += 1
         r = self.define("r", n + [k], f"exp(-{width}{self.ref(x, order)} {c}_{k}{d})")
-        self.used.add(r)
+        self.used |= {r, c}
         kernel = self.ref(r, n + [k])
+        a = self.new_input([k])  # after r's line: what r depends on is what was used before it
         self.prefer = [self.pick((c, a))]
         self.define("y", n, f"sum_{d}(log({kernel}) {c}_{k}{d}) + ({kernel})^2 {a}_{k}")
 
