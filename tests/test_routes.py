@@ -164,6 +164,20 @@ def test_a_named_exponential_read_through_keeps_its_own_sums_on_every_route():
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
+def test_a_line_that_cancels_the_way_to_a_differentiated_name_is_kept_on_every_route():
+    """The soak's flag on seed 13700, 3,500 programs into a count on unchanged route code:
+    simplify cancelled `2^-1 r_n - 2^-1 r_n` in y's line, and with r went W1, which the
+    update rule below differentiates loss by; simplify kept a line as written only where
+    the name was written on the line itself, so evaluate(simplify) refused the program
+    ("loss does not depend on W1"). The family is tests/test_diff.py's cancelled wrt names."""
+    case = RouteCase("r_n = [W1_n == max_μ(W1_μ)] W1_n\n"
+                     "y_n = 2^-1 r_n - 2^-1 r_n - (-2)^W4 (W3_qj * W2_mqn * delta_mj)\n"
+                     "loss = mean_k1(log(1 + y_k1^2))\nW1_new_μ = W1_μ - W5 loss_{,(μ)}[W1]\nL = W1_new_μ W1_new_μ",
+                     "W1", "W1_α", {"W1": ((2,), "tensor"), "W2": ((2, 3, 2), "tensor"), "W3": ((3, 2), "tensor"),
+                                    "W4": ((), "exponent"), "W5": ((), "positive")}, 1476, True)
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
+
+
 def test_a_hessian_through_det_keeps_the_delta_on_the_inverses_pair_on_every_route():
     """The soak's three flags on seed 11000: the Hessian of det(jac jac + 0.5 δ) by T0
     held `sum_o(inv_oa(...) δ_ao)`, and compile's simplify eliminated the δ into

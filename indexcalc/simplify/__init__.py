@@ -55,7 +55,12 @@ def simplify_tree(node: Expr) -> Expr:
     if isinstance(node, Program):
         check_program(node.equations)
         by = _differentiated_by(node.equations)
-        return Program(tuple(_keeping_what_is_differentiated(eq, simplify_tree(eq), by) for eq in node.equations))
+        reached: dict[str, frozenset[str]] = {}  # by line: the names of `by` it reads, through earlier lines too
+        lines = []
+        for eq in node.equations:
+            lines.append(_keeping_what_is_differentiated(eq, simplify_tree(eq), by, reached))
+            reached[eq.lhs.key] = _reached(eq, by, reached)
+        return Program(tuple(lines))
     if isinstance(node, Equation):
         check_equation(node)  # what no route would evaluate is not rewritten either
     keep = letters_in(node)
@@ -103,16 +108,25 @@ def _differentiated_by(equations) -> frozenset[str]:
     return frozenset(d.wrt for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor) for d in t.derivs)
 
 
-def _keeping_what_is_differentiated(written: Equation, simplified: Equation, by: frozenset[str]) -> Equation:
-    """The simplified line, unless it no longer writes a name that a derivative line of the
-    program differentiates by (`(2 - T3_ni + T3_ni)` with `loss_{,(su)}[T3]` below): a
+def _keeping_what_is_differentiated(written: Equation, simplified: Equation, by: frozenset[str],
+                                    reached: dict[str, frozenset[str]]) -> Equation:
+    """The simplified line, unless it no longer reads a name that a derivative line of the
+    program differentiates by, directly or through an earlier line (`(2 - T3_ni + T3_ni)`,
+    or `0.5 r_n - 0.5 r_n` with `r_n = ... W1_n`, and `loss_{,(su)}[T3]` below): a
     derivative by a name written on the way and cancelled there is zero, by one written
     nowhere a typo (DESIGN), and diff tells them apart by the text. The line is then kept
-    as written."""
-    def names(eq: Equation) -> set[str]:
-        return {t.name for t in eq.rhs.walk() if isinstance(t, Tensor) and t.name in by}
+    as written (the earlier lines, kept by the same rule, still read what they did)."""
+    return simplified if _reached(written, by, reached) <= _reached(simplified, by, reached) else written
 
-    return simplified if names(written) <= names(simplified) else written
+
+def _reached(eq: Equation, by: frozenset[str], reached: dict[str, frozenset[str]]) -> frozenset[str]:
+    """The names of `by` that `eq` reads: written on its right side, or read by the earlier
+    lines it reads (`reached`)."""
+    names: set[str] = set()
+    for t in eq.rhs.walk():
+        if isinstance(t, Tensor):
+            names |= ({t.name} & by) | reached.get(t.key, frozenset())
+    return frozenset(names)
 
 
 def _in_order(node: Expr) -> Expr:
