@@ -34,7 +34,7 @@ from .emit import emit
 from .exponentials import SCALE
 from .logs_in_range import lines_in_range, logs_in_range, through_named_sums
 from .plan import Lowering, canonical_key
-from .program import check_program, needed_lines, numeric_array, sized_by, still_needed
+from .program import check_program, needed_lines, numeric_array, sized_by
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify_tree
