@@ -7,7 +7,10 @@ runs all N programs and writes every failing one to --out (the program, what it 
 differentiated by, how to remake its arrays, which routes disagreed and by how much, or
 the traceback), then a summary of the failure classes, the constructs drawn and the time
 by route (kept in OUT.summary while the run goes on). It uses the same generator
-(tests/strategies.py) and the same comparison (tests/routes.py) as tests/test_routes.py.
+(tests/strategies.py) and the same comparison (tests/routes.py) as tests/test_routes.py, and
+by default (`--programs all`) the families of tests/families.py beside it (masks, max and
+min, convolutions, named indices: about one program in three), which their own test
+modules run in CI.
 
 The programs come from Hypothesis, driven in chunks of --chunk examples with seeds derived
 from --seed, so a run is reproducible and its memory stays bounded. The last line reads
@@ -34,7 +37,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's indexcalc, no
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from routes import Problem, check  # noqa: E402
+from families import soak_cases  # noqa: E402
 from strategies import route_cases  # noqa: E402
+
+DRAWS = {"all": soak_cases, "main": route_cases}  # --programs: the families too, or the main generator alone
 
 
 SLOW = 5.0  # seconds: a route slower than this on a program this small is reported (not failed)
@@ -43,14 +49,14 @@ SLOW = 5.0  # seconds: a route slower than this on a program this small is repor
 def run_chunk(task):
     """Run one chunk of programs; return how many ran, the failures (as text, with their
     problem signatures and kinds) and the constructs drawn."""
-    chunk, size, base_seed, timeout = task
+    chunk, size, base_seed, timeout, programs = task
     results = {"count": 0, "failures": [], "slow": [], "tags": collections.Counter(), "seconds": collections.Counter()}
     warnings.simplefilter("ignore")
 
     @seed(base_seed * 1_000_003 + chunk)
     @settings(max_examples=size, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(route_cases())
+    @given(DRAWS[programs]())
     def one(case):
         results["count"] += 1
         results["tags"].update(case.tags)
@@ -163,10 +169,12 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk", type=int, default=200, help="programs per Hypothesis run")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one route may take")
     parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines")
+    parser.add_argument("--programs", choices=sorted(DRAWS), default="all",
+                        help="all: the main generator and the families of tests/families.py; main: the main generator alone")
     args = parser.parse_args(argv)
 
     chunks = -(-args.count // args.chunk)
-    tasks = [(k, min(args.chunk, args.count - k * args.chunk), args.seed, args.timeout) for k in range(chunks)]
+    tasks = [(k, min(args.chunk, args.count - k * args.chunk), args.seed, args.timeout, args.programs) for k in range(chunks)]
     count = failed = disagreements = crashes = 0
     classes: collections.Counter = collections.Counter()
     tags: collections.Counter = collections.Counter()
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
     modules: set[str] = set()
     import indexcalc
 
-    print(f"soak of {Path(indexcalc.__file__).parent} at {_commit()}: {args.count} programs, seed {args.seed}", flush=True)
+    print(f"soak of {Path(indexcalc.__file__).parent} at {_commit()}: {args.count} programs, seed {args.seed}, programs {args.programs}", flush=True)
     start = last = time.time()
     # one job runs in this process: no fork (a process that has loaded JAX must not fork)
     with open(args.out, "w") as out, (multiprocessing.Pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext()) as pool:

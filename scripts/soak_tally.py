@@ -14,7 +14,8 @@ A session's machine is not kept: the logs of its runs are committed to `scripts/
 before it ends, or the count they hold is lost with it.
 
 A seed run twice on one fingerprint drew the same programs: it counts once (its larger
-count), and the tally says so.
+count), and the tally says so. The same seed with another `--programs` drew others
+(`14100+all`: the main generator and the families).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-HEADER = re.compile(r"soak of .* at (?P<commit>\S+) .*: (?P<asked>\d+) programs, seed (?P<seed>\d+)")
+HEADER = re.compile(r"soak of .* at (?P<commit>\S+) .*: (?P<asked>\d+) programs, seed (?P<seed>\d+)(?:, programs (?P<kind>\w+))?")
 KEPT = Path(__file__).resolve().parent / "soak_runs"
 PROGRESS = re.compile(r"\s*(?:soak: )?(?P<done>\d+) programs, (?P<disagree>\d+) disagreements?, (?P<raised>\d+) unexpected "
                       r"exceptions?, .*route modules (?P<fingerprint>[0-9a-f]+)")
@@ -36,6 +37,7 @@ class Run:
 
     log: str
     seed: int
+    kind: str  # what it drew (soak.py --programs): "main" for the logs that predate the option
     commit: str
     fingerprint: str
     programs: int
@@ -45,27 +47,28 @@ class Run:
 
 def read_run(path: Path) -> Run | None:
     """The run a log records, or None for a log with no progress line yet."""
-    seed, commit, last = None, "?", None
+    seed, kind, commit, last = None, "main", "?", None
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         header = HEADER.match(line)
         if header:
-            seed, commit = int(header["seed"]), header["commit"]
+            seed, kind, commit = int(header["seed"]), header["kind"] or "main", header["commit"]
         progress = PROGRESS.match(line)
         if progress:
             last = progress
     if seed is None or last is None:
         return None
-    return Run(path.name, seed, commit, last["fingerprint"], int(last["done"]), int(last["disagree"]),
+    return Run(path.name, seed, kind, commit, last["fingerprint"], int(last["done"]), int(last["disagree"]),
                int(last["raised"]))
 
 
 def tally(runs: list[Run]) -> dict[str, list[Run]]:
-    """The runs by fingerprint, one per seed (the one that went furthest)."""
-    by_fingerprint: dict[str, dict[int, Run]] = {}
+    """The runs by fingerprint, one per seed and draw (the one that went furthest)."""
+    by_fingerprint: dict[str, dict[tuple[int, str], Run]] = {}
     for run in runs:
         seeds = by_fingerprint.setdefault(run.fingerprint, {})
-        if run.seed not in seeds or run.programs > seeds[run.seed].programs:
-            seeds[run.seed] = run
+        key = (run.seed, run.kind)
+        if key not in seeds or run.programs > seeds[key].programs:
+            seeds[key] = run
     return {fingerprint: sorted(seeds.values(), key=lambda r: r.seed) for fingerprint, seeds in by_fingerprint.items()}
 
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     repeated = len(runs) - sum(len(seeds) for seeds in counted.values())
     print(f"{'route modules':<14} {'seeds (programs each)':<60} {'programs':>9} {'disagree':>9} {'raised':>7}")
     for fingerprint, seeds in sorted(counted.items(), key=lambda item: min(r.seed for r in item[1])):
-        each = ", ".join(f"{r.seed} ({r.programs:,})" for r in seeds)
+        each = ", ".join(f"{r.seed}{'' if r.kind == 'main' else '+' + r.kind} ({r.programs:,})" for r in seeds)
         total = sum(r.programs for r in seeds)
         wrong = sum(r.disagreements for r in seeds)
         raised = sum(r.exceptions for r in seeds)

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 import indexcalc as ic
 from indexcalc import functions
 from indexcalc.expr import Compare, Delta, Equation, Mask, Number, Product, Tensor
+from families import bracket_programs
 from routes import assert_routes_agree, finite_difference
-from strategies import RouteCase, sample
+from strategies import sample
 
 ROUTES = sample(20, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
 VALUES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -233,39 +234,6 @@ def test_masks_never_collect_with_numbers():
 
 
 # ---------------------------------------------------------------- every route, on generated programs
-
-ATTENTION = """q_se = x_sd Wq_de
-k_ue = x_ud Wk_de
-S_su = q_se k_ue
-A_su = [u {op} s] exp(S_su) / sum_v([v {op} s] exp(S_sv))
-o_sd = A_su x_ud
-L = sum_sd(o_sd t_sd)"""
-
-
-@st.composite
-def bracket_programs(draw):
-    """Programs with masks and comparisons: causal self-attention (one line and by named
-    lines), a masked matmul with an offset, a mask as a term beside a penalty, a masked
-    max, a mask on one index, ReLU written as a comparison, a comparison with a reduction."""
-    n, d, e = (draw(st.integers(1, 3)) for _ in range(3))
-    op = draw(st.sampled_from(["<=", ">=", "=="]))
-    strict = draw(st.sampled_from(["<", ">", "!="]))
-    offset = draw(st.sampled_from(["", " + 1", " - 1"]))
-    templates = [
-        (ATTENTION.format(op=op), {"x": (n, d), "Wq": (d, e), "Wk": (d, e), "t": (n, d)}, "Wq_gh", "Wk_pq"),
-        (f"y_i = [j {op} i{offset}] w_ij x_j\nL = sum_i(y_i y_i)", {"w": (n, n), "x": (n,)}, "w_gh", "x_p"),
-        (f"y_i = [j {strict} i{offset}] w_ij x_j", {"w": (n, d), "x": (d,)}, "x_g", None),
-        (f"m_i = max_j([j {op} i] s_ij - 3 [j {strict} i])\nL = sum_i(m_i)", {"s": (n, n)}, "s_gh", None),
-        (f"L = sum_i([i >= 1] x_i x_i + [i {strict} 1] x_i)", {"x": (n,)}, "x_g", "x_p"),
-        ("y_i = [x_i > 0] x_i\nL = sum_i(y_i u_i)", {"x": (n,), "u": (n,)}, "x_g", "u_p"),
-        (f"L = sum_i([x_i {strict} mean_j(x_j)] x_i x_i)", {"x": (n,)}, "x_g", "x_p"),
-        (f"y_ij = [j {op} i] tanh(w_ij) + [i {strict} j] w_ji", {"w": (n, n)}, "w_gh", None),
-    ]
-    text, shapes, wrt, wrt2 = draw(st.sampled_from(templates))
-    scalar = text.splitlines()[-1].startswith("L =")
-    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
-    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), scalar, ("brackets",))
-
 
 @ROUTES
 @given(bracket_programs())

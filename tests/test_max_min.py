@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 import indexcalc as ic
 from indexcalc.expr import Compare, Equation, Reduce, Tensor
+from families import max_programs
 from routes import assert_routes_agree
-from strategies import RouteCase, sample
+from strategies import sample
 
 ROUTES = sample(15, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
 VALUES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -134,31 +135,6 @@ def test_the_second_derivative_of_a_max_is_that_of_its_maximum():
 
 
 # ---------------------------------------------------------------- every route, on generated programs
-
-
-@st.composite
-def max_programs(draw):
-    """A program with a max or min: pooling, a hinge with the outer letter free inside,
-    the shift by the maximum, a two-letter max, a max inside a function and of a
-    function, nested max and min, and the margin loss of a linear layer."""
-    op, other = draw(st.permutations(["max", "min"]))
-    n, c, j = (draw(st.integers(1, 3)) for _ in range(3))
-    templates = [
-        (f"m_n = {op}_c(T_nc)\nL = sum_n(m_n a_n)", {"T": (n, c), "a": (n,)}, "T_gh", "a_p"),
-        (f"L = mean_n({op}_c(1 + z_nc - z_nk y_nk))", {"z": (n, c), "y": (n, c)}, "z_gh", None),
-        (f"y_nc = T_nc - {op}_k(T_nk)\nL = sum_nc(y_nc y_nc)", {"T": (n, c)}, "T_gh", "T_pq"),
-        (f"L = {op}_ij(T_ij u_i)", {"T": (n, c), "u": (n,)}, "u_g", "T_pq"),
-        (f"L = log(1 + exp({op}_j(tanh(u_j))))", {"u": (j,)}, "u_g", "u_p"),
-        (f"m_i = {op}_j(W_ij + {other}_k(V_jk x_k))\nL = sum_i(m_i m_i)", {"W": (n, j), "V": (j, c), "x": (c,)},
-         "x_g", "V_pq"),
-        (f"z_nc = W_cj x_nj\nL = mean_n({op}_c(1 + z_nc - z_nk y_nk))",
-         {"W": (c, j), "x": (n, j), "y": (n, c)}, "W_gh", "x_pq"),
-        (f"y_i = {op}_j(W_ij x_j)^2", {"W": (n, c), "x": (c,)}, "W_gh", "x_p"),
-    ]
-    text, shapes, wrt, wrt2 = draw(st.sampled_from(templates))
-    scalar = text.splitlines()[-1].startswith("L =")
-    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
-    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), scalar, (op,))
 
 
 @ROUTES

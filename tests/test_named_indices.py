@@ -10,7 +10,6 @@ written with letters.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import numpy as np
@@ -20,10 +19,12 @@ from hypothesis import strategies as st
 
 import indexcalc as ic
 from carets import assert_parse_refuses
-from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Shift, Tensor, with_children
+from indexcalc.expr import Equation, Reduce, Tensor
 from indexcalc.indices import index_names
 from indexcalc.tokens import is_index_name, is_letter_index
-from strategies import expressions, route_cases
+from families import letters_of, named_route_cases, namings, renamed
+from routes import assert_routes_agree
+from strategies import expressions, route_cases, sample
 
 
 def derivative_or_none(source, wrt):
@@ -36,66 +37,8 @@ def derivative_or_none(source, wrt):
             return None
         raise
 
-NAMES = ("batch", "out", "in", "hid", "dm", "seq", "ch", "μν", "ij", "gh", "k1x")
-
-
 def parse(text: str):
     return ic.parse(text, check=False)
-
-
-def renamed(node, mapping: dict[str, str]):
-    """`node` with every index written i renamed mapping.get(i, i), wherever it stands."""
-    def one(i):
-        return mapping.get(i, i)
-
-    def many(indices):
-        return tuple(one(i) for i in indices)
-
-    if isinstance(node, Tensor):
-        derivs = tuple(Deriv(many(d.indices), d.wrt) for d in node.derivs)
-        return Tensor(node.name, many(node.indices), derivs)
-    if isinstance(node, Delta):
-        return Delta(many(node.left), many(node.right))
-    if isinstance(node, Mask):
-        return dataclasses.replace(node, left=one(node.left), right=None if node.right is None else one(node.right))
-    if isinstance(node, Shift):  # x_{nd(i+k)}'s δ_{p(i+k)}
-        return Shift(one(node.index), tuple((c, one(i)) for c, i in node.terms), node.offset)
-    kids = tuple(renamed(k, mapping) for k in node.children())
-    if isinstance(node, Call):
-        return Call(node.func, kids[0], None if node.relabel is None else one(node.relabel))
-    if isinstance(node, MatrixCall):
-        return MatrixCall(node.func, kids[0], many(node.relabel))
-    if isinstance(node, Reduce):
-        return Reduce(node.op, many(node.indices), kids[0])
-    if isinstance(node, Equation):
-        return Equation(kids[0], kids[1])
-    if isinstance(node, Program):
-        return Program(kids)
-    return with_children(node, kids) if kids else node
-
-
-def letters_of(node) -> list[str]:
-    """Every index written in `node`, in order of first appearance."""
-    found: dict[str, None] = {}
-    for sub in node.walk():
-        if isinstance(sub, (Tensor, Delta, Mask, Shift)):
-            found.update(dict.fromkeys(sub.all_indices))
-        elif isinstance(sub, Reduce):
-            found.update(dict.fromkeys(sub.indices))
-        elif isinstance(sub, Call) and sub.relabel:
-            found[sub.relabel] = None
-        elif isinstance(sub, MatrixCall):
-            found.update(dict.fromkeys(sub.relabel))
-    return list(found)
-
-
-@st.composite
-def namings(draw, letters: list[str], every: bool = False) -> dict[str, str]:
-    """Some (or every) letter of a text renamed to a distinct name."""
-    chosen = letters if every else [i for i in letters if draw(st.booleans())]
-    names = draw(st.lists(st.sampled_from(NAMES), min_size=len(chosen), max_size=len(chosen), unique=True)) \
-        if len(chosen) <= len(NAMES) else [f"n{i}x" for i in range(len(chosen))]
-    return dict(zip(chosen, names))
 
 
 # ---------------------------------------------------------------- reading
@@ -332,6 +275,15 @@ def test_names_mean_what_letters_mean_on_every_route(case, data):
     reread = ic.parse(str(ic.simplify(ic.diff(named, case.wrt))))
     np.testing.assert_allclose(ic.evaluate(reread, arrays), ic.evaluate(by_letters, arrays), rtol=1e-8, atol=1e-10)
 
+
+
+@sample(6, derandomize=True, database=None)
+@given(named_route_cases())
+def test_a_named_program_gives_the_same_numbers_on_every_route(case):
+    """The route property on programs written with names: every route of tests/routes.py,
+    compile, the loops, inlining and the Hessian among them, not only the ones above. The
+    soak draws this family too (tests/families.py)."""
+    assert_routes_agree(case, timeout=60)
 
 
 def test_a_named_layer_evaluates_compiles_and_loops_like_its_letters():

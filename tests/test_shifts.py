@@ -20,8 +20,8 @@ from indexcalc.expr import Equation, Product, Shift, Tensor
 from indexcalc.indices import free_indices, infer_sizes, summed_indices
 from indexcalc.shifts import inferred_size, shift_array
 from carets import assert_parse_refuses
+from families import conv_programs
 from routes import check, finite_difference
-from strategies import RouteCase
 
 ROUTES = settings(max_examples=8, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
@@ -281,38 +281,6 @@ def test_a_wrt_with_a_shifted_index_is_refused():
 
 
 # ---------------------------------------------------------------- every route
-
-
-@st.composite
-def conv_programs(draw):
-    """A convolution layer on every route: 1-D with a stride and an offset (padding where
-    the bias sizes i as x), 2-D, a pooling window over a convolution, and a transposed
-    convolution written as a shifted index."""
-    n, c, d = (draw(st.integers(1, 2)) for _ in range(3))
-    w = draw(st.integers(1, 3))
-    t = w + draw(st.integers(0, 3))
-    stride, offset = draw(st.integers(1, 2)), draw(st.sampled_from(["", "-1", "+1"]))
-    form = f"{stride}i+k{offset}".replace("1i", "i")
-    out = (t - 1 - (w - 1) - int(offset or 0)) // stride + 1
-    templates = [
-        (f"h_nci = tanh(K_cdk x_{{nd({form})}} + b_c)\nL = sum_nci(h_nci a_nci)",
-         {"K": (c, d, w), "x": (n, d, t), "b": (c,), "a": (n, c, max(out, 1))}, "x_efg", "K_αβγ", out >= 1),
-        ("h_nci = tanh(K_cdk x_{nd(i+k-1)} + b_ci)\nL = sum_nci(h_nci h_nci)",
-         {"K": (c, d, w), "x": (n, d, t), "b": (c, t)}, "K_efg", "x_αβγ", True),
-        ("h_ncij = K_cdkl x_{n d (i+k) (j+l)}\nL = sum_ncij(sigma(h_ncij) a_ncij)",
-         {"K": (c, d, w, 2), "x": (n, d, t, 3), "a": (n, c, t - w + 1, 2)}, "x_efgh", "K_αβγζ", True),
-        # the pooling window's k runs as far as a's i leaves room for (2 or 3 here)
-        ("h_nci = K_cdk x_{nd(i+k)}\nL = sum_nci(max_k(h_{nc(2i+k)}) a_nci)",
-         {"K": (c, d, w), "x": (n, d, t + 2), "a": (n, c, (t - w + 1) // 2 + 1)}, "x_efg", "K_αβγ", True),
-        # the transposed convolution, e sized by the bias ("full": every e that some i reaches)
-        ("y_de = K_{cd(e-i)} g_ci + b_de\nL = sum_de(y_de y_de)",
-         {"K": (c, d, w), "g": (c, t), "b": (d, t + w - 1)}, "g_uv", "K_αβγ", True),
-    ]
-    text, shapes, wrt, wrt2, valid = draw(st.sampled_from(templates))
-    if not valid:
-        text, shapes, wrt, wrt2, _ = templates[1]
-    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
-    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("conv",))
 
 
 @ROUTES

@@ -24,22 +24,24 @@ def test_a_short_soak_counts_its_programs_and_writes_its_summary(tmp_path, capsy
 
 def test_the_tally_adds_the_seeds_of_one_fingerprint_and_counts_a_repeated_seed_once(tmp_path, capsys,
                                                                                      monkeypatch):
-    """scripts/soak_tally.py on a real run's log (its last line) and on two made ones."""
+    """scripts/soak_tally.py on a real run's log (its last line) and on made ones: a seed
+    counts once per draw (`--programs`), a log older than the option drew the main generator."""
     monkeypatch.syspath_prepend(str(SCRIPTS))
     importlib.import_module("soak").main(["--count", "2", "--chunk", "2", "--jobs", "1", "--every", "0",
                                           "--seed", "7", "--out", str(tmp_path / "f.txt")])
     real = tmp_path / "seed7.log"
     real.write_text(capsys.readouterr().out)
     fingerprint = real.read_text().split("route modules ")[-1].split()[0]
-    for name, seed, counts in (("a.log", 8, (50, 100)), ("b.log", 8, (60,)), ("c.log", 9, (40,))):
-        lines = [f"soak of /x/indexcalc at abc1234 (indexcalc/ tree e7f): 100000 programs, seed {seed}"]
+    for name, seed, counts, draw in (("a.log", 8, (50, 100), ""), ("b.log", 8, (60,), ""), ("c.log", 9, (40,), ""),
+                                     ("d.log", 8, (30,), ", programs all")):
+        lines = [f"soak of /x/indexcalc at abc1234 (indexcalc/ tree e7f): 100000 programs, seed {seed}{draw}"]
         lines += [f"  {n} programs, 0 disagreements, 0 unexpected exceptions, 4.0 programs/s, route modules "
                   f"{fingerprint}" for n in counts]
         (tmp_path / name).write_text("\n".join(lines) + "\n")
     assert importlib.import_module("soak_tally").main([str(p) for p in sorted(tmp_path.glob("*.log"))]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith(fingerprint))
-    assert "7 (2), 8 (100), 9 (40)" in row and row.split()[-3] == "142"
+    assert "7+all (2), 8 (100), 8+all (30), 9 (40)" in row and row.split()[-3] == "172"
     assert "1 log(s) repeat a seed" in table
 
 

@@ -1,0 +1,195 @@
+"""The route property's programs beyond the main generator (tests/strategies.py), and
+the mix the soak draws (scripts/soak.py).
+
+Each family has its test module, which runs it on every route in CI: masks and
+comparisons (tests/test_masks.py), max and min (tests/test_max_min.py), convolutions
+(tests/test_shifts.py), and the main generator's programs with their letters renamed
+to names (tests/test_named_indices.py: `y_{batch out} = W_{out in} x_{batch in}`). The
+soak draws them all (`soak_cases`), so that its count covers the families too: each is
+a few templates whose depth is in the sizes and letters drawn, which a hundred CI
+examples only sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import strategies as st
+
+import indexcalc as ic
+from indexcalc.expr import Call, Delta, Deriv, Equation, Mask, MatrixCall, Program, Reduce, Shift, Tensor, with_children
+from strategies import RouteCase, route_cases
+
+ATTENTION = """q_se = x_sd Wq_de
+k_ue = x_ud Wk_de
+S_su = q_se k_ue
+A_su = [u {op} s] exp(S_su) / sum_v([v {op} s] exp(S_sv))
+o_sd = A_su x_ud
+L = sum_sd(o_sd t_sd)"""
+
+
+@st.composite
+def bracket_programs(draw):
+    """Programs with masks and comparisons: causal self-attention (one line and by named
+    lines), a masked matmul with an offset, a mask as a term beside a penalty, a masked
+    max, a mask on one index, ReLU written as a comparison, a comparison with a reduction."""
+    n, d, e = (draw(st.integers(1, 3)) for _ in range(3))
+    op = draw(st.sampled_from(["<=", ">=", "=="]))
+    strict = draw(st.sampled_from(["<", ">", "!="]))
+    offset = draw(st.sampled_from(["", " + 1", " - 1"]))
+    templates = [
+        (ATTENTION.format(op=op), {"x": (n, d), "Wq": (d, e), "Wk": (d, e), "t": (n, d)}, "Wq_gh", "Wk_pq"),
+        (f"y_i = [j {op} i{offset}] w_ij x_j\nL = sum_i(y_i y_i)", {"w": (n, n), "x": (n,)}, "w_gh", "x_p"),
+        (f"y_i = [j {strict} i{offset}] w_ij x_j", {"w": (n, d), "x": (d,)}, "x_g", None),
+        (f"m_i = max_j([j {op} i] s_ij - 3 [j {strict} i])\nL = sum_i(m_i)", {"s": (n, n)}, "s_gh", None),
+        (f"L = sum_i([i >= 1] x_i x_i + [i {strict} 1] x_i)", {"x": (n,)}, "x_g", "x_p"),
+        ("y_i = [x_i > 0] x_i\nL = sum_i(y_i u_i)", {"x": (n,), "u": (n,)}, "x_g", "u_p"),
+        (f"L = sum_i([x_i {strict} mean_j(x_j)] x_i x_i)", {"x": (n,)}, "x_g", "x_p"),
+        (f"y_ij = [j {op} i] tanh(w_ij) + [i {strict} j] w_ji", {"w": (n, n)}, "w_gh", None),
+    ]
+    text, shapes, wrt, wrt2 = draw(st.sampled_from(templates))
+    scalar = text.splitlines()[-1].startswith("L =")
+    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
+    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), scalar, ("brackets",))
+
+@st.composite
+def max_programs(draw):
+    """A program with a max or min: pooling, a hinge with the outer letter free inside,
+    the shift by the maximum, a two-letter max, a max inside a function and of a
+    function, nested max and min, and the margin loss of a linear layer."""
+    op, other = draw(st.permutations(["max", "min"]))
+    n, c, j = (draw(st.integers(1, 3)) for _ in range(3))
+    templates = [
+        (f"m_n = {op}_c(T_nc)\nL = sum_n(m_n a_n)", {"T": (n, c), "a": (n,)}, "T_gh", "a_p"),
+        (f"L = mean_n({op}_c(1 + z_nc - z_nk y_nk))", {"z": (n, c), "y": (n, c)}, "z_gh", None),
+        (f"y_nc = T_nc - {op}_k(T_nk)\nL = sum_nc(y_nc y_nc)", {"T": (n, c)}, "T_gh", "T_pq"),
+        (f"L = {op}_ij(T_ij u_i)", {"T": (n, c), "u": (n,)}, "u_g", "T_pq"),
+        (f"L = log(1 + exp({op}_j(tanh(u_j))))", {"u": (j,)}, "u_g", "u_p"),
+        (f"m_i = {op}_j(W_ij + {other}_k(V_jk x_k))\nL = sum_i(m_i m_i)", {"W": (n, j), "V": (j, c), "x": (c,)},
+         "x_g", "V_pq"),
+        (f"z_nc = W_cj x_nj\nL = mean_n({op}_c(1 + z_nc - z_nk y_nk))",
+         {"W": (c, j), "x": (n, j), "y": (n, c)}, "W_gh", "x_pq"),
+        (f"y_i = {op}_j(W_ij x_j)^2", {"W": (n, c), "x": (c,)}, "W_gh", "x_p"),
+    ]
+    text, shapes, wrt, wrt2 = draw(st.sampled_from(templates))
+    scalar = text.splitlines()[-1].startswith("L =")
+    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
+    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), scalar, (op,))
+
+@st.composite
+def conv_programs(draw):
+    """A convolution layer on every route: 1-D with a stride and an offset (padding where
+    the bias sizes i as x), 2-D, a pooling window over a convolution, and a transposed
+    convolution written as a shifted index."""
+    n, c, d = (draw(st.integers(1, 2)) for _ in range(3))
+    w = draw(st.integers(1, 3))
+    t = w + draw(st.integers(0, 3))
+    stride, offset = draw(st.integers(1, 2)), draw(st.sampled_from(["", "-1", "+1"]))
+    form = f"{stride}i+k{offset}".replace("1i", "i")
+    out = (t - 1 - (w - 1) - int(offset or 0)) // stride + 1
+    templates = [
+        (f"h_nci = tanh(K_cdk x_{{nd({form})}} + b_c)\nL = sum_nci(h_nci a_nci)",
+         {"K": (c, d, w), "x": (n, d, t), "b": (c,), "a": (n, c, max(out, 1))}, "x_efg", "K_αβγ", out >= 1),
+        ("h_nci = tanh(K_cdk x_{nd(i+k-1)} + b_ci)\nL = sum_nci(h_nci h_nci)",
+         {"K": (c, d, w), "x": (n, d, t), "b": (c, t)}, "K_efg", "x_αβγ", True),
+        ("h_ncij = K_cdkl x_{n d (i+k) (j+l)}\nL = sum_ncij(sigma(h_ncij) a_ncij)",
+         {"K": (c, d, w, 2), "x": (n, d, t, 3), "a": (n, c, t - w + 1, 2)}, "x_efgh", "K_αβγζ", True),
+        # the pooling window's k runs as far as a's i leaves room for (2 or 3 here)
+        ("h_nci = K_cdk x_{nd(i+k)}\nL = sum_nci(max_k(h_{nc(2i+k)}) a_nci)",
+         {"K": (c, d, w), "x": (n, d, t + 2), "a": (n, c, (t - w + 1) // 2 + 1)}, "x_efg", "K_αβγ", True),
+        # the transposed convolution, e sized by the bias ("full": every e that some i reaches)
+        ("y_de = K_{cd(e-i)} g_ci + b_de\nL = sum_de(y_de y_de)",
+         {"K": (c, d, w), "g": (c, t), "b": (d, t + w - 1)}, "g_uv", "K_αβγ", True),
+    ]
+    text, shapes, wrt, wrt2, valid = draw(st.sampled_from(templates))
+    if not valid:
+        text, shapes, wrt, wrt2, _ = templates[1]
+    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
+    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("conv",))
+
+NAMES = ("batch", "out", "in", "hid", "dm", "seq", "ch", "μν", "ij", "gh", "k1x")
+
+
+def renamed(node, mapping: dict[str, str]):
+    """`node` with every index written i renamed mapping.get(i, i), wherever it stands."""
+    def one(i):
+        return mapping.get(i, i)
+
+    def many(indices):
+        return tuple(one(i) for i in indices)
+
+    if isinstance(node, Tensor):
+        derivs = tuple(Deriv(many(d.indices), d.wrt) for d in node.derivs)
+        return Tensor(node.name, many(node.indices), derivs)
+    if isinstance(node, Delta):
+        return Delta(many(node.left), many(node.right))
+    if isinstance(node, Mask):
+        return dataclasses.replace(node, left=one(node.left), right=None if node.right is None else one(node.right))
+    if isinstance(node, Shift):  # x_{nd(i+k)}'s δ_{p(i+k)}
+        return Shift(one(node.index), tuple((c, one(i)) for c, i in node.terms), node.offset)
+    kids = tuple(renamed(k, mapping) for k in node.children())
+    if isinstance(node, Call):
+        return Call(node.func, kids[0], None if node.relabel is None else one(node.relabel))
+    if isinstance(node, MatrixCall):
+        return MatrixCall(node.func, kids[0], many(node.relabel))
+    if isinstance(node, Reduce):
+        return Reduce(node.op, many(node.indices), kids[0])
+    if isinstance(node, Equation):
+        return Equation(kids[0], kids[1])
+    if isinstance(node, Program):
+        return Program(kids)
+    return with_children(node, kids) if kids else node
+
+
+def letters_of(node) -> list[str]:
+    """Every index written in `node`, in order of first appearance."""
+    found: dict[str, None] = {}
+    for sub in node.walk():
+        if isinstance(sub, (Tensor, Delta, Mask, Shift)):
+            found.update(dict.fromkeys(sub.all_indices))
+        elif isinstance(sub, Reduce):
+            found.update(dict.fromkeys(sub.indices))
+        elif isinstance(sub, Call) and sub.relabel:
+            found[sub.relabel] = None
+        elif isinstance(sub, MatrixCall):
+            found.update(dict.fromkeys(sub.relabel))
+    return list(found)
+
+
+@st.composite
+def namings(draw, letters: list[str], every: bool = False) -> dict[str, str]:
+    """Some (or every) letter of a text renamed to a distinct name."""
+    chosen = letters if every else [i for i in letters if draw(st.booleans())]
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=len(chosen), max_size=len(chosen), unique=True)) \
+        if len(chosen) <= len(NAMES) else [f"n{i}x" for i in range(len(chosen))]
+    return dict(zip(chosen, names))
+
+
+@st.composite
+def named_route_cases(draw) -> RouteCase:
+    """A program of the main generator with some or every letter renamed to a name; the
+    wrt keeps its fresh letters, which no name spells."""
+    case = draw(route_cases())
+    program = ic.parse(case.text)
+    mapping = draw(namings(letters_of(program), every=draw(st.booleans())))
+    return dataclasses.replace(case, text=str(renamed(program, mapping)), tags=case.tags + ("named indices",))
+
+
+FAMILIES = (  # (weight in sixteenths, family): the main generator's programs most of the time
+    (11, route_cases()),
+    (2, named_route_cases()),
+    (1, bracket_programs()),
+    (1, max_programs()),
+    (1, conv_programs()),
+)
+
+
+@st.composite
+def soak_cases(draw) -> RouteCase:
+    """One program of the soak: from the main generator, or from one of the families."""
+    pick = draw(st.integers(0, sum(weight for weight, _ in FAMILIES) - 1))
+    for weight, family in FAMILIES:
+        if pick < weight:
+            return draw(family)
+        pick -= weight
+    raise AssertionError("the weights cover every pick")
