@@ -114,6 +114,23 @@ def test_a_shifted_log_binds_letters_new_to_its_whole_line():
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
+@pytest.mark.parametrize("use", ["L = sum_n((t_n - Q)^2)", "L = sum_nl((s_nl - Q)^2)",
+                                 "y_l = sum_n((s_nl - Q)^2)\nL = mean_l(log(1 + y_l^2))"])
+@pytest.mark.parametrize("definition", ["Q = x_u x_u", "Q = tanh(x_u) x_u", "Q = sum_u(x_u^2) + 1"])
+def test_a_reduction_whose_letter_only_folded_factors_sized_keeps_it_on_every_route(definition, use):
+    """The soak's flag on seed 14100 (20,000 programs into d50a3308dfdc): the compiled
+    Hessian of `sum_n((t_n - Q)^2)` by x, for a scalar line Q of x, was refused
+    (`sum_n1(...) reduces over {n1}, which does not occur in 8 x_a x_b`). The second-order
+    term `sum_n(... Q_{,a} (1 + 0 t_n) (t_n - Q)^0 Q_{,b} (1 + 0 t_n))` keeps n on carriers
+    and on a power 0; simplify dropped each carrier as held by the power, which then folded
+    to 1, and the sum lost its letter. A reduction's body is now simplified again with such
+    a letter unheld (simplify._body_keeping_letters)."""
+    sizes = {"x": ((3,), "tensor"), "t": ((2,), "tensor"), "s": ((2, 2), "tensor")}
+    text = f"{definition}\n{use}"
+    specs = {name: spec for name, spec in sizes.items() if f"{name}_" in text}
+    assert_routes_agree(RouteCase(text, "x_a", "x_b", specs, 14792, True), timeout=ROUTE_TIMEOUT)
+
+
 def test_a_line_whose_sizing_terms_cancel_is_simplified_valid_on_every_route():
     """The soak's flag on seed 10800, a valid program that simplify made invalid: y_u and
     -y_u cancel in `y2_u`, and the carrier `0 y_u` left over was dropped (u had been held

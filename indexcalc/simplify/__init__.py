@@ -144,7 +144,7 @@ def _in_order(node: Expr) -> Expr:
 
 
 def _simplify(node: Expr, ctx: Context) -> Expr:
-    key = (node, ctx.fixed, ctx.convention, ctx.held)
+    key = (node, ctx.fixed, ctx.convention, ctx.held, ctx.unheld)
     if key not in ctx.done:
         ctx.done[key] = _rewritten(node, ctx)
     return ctx.done[key]
@@ -228,8 +228,24 @@ def _children(node: Expr, ctx: Context) -> Expr:
         by_convention = ctx.convention | set(node.indices) if node.implicit else ctx.convention
         inner = replace(ctx, fixed=ctx.fixed | set(node.indices), convention=by_convention,
                         held=ctx.held - set(node.indices))
-        return replace(node, body=_simplify(node.body, inner))
+        return replace(node, body=_body_keeping_letters(node, inner))
     return node
+
+
+def _body_keeping_letters(node: Reduce, inner: Context) -> Expr:
+    """A reduction's body simplified, still carrying the letters it reduces over. A zero
+    carrier `(1 + 0 t_n)` is dropped where a sibling sizes n, but that sibling may fold
+    away on its own rewrite (`(t_n - Q)^0` → 1), and `sum_n(8 x_a x_b)` no longer says how
+    many n there are (the Hessian of `sum_n((t_n - Q)^2)`, `Q = x_u x_u`, compiled). As
+    for an equation's left side (`_simplified_equation`), the body is simplified again
+    with the lost letters unheld, and kept as it came if that loses them too."""
+    letters = frozenset(node.indices)
+    body = _simplify(node.body, inner)
+    lost = letters - set(free_indices(body, inner.fixed))
+    if not lost:
+        return body
+    body = _simplify(node.body, replace(inner, unheld=inner.unheld | lost))
+    return node.body if letters - set(free_indices(body, inner.fixed)) else body
 
 
 # ---------------------------------------------------------------- helpers
