@@ -99,8 +99,10 @@ def _compile(node: Expr, wrt: list[str], of: str | None, names: frozenset[str] =
     if params:  # the backward pass differentiates `exp(S_n) / Z` through Z's sum, as diff does
         equations = _through_exponential_sums(equations)
     # simplified after the checks: T0_ii tanh(1.5 - 1.5) folds to 0, but T0 occurs, with gradient 0;
-    # a log of a sum of exponentials in range first, so that its adjoint is too (cross-entropy's)
-    forward, scales = _prepare([simplify_tree(logs_in_range(eq)) for eq in equations])
+    # then a log of a sum of exponentials in range, so that its adjoint is too (cross-entropy's).
+    # Not simplified again: a shift writes its exponents three times, and simplify of a Hessian
+    # so grown took twice the time (the shifted-log attention of tests/test_routes.py: 4.5 s, 1.9 s)
+    forward, scales = _prepare([logs_in_range(simplify_tree(eq)) for eq in equations])
     backward = _adjoints(forward, params) if params else []
     return Compiled(forward, backward, params, scales)
 
