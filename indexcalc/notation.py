@@ -24,6 +24,7 @@ is better than a RecursionError there. Signs do not nest (`--x` is read in a loo
 from __future__ import annotations
 
 import difflib
+import functools
 import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,7 +66,14 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
     declared: those of a program that a wrt string refers to (`index_names`)."""
     if not isinstance(text, str):
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
-    text = unicodedata.normalize("NFC", text)
+    return _parsed(unicodedata.normalize("NFC", text), check, frozenset(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str, check: bool, names: frozenset[str]) -> Expr:
+    """`parse`'s work, remembered: a tree never changes, and one text is parsed many
+    times over (every route of a check, a user's loop of `evaluate(text, arrays)`). A
+    refusal is not remembered: it is raised anew each time."""
     result, parser = _read(text, names)
     try:  # the text's matrix functions in the form they are held (the pair named, not guessed again)
         result = matrices.resolve(result)

@@ -336,6 +336,24 @@ def test_spans_take_no_part_in_equality():
     assert ic.parse("  w_ij x_j") == P(T("w", "ij"), T("x", "j"))
 
 
+
+def test_a_text_parsed_again_is_its_tree_and_a_refusal_is_raised_again():
+    """parse remembers what it read (the routes parse one text many times): the same text
+    gives the same tree, its options are part of what is remembered, and a refusal is
+    raised on every call, with its caret, never served as a tree."""
+    text = "p_nk = exp(x_nk) / sum_c(exp(x_nc))\nL = r_nk p_nk"
+    assert ic.parse(text) is ic.parse(text)
+    assert ic.parse(text) == ic.parse(str(ic.parse(text)))
+    assert ic.parse("x_nk", names=["nk"]) != ic.parse("x_nk")  # nk a name: one index, not two
+    assert isinstance(ic.parse("y_i = w_j", check=False), Equation)  # remembered unchecked ...
+    with pytest.raises(ic.IndexCalcError):
+        ic.parse("y_i = w_j")  # ... and refused when checked
+    for _ in range(2):
+        with pytest.raises(ic.IndexCalcError, match="occurs 3 times") as refused:
+            ic.parse("y_i = w_ij x_j x_j")
+        assert "^" in str(refused.value)
+
+
 # ---------------------------------------------------------------- the meaning of precedence
 
 
