@@ -58,8 +58,10 @@ def simplify_tree(node: Expr) -> Expr:
         reached: dict[str, frozenset[str]] = {}  # by line: the names of `by` it reads, through earlier lines too
         lines = []
         for eq in node.equations:
-            lines.append(_keeping_what_is_differentiated(eq, simplify_tree(eq), by, reached))
-            reached[eq.lhs.key] = _reached(eq, by, reached)
+            simplified, reads = simplify_tree(eq), _reached(eq, by, reached)
+            # a line that no longer reads a name a derivative line differentiates by is kept as written
+            lines.append(simplified if reads <= _reached(simplified, by, reached) else eq)
+            reached[eq.lhs.key] = reads
         return Program(tuple(lines))
     if isinstance(node, Equation):
         check_equation(node)  # what no route would evaluate is not rewritten either
@@ -71,24 +73,12 @@ def simplify_tree(node: Expr) -> Expr:
 
 
 def _simplified_equation(equation: Equation) -> Equation:
-    """The right side simplified with the left side's letters fixed, and checked to carry
-    them still. A zero carrier `0 y_u` is dropped where its letter is held, i.e. sized
-    elsewhere; but a hold is granted before the siblings are rewritten, and the terms that
-    sized the letter may cancel there (`w_u = (y_u + c - y_u) d` lost u). A letter so lost
-    is simplified again unheld, where only a carrier with a holder beside it in the same
-    rewritten product goes; if nothing keeps it, the equation is returned as it came."""
-    fresh = fresh_letters(letters_in(equation))
+    """The right side simplified with the left side's letters fixed, still carrying those
+    it must (`_kept_letters`); the equation as it came if no pass keeps them."""
     fixed = frozenset(equation.lhs.all_indices)
-    held, unheld = fixed & sized_apart_from_carriers(equation.rhs), frozenset()
-    kept = _kept_letters(equation, fixed)
-    while True:
-        rhs = _simplify(equation.rhs, Context(fixed, fresh, held=held - unheld, unheld=unheld))
-        lost = kept - set(free_indices(rhs, fixed))
-        if not lost:
-            return Equation(equation.lhs, rhs)
-        if not (lost - unheld) & held:  # lost though nothing held it: no second pass can help
-            return equation
-        unheld |= lost
+    ctx = Context(fixed, fresh_letters(letters_in(equation)), held=fixed & sized_apart_from_carriers(equation.rhs))
+    rhs = _simplified_keeping(equation.rhs, ctx, _kept_letters(equation, fixed))
+    return equation if rhs is None else Equation(equation.lhs, rhs)
 
 
 def _kept_letters(equation: Equation, fixed: frozenset[str]) -> frozenset[str]:
@@ -108,20 +98,13 @@ def _differentiated_by(equations) -> frozenset[str]:
     return frozenset(d.wrt for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor) for d in t.derivs)
 
 
-def _keeping_what_is_differentiated(written: Equation, simplified: Equation, by: frozenset[str],
-                                    reached: dict[str, frozenset[str]]) -> Equation:
-    """The simplified line, unless it no longer reads a name that a derivative line of the
-    program differentiates by, directly or through an earlier line (`(2 - T3_ni + T3_ni)`,
-    or `0.5 r_n - 0.5 r_n` with `r_n = ... W1_n`, and `loss_{,(su)}[T3]` below): a
-    derivative by a name written on the way and cancelled there is zero, by one written
-    nowhere a typo (DESIGN), and diff tells them apart by the text. The line is then kept
-    as written (the earlier lines, kept by the same rule, still read what they did)."""
-    return simplified if _reached(written, by, reached) <= _reached(simplified, by, reached) else written
-
-
 def _reached(eq: Equation, by: frozenset[str], reached: dict[str, frozenset[str]]) -> frozenset[str]:
     """The names of `by` that `eq` reads: written on its right side, or read by the earlier
-    lines it reads (`reached`)."""
+    lines it reads (`reached`). A simplified line that reads fewer is kept as written: a
+    name written on the way and cancelled there (`(2 - T3_ni + T3_ni)`, or `0.5 r_n - 0.5
+    r_n` with `r_n = ... W1_n`, and `loss_{,(su)}[T3]` below) gives a derivative of zero,
+    one written nowhere is a typo (DESIGN), and diff tells them apart by the text (the
+    earlier lines, kept by the same rule, still read what they did)."""
     names: set[str] = set()
     for t in eq.rhs.walk():
         if isinstance(t, Tensor):
@@ -233,19 +216,30 @@ def _children(node: Expr, ctx: Context) -> Expr:
 
 
 def _body_keeping_letters(node: Reduce, inner: Context) -> Expr:
-    """A reduction's body simplified, still carrying the letters it reduces over. A zero
-    carrier `(1 + 0 t_n)` is dropped where a sibling sizes n, but that sibling may fold
-    away on its own rewrite (`(t_n - Q)^0` → 1), and `sum_n(8 x_a x_b)` no longer says how
-    many n there are (the Hessian of `sum_n((t_n - Q)^2)`, `Q = x_u x_u`, compiled). As
-    for an equation's left side (`_simplified_equation`), the body is simplified again
-    with the lost letters unheld, and kept as it came if that loses them too."""
-    letters = frozenset(node.indices)
-    body = _simplify(node.body, inner)
-    lost = letters - set(free_indices(body, inner.fixed))
-    if not lost:
-        return body
-    body = _simplify(node.body, replace(inner, unheld=inner.unheld | lost))
-    return node.body if letters - set(free_indices(body, inner.fixed)) else body
+    """A reduction's body simplified, still carrying the letters it reduces over, or as it
+    came (`sum_n(8 x_a x_b)` would no longer say how many n there are: the Hessian of
+    `sum_n((t_n - Q)^2)`, `Q = x_u x_u`, compiled)."""
+    body = _simplified_keeping(node.body, inner, frozenset(node.indices))
+    return node.body if body is None else body
+
+
+def _simplified_keeping(node: Expr, ctx: Context, letters: frozenset[str]) -> Expr | None:
+    """`node` simplified in `ctx`, still carrying `letters`; None if no pass keeps them.
+
+    A zero carrier (`0 y_u`, `(1 + 0 t_n)`) is dropped where its letter is held, i.e.
+    sized by a sibling; but a hold is granted before the siblings are rewritten, and what
+    sized the letter may cancel or fold there (`w_u = (y_u + c - y_u) d` loses u, and
+    `(t_n - Q)^0` folds to 1). A letter so lost is simplified again unheld, where only a
+    carrier with a holder beside it in the same rewritten product goes."""
+    unheld = ctx.unheld
+    while True:
+        out = _simplify(node, replace(ctx, held=ctx.held - unheld, unheld=unheld))
+        lost = letters - set(free_indices(out, ctx.fixed))
+        if not lost:
+            return out
+        if lost <= unheld:
+            return None
+        unheld |= lost
 
 
 # ---------------------------------------------------------------- helpers

@@ -25,7 +25,7 @@ class Context:
     # zero carriers: a carrier `(1 + 0 x_p)` of such a letter holds nothing
     held: frozenset[str] = frozenset()
     # letters nothing may hold: a first pass that held them lost them from the equation (the
-    # terms that sized them cancelled after the hold was granted; see _simplified_equation)
+    # terms that sized them cancelled after the hold was granted; see _simplified_keeping)
     unheld: frozenset[str] = frozenset()
     # what a subtree simplified to in this call: a rewrite re-simplifies the children of what
     # it made, and a Hessian repeats its subtrees many times
