@@ -66,14 +66,16 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
     declared: those of a program that a wrt string refers to (`index_names`)."""
     if not isinstance(text, str):
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
-    return _parsed(unicodedata.normalize("NFC", text), check, frozenset(names))
+    text = unicodedata.normalize("NFC", text)
+    read = _remembered if len(text) <= REMEMBERED_TEXT else _parsed
+    return read(text, check, frozenset(names))
 
 
-@functools.lru_cache(maxsize=256)
+REMEMBERED_TEXT = 2000  # characters; a tree takes about 100 bytes a character
+
+
 def _parsed(text: str, check: bool, names: frozenset[str]) -> Expr:
-    """`parse`'s work, remembered: a tree never changes, and one text is parsed many
-    times over (every route of a check, a user's loop of `evaluate(text, arrays)`). A
-    refusal is not remembered: it is raised anew each time."""
+    """`parse`'s work on normalized text."""
     result, parser = _read(text, names)
     try:  # the text's matrix functions in the form they are held (the pair named, not guessed again)
         result = matrices.resolve(result)
@@ -83,6 +85,12 @@ def _parsed(text: str, check: bool, names: frozenset[str]) -> Expr:
         _check(result, text)
         _check_jacobians(result, parser.jacobians, text)
     return result
+
+
+# A tree never changes, and one text is parsed many times over: by every route of a check,
+# by a user's loop of `evaluate(text, arrays)`. The last texts of a program's size are
+# remembered (at most 256 x 2000 characters, ~50 MB); a refusal is raised anew each time.
+_remembered = functools.lru_cache(maxsize=256)(_parsed)
 
 
 def _read(text: str, names: Iterable[str] = ()) -> "tuple[Expr, _Parser]":

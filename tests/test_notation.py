@@ -16,6 +16,7 @@ import indexcalc as ic
 from indexcalc import Call, Delta, Equation, Number, Power, Product, Program, Reduce, Sum, Tensor
 from indexcalc.expr import Deriv
 from indexcalc.indices import check_equation, free_indices
+from indexcalc.notation import REMEMBERED_TEXT
 
 from strategies import equations, expressions, programs
 
@@ -339,8 +340,9 @@ def test_spans_take_no_part_in_equality():
 
 def test_a_text_parsed_again_is_its_tree_and_a_refusal_is_raised_again():
     """parse remembers what it read (the routes parse one text many times): the same text
-    gives the same tree, its options are part of what is remembered, and a refusal is
-    raised on every call, with its caret, never served as a tree."""
+    gives the same tree, its options are part of what is remembered, a long text is not
+    (its tree would hold memory for a text seldom read twice), and a refusal is raised on
+    every call, with its caret, never served as a tree."""
     text = "p_nk = exp(x_nk) / sum_c(exp(x_nc))\nL = r_nk p_nk"
     assert ic.parse(text) is ic.parse(text)
     assert ic.parse(text) == ic.parse(str(ic.parse(text)))
@@ -348,6 +350,8 @@ def test_a_text_parsed_again_is_its_tree_and_a_refusal_is_raised_again():
     assert isinstance(ic.parse("y_i = w_j", check=False), Equation)  # remembered unchecked ...
     with pytest.raises(ic.IndexCalcError):
         ic.parse("y_i = w_j")  # ... and refused when checked
+    long = " + ".join(f"w{k}_i x_i" for k in range(200))  # past what is remembered: trees take memory
+    assert len(long) > REMEMBERED_TEXT and ic.parse(long) == ic.parse(long) and ic.parse(long) is not ic.parse(long)
     for _ in range(2):
         with pytest.raises(ic.IndexCalcError, match="occurs 3 times") as refused:
             ic.parse("y_i = w_ij x_j x_j")
