@@ -464,7 +464,7 @@ class ProgramGenerator:
         return self.leaf(out, optional, fixed, busy)
 
     def leaf(self, out, optional, fixed, busy) -> str:
-        letters = list(out) + [l for l in sorted(optional - out) if self.chance(3)]
+        letters = sorted(out) + [l for l in sorted(optional - out) if self.chance(3)]
         if not letters and self.chance(3):
             return self.pick(self.settings.constants)
         if self.chance(self.settings.trace):

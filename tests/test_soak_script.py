@@ -60,3 +60,40 @@ def test_the_fingerprint_is_of_the_code_not_of_its_docstrings(tmp_path, monkeypa
     assert code('def f(x):\n    return 2 * x\n') == base
     assert code('def f(x):\n    return 3 * x\n') != base
     assert code('def f(x):\n    """Twice x."""\n    return "2 * x"\n') != base
+
+
+DRAW = """
+import hashlib, sys, warnings
+sys.path.insert(0, {tests!r})
+warnings.simplefilter("ignore")
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from families import soak_cases
+texts = []
+@seed(4242)
+@settings(max_examples=80, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+@given(soak_cases())
+def one(case):
+    texts.append(case.text)
+one()
+print(len(texts), hashlib.sha256("\\n=\\n".join(texts).encode()).hexdigest())
+"""
+
+
+def test_a_seed_draws_the_same_programs_in_every_process():
+    """A soak's seed names its programs: a failure is found again by its seed and chunk,
+    and two runs of one seed soak the same programs. Python salts its string hashes per
+    process, so a generator that walks a set of letters (a tensor's axes drawn from
+    `out`, a frozenset) wrote them in another order in each process."""
+    import os
+    import subprocess
+    import sys
+
+    source = DRAW.format(tests=str(Path(__file__).resolve().parent))
+    drawn = set()
+    for salt in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": salt}
+        run = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr
+        drawn.add(run.stdout.split()[-1])
+        assert run.stdout.split()[0] == "80"
+    assert len(drawn) == 1, drawn
