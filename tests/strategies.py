@@ -359,6 +359,16 @@ SMOOTH_PROGRAMS = ProgramSettings(
 )
 
 
+TENTHS = st.integers(0, 9)  # built once: Hypothesis validates a strategy at its first draw
+
+
+@functools.lru_cache(maxsize=4096)
+def _sampled_from(options: tuple):
+    """`st.sampled_from(options)`, built once for each tuple of options the generators pick
+    from (thousands of picks a program; building and validating each was a tenth of the draw)."""
+    return st.sampled_from(options)
+
+
 class ProgramGenerator:
     """Draws a random program (or bare expression) that obeys the summation rules.
 
@@ -385,10 +395,10 @@ class ProgramGenerator:
         return self.data.draw(strategy)
 
     def chance(self, tenths: int) -> bool:
-        return self.draw(st.integers(0, 9)) < tenths
+        return self.draw(TENTHS) < tenths
 
     def pick(self, options):
-        return self.draw(st.sampled_from(list(options)))
+        return self.draw(_sampled_from(tuple(options)))
 
     def fresh(self, avoid, size=None):
         """A letter not in `avoid` (of size `size`, if given), or None if there is none."""
