@@ -114,6 +114,24 @@ def test_a_shifted_log_binds_letters_new_to_its_whole_line():
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
+@pytest.mark.parametrize("use", ["m_kn = tanh(max_q(y_{(2n+q)k}) + v3_kn)\nL = v4_kn m_kn",
+                                 "m_kn = sum_q(y_{(2n+q)k}) + v3_kn\nL = v4_kn m_kn^2",
+                                 "m_kn = y_{(n+1)k} v3_kn\nL = v4_kn m_kn"])
+@pytest.mark.parametrize("definition", ["y_uk = v1_km v2_um - mean_l(v1_km v2_lm)",
+                                        "y_uk = v1_km v2_um + sum_m(v1_km^2)"])
+def test_a_shifted_read_of_a_term_broadcast_over_the_shift_keeps_its_size_on_every_route(definition, use):
+    """The soak's flag on seed 14500 (14,600 programs into 94faaaf059c9, and on the code
+    before it): `diff inline` of a centred line read at a shifted index (a pooling window)
+    was refused (`cannot tell the size of index m1`). The inlined derivative sums
+    `δ_{o(2n+i)} (t1 + t2)`, t2 the term broadcast over u (the mean) with a carrier
+    `(1 + 0 v2_uo)` for it; simplify dropped the carrier as held by t1's `v2_ow`, then
+    split the sum into `sum_o(δ t1) + sum_o(δ t2)`, and o in the second sum stood on the
+    shift's δ alone, which gives no size. split_reduction now keeps a sum whole where a
+    part would lose the size of a letter it sums."""
+    specs = {"v1": ((2, 2), "tensor"), "v2": ((5, 2), "tensor"), "v3": ((2, 2), "tensor"), "v4": ((2, 2), "tensor")}
+    assert_routes_agree(RouteCase(f"{definition}\n{use}", "v1_ab", "v1", specs, 1035856575, True), timeout=ROUTE_TIMEOUT)
+
+
 @pytest.mark.parametrize("use", ["L = sum_n((t_n - Q)^2)", "L = sum_nl((s_nl - Q)^2)",
                                  "y_l = sum_n((s_nl - Q)^2)\nL = mean_l(log(1 + y_l^2))"])
 @pytest.mark.parametrize("definition", ["Q = x_u x_u", "Q = tanh(x_u) x_u", "Q = sum_u(x_u^2) + 1"])

@@ -136,6 +136,11 @@ def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
     inner = ctx.fixed | set(node.indices)
     if not all(set(node.indices) <= set(free_indices(t, inner)) for t in node.body.terms):
         return None
+    # each part still sizes the letters the whole sized: a term whose carrier went, held by a
+    # sibling term's array, may carry a summed letter on a shift's δ alone (`δ_{o(2n+i)}`)
+    sized = set(node.indices) & sized_letters((node.body,))
+    if not all(sized <= sized_letters((t,)) for t in node.body.terms):
+        return None
     return Sum(tuple(replace(node, body=t) for t in node.body.terms))
 
 
