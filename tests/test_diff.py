@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import re
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -509,17 +508,15 @@ def chain(layers):
     return "\n".join(lines)
 
 
-def test_deep_chain_derivative_grows_linearly_and_fast():
+def test_deep_chain_derivative_grows_linearly():
+    """Linear in the depth, in lines and in text (its time is benchmarks/bench_gradients.py's)."""
     source = chain(20)
     forward = ic.parse(source)
-    start = time.perf_counter()
     d = ic.diff(forward, "W1_gh")
     s = ic.simplify(d)
-    elapsed = time.perf_counter() - start
     assert len(d.equations) <= 2 * len(forward.equations)
     assert len(s.equations) <= 2 * len(forward.equations)
     assert len(str(d)) <= 4 * len(str(forward)) + 100 * len(forward.equations)
-    assert elapsed < 2.0, f"diff + simplify of a 20-layer chain took {elapsed:.2f} s"
     mid = ic.diff(forward, "W10_gh")
     assert len(mid.equations) == len(forward.equations) + 12
 
