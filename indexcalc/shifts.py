@@ -105,6 +105,24 @@ def sized_letters(factors: "tuple[Expr, ...]", given=(), through_shifts: bool = 
     known = set(given) | {i for n in nodes if isinstance(n, Tensor) for i in n.all_indices}
     pairs = [pair for n in nodes if isinstance(n, Delta) for pair in n.pairs]
     shifted = [n for n in nodes if isinstance(n, Shift)] if through_shifts else []
+    known = tied_by_deltas(known, pairs)
+    grew = bool(shifted)
+    while grew:
+        grew = False
+        for shift in shifted:
+            for letter in set(shift.all_indices) - known:
+                if inferred_size(shift, letter, dict.fromkeys(known, 1)) is not None:
+                    known.add(letter)
+                    grew = True
+        if grew:
+            known = tied_by_deltas(known, pairs)
+    return known
+
+
+def tied_by_deltas(known: "set[str] | frozenset[str]", pairs) -> set[str]:
+    """`known` with every letter a chain of δ pairs ties to one of them: a δ gives the
+    size of either letter it pairs once the other has one."""
+    known = set(known)
     grew = True
     while grew:
         grew = False
@@ -112,9 +130,4 @@ def sized_letters(factors: "tuple[Expr, ...]", given=(), through_shifts: bool = 
             if (a in known) != (b in known):
                 known |= {a, b}
                 grew = True
-        for shift in shifted:
-            for letter in set(shift.all_indices) - known:
-                if inferred_size(shift, letter, dict.fromkeys(known, 1)) is not None:
-                    known.add(letter)
-                    grew = True
     return known

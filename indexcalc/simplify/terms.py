@@ -96,21 +96,28 @@ def sized_apart_from_carriers(node: Expr, memo: dict | None = None) -> frozenset
     """The letters an array's axis in `node` sizes, directly or through a δ, the zero
     terms (`0 x_p`) aside; remembered in `memo` (one simplify call's, by equal subtree:
     rewrites make equal copies), not in a process-wide cache that would keep trees alive."""
-    sized = memo.get(node) if memo is not None else None
-    if sized is None:
-        sized = frozenset(sized_letters(tuple(_leaves_apart_from_carriers(node))))
-        if memo is not None:
-            memo[node] = sized
-    return sized
+    return _sizing(node, {} if memo is None else memo)[2]
 
 
-def _leaves_apart_from_carriers(node: Expr):
+def _sizing(node: Expr, memo: dict) -> tuple[frozenset[str], frozenset[tuple[str, str]], frozenset[str]]:
+    """(the letters of `node`'s arrays, its δs' pairs, the letters those size) apart from
+    zero terms, built from the children's: asked of every node of a Hessian's sums, a walk
+    of each subtree anew was quadratic in their depth."""
+    known = memo.get(node)
+    if known is not None:
+        return known
     if is_zero(node):
-        return
-    if isinstance(node, (Tensor, Delta)):
-        yield node
-    for child in node.children():
-        yield from _leaves_apart_from_carriers(child)
+        arrays, pairs = frozenset(), frozenset()
+    elif isinstance(node, Tensor):
+        arrays, pairs = frozenset(node.all_indices), frozenset()
+    elif isinstance(node, Delta):
+        arrays, pairs = frozenset(), frozenset(node.pairs)
+    else:
+        parts = [_sizing(child, memo) for child in node.children()]
+        arrays = frozenset().union(*(p[0] for p in parts))
+        pairs = frozenset().union(*(p[1] for p in parts))
+    memo[node] = known = (arrays, pairs, frozenset(shifts.tied_by_deltas(arrays, pairs)))
+    return known
 
 
 def sized_letters(factors: tuple[Expr, ...]) -> set[str]:
