@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from . import functions, matrices
-from .errors import IndexCalcError, ParseError
+from .errors import ArgumentError, IndexCalcError, ParseError, names_argument
 from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
     Tensor, leaf_factors, with_children,
@@ -39,7 +39,7 @@ from .expr import (
 from .indices import free_indices, occurrence_counts
 from .program import check_program
 from .tokens import (
-    CLOSING, DELTA_NAMES, OPENING, TRANSPOSE_ADVICE, Affine, Head, Token, is_letter_index, tokenize,
+    CLOSING, DELTA_NAMES, OPENING, TRANSPOSE_ADVICE, Affine, Head, Token, is_index_name, is_letter_index, tokenize,
     written_subscript,
 )
 
@@ -68,7 +68,19 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
         raise ParseError(f"expected text to parse, got {type(text).__name__}")
     text = unicodedata.normalize("NFC", text)
     read = _remembered if len(text) <= REMEMBERED_TEXT else _parsed
-    return read(text, check, frozenset(names))
+    return read(text, check, _index_names(names))
+
+
+def _index_names(names) -> frozenset[str]:
+    """`names` as parse takes them: one name or an iterable of named indices (`batch`,
+    `d2`); a lone string is one name, not its letters."""
+    names = names_argument(names, "names", 'names=["batch"]')
+    for name in names:
+        if not is_index_name(name):
+            why = ("a letter index needs no naming" if is_letter_index(name)
+                   else "a named index is a letter, then letters and digits: batch, out")
+            raise ArgumentError(f"names: {name!r} is not an index name ({why})")
+    return frozenset(names)
 
 
 REMEMBERED_TEXT = 2000  # characters; a tree takes about 100 bytes a character

@@ -36,6 +36,7 @@ CALLS = {
     "free_indices": lambda v: ic.free_indices(v),
     "free_indices fixed": lambda v: ic.free_indices(PROGRAM.equations[0].rhs, v),
     "summed_indices": lambda v: ic.summed_indices(v),
+    "parse names": lambda v: ic.parse("y_{batch out} = x_{batch out}", names=v),
 }
 
 
@@ -54,6 +55,10 @@ CALLS = {
     ("free_indices", {}, "free_indices takes an expression (ic.parse(...)), not dict {}"),
     ("free_indices fixed", None, "free_indices's fixed letters must be a set of names, not NoneType None"),
     ("summed_indices", "w_ij x_j", "summed_indices takes an expression (ic.parse(...)), not str"),
+    ("parse names", 5, 'names must be a name or a list of names (names=["batch"]), not int 5'),
+    ("parse names", [["a"]], "names must be a name or a list of names"),
+    ("parse names", ["i"], "names: 'i' is not an index name (a letter index needs no naming)"),
+    ("parse names", "2d", "names: '2d' is not an index name (a named index is a letter, then letters and digits"),
 ])
 def test_a_keyword_of_the_wrong_kind_is_named_with_what_it_takes(call, value, words):
     with pytest.raises(ic.ArgumentError, match=re.escape(words)) as caught:
@@ -68,6 +73,17 @@ def test_wrt_is_none_one_name_or_any_collection_of_names(wrt):
     assert set(grads) <= {"W", "b"}
     for name, gradient in grads.items():
         np.testing.assert_array_equal(gradient, want[name])
+
+
+def test_parse_names_are_one_name_or_a_collection_of_names():
+    """A lone string is one name, as wrt's is (it was read as its letters: "ab" as a and b)."""
+    one = ic.parse("y = sum_{ab}(x_{ab})", names="ab")
+    assert one == ic.parse("y = sum_{ab}(x_{ab})", names=["ab"]) and one.rhs.indices == ("ab",)
+    assert ic.parse("y = sum_ab(x_ab)").rhs.indices == ("a", "b")  # without the name: two letters
+    for names in (iter(["batch"]), {"batch"}, ("batch",)):
+        assert ic.parse("y_{batch} = x_{batch}", names=names).lhs.indices == ("batch",)
+    for names in (None, ()):
+        assert ic.parse("y_{batch} = x_{batch}", names=names).lhs.indices == tuple("batch")
 
 
 ANY = st.one_of(
