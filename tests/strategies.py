@@ -54,19 +54,24 @@ import indexcalc as ic
 # binding levels of generated text, loosest first
 SUM, NEGATED, PRODUCT, POWER, ATOM = range(5)
 
-SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "suite")
+SOAK = PROFILE == "soak"
 settings.register_profile(
     "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
+# the share of each property's examples the suite draws: the suite keeps to two minutes on
+# two cores, and the soak (scripts/soak.py, 100,000 programs) is where the depth is
+SHARE = {"suite": 1 / 3, "deep": 1}
 
 
 def sample(examples: int, **options) -> settings:
-    """A property's settings: `examples` drawn in the suite, which keeps to a couple of
-    minutes, and the soak profile's 100,000 under `HYPOTHESIS_PROFILE=soak`, where each
-    family runs at scale (`options`, such as derandomize, are the suite's only)."""
+    """A property's settings. `examples` is its full sample, which `HYPOTHESIS_PROFILE=deep`
+    draws; the suite draws a third of it (at least 2), and the soak profile 100,000, where
+    each family runs at scale (`options`, such as derandomize, are the suite's and deep's)."""
     if SOAK:
         return settings.get_profile("soak")
-    return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), **options)
+    drawn = max(2, round(examples * SHARE.get(PROFILE, 1)))
+    return settings(**{"deadline": None, "suppress_health_check": list(HealthCheck), **options, "max_examples": drawn})
 
 
 INDEX_LETTERS = ("i", "j", "k", "l", "m", "n", "g", "h", "p", "μ", "ν")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from carets import assert_points_at
 from indexcalc.program import check_program
 
@@ -296,13 +297,13 @@ def assert_refused(text, arrays):
         ic.compile(text)(arrays)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(60, suppress_health_check=[HealthCheck.too_slow])
 @given(triple_products())
 def test_property_an_index_three_times_in_a_product_is_always_refused(case):
     assert_refused(*case)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(60, suppress_health_check=[HealthCheck.too_slow])
 @given(sibling_sums())
 def test_property_a_term_summing_a_siblings_free_index_is_always_refused(case):
     assert_refused(*case)

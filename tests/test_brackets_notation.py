@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
 from carets import assert_parse_refuses
 from indexcalc.expr import COMPARISONS, Call, Compare, Mask, Number, Product, Reduce, Tensor
-from strategies import INDEX_LETTERS, expressions
+from strategies import INDEX_LETTERS, expressions, sample
 
 
 def parse(text: str):
@@ -203,7 +203,7 @@ def bracketed_trees(draw):
     return Compare(draw(OPS), tree, other) if draw(st.booleans()) else Compare(draw(OPS), other, tree)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(200, suppress_health_check=[HealthCheck.too_slow])
 @given(bracketed_trees())
 def test_round_trip(node):
     for text in (str(node), node.pretty()):

@@ -16,10 +16,11 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from strategies import sample
 
 RNG = np.random.default_rng(20250301)
 
@@ -263,7 +264,7 @@ def zero_sign_blind(got, expected):
     return np.where(both, np.abs(got), got), np.where(both, np.abs(expected), expected)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(300, suppress_health_check=[HealthCheck.too_slow])
 @given(literal_expressions(), scalars(), scalars(), scalars())
 def test_random_literal_expressions_compile_to_evaluate(expr, a, b, v9):
     src = f"y = {expr}"

@@ -13,9 +13,10 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from indexcalc.expr import Equation, Product, Shift, Tensor
 from indexcalc.emit import emit
 from indexcalc.plan import Lowering
@@ -264,7 +265,7 @@ def test_common_subexpressions_tell_shifts_apart():
 # ---------------------------------------------------------------- a family of 1-D shifts
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(25, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(1, 3), st.sampled_from([-2, -1, 1, 2]), st.integers(-3, 3), st.integers(1, 3),
        st.integers(6, 10), st.booleans(), st.sampled_from(["float64", "float32"]))
 def test_any_1d_shift_compiles_to_evaluates_numbers(stride, dilation, offset, width, length, declared, dtype):
@@ -313,7 +314,7 @@ def _affine(stride: int, dilation: int, offset: int, i: str, k: str) -> str:
     return text + (f"{offset:+d}" if offset else "")
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(12, suppress_health_check=[HealthCheck.too_slow])
 @given(st.tuples(st.integers(1, 2), st.sampled_from([-2, -1, 1, 2]), st.integers(-2, 2)),
        st.tuples(st.integers(1, 2), st.sampled_from([-1, 1, 2]), st.integers(-2, 2)), st.booleans())
 def test_any_2d_shift_compiles_to_evaluates_numbers(rows, cols, declared):

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from test_compile import mlp, mlp_arrays
 
 dask = pytest.importorskip("dask", reason="dask is not installed (pip install \"indexcalc[dask]\")")
@@ -122,7 +123,7 @@ def test_the_dask_plan_is_lazy_and_gives_the_numpy_plans_numbers(name):
             np.testing.assert_allclose(got, closed, rtol=1e-10)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(6, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=5))
 def test_any_chunking_along_the_samples_gives_the_same_numbers(sizes):
     """The chunks a user's data comes in (uneven, one row, one chunk) do not change the

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import indexcalc as ic
@@ -30,8 +30,7 @@ dask = pytest.importorskip("dask", reason="dask is not installed (pip install \"
 da = pytest.importorskip("dask.array", reason="dask.array is not installed (pip install \"indexcalc[dask]\")")
 from indexcalc.backends.dask_blocks import by_blocks  # noqa: E402
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = sample(25, derandomize=True, database=None)
 
 
 class RowProgram:
@@ -142,14 +141,14 @@ def test_row_by_row_programs_split_and_give_the_numpy_plans_numbers(data):
     _check_split(f, program)
 
 
-@settings(SETTINGS, max_examples=8)
+@sample(8, derandomize=True, database=None)
 @given(st.data())
 def test_float32_blocks_stay_float32(data):
     program = RowProgram(data.draw)
     _check_split(ic.compile(program.text, wrt=["W", "V"]), program, dtype=np.float32)
 
 
-@settings(SETTINGS, max_examples=6)
+@sample(6, derandomize=True, database=None)
 @given(st.data())
 def test_a_hessian_splits(data):
     """The Hessian by the bias: derivative lines on the way, a sum over the batch at the end."""
@@ -163,7 +162,7 @@ ACROSS = ("batch norm", "penalty beside a sum", "function of the sum", "pairwise
 
 
 @pytest.mark.parametrize("across", ACROSS)
-@settings(SETTINGS, max_examples=5)
+@sample(5, derandomize=True, database=None)
 @given(data=st.data())
 def test_a_program_that_reads_across_rows_is_not_split(across, data):
     """...and the dask route runs its steps on the blocks, to the NumPy plan's numbers."""

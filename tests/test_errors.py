@@ -17,10 +17,11 @@ import unicodedata
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from carets import assert_points_at, caret
 
 EVALUATORS = [ic.evaluate, ic.evaluate_loops]
@@ -727,13 +728,13 @@ def test_fuzz_seeds_are_valid(text):
     np.testing.assert_allclose(value, ic.evaluate_loops(text, FUZZ_ARRAYS), rtol=1e-10, atol=1e-12)
 
 
-@settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(1200, suppress_health_check=[HealthCheck.too_slow])
 @given(mutants())
 def test_fuzz_mutated_programs_raise_only_index_calc_errors(text):
     exercise(text, FUZZ_ARRAYS)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(POOL + list("xwbmyhat")), max_size=30).map("".join))
 def test_fuzz_random_text_raises_only_index_calc_errors(text):
     exercise(text, FUZZ_ARRAYS)

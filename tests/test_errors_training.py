@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from carets import caret, line_of
 from indexcalc import cli
 from indexcalc.checkpoints import remove_stale_temporaries
@@ -176,7 +177,7 @@ def test_a_huge_header_is_refused_without_allocating(tmp_path, monkeypatch):
 PRISTINE: list = []  # a real checkpoint's bytes and the model that wrote it, made once
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@sample(60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_damage_to_a_checkpoint_is_refused_or_harmless(tmp_path_factory, data):
     """Bytes flipped, cut or inserted anywhere in a real checkpoint: the resume either
@@ -503,7 +504,7 @@ PIECES = ["W1", "b2", "y", "x", "q", "[4, 2]", "[1]", "[²]", "[0]", "[-1]", "[]
           "cupy", "NumPy", "newton", "lbfgs", "memory=5", "damping=0.1"]
 
 
-@settings(max_examples=300, deadline=None)
+@sample(300)
 @given(word=st.sampled_from(DECLARATION_WORDS), pieces=st.lists(st.sampled_from(PIECES), max_size=5),
        replace=st.booleans())
 def test_any_declaration_line_is_read_or_refused_with_a_caret(word, pieces, replace):
@@ -701,7 +702,7 @@ def test_labels_that_are_not_classes_are_refused_at_the_onehot_line(labels, word
 
 
 @given(labels=st.lists(st.integers(0, 40), min_size=1, max_size=30), more=st.integers(1, 10))
-@settings(max_examples=40, deadline=None)
+@sample(40)
 def test_one_hot_rows_are_the_identity_rows_of_the_labels(labels, more):
     classes = max(labels) + more
     np.testing.assert_array_equal(one_hot(np.array(labels), classes, "y"), np.eye(classes)[labels])
@@ -853,7 +854,7 @@ def test_kill_9_at_random_moments_then_resume_ends_as_an_uninterrupted_run(tmp_p
     word=st.sampled_from([w for w in KEYWORDS if len(w) > 4]),
     at=st.integers(0, 100), edit=st.sampled_from(["drop", "double", "swap"]),
 )
-@settings(max_examples=40, deadline=None)
+@sample(40)
 def test_a_misspelt_declaration_is_named_with_the_word_meant(word, at, edit):
     at %= len(word) - 1
     typo = {"drop": word[:at] + word[at + 1:], "double": word[:at] + word[at] + word[at:],

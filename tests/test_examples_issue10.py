@@ -15,17 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import Phase, given, strategies as st
 
 import indexcalc as ic
 from indexcalc.expr import Delta, Mask
 from indexcalc.modelfile import load
 from indexcalc.train import train_file
 from routes import assert_routes_agree
-from strategies import RouteCase
+from strategies import RouteCase, sample
 
-ROUTES = settings(max_examples=15, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+ROUTES = sample(15, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
 DENSE_DELTA = ("diagonal (δ in the answer)", "identity (δ kept)")
 
 EXAMPLES = Path(ic.__file__).parent / "examples"

@@ -21,10 +21,11 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from indexcalc.backends import KNOWN, get_backend
 from routes import finite_difference, to_numpy
 
@@ -162,7 +163,7 @@ def test_past_the_overflow_the_derivatives_are_still_those_at_the_drawn_logits(f
                                            err_msg=f"{route}, logits + {by}")
 
 
-@settings(max_examples=20, deadline=None)
+@sample(20)
 @given(form=st.sampled_from(PAST_OVERFLOW), by=st.floats(-5000.0, 5000.0), seed=st.integers(0, 2**16))
 def test_any_move_of_the_logits_leaves_the_derivatives_as_they_were(form, by, seed):
     """The family of the test above: any form, any logits, any move."""
@@ -210,7 +211,7 @@ NAMED = [
 ]
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@sample(30, derandomize=True)
 @given(form=st.sampled_from(NAMED), letters=st.lists(st.sampled_from("pqrstuvklmjab"), min_size=5, max_size=5,
                                                      unique=True))
 def test_a_named_line_is_read_through_whatever_its_letters(form, letters):
@@ -267,7 +268,7 @@ TRACED_USES = ["y = c / (1 + (r_ii)^2)", "y = log(r_ii)", "y = log(1 + (r_ii)^2)
                "y = exp(x_jj) (r_ii)^-1", "y = log(r_ii) - sum_j(x_jj)"]
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@sample(12, derandomize=True, database=None)
 @given(st.sampled_from(TRACED_DEFINITIONS), st.sampled_from(TRACED_USES), st.integers(1, 3), st.integers(0, 2**16))
 def test_a_traced_named_exponential_is_not_read_through_its_definition(definition, use, size, seed):
     """The soak's flag on seed 13100 (15,900 programs in): `r_μk = exp(...)`, then
@@ -293,7 +294,7 @@ SUMMED_USES = ["y = (r_q)^3 r_q", "y = log(r_q) c_q", "y = (r_q)^-1 softplus_q(r
                "y = exp(c_q) (r_q)^-1", "y = (r_q)^2 r_p x_qp", "y = 2 (r_q)^3 r_q + c_p c_p"]
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@sample(12, derandomize=True, database=None)
 @given(st.sampled_from(BROADCASTING_DEFINITIONS), st.sampled_from(SUMMED_USES), st.integers(1, 3),
        st.integers(0, 2**16))
 def test_a_named_exponential_read_through_in_a_sum_by_the_convention_keeps_its_letter_fixed(
@@ -323,7 +324,7 @@ J_BINDING_USES = ["L = sum_j(log(Z_n) c_jn)", "L = sum_j((Z_n)^2 c_jn)", "L = su
                   "L = sum_n(log(Z_n) (Z_n)^2) + x_nj c_jn"]
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@sample(12, derandomize=True, database=None)
 @given(st.sampled_from(INNER_SUM_DEFINITIONS), st.sampled_from(J_BINDING_USES), st.sampled_from(["x", "b"]),
        st.integers(0, 2**16))
 def test_a_named_exponential_read_through_renames_the_sums_its_exp_leaves_to_the_convention(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
@@ -276,7 +276,7 @@ def test_the_cli_never_writes_over_a_file_it_did_not_write(capsys, tmp_path):
         assert "exported by indexcalc" in target.read_text(encoding="utf-8").splitlines()[0]
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@sample(8, derandomize=True, database=None)
 @given(case=route_cases())
 def test_generated_programs_export_with_the_compiled_numbers(case):
     """The cross-route property's programs (softmax, attention, layer norm, δ-only

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from carets import assert_points_at
 from indexcalc import datasets
 from indexcalc.expr import MatrixCall, Tensor
@@ -94,7 +95,7 @@ def test_the_held_form_prints_back_and_in_latex():
 ARGUMENTS = ["A_{a}{b}", "A_{b}{a}", "A_{a}{c} B_{c}{b}", "A_{a}{b} + 0.5 delta_{a}{b}", "L_{a}{c} L_{b}{c}"]
 
 
-@settings(max_examples=40, deadline=None)
+@sample(40)
 @given(st.sampled_from(ARGUMENTS), st.sampled_from(["inv_ij", "inv_ji", "det", "logdet", "det_ab"]),
        st.permutations(["k", "l", "m"]), st.booleans())
 def test_printed_matrix_functions_parse_back_the_same(argument, function, letters, batch):

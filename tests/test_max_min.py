@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, strategies as st
 
 import indexcalc as ic
 from indexcalc.expr import Compare, Equation, Reduce, Tensor
@@ -20,7 +20,7 @@ from routes import assert_routes_agree
 from strategies import sample
 
 ROUTES = sample(15, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
-VALUES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+VALUES = sample(60, suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(10)
 
 

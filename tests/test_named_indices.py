@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
@@ -245,7 +245,7 @@ def test_a_printed_lone_name_in_one_equation_of_a_program_is_declared_once():
 # ---------------------------------------------------------------- properties
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_round_trip_with_names_in_every_place(data):
     """Any tree, any of its letters renamed to names (some left as letters, so that a run
@@ -256,7 +256,7 @@ def test_round_trip_with_names_in_every_place(data):
         assert parse(text) == named, text
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(route_cases(), st.data())
 def test_names_mean_what_letters_mean_on_every_route(case, data):
     """A program of the route property with its letters renamed to names gives the same

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
@@ -18,7 +18,7 @@ from indexcalc.expr import Deriv
 from indexcalc.indices import check_equation, free_indices
 from indexcalc.notation import REMEMBERED_TEXT
 
-from strategies import equations, expressions, programs
+from strategies import equations, expressions, programs, sample
 
 
 # ---------------------------------------------------------------- small tree builders
@@ -391,9 +391,7 @@ def test_max_with_zero_is_relu_numerically():
 # ---------------------------------------------------------------- 2. round trip (property based)
 
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
+SETTINGS = sample(150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def syntax(text: str):
@@ -452,7 +450,7 @@ def test_equations_round_trip(text):
     _round_trips(text)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@sample(60, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_programs_round_trip(text):
     tree = syntax(text)
@@ -650,7 +648,7 @@ def test_parse_checks_the_index_rules_unless_told_not_to():
         ic.parse(text, check=False)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@sample(150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.one_of(expressions(), equations()))
 def test_parse_refuses_exactly_what_breaks_the_index_rules(text):
     from indexcalc.program import check_program

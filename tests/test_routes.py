@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
+from hypothesis import Phase, event, given, strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
@@ -57,8 +57,7 @@ def test_every_route_gives_the_same_numbers(case):
     assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
-@settings(max_examples=100, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
-          suppress_health_check=list(HealthCheck))
+@sample(100, database=None, derandomize=True, phases=[Phase.generate])
 @given(route_cases(settings=dataclasses.replace(ROUTE_PROGRAMS, letters=("i", "j", "k", "l", "m"))))
 def test_the_generator_draws_a_program_when_letters_run_short(case):
     """A block that finds no free letter of the size it needs draws a random block
@@ -370,8 +369,7 @@ def update_rule_arrays():
     return {"w": rand(2, 3), "x": rand(3), "b": rand(2), "y": rand(2), "eta": 0.3}
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@sample(40, derandomize=True, database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(route_cases())
 def test_a_simplified_derivative_simplifies_to_itself(case):
     """simplify is a fixed point: a second pass prints the same text. Factors of one kind

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, strategies as st
 
 import indexcalc as ic
+from strategies import sample
 from indexcalc.expr import Equation, Product, Shift, Tensor
 from indexcalc.indices import free_indices, infer_sizes, summed_indices
 from indexcalc.shifts import inferred_size, shift_array
@@ -23,9 +24,8 @@ from carets import assert_parse_refuses
 from families import conv_programs
 from routes import check, finite_difference
 
-ROUTES = settings(max_examples=8, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-VALUES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ROUTES = sample(8, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
+VALUES = sample(40, suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(11)
 
 
