@@ -66,11 +66,11 @@ SHARE = {"suite": 1 / 3, "deep": 1}
 
 def sample(examples: int, **options) -> settings:
     """A property's settings. `examples` is its full sample, which `HYPOTHESIS_PROFILE=deep`
-    draws; the suite draws a third of it (at least 2), and the soak profile 100,000, where
+    draws; the suite draws a third of it (at least 5), and the soak profile 100,000, where
     each family runs at scale (`options`, such as derandomize, are the suite's and deep's)."""
     if SOAK:
         return settings.get_profile("soak")
-    drawn = max(2, round(examples * SHARE.get(PROFILE, 1)))
+    drawn = min(examples, max(5, round(examples * SHARE.get(PROFILE, 1))))
     return settings(**{"deadline": None, "suppress_health_check": list(HealthCheck), **options, "max_examples": drawn})
 
 
