@@ -160,6 +160,27 @@ def _with_slow(summary: str, slow: list[str]) -> str:
     return summary + "\n\n" + "\n\n".join(slow) + "\n"
 
 
+def with_waits(results, every: float, say):
+    """A pool's results as they come, and a line every `every` seconds that none comes. The
+    route limit counts CPU time, so a job blocked without using the CPU never reaches it:
+    a stall is said, not silent. (Not a progress line: the tally does not read it.)"""
+    if not hasattr(results, "next") or every <= 0:  # one job, in this process
+        yield from results
+        return
+    waited = 0.0
+    while True:
+        try:
+            result = results.next(timeout=every)
+        except StopIteration:
+            return
+        except multiprocessing.TimeoutError:
+            waited += every
+            say(f"  waiting: no chunk has finished for {waited:.0f} s")
+            continue
+        waited = 0.0
+        yield result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="programs to run")
@@ -187,7 +208,8 @@ def main(argv=None) -> int:
     start = last = time.time()
     # one job runs in this process: no fork (a process that has loaded JAX must not fork)
     with open(args.out, "w") as out, (multiprocessing.Pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext()) as pool:
-        for result in pool.imap_unordered(run_chunk, tasks) if pool else map(run_chunk, tasks):
+        results = pool.imap_unordered(run_chunk, tasks) if pool else map(run_chunk, tasks)
+        for result in with_waits(results, args.every, lambda line: print(line, flush=True)):
             count += result["count"]
             tags.update(result["tags"])
             seconds.update(result["seconds"])

@@ -45,6 +45,31 @@ def test_the_tally_adds_the_seeds_of_one_fingerprint_and_counts_a_repeated_seed_
     assert "1 log(s) repeat a seed" in table
 
 
+def test_a_pool_that_returns_nothing_for_a_while_says_so(monkeypatch):
+    """A stalled job (blocked, so the CPU-time limit never fires) printed nothing at all;
+    now a line per wait, which the tally does not take for progress."""
+    import multiprocessing
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    soak, tally = importlib.import_module("soak"), importlib.import_module("soak_tally")
+    answers = iter([multiprocessing.TimeoutError(), multiprocessing.TimeoutError(), "a", multiprocessing.TimeoutError(),
+                    "b", StopIteration()])
+
+    class Results:
+        def next(self, timeout):
+            answer = next(answers)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+    said = []
+    assert list(soak.with_waits(Results(), 120, said.append)) == ["a", "b"]
+    assert said == ["  waiting: no chunk has finished for 120 s", "  waiting: no chunk has finished for 240 s",
+                    "  waiting: no chunk has finished for 120 s"]
+    assert not any(tally.PROGRESS.search(line) for line in said)
+    assert list(soak.with_waits(iter(["a"]), 120, said.append)) == ["a"]
+
+
 def test_the_fingerprint_is_of_the_code_not_of_its_docstrings(tmp_path, monkeypatch):
     """A docstring or a comment changes no route: the count goes on. A statement does."""
     monkeypatch.syspath_prepend(str(SCRIPTS))
