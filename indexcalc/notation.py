@@ -73,7 +73,7 @@ def parse(text: str, *, check: bool = True, names: Iterable[str] = ()) -> Expr:
 
 def _index_names(names) -> frozenset[str]:
     """`names` as parse takes them: one name or an iterable of named indices (`batch`,
-    `d2`); a lone string is one name, not its letters."""
+    `out`); a lone string is one name, not its letters."""
     names = names_argument(names, "names", 'names=["batch"]')
     for name in names:
         if not is_index_name(name):

@@ -48,9 +48,9 @@ def letter_count(node: Expr, letter: str) -> int:
     return total
 
 
-def letters_in(node: Expr) -> set[str]:
-    """Every index letter that occurs anywhere in `node`."""
-    return set(_remembered_letters(node))
+def letters_in(node: Expr) -> frozenset[str]:
+    """Every index letter that occurs anywhere in `node` (worked out once a node)."""
+    return _remembered_letters(node)
 
 
 def _own_letters(node: Expr) -> tuple[str, ...]:

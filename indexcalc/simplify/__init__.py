@@ -24,7 +24,7 @@ from ..expr import (
 )
 from ..indices import check_equation, free_indices
 from ..program import check_program
-from ..relabel import _remembered_letters, exposed_letters, fresh_letters, letters_in, rename_summed_apart
+from ..relabel import exposed_letters, fresh_letters, letters_in, rename_summed_apart
 from ..scope import explicit, tidy
 from ..wellformed import as_parsed
 from .folds import fold_call, fold_compare, fold_mask, fold_power, lone_delta
@@ -127,9 +127,9 @@ def _in_order(node: Expr) -> Expr:
 
 
 def _simplify(node: Expr, ctx: Context) -> Expr:
-    # the rules ask the context only about the node's own letters: a subtree met again under
-    # another reduction (a Hessian's terms share theirs) is rewritten once
-    mine = _remembered_letters(node)
+    # the rules ask the context only about the node's own letters (terms.Context): a subtree
+    # met again under another reduction (a Hessian's terms share theirs) is rewritten once
+    mine = letters_in(node)
     key = (node, ctx.fixed & mine, ctx.convention & mine, ctx.held & mine, ctx.unheld & mine)
     if key not in ctx.done:
         ctx.done[key] = _rewritten(node, ctx)

@@ -18,6 +18,10 @@ from ..relabel import Fresh, letters_in
 
 @dataclass(frozen=True)
 class Context:
+    """What a rule knows of where its node stands. A rule asks it only about letters the
+    node writes: simplify remembers a subtree's rewrite by the node and the context's sets
+    cut down to those letters, and reuses it wherever the subtree stands again."""
+
     fixed: frozenset[str]
     fresh: Fresh
     convention: frozenset[str] = frozenset()  # fixed by a sum the text leaves to the convention
