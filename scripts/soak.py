@@ -43,7 +43,7 @@ from strategies import route_cases  # noqa: E402
 DRAWS = {"all": soak_cases, "main": route_cases}  # --programs: the families too, or the main generator alone
 
 
-SLOW = 5.0  # seconds: a route slower than this on a program this small is reported (not failed)
+SLOW = 5.0  # CPU seconds: a route slower than this on a program this small is reported (not failed)
 
 
 def run_chunk(task):
@@ -149,9 +149,9 @@ def _summary(count, tags, classes, seconds, slow, out) -> str:
     summary += [f"  {n:7d}  {tag}" for tag, n in sorted(tags.items())]
     summary += ["failure classes (programs showing each):"]
     summary += [f"  {n:7d}  {signature}" for signature, n in classes.most_common()]
-    summary += ["time by route (seconds, all programs):"]
+    summary += ["time by route (CPU seconds, all programs):"]
     summary += [f"  {t:9.1f}  {route}" for route, t in seconds.most_common()]
-    summary += [f"programs with a route slower than {SLOW:.0f} s: {len(slow)} (listed at the end of {out})"]
+    summary += [f"programs with a route slower than {SLOW:.0f} CPU-s: {len(slow)} (listed at the end of {out})"]
     return "\n".join(summary)
 
 
