@@ -26,7 +26,7 @@ from indexcalc.program import check_program
 from indexcalc.expr import with_children
 from indexcalc.expr import Call, Delta, Equation, Power, Product, Program, Reduce, Sum, Tensor
 from indexcalc.simplify import RULES, context_at
-from strategies import SMOOTH_PROGRAMS, ProgramGenerator, sample
+from strategies import SMOOTH_PROGRAMS, ProgramGenerator, route_cases, sample
 
 RNG = np.random.default_rng(20240607)
 EPS = 1e-6
@@ -1087,6 +1087,38 @@ def test_a_factor_spelled_with_other_summed_letters_is_taken_out_once(func, inne
     result = ic.simplify(eq)
     assert str(result).count(func + "(") == 1, f"{text} -> {result}"
     assert_close(ic.evaluate(result, arrays), ic.evaluate(eq, arrays), f"{text} -> {result}", rtol=1e-12, atol=1e-12)
+
+
+@sample(30, derandomize=True, database=None)
+@given(route_cases())
+def test_a_rewrite_asks_its_context_only_about_the_letters_of_its_node(case):
+    """simplify remembers a subtree's rewrite by the node and its context cut down to the
+    node's letters, and reuses it wherever the node stands again (a Hessian's sums repeat
+    their subtrees under other reductions): so no rule may read a letter of the context
+    that its node does not write. Each subtree of a derivative simplified in the context
+    simplify gives it and in one wider by every other letter: the same tree."""
+    from indexcalc.relabel import fresh_letters, letters_in
+    from indexcalc.simplify import _simplify
+
+    assume(case.wrt is not None)
+    try:
+        derivative = ic.diff(case.text, case.wrt)
+    except ic.IndexCalcError:
+        reject()
+    for line in derivative.equations if isinstance(derivative, Program) else [derivative]:
+        eq = explicit(line)
+        outside_all = letters_in(eq) | {"ζ"}
+        nodes = [n for n in eq.rhs.walk() if n.children()][:12]
+        for node in nodes:
+            ctx = context_at(eq, node)
+            if ctx is None:
+                continue
+            outside = outside_all - letters_in(node)
+            mine = dataclasses.replace(ctx, fresh=fresh_letters(letters_in(eq)), done={}, sized={}, canonical={})
+            wider = dataclasses.replace(ctx, fresh=fresh_letters(letters_in(eq)), done={}, sized={}, canonical={},
+                                        fixed=ctx.fixed | outside, convention=ctx.convention | outside,
+                                        held=ctx.held | outside, unheld=ctx.unheld | outside)
+            assert _simplify(node, mine) == _simplify(node, wider), f"{node} in {eq}"
 
 
 def test_a_carrier_that_alone_sizes_its_letter_stays():
