@@ -59,7 +59,7 @@ SOAK = PROFILE == "soak"
 settings.register_profile(
     "soak", max_examples=100_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
-# the share of each property's examples the suite draws: the suite keeps to two minutes on
+# the share of each property's examples the suite draws, for a suite of a couple of minutes on
 # two cores, and the soak (scripts/soak.py, 100,000 programs) is where the depth is
 SHARE = {"suite": 1 / 3, "deep": 1}
 
