@@ -68,7 +68,7 @@ def run_chunk(task):
         results["seconds"].update(seconds)
         slow = {route: round(t, 1) for route, t in seconds.items() if t > SLOW}
         if slow:
-            results["slow"].append(f"{case}\nslow routes (seconds): {slow}")
+            results["slow"].append(f"{case}\nslow routes (CPU seconds): {slow}")
         if problems:
             results["failures"].append({
                 "text": f"{case}\nproblems:\n" + "\n".join("  " + str(p).replace("\n", "\n    ") for p in problems),
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (1: in this process, no pool)")
     parser.add_argument("--chunk", type=int, default=200, help="programs per Hypothesis run")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one route may take")
-    parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines")
+    parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines (and between 'waiting' lines while no chunk finishes)")
     parser.add_argument("--programs", choices=sorted(DRAWS), default="all",
                         help="all: the main generator and the families of tests/families.py; main: the main generator alone")
     args = parser.parse_args(argv)
