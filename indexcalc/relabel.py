@@ -168,7 +168,9 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
     if isinstance(node, Product):
         if not merge and new in summed_indices(node, fixed):
             node = rename(node, new, fresh(), fixed, fresh)
-        factors = tuple(_rename_factor(f, old, new, fixed, fresh, merge) for f in node.factors)
+        grouped = _fixed_in_groups(node, fixed)
+        factors = tuple(_rename_factor(f, old, new, grouped if isinstance(f, Product) else fixed, fresh, merge)
+                        for f in node.factors)
         return Product(factors, span=node.span)
     if isinstance(node, (Sum, Compare)):  # each term (each side) is a scope of its own
         return with_children(node, tuple(
@@ -224,6 +226,17 @@ def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) 
     return _move_bound(factor, new, fixed, fresh) if old in fixed else factor
 
 
+def _fixed_in_groups(node: Product, fixed: frozenset[str]) -> frozenset[str]:
+    """What stands fixed inside a parenthesised product among `node`'s factors. Its letters
+    count with `node`'s (parentheses around a product only group), so every letter `node`
+    sums or leaves free is fixed there: a mask in it may read a letter only a factor
+    outside carries (r and k in `u_kr (v_l δ_rl [r <= k])`), which the group read alone
+    refuses as a letter nothing sizes."""
+    if not any(isinstance(f, Product) for f in node.factors):
+        return fixed
+    return fixed | frozenset(summed_indices(node, fixed)) | frozenset(free_indices(node, fixed))
+
+
 def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
     """`node`, beside which `letter` is about to be fixed, with the scopes inside it that
     bind a `letter` of their own moved to fresh letters (in `σ(a_j b_j)` the j is its own)."""
@@ -232,7 +245,9 @@ def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
     if isinstance(node, (Tensor, Product)) and letter in summed_indices(node, fixed):
         node = rename(node, letter, fresh(), fixed, fresh)
     if isinstance(node, Product):
-        return Product(tuple(_move_bound(f, letter, fixed, fresh) for f in node.factors), span=node.span)
+        grouped = _fixed_in_groups(node, fixed)
+        return Product(tuple(_move_bound(f, letter, grouped if isinstance(f, Product) else fixed, fresh)
+                             for f in node.factors), span=node.span)
     if isinstance(node, (Sum, Compare)):
         return with_children(node, tuple(_move_bound(t, letter, fixed, fresh) for t in node.children()))
     if isinstance(node, Power):

@@ -138,8 +138,11 @@ def split_reduction(node: Reduce, ctx: Context) -> Expr | None:
         return None
     # each part still sizes the letters the whole sized: a term whose carrier went, held by a
     # sibling term's array, may carry a summed letter on a shift's δ alone (`δ_{o(2n+i)}`)
-    sized = set(node.indices) & sized_letters((node.body,))
-    if not all(sized <= sized_letters((t,)) for t in node.body.terms):
+    # (a δ to a letter fixed outside sizes too: `δ_ja` of the Hessian of `sum_ij([i < j] (x_i - x_j)^2)`
+    # sized j in the whole; the part `sum_j(2 [a < j] δ_ab)` left j on the mask alone)
+    given = ctx.fixed - set(node.indices)
+    sized = set(node.indices) & sized_letters((node.body,), given)
+    if not all(sized <= sized_letters((t,), given) for t in node.body.terms):
         return None
     return Sum(tuple(replace(node, body=t) for t in node.body.terms))
 

@@ -124,11 +124,12 @@ def _sizing(node: Expr, memo: dict) -> tuple[frozenset[str], frozenset[tuple[str
     return known
 
 
-def sized_letters(factors: tuple[Expr, ...]) -> set[str]:
+def sized_letters(factors: tuple[Expr, ...], given=()) -> set[str]:
     """The letters an array's axis gives a size to in `factors`, directly or through a δ
-    that pairs them with such a letter: a carrier is kept for any other (a shift's range
-    is no stand-in for it: the carrier may hold the size an array gave, as in padding)."""
-    return shifts.sized_letters(factors, through_shifts=False)
+    that pairs them with such a letter or with one of `given` (sized outside): a carrier
+    is kept for any other (a shift's range is no stand-in for it: the carrier may hold the
+    size an array gave, as in padding)."""
+    return shifts.sized_letters(factors, given, through_shifts=False)
 
 
 def valid(node: Expr, fixed: frozenset[str]) -> bool:
