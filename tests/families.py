@@ -32,7 +32,8 @@ L = sum_sd(o_sd t_sd)"""
 def bracket_programs(draw):
     """Programs with masks and comparisons: causal self-attention (one line and by named
     lines), a masked matmul with an offset, a mask as a term beside a penalty, a masked
-    max, a mask on one index, ReLU written as a comparison, a comparison with a reduction."""
+    max, a mask on one index, ReLU written as a comparison, a comparison with a reduction,
+    pairwise losses over i < j."""
     n, d, e = (draw(st.integers(1, 3)) for _ in range(3))
     op = draw(st.sampled_from(["<=", ">=", "=="]))
     strict = draw(st.sampled_from(["<", ">", "!="]))
@@ -46,6 +47,10 @@ def bracket_programs(draw):
         ("y_i = [x_i > 0] x_i\nL = sum_i(y_i u_i)", {"x": (n,), "u": (n,)}, "x_g", "u_p"),
         (f"L = sum_i([x_i {strict} mean_j(x_j)] x_i x_i)", {"x": (n,)}, "x_g", "x_p"),
         (f"y_ij = [j {op} i] tanh(w_ij) + [i {strict} j] w_ji", {"w": (n, n)}, "w_gh", None),
+        # pairwise losses over i < j: the Hessian's terms leave a letter on the mask and a δ
+        (f"L = sum_ij([i {strict} j{offset}] (x_i - x_j)^2)", {"x": (n,)}, "x_g", "x_p"),
+        (f"L = sum_ijk([i {op} j] (W_ik - W_jk)^2)", {"W": (n, d)}, "W_gh", "W_pq"),
+        (f"D_ij = [i {strict} j] log(1 + (x_i - x_j)^2)\nL = sum_ij(D_ij) + sum_i(x_i^2)", {"x": (n,)}, "x_g", "x_p"),
     ]
     text, shapes, wrt, wrt2 = draw(st.sampled_from(templates))
     scalar = text.splitlines()[-1].startswith("L =")

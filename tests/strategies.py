@@ -309,6 +309,7 @@ class ProgramSettings:
     chain: int  # chance an equation multiplies by an earlier result, reduced to a scalar,
     chain_functions: tuple[str, ...]  # and calls one of these on it ("" for parentheses; none: bare)
     constants: tuple[str, ...] = CONSTANTS  # numbers a leaf or a product may be
+    mask: int = 0  # chance a product has a mask on its letters, `[i < j]`, `[k >= l + 1]`, `[i != 1]`
 
 
 SAFE_FUNCTIONS = ("sigma", "σ", "sigmoid", "tanh", "softplus", "sin", "cos", "relu", "abs")
@@ -539,6 +540,11 @@ class ProgramGenerator:
             texts.extend(f"{self.pick(('δ', 'delta'))}_{a}{b}" for a, b in deltas)
         if self.chance(3):
             texts.append(self.pick(self.settings.constants))
+        # its own letters only: a mask on a letter fixed outside would make a term that
+        # carries no letter (one broadcast over its siblings') carry that one
+        carried = sorted(set().union(*assign))
+        if carried and self.chance(settings.mask):
+            texts.append(self.mask(carried))
         texts = list(self.draw(st.permutations(texts)))
         if settings.group and len(texts) >= 3 and self.chance(3):
             start = self.draw(st.integers(0, len(texts) - 2))
@@ -549,6 +555,19 @@ class ProgramGenerator:
             below = self.expr(frozenset(assign[nf - 1]), optional, fixed, depth - 1)
             text += f" / (1 + ({below})^2)"
         return text
+
+    def mask(self, letters) -> str:
+        """A mask on letters the product carries (its factors'): it writes them without
+        sizing them, so a derivative whose arrays cancel may leave a letter on the mask
+        alone (`sum_ij([i < j] (x_i - x_j)^2)`'s Hessian lost j's size so)."""
+        op = self.pick(("<", "<=", ">", ">=", "==", "!="))
+        left = self.pick(letters)
+        others = [l for l in letters if l != left]
+        if not others or self.chance(2):
+            self.tags["mask (one letter)"] += 1
+            return f"[{left} {op} 1]"
+        self.tags["mask (pair)"] += 1
+        return f"[{left} {op} {self.pick(others)}{self.pick(('', ' + 1', ' - 1'))}]"
 
     def sum(self, out, optional, fixed, depth) -> str:
         terms = [self.expr(out, optional, fixed, depth - 1)]
@@ -694,6 +713,7 @@ ROUTE_PROGRAMS = ProgramSettings(
     chain=0,
     chain_functions=(),
     constants=CONSTANTS + ("(-2)", "(-0.5)", "(-1.5)", "(2^-1)", "((-3)^2)"),
+    mask=3,
 )
 
 # Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)
