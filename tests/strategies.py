@@ -310,6 +310,7 @@ class ProgramSettings:
     chain_functions: tuple[str, ...]  # and calls one of these on it ("" for parentheses; none: bare)
     constants: tuple[str, ...] = CONSTANTS  # numbers a leaf or a product may be
     mask: int = 0  # chance a product has a mask on its letters, `[i < j]`, `[k >= l + 1]`, `[i != 1]`
+    reductions: tuple[str, ...] = ("sum", "Σ", "mean")  # what a reduction may be
 
 
 SAFE_FUNCTIONS = ("sigma", "σ", "sigmoid", "tanh", "softplus", "sin", "cos", "relu", "abs")
@@ -620,7 +621,10 @@ class ProgramGenerator:
             return self.call(out, optional, fixed, depth)
         new = frozenset(letters)
         body = self.expr(out | new, optional | new, fixed | new, depth - 1)
-        return f"{self.pick(('sum', 'Σ', 'mean'))}_{''.join(letters)}({body})"
+        op = self.pick(self.settings.reductions)
+        if op in ("logsumexp", "max", "min"):
+            self.tags[f"{op} (in an expression)"] += 1
+        return f"{op}_{''.join(letters)}({body})"
 
     def power(self, out, optional, fixed, depth) -> str:
         if self.chance(3):
@@ -713,7 +717,8 @@ ROUTE_PROGRAMS = ProgramSettings(
     chain=0,
     chain_functions=(),
     constants=CONSTANTS + ("(-2)", "(-0.5)", "(-1.5)", "(2^-1)", "((-3)^2)"),
-    mask=3,
+    mask=5,
+    reductions=("sum", "Σ", "mean", "logsumexp", "max", "min"),
 )
 
 # Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)
