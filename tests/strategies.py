@@ -311,6 +311,7 @@ class ProgramSettings:
     constants: tuple[str, ...] = CONSTANTS  # numbers a leaf or a product may be
     mask: int = 0  # chance a product has a mask on its letters, `[i < j]`, `[k >= l + 1]`, `[i != 1]`
     reductions: tuple[str, ...] = ("sum", "Σ", "mean")  # what a reduction may be
+    compare: int = 0  # chance a product has a comparison of values on its fixed letters, `[T_ij > T_j]`
 
 
 SAFE_FUNCTIONS = ("sigma", "σ", "sigmoid", "tanh", "softplus", "sin", "cos", "relu", "abs")
@@ -546,6 +547,10 @@ class ProgramGenerator:
         carried = sorted(set().union(*assign))
         if carried and self.chance(settings.mask):
             texts.append(self.mask(carried))
+        # a comparison's letters count as a factor's: on fixed letters only, it sums none
+        steady = sorted(set(carried) & fixed)
+        if steady and self.chance(settings.compare):
+            texts.append(self.comparison(steady))
         texts = list(self.draw(st.permutations(texts)))
         if settings.group and len(texts) >= 3 and self.chance(3):
             start = self.draw(st.integers(0, len(texts) - 2))
@@ -569,6 +574,16 @@ class ProgramGenerator:
             return f"[{left} {op} 1]"
         self.tags["mask (pair)"] += 1
         return f"[{left} {op} {self.pick(others)}{self.pick(('', ' + 1', ' - 1'))}]"
+
+    def comparison(self, letters) -> str:
+        """`[T_ij > T_j]`, `[T_i <= 0.5]`: values compared, on letters fixed around the
+        product (a comparison is a scope whose free letters count in the product)."""
+        left = self.draw(st.lists(_sampled_from(tuple(letters)), min_size=1, max_size=2, unique=True))
+        right = self.pick(("0", "0.5", "-0.25", "tensor"))
+        if right == "tensor":
+            right = self.tensor([self.pick(left)])
+        self.tags["compare (in a product)"] += 1
+        return f"[{self.tensor(left)} {self.pick(('<', '<=', '>', '>='))} {right}]"
 
     def sum(self, out, optional, fixed, depth) -> str:
         terms = [self.expr(out, optional, fixed, depth - 1)]
@@ -719,6 +734,7 @@ ROUTE_PROGRAMS = ProgramSettings(
     constants=CONSTANTS + ("(-2)", "(-0.5)", "(-1.5)", "(2^-1)", "((-3)^2)"),
     mask=5,
     reductions=("sum", "Σ", "mean", "logsumexp", "max", "min"),
+    compare=3,
 )
 
 # Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)
