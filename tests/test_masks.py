@@ -272,6 +272,21 @@ def test_a_mask_in_parentheses_reads_the_letters_of_the_product_around_it_on_eve
     assert_routes_agree(RouteCase(text, "u_ab", "v_c", specs, 9, True), timeout=20)
 
 
+@pytest.mark.parametrize("mask", ["[i != k]", "[i != k - 1]", "[i < k]", "[i >= k + 1]"])
+@pytest.mark.parametrize("body", ["sin(v3_ki (v1_k - v1_k + 1) v2_i {mask})", "sin(v3_ki (v1_k - 3 - v1_k) v2_i {mask} 3)"])
+def test_a_letter_a_cancelled_term_sized_keeps_its_size_beside_a_mask_on_every_route(body, mask):
+    """The widened generator's first flag (3,000 draws, masks and comparisons dense): the
+    compiled Hessian by v1 of `g_mp = y_{,(mp)}[v3]`, `L = g_mp g_mp`, with v1 cancelling
+    in y, was refused (`cannot tell the size of index m`). A zero term's carrier `v3_mp`
+    was dropped as held by sibling terms, which then cancelled; simplify tells a letter so
+    lost by its leaving the formula and simplifies again without the hold, but m stayed
+    on the mask `[p != m - 1]`, free and sized by nothing. A reduction's letter is now lost
+    where it is no longer sized too."""
+    text = f"y = {body.format(mask=mask)}\ng_mp = y_{{,(mp)}}[v3]\nL = g_mp g_mp"
+    specs = {"v1": ((3,), "tensor"), "v2": ((2,), "tensor"), "v3": ((3, 2), "tensor")}
+    assert_routes_agree(RouteCase(text, "v1_a", "v1_b", specs, 0, True), timeout=20)
+
+
 # ---------------------------------------------------------------- renaming (masks pass through relabel.rename)
 
 

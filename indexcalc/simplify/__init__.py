@@ -37,7 +37,7 @@ from .reductions import (
     sum_inside, zero_reduction,
 )
 from .sums import collect_terms, factor_common, flatten_sum, merge_reductions
-from .terms import Context, Rule, sized_apart_from_carriers, sorted_factors
+from .terms import Context, Rule, sized_apart_from_carriers, sorted_factors, unsized
 
 
 def simplify(source) -> Expr:
@@ -233,11 +233,17 @@ def _simplified_keeping(node: Expr, ctx: Context, letters: frozenset[str]) -> Ex
     sized by a sibling; but a hold is granted before the siblings are rewritten, and what
     sized the letter may cancel or fold there (`w_u = (y_u + c - y_u) d` loses u, and
     `(t_n - Q)^0` folds to 1). A letter so lost is simplified again unheld, where only a
-    carrier with a holder beside it in the same rewritten product goes."""
+    carrier with a holder beside it in the same rewritten product goes.
+
+    A letter is lost where it is no longer free, or no longer sized where it was: on a mask
+    alone it is still free (`sum_m([p != m - 1] 0 v2_p ...)`, its carrier `v3_mp` of a
+    zero term dropped as held by terms that then cancelled)."""
+    given, memo = ctx.fixed - letters, ctx.sized_with_carriers
+    sized = letters - unsized(letters, node, given, memo)
     unheld = ctx.unheld
     while True:
         out = _simplify(node, replace(ctx, held=ctx.held - unheld, unheld=unheld))
-        lost = letters - set(free_indices(out, ctx.fixed))
+        lost = (letters - set(free_indices(out, ctx.fixed))) | unsized(sized, out, given, memo)
         if not lost:
             return out
         if lost <= unheld:

@@ -36,6 +36,8 @@ class Context:
     done: dict = field(default_factory=dict, compare=False)
     # the letters each subtree sizes (sized_apart_from_carriers), asked at every rewrite
     sized: dict = field(default_factory=dict, compare=False)
+    # the same with zero carriers counted (unsized), asked twice a reduction
+    sized_with_carriers: dict = field(default_factory=dict, compare=False)
     # the terms and factors of sums up to their bound letters (sums.py), asked at each visit
     canonical: dict = field(default_factory=dict, compare=False)
 
@@ -100,27 +102,39 @@ def sized_apart_from_carriers(node: Expr, memo: dict | None = None) -> frozenset
     """The letters an array's axis in `node` sizes, directly or through a δ, the zero
     terms (`0 x_p`) aside; remembered in `memo` (one simplify call's, by equal subtree:
     rewrites make equal copies), not in a process-wide cache that would keep trees alive."""
-    return _sizing(node, {} if memo is None else memo)[2]
+    return _sizing(node, {} if memo is None else memo, carriers=False)[2]
 
 
-def _sizing(node: Expr, memo: dict) -> tuple[frozenset[str], frozenset[tuple[str, str]], frozenset[str]]:
-    """(the letters of `node`'s arrays, its δs' pairs, the letters those size) apart from
-    zero terms, built from the children's: asked of every node of a Hessian's sums, a walk
-    of each subtree anew was quadratic in their depth."""
+def unsized(letters: frozenset[str], node: Expr, given: frozenset[str], memo: dict) -> frozenset[str]:
+    """The `letters` a route finds no size for in `node`: sized are its arrays' axes, zero
+    carriers (`1 + 0 x_p`) included, since keeping a size is what they are for, and what
+    δs tie to those or to the letters `given` a size outside. A mask writes a letter
+    without sizing it: a letter left on `[p != m - 1]` alone is free and has no size."""
+    arrays, pairs, _ = _sizing(node, memo, carriers=True)
+    missing = letters - arrays
+    return frozenset(missing - shifts.tied_by_deltas(arrays | given, pairs)) if missing else missing
+
+
+def _sizing(node: Expr, memo: dict, carriers: bool) -> tuple[frozenset[str], frozenset[tuple[str, str]], frozenset[str]]:
+    """(the letters of `node`'s arrays, its δs' pairs, the letters those size) built from
+    the children's: asked of every node of a Hessian's sums, a walk of each subtree anew
+    was quadratic in their depth. Zero terms count only with `carriers`, which leaves the
+    last (the δ closure) to its caller."""
     known = memo.get(node)
     if known is not None:
         return known
-    if is_zero(node):
+    if not carriers and is_zero(node):
         arrays, pairs = frozenset(), frozenset()
     elif isinstance(node, Tensor):
         arrays, pairs = frozenset(node.all_indices), frozenset()
     elif isinstance(node, Delta):
         arrays, pairs = frozenset(), frozenset(node.pairs)
     else:
-        parts = [_sizing(child, memo) for child in node.children()]
+        parts = [_sizing(child, memo, carriers) for child in node.children()]
         arrays = frozenset().union(*(p[0] for p in parts))
         pairs = frozenset().union(*(p[1] for p in parts))
-    memo[node] = known = (arrays, pairs, frozenset(shifts.tied_by_deltas(arrays, pairs)))
+    closure = None if carriers else frozenset(shifts.tied_by_deltas(arrays, pairs))
+    memo[node] = known = (arrays, pairs, closure)
     return known
 
 
