@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines (and between 'waiting' lines while no chunk finishes)")
     parser.add_argument("--programs", choices=sorted(DRAWS), default="all",
                         help="all: the main generator and the families of tests/families.py; main: the main generator "
-                             "alone; dense: it with masks and comparisons in most products (they found three defects "
+                             "alone; dense: it with masks and comparisons in most products (they found two defects "
                              "in a few thousand programs where the mix of 'all' draws them in one in thirty)")
     args = parser.parse_args(argv)
 
