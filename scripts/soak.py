@@ -44,7 +44,7 @@ from strategies import ROUTE_PROGRAMS, route_cases  # noqa: E402
 DRAWS = {  # --programs: the families too, the main generator alone, or it with its rarer constructs dense
     "all": soak_cases,
     "main": route_cases,
-    "dense": lambda: route_cases(settings=dataclasses.replace(ROUTE_PROGRAMS, mask=8, compare=6)),
+    "dense": lambda: route_cases(settings=dataclasses.replace(ROUTE_PROGRAMS, mask=8, compare=6, jacobian=8)),
 }
 
 
@@ -197,7 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=float, default=60.0, help="seconds between progress lines (and between 'waiting' lines while no chunk finishes)")
     parser.add_argument("--programs", choices=sorted(DRAWS), default="all",
                         help="all: the main generator and the families of tests/families.py; main: the main generator "
-                             "alone; dense: it with masks and comparisons in most products (they found two defects "
+                             "alone; dense: it with masks and comparisons in most products and the notes' Jacobians "
+                             "in most relabellings (masks and comparisons found two defects "
                              "in a few thousand programs where the mix of 'all' draws them in one in thirty)")
     args = parser.parse_args(argv)
 

@@ -312,6 +312,7 @@ class ProgramSettings:
     mask: int = 0  # chance a product has a mask on its letters, `[i < j]`, `[k >= l + 1]`, `[i != 1]`
     reductions: tuple[str, ...] = ("sum", "Σ", "mean")  # what a reduction may be
     compare: int = 0  # chance a product has a comparison of values on its fixed letters, `[T_ij > T_j]`
+    jacobian: int = 0  # chance a relabelling of a fixed letter is the notes' Jacobian, `σ_{i,m}(u) T_m`, or `σ'_i(u)`
 
 
 SAFE_FUNCTIONS = ("sigma", "σ", "sigmoid", "tanh", "softplus", "sin", "cos", "relu", "abs")
@@ -611,6 +612,8 @@ class ProgramGenerator:
 
     def call(self, out, optional, fixed, depth) -> str:
         func = self.pick(self.settings.functions)
+        if func.startswith(("relu", "max(", "abs")):
+            self.tags["relu, abs"] += 1
         arg = self.expr(out, optional, fixed, depth - 1)
         return func.format(arg) if "{" in func else f"{func}({arg})"
 
@@ -624,7 +627,24 @@ class ProgramGenerator:
         if source is None:
             return None
         arg = self.expr((out - {target}) | {source}, optional, fixed, depth - 1)
-        return f"{self.pick(self.settings.subscripted)}_{target}({arg})"
+        func = self.pick(self.settings.subscripted)
+        if target in fixed and self.chance(self.settings.jacobian):
+            return self.jacobian(func, target, arg, out | fixed | {source})
+        return f"{func}_{target}({arg})"
+
+    def jacobian(self, func, target, arg, avoid) -> str:
+        """The notes' Jacobian of an elementwise function, `σ_{i,m}(u)` = σ'(u_i) δ_im, with
+        m summed against a factor of its own, or the derivative relabelled alone, `σ'_i(u)`.
+        i must be fixed around it: were it carried by nothing else, the δ would sum it (the
+        parser refuses that reading)."""
+        if func in ("sigma", "σ", "tanh") and self.chance(3):
+            self.tags["jacobian (prime)"] += 1
+            return f"{func}'_{target}({arg})"
+        m = self.fresh(avoid | self.line_letters, size=self.sizes[target])  # summed beside the product's letters
+        if m is None:
+            return f"{func}_{target}({arg})"
+        self.tags["jacobian (comma)"] += 1
+        return f"({func}_{{{target},{m}}}({arg}) {self.tensor([m])})"
 
     def reduce(self, out, optional, fixed, depth) -> str:
         letters = []
@@ -709,14 +729,20 @@ class ProgramGenerator:
 # Programs for the cross-route property (issue 8: one route, one answer)
 
 ROUTE_FUNCTIONS = ("sigma", "σ", "tanh", "softplus", "sin", "cos")
+# The kinked functions, their kinks moved off 0: a program's integer scalars (-2, -1, 1, 2),
+# its constants and structural zeros can make an argument exactly 0, where finite
+# differences see half a slope and every route rightly the subgradient 0. No sum of
+# products and quotients of a program's few small numbers makes 0.137 (1/5 and 0.5 make 0.1).
+KINKED_FUNCTIONS = ("relu({} - 0.137)", "max(0, {} + 0.137)", "abs({} - 0.137)")
 
-# Every route is compared with central finite differences, so only smooth functions, values
-# kept away from the edges of their domains (log and sqrt of 1 + u², never of u), and small
-# sizes. Negative numbers are factors of their own: `x_i (-2)`, `(2^-1)`.
+# Every route is compared with central finite differences, so smooth functions and kinked
+# ones whose kinks no exact value of the program meets, values kept away from the edges of
+# their domains (log and sqrt of 1 + u², never of u), and small sizes. Negative numbers are
+# factors of their own: `x_i (-2)`, `(2^-1)`.
 ROUTE_PROGRAMS = ProgramSettings(
     letters=("i", "j", "k", "l", "m", "n", "p", "q", "r", "s", "t", "u", "v", "μ", "k1"),
     max_size=3,
-    functions=ROUTE_FUNCTIONS + ("exp(tanh({}))", "log(1 + ({})^2)", "sqrt(1 + ({})^2)", "sigma'({})"),
+    functions=ROUTE_FUNCTIONS + ("exp(tanh({}))", "log(1 + ({})^2)", "sqrt(1 + ({})^2)", "sigma'({})") + KINKED_FUNCTIONS,
     subscripted=ROUTE_FUNCTIONS,
     powers=("({})^2", "({})^3", "(1 + ({})^2)^-1", "(2 + sin({}))^1.5", "(1 + ({})^2)^-0.5"),
     max_depth=3,
@@ -735,6 +761,7 @@ ROUTE_PROGRAMS = ProgramSettings(
     mask=5,
     reductions=("sum", "Σ", "mean", "logsumexp", "max", "min"),
     compare=3,
+    jacobian=3,
 )
 
 # Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)

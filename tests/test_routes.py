@@ -68,6 +68,27 @@ def test_the_generator_draws_a_program_when_letters_run_short(case):
     ic.parse(case.text)
 
 
+USERS_LAYERS = {"W": ((3, 2), "tensor"), "x": ((2,), "tensor"), "b": ((3,), "tensor"), "v": ((3,), "tensor")}
+
+
+@pytest.mark.parametrize("text, wrt, wrt2", [
+    ("u_i = W_ij x_j + b_i\nJ_im = σ_{i,m}(u_i)\nL = J_im J_im", "W_gh", "W_kl"),
+    ("L = v_i tanh_{i,m}(W_ij x_j + b_i) v_m", "W_gh", "b_k"),
+    ("L = v_i sqrt_{i,m}(1 + (W_ij x_j)^2) v_m", "x_g", "x_k"),
+    ("h_i = max(0, W_ij x_j + b_i)\nL = sum_i(h_i h_i)", "W_gh", "b_k"),
+    ("h_i = relu(W_ij x_j) - abs(b_i)\nL = sum_i(h_i v_i)", "W_gh", "b_k"),
+    ("h_i = tanh'(W_ij x_j + b_i) + sigma'_i(W_kj x_j)\nL = sum_i(h_i v_i)", "W_gh", "x_k"),
+    ("y_i = relu(W_ij x_j)\nL = sum_i(y_i y_i)\nW_new_gh = W_gh - 0.1 L_{,(gh)}[W]\nL2 = sum_i(relu(W_new_ij x_j)^2)",
+     "W_gh", "x_k"),
+])
+def test_relu_abs_and_the_notes_jacobians_agree_on_every_route(text, wrt, wrt2):
+    """The layers' activations users write most (relu, `max(0, u)`, abs) and the notes'
+    Jacobian of an elementwise function (`σ_{i,m}(u)`, `σ'_i(u)`), which the generator
+    drew neither of before 2026-12-07 (it draws both now, relu and abs with their kinks
+    off the values a program makes exactly)."""
+    assert_routes_agree(RouteCase(text, wrt, wrt2, USERS_LAYERS, 7, True), timeout=ROUTE_TIMEOUT)
+
+
 SATURATED_ATTENTION = RouteCase(
     """y_tp = (sin((v1_ip + v2_nn + v3_i)) δ_it) sin(v4_t^2) / (1 + (((v9_pvt v10_k1tnp v8_rk1rpt) * delta_nv - (v7_tp + v6_pt) - sin_p(v5_tq)))^2)
 y2_ui = (-2)^v14 ((v11_ui + v13_iu - v12)) + (sum_μ(v15_ijuμj)) * -2
