@@ -303,7 +303,8 @@ class Lowering:
             values = [-part.value if negative else part.value for negative, part in parts]
             return self.fold(lambda: functools.reduce(operator.add, values))
         short = len(parts) <= CHAIN  # one line: its operator broadcasts the leading axes (a part line must have them)
-        pieces = [(" - " if negative else " + ", self.aligned(part, target, leading=not short)) for negative, part in parts]
+        pieces = [(" - " if negative else " + ", self.aligned(part, target, leading=not short), part.letters)
+                  for negative, part in parts]
         return self._chained(pieces, target, "add")
 
     def compare(self, node: Compare, fixed) -> Operand:
@@ -329,15 +330,21 @@ class Lowering:
             self.masks[key] = self._store(name, wanted, f"mask {node.op} (a constant of the shapes)").code
         return Operand(self.masks[key], wanted)
 
-    def _chained(self, pieces: list[tuple[str, str]], letters: tuple[str, ...], routine: str) -> Operand:
-        """`a + b - c ...` (or `a * b ...`: each piece is an operator and an operand), in
-        lines of at most CHAIN operands: Python's compiler nests a chain one level per
-        operand, and a 10,000-term sum overflowed its stack."""
+    def _chained(self, pieces: list[tuple[str, str, tuple[str, ...]]], letters: tuple[str, ...], routine: str) -> Operand:
+        """`a + b - c ...` (or `a * b ...`: each piece is an operator, an operand and the
+        operand's letters), in lines of at most CHAIN operands: Python's compiler nests a
+        chain one level per operand, and a 10,000-term sum overflowed its stack. A line
+        holds the letters of its own operands, not the whole result's: a line of scalars
+        is a scalar, and `in_place` writes into a step as large as its shape says."""
         joiner = " * " if pieces[0][0] == " * " else " + "  # a line's signs stay on its line
         while len(pieces) > CHAIN:
-            pieces = [(joiner, self._chained(pieces[k : k + CHAIN], letters, routine).code)
-                      for k in range(0, len(pieces), CHAIN)]
-        code = "".join(op + operand for op, operand in pieces)
+            lines = []
+            for k in range(0, len(pieces), CHAIN):
+                line = pieces[k : k + CHAIN]
+                own = tuple(i for i in letters if any(i in held for _, _, held in line))
+                lines.append((joiner, self._chained(line, own, routine).code, own))
+            pieces = lines
+        code = "".join(op + operand for op, operand, _ in pieces)
         code = code[3:] if code.startswith((" + ", " * ")) else "-" + code[3:]
         return self._store(code, letters, routine)
 
@@ -515,9 +522,10 @@ class Lowering:
         if arrays:
             result = self.contract(arrays, inner_out)
             if factors:
-                result = self._chained([(" * ", f) for f in factors + [result.code]], result.letters, "scale")
+                pieces = [(" * ", f, ()) for f in factors] + [(" * ", result.code, result.letters)]
+                result = self._chained(pieces, result.letters, "scale")
         elif scalars:
-            result = self._chained([(" * ", f) for f in factors], (), "multiply")
+            result = self._chained([(" * ", f, ()) for f in factors], (), "multiply")
         else:
             result = scale
         if scatters:

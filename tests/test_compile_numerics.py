@@ -347,3 +347,49 @@ def test_a_long_sum_is_planned_in_lines_of_bounded_length(terms, chain, monkeypa
     np.testing.assert_allclose(grads["x"], ic.evaluate(ic.diff(text, "x"), arrays), rtol=1e-12)
     for step in f._last.lowering.steps:
         assert str(step).count(" + ") + str(step).count(" - ") + str(step).count(" * ") < chain + 2, str(step)
+
+
+LONG_CHAIN_PARTS = {"scalar": "sin({k} c)", "vector": "{k} x_i", "matrix": "{k} w_mi", "row": "cos({k} z_m)"}
+
+
+@sample(60)
+@given(st.lists(st.sampled_from(sorted(LONG_CHAIN_PARTS)), min_size=1, max_size=24), st.sampled_from([2, 3, 4]),
+       st.booleans())
+def test_a_long_chain_of_parts_of_different_shapes_compiles_to_evaluate_s_numbers(kinds, chain, product):
+    """A sum or product longer than a line (CHAIN operands) is planned in lines, and a
+    line held only its own operands but was recorded with the whole result's shape: a
+    line of scalars or of vectors, which the next line then wrote the result into in
+    place (`np.add(v7, v8, v7)`), raised a TypeError or ValueError from NumPy on valid
+    programs (65 scalar terms before an x_i; a 35-deep sin chain's Hessian, whose
+    product has 65 factors). Every order of scalars, vectors and matrices, in lines of
+    2 to 4: the compiled value and gradient are evaluate's."""
+    if product:  # the plan multiplies the scalar factors into the contraction of the others
+        factors = [f"(1 + {LONG_CHAIN_PARTS[kind].format(k=k % 3 + 1)})" for k, kind in enumerate(kinds)]
+        text = "y_mi = " + " ".join(factors) + " w_mi x_i"
+    else:
+        text = "y_mi = " + " + ".join(LONG_CHAIN_PARTS[kind].format(k=k % 3 + 1) for k, kind in enumerate(kinds))
+        text += " + w_mi" * ("matrix" not in kinds)
+    program = text + "\nL = sum_mi(y_mi y_mi)"
+    wrt = [name for name in ("c", "x", "w", "z") if re.search(rf"\b{name}(_|\))", text)]
+    rng = np.random.default_rng(len(kinds))
+    arrays = {"c": 0.3, "x": rng.uniform(-1, 1, 3), "w": rng.uniform(-1, 1, (2, 3)), "z": rng.uniform(-1, 1, 2)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["indexcalc.plan"], "CHAIN", chain)
+        value, _ = ic.compile(text)(arrays)
+        loss, grads = ic.compile(program, wrt=wrt)(arrays)
+    np.testing.assert_allclose(value, ic.evaluate(text, arrays), rtol=1e-12)
+    np.testing.assert_allclose(loss, ic.evaluate(program, arrays), rtol=1e-12)
+    for name in wrt:
+        np.testing.assert_allclose(grads[name], ic.evaluate(ic.diff(program, name), arrays), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("text", [
+    "y_i = " + " + ".join(f"sin({k} c)" for k in range(1, 65)) + " + x_i",
+    "y_mi = " + " + ".join(f"sin({k} x_i)" for k in range(1, 65)) + " + w_mi",
+    "y_i = " + " ".join(f"sin({k} c)" for k in range(1, 66)) + " x_i",
+])
+def test_a_chain_longer_than_a_line_compiles_where_its_first_line_is_smaller(text):
+    """The reproductions at the plan's own CHAIN, 64: 64 scalar terms or factors, or 64
+    vector terms, and then the array of the result's shape."""
+    arrays = {"c": 0.7, "x": np.array([0.3, -0.2, 0.5]), "w": np.arange(6.0).reshape(2, 3)}
+    np.testing.assert_allclose(ic.compile(text)(arrays)[0], ic.evaluate(text, arrays), rtol=1e-12)
