@@ -1189,8 +1189,8 @@ class RouteGenerator(ProgramGenerator):
     def block_derivative(self):
         """A derivative line used by a later line: the update rule
         `w_new_gh = w_gh - eta loss_{,(gh)}[w]` then a loss of w_new (by a line of its own, or
-        the layer that made the loss run again with w_new: MAML), a gradient line, or a
-        Jacobian line. The loss is nonlinear in w, so its derivative depends on w."""
+        the layer that made the loss run again with w_new: MAML), a gradient line, a
+        Jacobian line, or a Hessian line `loss_{,(gh)(pq)}[w]` (or `[w,v]`, by two inputs). The loss is nonlinear in w, so its derivative depends on w."""
         options = [
             (r, w) for r in sorted(self.results) if len(self.results[r]) <= 2
             for w in sorted(self.depends[r]) if 1 <= len(self.inputs[w]) <= 2 and self.kinds[w] == "tensor"
@@ -1214,7 +1214,9 @@ class RouteGenerator(ProgramGenerator):
             return self.block_random()
         G = "".join(g)
         comma = f"{G}" if len(g) == 1 and self.chance(5) else f"({G})"
-        style = self.pick(("update", "maml", "gradient", "jacobian"))
+        style = self.pick(("update", "maml", "gradient", "jacobian", "hessian"))
+        if style == "hessian" and self.tags["derivative line (hessian)"]:
+            style = "gradient"  # one Hessian line a program: a Hessian of a Hessian's function is a 4th derivative
         self.tags[f"derivative line ({style})"] += 1
         self.prefer = [w]
         if style in ("update", "maml"):
@@ -1234,6 +1236,19 @@ class RouteGenerator(ProgramGenerator):
             else:
                 self.used.add(new)
                 self.define("L", [], f"{new}_{G} {new}_{G}")
+        elif style == "hessian":
+            # by w twice, or by w and another input the loss reads (`[w,v]`, a mixed Hessian)
+            others = [v for v in sorted(self.depends[r] - {w}) if 1 <= len(self.inputs[v]) <= 2 and self.kinds[v] == "tensor"]
+            v = self.pick(others) if others and self.chance(4) else w
+            h = self.letters(len(self.inputs[v]), set(letters) | set(g), sizes=self.inputs[v])
+            if h is None:  # the loss line stays, a scalar of its own
+                return
+            H = "".join(h)
+            self.used.add(loss)
+            hess = self.define("hess", g + h, f"{loss}_{{,({G})({H})}}[{w if v == w else f'{w},{v}'}]")
+            self.used.add(hess)
+            self.define("L", [], f"sum_{G}{H}(tanh({hess}_{G}{H}))" if self.chance(5)
+                        else f"{self.new_input(g + h)}_{G}{H} {hess}_{G}{H}")
         elif style == "gradient" or not letters:
             self.used.add(loss)
             grad = self.define("grad", g, f"{loss}_{{,{comma}}}[{w}]")
