@@ -3,7 +3,8 @@ the mix the soak draws (scripts/soak.py).
 
 Each family has its test module, which runs it on every route in CI: masks and
 comparisons (tests/test_masks.py), max and min (tests/test_max_min.py), convolutions
-(tests/test_shifts.py), and the main generator's programs with their letters renamed
+(tests/test_shifts.py), sums and products longer than a compiled plan's line
+(tests/test_routes.py), and the main generator's programs with their letters renamed
 to names (tests/test_named_indices.py: `y_{batch out} = W_{out in} x_{batch in}`). The
 soak draws them all (`soak_cases`), so that its count covers the families too: each is
 a few templates whose depth is in the sizes and letters drawn, which a hundred CI
@@ -13,6 +14,7 @@ examples only sample.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from hypothesis import strategies as st
 
@@ -180,9 +182,43 @@ def named_route_cases(draw) -> RouteCase:
     return dataclasses.replace(case, text=str(renamed(program, mapping)), tags=case.tags + ("named indices",))
 
 
+LONG_PARTS = {"c": "sin({k} c)", "x": "{k} x_i", "w": "{k} w_mi", "z": "cos({k} z_m)", "xw": "tanh({k} x_i w_mi)"}
+
+
+@st.composite
+def long_programs(draw):
+    """A sum or a product of more operands than one line of a compiled plan holds (64), of
+    scalar, vector and matrix parts in any order: the plan writes it in lines and adds or
+    multiplies the lines, and a line of scalars once took the whole result's shape (the
+    plan wrote into it in place: a TypeError from NumPy, 2026-12-07). The generator's
+    programs are a few operands long."""
+    product = draw(st.booleans())
+    # in runs of one kind, so that a line may hold one kind only; a product's scalar factors
+    # make its chain (its arrays are contracted apart), and it is differentiated by w alone,
+    # once: by a letter of n factors its derivative has n terms of n factors (by x, 65
+    # factors: 20 s to compile, by c, 19 s for the routes together)
+    runs = draw(st.lists(st.tuples(st.sampled_from(["c"] if product else sorted(LONG_PARTS)),
+                                   st.integers(1, 70)), min_size=1, max_size=4))
+    kinds = [kind for kind, count in runs for _ in range(count)]
+    kinds = (kinds + [runs[0][0]] * 65)[: max(65, min(len(kinds), 68 if product else 100))]
+    parts = [LONG_PARTS[kind].format(k=round(1 + 0.01 * k, 2)) for k, kind in enumerate(kinds)]
+    if product:
+        text = "y_mi = " + " ".join(f"(1 + 0.01 {part})" for part in parts) + " w_mi"
+    else:
+        text = "y_mi = " + " + ".join(parts) + " + w_mi"
+    text += draw(st.sampled_from(["\nL = sum_mi(y_mi y_mi)", "\nL = sum_mi(tanh(y_mi) t_mi)"]))
+    m, i = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    shapes = {"c": (), "x": (i,), "w": (m, i), "z": (m,), "t": (m, i)}
+    specs = {name: (shape, "tensor") for name, shape in shapes.items() if re.search(rf"\b{name}(_|\))", text)}
+    wrt = "w" if product else draw(st.sampled_from([n for n in sorted(specs) if n != "t"]))
+    wrt2 = None if product else draw(st.sampled_from([n for n in sorted(specs) if n != "t"]))
+    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("long chain",))
+
+
 FAMILIES = (  # (weight in sixteenths, family): the main generator's programs most of the time
-    (11, route_cases()),
+    (10, route_cases()),
     (2, named_route_cases()),
+    (1, long_programs()),
     (1, bracket_programs()),
     (1, max_programs()),
     (1, conv_programs()),

@@ -26,6 +26,7 @@ from hypothesis import Phase, event, given, strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
+from families import long_programs
 from routes import LOOPS_LIMIT, assert_routes_agree, finite_difference, gradient_routes, loops_cost
 from strategies import ROUTE_PROGRAMS, RouteCase, route_cases, sample
 
@@ -66,6 +67,15 @@ def test_the_generator_draws_a_program_when_letters_run_short(case):
     test_named_indices replayed one; with 15 letters it is rare, with 5 it came within
     10 draws)."""
     ic.parse(case.text)
+
+
+@sample(15, database=None, derandomize=True, phases=[Phase.generate])
+@given(long_programs())
+def test_sums_and_products_longer_than_a_plan_line_agree_on_every_route(case):
+    """The long-chain family of the soak (tests/families.py): 65 to 100 terms or factors
+    in runs of one shape, which a compiled plan writes in lines of 64 (on 6af5a95, 11 of
+    20 such programs raised NumPy's TypeError or ValueError in compile)."""
+    assert_routes_agree(case, timeout=ROUTE_TIMEOUT)
 
 
 USERS_LAYERS = {"W": ((3, 2), "tensor"), "x": ((2,), "tensor"), "b": ((3,), "tensor"), "v": ((3,), "tensor")}
