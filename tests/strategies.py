@@ -731,8 +731,8 @@ class ProgramGenerator:
 ROUTE_FUNCTIONS = ("sigma", "σ", "tanh", "softplus", "sin", "cos")
 # The kinked functions, their kinks moved off 0: a program's integer scalars (-2, -1, 1, 2),
 # its constants and structural zeros can make an argument exactly 0, where finite
-# differences see half a slope and every route rightly the subgradient 0. No sum of
-# products and quotients of a program's few small numbers makes 0.137 (1/5 and 0.5 make 0.1).
+# differences see half a slope and every route rightly the subgradient 0. 0.137 needs 5³ in
+# a denominator, three quotients by 1 + (±2)² and a numerator of 17.125 (1/5 and 0.5 make 0.1).
 KINKED_FUNCTIONS = ("relu({} - 0.137)", "max(0, {} + 0.137)", "abs({} - 0.137)")
 
 # Every route is compared with central finite differences, so smooth functions and kinked
@@ -1190,7 +1190,8 @@ class RouteGenerator(ProgramGenerator):
         """A derivative line used by a later line: the update rule
         `w_new_gh = w_gh - eta loss_{,(gh)}[w]` then a loss of w_new (by a line of its own, or
         the layer that made the loss run again with w_new: MAML), a gradient line, a
-        Jacobian line, or a Hessian line `loss_{,(gh)(pq)}[w]` (or `[w,v]`, by two inputs). The loss is nonlinear in w, so its derivative depends on w."""
+        Jacobian line, or a Hessian line `loss_{,(gh)(pq)}[w]` (or `[w,v]`, by two inputs).
+        The loss is nonlinear in w, so its derivative depends on w."""
         options = [
             (r, w) for r in sorted(self.results) if len(self.results[r]) <= 2
             for w in sorted(self.depends[r]) if 1 <= len(self.inputs[w]) <= 2 and self.kinds[w] == "tensor"
