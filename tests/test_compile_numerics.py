@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import indexcalc as ic
+from families import LONG_PARTS
 from strategies import sample
 
 RNG = np.random.default_rng(20250301)
@@ -349,11 +350,8 @@ def test_a_long_sum_is_planned_in_lines_of_bounded_length(terms, chain, monkeypa
         assert str(step).count(" + ") + str(step).count(" - ") + str(step).count(" * ") < chain + 2, str(step)
 
 
-LONG_CHAIN_PARTS = {"scalar": "sin({k} c)", "vector": "{k} x_i", "matrix": "{k} w_mi", "row": "cos({k} z_m)"}
-
-
 @sample(60)
-@given(st.lists(st.sampled_from(sorted(LONG_CHAIN_PARTS)), min_size=1, max_size=24), st.sampled_from([2, 3, 4]),
+@given(st.lists(st.sampled_from(sorted(LONG_PARTS)), min_size=1, max_size=24), st.sampled_from([2, 3, 4]),
        st.booleans())
 def test_a_long_chain_of_parts_of_different_shapes_compiles_to_evaluate_s_numbers(kinds, chain, product):
     """A sum or product longer than a line (CHAIN operands) is planned in lines, and a
@@ -364,11 +362,11 @@ def test_a_long_chain_of_parts_of_different_shapes_compiles_to_evaluate_s_number
     product has 65 factors). Every order of scalars, vectors and matrices, in lines of
     2 to 4: the compiled value and gradient are evaluate's."""
     if product:  # the plan multiplies the scalar factors into the contraction of the others
-        factors = [f"(1 + {LONG_CHAIN_PARTS[kind].format(k=k % 3 + 1)})" for k, kind in enumerate(kinds)]
+        factors = [f"(1 + {LONG_PARTS[kind].format(k=k % 3 + 1)})" for k, kind in enumerate(kinds)]
         text = "y_mi = " + " ".join(factors) + " w_mi x_i"
     else:
-        text = "y_mi = " + " + ".join(LONG_CHAIN_PARTS[kind].format(k=k % 3 + 1) for k, kind in enumerate(kinds))
-        text += " + w_mi" * ("matrix" not in kinds)
+        text = "y_mi = " + " + ".join(LONG_PARTS[kind].format(k=k % 3 + 1) for k, kind in enumerate(kinds))
+        text += " + w_mi" * ("w" not in kinds)
     program = text + "\nL = sum_mi(y_mi y_mi)"
     wrt = [name for name in ("c", "x", "w", "z") if re.search(rf"\b{name}(_|\))", text)]
     rng = np.random.default_rng(len(kinds))
