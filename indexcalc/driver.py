@@ -50,12 +50,14 @@ def run(source, arrays: Mapping[str, Any], on_equation: EquationEvaluator, on_ex
         else:
             free_indices(node)
             node = logs_in_range(node)
+            env.read_by((node,))
             env.prepare(node)
             return on_expression(node, env)
         for eq in equations:
             check_equation(eq)  # every line's index rules, whether it runs or not
-        value = None
-        for eq in lines_in_range(needed_lines(equations)):
+        value, lines = None, lines_in_range(needed_lines(equations))
+        env.read_by(lines)
+        for eq in lines:
             env.prepare(eq)
             value = on_equation(eq, env)
             env.arrays[eq.lhs.key] = value

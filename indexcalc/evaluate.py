@@ -106,8 +106,7 @@ def _one_axis_per_letter(array: np.ndarray, axes: tuple) -> tuple[np.ndarray, tu
 class _Einsum:
     def __init__(self, env: Environment):
         self.env = env
-        # numbers and δ take the arrays' float type, so float32 inputs give float32
-        self.dtype = np.result_type(*{a.dtype for a in env.arrays.values()}) if env.arrays else np.float64
+        self.dtype = env.dtype  # numbers and δ take the read arrays' float type: float32 in, float32 out
 
     def eval(self, node: Expr, fixed: frozenset[str]):
         if isinstance(node, Number):

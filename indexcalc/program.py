@@ -191,6 +191,19 @@ class Environment:
             array = numeric_array(str(name), value)
             self.arrays[str(name)] = array if array.dtype.kind == "f" else array.astype(float)
         self.sizes: dict[str, int] = {}
+        self.dtype = np.dtype("float64")
+
+    def read_by(self, lines: Sequence[Expr]) -> None:
+        """Take the float type of the arrays these lines read from outside, as `compile`
+        takes its inputs': an array given but not read must not change a route's numbers."""
+        defined, read = set(), set()
+        for line in lines:
+            body = line.rhs if isinstance(line, Equation) else line
+            read |= {t.key for t in body.walk() if isinstance(t, Tensor)} - defined
+            if isinstance(line, Equation):
+                defined.add(line.lhs.key)
+        types = {self.arrays[k].dtype for k in read if k in self.arrays}
+        self.dtype = np.result_type(*types) if types else np.dtype("float64")
 
     def prepare(self, node: Expr) -> None:
         """Check that every tensor of `node` has an array and work out the index sizes."""

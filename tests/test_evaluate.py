@@ -368,6 +368,15 @@ def test_float32_inputs_stay_float32(source, formula):
     np.testing.assert_allclose(ic.evaluate_loops(source, f32), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("source", [c[0] for c in F32_CASES] + ["y_i = mean_n(x_nj W_ij)"])
+def test_arrays_the_program_does_not_read_leave_its_float_type_alone(source):
+    f32 = {k: v.astype(np.float32) for k, v in {"a": rand(3), "b": rand(3), "W": rand(3, 4), "x": rand(5, 4)}.items()}
+    alone = ic.evaluate(source, f32)
+    beside = ic.evaluate(source, {**f32, "c": 0.5, "unread": np.ones(2)})
+    assert alone.dtype == beside.dtype == ic.compile(source)({**f32, "c": 0.5})[0].dtype == np.float32
+    np.testing.assert_array_equal(alone, beside)
+
+
 def test_float64_inputs_stay_float64_and_ints_become_float():
     assert ic.evaluate("y_i = 2 a_i", {"a": rand(3)}).dtype == np.float64
     value = ic.evaluate("y_i = a_i / 2", {"a": np.array([1, 2, 3])})

@@ -81,6 +81,33 @@ def test_sums_and_products_longer_than_a_plan_line_agree_on_every_route(case):
 USERS_LAYERS = {"W": ((3, 2), "tensor"), "x": ((2,), "tensor"), "b": ((3,), "tensor"), "v": ((3,), "tensor")}
 
 
+def _float_types(case, arrays) -> dict[str, list[str]]:
+    """The float type of every route's result, in two groups: the program's value, and
+    its derivative (a derivative program may read no array, and then is float64)."""
+    value = [ic.evaluate(case.text, arrays), ic.compile(case.text)(arrays)[0],
+             ic.evaluate(ic.simplify(ic.parse(case.text)), arrays)]
+    derivative = []
+    if case.wrt:
+        d = ic.diff(case.text, case.wrt)
+        derivative = [ic.evaluate(d, arrays), ic.compile(d)(arrays)[0],
+                      ic.evaluate(ic.diff(case.text, case.wrt, inline=True), arrays)]
+    return {"value": [np.asarray(v).dtype.name for v in value],
+            "derivative": [np.asarray(v).dtype.name for v in derivative]}
+
+
+@sample(8, database=None, derandomize=True, phases=[Phase.generate])
+@given(route_cases())
+def test_float32_arrays_give_one_float_type_on_every_route_whatever_else_is_given(case):
+    """The numbers' type is that of the arrays the program reads: float32 in, float32 out on
+    every route, however many float64 arrays or Python floats are given beside them unread
+    (evaluate took them all: `mean_j(x_ji w_i)` was float64 beside a `c = 0.5`)."""
+    arrays = {k: np.asarray(v, np.float32) for k, v in case.arrays().items()}
+    arrays.update(unread_matrix=np.ones((2, 3)), unread_scalar=0.5)
+    types = _float_types(case, arrays)
+    assert types["value"] == ["float32"] * 3
+    assert len(set(types["derivative"])) <= 1, types
+
+
 @pytest.mark.parametrize("text, wrt, wrt2", [
     ("u_i = W_ij x_j + b_i\nJ_im = σ_{i,m}(u_i)\nL = J_im J_im", "W_gh", "W_kl"),
     ("L = v_i tanh_{i,m}(W_ij x_j + b_i) v_m", "W_gh", "b_k"),
