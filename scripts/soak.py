@@ -9,8 +9,8 @@ the traceback), then a summary of the failure classes, the constructs drawn and 
 by route (kept in OUT.summary while the run goes on). It uses the same generator
 (tests/strategies.py) and the same comparison (tests/routes.py) as tests/test_routes.py, and
 by default (`--programs all`) the families of tests/families.py beside it (masks, max and
-min, convolutions, named indices: about one program in three), which their own test
-modules run in CI.
+min, convolutions, inverses and determinants, long chains, named indices: seven programs
+in sixteen), which their own test modules run in CI.
 
 The programs come from Hypothesis, driven in chunks of --chunk examples with seeds derived
 from --seed, so a run is reproducible and its memory stays bounded. The last line reads

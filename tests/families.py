@@ -3,8 +3,8 @@ the mix the soak draws (scripts/soak.py).
 
 Each family has its test module, which runs it on every route in CI: masks and
 comparisons (tests/test_masks.py), max and min (tests/test_max_min.py), convolutions
-(tests/test_shifts.py), sums and products longer than a compiled plan's line
-(tests/test_routes.py), and the main generator's programs with their letters renamed
+(tests/test_shifts.py), inverses and determinants (tests/test_matrices.py), sums and
+products longer than a compiled plan's line (tests/test_routes.py), and the main generator's programs with their letters renamed
 to names (tests/test_named_indices.py: `y_{batch out} = W_{out in} x_{batch in}`). The
 soak draws them all (`soak_cases`), so that its count covers the families too: each is
 a few templates whose depth is in the sizes and letters drawn, which a hundred CI
@@ -114,6 +114,35 @@ def conv_programs(draw):
     specs = {name: (shape, "tensor") for name, shape in shapes.items()}
     return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("conv",))
 
+@st.composite
+def matrix_programs(draw):
+    """Programs with an inverse, a determinant or a log-determinant: a Gaussian's negative
+    log-likelihood, a batch of them, a solve, an inverse in a layer and in a quadratic form
+    of its transpose, a determinant inside a function and over a batch, a kernel's Gram
+    matrix. Every matrix is a shift of δ that keeps it well conditioned (`A_km A_lm +
+    δ_kl`, `4 δ_kl + A_kl` with entries of A in [-1, 1] and at most 3 rows), so finite
+    differences, the routes' ground truth, stay accurate."""
+    n, d, b = (draw(st.integers(1, 3)) for _ in range(3))
+    templates = [  # the letters g, h, z, p, q, e are the derivatives'
+        ("S_kl = A_km A_lm + delta_kl\nL = 0.5 logdet(S_kl) + 0.5 r_i inv_ij(S_kl) r_j", {"A": (n, d), "r": (n,)}),
+        ("S_nkl = A_nkm A_nlm + 2 delta_kl\nL = sum_n(logdet(S_nkl) + r_nk inv_kl(S_nab) r_nl)",
+         {"A": (b, n, d), "r": (b, n)}),
+        ("B_ij = inv_ij(4 delta_kl + A_kl)\nL = sum_ij(B_ij W_ij)", {"A": (n, n), "W": (n, n)}),
+        ("L = log(1 + det(delta_kl + 0.3 A_kl)^2) + x_i A_ij x_j", {"A": (n, n), "x": (n,)}),
+        ("S_kl = A_km A_lm + delta_kl\ny_i = inv_ij(S_kl) c_j\nL = sum_i(y_i y_i)", {"A": (n, d), "c": (n,)}),
+        ("h_ni = tanh(x_nj inv_ji(4 delta_kl + M_kl))\nL = sum_ni(h_ni t_ni)", {"x": (b, n), "M": (n, n), "t": (b, n)}),
+        ("d_n = det_kl(A_nkl + 3 delta_kl)\nL = sum_n(d_n c_n)", {"A": (b, n, n), "c": (b,)}),
+        ("L = u_i inv_ij(4 delta_ji + A_ji) v_j", {"A": (n, n), "u": (n,), "v": (n,)}),
+        ("K_nm = exp(-0.5 sum_d((x_nd - x_md)^2)) + delta_nm\nL = logdet(K_nm) + y_n inv_nm(K_ab) y_m",
+         {"x": (n, d), "y": (n,)}),
+        ("P_ij = inv_ij(A_km A_lm + delta_kl)\nL = logdet(P_ij + delta_ij) + sum_ij(P_ij P_ij)", {"A": (n, d)}),
+    ]
+    text, shapes = draw(st.sampled_from(templates))
+    first, second = (draw(st.sampled_from(sorted(shapes))) for _ in range(2))
+    wrt, wrt2 = f"{first}_{'ghz'[:len(shapes[first])]}", f"{second}_{'pqe'[:len(shapes[second])]}"
+    specs = {name: (shape, "tensor") for name, shape in shapes.items()}
+    return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("matrix",))
+
 NAMES = ("batch", "out", "in", "hid", "dm", "seq", "ch", "μν", "ij", "gh", "k1x")
 
 
@@ -216,12 +245,13 @@ def long_programs(draw):
 
 
 FAMILIES = (  # (weight in sixteenths, family): the main generator's programs most of the time
-    (10, route_cases()),
+    (9, route_cases()),
     (2, named_route_cases()),
     (1, long_programs()),
     (1, bracket_programs()),
     (1, max_programs()),
     (1, conv_programs()),
+    (1, matrix_programs()),
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import Phase, given, strategies as st
 
 import indexcalc as ic
 from strategies import sample
@@ -16,7 +16,8 @@ from indexcalc.expr import MatrixCall, Tensor
 from indexcalc.matrices import SingularMatrixError
 from indexcalc.modelfile import parse_model
 from indexcalc.train import train_file
-from routes import finite_difference, gradient_routes
+from families import matrix_programs
+from routes import assert_routes_agree, finite_difference, gradient_routes
 
 RNG = np.random.default_rng(10)
 
@@ -294,3 +295,11 @@ def test_a_per_sample_quadratic_form_gradient_builds_no_batch_by_batch_delta():
     _, grads = f({"S": S, "r": r})
     assert "_embed" not in str(f), str(f)
     np.testing.assert_allclose(grads["r"], r @ (np.linalg.inv(S) + np.linalg.inv(S).T) / 50, rtol=1e-10)
+
+
+@sample(15, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate])
+@given(matrix_programs())
+def test_generated_programs_with_matrix_functions_agree_on_every_route(case):
+    """The soak's matrix family (tests/families.py): a Gaussian, a solve, an inverse in a
+    layer, a batch of determinants, a kernel's Gram matrix, by any two of their tensors."""
+    assert_routes_agree(case, timeout=20)
