@@ -28,6 +28,7 @@ from .loops import Entries, evaluate_loops, evaluate_loops_at  # noqa: E402
 from .diff import DiffError, diff  # noqa: E402
 from .simplify import simplify  # noqa: E402
 from .compile import Compiled, compile  # noqa: E402,A001
+from . import export  # noqa: E402,F401 - gives Compiled.source its writer (compile.WRITERS)
 from .model import Model  # noqa: E402
 from .optimisers import SGD, Adam, Momentum  # noqa: E402
 from .second_order import LBFGS, Newton  # noqa: E402

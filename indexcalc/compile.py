@@ -275,6 +275,11 @@ def _sum_of(parts: list[tuple[Expr, tuple[str, ...]]], letters: tuple[str, ...] 
 
 # ---------------------------------------------------------------- the callable
 
+# What writes a compiled plan out as a module of its own: indexcalc.export, above the
+# pipeline, reads the plan and so cannot be imported by it; it puts itself here when the
+# package imports it, as the printers give the tree its printing (expr.PRINTERS).
+WRITERS: dict[str, Callable[..., str]] = {}
+
 
 class Compiled:
     """The compiled program: call it with arrays by name; `print()` shows its plan."""
@@ -326,7 +331,7 @@ class Compiled:
             arrays = {**arrays, **{k: _as_input(k, arrays[k]) for k in self.inputs}}
             signature = tuple((arrays[k].shape, arrays[k].dtype) for k in self.inputs)
         if self.sizing:
-            signature += tuple(_given_shapes(self.sizing, arrays).items())
+            signature += tuple(given_shapes(self.sizing, arrays).items())
         plan = self._plans.get(signature)
         if plan is None:
             shapes, types = {}, []
@@ -334,7 +339,7 @@ class Compiled:
                 value = numeric_array(key, arrays[key])
                 shapes[key] = value.shape
                 types.append(value.dtype)
-            plan = self._plans[signature] = _Plan(self, shapes, types, _given_shapes(self.sizing, arrays))
+            plan = self._plans[signature] = _Plan(self, shapes, types, given_shapes(self.sizing, arrays))
         self._last = plan
         # the next call checks its arrays against this signature first (no sizing arrays,
         # whose shapes would need checking too; no gradient of zeros to add)
@@ -369,7 +374,7 @@ class Compiled:
         dtype = np.result_type(*[t if t.kind == "f" else np.float64 for t in types]) if types else np.dtype("float64")
         inputs = {k: backend.asarray(v, dtype, like) for k, v in zip(self.inputs, values)}
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
-        known = _given_shapes(self.sizing, arrays)
+        known = given_shapes(self.sizing, arrays)
         signature = (backend.name, str(getattr(like, "device", "")), dtype) + tuple(shapes.items()) + tuple(known.items())
         plan = self._plans.get(signature)
         if plan is None:
@@ -394,10 +399,8 @@ class Compiled:
         the backend's library ("numpy", "jax" or "torch"), never indexcalc. A plan is made
         for one shape signature, so the module is for the shapes of `arrays` (or `shapes`
         and `dtype`, default float64; or those of the last call) and refuses others.
-        Its docstring names `program` (default: the text compiled). See indexcalc.export."""
-        from .export import module_source
-
-        return module_source(self, backend, arrays, shapes=shapes, dtype=dtype, name=name, program=program)
+        Its docstring names `program` (default: the text compiled). indexcalc.export writes it."""
+        return WRITERS["module"](self, backend, arrays, shapes=shapes, dtype=dtype, name=name, program=program)
 
     @property
     def plan_count(self) -> int:
@@ -421,12 +424,12 @@ def _as_input(key: str, value) -> np.ndarray:
     return array if array.dtype.kind == "f" else array.astype(np.float64)
 
 
-def _given_shapes(names: list[str], arrays: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+def given_shapes(names: list[str], arrays: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """The shapes of those of `names` that have arrays: optional, as they are to evaluate."""
-    return {k: _shape(k, arrays[k]) for k in names if k in arrays}
+    return {k: input_shape(k, arrays[k]) for k in names if k in arrays}
 
 
-def _shape(key: str, value) -> tuple[int, ...]:
+def input_shape(key: str, value) -> tuple[int, ...]:
     """An array's shape, whatever its library (NumPy reads numbers and lists)."""
     shape = getattr(value, "shape", None)
     return tuple(shape) if shape is not None and type(value).__module__.partition(".")[0] != "numpy" else numeric_array(key, value).shape

@@ -41,7 +41,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import __version__, functions, matrices
+from .backends import backend_name_of, get_backend
+from .backends.base import ROUTINES, namespace_of
+from .compile import WRITERS, given_shapes, input_shape, lower
+from .dialects import NUMPY_CODE
+from .emit import NAMESPACE, body_lines
 from .errors import IndexCalcError, MissingArrayError
+from .program import numeric_array
 
 EXPORTABLE = ("numpy", "jax", "torch")
 # how the function is wrapped, as the backend runs its plan
@@ -58,9 +64,6 @@ def module_source(compiled, backend: str = "numpy", arrays: Mapping[str, Any] | 
                   name: str = "loss_and_grads", program: str | None = None) -> str:
     """The module's text (Compiled.source). `program` is the text its docstring names
     (default: the program compiled)."""
-    from .backends import get_backend
-    from .compile import lower
-
     if not (isinstance(backend, str) and backend in EXPORTABLE):
         raise ExportError(f"cannot export for the backend {backend!r}: choose one of {', '.join(EXPORTABLE)}")
     if not (isinstance(name, str) and name.isidentifier()) or keyword.iskeyword(name):
@@ -88,10 +91,6 @@ def module_source(compiled, backend: str = "numpy", arrays: Mapping[str, Any] | 
 def _signature(compiled, backend, arrays, shapes, dtype):
     """The inputs' shapes and float types, and the shapes of the arrays that size a
     derivative line: from `arrays`, from `shapes` and `dtype`, or from the last call."""
-    from .backends import backend_name_of
-    from .compile import _given_shapes, _shape
-    from .program import numeric_array
-
     for what, given in (("arrays", arrays), ("shapes", shapes)):
         if given is not None and not isinstance(given, Mapping):
             raise ExportError(f"{what} is a dict by name, as {{'W': {'W' if what == 'arrays' else '(4, 2)'}}}; "
@@ -100,11 +99,11 @@ def _signature(compiled, backend, arrays, shapes, dtype):
         missing = [k for k in compiled.inputs if k not in arrays]
         if missing:
             raise MissingArrayError(f"no array given for {missing[0]!r} (the program reads {', '.join(compiled.inputs)})")
-        found = {k: _shape(k, arrays[k]) for k in compiled.inputs}
+        found = {k: input_shape(k, arrays[k]) for k in compiled.inputs}
         types_ = [backend.dtype_of(arrays[k]) if backend_name_of([arrays[k]]) != "numpy" else numeric_array(k, arrays[k]).dtype
                   for k in compiled.inputs]
         types_ = [t if t.kind == "f" else np.dtype("float64") for t in types_]
-        known = _given_shapes(compiled.sizing, arrays)
+        known = given_shapes(compiled.sizing, arrays)
     elif shapes is not None:
         missing = [k for k in compiled.inputs if k not in shapes]
         if missing:
@@ -160,8 +159,6 @@ class _Module:
 
     # --- what the steps call
     def plan_names(self, steps) -> None:
-        from .backends.base import ROUTINES
-        from .emit import NAMESPACE
 
         text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", "\n".join(step.code for step in steps))
         used = sorted(set(re.findall(r"\b(_[A-Za-z]\w*|sliding_window_view)\b", text)))
@@ -207,7 +204,6 @@ class _Module:
     def namespace(self, steps: str) -> None:
         """`xp`: the library under NumPy's names, with the backend's overrides that the
         steps, the routines and the kernels call (base.namespace_of)."""
-        from .backends.base import namespace_of
 
         written = self.function(namespace_of)
         calls = set(re.findall(r"\bxp\.(\w+)", steps + "".join(t for t in self.functions.values() if t)))
@@ -323,7 +319,6 @@ def _reads(func: types.FunctionType, source: str) -> set[str]:
 def _rebuilt(key: tuple, dtype: str, code) -> str | None:
     """The text that makes a mask or a dense shift array from the shapes (plan.Lowering.mask
     and .dense_shift keep these keys), spelled by the dialect `code` (None: NumPy's)."""
-    from .dialects import NUMPY_CODE
 
     code = code or NUMPY_CODE
     ns = code.ns
@@ -425,7 +420,6 @@ class _SpelledNamespace:
 
 
 def _assemble(compiled, backend, writer: _Module, lowering, outputs: str, shapes, dtypes, known, name, program) -> str:
-    from .emit import body_lines
 
     program = program if program is not None else compiled.text
     shown = program.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')  # a docstring holds any program
@@ -523,3 +517,6 @@ def _commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return f", commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
+
+
+WRITERS.update(module=module_source)

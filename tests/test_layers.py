@@ -45,10 +45,15 @@ def _source(module: str) -> Path:
     return PACKAGE / module if (PACKAGE / module).is_dir() else PACKAGE / f"{module}.py"
 
 
+PLUGINS = {"backends"}  # loaded by name by compile; the rest above the pipeline registers itself with it
+
+
 @pytest.mark.parametrize("module", LAYERS)
 def test_a_stage_imports_only_the_stages_below_it(module):
+    """Nor anything above the pipeline but the backends: `Compiled.source` once imported
+    indexcalc.export inside the method, and export imported compile inside its functions."""
     below = set(LAYERS[: LAYERS.index(module)])
-    above = (imported_modules(_source(module)) & set(LAYERS)) - below - {module}
+    above = imported_modules(_source(module)) - below - {module} - PLUGINS
     assert not above, f"indexcalc/{module} imports {sorted(above)}, a stage at or above it"
 
 
