@@ -211,6 +211,11 @@ def named_route_cases(draw) -> RouteCase:
     return dataclasses.replace(case, text=str(renamed(program, mapping)), tags=case.tags + ("named indices",))
 
 
+def reads(text: str, name: str) -> bool:
+    """Whether `text` reads the tensor `name` (`name_` with indices, `name)` bare)."""
+    return re.search(rf"\b{name}(_|\))", text) is not None
+
+
 LONG_PARTS = {"c": "sin({k} c)", "x": "{k} x_i", "w": "{k} w_mi", "z": "cos({k} z_m)", "xw": "tanh({k} x_i w_mi)"}
 
 
@@ -238,7 +243,7 @@ def long_programs(draw):
     text += draw(st.sampled_from(["\nL = sum_mi(y_mi y_mi)", "\nL = sum_mi(tanh(y_mi) t_mi)"]))
     m, i = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     shapes = {"c": (), "x": (i,), "w": (m, i), "z": (m,), "t": (m, i)}
-    specs = {name: (shape, "tensor") for name, shape in shapes.items() if re.search(rf"\b{name}(_|\))", text)}
+    specs = {name: (shape, "tensor") for name, shape in shapes.items() if reads(text, name)}
     wrt = "w" if product else draw(st.sampled_from([n for n in sorted(specs) if n != "t"]))
     wrt2 = None if product else draw(st.sampled_from([n for n in sorted(specs) if n != "t"]))
     return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("long chain",))

@@ -764,6 +764,8 @@ ROUTE_PROGRAMS = ProgramSettings(
     jacobian=3,
 )
 
+FAR_SHIFT = " + 400"  # a softmax's logits moved where exp(z)^2 overflows (RouteGenerator.far_logits)
+
 # Input names: T0, T1, ... or names that look like the variables of generated code (v9, v10)
 INPUT_NAMINGS = (("T", 0), ("v", 9), ("v", 1), ("W", 1))
 WRT_LETTERS = ("a", "b", "c", "d", "e", "f")  # never used by ROUTE_PROGRAMS' letters: fresh for diff
@@ -1007,12 +1009,12 @@ class RouteGenerator(ProgramGenerator):
             self.define("p", letters, f"exp({top}) / {self.ref(s, rest)}")
 
     def far_logits(self) -> str:
-        """Now and then ` + 400`: a softmax's logits moved where exp(z)^2 overflows and
+        """Now and then FAR_SHIFT: a softmax's logits moved where exp(z)^2 overflows and
         the quotient's textbook derivatives are 0 · inf; the softmax is the same."""
         if not self.chance(2):
             return ""
         self.tags["softmax far (+400)"] += 1
-        return " + 400"
+        return FAR_SHIFT
 
     def block_attention(self, mask: str | None = None):
         """One self-attention head: scores `q_se k_ue`, a softmax over u, the values

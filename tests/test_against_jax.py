@@ -31,7 +31,7 @@ from hypothesis import Phase, given
 
 import indexcalc as ic
 from routes import gradient_routes, wrt_name
-from strategies import route_cases, sample
+from strategies import FAR_SHIFT, route_cases, sample
 
 jax = pytest.importorskip("jax", reason="jax is not installed (pip install \"indexcalc[jax]\")")
 jax.config.update("jax_enable_x64", True)
@@ -323,9 +323,6 @@ def assert_autodiff_agrees(got, want, value: float, what: str) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=atol, err_msg=what)
 
 
-FAR = " + 400"  # strategies.far_logits: a softmax's logits moved to where exp(z)^2 overflows
-
-
 def jaxs_forward(case, compiled, arrays: dict, value):
     """The compiled program JAX differentiates: `case`'s own (`compiled`) or, where the
     generator moved a softmax's logits by 400, the program without the shift, if its value
@@ -334,9 +331,9 @@ def jaxs_forward(case, compiled, arrays: dict, value):
     and drops the term (a softmax of one entry has Jacobian 1 by JAX, 0 in fact: the JAX
     soak of 2026-12-07), where indexcalc goes through the shares exp(z - log u): its
     derivatives at +400 are compared with JAX's at no shift."""
-    if FAR not in case.text:
+    if FAR_SHIFT not in case.text:
         return compiled
-    near = ic.compile(case.text.replace(FAR, ""))
+    near = ic.compile(case.text.replace(FAR_SHIFT, ""))
     same = np.allclose(near(arrays)[0], value, rtol=1e-12, atol=1e-12, equal_nan=True)
     return near if same else None
 
