@@ -209,6 +209,16 @@ def in_place(steps: "Sequence[Step]", outputs: str) -> list[Step]:
     return out
 
 
+def steps_as_run(lowering: "Lowering", outputs: str, on_numpy: bool) -> list[Step]:
+    """The steps as the plan runs them: on NumPy in float64 alone, an elementwise step
+    written into an operand that dies there (`in_place`). An exported module runs these
+    too: an in-place result keeps its operand's memory order, and a matmul over another
+    order may round otherwise, so the module's numbers are the plan's only if its steps are."""
+    if on_numpy and lowering.code is NUMPY_CODE and lowering.dtype == "float64" and not lowering.typed:
+        return in_place(lowering.steps, outputs)
+    return list(lowering.steps)
+
+
 def body_lines(steps: "Sequence[Step]", outputs: str, comments: bool = False, indent: str = "    ") -> list[str]:
     """The plan's lines: each step, and each variable deleted after its last use, so that
     memory holds what is still needed, as hand-written code does. With `comments`, each
@@ -245,9 +255,7 @@ def emit(lowering: "Lowering", value: str, grads: Mapping[str, str], backend=Non
         keys = tuple(lowering.inputs)
         value, grads = owned(steps, value, keys), {k: owned(steps, v, keys) for k, v in grads.items()}
     outputs = f"({value}, {{{', '.join(f'{k!r}: {v}' for k, v in grads.items())}}})"
-    if on_numpy and lowering.code is NUMPY_CODE and lowering.dtype == "float64" and not lowering.typed:
-        steps = in_place(steps, outputs)
-    body = "\n".join(body_lines(steps, outputs))
+    body = "\n".join(body_lines(steps_as_run(lowering, outputs, on_numpy), outputs))
     source = f"def plan(arrays):\n{body}\n    return {outputs}\n"
     if not on_numpy:
         namespace = backend.namespace(lowering.constants, like)

@@ -45,7 +45,7 @@ from .backends import backend_name_of, get_backend
 from .backends.base import ROUTINES, namespace_of
 from .compile import WRITERS, given_shapes, input_shape, lower
 from .dialects import NUMPY_CODE
-from .emit import NAMESPACE, body_lines
+from .emit import NAMESPACE, body_lines, steps_as_run
 from .errors import IndexCalcError, MissingArrayError
 from .program import numeric_array
 
@@ -78,14 +78,15 @@ def module_source(compiled, backend: str = "numpy", arrays: Mapping[str, Any] | 
     for param in compiled.params:  # a parameter the lines no longer read: zeros shaped like it
         held = grads.get(param) or code.full(shapes[param], "0.0", np.dtype(types_[compiled.inputs.index(param)]).name)
         outputs.append(f"{param!r}: {held}")
+    returned = f"({value}, {{{', '.join(outputs)}}})"
+    steps = steps_as_run(lowering, returned, chosen.name == "numpy")  # the plan's own, in place where it is
     writer = _Module(chosen)
-    writer.plan_names(lowering.steps)
+    writer.plan_names(steps)
     writer.constants(lowering)
     if writer.array:
-        writer.namespace("\n".join([step.code for step in lowering.steps] + writer.made))
+        writer.namespace("\n".join([step.code for step in steps] + writer.made))
     dtypes = dict(zip(compiled.inputs, (np.dtype(t).name for t in types_)))
-    return _assemble(compiled, chosen, writer, lowering, f"({value}, {{{', '.join(outputs)}}})", shapes, dtypes, known,
-                     name, program)
+    return _assemble(compiled, chosen, writer, lowering, steps, returned, shapes, dtypes, known, name, program)
 
 
 def _signature(compiled, backend, arrays, shapes, dtype):
@@ -419,7 +420,8 @@ class _SpelledNamespace:
 # ---------------------------------------------------------------- the module
 
 
-def _assemble(compiled, backend, writer: _Module, lowering, outputs: str, shapes, dtypes, known, name, program) -> str:
+def _assemble(compiled, backend, writer: _Module, lowering, steps, outputs: str, shapes, dtypes, known, name,
+              program) -> str:
 
     program = program if program is not None else compiled.text
     shown = program.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')  # a docstring holds any program
@@ -490,7 +492,7 @@ signature); other shapes are refused with a ValueError: export again for them.
              "                         f\"{key} of shape {shape}: export it again for these shapes\")\n"
              "    raise ValueError(f\"{key} is {value.dtype}, but this module was exported for {dtype}\")\n")
     parts.append(check)
-    body = "\n".join(body_lines(lowering.steps, outputs, comments=True))
+    body = "\n".join(body_lines(steps, outputs, comments=True))
     doc = (f"The value of {compiled.forward[-1].lhs} and its gradients by {grads}" if grads
            else f"The value of {compiled.forward[-1].lhs}")
     function = (f"{WRAPPERS[backend.name]}\n"

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import indexcalc as ic
 from indexcalc import cli
 from indexcalc.export import ExportError
+from families import soak_cases
 from routes import compiled_routes
-from strategies import route_cases, sample
+from strategies import RouteCase, sample
 
 RNG = np.random.default_rng(4)
 
@@ -195,8 +196,8 @@ def test_the_module_reads_as_the_plan_and_says_what_it_is_for():
         assert line in source  # the program it came from
     assert f"indexcalc {ic.__version__}" in source and "backend: numpy" in source
     assert "x   (7, 3)  float64" in source
-    steps = [str(step) for step in f._last.lowering.steps]
-    assert all(step in source for step in steps)  # each step on its own line, with its comment
+    run = [line.strip() for line in f._last.source.splitlines() if re.match(r"\s+v\d+ = ", line)]
+    assert run and all(f"    {line}    # " in source for line in run)  # the plan's steps as it runs them, each with its comment
     assert "# matmul  [" in source and "def _reduce" not in source  # only what the plan calls
     assert source.count("def ") == len(re.findall(r"^def ", source, re.M))  # no nested definitions
     g = load_module(source)["loss_and_grads"]
@@ -277,11 +278,16 @@ def test_the_cli_never_writes_over_a_file_it_did_not_write(capsys, tmp_path):
 
 
 @sample(8, derandomize=True, database=None)
-@given(case=route_cases())
+@given(case=soak_cases())
+@example(case=RouteCase("h_ni = tanh(x_nj inv_ji(4 delta_kl + M_kl))\nL = sum_ni(h_ni t_ni)", "M_gh", "M_pq",
+                        {"x": ((3, 2), "tensor"), "M": ((2, 2), "tensor"), "t": ((3, 2), "tensor")}, 549, True))
 def test_generated_programs_export_with_the_compiled_numbers(case):
-    """The cross-route property's programs (softmax, attention, layer norm, δ-only
-    Jacobians, derivative lines, names like v9): the exported NumPy module, run here, gives
-    the compiled plan's numbers exactly, for the gradient and for a Hessian program."""
+    """The soak's programs (softmax, attention, layer norm, δ-only Jacobians, derivative
+    lines, names like v9, and the families: masks, max, convolutions, inverses): the
+    exported NumPy module, run here, gives the compiled plan's numbers exactly, for the
+    gradient and for a Hessian program. The example's Hessian differed in its last bit
+    while the module spelled out of place what the plan writes in place (the result's
+    memory order, then a matmul's rounding, followed the operand's)."""
     arrays = {k: np.asarray(v) if np.asarray(v).dtype.kind == "f" else np.asarray(v, dtype=np.float64)
               for k, v in case.arrays().items()}
     for source, wrt in compiled_routes(case):
