@@ -160,7 +160,6 @@ class _Module:
 
     # --- what the steps call
     def plan_names(self, steps) -> None:
-
         text = re.sub(r"'(?:[^'\\]|\\.)*'", "''", "\n".join(step.code for step in steps))
         used = sorted(set(re.findall(r"\b(_[A-Za-z]\w*|sliding_window_view)\b", text)))
         for name in used:
@@ -205,7 +204,6 @@ class _Module:
     def namespace(self, steps: str) -> None:
         """`xp`: the library under NumPy's names, with the backend's overrides that the
         steps, the routines and the kernels call (base.namespace_of)."""
-
         written = self.function(namespace_of)
         calls = set(re.findall(r"\bxp\.(\w+)", steps + "".join(t for t in self.functions.values() if t)))
         overrides = {k: self.value(v) for k, v in self.backend.overrides.items() if k in calls}
@@ -320,7 +318,6 @@ def _reads(func: types.FunctionType, source: str) -> set[str]:
 def _rebuilt(key: tuple, dtype: str, code) -> str | None:
     """The text that makes a mask or a dense shift array from the shapes (plan.Lowering.mask
     and .dense_shift keep these keys), spelled by the dialect `code` (None: NumPy's)."""
-
     code = code or NUMPY_CODE
     ns = code.ns
     if key[0] == "shift":
@@ -422,7 +419,6 @@ class _SpelledNamespace:
 
 def _assemble(compiled, backend, writer: _Module, lowering, steps, outputs: str, shapes, dtypes, known, name,
               program) -> str:
-
     program = program if program is not None else compiled.text
     shown = program.strip().replace("\\", "\\\\").replace('"""', '\\"\\"\\"')  # a docstring holds any program
     grads = ", ".join(compiled.params)
