@@ -64,7 +64,6 @@ import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import newton_dask  # noqa: E402
 
-import indexcalc as ic  # noqa: E402
 from indexcalc.backends import dask_backend  # noqa: E402
 
 

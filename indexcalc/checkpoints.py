@@ -23,7 +23,7 @@ import numpy as np
 
 from .datasets import DataError, read_npz
 from .model import Model
-from .optimisers import SGD, Adam
+from .first_order import SGD, Adam
 from .training_arrays import to_numpy
 from .training_errors import TrainingError, file_path, is_whole
 

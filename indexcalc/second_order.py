@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from . import optimisers
 from .errors import IndexCalcError
 from .expr import Equation, Program
 from .notation import parse
-from .optimisers import SGD
+from .first_order import SETTINGS as FIRST_ORDER_SETTINGS, SGD, check_settings
 from .relabel import letters_in
 from .training_errors import ProgressRaised, TrainingError, call_progress, carrying, is_whole
 
@@ -42,6 +41,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ARMIJO = 1e-4  # the fraction of the predicted decrease a step must achieve
 HALVINGS = 40  # trial steps before a Newton step is given up (the parameters stay)
+
+# What each setting means and the values that make sense for it (indexcalc.first_order's too).
+SETTINGS = {
+    **FIRST_ORDER_SETTINGS,
+    "damping": ("the least Levenberg–Marquardt damping λ", lambda v: 0 <= v < math.inf, "0 or more"),
+    "dense_up_to": ("the most parameters for which the Hessian is formed (past it, conjugate gradients)",
+                    lambda v: 1 <= v < math.inf and v == int(v), "a positive whole number"),
+    "memory": ("the curvature pairs L-BFGS keeps", lambda v: 1 <= v <= 1000 and v == int(v),
+               "a whole number from 1 to 1000"),
+    "tol": ("the gradient size at which L-BFGS stops", lambda v: 0 < v < math.inf, "a positive number"),
+}
 
 
 class FullBatch(SGD):
@@ -77,7 +87,7 @@ class Newton(FullBatch):
 
     def __init__(self, lr: float = 1.0, damping: float = 0.0, dense_up_to: float = 2000):
         super().__init__()
-        optimisers.check_settings(self.name, lr=lr, damping=damping, dense_up_to=dense_up_to)
+        check_settings(self.name, SETTINGS, lr=lr, damping=damping, dense_up_to=dense_up_to)
         self.lr, self.damping, self.dense_up_to = lr, damping, int(dense_up_to)
         self._blocks: dict[tuple[str, str], Callable] | None = None
         self._hvp: Callable | None = None
@@ -261,7 +271,7 @@ class LBFGS(FullBatch):
 
     def __init__(self, memory: float = 10, tol: float = 1e-10):
         super().__init__()
-        optimisers.check_settings(self.name, memory=memory, tol=tol)
+        check_settings(self.name, SETTINGS, memory=memory, tol=tol)
         self.memory, self.tol = int(memory), tol
 
     def step(self, params, grads) -> None:  # the loop hands the whole run to `fit`
@@ -392,15 +402,3 @@ def _fresh(base: str, taken: set[str]) -> str:
         name = f"{base}{k}"
     taken.add(name)
     return name
-
-
-# The second-order optimisers and their settings join the factory's tables.
-optimisers.OPTIMISERS.update(newton=Newton, lbfgs=LBFGS)
-optimisers.SETTINGS.update(
-    damping=("the least Levenberg–Marquardt damping λ", lambda v: 0 <= v < math.inf, "0 or more"),
-    dense_up_to=("the most parameters for which the Hessian is formed (past it, conjugate gradients)",
-                 lambda v: 1 <= v < math.inf and v == int(v), "a positive whole number"),
-    memory=("the curvature pairs L-BFGS keeps", lambda v: 1 <= v <= 1000 and v == int(v),
-            "a whole number from 1 to 1000"),
-    tol=("the gradient size at which L-BFGS stops", lambda v: 0 < v < math.inf, "a positive number"),
-)

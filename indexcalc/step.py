@@ -31,7 +31,7 @@ import numpy as np
 
 from .compile import lower
 from .model import Model
-from .optimisers import SGD, Adam, Momentum
+from .first_order import SGD, Adam, Momentum
 from .emit import NAMESPACE, body_lines, in_place, variables
 
 # Each optimiser's update on the flat arrays (every parameter's values end to end, so
@@ -39,7 +39,7 @@ from .emit import NAMESPACE, body_lines, in_place, variables
 # gradients, `_W` the parameters, `_M`/`_V` the moments, `_B`/`_C` scratch; the new values
 # go into `_N`, the other parameter array, so that those before the step stay intact (the
 # last good ones, should the next step be NaN). The same operations, in the same order,
-# as optimisers.py's: the same numbers, bit for bit.
+# as first_order.py's: the same numbers, bit for bit.
 UPDATES: dict[type, str] = {
     SGD: "multiply(_G, lr, out=_B)",
     Momentum: "multiply(_V, beta, out=_V); add(_V, _G, out=_V); multiply(_V, lr, out=_B)",

@@ -94,7 +94,7 @@ def run_chunk(task):
 # sixty programs: tests/routes.py runs parse, diff, simplify, evaluate, the loops and compile
 # only): models and training, which change far more often than the routes
 NOT_ROUTES = {
-    "__init__.py", "model.py", "datasets.py", "checkpoints.py", "metrics.py", "optimisers.py",
+    "__init__.py", "model.py", "datasets.py", "checkpoints.py", "metrics.py", "optimisers.py", "first_order.py",
     "schedules.py", "second_order.py", "step.py", "train.py", "training_arrays.py", "training_checks.py",
     "training_errors.py", "saved.py", "modelfile.py",
 }

@@ -71,7 +71,7 @@ def test_every_pipeline_module_is_placed():
     compile loads by name and some of which compile blocks of their own (dask's, with
     batch.py's split of a loss into blocks)."""
     not_listed = {
-        "__init__", "__main__", "backends", "batch", "checkpoints", "cli", "datasets", "examples", "export", "metrics",
+        "__init__", "__main__", "backends", "batch", "checkpoints", "cli", "datasets", "examples", "export", "first_order", "metrics",
         "model", "modelfile", "optimisers", "saved", "schedules", "second_order", "step", "train", "training_arrays",
         "training_checks", "training_errors",
     }
