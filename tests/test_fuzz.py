@@ -4,8 +4,8 @@ Two properties, on inputs a careless user or an attacker might give:
 - the public calls (`ic.parse`, the printers and `repr`, `ic.evaluate`, `ic.evaluate_loops`,
   `ic.diff`, `ic.simplify`, `ic.compile` and its callable) on random text: mutants of valid
   programs, token soup with look-alike characters, deep nesting, raw Unicode;
-- the command line, `indexcalc.cli.main([...])` in-process: random commands, sources,
-  files (random contents and paths), option values. It must return 0 or 1 (argparse's
+- the command line, `indexcalc.cli.main([...])` in-process: random commands (every one,
+  predict and export too), sources, files (random contents and paths), option values. It must return 0 or 1 (argparse's
   exit 2 is fine), never exit 0 through SystemExit, never report a bug (exit 70).
 
 Either raises nothing else and takes at most `TIME_LIMIT` seconds an input. CI runs a fixed
@@ -34,7 +34,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import indexcalc as ic
-from indexcalc import cli
+from indexcalc import cli, modelfile
 from indexcalc.notation import MAX_NESTING
 from strategies import sample
 from test_errors import FUZZ_ARRAYS, POOL, mutants
@@ -172,12 +172,14 @@ def _files() -> Path:
     np.save(folder / "one.npy", np.ones(3))
     (folder / "truncated.npz").write_bytes((folder / "arrays.npz").read_bytes()[:100])
     (folder / "sub").mkdir()
+    model = modelfile.load(str(folder / "xor.ic")).model  # weights for `predict`, as `train --save` writes them
+    model.save(str(folder / "xor.npz"), model.init_params(0))
     return folder
 
 
 FILES = _files()
 PATHS = [str(FILES / name) for name in ("xor.ic", "layer.ic", "garbage.ic", "latin1.ic", "empty.ic", "arrays.npz",
-                                         "one.npy", "truncated.npz", "sub", "missing.ic", "layer.ic/under.npz")]
+                                         "one.npy", "truncated.npz", "sub", "missing.ic", "layer.ic/under.npz", "xor.npz")]
 MODEL_LINES = [
     "data x y", "batch n mean", "batch n sum", "batch none", "param W1[4, 2] xavier", "param b1[4] zeros",
     "param W2[1, 4] he", "param b2[1] normal(0.1)", "param v99[1]", "param W[10^11, 2]", "dataset xor",
@@ -201,7 +203,8 @@ def model_file(draw) -> str:
 @st.composite
 def command_lines(draw) -> list[str]:
     """`indexcalc ...` arguments: a command, a source, options with values good and bad."""
-    command = draw(st.sampled_from(["show", "eval", "diff"] * 3 + ["demo", "train", "train", "check", "check", "shwo", ""]))
+    command = draw(st.sampled_from(["show", "eval", "diff"] * 3 + ["demo", "train", "train", "check", "check", "predict",
+                                                                   "predict", "export", "export", "shwo", ""]))
     source = draw(st.one_of(texts, st.sampled_from(PATHS), model_file()))
     value = st.one_of(st.sampled_from(VALUES), st.sampled_from(VALUES), st.text(max_size=6))
     path = st.one_of(st.sampled_from(PATHS), st.sampled_from(["", "-", str(FILES / "out.npz"), str(FILES / "p.png")]))
@@ -219,9 +222,16 @@ def command_lines(draw) -> list[str]:
                   st.tuples(st.just("--batch-size"), value), st.tuples(st.just("--checkpoint"), path),
                   st.tuples(st.just("--resume"), path), st.tuples(st.just("--plot"), path), st.just(["--quiet"])],
         "check": [st.tuples(st.just("--batch"), value), st.tuples(st.just("--entries"), value), st.just(["--no-loops"])],
+        "predict": [st.tuples(st.just("--weights"), path), st.just(["--weights", str(FILES / "xor.npz")]),
+                    st.tuples(st.just("--data"), st.one_of(path, st.sampled_from(["xor", "logistic", "nope"]))),
+                    st.tuples(st.just("--output-name"), st.one_of(value, st.sampled_from(["yhat", "h", "loss", "W1"]))),
+                    st.tuples(st.just("-o"), path)],
+        "export": [st.tuples(st.just("--backend"), st.sampled_from(["numpy", "jax", "torch", "dask", ""])),
+                   st.tuples(st.just("-o"), path), st.tuples(st.just("--size"), sizes).map(lambda t: [t[0], *t[1]]),
+                   st.tuples(st.just("--dtype"), st.sampled_from(["float32", "float64", "int8", ""]))],
     }.get(command, [])
     argv = [command] if command else []
-    if command in ("train", "check"):
+    if command in ("train", "check") or command in ("predict", "export") and draw(st.booleans()):
         argv.append(draw(st.one_of(st.sampled_from(PATHS), model_file())))
         argv += ["--epochs", "2"] if command == "train" and draw(st.booleans()) else []
     elif command != "demo":
