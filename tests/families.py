@@ -116,12 +116,14 @@ def conv_programs(draw):
 
 @st.composite
 def matrix_programs(draw):
-    """Programs with an inverse, a determinant or a log-determinant: a Gaussian's negative
-    log-likelihood, a batch of them, a solve, an inverse in a layer and in a quadratic form
-    of its transpose, a determinant inside a function and over a batch, a kernel's Gram
-    matrix. Every matrix is a shift of δ that keeps it well conditioned (`A_km A_lm +
-    δ_kl`, `4 δ_kl + A_kl` with entries of A in [-1, 1] and at most 3 rows), so finite
-    differences, the routes' ground truth, stay accurate."""
+    """Programs with an inverse, a determinant or a log-determinant, beyond the main
+    generator's block (RouteGenerator.block_matrix: symmetric arguments, a quadratic form,
+    a Gaussian): matrices that are not symmetric (`4 δ_kl + A_kl`), where the transpose
+    shows; the inverse of a transpose, in a layer, and read by a logdet; a determinant
+    inside a function and over a batch; a kernel's Gram matrix; a solve; both derivatives
+    by one tensor. Every matrix is a shift of δ that keeps it well conditioned (entries of A
+    in [-1, 1], at most 3 rows), so finite differences, the routes' ground truth, stay
+    accurate."""
     n, d, b = (draw(st.integers(1, 3)) for _ in range(3))
     templates = [  # the letters g, h, z, p, q, e are the derivatives'
         ("S_kl = A_km A_lm + delta_kl\nL = 0.5 logdet(S_kl) + 0.5 r_i inv_ij(S_kl) r_j", {"A": (n, d), "r": (n,)}),
