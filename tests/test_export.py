@@ -31,6 +31,8 @@ from families import soak_cases
 from routes import compiled_routes
 from strategies import RouteCase, sample
 
+XOR = str(Path(ic.__file__).parent / "examples" / "xor.ic")  # by its path: the tests run from any folder
+
 RNG = np.random.default_rng(4)
 
 
@@ -127,8 +129,8 @@ def test_the_exported_numpy_module_gives_the_compiled_numbers_without_indexcalc(
     # the CLI's module for a model file, run on the data set's own arrays
     from indexcalc.modelfile import load
 
-    assert cli.main(["export", "examples/xor.ic", "-o", str(tmp_path / "xor_grads.py")]) == 0
-    mf = load("examples/xor.ic")
+    assert cli.main(["export", XOR, "-o", str(tmp_path / "xor_grads.py")]) == 0
+    mf = load(XOR)
     params = mf.model.init_params(0)
     arrays = {**mf.load_data().train, **params}
     expected["xor_grads"] = mf.model.loss_and_grads(params, mf.load_data().train)
@@ -243,18 +245,18 @@ def run_cli(capsys, *argv):
 
 
 def test_the_cli_writes_to_stdout_and_refuses_bad_input_in_one_line(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "export", "examples/xor.ic", "--size", "n=2")
+    code, out, _ = run_cli(capsys, "export", XOR, "--size", "n=2")
     assert code == 0 and "def loss_and_grads(arrays):" in out and "('x', (2, 2), np.dtype('float64'))" in out
     for argv, message in [
         (["export", str(tmp_path / "missing.ic")], "cannot read the model file"),
-        (["export", "examples/xor.ic", "--size", "k=3"], "only the batch index n has a size to choose"),
-        (["export", "examples/xor.ic", "-o", str(tmp_path / "no" / "such" / "dir.py")], "cannot be written"),
+        (["export", XOR, "--size", "k=3"], "only the batch index n has a size to choose"),
+        (["export", XOR, "-o", str(tmp_path / "no" / "such" / "dir.py")], "cannot be written"),
     ]:
         code, out, err = run_cli(capsys, *argv)
         assert code == 1 and out == "" and err.startswith("indexcalc: error: ") and message in err, err
         assert err.count("\n") == 1, err
     with pytest.raises(SystemExit) as info:  # argparse's own: usage and exit 2
-        cli.main(["export", "examples/xor.ic", "--backend", "cupy"])
+        cli.main(["export", XOR, "--backend", "cupy"])
     assert info.value.code == 2
     assert "invalid choice: 'cupy'" in capsys.readouterr().err
 
@@ -262,7 +264,7 @@ def test_the_cli_writes_to_stdout_and_refuses_bad_input_in_one_line(capsys, tmp_
 def test_the_cli_never_writes_over_a_file_it_did_not_write(capsys, tmp_path):
     """`-o` named the model file itself and replaced it with the module, silently."""
     model = tmp_path / "xor.ic"
-    model.write_text(Path("examples/xor.ic").read_text(encoding="utf-8"), encoding="utf-8")
+    model.write_text(Path(XOR).read_text(encoding="utf-8"), encoding="utf-8")
     own = tmp_path / "mine.py"
     own.write_text("print('my own work')\n", encoding="utf-8")
     for target in (model, own):
