@@ -1,6 +1,6 @@
 """The first-order optimisers: how a step turns gradients into new parameters,
 `w ← w − η g` and its refinements (momentum, Adam), and what their settings mean. The
-optimisers by name, second-order ones too, are indexcalc.optimisers'.
+table of optimisers by name, the second-order ones included, is indexcalc.optimisers.
 
 A step puts new arrays in `params` and never writes into the old ones: the training loop
 relies on this to keep the last good parameters without copying them. A step's arithmetic
