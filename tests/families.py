@@ -4,11 +4,11 @@ the mix the soak draws (scripts/soak.py).
 Each family has its test module, which runs it on every route in CI: masks and
 comparisons (tests/test_masks.py), max and min (tests/test_max_min.py), convolutions
 (tests/test_shifts.py), inverses and determinants (tests/test_matrices.py), sums and
-products longer than a compiled plan's line (tests/test_routes.py), and the main generator's programs with their letters renamed
-to names (tests/test_named_indices.py: `y_{batch out} = W_{out in} x_{batch in}`). The
-soak draws them all (`soak_cases`), so that its count covers the families too: each is
-a few templates whose depth is in the sizes and letters drawn, which a hundred CI
-examples only sample.
+products longer than a compiled plan's line (tests/test_routes.py), and the main
+generator's programs with their letters renamed to names (tests/test_named_indices.py:
+`y_{batch out} = W_{out in} x_{batch in}`). The soak draws them all (`soak_cases`), so
+that its count covers the families too: each is a few templates whose depth is in the
+sizes and letters drawn, which a hundred CI examples only sample.
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ def matrix_programs(draw):
     wrt, wrt2 = f"{first}_{'ghz'[:len(shapes[first])]}", f"{second}_{'pqe'[:len(shapes[second])]}"
     specs = {name: (shape, "tensor") for name, shape in shapes.items()}
     return RouteCase(text, wrt, wrt2, specs, draw(st.integers(0, 2**32 - 1)), True, ("matrix",))
+
 
 NAMES = ("batch", "out", "in", "hid", "dm", "seq", "ch", "μν", "ij", "gh", "k1x")
 

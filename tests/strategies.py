@@ -729,10 +729,11 @@ class ProgramGenerator:
 # Programs for the cross-route property (issue 8: one route, one answer)
 
 ROUTE_FUNCTIONS = ("sigma", "σ", "tanh", "softplus", "sin", "cos")
-# The kinked functions (and relu', a step), their kinks moved off 0: a program's integer scalars (-2, -1, 1, 2),
-# its constants and structural zeros can make an argument exactly 0, where finite
-# differences see half a slope and every route rightly the subgradient 0. 0.137 needs 5³ in
-# a denominator, three quotients by 1 + (±2)² and a numerator of 17.125 (1/5 and 0.5 make 0.1).
+# The kinked functions (and relu', a step), their kinks moved off 0: a program's integer
+# scalars (-2, -1, 1, 2), its constants and structural zeros can make an argument exactly 0,
+# where finite differences see half a slope and every route rightly the subgradient 0.
+# 0.137 needs 5³ in a denominator, three quotients by 1 + (±2)² and a numerator of 17.125
+# (1/5 and 0.5 make 0.1).
 KINKED_FUNCTIONS = ("relu({} - 0.137)", "max(0, {} + 0.137)", "abs({} - 0.137)", "relu'({} + 0.137)")
 
 # Every route is compared with central finite differences, so smooth functions and kinked

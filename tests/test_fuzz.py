@@ -5,8 +5,9 @@ Two properties, on inputs a careless user or an attacker might give:
   `ic.diff`, `ic.simplify`, `ic.compile` and its callable) on random text: mutants of valid
   programs, token soup with look-alike characters, deep nesting, raw Unicode;
 - the command line, `indexcalc.cli.main([...])` in-process: random commands (every one,
-  predict and export too), sources, files (random contents and paths), option values. It must return 0 or 1 (argparse's
-  exit 2 is fine), never exit 0 through SystemExit, never report a bug (exit 70).
+  predict and export too), sources, files (random contents and paths), option values. It
+  must return 0 or 1 (argparse's exit 2 is fine), never exit 0 through SystemExit, never
+  report a bug (exit 70).
 
 Either raises nothing else and takes at most `TIME_LIMIT` seconds an input. CI runs a fixed
 sample in about 10 seconds; `HYPOTHESIS_PROFILE=soak` runs 100,000 inputs a property and
@@ -231,7 +232,7 @@ def command_lines(draw) -> list[str]:
                    st.tuples(st.just("--dtype"), st.sampled_from(["float32", "float64", "int8", ""]))],
     }.get(command, [])
     argv = [command] if command else []
-    if command in ("train", "check") or command in ("predict", "export") and draw(st.booleans()):
+    if command in ("train", "check") or (command in ("predict", "export") and draw(st.booleans())):
         argv.append(draw(st.one_of(st.sampled_from(PATHS), model_file())))
         argv += ["--epochs", "2"] if command == "train" and draw(st.booleans()) else []
     elif command != "demo":
