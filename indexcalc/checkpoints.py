@@ -17,15 +17,17 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
 from .datasets import DataError, read_npz
-from .model import Model
 from .first_order import SGD, Adam
 from .training_arrays import to_numpy
 from .training_errors import TrainingError, file_path, is_whole
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import Model
 
 CHECKPOINT_FORMAT = "indexcalc checkpoint 1"
 

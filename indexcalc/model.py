@@ -24,72 +24,14 @@ import numpy as np
 from .compile import Compiled, compile as compile_program
 from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
+from .declarations import ModelError, Param
 from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
 from .notation import parse
 from .tokens import is_index_name, is_letter_index
 from .training_errors import is_whole, require_named_arrays
 from .program import check_program
 from .relabel import letters_in, substitute_letters
-
-INITIALISERS = ("zeros", "ones", "normal", "uniform", "xavier", "glorot", "he")
-
-
-SCALED = ("normal", "uniform")  # the initialisers that take a number: normal(std), uniform(a)
-
-
-class ModelError(IndexCalcError):
-    """A model's declarations do not fit its equations.
-
-    `about` names the declaration the error concerns ("param W2", "loss", "metric", ...),
-    so that a model file can point at the line where the user wrote it."""
-
-    def __init__(self, message: str, *, text: str | None = None, pos: int | None = None,
-                 about: str | None = None):
-        super().__init__(message, text=text, pos=pos)
-        self.about = about
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    shape: tuple[int, ...]
-    init: str = "normal"
-    scale: float = 1.0
-
-    def __post_init__(self):
-        about = f"param {self.name}"
-        if not all(isinstance(d, (int, np.integer)) and d >= 1 for d in self.shape):
-            raise ModelError(f"the shape of {self.name} must be positive whole numbers, got {self.shape}", about=about)
-        if self.init not in INITIALISERS:
-            raise ModelError(f"unknown initialiser {self.init!r} for {self.name} (known: {', '.join(INITIALISERS)})",
-                             about=about)
-        if not (np.isfinite(self.scale) and self.scale > 0):
-            raise ModelError(f"{self.init}({self.scale:g}) for {self.name}: the number in {self.init}(...) "
-                             f"must be positive (a standard deviation or a half-width)", about=about)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the float64 array, worked out before any allocation."""
-        return int(np.prod(self.shape, dtype=object)) * 8
-
-    def initial(self, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
-        """Zeros, normal(scale), uniform, Xavier/Glorot uniform, or He normal."""
-        fan_in = int(np.prod(self.shape[1:])) if len(self.shape) > 1 else 1
-        fan_out = self.shape[0] if self.shape else 1
-        if self.init == "zeros":
-            value = np.zeros(self.shape)
-        elif self.init == "ones":
-            value = np.ones(self.shape)
-        elif self.init == "normal":
-            value = rng.normal(0.0, self.scale, self.shape)
-        elif self.init == "uniform":
-            value = rng.uniform(-self.scale, self.scale, self.shape)
-        elif self.init in ("xavier", "glorot"):
-            limit = np.sqrt(6.0 / (fan_in + fan_out))
-            value = rng.uniform(-limit, limit, self.shape)
-        else:  # he
-            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), self.shape)
-        return np.asarray(value, dtype=dtype)
+from . import saved
 
 
 @dataclass
@@ -321,22 +263,16 @@ class Model:
     def save(self, path: str, params: Mapping[str, np.ndarray]) -> None:
         """Write `params` and this model's equations and declarations to an `.npz`, so that
         `Model.load(path)` alone gives a model that predicts."""
-        from .saved import save
+        saved.save(self, path, params)
 
-        save(self, path, params)
-
-    @staticmethod
-    def load(path: str) -> tuple["Model", dict[str, np.ndarray]]:
+    @classmethod
+    def load(cls, path: str) -> tuple["Model", dict[str, np.ndarray]]:
         """The model and parameters a `save` wrote: `model, params = Model.load(path)`."""
-        from .saved import load
-
-        return load(path)
+        return saved.load(path, cls)
 
     def load_params(self, path: str) -> dict[str, np.ndarray]:
         """The parameters in a weights file (or checkpoint) written for these equations."""
-        from .saved import load_params
-
-        return load_params(self, path)
+        return saved.load_params(self, path)
 
 
 def _shift_letter_moved(eq: Equation, letter: str) -> Equation:

@@ -54,7 +54,8 @@ from .backends import KNOWN
 from .datasets import DataSet, apply_onehot, open_dataset
 from .errors import IndexCalcError
 from .tokens import DECLARATION_WORDS, is_index_name, is_letter_index
-from .model import INITIALISERS, SCALED, Model, ModelError, Param
+from .declarations import INITIALISERS, SCALED, ModelError, Param
+from .model import Model
 from .optimisers import optimiser
 from .metrics import METRICS
 from .schedules import SCHEDULES, Schedule, schedule

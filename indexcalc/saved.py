@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -25,9 +25,12 @@ from .checkpoints import (
 )
 from .datasets import DataError, read_npz
 from .errors import IndexCalcError
-from .model import Model, ModelError, Param
+from .declarations import ModelError, Param
 from .training_arrays import to_numpy
 from .training_errors import file_path, require_named_arrays
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import Model
 
 MODEL_FORMAT = "indexcalc model 1"
 
@@ -59,15 +62,16 @@ def save(model: Model, path: str | os.PathLike, params: Mapping[str, object], mo
         raise ModelError(f"could not write the weights file {path} ({err.strerror or err})") from None
 
 
-def load(path: str) -> tuple[Model, dict[str, np.ndarray]]:
-    """The model a weights file describes, and its parameters."""
+def load(path: str, model_class: type[Model]) -> tuple[Model, dict[str, np.ndarray]]:
+    """The model a weights file describes, built as `model_class` (`Model.load` passes its
+    own class, so a subclass loads as itself), and its parameters."""
     arrays, meta = _read(path)
     where = f"the weights file {os.fspath(path)}"
     if meta.get("format") != MODEL_FORMAT:
         raise ModelError(f"{where} is a checkpoint, which holds parameters but not the model's declarations: "
                          f"give the model file too (indexcalc predict FILE.ic --weights {path})")
     try:
-        model = Model(meta["source"],
+        model = model_class(meta["source"],
                       params={name: Param(name, tuple(spec["shape"]), spec["init"], spec["scale"])
                               for name, spec in meta["params"].items()},
                       data=meta["data"], batch=meta["batch"], reduce=meta["reduce"], loss=meta["loss"],

@@ -125,6 +125,23 @@ def test_save_load_predict_round_trip_equals_the_interpreted_forward_program(tmp
     np.testing.assert_array_equal(model.load_params(str(tmp_path / "w.npz"))["W1"], params["W1"])
 
 
+def test_a_subclass_of_model_loads_as_itself(tmp_path):
+    """`Model.load` builds the class it is called on: a user's subclass, with its own
+    methods, comes back from its weights file as that subclass, not as a plain Model."""
+
+    class Mine(Model):
+        def first_output(self, params, data):
+            return self.predict(params, data)[self.outputs[0]]
+
+    model, data = mlp(), samples(4)
+    params = model.init_params(2)
+    model.save(tmp_path / "w.npz", params)
+    loaded, kept = Mine.load(tmp_path / "w.npz")
+    assert type(loaded) is Mine
+    np.testing.assert_array_equal(loaded.first_output(kept, {"x": data["x"]}),
+                                  model.predict(params, {"x": data["x"]})["yhat"])
+
+
 def test_a_checkpoints_parameters_load_into_its_model_but_a_checkpoint_alone_is_no_model(tmp_path):
     mf = ic.modelfile.parse_model(XOR.replace("epochs 300", "epochs 3"), folder=str(EXAMPLES))
     result, _, _ = train_file(mf, checkpoint=str(tmp_path / "c.npz"))
