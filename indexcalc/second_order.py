@@ -28,16 +28,20 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
+from .checkpoints import read_checkpoint
+from .compile import compile as compile_program
+from .datasets import refuse_if_too_big, sample_count
+from .diff import diff
 from .errors import IndexCalcError
-from .expr import Equation, Program
+from .expr import Equation, Program, Tensor
 from .notation import parse
 from .first_order import SETTINGS as FIRST_ORDER_SETTINGS, SGD, check_settings
 from .relabel import letters_in
-from .training_errors import ProgressRaised, TrainingError, call_progress, carrying, is_whole
+from .training_errors import ProgressRaised, Result, TrainingError, call_progress, carrying, is_whole
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model
-    from .train import Result, Trainer
+    from .train import Trainer
 
 ARMIJO = 1e-4  # the fraction of the predicted decrease a step must achieve
 HALVINGS = 40  # trial steps before a Newton step is given up (the parameters stay)
@@ -96,7 +100,6 @@ class Newton(FullBatch):
 
     def bind(self, model, data, batch, samples) -> None:
         """As `FullBatch.bind`, refusing first a dense Hessian too big for this machine."""
-        from .datasets import refuse_if_too_big
         count = sum(int(np.prod(p.shape, dtype=int)) for p in model.parameters.values())
         if count <= self.dense_up_to:
             try:
@@ -126,7 +129,6 @@ class Newton(FullBatch):
 
     def _gradients(self, used: set[str]) -> dict[str, tuple[Program, str]]:
         """Each parameter's derivative program, and the letters its derivative carries."""
-        from .diff import diff
         out = {}
         for p in self._names():
             wrt, letters = self._wrt(p, used)
@@ -139,8 +141,6 @@ class Newton(FullBatch):
     def hessian_blocks(self) -> dict[tuple[str, str], Callable]:
         """The compiled ∂²L/∂P∂Q for every pair of parameters (built once)."""
         if self._blocks is None:
-            from .compile import compile as compile_program
-            from .diff import diff
             used = self._letters()
             firsts = self._gradients(used)
             blocks = {}
@@ -171,7 +171,6 @@ class Newton(FullBatch):
         """The compiled gradient of g·v: every parameter's derivative lines, then the line
         GV = L_{,(ab)}[w] Vw_ab + …, differentiated by the parameters (built once)."""
         if self._hvp is None:
-            from .compile import compile as compile_program
             programs = self._gradients(self._letters())
             taken = {t for eq in self.model.program.equations for t in _names_in(eq)}
             self._vectors = {p: _fresh(f"V{p}", taken) for p in self._names()}
@@ -277,14 +276,10 @@ class LBFGS(FullBatch):
     def step(self, params, grads) -> None:  # the loop hands the whole run to `fit`
         raise TrainingError("lbfgs runs its own iterations: train it with Trainer.fit")
 
-    def fit(self, trainer: "Trainer", train, epochs: int, test=None, params=None, resume=None,
-            progress=None) -> "Result":
+    def fit(self, trainer: Trainer, train, epochs: int, test=None, params=None, resume=None,
+            progress=None) -> Result:
         """The run: SciPy's iterations as epochs, history, progress and checkpoints as the
         loop keeps them, the last good parameters on a non-finite loss or Ctrl-C."""
-        from .checkpoints import read_checkpoint
-        from .datasets import sample_count
-        from .train import Result
-
         minimize = _scipy_minimize()
         model = trainer.model
         if not (is_whole(epochs) and epochs >= 0):
@@ -390,7 +385,6 @@ def _unflat(x: np.ndarray, like: Mapping[str, np.ndarray], names: list[str]) -> 
 
 
 def _names_in(eq: Equation) -> set[str]:
-    from .expr import Tensor
     return {t.name for t in eq.walk() if isinstance(t, Tensor)}
 
 

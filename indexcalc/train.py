@@ -41,26 +41,10 @@ from .backends import backend_name_of
 from .step import FusedStep, fusable
 from .training_arrays import arrays_for
 from .training_checks import check_fit_arguments, check_initial_params, settle
-from .training_errors import ProgressRaised, TrainingError, call_progress, carrying, is_whole
+from .training_errors import ProgressRaised, Result, TrainingError, call_progress, carrying, is_whole
 
 
 # ---------------------------------------------------------------- the loop
-
-
-@dataclass
-class Result:
-    """What a run ended with: its parameters and per-epoch scores, and how and why it
-    stopped, so that a caller can report a run cut short rather than mistake it for done."""
-
-    params: dict[str, np.ndarray]  # the backend's arrays, for a run on one
-    history: list[dict[str, float]]
-    epochs: int
-    stopped: str  # "done", "early" (patience ran out), "nan", "interrupted", "progress" (it raised)
-    message: str = ""
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    monitor: str | None = None  # the score that chose the best epoch
-    best_epoch: int | None = None  # the epoch whose parameters `params` are (with keep_best)
 
 
 DIVERGED = 1000.0  # an epoch's loss this many times its best so far (and above the start) is reported

@@ -1,5 +1,6 @@
-"""The errors of training, in a module of their own so that the optimisers, the
-checkpoints and the loop can all raise them without importing one another in a circle.
+"""The errors of training and the `Result` a run ends with (which an error that stops a
+run carries), in a module of their own so that the optimisers, the checkpoints and the
+loop can all raise and return them without importing one another in a circle.
 
 `is_whole`, `file_path` and `require_named_arrays` live here too: the loop's settings, a checkpoint's
 epoch, the paths and the arrays handed to fit, predict and save are checked the same way everywhere."""
@@ -7,11 +8,28 @@ epoch, the paths and the arrays handed to fit, predict and save are checked the 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
 from .errors import IndexCalcError
+
+
+@dataclass
+class Result:
+    """What a run ended with: its parameters and per-epoch scores, and how and why it
+    stopped, so that a caller can report a run cut short rather than mistake it for done."""
+
+    params: dict[str, np.ndarray]  # the backend's arrays, for a run on one
+    history: list[dict[str, float]]
+    epochs: int
+    stopped: str  # "done", "early" (patience ran out), "nan", "interrupted", "progress" (it raised)
+    message: str = ""
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    monitor: str | None = None  # the score that chose the best epoch
+    best_epoch: int | None = None  # the epoch whose parameters `params` are (with keep_best)
 
 
 class TrainingError(IndexCalcError):
