@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..batch import MEAN, batch_reduction
+from ..compile import Compiled, lower
 from ..errors import IndexCalcError
 from ..program import numeric_array
 
@@ -59,8 +60,6 @@ class _Program:
 
     def compiled(self):
         if self._numpy is None:
-            from ..compile import Compiled
-
             self._numpy = Compiled(*self.lines)
         return self._numpy
 
@@ -89,8 +88,6 @@ class _Split:
     def value_shape(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype) -> tuple[int, ...]:
         key = (tuple(shapes.items()), dtype)
         if key not in self.value_shapes:
-            from ..compile import lower
-
             with _PLANNING:
                 lowering, value, _ = lower(self.program.compiled(), shapes, [dtype] * len(shapes), {})
             self.value_shapes[key] = lowering.shapes[value]

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import routines
 from .base import ArrayBackend
+from ..compile import _checked
 
 
 def materialize(x):
@@ -100,8 +101,6 @@ class _Dispatch:
     def fast(self, keys: list[str], array_type: type):
         key = (tuple(keys), array_type)
         if key not in self._fast:
-            from ..compile import _checked
-
             self._fast[key] = _checked(self.dispatch, keys, None, None, array_type)
         return self._fast[key]
 
