@@ -10,8 +10,9 @@
 The equations may be written per sample, as the notes write them: with `batch="n"`, every
 data tensor and everything computed from one gains the index n, and the per-sample loss
 is reduced over the batch as `reduce` says (sum or mean: stated, never implied, since the
-gradient's scale depends on it). Equations that already carry a batch index work too:
-then give `batch` as None and write the reduction in the loss.
+gradient's scale depends on it); `per_sample` writes them over the batch. Equations that
+already carry a batch index work too: then give `batch` as None and write the reduction
+in the loss.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from .compile import Compiled, compile as compile_program
 from .datasets import refuse_if_too_big
 from .errors import IndexCalcError
 from .declarations import ModelError, Param
-from .expr import Equation, Expr, Program, Reduce, Shift, Tensor, map_tensors
+from .expr import Equation, Expr, Program, Tensor
 from .notation import parse
 from .tokens import is_index_name, is_letter_index
 from .training_errors import is_whole, require_named_arrays
 from .program import check_program
-from .relabel import letters_in, substitute_letters
+from .per_sample import batched
 from . import saved
 
 
@@ -157,34 +158,10 @@ class Model:
 
     def _batched(self, equations: list[Equation]) -> Program:
         """Per-sample equations → batched: n joins every tensor that depends on data."""
-        n = self.batch
-        equations = [_shift_letter_moved(eq, n) for eq in equations]
-        used = set().union(*(letters_in(eq) for eq in equations))
-        if n in used:
-            span = next((t.span for eq in equations for t in eq.walk() if isinstance(t, Tensor) and n in t.indices), None)
-            raise self._located(ModelError(
-                f"the batch index {n} is already used in the equations: with 'batch {n} {self.reduce}' the "
-                f"equations are written per sample, without {n}; pick another letter, or write 'batch none'",
-                pos=span[0] if span else None, about="batch"))
-        batched = set(self.data)
-        out = []
-        for eq in equations:
-            rhs = map_tensors(eq.rhs, lambda t: Tensor(t.name, (n,) + t.indices, t.derivs, span=t.span) if t.name in batched else t)
-            depends = any(isinstance(t, Tensor) and t.name in batched for t in eq.rhs.walk())
-            if eq.lhs.name == self.loss:
-                name = Tensor(self.loss, eq.lhs.indices)
-                if depends:
-                    per_sample = Tensor(f"{self.loss}_sample", (n,) + eq.lhs.indices)
-                    out.append(Equation(per_sample, rhs))
-                    rhs = Reduce(self.reduce, (n,), Tensor(per_sample.name, per_sample.indices))
-                out.append(Equation(name, rhs))
-                continue
-            lhs = eq.lhs
-            if depends:
-                batched.add(lhs.name)
-                lhs = Tensor(lhs.name, (n,) + lhs.indices, lhs.derivs)
-            out.append(Equation(lhs, rhs))
-        return Program(tuple(out))
+        try:
+            return Program(tuple(batched(equations, self.batch, self.data, self.loss, self.reduce)))
+        except ModelError as err:
+            raise self._located(err) from None
 
     # --- numbers
     def init_params(self, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
@@ -273,15 +250,6 @@ class Model:
     def load_params(self, path: str) -> dict[str, np.ndarray]:
         """The parameters in a weights file (or checkpoint) written for these equations."""
         return saved.load_params(self, path)
-
-
-def _shift_letter_moved(eq: Equation, letter: str) -> Equation:
-    """`eq` with the letter a shifted index stands for (p in x_{(i+k)}, chosen by the
-    parser and shown nowhere) moved off the batch letter: the user did not write it."""
-    if not any(isinstance(s, Shift) and s.index == letter for s in eq.rhs.walk()) or letter in eq.lhs.all_indices:
-        return eq
-    new = next(f"{letter}{k}" for k in range(1, 1 << 30) if f"{letter}{k}" not in letters_in(eq))
-    return substitute_letters(eq, {letter: new})
 
 
 def _lone_name_hint(t: Tensor, p) -> str:

@@ -96,7 +96,7 @@ def run_chunk(task):
 NOT_ROUTES = {
     "__init__.py", "model.py", "datasets.py", "checkpoints.py", "metrics.py", "optimisers.py", "first_order.py",
     "schedules.py", "second_order.py", "step.py", "train.py", "training_arrays.py", "training_checks.py",
-    "training_errors.py", "saved.py", "modelfile.py", "declarations.py",
+    "training_errors.py", "saved.py", "modelfile.py", "declarations.py", "per_sample.py",
 }
 
 

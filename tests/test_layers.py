@@ -72,7 +72,7 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
 # through `saved`, which rebuilt models; Newton's fit returning the loop's Result) was kept
 # working by imports hidden in functions, as the pipeline's were.
 ABOVE = [
-    "training_errors", "declarations", "datasets", "schedules", "first_order", "batch", "backends",
+    "training_errors", "declarations", "per_sample", "datasets", "schedules", "first_order", "batch", "backends",
     "training_arrays", "export", "checkpoints", "saved", "model", "second_order", "optimisers", "metrics",
     "step", "training_checks", "modelfile", "train", "cli", "__main__",
 ]
