@@ -216,13 +216,16 @@ class Trainer:
 
     def _begin(self, train, epochs: int, test, params, resume) -> "_Run":
         """The run's state before its first epoch: parameters (given, initialised from the
-        seed, or a checkpoint's), the data checked and placed on the run's arrays, the
-        validation split held out, the monitor, and the fused step where it applies."""
+        seed, or a checkpoint's), the optimiser's state afresh (or the checkpoint's), the
+        data checked and placed on the run's arrays, the validation split held out, the
+        monitor, and the fused step where it applies."""
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, float]] = []
         start = 0
         given_params = params
         params = dict(params) if params is not None else self.model.init_params(self.seed)
+        if hasattr(self.optimizer, "state"):  # a run's moments are its own: another fit's would skew its steps
+            self.optimizer.state = {}
         if resume:
             params, start, history, rng = read_checkpoint(resume, self.optimizer, self.model)
             if epochs < start:

@@ -570,6 +570,25 @@ def test_optimiser_updates_follow_their_rules():
         optimiser("sgd", gamma=1.0)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Momentum(0.1), lambda: Adam(0.05)])
+def test_each_fit_starts_its_optimiser_afresh(make, fused):
+    """Two fits of the same arguments give the same numbers, with one optimiser object (a
+    notebook re-running its fit cell) or one trainer: the second once began with the first
+    run's moments and Adam's step count beside freshly drawn parameters. A run goes on
+    exactly from its checkpoint, which holds the optimiser's state."""
+    optimiser_object = make()
+    trainer = Trainer(xor_model(), optimiser_object, batch_size=2, seed=4, fused=fused)
+    data = {"x": XOR_X, "y": XOR_Y}
+    first = trainer.fit(data, 3)
+    again = trainer.fit(data, 3)
+    other = Trainer(xor_model(), optimiser_object, batch_size=2, seed=4, fused=fused).fit(data, 3)
+    assert first.history == again.history == other.history
+    for name, value in first.params.items():
+        np.testing.assert_array_equal(again.params[name], value)
+        np.testing.assert_array_equal(other.params[name], value)
+
+
 # ---------------------------------------------------------------- bad model files
 
 
