@@ -2,15 +2,21 @@
 tensor and everything computed from one, and the per-sample loss is reduced over n.
 
     h_i = σ(W_ij x_j)              h_ni = σ(W_ij x_nj)
-    loss = (h_i - y_i)(h_i - y_i)  loss_sample_n = (h_ni - y_ni)(h_ni - y_ni)
-                                   loss = mean_n(loss_sample_n)
+    loss = (h_i - y_i)(h_i - y_i)  loss = mean_n((h_ni - y_ni)(h_ni - y_ni))
 
 A derivative by a data tensor is each sample's own (an input gradient, a gradient
 penalty): per sample, `g_j = D_{,(j)}[x]` is ∂D/∂x_j, so over the batch it is
 ∂D_n/∂x_nj. A sample's D reads only that sample's x, so this is the derivative of D
-summed over the batch, which the notation writes: `Dbatch = sum_m(D_m)`, then
-`g_nj = Dbatch_{,(nj)}[x]`, one reverse pass however large the batch (the Jacobian of
-every D_m by every x_nj, almost all zeros, is never formed).
+summed over the batch, Σ_m D_m by x_nj, which `diff(..., inline=True)` writes out as one
+formula with no sum over samples left in it:
+
+    D_by_x_pq = sum_k(tanh'(sum_l(W_kl x_pl) + b_k) W_kq v_k)
+    g_nj = D_by_x_nj
+
+one pass over the batch, as backpropagation by hand would make it. Where diff cannot
+write the formula (too long to inline), the sum is a line of its own and the term its
+derivative (`Dbatch = sum_m(D_m)`, `g_nj = Dbatch_{,(nj)}[x]`): the same numbers, by a
+plan that forms the derivative across samples before it sums it.
 
 What batching cannot write is refused here, in the user's terms, rather than by a route
 that would speak of equations the user never wrote."""
@@ -21,7 +27,8 @@ from typing import Sequence
 
 from .declarations import ModelError
 from .errors import IndexCalcError
-from .expr import Deriv, Equation, Reduce, Shift, Tensor, map_tensors
+from .diff import diff
+from .expr import Deriv, Equation, Program, Reduce, Shift, Tensor, map_tensors
 from .program import check_program
 from .relabel import letters_in, substitute_letters
 
@@ -43,7 +50,7 @@ def batched(equations: Sequence[Equation], n: str, data: Sequence[str], loss: st
     names = set(per_sample) | {t.name for eq in equations for t in eq.walk() if isinstance(t, Tensor)}
     summed = next(c for c in SUMMED_LETTERS if c not in used and c != n)
     is_batched = set(data)
-    totals: dict[str, str] = {}  # a tensor's name → the name of its sum over the batch
+    formulas: dict[tuple, tuple[str, bool]] = {}  # a derivative by data → its line, and whether that is a sum
     out: list[Equation] = []
     origin: list[Equation] = []  # the user's equation each line of `out` comes from
 
@@ -55,17 +62,35 @@ def batched(equations: Sequence[Equation], n: str, data: Sequence[str], loss: st
         if len(by_data) > 1:
             raise ModelError(f"{t} differentiates by data ({', '.join(d.wrt for d in by_data)}) more than once; "
                              f"a per-sample derivative by data is taken once in a term", pos=_at(t))
-        derivs = tuple(Deriv((n,) + d.indices, d.wrt) if d is by_data[0] else d for d in t.derivs)
+        by = Deriv((n,) + by_data[0].indices, by_data[0].wrt)
+        others = tuple(d for d in t.derivs if d is not by_data[0])
         if t.name not in is_batched:  # reads no data at all: a derivative of zeros, its shape kept
-            return Tensor(t.name, t.indices, derivs, span=t.span)
-        if t.name not in totals:
-            lhs = per_sample[t.name]
-            # a scalar's name takes no `_`, which would read as its indices
-            totals[t.name] = _fresh(f"{t.name}_batch" if lhs.indices else f"{t.name}batch", names)
-            out.append(Equation(Tensor(totals[t.name], lhs.indices),
-                                Reduce("sum", (summed,), Tensor(t.name, (summed,) + lhs.indices))))
+            return Tensor(t.name, t.indices, (by,) + others, span=t.span)
+        key = (t.name, by.wrt, len(by.indices))
+        if key not in formulas:
+            formulas[key] = written_out(t.name, by)
+        name, of_sum = formulas[key]
+        if of_sum:
+            return Tensor(name, t.indices, (by,) + others, span=t.span)
+        # by parameters too: the formula's own derivative, as per sample (the letters say which axis is which)
+        return Tensor(name, t.indices + by.indices, others, span=t.span)
+
+    def written_out(name: str, by: Deriv) -> tuple[str, bool]:
+        """The name of a line holding ∂(Σ_m f_m)/∂x_n... as a formula (diff's, inlined and
+        simplified: one pass over the batch), or, where diff cannot write one, of the sum
+        itself, whose derivative the term then takes (a plan that forms it across samples)."""
+        lhs = per_sample[name]
+        total = Equation(Tensor(_fresh(f"{name}_batch" if lhs.indices else f"{name}batch", names), lhs.indices),
+                         Reduce("sum", (summed,), Tensor(name, (summed,) + lhs.indices)))
+        formula = _formula(out + [total], by, used | {n, summed})
+        if formula is None:
+            out.append(total)
             origin.append(current)
-        return Tensor(totals[t.name], t.indices, derivs, span=t.span)
+            return total.lhs.name, True
+        line = _fresh(f"{name}_by_{by.wrt}", names)
+        out.append(Equation(Tensor(line, formula.lhs.all_indices), formula.rhs))
+        origin.append(current)
+        return line, False
 
     seen_loss = False
     for current in equations:
@@ -81,12 +106,9 @@ def batched(equations: Sequence[Equation], n: str, data: Sequence[str], loss: st
         depends = any(isinstance(t, Tensor) and (t.name in is_batched or n in t.all_indices) for t in rhs.walk())
         if current.lhs.name == loss:
             seen_loss = True
-            if depends:
-                sample = Tensor(_fresh(f"{loss}_sample", names), (n,) + current.lhs.indices)
-                out.append(Equation(sample, rhs))
-                origin.append(current)
-                rhs = Reduce(reduce, (n,), Tensor(sample.name, sample.indices))
-            out.append(Equation(Tensor(loss, current.lhs.indices), rhs))
+            # the reduction in the loss's own line: over a line of per-sample losses of its own, the
+            # plan's adjoint of mean_n(ℓ_n) was an n×n identity summed (0.8 GB a call at n = 10,000)
+            out.append(Equation(Tensor(loss, current.lhs.indices), Reduce(reduce, (n,), rhs) if depends else rhs))
             origin.append(current)
             continue
         lhs = current.lhs
@@ -112,6 +134,16 @@ def _check(out: list[Equation], origin: list[Equation], n: str) -> None:
                 raise ModelError(f"batched over {n}, {origin[k - 1]} becomes {out[k - 1]}: {err.problem}",
                                  pos=_at(origin[k - 1].lhs), about="batch") from None
         raise
+
+
+def _formula(lines: list[Equation], by: Deriv, avoid: set[str]) -> Equation | None:
+    """The derivative of the last of `lines` by `by.wrt`, written out by
+    `diff(..., inline=True)`; None where diff refuses (a formula too long to inline)."""
+    letters = "".join(c for c in SUMMED_LETTERS if c not in avoid)[: len(by.indices)]
+    try:
+        return diff(Program(tuple(lines)), f"{by.wrt}_{letters}" if letters else by.wrt, inline=True).equations[-1]
+    except IndexCalcError:
+        return None
 
 
 def _at(t: Tensor) -> int | None:

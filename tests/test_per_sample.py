@@ -11,6 +11,7 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 import indexcalc as ic
+from indexcalc import per_sample
 from indexcalc.expr import Equation, Program
 from indexcalc.model import Model, ModelError
 from indexcalc.relabel import letters_in
@@ -34,7 +35,7 @@ def per_sample_reference(text: str, params: dict, samples: list[dict], reduce: s
 
 def assert_model_equals_reference(model: Model, text: str, params: dict, samples: list[dict], data: list[str]):
     batch = {k: np.stack([np.asarray(sample[k], dtype=float) for sample in samples]) for k in data}
-    reads_data = any(eq.lhs.name.startswith(f"{model.loss}_sample") for eq in model.program.equations)
+    reads_data = model.batch in letters_in(model.program.equations[-1])  # else the loss is not reduced
     want, want_grads = per_sample_reference(text, params, samples, model.reduce, reads_data)
     value, grads = model.loss_and_grads(params, batch)
     assert abs(float(value) - want) <= 1e-8 * max(1.0, abs(want)), (value, want)
@@ -82,23 +83,30 @@ DERIVATIVES_BY_DATA = {
     "an input gradient": CRITIC + "g_j = D_{,(j)}[x]\nloss = g_j g_j",
     "a gradient penalty": CRITIC + "g_j = D_{,(j)}[x]\nloss = D + (sqrt(g_j g_j) - 1)^2",
     "a Jacobian penalty": CRITIC + "J_ij = h_{i,(j)}[x]\nloss = D + J_ij J_ij",
-    "by data, then by a parameter": CRITIC + "G_jk = D_{,(j)(k)}[x,v]\nloss = G_jk G_jk",
+    "by data, then by a parameter": CRITIC + "G_jkl = D_{,(j)(kl)}[x,W]\nloss = G_jkl G_jkl",
+    "by a parameter, then by data": CRITIC + "G_kj = D_{,(k)(j)}[v,x]\nloss = G_kj G_kj + D",
     "by a parameter, per sample": CRITIC + "g_i = D_{,(i)}[b]\nloss = g_i g_i",
     "a saliency step": CRITIC + "x2_j = x_j + 0.1 D_{,(j)}[x]\nloss = (v_i tanh(W_ij x2_j))^2",
 }
 
 
+@pytest.mark.parametrize("formula", [True, False], ids=["as a formula", "as the batch sum's derivative"])
 @pytest.mark.parametrize("reduce", ["mean", "sum"])
 @pytest.mark.parametrize("name", DERIVATIVES_BY_DATA)
-def test_a_derivative_by_data_is_each_samples_own(name, reduce):
+def test_a_derivative_by_data_is_each_samples_own(name, reduce, formula, monkeypatch):
     """Per sample, `D_{,(j)}[x]` is ∂D/∂x_j: over the batch ∂D_n/∂x_nj, never the whole
     batch's cross derivatives (which once were refused in terms of equations the user did
-    not write)."""
+    not write). Written out by diff as a formula, or, where diff cannot (made so here), as
+    the derivative of the sum over the batch: the same numbers."""
+    if not formula:
+        monkeypatch.setattr(per_sample, "_formula", lambda *args: None)
     text = DERIVATIVES_BY_DATA[name]
     rng = np.random.default_rng(3)
     params = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=4), "v": rng.normal(size=4)}
     samples = [{"x": rng.normal(size=3)} for _ in range(5)]
     model = Model(text, params={k: v.shape for k, v in params.items()}, data=["x"], reduce=reduce)
+    by_data = "[x" in text or ",x]" in text
+    assert any("_by_x" in eq.lhs.name for eq in model.program.equations) == (formula and by_data)
     assert_model_equals_reference(model, text, params, samples, ["x"])
 
 
