@@ -32,7 +32,7 @@ from .expr import Deriv, Equation, Program, Reduce, Shift, Tensor, map_tensors
 from .program import check_program
 from .relabel import letters_in, substitute_letters
 
-SUMMED_LETTERS = "mpqrstuvabcdefghkαβγεζηθικλμνξπρστυφχψω"  # the batch sum's letter: the first unused
+SUMMED_LETTERS = "mpqrstuvabcdefghkαβγεζηθικλμνξπρστυφχψω"  # letters the batching writes: those the user did not
 
 
 def batched(equations: Sequence[Equation], n: str, data: Sequence[str], loss: str, reduce: str) -> list[Equation]:
