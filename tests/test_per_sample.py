@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import given
 
 import indexcalc as ic
 from indexcalc import per_sample
-from indexcalc.expr import Equation, Program
 from indexcalc.model import Model, ModelError
 from indexcalc.relabel import letters_in
-from families import soak_cases
+from model_cases import model_cases
 from strategies import sample
-
-SAMPLES = 3
 
 
 def per_sample_reference(text: str, params: dict, samples: list[dict], reduce: str, reads_data: bool):
@@ -45,37 +42,12 @@ def assert_model_equals_reference(model: Model, text: str, params: dict, samples
 
 
 @sample(24)
-@given(case=soak_cases(), data=st.data())
-def test_a_batched_model_gives_the_per_sample_programs_loss_and_gradients_reduced(case, data):
+@given(made=model_cases())
+def test_a_batched_model_gives_the_per_sample_programs_loss_and_gradients_reduced(made):
     """Any generated program with a scalar last line, some of its tensors parameters and
     the rest data (derivative lines by data among them): the model's batched plan against
     the per-sample program compiled on each of three samples."""
-    tensors = [k for k, (shape, kind) in case.specs.items() if kind == "tensor" and shape]
-    assume(case.scalar and case.wrt and len(tensors) >= 2)
-    arrays = case.arrays()
-    params = data.draw(st.lists(st.sampled_from(tensors), min_size=1, max_size=len(tensors) - 1, unique=True))
-    names = [k for k in case.specs if k not in params]
-    reduce = data.draw(st.sampled_from(["mean", "sum"]))
-    node = ic.parse(case.text)
-    assume(isinstance(node, (Equation, Program)))  # a model is equations; some draws are one expression
-    used = letters_in(node)
-    n = next(c for c in "nmzyqβγ" if c not in used)
-    try:
-        model = Model(case.text, params={p: arrays[p].shape for p in params}, data=names, batch=n, reduce=reduce)
-    except ModelError as err:  # an exponent that is data, a second derivative by data: said so
-        assert err.about == "batch" or "more than once" in err.problem, err
-        assume(False)
-    rng = np.random.default_rng(case.seed)
-    samples = [{k: np.asarray(v) + rng.uniform(-0.1, 0.1, np.shape(v)) * (s > 0 and case.specs[k][1] == "tensor")
-                if k in names else v for k, v in arrays.items()} for s in range(SAMPLES)]
-    try:
-        ic.compile(case.text, wrt=params)
-    except ic.IndexCalcError:  # a parameter only differentiated by, never read: nothing to compare
-        assume(False)
-    values = [ic.evaluate(case.text, sample) for sample in samples]
-    assume(all(np.all(np.isfinite(v)) for v in values))
-    assert_model_equals_reference(model, case.text, {p: np.asarray(arrays[p], dtype=float) for p in params},
-                                  samples, names)
+    assert_model_equals_reference(made.model, made.case.text, made.params, made.samples, made.data)
 
 
 CRITIC = "h_i = tanh(W_ij x_j + b_i)\nD = v_i h_i\n"

@@ -3,11 +3,14 @@ the same resume, the same NaN stop."""
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from indexcalc.model import Model
 from indexcalc.optimisers import SGD, Adam, Momentum
 from indexcalc.step import FusedStep
 from indexcalc.train import Trainer
+from model_cases import model_cases
+from strategies import sample
 
 XOR = """
 h_i = σ(W1_ij x_j + b1_i)
@@ -125,3 +128,19 @@ def test_ctrl_c_in_a_fused_run_returns_the_last_finished_epoch_and_its_optimiser
     assert stopped_opt.state.keys() == whole_opt.state.keys()
     for k in whole_opt.state:
         np.testing.assert_array_equal(stopped_opt.state[k], whole_opt.state[k])
+
+
+@sample(24)
+@given(made=model_cases(), make=st.sampled_from(OPTIMISERS), size=st.sampled_from([None, 2]))
+def test_on_generated_models_the_fused_step_gives_the_unfused_loops_numbers_bit_for_bit(made, make, size):
+    """The family of the XOR test above: the soak's programs made models (derivative lines,
+    softmaxes, matrix functions, shifts), two epochs from the same parameters, whole-batch
+    or two samples a step: the same losses and parameters to the last bit, or the same stop."""
+    runs = [Trainer(made.model, make(), batch_size=size, seed=1, fused=fused).fit(made.batch(), 2, params=made.params)
+            for fused in (True, False)]
+    fused, unfused = runs
+    assert (fused.stopped, fused.epochs) == (unfused.stopped, unfused.epochs), (fused.message, unfused.message)
+    assert [h["loss"] for h in fused.history] == pytest.approx([h["loss"] for h in unfused.history], rel=0, abs=0,
+                                                                nan_ok=True)
+    for name, value in unfused.params.items():
+        np.testing.assert_array_equal(fused.params[name], value)
