@@ -121,18 +121,27 @@ class Newton(FullBatch):
         return list(self.model.parameters)
 
     def _wrt(self, name: str, avoid: set[str]) -> tuple[str, str]:
-        """`name` with fresh index letters (`w_ab`), or bare for a scalar; and the letters."""
+        """`name` with fresh index letters (`w_{a b}`: apart, as a program with named
+        indices would read `w_ab` as the one index ab), or bare for a scalar; and the
+        letters as a subscript (`{a b}`, or "" for a scalar)."""
         rank = len(self.model.parameters[name].shape)
-        letters = "".join([c for c in "abcdefghkmpqrstuvαβγδεζ" if c not in avoid][:rank])
+        letters = [c for c in "abcdefghkmpqrstuvαβγδεζ" if c not in avoid][:rank]
         avoid.update(letters)
-        return (f"{name}_{letters}" if letters else name), letters
+        subscript = f"{{{' '.join(letters)}}}" if letters else ""
+        return (f"{name}_{subscript}" if letters else name), subscript
 
     def _gradients(self, used: set[str]) -> dict[str, tuple[Program, str]]:
-        """Each parameter's derivative program, and the letters its derivative carries."""
+        """Each parameter's derivative program, and the letters its derivative carries.
+        A program of one line differentiates to its derivative line alone: the line goes
+        before it, so that the derivative is still read as a function of the parameters
+        (differentiated again, a parameter it no longer reads gives zeros, not an error)."""
+        equations = self.model.program.equations
+        upto = equations[: next(k for k, eq in enumerate(equations) if eq.lhs.name == self.model.loss) + 1]
         out = {}
         for p in self._names():
             wrt, letters = self._wrt(p, used)
-            out[p] = diff(self.model.program, wrt, of=self.model.loss), letters
+            derivative = diff(Program(upto), wrt)
+            out[p] = (derivative if isinstance(derivative, Program) else Program(upto + (derivative,))), letters
         return out
 
     def _letters(self) -> set[str]:
