@@ -478,7 +478,7 @@ class Lowering:
                     if a in out and b in out and a != b:
                         embeds.append((a, b))
                     else:
-                        operands.append(self.identity(a, b))
+                        operands.append(self.summed_delta(a, b, out, factors) or self.identity(a, b))
             elif isinstance(factor, Tensor):
                 operands.append(self.unary(self.leaf(factor), None))
             elif isinstance(factor, Mask):
@@ -661,6 +661,25 @@ class Lowering:
             self.constants[name] = array
             self.masks[key] = self._store(name, letters, f"dense {shift} (a constant of the shapes)").code
         return Operand(self.masks[key], letters)
+
+    def summed_delta(self, a: str, b: str, out, factors) -> Operand | None:
+        """A δ pair one of whose letters this product sums and no other factor reads:
+        Σ_a δ_ab is 1 for every b, so ones over b (or 1, where another factor sizes b, or
+        b's size, where b is summed alone too), not an identity matrix summed (n² for the
+        mean of a line of per-sample losses); None otherwise."""
+        counts: dict[str, int] = {}
+        for factor in factors:
+            for i in factor.all_indices if isinstance(factor, (Tensor, Delta, Mask, Shift)) else letters_in(factor):
+                counts[i] = counts.get(i, 0) + 1
+        for lone, other in ((a, b), (b, a)):
+            if lone == other or lone in out or counts.get(lone) != 1:
+                continue
+            if counts.get(other, 0) > 1:
+                return self.constant(1.0)
+            if other in out:
+                return self._store(self.code.full((self.sizes[other],), "1.0", self.dtype), (other,), "ones (δ summed)")
+            return self.constant(float(self.sizes[other]))
+        return None
 
     def identity(self, a: str, b: str) -> Operand:
         if a == b:
