@@ -118,11 +118,16 @@ def _inline_derivatives(equations: list[Equation]) -> list[Equation]:
     while the plan computes each line once all the same."""
     if not any(eq.lhs.derivs for eq in equations):
         return equations
-    try:
-        inlined = inline_last(equations, limit=INLINED_LIMIT)
-    except InlineTooLargeError:
-        return equations
-    return inlined[:-1] + [explicit(inlined[-1])]
+    out: list[Equation] = []
+    for k, eq in enumerate(equations):
+        last = k == len(equations) - 1
+        if last or not eq.lhs.derivs and any(isinstance(t, Tensor) and t.derivs for t in eq.rhs.walk()):
+            try:  # a line read by later lines too: its derivatives inlined, not held as Jacobian-sized lines
+                eq = explicit(inline_last(out + [eq], limit=INLINED_LIMIT)[-1])
+            except InlineTooLargeError:
+                pass
+        out.append(eq)
+    return out
 
 
 def _through_exponential_sums(equations: list[Equation]) -> list[Equation]:
