@@ -67,6 +67,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .errors import IndexCalcError
+from .memory import human_size, memory_size  # noqa: F401  human_size: `from indexcalc.datasets import`
 from .training_errors import file_path
 
 Split = tuple[list[np.ndarray], list[np.ndarray]]
@@ -438,24 +439,6 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: str, w
 
 
 # ---------------------------------------------------------------- memory
-
-
-def human_size(nbytes: int) -> str:
-    """Bytes as a person reads them: 512 B, 3.1 MB, 80.0 GB (powers of 1000)."""
-    size = float(nbytes)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if size < 1000 or unit == "PB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{nbytes} B"
-
-
-def memory_size() -> int | None:
-    """This machine's physical memory in bytes, where the system says."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def refuse_if_too_big(what: str, nbytes: int) -> None:

@@ -43,6 +43,7 @@ from . import functions, matrices
 from .dialects import NUMPY_CODE, Dialect
 from .emit import FEW, FEW_LIMIT, FEW_REST
 from .errors import IndexCalcError, ShapeError
+from .memory import human_size, memory_size
 from .expr import (
     MATRIX_REDUCTIONS, Call, Compare, Delta, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Reduce, Shift,
     Sum, Tensor, leaf_factors,
@@ -144,6 +145,7 @@ class Lowering:
         self.masks: dict[tuple, str] = {}  # a mask's kind, shape and layout -> the variable holding it
         self.solves: dict[tuple, str] = {}  # np.linalg.solve steps by their operands
         self.dtype = np.result_type(*dtypes).name if dtypes else "float64"
+        self.memory = memory_size()
         self.typed = len(set(dtypes)) > 1
         for key, shape in inputs.items():
             var = self._var()
@@ -162,8 +164,14 @@ class Lowering:
         return var
 
     def _store(self, code: str, letters: tuple[str, ...], routine: str, spec: str = "") -> Operand:
+        shape = [self.sizes[i] for i in letters]
+        nbytes = prod(shape) * np.dtype(self.dtype).itemsize
+        if self.memory is not None and nbytes > self.memory:  # refused before the first step runs, not a MemoryError
+            raise ShapeError(f"the plan's step {routine} makes an array of shape {tuple(shape)} over "
+                             f"{', '.join(letters)}: {human_size(nbytes)}, more than this machine's memory "
+                             f"({human_size(self.memory)})")
         var = self._var()
-        self._emit(var, code, routine, spec, [self.sizes[i] for i in letters])
+        self._emit(var, code, routine, spec, shape)
         return Operand(var, letters)
 
     def leaf(self, node: Tensor) -> Operand:

@@ -839,3 +839,14 @@ def test_the_mean_of_a_line_of_per_sample_losses_plans_no_n_by_n_array(text):
     want = ic.evaluate(ic.diff(text, "w_a"), arrays)
     np.testing.assert_allclose(grads["w"], want, rtol=1e-12)
     np.testing.assert_allclose(value, ic.evaluate(text, arrays), rtol=1e-12)
+
+
+def test_a_plan_step_no_machine_of_this_size_could_hold_is_refused_before_it_runs():
+    """An outer product of four vectors of 1000 is 8 TB: refused when the plan is made,
+    naming the step, its shape and both sizes, not a MemoryError (a traceback) from NumPy
+    partway through, as a batch's derivative planned across samples once met (32 GB)."""
+    f = ic.compile("A_ijkl = x_i x_j x_k x_l")
+    with pytest.raises(ic.ShapeError, match=r"makes an array of shape \(1000, 1000, 1000, 1000\) over i, j, k, l: "
+                                            r"8\.0 TB, more than this machine's memory"):
+        f({"x": np.ones(1000)})
+    np.testing.assert_allclose(f({"x": np.ones(3)})[0], np.ones((3, 3, 3, 3)))

@@ -19,7 +19,7 @@ import indexcalc
 PACKAGE = Path(indexcalc.__file__).parent
 
 LAYERS = [
-    "errors", "tokens", "expr", "functions", "shifts", "indices", "relabel", "matrices", "scope", "printing",
+    "errors", "memory", "tokens", "expr", "functions", "shifts", "indices", "relabel", "matrices", "scope", "printing",
     "program", "notation", "wellformed", "simplify", "exponentials", "wrt", "inline", "diff", "logs_in_range", "driver", "evaluate", "loops", "dialects", "emit", "plan", "compile",
 ]
 
