@@ -34,7 +34,7 @@ from .emit import emit
 from .exponentials import SCALE
 from .logs_in_range import lines_in_range, logs_in_range, through_named_sums
 from .plan import Lowering, canonical_key
-from .program import check_program, needed_lines, numeric_array, sized_by
+from .program import check_program, inputs_read, needed_lines, numeric_array, sized_by
 from .relabel import fresh_letters, letters_in, rename_fixed
 from .scope import explicit
 from .simplify import simplify_tree
@@ -295,9 +295,8 @@ class Compiled:
         self.params = params
         self.scales = scales
         defined = {eq.lhs.key for eq in forward}
-        read = {t.key for eq in forward for t in eq.rhs.walk() if isinstance(t, Tensor)}
         # a parameter the simplified lines no longer read still has a gradient (zeros) shaped like it
-        self.inputs = sorted((read | set(params)) - defined - set(scales))
+        self.inputs = sorted((inputs_read(forward) | set(params)) - defined - set(scales))
         # arrays a derivative line is sized by (`Y_{ij,(gh)}[X] = δ_(ij)(gh)`), when given
         sizing = set().union(*(sized_by(eq.lhs) for eq in forward))
         self.sizing = sorted(sizing - defined - set(self.inputs))

@@ -180,6 +180,20 @@ def needed_lines(equations: Sequence[Equation]) -> list[Equation]:
     return still_needed(list(equations[:-1]), list(equations[-1:]))
 
 
+def inputs_read(lines: Sequence[Expr]) -> set[str]:
+    """The keys of the arrays `lines` (equations, or one expression) read from outside:
+    every tensor they read that no earlier line defines. What a compiled program takes
+    as its inputs, and whose float type evaluate computes in."""
+    defined: set[str] = set()
+    read: set[str] = set()
+    for line in lines:
+        body = line.rhs if isinstance(line, Equation) else line
+        read |= {t.key for t in body.walk() if isinstance(t, Tensor)} - defined
+        if isinstance(line, Equation):
+            defined.add(line.lhs.key)
+    return read
+
+
 class Environment:
     """The named arrays, and the index sizes of the equation being evaluated."""
 
@@ -196,13 +210,7 @@ class Environment:
     def read_by(self, lines: Sequence[Expr]) -> None:
         """Take the float type of the arrays these lines read from outside, as `compile`
         takes its inputs': an array given but not read must not change a route's numbers."""
-        defined, read = set(), set()
-        for line in lines:
-            body = line.rhs if isinstance(line, Equation) else line
-            read |= {t.key for t in body.walk() if isinstance(t, Tensor)} - defined
-            if isinstance(line, Equation):
-                defined.add(line.lhs.key)
-        types = {self.arrays[k].dtype for k in read if k in self.arrays}
+        types = {self.arrays[k].dtype for k in inputs_read(lines) if k in self.arrays}
         self.dtype = np.result_type(*types) if types else np.dtype("float64")
 
     def prepare(self, node: Expr) -> None:
