@@ -137,6 +137,7 @@ class Lowering:
         self.env_shapes: dict[str, tuple[int, ...]] = {}  # tensor key -> its array's shape (kept as env grows)
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.cache: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.pairs: dict[tuple, tuple[str, tuple[int, ...]]] = {}  # pair's: its operands, letters → result
         self.count = 0
         self.sizes: dict[str, int] = _Sizes()
         self.order: dict[str, int] = {}
@@ -757,6 +758,21 @@ class Lowering:
         return pending[0]
 
     def pair(self, a: Operand, b: Operand, out: tuple[str, ...]) -> Operand:
+        """Two operands contracted, once: the same two variables contracted alike (up to
+        the letters' names: a weight's gradient and a bias's reading one Xᵀ·δ) are one step."""
+        first, second = sorted((a, b), key=lambda op: op.code)
+        names = {i: k for k, i in enumerate(dict.fromkeys(first.letters + second.letters))}
+        key = (first.code, tuple(names[i] for i in first.letters), second.code,
+               tuple(names[i] for i in second.letters), tuple(names[i] for i in out))
+        if key in self.pairs:
+            code, positions = self.pairs[key]
+            letters = list(names)
+            return Operand(code, tuple(letters[k] for k in positions))
+        result = self._pair(a, b, out)
+        self.pairs[key] = (result.code, tuple(names[i] for i in result.letters))
+        return result
+
+    def _pair(self, a: Operand, b: Operand, out: tuple[str, ...]) -> Operand:
         """Two operands, every letter in both of them or in `out`: the right BLAS call."""
         shared = [i for i in a.letters if i in b.letters]
         contracted = [i for i in shared if i not in out]
@@ -770,7 +786,7 @@ class Lowering:
             return self._store(code, letters, "multiply", spec)
         if not batch and len(a.letters) <= 2 and len(b.letters) <= 2 and len(contracted) == 1:
             if left and right and out.index(right[0]) < out.index(left[0]):
-                return self.pair(b, a, out)  # (n, i) is wanted: x @ W.T, not (W @ x.T).T
+                return self._pair(b, a, out)  # (n, i) is wanted: x @ W.T, not (W @ x.T).T
             k = contracted[0]
             ca = a.code if a.letters[-1] == k else self.code.transpose(a.code, (1, 0))
             cb = b.code if b.letters[0] == k else self.code.transpose(b.code, (1, 0))

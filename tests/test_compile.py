@@ -850,3 +850,20 @@ def test_a_plan_step_no_machine_of_this_size_could_hold_is_refused_before_it_run
                                             r"8\.0 TB, more than this machine's memory"):
         f({"x": np.ones(1000)})
     np.testing.assert_allclose(f({"x": np.ones(3)})[0], np.ones((3, 3, 3, 3)))
+
+
+def test_one_contraction_the_plan_meets_twice_is_one_step():
+    """A gradient-penalty critic's parameter gradients read Xᵀ·δ-like contractions of the
+    same two arrays from two adjoints, under other letters: planned once, once twice."""
+    text = ("h_ni = tanh(W_ij x_nj + b_i)\nD_n = v_i h_ni\nDbatch = sum_m(D_m)\ng_nj = Dbatch_{,(nj)}[x]\n"
+            "L = mean_n((D_n - y_n)^2 + 0.1 (sqrt(g_nj g_nj) - 1)^2)")
+    rng = np.random.default_rng(1)
+    arrays = {"W": rng.normal(size=(6, 4)), "b": rng.normal(size=6), "v": rng.normal(size=6),
+              "x": rng.normal(size=(9, 4)), "y": rng.normal(size=9)}
+    f = ic.compile(text, wrt=["W", "b", "v"])
+    value, grads = f(arrays)
+    steps = [line.split("=", 1)[1].split("#")[0].strip() for line in str(f).splitlines()[1:]]
+    assert len(steps) == len(set(steps)), str(f)
+    d = {name: ic.evaluate(ic.diff(text, wrt), arrays) for name, wrt in (("W", "W_pq"), ("b", "b_p"), ("v", "v_p"))}
+    for name in grads:
+        np.testing.assert_allclose(grads[name], d[name], rtol=1e-10, atol=1e-12)
