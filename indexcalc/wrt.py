@@ -82,8 +82,12 @@ def parse_wrt(wrt: str, names: frozenset[str] = frozenset()) -> tuple[str, tuple
 
 def index_count(nodes, name: str) -> int:
     """How many indices `name` carries wherever it occurs (so, how many wrt letters it
-    takes); refused where it occurs nowhere or with different counts."""
-    counts = {len(t.all_indices) for n in nodes for t in n.walk() if isinstance(t, Tensor) and t.key == name}
+    takes), a derivative by it included (`L_{,g}[w]` says w has one: a derivative line
+    given alone is a function of what it differentiates); refused where it occurs
+    nowhere or with different counts."""
+    tensors = [t for n in nodes for t in n.walk() if isinstance(t, Tensor)]
+    counts = {len(t.all_indices) for t in tensors if t.key == name}
+    counts |= {len(d.indices) for t in tensors for d in t.derivs if d.wrt == name}
     if not counts:
         where = "; ".join(str(n) for n in nodes)
         raise DiffError(f"{name} does not occur in {where}: nothing to differentiate by")

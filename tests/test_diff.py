@@ -1289,3 +1289,17 @@ def test_logsumexp_derivative_is_the_softmax():
     hessian = ic.evaluate(ic.diff(ic.diff("s = logsumexp_c(w_c)", "w_g"), "w_h"), {"w": z[0]})
     q = p[0]
     np.testing.assert_allclose(hessian, np.diag(q) - np.outer(q, q), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("text", ["L = w_i x_i", "L = 2 w_i x_i + c", "y_k = A_kj w_j", "L = sum_i(w_i x_i)^2"])
+def test_a_derivative_line_given_alone_is_a_function_of_what_it_differentiates(text):
+    """diff of a one-line program gives its derivative line alone, `L_{,g}[w] = x_g`;
+    differentiated again by w that was refused ("w does not occur"), where the same line
+    after its program gave zeros. Now both give the second derivative, zeros included."""
+    rng = np.random.default_rng(2)
+    arrays = {"w": rng.normal(size=3), "x": rng.normal(size=3), "c": 0.5, "A": rng.normal(size=(2, 3))}
+    alone = ic.diff(ic.diff(text, "w_g"), "w_h")
+    with_program = ic.diff(ic.Program(tuple(ic.parse(text + "\nunused = 1").equations[:1]) + (ic.diff(text, "w_g"),)), "w_h")
+    want = ic.evaluate(with_program, arrays)
+    np.testing.assert_allclose(ic.evaluate(alone, arrays), want, atol=1e-12)
+    np.testing.assert_allclose(ic.compile(alone)(arrays)[0], want, atol=1e-12)
