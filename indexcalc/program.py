@@ -15,6 +15,7 @@ import numpy as np
 from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ShapeError
 from .expr import Deriv, Equation, Expr, Shift, Tensor
 from .indices import check_equation, infer_sizes
+from .scope import explicit
 
 
 def numeric_array(name: str, value) -> np.ndarray:
@@ -31,8 +32,10 @@ def numeric_array(name: str, value) -> np.ndarray:
 def check_program(equations: Sequence[Equation]) -> None:
     """Refuse a program any route would refuse, before any route starts on it.
 
-    Every equation obeys the index rules and reads no name it defines (`check_equation`);
-    each name is defined once; and a comma derivative has as many indices as what it
+    Every equation obeys the index rules and reads no name it defines (`check_equation`),
+    and its scopes can be written out (`scope.explicit`: a relabelling function whose
+    argument has no free index beside those fixed around it was refused by compile on
+    any line, by evaluate only on a line it ran); each name is defined once; and a comma derivative has as many indices as what it
     differentiates carries in the program (`y_{,g}[w]` for a matrix w is a typo, which
     one route would refuse for its shape and another read as a matrix).
     """
@@ -48,6 +51,10 @@ def check_program(equations: Sequence[Equation]) -> None:
             _check_derivative_counts(ref, counts, eq)
     for eq in equations:
         check_equation(eq)
+        try:  # the scoping compile runs on every line and evaluate on the lines it needs
+            explicit(eq)
+        except IndexNotationError as err:
+            raise err.with_source(eq.source, None) if eq.source else err from None
 
 
 def _refuse_reads_before_definition(equations: Sequence[Equation]) -> None:
