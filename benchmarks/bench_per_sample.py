@@ -25,18 +25,12 @@ thread, the process on one core where the OS allows.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
-from blas_env import set_blas_threads  # imports no NumPy
+from blas_env import single_threaded  # imports no NumPy
 
-set_blas_threads(1)
-os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-try:
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-except (AttributeError, OSError):
-    pass
+single_threaded()
 
 import numpy as np  # noqa: E402
 
