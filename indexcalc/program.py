@@ -35,9 +35,10 @@ def check_program(equations: Sequence[Equation]) -> None:
     Every equation obeys the index rules and reads no name it defines (`check_equation`),
     and its scopes can be written out (`scope.explicit`: a relabelling function whose
     argument has no free index beside those fixed around it was refused by compile on
-    any line, by evaluate only on a line it ran); each name is defined once; and a comma derivative has as many indices as what it
-    differentiates carries in the program (`y_{,g}[w]` for a matrix w is a typo, which
-    one route would refuse for its shape and another read as a matrix).
+    any line, by evaluate only on a line it ran); each name is defined once; and a comma
+    derivative has as many indices as what it differentiates carries in the program
+    (`y_{,g}[w]` for a matrix w is a typo, which one route would refuse for its shape and
+    another read as a matrix).
     """
     defined: set[str] = set()
     for eq in equations:
