@@ -168,10 +168,7 @@ def rename(node: Expr, old: str, new: str, fixed: frozenset[str], fresh: Fresh, 
     if isinstance(node, Product):
         if not merge and new in summed_indices(node, fixed):
             node = rename(node, new, fresh(), fixed, fresh)
-        grouped = _fixed_in_groups(node, fixed)
-        factors = tuple(_rename_factor(f, old, new, grouped if isinstance(f, Product) else fixed, fresh, merge)
-                        for f in node.factors)
-        return Product(factors, span=node.span)
+        return _each_factor(node, lambda f: _rename_factor(f, old, new, fixed, fresh, merge))
     if isinstance(node, (Sum, Compare)):  # each term (each side) is a scope of its own
         return with_children(node, tuple(
             rename(t, old, new, fixed, fresh) if old in free_indices(t, fixed)
@@ -219,22 +216,20 @@ def _shift_renamed(node: Shift, mapping: dict[str, str]) -> Shift:
 
 
 def _rename_factor(factor: Expr, old: str, new: str, fixed, fresh, merge: bool) -> Expr:
-    if isinstance(factor, (Tensor, Delta, Mask, Shift, Product)):
+    if isinstance(factor, (Tensor, Delta, Mask, Shift)):
         return rename(factor, old, new, fixed, fresh, merge)
     if old in free_indices(factor, fixed):
         return rename(factor, old, new, fixed, fresh)
     return _move_bound(factor, new, fixed, fresh) if old in fixed else factor
 
 
-def _fixed_in_groups(node: Product, fixed: frozenset[str]) -> frozenset[str]:
-    """What stands fixed inside a parenthesised product among `node`'s factors. Its letters
-    count with `node`'s (parentheses around a product only group), so every letter `node`
-    sums or leaves free is fixed there: a mask in it may read a letter only a factor
-    outside carries (r and k in `u_kr (v_l δ_rl [r <= k])`), which the group read alone
-    refuses as a letter nothing sizes."""
-    if not any(isinstance(f, Product) for f in node.factors):
-        return fixed
-    return fixed | frozenset(summed_indices(node, fixed)) | frozenset(free_indices(node, fixed))
+def _each_factor(node: Product, change: Callable[[Expr], Expr]) -> Product:
+    """`node` with `change` applied to each of its factors, those in parenthesised groups
+    too, the grouping kept. Parentheses around a product only group: a factor inside one
+    is a factor of `node`, read with the letters fixed around `node` (as `indices` reads
+    it), so `a_t (σ_u(W_t) b_u)` is renamed as `a_t σ_u(W_t) b_u` is."""
+    return Product(tuple(_each_factor(f, change) if isinstance(f, Product) else change(f) for f in node.factors),
+                   span=node.span)
 
 
 def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
@@ -245,9 +240,7 @@ def _move_bound(node: Expr, letter: str, fixed, fresh: Fresh) -> Expr:
     if isinstance(node, (Tensor, Product)) and letter in summed_indices(node, fixed):
         node = rename(node, letter, fresh(), fixed, fresh)
     if isinstance(node, Product):
-        grouped = _fixed_in_groups(node, fixed)
-        return Product(tuple(_move_bound(f, letter, grouped if isinstance(f, Product) else fixed, fresh)
-                             for f in node.factors), span=node.span)
+        return _each_factor(node, lambda f: _move_bound(f, letter, fixed, fresh))
     if isinstance(node, (Sum, Compare)):
         return with_children(node, tuple(_move_bound(t, letter, fixed, fresh) for t in node.children()))
     if isinstance(node, Power):

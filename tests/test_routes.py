@@ -1083,18 +1083,18 @@ def test_the_command_line_says_an_inline_refusal_in_one_line(monkeypatch, capsys
     assert len(err) == 1 and "chain form" in err[0], err
 
 
-def test_a_line_whose_scopes_cannot_be_written_out_is_refused_by_every_route_needed_or_not():
-    """`tanh_t(T0_μμm)` beside `δ_(jj)(ml)`: m is fixed around the relabelling, so its
-    argument has no free index to relabel. compile refused it on any line, evaluate only
-    on a line it ran: with the line not needed, evaluate gave y2 and compile refused (the
-    soak's seed 16700 drew it). The check every route runs refuses it now."""
-    text = ("y_tk1 = (sigma_{t,k}((-1.5) (δ_(jj)(ml) tanh_t(T0_μμm)) [k1 <= 1] / (1 + (T2_k1lt)^2)) T3_k)\n"
-            "y2 = 3 T4")
-    arrays = {"T0": np.ones((1, 1, 2)), "T2": np.ones((2, 2, 2)), "T3": np.ones(2), "T4": 0.5}
+def test_a_line_whose_relabelling_has_no_index_to_relabel_is_refused_by_every_route_needed_or_not():
+    """compile wrote every line's scopes out and refused such a line wherever it stood;
+    evaluate refused it only on a line it ran, and gave y2 when the line was not needed
+    (the soak's seed 16700 drew one). The check every route runs refuses it on any line.
+    (Seed 16700's own line, `δ_(jj)(ml) tanh_t(T0_μμm)` in parentheses, was a wrong refusal:
+    read as without the parentheses, it is valid; tests/test_groups.py has it.)"""
+    text = "y_tk = (sigma_{t,k}(a_t (tanh_u(W_t) b_u)) c_k)\ny2 = 3 T4"
+    arrays = {"a": np.ones(2), "W": np.ones(2), "b": np.ones(2), "c": np.ones(2), "T4": 0.5}
     routes = {"evaluate": lambda: ic.evaluate(text, arrays), "evaluate_loops": lambda: ic.evaluate_loops(text, arrays),
               "compile": lambda: ic.compile(text)(arrays), "compile(wrt)": lambda: ic.compile(text, wrt=["T4"]),
               "simplify": lambda: ic.simplify(text), "diff": lambda: ic.diff(text, "T4")}
     for route, run in routes.items():
-        with pytest.raises(ic.IndexNotationError, match=r"tanh_t\(\.\.\.\) relabels one free index") as caught:
+        with pytest.raises(ic.IndexNotationError, match=r"tanh_u\(\.\.\.\) relabels one free index") as caught:
             run()
         assert "line 1:" in str(caught.value), route
