@@ -478,7 +478,7 @@ class ProgramGenerator:
         if kind == "power":
             return self.power(out, optional, fixed, depth)
         if kind == "relabel":
-            text = self.relabel(out, optional, fixed, depth)
+            text = self.relabel(out, optional, fixed, depth, busy)
             return text if text is not None else self.call(out, optional, fixed, depth)
         return self.leaf(out, optional, fixed, busy)
 
@@ -617,13 +617,21 @@ class ProgramGenerator:
         arg = self.expr(out, optional, fixed, depth - 1)
         return func.format(arg) if "{" in func else f"{func}({arg})"
 
-    def relabel(self, out, optional, fixed, depth):
+    def relabel(self, out, optional, fixed, depth, busy=frozenset()):
+        """`σ_i(... m ...)`: m becomes i. Its source m is a letter of its own, or at times
+        one that siblings in the product around it carry (`a_m (σ_i(W_m) b_i)`): the
+        argument's m is the relabelling's, whether or not parentheses group it with them."""
         free = out - fixed
         targets = sorted(free) if free else sorted((out | optional) & fixed)
         if len(free) > 1 or not targets:
             return None
         target = self.pick(targets)
-        source = self.fresh(out | fixed | {target}, size=self.sizes[target])
+        shared = sorted(l for l in busy - out - fixed - {target} if self.sizes.get(l) == self.sizes[target])
+        if shared and self.chance(3):
+            self.tags["relabelling (a sibling's letter)"] += 1
+            source = self.pick(shared)
+        else:
+            source = self.fresh(out | fixed | {target}, size=self.sizes[target])
         if source is None:
             return None
         arg = self.expr((out - {target}) | {source}, optional, fixed, depth - 1)
