@@ -1,5 +1,6 @@
 """What a model declares beside its equations, and the error when a declaration does not
-fit them: each parameter's shape and how it starts (`Param`, the initialisers).
+fit them: each parameter's shape and how it starts (`Param`, the initialisers), and the
+names the training layer gives the lines it adds to a model's program (`unused_name`).
 
 In a module of its own, below the model: a weights file (`saved`) rebuilds the
 parameters it declares without importing the model, which saves through it."""
@@ -72,3 +73,12 @@ class Param:
         else:  # he
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), self.shape)
         return np.asarray(value, dtype=dtype)
+
+
+def unused_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base1`, `base2`, ... : the first not in `taken`, which it joins. The
+    lines a model adds (a batch's derivative, Newton's products) must not take a name the
+    user's program uses."""
+    name = next(f"{base}{k or ''}" for k in range(1 << 30) if f"{base}{k or ''}" not in taken)
+    taken.add(name)
+    return name

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .declarations import ModelError
+from .declarations import ModelError, unused_name
 from .errors import IndexCalcError
 from .diff import diff
 from .expr import Deriv, Equation, Program, Reduce, Shift, Tensor, map_tensors
@@ -80,14 +80,14 @@ def batched(equations: Sequence[Equation], n: str, data: Sequence[str], loss: st
         simplified: one pass over the batch), or, where diff cannot write one, of the sum
         itself, whose derivative the term then takes (a plan that forms it across samples)."""
         lhs = per_sample[name]
-        total = Equation(Tensor(_fresh(f"{name}_batch" if lhs.indices else f"{name}batch", names), lhs.indices),
+        total = Equation(Tensor(unused_name(f"{name}_batch" if lhs.indices else f"{name}batch", names), lhs.indices),
                          Reduce("sum", (summed,), Tensor(name, (summed,) + lhs.indices)))
         formula = _formula(out + [total], by, used | {n, summed})
         if formula is None:
             out.append(total)
             origin.append(current)
             return total.lhs.name, True
-        line = _fresh(f"{name}_by_{by.wrt}", names)
+        line = unused_name(f"{name}_by_{by.wrt}", names)
         out.append(Equation(Tensor(line, formula.lhs.all_indices), formula.rhs))
         origin.append(current)
         return line, False
@@ -148,12 +148,6 @@ def _formula(lines: list[Equation], by: Deriv, avoid: set[str]) -> Equation | No
 
 def _at(t: Tensor) -> int | None:
     return t.span[0] if t.span else None
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name = next(f"{base}{k or ''}" for k in range(1 << 30) if f"{base}{k or ''}" not in taken)
-    taken.add(name)
-    return name
 
 
 def _shift_letter_moved(eq: Equation, letter: str) -> Equation:

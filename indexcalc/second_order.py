@@ -31,6 +31,7 @@ import numpy as np
 from .checkpoints import read_checkpoint
 from .compile import compile as compile_program
 from .datasets import refuse_if_too_big, sample_count
+from .declarations import unused_name
 from .diff import diff
 from .errors import IndexCalcError
 from .expr import Equation, Program, Tensor
@@ -182,7 +183,7 @@ class Newton(FullBatch):
         if self._hvp is None:
             programs = self._gradients(self._letters())
             taken = {t for eq in self.model.program.equations for t in _names_in(eq)}
-            self._vectors = {p: _fresh(f"V{p}", taken) for p in self._names()}
+            self._vectors = {p: unused_name(f"V{p}", taken) for p in self._names()}
             equations, seen = [], set()
             terms = []
             for p, (program, letters) in programs.items():
@@ -193,7 +194,7 @@ class Newton(FullBatch):
                 gradient = program.equations[-1].lhs
                 vector = f"{self._vectors[p]}_{letters}" if letters else self._vectors[p]
                 terms.append(f"{gradient} {vector}")
-            gv = _fresh("GV", taken)
+            gv = unused_name("GV", taken)
             equations.append(parse(f"{gv} = " + " + ".join(terms)))
             self._hvp = compile_program(Program(tuple(equations)), wrt=self._names(), of=gv)
         return self._hvp
@@ -395,13 +396,3 @@ def _unflat(x: np.ndarray, like: Mapping[str, np.ndarray], names: list[str]) -> 
 
 def _names_in(eq: Equation) -> set[str]:
     return {t.name for t in eq.walk() if isinstance(t, Tensor)}
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name = base
-    for k in range(1, 1000):
-        if name not in taken:
-            break
-        name = f"{base}{k}"
-    taken.add(name)
-    return name
