@@ -21,6 +21,7 @@ notes it.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import unicodedata
@@ -32,7 +33,7 @@ from .expr import (
     PRINTERS, Shift, Sum, Tensor, leaf_factors,
 )
 from .indices import free_indices, index_names, occurrence_counts
-from .tokens import is_letter_index
+from .tokens import is_letter_index, superscripted
 from .scope import implicit_form
 
 SUM, PRODUCT, NEGATIVE, POWER, ATOM = range(1, 6)
@@ -152,7 +153,20 @@ class PlainPrinter:
         return text, NEGATIVE if text.startswith("-") else ATOM
 
     def tensor(self, node: Tensor) -> str:
+        if self.unicode and by_scalars(node):
+            return self.partial(node)
         return self.name(node.name) + self.subscript(node)
+
+    def partial(self, node: Tensor) -> str:
+        """`∂C/∂b`, `∂²C/∂a∂b`, `∂²C/∂b²`: a derivative by scalars as the notes write it
+        (the tokenizer reads it back as `C_{,()()}[a,b]`, the names in the order written)."""
+        order = len(node.derivs)
+        below = ""
+        for wrt, run in itertools.groupby(d.wrt for d in node.derivs):
+            count = len(list(run))
+            below += f"∂{self.name(wrt)}" + (superscripted(count) if count > 1 else "")
+        above = f"∂{superscripted(order) if order > 1 else ''}"
+        return f"{above}{self.name(node.name)}{self.subscript_of(node.indices)}/{below}"
 
     def delta(self, node: Delta) -> str:
         name = "δ" if self.unicode else "delta"
@@ -231,8 +245,8 @@ class PlainPrinter:
     def fmt(self, node: Expr, fixed: frozenset[str] = frozenset()) -> tuple[str, int]:
         if isinstance(node, Number):
             return self.number(node)
-        if isinstance(node, Tensor):
-            return self.tensor(node), ATOM
+        if isinstance(node, Tensor):  # ∂C/∂b is written in parentheses as a power's base
+            return self.tensor(node), POWER if self.unicode and by_scalars(node) else ATOM
         if isinstance(node, Delta):
             return self.delta(node), ATOM
         if isinstance(node, Shift):
@@ -328,7 +342,7 @@ class PlainPrinter:
             if not (isinstance(node.exponent, Product) and prec == NEGATIVE and len(node.exponent.factors) == 2
                     and node.exponent.factors[0] == Number(-1.0) and self._is_atom(node.exponent.factors[1])):
                 exponent = self.parens(exponent)
-        if exponent == "T":  # a power of a scalar named T; bare, `x^T` is refused as a transpose
+        if exponent == "T" or exponent.startswith("∂"):  # a scalar named T: bare, `x^T` is a transpose
             exponent = self.parens(exponent)
         return f"{base}^{exponent}"
 
@@ -347,6 +361,12 @@ class PlainPrinter:
 
     def matrix_call(self, node: MatrixCall, fixed) -> str:
         return f"{node.func}{self.subscript_of(node.relabel)}({self.fmt(node.arg, fixed)[0]})"
+
+
+def by_scalars(node: Tensor) -> bool:
+    """Whether `node` is a derivative by scalars only, each named (`C_{,()}[b]`), which
+    the notes write ∂C/∂b."""
+    return bool(node.derivs) and all(not d.indices and d.wrt for d in node.derivs)
 
 
 def _pair_implied(node: Reduce, fixed: frozenset[str]) -> bool:
@@ -508,7 +528,7 @@ class LatexPrinter(PlainPrinter):
     def tensor(self, node: Tensor) -> str:
         """A comma derivative says by what: `loss_{,(gh)}[w]`; one by scalars only is
         written as the notes write it, ∂C/∂b."""
-        if node.derivs and all(not d.indices for d in node.derivs) and all(d.wrt for d in node.derivs):
+        if by_scalars(node):
             plain = Tensor(node.name, node.indices)
             order = f"^{{{len(node.derivs)}}}" if len(node.derivs) > 1 else ""
             below = " ".join(rf"\partial {self.name(d.wrt)}" for d in node.derivs)

@@ -34,6 +34,8 @@ _OPERATORS = (
     "**", "<=", ">=", "==", "!=", "+", "-", "*", "/", "^", "=", "(", ")", "[", "]", ",", "<", ">", "≤", "≥", "≠",
 )
 OPENING, CLOSING = "([", ")]"
+PARTIAL = "∂"
+SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ class _Tokenizer:
             elif c.isalpha() and not _looks_like_other(c):
                 head = self._head()
                 out.append(Token("head", head, start, self.i))
+            elif c == PARTIAL:
+                out.append(Token("head", self._partial(), start, self.i))
             else:
                 op = next((o for o in _OPERATORS if text.startswith(o, self.i)), None)
                 if op is None:
@@ -329,6 +333,50 @@ class _Tokenizer:
         return Head(
             canonical_name(name), groups, indices, derivs, wrt, subscript is not None, is_call
         )
+
+    def _partial(self) -> Head:
+        """`∂C/∂b`, `∂y_i/∂b`, `∂²C/∂a∂b`, `∂²C/∂b²`: a derivative by scalars as the notes
+        write it (and `pretty()` prints it), read as the comma derivative `C_{,()}[b]`,
+        `y_{i,()()}[a,b]`, `C_{,()()}[b]`: the names below the line in the order written."""
+        text, start = self.text, self.i
+        self.i += 1
+        order = self._superscript()
+        if not (self.i < len(text) and _is_name_char(text[self.i])):
+            raise self.error("∂ is followed by what it differentiates, as in ∂C/∂b", self.i)
+        target_at = self.i
+        target = self._head()
+        if target.derivs or target.groups is not None or target.is_call or target.name in DELTA_NAMES:
+            raise self.error("∂C/∂b differentiates a tensor written plainly, as in ∂y_i/∂b", target_at)
+        if not text.startswith("/" + PARTIAL, self.i):
+            raise self.error(f"{text[start:self.i]} needs what it is taken by, as in {text[start:self.i]}/∂b", self.i)
+        self.i += 1
+        wrt: list[str] = []
+        while text.startswith(PARTIAL, self.i):
+            self.i += 1
+            parts = [self._name_part()]
+            while text.startswith("_", self.i) and self.i + 1 < len(text) and _is_name_char(text[self.i + 1]):
+                self.i += 1
+                parts.append(self._name_part())
+            if not parts[0]:
+                raise self.error("∂ below the line is followed by a name, as in ∂C/∂b", self.i)
+            wrt += [canonical_name("_".join(parts))] * self._superscript()
+        if len(wrt) != order:
+            raise self.error(
+                f"∂{superscripted(order) if order > 1 else ''} above the line asks for {order} derivative"
+                f"{'s' if order > 1 else ''} and {len(wrt)} {'is' if len(wrt) == 1 else 'are'} written below it "
+                f"(∂²C/∂a∂b, ∂²C/∂b²)", start,
+            )
+        return Head(target.name, None, target.indices, ((),) * order, tuple(wrt), True, False)
+
+    def _superscript(self) -> int:
+        """The count a run of superscript digits writes (`²` in ∂²C or ∂b²), 1 if none."""
+        start = self.i
+        while self.i < len(self.text) and self.text[self.i] in SUPERSCRIPT_DIGITS:
+            self.i += 1
+        digits = "".join(str(SUPERSCRIPT_DIGITS.index(c)) for c in self.text[start : self.i])
+        if digits and int(digits) == 0:
+            raise self.error("a derivative of order 0 is the tensor itself: write it without ∂", start)
+        return int(digits) if digits else 1
 
     def _refuse_misplaced_wrt(self, name: str) -> None:
         """`x_i[w]`: a bracket right after a tensor that holds names and no comparison
@@ -566,3 +614,8 @@ def written_subscript(indices) -> str:
     if all(is_letter_index(i) for i in indices):
         return "_" + "".join(indices)
     return "_{" + " ".join(indices) + "}"
+
+
+def superscripted(count: int) -> str:
+    """`2` as `²`: the order of a derivative written as the notes write it."""
+    return "".join(SUPERSCRIPT_DIGITS[int(d)] for d in str(count))

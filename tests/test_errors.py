@@ -105,6 +105,29 @@ def test_unbalanced_parentheses_and_braces(text, fragment, where):
 
 
 @pytest.mark.parametrize(
+    "text, fragment, where",
+    [
+        ("g = ∂C", "needs what it is taken by, as in ∂C/∂b", len("g = ∂C")),
+        ("g = ∂C/b", "needs what it is taken by", len("g = ∂C")),
+        ("g = ∂C/∂", "followed by a name", len("g = ∂C/∂")),
+        ("g = ∂ C/∂b", "followed by what it differentiates", len("g = ∂")),
+        ("g = ∂²C/∂b", "asks for 2 derivatives and 1 is written below it", len("g = ")),
+        ("g = ∂C/∂a∂b", "asks for 1 derivative and 2 are written below it", len("g = ")),
+        ("g = ∂⁰C/∂b", "order 0 is the tensor itself", len("g = ∂")),
+        ("g = ∂δ_ij/∂b", "differentiates a tensor written plainly", len("g = ∂")),
+        ("g = ∂C_{,i}[w]/∂b", "differentiates a tensor written plainly", len("g = ∂")),
+        ("g = ∂σ(x)/∂b", "differentiates a tensor written plainly", len("g = ∂")),
+    ],
+)
+def test_a_derivative_written_with_partials_that_does_not_read_points_at_it(text, fragment, where):
+    """∂C/∂b is the comma derivative C_{,()}[b] as the notes write it; a part missing or
+    an order that disagrees with the names below the line is refused with a caret."""
+    err = parse_error(text)
+    assert fragment in str(err)
+    assert_points_at(err, text, where)
+
+
+@pytest.mark.parametrize(
     "text, found, where",
     [
         ("y_i = w_ij x_j +", "the end of the text", 16),

@@ -18,7 +18,7 @@ from indexcalc.expr import Deriv
 from indexcalc.indices import check_equation, free_indices
 from indexcalc.notation import REMEMBERED_TEXT
 
-from strategies import equations, expressions, programs, sample
+from strategies import equations, expressions, programs, route_cases, sample
 
 
 # ---------------------------------------------------------------- small tree builders
@@ -304,7 +304,39 @@ ASCII_AND_UNICODE = [
     ("loss_{,(gh)} = 2 (yhat_i - y_i) sigma'(w_ik x_k + b_i) delta_im x_n delta_(mn)(gh)",
      "loss_{,(gh)} = 2 (ŷ_i - y_i) σ'(w_ik x_k + b_i) δ_im x_n δ_(mn)(gh)"),
     ("p_i = exp(z_i) / sum_j(exp(z_j))", "p_i = exp(z_i) / Σ_j(exp(z_j))"),
+    # a derivative by scalars as the notes write it, ∂C/∂b
+    ("C_{,()}[b] = 2 (a b - y) a", "∂C/∂b = 2 (a b - y) a"),
+    ("yhat_{i,()}[b]", "∂ŷ_i/∂b"),
+    ("C_{,()()}[a,b]", "∂²C/∂a∂b"),
+    ("C_{,()()}[b]", "∂²C/∂b²"),
+    ("L_{,()()()}[a,a,w_new]", "∂³L/∂a²∂w_new"),
+    ("y_{batch out,()}[c] x_{batch out}", "∂y_{batch out}/∂c x_{batch out}"),
+    ("(C_{,()}[b])^2 + x^(C_{,()}[b])", "(∂C/∂b)^2 + x^(∂C/∂b)"),
 ]
+
+
+@sample(180)  # about one program in six has a scalar input its result depends on
+@given(route_cases(), st.data())
+def test_a_derivative_by_scalars_prints_as_the_notes_write_it_and_reads_back(case, data):
+    """`pretty()` writes a derivative by scalars ∂C/∂b (∂²C/∂a∂b for a second one): on the
+    derivatives of generated programs by their scalar inputs, the text reads back as the
+    tree `str()` reads back as, and evaluates to the same numbers."""
+    scalars = sorted(n for n, (shape, kind) in case.specs.items() if not shape and kind != "exponent")
+    if not scalars:
+        return
+    by = [data.draw(st.sampled_from(scalars)) for _ in range(data.draw(st.integers(1, 2)))]
+    try:
+        d = ic.diff(case.text, by[0])
+        if len(by) == 2:
+            d = ic.diff(d, by[1])
+    except ic.IndexCalcError:
+        return  # not a function of that scalar: refused with a message, which test_routes checks
+    d = ic.simplify(d)
+    shown = d.pretty()
+    assert "∂" in shown and "[" + by[0] not in shown, shown
+    assert ic.parse(shown) == ic.parse(str(d)), shown
+    arrays = case.arrays()
+    np.testing.assert_allclose(ic.evaluate(shown, arrays), ic.evaluate(d, arrays), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("ascii_text, unicode_text", ASCII_AND_UNICODE, ids=[t for _, t in ASCII_AND_UNICODE])
