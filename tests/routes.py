@@ -6,11 +6,12 @@ Both tests/test_routes.py and scripts/soak.py call it, so the property the soak 
 hundred thousand times is exactly the one CI runs a hundred times.
 
 The routes, for the value of the program:
-    evaluate, evaluate_loops, compile (no wrt), evaluate(simplify), evaluate(parse(str))
+    evaluate, evaluate_loops, compile (no wrt), evaluate(simplify), evaluate(parse(str)),
+    evaluate(parse(pretty)) (the Unicode form: σ, δ, Σ, ŷ)
 for its derivative d = diff(p, wrt):
     evaluate(d), evaluate(simplify(d)), evaluate(diff inline), evaluate_loops(d),
     compile(d), compile(p, wrt) (a scalar target), evaluate(parse(str(x))) for every
-    derivative x, and central finite differences of evaluate(p): the ground truth
+    derivative x, evaluate(parse(pretty(simplify(d)))) (with ∂C/∂b), and central finite differences of evaluate(p): the ground truth
 and for the Hessian h = diff(d, wrt2):
     evaluate(h), compile(h), evaluate(parse(str(h))), and finite differences of a
     first-derivative route that agreed with fd: the compiled gradient, else compile(d)
@@ -238,9 +239,10 @@ def _value(text, arrays, r: _Runner, small: bool):
     r.run("compile", lambda: ic.compile(text)(arrays)[0])
     r.run("evaluate(simplify)", lambda: ic.evaluate(ic.simplify(ic.parse(text)), arrays))
     r.run("evaluate(parse(str))", lambda: ic.evaluate(ic.parse(str(ic.parse(text))), arrays))
+    r.run("evaluate(parse(pretty))", lambda: ic.evaluate(ic.parse(ic.parse(text).pretty()), arrays))
     if "evaluate" in r.values and not np.all(np.isfinite(r.values["evaluate"])):
         r.problems.append(Problem("evaluate", "finite", "not finite: the generator left the safe domain"))
-    for route in ("evaluate_loops", "compile", "evaluate(simplify)", "evaluate(parse(str))"):
+    for route in ("evaluate_loops", "compile", "evaluate(simplify)", "evaluate(parse(str))", "evaluate(parse(pretty))"):
         r.compare(route, "evaluate", EXACT_RTOL, EXACT_ATOL)
 
 
@@ -274,11 +276,14 @@ def _first_derivative(case, arrays, r: _Runner, small: bool):
         for label, x in derivatives.items():
             if x is not None:
                 r.run(f"evaluate(parse(str({label})))", lambda: ic.evaluate(ic.parse(str(x)), arrays))
+        if s is not None:  # what `--unicode` shows: σ, δ, Σ, ŷ, ∂C/∂b
+            r.run("evaluate(parse(pretty(simplify(diff))))", lambda: ic.evaluate(ic.parse(s.pretty()), arrays))
     for route, f in functions.items():
         r.run(route, lambda: f(arrays))
     routes = ["evaluate(diff)", "evaluate(simplify(diff))", "evaluate(diff inline)", "evaluate_loops(diff)",
               "compile(diff)", "compile(wrt) gradient", "evaluate(parse(str(diff)))",
-              "evaluate(parse(str(simplify(diff))))", "evaluate(parse(str(diff inline)))"]
+              "evaluate(parse(str(simplify(diff))))", "evaluate(parse(str(diff inline)))",
+              "evaluate(parse(pretty(simplify(diff))))"]
     scale = r.magnitude("evaluate", "fd")
     r.excuse_if_zero("diff", "fd", scale)
     r.excuse_if_zero("compile(wrt)", "fd", scale)
