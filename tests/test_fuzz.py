@@ -56,6 +56,7 @@ TOKENS = POOL + LOOK_ALIKES + [
     "名", "ℓ", "ϵ", "^T", "'", "[", "]", "max(0, ", "logsumexp_j(", "relu'(", "rleu(", "σ_i(", "x/(", "^1", "\r\n",
     "1e400", "1e-400", "0x1", "1_000", "∞", "nan", "inf", "w_{i j}", "δ_(ij)(kl)", "loss_{,(gh)}[w]", "=", "\\",
     "\udccf\udc83", "\udcff",  # bytes that were not UTF-8, as Python hands them over
+    "∂", "∂C/∂b", "∂²", "/∂", "∂y_i/∂w", "∂⁰", "∂b²∂",  # a derivative by scalars as the notes write it
 ]
 OPENERS = ["(", "exp(", "sum_i(", "σ_i(", "max(0, ", "x/(", "^1", "^(", "-", "2 * (", "sqrt(1 + "]
 
