@@ -42,7 +42,8 @@ class Expr:
 
     def pretty(self, style: str = "default") -> str:
         """Comma notation with Unicode symbols (σ, δ, Σ, ŷ, ≤, and ∂C/∂b for a derivative
-        by scalars), for reading (it parses back too). `style="notes"` writes σ'(u_i) δ_im as the notes' Jacobian σ_{i,m}(u)."""
+        by scalars), for reading (it parses back too). `style="notes"` writes σ'(u_i) δ_im
+        as the notes' Jacobian σ_{i,m}(u)."""
         return _printed("plain", self, unicode=True, style=style)
 
     def latex(self, style: str = "default") -> str:

@@ -342,7 +342,7 @@ class PlainPrinter:
             if not (isinstance(node.exponent, Product) and prec == NEGATIVE and len(node.exponent.factors) == 2
                     and node.exponent.factors[0] == Number(-1.0) and self._is_atom(node.exponent.factors[1])):
                 exponent = self.parens(exponent)
-        if exponent == "T" or exponent.startswith("∂"):  # a scalar named T: bare, `x^T` is a transpose
+        if exponent == "T" or exponent.startswith("∂"):  # bare, `x^T` is a transpose, `x^∂C/∂b` a fraction
             exponent = self.parens(exponent)
         return f"{base}^{exponent}"
 
