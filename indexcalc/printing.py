@@ -153,7 +153,7 @@ class PlainPrinter:
         return text, NEGATIVE if text.startswith("-") else ATOM
 
     def tensor(self, node: Tensor) -> str:
-        if self.unicode and by_scalars(node):
+        if self.unicode and _partial_reads_back(node):
             return self.partial(node)
         return self.name(node.name) + self.subscript(node)
 
@@ -246,7 +246,7 @@ class PlainPrinter:
         if isinstance(node, Number):
             return self.number(node)
         if isinstance(node, Tensor):  # ∂C/∂b is written in parentheses as a power's base
-            return self.tensor(node), POWER if self.unicode and by_scalars(node) else ATOM
+            return self.tensor(node), POWER if self.unicode and _partial_reads_back(node) else ATOM
         if isinstance(node, Delta):
             return self.delta(node), ATOM
         if isinstance(node, Shift):
@@ -367,6 +367,14 @@ def by_scalars(node: Tensor) -> bool:
     """Whether `node` is a derivative by scalars only, each named (`C_{,()}[b]`), which
     the notes write ∂C/∂b."""
     return bool(node.derivs) and all(not d.indices and d.wrt for d in node.derivs)
+
+
+def _partial_reads_back(node: Tensor) -> bool:
+    """Whether ∂C/∂b writes `node` so that it reads back: a derivative by scalars whose
+    names hold no '_' (∂C/∂w_g would be by an entry of w), of a tensor whose name holds
+    none either unless its indices follow (∂w_new/∂b is w with the indices n, e, w)."""
+    return (by_scalars(node) and all("_" not in d.wrt for d in node.derivs)
+            and ("_" not in node.name or bool(node.indices)))
 
 
 def _pair_implied(node: Reduce, fixed: frozenset[str]) -> bool:

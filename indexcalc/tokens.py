@@ -353,13 +353,22 @@ class _Tokenizer:
         wrt: list[str] = []
         while text.startswith(PARTIAL, self.i):
             self.i += 1
-            parts = [self._name_part()]
-            while text.startswith("_", self.i) and self.i + 1 < len(text) and _is_name_char(text[self.i + 1]):
-                self.i += 1
-                parts.append(self._name_part())
-            if not parts[0]:
+            name = self._name_part()
+            if not name:
                 raise self.error("∂ below the line is followed by a name, as in ∂C/∂b", self.i)
-            wrt += [canonical_name("_".join(parts))] * self._superscript()
+            if text.startswith("_", self.i):
+                # ∂C/∂w_g could be by the entry g of w or by a scalar named w_g
+                written = re.match(r"_(\{[^}]*\}|[^\s/∂()\[\]{}]*)", text[self.i :]).group()
+                entries = written[1:].strip("{}").replace(" ", "")
+                comma = self._comma_form(target, wrt, entries if len(entries) == 1 else f"({entries})", name)
+                if written.startswith("_{"):
+                    raise self.error(f"∂ below the line takes scalars; for the derivative by entries of {name} "
+                                     f"write {comma}", self.i)
+                raise self.error(
+                    f"∂{name}{written} reads two ways: by entries of {name} (write {comma}) or by a scalar named "
+                    f"{name}{written} (write {self._comma_form(target, wrt, '()', name + written)})", self.i,
+                )
+            wrt += [canonical_name(name)] * self._superscript()
         if len(wrt) != order:
             raise self.error(
                 f"∂{superscripted(order) if order > 1 else ''} above the line asks for {order} derivative"
@@ -367,6 +376,12 @@ class _Tokenizer:
                 f"(∂²C/∂a∂b, ∂²C/∂b²)", start,
             )
         return Head(target.name, None, target.indices, ((),) * order, tuple(wrt), True, False)
+
+    @staticmethod
+    def _comma_form(target: Head, before: list[str], group: str, name: str) -> str:
+        """The comma derivative a ∂ form stands for, its last group `group` by `name`."""
+        groups = "()" * len(before) + group
+        return f"{target.name}_{{{''.join(target.indices)},{groups}}}[{','.join(before + [name])}]"
 
     def _superscript(self) -> int:
         """The count a run of superscript digits writes (`²` in ∂²C or ∂b²), 1 if none."""

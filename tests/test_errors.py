@@ -117,6 +117,12 @@ def test_unbalanced_parentheses_and_braces(text, fragment, where):
         ("g = ∂δ_ij/∂b", "differentiates a tensor written plainly", len("g = ∂")),
         ("g = ∂C_{,i}[w]/∂b", "differentiates a tensor written plainly", len("g = ∂")),
         ("g = ∂σ(x)/∂b", "differentiates a tensor written plainly", len("g = ∂")),
+        # an index after the name below the line: by entries, or a scalar whose name holds '_'
+        ("g = ∂C/∂w_g", "∂w_g reads two ways: by entries of w (write C_{,g}[w]) or by a scalar named w_g "
+                        "(write C_{,()}[w_g])", len("g = ∂C/∂w")),
+        ("g = ∂²C/∂a∂w_gh", "(write C_{,()(gh)}[a,w])", len("g = ∂²C/∂a∂w")),
+        ("g_i = ∂y_i/∂w_{gh}", "takes scalars; for the derivative by entries of w write y_{i,(gh)}[w]",
+         len("g_i = ∂y_i/∂w")),
     ],
 )
 def test_a_derivative_written_with_partials_that_does_not_read_points_at_it(text, fragment, where):
