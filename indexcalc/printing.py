@@ -123,6 +123,8 @@ class PlainPrinter:
 
     def subscript(self, node: Tensor) -> str:
         if not node.derivs:
+            if not node.indices and "_" in node.name:
+                return "_{}"  # w_new alone reads as w with the indices n, e, w
             return self.subscript_of(node.indices)
         text = "_{" + self.written(node.indices)[0] + "," + self.deriv_groups(node.derivs) + "}"
         wrts = [d.wrt for d in node.derivs]

@@ -121,9 +121,10 @@ def numbers(draw) -> str:
 
 @st.composite
 def tensors(draw, unique: bool = False) -> str:
-    """`w_ij`, `W1_{i j}`, `w_new_gh`, `x_μ`, `x_i4`, or a scalar `eta`."""
+    """`w_ij`, `W1_{i j}`, `w_new_gh`, `x_μ`, `x_i4`, or a scalar `eta` (`w_new_{}`: a
+    scalar whose name holds '_', its empty subscript written, else it is w with n, e, w)."""
     if draw(st.integers(0, 4)) == 0:
-        return draw(st.sampled_from(SCALAR_NAMES))
+        return draw(st.sampled_from(SCALAR_NAMES + ("w_new_{}", "h_out_{}")))
     name = draw(st.sampled_from(TENSOR_NAMES))
     indices = draw(index_lists(unique=unique))
     return name + _subscript(indices, draw(st.integers(0, 2)))
