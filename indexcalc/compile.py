@@ -445,8 +445,8 @@ def lower(compiled: Compiled, shapes: dict[str, tuple[int, ...]], types: list, k
     the gradients (a parameter the lines no longer read has none)."""
     lowering = Lowering(shapes, compiled.scales, types, known, dialect)
     lines = lines_in_range(list(compiled.forward) + list(compiled.backward))
-    for eq in lines[: len(compiled.forward)]:
-        lowering.equation(eq)
+    for eq, written in zip(lines, compiled.forward):
+        lowering.equation(eq, written=written)
     for eq in lines[len(compiled.forward) :]:
         lowering.equation(eq, like=_unbar(eq.lhs.name))
     value = lowering.env[compiled.forward[-1].lhs.key]

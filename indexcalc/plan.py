@@ -188,6 +188,23 @@ class Lowering:
             self.means[node.key] = self.constant(1.0 / count)
         return self.means[node.key]
 
+    def _means_on(self, written: Equation, fixed: frozenset[str], preset) -> None:
+        """The constants 1/N of the means first met on `written`, N from its letters' sizes:
+        the letters a mean was recorded with are that line's, and reading a named sum
+        through writes the line again, where they may have moved to fresh ones (o to o~1)."""
+        keys = [t.key for t in written.rhs.walk()
+                if isinstance(t, Tensor) and t.key in self.size_constants and t.key not in self.means]
+        if not keys:
+            return
+        shapes = self.env_shapes
+        current = self.sizes
+        self.sizes = _Sizes(_plain_sizes(written.rhs, shapes, preset) or infer_sizes(written.rhs, shapes, fixed, preset))
+        try:
+            for key in keys:
+                self.leaf(Tensor(key))
+        finally:
+            self.sizes = current
+
     def constant(self, value) -> Operand:
         """A literal in the plan's float type, as evaluate makes its numbers."""
         value = np.dtype(self.dtype).type(value)
@@ -200,9 +217,11 @@ class Lowering:
             return self.constant(compute())
 
     # --- equations
-    def equation(self, eq: Equation, like: str | None = None) -> str:
+    def equation(self, eq: Equation, like: str | None = None, written: Equation | None = None) -> str:
         """Lower one equation; `like` names a tensor whose shape its result has (the
-        adjoint of x is shaped like x, even where it is constant along an axis)."""
+        adjoint of x is shaped like x, even where it is constant along an axis); `written`
+        is the line as compile wrote it, where its means' letters are (`eq` may be it
+        read through a named sum, on fresh letters)."""
         shapes = self.env_shapes
         fixed = frozenset(eq.lhs.all_indices)
         sizing = {k: shapes[k] if k in shapes else self.known[k] for k in sized_by(eq.lhs) if k in shapes or k in self.known}
@@ -213,6 +232,8 @@ class Lowering:
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"{unknown_size(missing[0], eq.rhs)}, in {quoted(eq.lhs)}")
+        if written is not None and written != eq:
+            self._means_on(written, fixed, preset)
         self.order = {index: k for k, index in enumerate(eq.lhs.all_indices)}
         result = self.lower(eq.rhs, fixed)
         var = self.arrange(result, eq.lhs.all_indices, broadcast=True)

@@ -1098,3 +1098,25 @@ def test_a_line_whose_relabelling_has_no_index_to_relabel_is_refused_by_every_ro
         with pytest.raises(ic.IndexNotationError, match=r"tanh_u\(\.\.\.\) relabels one free index") as caught:
             run()
         assert "line 1:" in str(caught.value), route
+
+
+def test_a_means_count_is_read_on_its_own_line_when_a_named_sum_is_read_through():
+    """The soak's seed 17300: compile writes a mean as a sum times 1/N, N the sizes of the
+    mean's letters on its line. Reading the named exponential r2 through (its square in
+    the Hessian's line) writes that line again on fresh letters (o to o~1), and the
+    compiled Hessian refused: "cannot tell the size of index o". N is taken on the line as
+    compile wrote it now; the Hessian is not zero (the mask on v4 is open) and agrees."""
+    text = ("y_vi = (-2)^v5 (mean_rs(v1_rtμvijj (v2_ikurk v3_isμv) δ_tu 0.5 [s < 1] [v4_v <= -0.25])) + v6_iv * -2\n"
+            "r_ml = exp(-sum_q((v7_mq - v8_lq) (v7_mq - v8_lq)))\n"
+            "y2_m = r_ml v9_l\n"
+            "r2_kj = exp(-y_ki v10_ji)\n"
+            "y3_k = sum_i(log(r2_kj) v10_ji) + (r2_kj)^2 v11_j")
+    shapes = {"v1": (3, 1, 2, 1, 2, 1, 1), "v2": (2, 1, 1, 3, 1), "v3": (2, 3, 2, 1), "v6": (2, 1), "v7": (1, 1),
+              "v8": (1, 1), "v9": (1,), "v10": (1, 2), "v11": (1,)}
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.uniform(-1, 1, shape) for name, shape in shapes.items()}
+    arrays.update(v4=np.array([-0.5]), v5=2)
+    hessian = ic.diff(ic.diff(text, "v1"), "v1")
+    expected = ic.evaluate(hessian, arrays)
+    assert np.max(np.abs(expected)) > 1e-4
+    np.testing.assert_allclose(ic.compile(hessian)(arrays)[0], expected, rtol=1e-9, atol=1e-12)
