@@ -181,12 +181,16 @@ class Lowering:
         if node.key not in self.size_constants:
             return Operand(self.env[node.key], node.all_indices)
         if node.key not in self.means:
-            count = prod(self.sizes[i] for i in self.size_constants[node.key])
-            if count == 0:  # as infer_sizes refuses it on the other routes (a shift left it empty)
-                empty = ", ".join(i for i in self.size_constants[node.key] if self.sizes[i] == 0)
-                raise ShapeError(f"mean_{empty} runs over no value of {empty}: its valid range is empty")
-            self.means[node.key] = self.constant(1.0 / count)
+            self._mean(node.key, self.sizes)
         return self.means[node.key]
+
+    def _mean(self, key: str, sizes: "_Sizes") -> None:
+        """The mean `key`'s constant 1/N, N the sizes of its letters in `sizes`."""
+        count = prod(sizes[i] for i in self.size_constants[key])
+        if count == 0:  # as infer_sizes refuses it on the other routes (a shift left it empty)
+            empty = ", ".join(i for i in self.size_constants[key] if sizes[i] == 0)
+            raise ShapeError(f"mean_{empty} runs over no value of {empty}: its valid range is empty")
+        self.means[key] = self.constant(1.0 / count)
 
     def _means_on(self, written: Equation, fixed: frozenset[str], preset) -> None:
         """The constants 1/N of the means first met on `written`, N from its letters' sizes:
@@ -194,16 +198,15 @@ class Lowering:
         through writes the line again, where they may have moved to fresh ones (o to o~1)."""
         keys = [t.key for t in written.rhs.walk()
                 if isinstance(t, Tensor) and t.key in self.size_constants and t.key not in self.means]
-        if not keys:
-            return
+        if keys:
+            sizes = self._line_sizes(written.rhs, fixed, preset)
+            for key in dict.fromkeys(keys):
+                self._mean(key, sizes)
+
+    def _line_sizes(self, rhs: Expr, fixed: frozenset[str], preset) -> "_Sizes":
+        """Each letter of a line's right-hand side with its size, from the arrays so far."""
         shapes = self.env_shapes
-        current = self.sizes
-        self.sizes = _Sizes(_plain_sizes(written.rhs, shapes, preset) or infer_sizes(written.rhs, shapes, fixed, preset))
-        try:
-            for key in keys:
-                self.leaf(Tensor(key))
-        finally:
-            self.sizes = current
+        return _Sizes(_plain_sizes(rhs, shapes, preset) or infer_sizes(rhs, shapes, fixed, preset))
 
     def constant(self, value) -> Operand:
         """A literal in the plan's float type, as evaluate makes its numbers."""
@@ -228,7 +231,7 @@ class Lowering:
         preset = derivative_sizes(eq.lhs, sizing)
         if like is not None:
             preset = {i: (n, like) for i, n in zip(eq.lhs.all_indices, self.shapes[self.env[like]])}
-        self.sizes = _Sizes(_plain_sizes(eq.rhs, shapes, preset) or infer_sizes(eq.rhs, shapes, fixed, preset))
+        self.sizes = self._line_sizes(eq.rhs, fixed, preset)
         missing = [i for i in eq.lhs.all_indices if i not in self.sizes]
         if missing:
             raise ShapeError(f"{unknown_size(missing[0], eq.rhs)}, in {quoted(eq.lhs)}")
