@@ -1,18 +1,32 @@
 """scripts/soak.py, the cross-route property at scale (issue 8), on a few programs: its
 count, its verdict and its summary are what the closing notes quote."""
 
+import contextlib
 import importlib
+import io
 from pathlib import Path
+
+import pytest
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def test_a_short_soak_counts_its_programs_and_writes_its_summary(tmp_path, capsys, monkeypatch):
-    """One job, in this process: a pool would fork a process that may have loaded JAX."""
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    out = tmp_path / "failures.txt"
-    code = importlib.import_module("soak").main(["--count", "3", "--chunk", "2", "--jobs", "1", "--every", "0", "--out", str(out)])
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def short_soak(tmp_path_factory):
+    """One short soak (3 programs, seed 0) that the tests below read: its exit code, what it
+    printed and its --out file. One job, in this process: a pool would fork a process that
+    may have loaded JAX."""
+    out = tmp_path_factory.mktemp("soak") / "failures.txt"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.syspath_prepend(str(SCRIPTS))
+        code = importlib.import_module("soak").main(["--count", "3", "--chunk", "2", "--jobs", "1", "--every", "0",
+                                                     "--out", str(out)])
+    return code, printed.getvalue(), out
+
+
+def test_a_short_soak_counts_its_programs_and_writes_its_summary(short_soak):
+    code, printed, out = short_soak
     last = printed.strip().splitlines()[-1]
     assert code == 0, printed
     assert last.startswith("soak: 3 programs, 0 disagreements, 0 unexpected exceptions"), last
@@ -22,15 +36,13 @@ def test_a_short_soak_counts_its_programs_and_writes_its_summary(tmp_path, capsy
     assert not Path(str(out) + ".summary").exists()  # the run ended: its summary is in --out
 
 
-def test_the_tally_adds_the_seeds_of_one_fingerprint_and_counts_a_repeated_seed_once(tmp_path, capsys,
+def test_the_tally_adds_the_seeds_of_one_fingerprint_and_counts_a_repeated_seed_once(short_soak, tmp_path, capsys,
                                                                                      monkeypatch):
     """scripts/soak_tally.py on a real run's log (its last line) and on made ones: a seed
     counts once per draw (`--programs`), a log older than the option drew the main generator."""
     monkeypatch.syspath_prepend(str(SCRIPTS))
-    importlib.import_module("soak").main(["--count", "2", "--chunk", "2", "--jobs", "1", "--every", "0",
-                                          "--seed", "7", "--out", str(tmp_path / "f.txt")])
-    real = tmp_path / "seed7.log"
-    real.write_text(capsys.readouterr().out)
+    real = tmp_path / "seed0.log"
+    real.write_text(short_soak[1])
     fingerprint = real.read_text().split("route modules ")[-1].split()[0]
     for name, seed, counts, draw in (("a.log", 8, (50, 100), ""), ("b.log", 8, (60,), ""), ("c.log", 9, (40,), ""),
                                      ("d.log", 8, (30,), ", programs all")):
@@ -41,7 +53,7 @@ def test_the_tally_adds_the_seeds_of_one_fingerprint_and_counts_a_repeated_seed_
     assert importlib.import_module("soak_tally").main([str(p) for p in sorted(tmp_path.glob("*.log"))]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith(fingerprint))
-    assert "7+all (2), 8 (100), 8+all (30), 9 (40)" in row and row.split()[-3] == "172"
+    assert "0+all (3), 8 (100), 8+all (30), 9 (40)" in row and row.split()[-3] == "173"
     assert "1 log(s) repeat a seed" in table
 
 
