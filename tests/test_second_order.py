@@ -246,7 +246,7 @@ def finite_difference_hessian(model, params: dict, data: dict) -> np.ndarray:
     return (h + h.T) / 2
 
 
-@sample(15)
+@sample(15, derandomize=True, database=None)
 @given(made=model_cases())
 def test_newtons_hessian_of_a_generated_model_equals_finite_differences(made):
     """Its blocks ∂²L/∂P∂Q, each compiled from diff(diff(program, P), Q): a one-line model
