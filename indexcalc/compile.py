@@ -24,8 +24,8 @@ import numpy as np
 from .diff import Rules, resolve_derivatives
 from .backends import KNOWN, backend_name_of, get_backend
 from .errors import (
-    ArgumentError, DiffError, IndexCalcError, InlineTooLargeError, MissingArrayError, kind_of, names_argument,
-    optional_name,
+    ArgumentError, DiffError, IndexCalcError, InlineTooLargeError, MissingArrayError, given_as_one_name, kind_of,
+    names_argument, optional_name,
 )
 from .expr import MATRIX_REDUCTIONS, Call, Equation, Expr, MatrixCall, Number, Product, Program, Reduce, Sum, Tensor
 from .indices import check_equation, map_scoped
@@ -324,6 +324,7 @@ class Compiled:
         except KeyError as err:
             raise MissingArrayError(
                 f"no array given for {err.args[0]!r} (the program reads {', '.join(self.inputs)})"
+                + given_as_one_name(err.args[0], arrays)
             ) from None
         except (TypeError, IndexError):  # a list, an array: indexed by a name
             raise ArgumentError(f"arrays must be a mapping of names to arrays, not {kind_of(arrays)}") from None

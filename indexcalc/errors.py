@@ -26,6 +26,13 @@ class IndexCalcError(Exception):
             self.args = (self._render(),)
         return self
 
+    def with_hint(self, hint: str) -> "IndexCalcError":
+        """Add a sentence to the problem, for a stage above the one that raised it."""
+        if hint:
+            self.problem += hint
+            self.args = (self._render(),)
+        return self
+
     def _render(self) -> str:
         if self.text is None or self.pos is None:
             return self.problem
@@ -112,3 +119,20 @@ def point_at(text: str, pos: int) -> str:
     shown = ("…" if left > start else "") + text[left:right] + ("…" if right < end else "")
     prefix = f"  line {line_number}: "
     return f"{prefix}{shown}\n{' ' * (len(prefix) + pos - left + (left > start))}^"
+
+
+def read_as_indices(written: str, name: str, indices) -> str:
+    """The sentence a refusal adds where `c_new`, meant as one name, was read as c with the
+    indices n, e, w (a letter each, as `w_ij` is w with i and j)."""
+    return (f"; {written} reads as {name} with the indices {', '.join(indices)} (a letter each): "
+            f"a scalar named {written} is written {written}_{{}}")
+
+
+def given_as_one_name(missing: str, given) -> str:
+    """That sentence for an array given as `c_new` where the program reads c (with the
+    indices n, e, w), or nothing."""
+    for key in given:
+        rest = str(key)[len(missing) + 1:]
+        if str(key).startswith(missing + "_") and len(rest) > 1 and rest.isalpha():
+            return read_as_indices(str(key), missing, rest)
+    return ""

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 import unicodedata
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable
 
 from . import functions, matrices
-from .errors import ArgumentError, IndexCalcError, ParseError, names_argument
+from .errors import ArgumentError, IndexCalcError, ParseError, names_argument, read_as_indices
 from .expr import (
     Call, Compare, Delta, Deriv, Equation, Expr, Mask, MatrixCall, Number, Power, Product, Program, Reduce, Shift, Sum,
     Tensor, leaf_factors, with_children,
@@ -163,7 +165,28 @@ def _check(node: Expr, text: str) -> None:
         else:
             free_indices(node)
     except IndexCalcError as err:
-        raise err.with_source(text, None) from None
+        raise err.with_hint(_names_read_as_indices(node, text, err)).with_source(text, None) from None
+
+
+def _names_read_as_indices(node: Expr, text: str, err: IndexCalcError) -> str:
+    """`c_new`, meant as a scalar, is c with the indices n, e, w: a refusal then speaks of
+    indices (or of a tensor c) the user never meant to write. Where the refused line holds
+    such a spelling, or another line defines the name the refusal speaks of with one, each
+    of its letters found nowhere else on its line (so no index rule asked for them), the
+    message gives the other reading too."""
+    line = text.count("\n", 0, err.pos) if err.pos is not None else None
+    named = set(re.findall(r"[^\s,;:()]+", err.problem))
+    for part in node.equations if isinstance(node, Program) else [node]:
+        tensors = [t for t in part.walk() if isinstance(t, Tensor) and t.span]
+        if line is not None and tensors and text.count("\n", 0, tensors[0].span[0]) != line:
+            tensors = [part.lhs] if isinstance(part, Equation) and part.lhs.name in named and part.lhs.span else []
+        counts = Counter(i for t in part.walk() if isinstance(t, Tensor) for i in t.all_indices)
+        for t in tensors:
+            written = text[t.span[0]:t.span[1]]
+            if (len(t.indices) > 1 and written == t.name + "_" + "".join(t.indices)
+                    and all(counts[i] == 1 for i in t.indices)):
+                return read_as_indices(written, t.name, t.indices)
+    return ""
 
 
 def _start(node: Expr) -> int:

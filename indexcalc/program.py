@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ShapeError
+from .errors import IndexCalcError, IndexNotationError, MissingArrayError, ShapeError, given_as_one_name
 from .expr import Deriv, Equation, Expr, Shift, Tensor
 from .indices import check_equation, infer_sizes
 from .scope import explicit
@@ -229,6 +229,7 @@ class Environment:
             known = ", ".join(sorted(self.arrays)) or "none"
             raise MissingArrayError(
                 f"no array given for {', '.join(repr(m) for m in missing)} (arrays given: {known})"
+                + given_as_one_name(missing[0], self.arrays)
             )
         target = node.rhs if isinstance(node, Equation) else node
         fixed = frozenset(node.lhs.all_indices) if isinstance(node, Equation) else frozenset()

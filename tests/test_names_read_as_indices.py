@@ -1,0 +1,79 @@
+"""A name such as `c_new`, meant as one scalar, is the tensor c with the indices n, e, w
+(`w_ij` is w with i and j). Where that reading is refused, the refusal says so and how
+the scalar is written (`c_new_{}`), on every route; the spelling it gives is accepted and
+gives the scalar's numbers."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import indexcalc as ic
+from strategies import sample
+
+BASES = ("c", "lr", "eta", "b", "w", "h", "β")
+LETTERS = "bcdefghkmnopqrstuvwxz"
+
+
+@st.composite
+def spellings(draw):
+    """A base name and a word of two to four distinct letters: the name base_word."""
+    base = draw(st.sampled_from(BASES))
+    word = "".join(draw(st.lists(st.sampled_from(LETTERS), min_size=2, max_size=4, unique=True)))
+    return base, f"{base}_{word}"
+
+
+# (a program that reads `name` as a scalar, its value at a=0.5, y=0.25 and base=3 with the scalar's spelling)
+TEMPLATES = [
+    ("{name} = {base} - 0.1\nL = {name}^2", lambda v: (3 - 0.1) ** 2),
+    ("L = (a {name} - y)^2", lambda v: (0.5 * v - 0.25) ** 2),
+    ("L = (a {base} - y)^2\n{name} = {base} - 0.1", None),  # read before it is defined: no fix by spelling
+]
+
+
+def hint(name: str) -> str:
+    return f"a scalar named {name} is written {name}_{{}}"
+
+
+@sample(60)
+@given(spelled=spellings(), template=st.sampled_from(TEMPLATES))
+def test_a_refused_line_that_reads_a_name_as_indices_gives_the_other_reading(spelled, template):
+    base, name = spelled
+    text, value = template
+    program = text.format(name=name, base=base)
+    for route in (ic.parse, lambda t: ic.diff(t, base), ic.compile):
+        with pytest.raises(ic.IndexCalcError) as refused:
+            route(program)
+        assert hint(name) in str(refused.value) and f"{name} reads as {base} with the indices" in str(refused.value)
+    if value is None:
+        return
+    fixed = text.format(name=name + "_{}", base=base)
+    arrays = {"a": 0.5, "y": 0.25, base: 3.0, name: 2.0}
+    arrays = {k: v for k, v in arrays.items() if k in {t.key for t in ic.parse(fixed).walk() if hasattr(t, "key")}}
+    np.testing.assert_allclose(ic.evaluate(fixed, arrays), value(2.0))
+    np.testing.assert_allclose(ic.compile(fixed)(arrays)[0], value(2.0))
+
+
+@sample(40)
+@given(spelled=spellings())
+def test_an_array_given_by_a_name_the_program_reads_as_indices_is_said_to_be(spelled):
+    """`L = a c_new c_new` is valid (c contracted with itself over n, e, w), so it is
+    only the arrays given, `c_new` but no c, that show the other reading was meant."""
+    base, name = spelled
+    program = f"L = a {name} {name}"
+    arrays = {"a": 0.5, name: 2.0}
+    for route in (ic.evaluate, ic.evaluate_loops, lambda t, a: ic.compile(t)(a)):
+        with pytest.raises(ic.MissingArrayError) as refused:
+            route(program, arrays)
+        assert hint(name) in str(refused.value)
+    np.testing.assert_allclose(ic.evaluate(f"L = a {name}_{{}} {name}_{{}}", arrays), 2.0)
+
+
+@pytest.mark.parametrize("program", [
+    "y_i = w_ijk x_j",  # k free on the right: w_ijk is a tensor of three indices, as written
+    "L = w_ij w_ij + x_k",  # the letters of w_ij are read twice
+])
+def test_a_refusal_that_no_reading_as_one_name_explains_says_nothing_of_it(program):
+    with pytest.raises(ic.IndexCalcError) as refused:
+        ic.parse(program)
+    assert "reads as" not in str(refused.value)
