@@ -381,7 +381,8 @@ class _Tokenizer:
     def _comma_form(target: Head, before: list[str], group: str, name: str) -> str:
         """The comma derivative a ∂ form stands for, its last group `group` by `name`."""
         groups = "()" * len(before) + group
-        return f"{target.name}_{{{''.join(target.indices)},{groups}}}[{','.join(before + [name])}]"
+        indices = ("" if all(is_letter_index(i) for i in target.indices) else " ").join(target.indices)
+        return f"{target.name}_{{{indices},{groups}}}[{','.join(before + [name])}]"
 
     def _superscript(self) -> int:
         """The count a run of superscript digits writes (`²` in ∂²C or ∂b²), 1 if none."""

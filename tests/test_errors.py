@@ -121,6 +121,8 @@ def test_unbalanced_parentheses_and_braces(text, fragment, where):
         ("g = ∂C/∂w_g", "∂w_g reads two ways: by entries of w (write C_{,g}[w]) or by a scalar named w_g "
                         "(write C_{,()}[w_g])", len("g = ∂C/∂w")),
         ("g = ∂²C/∂a∂w_gh", "(write C_{,()(gh)}[a,w])", len("g = ∂²C/∂a∂w")),
+        ("index batch, out\ng = ∂y_{batch out}/∂w_g", "(write y_{batch out,g}[w])",  # named: one blank between
+         len("index batch, out\ng = ∂y_{batch out}/∂w")),
         ("g_i = ∂y_i/∂w_{gh}", "takes scalars; for the derivative by entries of w write y_{i,(gh)}[w]",
          len("g_i = ∂y_i/∂w")),
     ],
