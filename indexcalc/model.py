@@ -24,7 +24,7 @@ import numpy as np
 
 from .compile import Compiled, compile as compile_program
 from .datasets import refuse_if_too_big
-from .errors import IndexCalcError
+from .errors import IndexCalcError, given_as_one_name, read_as_indices
 from .declarations import ModelError, Param
 from .expr import Equation, Expr, Program, Tensor
 from .notation import parse
@@ -116,12 +116,14 @@ class Model:
         read = {t.name for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
         for name in self.parameters:
             if name not in read:
-                raise ModelError(f"parameter {name} does not occur in the equations", about=f"param {name}")
+                raise ModelError(f"parameter {name} does not occur in the equations{_read_as_indices(name, equations)}",
+                                 about=f"param {name}")
             if name in defined:
                 raise ModelError(f"{name} is declared a parameter but an equation computes it", about=f"param {name}")
         for name in self.data:
             if name not in read:
-                raise ModelError(f"data tensor {name} does not occur in the equations", about="data")
+                raise ModelError(f"data tensor {name} does not occur in the equations{_read_as_indices(name, equations)}",
+                                 about="data")
         unknown = sorted(read - defined - set(self.parameters) - set(self.data))
         if unknown:
             span = next((t.span for eq in equations for t in eq.rhs.walk()
@@ -232,8 +234,8 @@ class Model:
         for name in names:
             missing = [k for k in self._forward_plan(name).inputs if k not in data and k not in params]
             if missing:
-                raise ModelError(f"no array given for {', '.join(missing)}, which {name} is computed from",
-                                 about="data")
+                raise ModelError(f"no array given for {', '.join(missing)}, which {name} is computed from"
+                                 + given_as_one_name(missing[0], [*params, *data]), about="data")
         return {name: self.evaluate(name, params, data) for name in names}
 
     # --- keeping a trained model (indexcalc.saved)
@@ -259,6 +261,16 @@ def _lone_name_hint(t: Tensor, p) -> str:
         return ""
     return (f" (a word alone in braces, {t.name}_{{{word}}}, is the letters {', '.join(t.indices)}; for one named "
             f"index write a line 'index {word}' before the equations, or write {word} beside another index)")
+
+
+def _read_as_indices(name: str, equations: list[Equation]) -> str:
+    """Where a declared `c_new` is not read but c with the indices n, e, w is: the sentence
+    that says so, or nothing."""
+    for eq in equations:
+        for t in eq.rhs.walk():
+            if isinstance(t, Tensor) and len(t.indices) > 1 and name == f"{t.name}_{''.join(t.indices)}":
+                return read_as_indices(name, t.name, t.indices)
+    return ""
 
 
 def _axes(count: int, one: str = "axis", many: str = "axes") -> str:

@@ -76,3 +76,26 @@ def test_a_refusal_that_no_reading_as_one_name_explains_says_nothing_of_it(progr
     with pytest.raises(ic.IndexCalcError) as refused:
         ic.parse(program)
     assert "reads as" not in str(refused.value)
+
+
+@sample(30)
+@given(spelled=spellings(), declared_as=st.sampled_from(["params", "data"]))
+def test_a_model_that_declares_a_name_its_equations_read_as_indices_says_so(spelled, declared_as):
+    """A model declares its names, so `c_new` declared while the equations read c with n,
+    e, w is refused at once; the spelling the refusal gives builds a model that predicts."""
+    _, name = spelled
+    params, data = {"a": 0.5}, {"t": 0.0}
+    (params if declared_as == "params" else data)[name] = 2.0
+    declared = {"params": {key: () for key in params}, "data": list(data)}
+    with pytest.raises(ic.IndexCalcError) as refused:
+        ic.Model(f"y = a {name} {name}\nL = (y - t)^2", batch=None, **declared)
+    assert hint(name) in str(refused.value)
+    model = ic.Model(f"y = a {name}_{{}} {name}_{{}}\nL = (y - t)^2", batch=None, **declared)
+    np.testing.assert_allclose(model.predict(params, data, "y")["y"], 2.0)
+
+
+def test_a_model_asked_to_predict_without_an_array_it_reads_names_one_given_as_one_name():
+    model = ic.Model("y = a c_new c_new\nL = (y - t)^2", params={"a": ()}, data=["c", "t"], batch=None)
+    with pytest.raises(ic.IndexCalcError) as refused:
+        model.predict({"a": 1.0}, {"c_new": 1.0}, "y")
+    assert hint("c_new") in str(refused.value)
