@@ -124,6 +124,22 @@ def test_float32_arrays_give_one_float_type_on_every_route_whatever_else_is_give
     assert len(set(types["derivative"])) <= 1, types
 
 
+@sample(8, database=None, derandomize=True, phases=[Phase.generate])
+@given(route_cases())
+def test_an_array_given_for_a_name_a_line_computes_changes_nothing(case):
+    """The line's value is the one read (README, In Python): an array given under the name
+    of a line, of any shape, is not read by evaluate, the loops or compile."""
+    arrays = case.arrays()
+    node = ic.parse(case.text)
+    lines = node.equations if isinstance(node, ic.Program) else [node] if isinstance(node, ic.Equation) else []
+    computed = {eq.lhs.name for eq in lines}
+    given = {**arrays, **{name: np.full((2, 3), 7.0) for name in computed}}
+    routes = [ic.evaluate, lambda text, a: ic.compile(text)(a)[0]]
+    routes += [ic.evaluate_loops] if loops_cost(case) <= LOOPS_LIMIT else []
+    for route in routes:
+        np.testing.assert_array_equal(route(case.text, given), route(case.text, arrays))
+
+
 @pytest.mark.parametrize("text, wrt, wrt2", [
     ("u_i = W_ij x_j + b_i\nJ_im = σ_{i,m}(u_i)\nL = J_im J_im", "W_gh", "W_kl"),
     ("L = v_i tanh_{i,m}(W_ij x_j + b_i) v_m", "W_gh", "b_k"),
