@@ -124,7 +124,8 @@ def point_at(text: str, pos: int) -> str:
 def read_as_indices(written: str, name: str, indices) -> str:
     """The sentence a refusal adds where `c_new`, meant as one name, was read as c with the
     indices n, e, w (a letter each, as `w_ij` is w with i and j)."""
-    return (f"; {written} reads as {name} with the indices {', '.join(indices)} (a letter each): "
+    each = " (a letter each)" if all(len(i) == 1 for i in indices) else ""  # w2 is one index, a letter with a digit
+    return (f"; {written} reads as {name} with the indices {', '.join(indices)}{each}: "
             f"a scalar named {written} is written {written}_{{}}")
 
 

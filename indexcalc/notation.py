@@ -177,10 +177,11 @@ def _names_read_as_indices(node: Expr, text: str, err: IndexCalcError) -> str:
     line = text.count("\n", 0, err.pos) if err.pos is not None else None
     named = set(re.findall(r"[^\s,;:()]+", err.problem))
     for part in node.equations if isinstance(node, Program) else [node]:
-        tensors = [t for t in part.walk() if isinstance(t, Tensor) and t.span]
+        every = [t for t in part.walk() if isinstance(t, Tensor)]
+        counts = Counter(i for t in every for i in t.all_indices)
+        tensors = [t for t in every if t.span]
         if line is not None and tensors and text.count("\n", 0, tensors[0].span[0]) != line:
             tensors = [part.lhs] if isinstance(part, Equation) and part.lhs.name in named and part.lhs.span else []
-        counts = Counter(i for t in part.walk() if isinstance(t, Tensor) for i in t.all_indices)
         for t in tensors:
             written = text[t.span[0]:t.span[1]]
             if (len(t.indices) > 1 and written == t.name + "_" + "".join(t.indices)

@@ -99,3 +99,10 @@ def test_a_model_asked_to_predict_without_an_array_it_reads_names_one_given_as_o
     with pytest.raises(ic.IndexCalcError) as refused:
         model.predict({"a": 1.0}, {"c_new": 1.0}, "y")
     assert hint("c_new") in str(refused.value)
+
+
+def test_an_index_with_digits_is_not_called_a_letter():
+    """`c_new2` is c with n, e and w2 (a letter with its digit, one index)."""
+    with pytest.raises(ic.IndexCalcError) as refused:
+        ic.parse("c_new2 = c - 0.1")
+    assert "c_new2 reads as c with the indices n, e, w2: a scalar named c_new2 is written c_new2_{}" in str(refused.value)
