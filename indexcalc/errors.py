@@ -28,7 +28,7 @@ class IndexCalcError(Exception):
 
     def with_hint(self, hint: str) -> "IndexCalcError":
         """Add a sentence to the problem, for a stage above the one that raised it."""
-        if hint:
+        if hint and hint not in self.problem:
             self.problem += hint
             self.args = (self._render(),)
         return self
@@ -123,7 +123,11 @@ def point_at(text: str, pos: int) -> str:
 
 def read_as_indices(written: str, name: str, indices) -> str:
     """The sentence a refusal adds where `c_new`, meant as one name, was read as c with the
-    indices n, e, w (a letter each, as `w_ij` is w with i and j)."""
+    indices n, e, w (a letter each, as `w_ij` is w with i and j); nothing where `written` is
+    not `name` and two or more indices spelled one after the other. The one test of that
+    reading, for the parser's refusals, a Model's declarations and the arrays given."""
+    if len(indices) < 2 or written != f"{name}_{''.join(indices)}":
+        return ""
     each = " (a letter each)" if all(len(i) == 1 for i in indices) else ""  # w2 is one index, a letter with a digit
     return (f"; {written} reads as {name} with the indices {', '.join(indices)}{each}: "
             f"a scalar named {written} is written {written}_{{}}")
@@ -132,8 +136,5 @@ def read_as_indices(written: str, name: str, indices) -> str:
 def given_as_one_name(missing: str, given) -> str:
     """That sentence for an array given as `c_new` where the program reads c (with the
     indices n, e, w), or nothing."""
-    for key in given:
-        rest = str(key)[len(missing) + 1:]
-        if str(key).startswith(missing + "_") and len(rest) > 1 and rest.isalpha():
-            return read_as_indices(str(key), missing, rest)
-    return ""
+    rests = (str(key)[len(missing) + 1:] for key in given if str(key).startswith(missing + "_"))
+    return next((read_as_indices(f"{missing}_{rest}", missing, rest) for rest in rests if rest.isalpha()), "")

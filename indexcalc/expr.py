@@ -73,6 +73,12 @@ class Expr:
     def children(self) -> tuple["Expr", ...]:
         return ()
 
+    @property
+    def lines(self) -> tuple["Expr", ...]:
+        """The equations of a program, or this node alone: what a caller that takes either
+        goes through line by line."""
+        return (self,)
+
     def walk(self) -> Iterator["Expr"]:
         """This node and all below it, parents first (children left to right). A stack,
         not nested generators: those cost the depth of the tree for every node yielded."""
@@ -334,6 +340,10 @@ class Program(Expr):
     equations: tuple[Equation, ...]
 
     def children(self) -> tuple[Expr, ...]:
+        return self.equations
+
+    @property
+    def lines(self) -> tuple[Equation, ...]:
         return self.equations
 
 

@@ -26,7 +26,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 from . import functions
-from .errors import ArgumentError, IndexNotationError, ShapeError, kind_of
+from .errors import ArgumentError, IndexNotationError, ShapeError, kind_of, read_as_indices
 from .expr import (
     COMPARISONS,
     MATRIX_CALLS,
@@ -499,13 +499,25 @@ def _refuse_own_name(eq: Equation) -> None:
     own = next((t for t in eq.rhs.walk() if isinstance(t, Tensor) and t.key == eq.lhs.key), None)
     if own is None:
         return
-    renamed = Equation(Tensor(eq.lhs.name + "_new", eq.lhs.indices, eq.lhs.derivs), eq.rhs)
+    one_name = _written_as_one_name(eq)
+    if one_name:  # `c_new = c - 0.1`: the name is already new, its spelling is what misleads
+        advice = f"{one_name}, as in {eq.source[slice(*eq.lhs.span)]}_{{}} = {eq.rhs}"
+    else:
+        advice = f"; give the new value a name of its own, as in {replace(eq, lhs=replace(eq.lhs, name=eq.lhs.name + '_new'))}"
     err = error_at(
         f"{eq.lhs} = ... reads {own} on its right-hand side: an equation names a new value and "
-        f"cannot read its own; give the new value a name of its own, as in {renamed}",
+        f"cannot read its own{advice}",
         own,
     )
     raise _with_source(err, eq)
+
+
+def _written_as_one_name(eq: Equation) -> str:
+    """The sentence of `errors.read_as_indices` where the left-hand side was written as one
+    name (`c_new`, read as c with n, e, w) and its indices occur nowhere on the right."""
+    if not (eq.source and eq.lhs.span) or set(eq.lhs.all_indices) & written_indices(eq.rhs):
+        return ""
+    return read_as_indices(eq.source[slice(*eq.lhs.span)], eq.lhs.name, eq.lhs.indices)
 
 
 def _with_source(err: IndexNotationError, eq: Equation) -> IndexNotationError:
@@ -650,6 +662,11 @@ def _bind(sizes, origin, index, size, where) -> None:
 def index_names(node: Expr) -> frozenset[str]:
     """The named indices (not letters) written anywhere in `node`: what text printed from
     elsewhere (a wrt string for `diff`, say) may refer to."""
+    return frozenset(i for i in written_indices(node) if is_index_name(i))
+
+
+def written_indices(node: Expr) -> set[str]:
+    """Every index, letter or name, written anywhere in `node`."""
     found: set[str] = set()
     for sub in node.walk():
         if isinstance(sub, (Tensor, Delta, Mask, Shift)):
@@ -660,7 +677,7 @@ def index_names(node: Expr) -> frozenset[str]:
             found.add(sub.relabel)
         elif isinstance(sub, MatrixCall):
             found.update(sub.relabel)
-    return frozenset(i for i in found if is_index_name(i))
+    return found
 
 
 def map_scoped(node: Expr, fixed: frozenset[str], visit) -> Expr:

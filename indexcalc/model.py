@@ -50,7 +50,7 @@ class Model:
 
     def __post_init__(self):
         node = parse(self.source) if isinstance(self.source, str) else self.source
-        equations = list(node.equations) if isinstance(node, Program) else [node]
+        equations = list(node.lines)
         if not all(isinstance(eq, Equation) for eq in equations):
             raise ModelError("a model is a program of equations, one per line: name_ij = ...")
         try:  # the user's own equations first, so that messages speak of what they wrote
@@ -266,11 +266,8 @@ def _lone_name_hint(t: Tensor, p) -> str:
 def _read_as_indices(name: str, equations: list[Equation]) -> str:
     """Where a declared `c_new` is not read but c with the indices n, e, w is: the sentence
     that says so, or nothing."""
-    for eq in equations:
-        for t in eq.rhs.walk():
-            if isinstance(t, Tensor) and len(t.indices) > 1 and name == f"{t.name}_{''.join(t.indices)}":
-                return read_as_indices(name, t.name, t.indices)
-    return ""
+    read = (t for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor))
+    return next(filter(None, (read_as_indices(name, t.name, t.indices) for t in read)), "")
 
 
 def _axes(count: int, one: str = "axis", many: str = "axes") -> str:

@@ -176,17 +176,16 @@ def _names_read_as_indices(node: Expr, text: str, err: IndexCalcError) -> str:
     message gives the other reading too."""
     line = text.count("\n", 0, err.pos) if err.pos is not None else None
     named = set(re.findall(r"[^\s,;:()]+", err.problem))
-    for part in node.equations if isinstance(node, Program) else [node]:
+    for part in node.lines:
         every = [t for t in part.walk() if isinstance(t, Tensor)]
         counts = Counter(i for t in every for i in t.all_indices)
         tensors = [t for t in every if t.span]
         if line is not None and tensors and text.count("\n", 0, tensors[0].span[0]) != line:
             tensors = [part.lhs] if isinstance(part, Equation) and part.lhs.name in named and part.lhs.span else []
         for t in tensors:
-            written = text[t.span[0]:t.span[1]]
-            if (len(t.indices) > 1 and written == t.name + "_" + "".join(t.indices)
-                    and all(counts[i] == 1 for i in t.indices)):
-                return read_as_indices(written, t.name, t.indices)
+            sentence = read_as_indices(text[t.span[0]:t.span[1]], t.name, t.indices)
+            if sentence and all(counts[i] == 1 for i in t.indices):
+                return sentence
     return ""
 
 

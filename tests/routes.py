@@ -308,7 +308,7 @@ def _second_derivative(case, arrays, r: _Runner, d, first, label):
     if h is None:
         # DESIGN's refusal of a wrt written nowhere on the way; where the first derivative
         # is written through it (`L_{,g}[w] = x_g` by w), the answer is zeros, not a refusal
-        lines = list(d.equations) if isinstance(d, ic.Program) else [d] if isinstance(d, ic.Equation) else []
+        lines = [line for line in d.lines if isinstance(line, ic.Equation)]
         if not (lines and written_through(lines, name2)):
             r.excuse_if_zero("diff(diff)", reference, scale)
         return
@@ -336,7 +336,7 @@ def gradient_routes(source, wrt, arrays) -> dict:
         "evaluate(parse(str(diff)))": lambda: ic.evaluate(ic.parse(str(d)), arrays),
         "evaluate(parse(str(diff inline)))": lambda: ic.evaluate(ic.parse(str(inline())), arrays),
     }
-    target = d.equations[-1] if isinstance(d, ic.Program) else d
+    target = d.lines[-1]
     if isinstance(target, ic.Equation) and not target.lhs.indices:
         name = wrt.split("_")[0]
         routes["compile(wrt)"] = lambda: ic.compile(source, wrt=[name])(arrays)[1][name]

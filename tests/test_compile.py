@@ -387,7 +387,7 @@ def scalar_program(text: str) -> str:
             return text
         # a bare expression as an equation, its free letters moved where an inner scope uses them
         node = expression_equation(node)
-    lines = node.equations if isinstance(node, Program) else (node,)
+    lines = node.lines
     lhs = lines[-1].lhs
     letters = "".join(lhs.all_indices)
     if not letters:

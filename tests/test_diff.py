@@ -663,7 +663,7 @@ Generator = functools.partial(ProgramGenerator, settings=SMOOTH_PROGRAMS)
 
 def dependencies(node) -> set[str]:
     """The input tensors the value of `node` (its last equation) depends on."""
-    equations = node.equations if isinstance(node, Program) else (node,)
+    equations = node.lines
     if not isinstance(node, (Program, Equation)):
         return {t.key for t in node.walk() if isinstance(t, Tensor)}
     defined = {}
@@ -691,8 +691,7 @@ def derivative_cases(draw):
     text = gen.program()
     try:
         node = ic.parse(text)
-        check_program(node.equations if isinstance(node, ic.Program) else
-                      (node,) if isinstance(node, ic.Equation) else ())
+        check_program(tuple(line for line in node.lines if isinstance(line, ic.Equation)))
     except ic.IndexCalcError:
         reject()  # an ambiguous use of an index (T2_k / (1 + T3_kk^2)): tests/test_ambiguity.py
     depends = sorted(dependencies(node))
@@ -1105,7 +1104,7 @@ def test_a_rewrite_asks_its_context_only_about_the_letters_of_its_node(case):
         derivative = ic.diff(case.text, case.wrt)
     except ic.IndexCalcError:
         reject()
-    for line in derivative.equations if isinstance(derivative, Program) else [derivative]:
+    for line in derivative.lines:
         eq = explicit(line)
         outside_all = letters_in(eq) | {"ζ"}
         nodes = [n for n in eq.rhs.walk() if n.children()][:12]

@@ -106,3 +106,29 @@ def test_an_index_with_digits_is_not_called_a_letter():
     with pytest.raises(ic.IndexCalcError) as refused:
         ic.parse("c_new2 = c - 0.1")
     assert "c_new2 reads as c with the indices n, e, w2: a scalar named c_new2 is written c_new2_{}" in str(refused.value)
+
+
+OWN_NAME_LINES = [  # (a line that reads its own name, its value with a=0.5 and base=3 where one name was meant)
+    ("{name} = {base} - 0.1", lambda: 3 - 0.1),
+    ("{name} = a {base}^2", lambda: 0.5 * 9),
+    ("{base}_i = {base}_i - a g_i", None),  # the update of a vector: the new value needs a name
+    ("{base}_ij = {base}_ij {base}_ij", None),
+]
+
+
+@sample(60)
+@given(spelled=spellings(), line=st.sampled_from(OWN_NAME_LINES))
+def test_the_line_an_own_name_refusal_suggests_is_accepted(spelled, line):
+    """A line that reads its own name is refused with a line to write instead: as one name
+    (`c_new_{} = c - 0.1`) where the left-hand side was spelled as one, else with a new
+    name (`w_new_i = w_i - 0.1 g_i`). That line is accepted, never refused in its turn."""
+    base, name = spelled
+    text, value = line
+    with pytest.raises(ic.IndexCalcError) as refused:
+        ic.parse(text.format(name=name, base=base))
+    suggested = str(refused.value).split(", as in ", 1)[1].splitlines()[0]
+    ic.parse(suggested)
+    assert (value is not None) == suggested.startswith(f"{name}_{{}} = ")
+    if value is not None:
+        assert str(refused.value).count(hint(name)) == 1
+        np.testing.assert_allclose(ic.evaluate(suggested, {"a": 0.5, base: 3.0}), value())

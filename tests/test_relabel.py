@@ -29,7 +29,7 @@ def renamings(draw):
     gen = ProgramGenerator(draw(st.data()), SAFE_PROGRAMS)
     program = ic.parse(gen.program())
     arrays = gen.arrays(draw(st.integers(0, 2**32 - 1)))
-    last = program.equations[-1] if isinstance(program, Program) else program
+    last = program.lines[-1]
     assume(isinstance(last, Equation))  # a bare expression fixes no letter
     own = last.lhs.indices
     pool = sorted(letters_in(last)) + ["A", "B", "C"]
@@ -55,7 +55,7 @@ def _renamed_lhs(last: Equation, mapping: dict) -> Tensor:
 @given(renamings(), st.booleans())
 def test_renaming_the_fixed_letters_keeps_the_values(case, made_explicit):
     program, arrays, mapping = case
-    last = program.equations[-1] if isinstance(program, Program) else program
+    last = program.lines[-1]
     if made_explicit:  # every sum a node, as compile and simplify rename them
         last = explicit(last)
     fixed = frozenset(last.lhs.indices)
@@ -71,7 +71,7 @@ def test_renaming_the_fixed_letters_keeps_the_values(case, made_explicit):
 @given(renamings())
 def test_one_fixed_letter_renamed_to_a_new_one_is_a_substitution(case):
     program, arrays, mapping = case
-    last = program.equations[-1] if isinstance(program, Program) else program
+    last = program.lines[-1]
     fixed = frozenset(last.lhs.indices)
     for old in last.lhs.indices:
         new = "Z"  # written nowhere: rename takes its fast path, which must mean what the rule says
@@ -100,7 +100,7 @@ def test_the_canonical_form_means_what_the_formula_means(case, made_explicit):
     """simplify merges terms whose canonical forms are equal: so the canonical form must be
     a renaming of the formula (each letter still bound where it was), never a new meaning."""
     program, arrays, _ = case
-    last = program.equations[-1] if isinstance(program, Program) else program
+    last = program.lines[-1]
     if made_explicit:
         last = explicit(last)
     canonical = Equation(last.lhs, canonical_bound(last.rhs, frozenset(last.lhs.indices)))
@@ -112,7 +112,7 @@ def test_the_canonical_form_means_what_the_formula_means(case, made_explicit):
 @given(renamings())
 def test_the_canonical_form_does_not_depend_on_the_summed_letters(case):
     program, _, _ = case
-    last = explicit(program.equations[-1] if isinstance(program, Program) else program)
+    last = explicit(program.lines[-1])
     fixed = frozenset(last.lhs.indices)
     respelt = _rebound(last.rhs, fixed, fresh_letters(letters_in(last)))
     assert canonical_bound(respelt, fixed) == canonical_bound(last.rhs, fixed), f"{last.rhs}\n{respelt}"

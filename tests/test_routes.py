@@ -131,7 +131,7 @@ def test_an_array_given_for_a_name_a_line_computes_changes_nothing(case):
     of a line, of any shape, is not read by evaluate, the loops or compile."""
     arrays = case.arrays()
     node = ic.parse(case.text)
-    lines = node.equations if isinstance(node, ic.Program) else [node] if isinstance(node, ic.Equation) else []
+    lines = [line for line in node.lines if isinstance(line, ic.Equation)]
     computed = {eq.lhs.name for eq in lines}
     given = {**arrays, **{name: np.full((2, 3), 7.0) for name in computed}}
     routes = [ic.evaluate, lambda text, a: ic.compile(text)(a)[0]]
@@ -616,7 +616,7 @@ def _read_by_the_result(text: str) -> set[str]:
     """The names the last line reads, through the lines it reads (a test's own walk, not
     the library's still_needed)."""
     node = ic.parse(text)
-    lines = node.equations if isinstance(node, ic.Program) else [node]
+    lines = node.lines
     if not isinstance(lines[-1], ic.Equation):
         return {t.name for t in node.walk() if isinstance(t, ic.Tensor)}
     defined = {eq.lhs.name: eq for eq in lines}

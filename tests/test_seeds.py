@@ -92,7 +92,7 @@ def check(result, arrays, expected, *, loops=True, rtol=RTOL, atol=ATOL):
 
 def last_rhs(node) -> str:
     """The right-hand side of the last equation, as printed."""
-    eq = node.equations[-1] if isinstance(node, ic.Program) else node
+    eq = node.lines[-1]
     return str(eq.rhs)
 
 

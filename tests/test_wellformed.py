@@ -166,7 +166,7 @@ def test_a_tree_rebuilt_in_python_is_taken_and_means_its_text(text, shapes, wrt)
     parsed = ic.parse(text)
     arrays = arrays_of(shapes)
     want = ic.evaluate(text, arrays)
-    equations = parsed.equations if isinstance(parsed, ic.Program) else (parsed,)
+    equations = parsed.lines
     for tree in (_rebuilt(parsed), ic.Program(tuple(explicit(eq) for eq in equations))):
         np.testing.assert_allclose(ic.evaluate(tree, arrays), want, rtol=1e-12)
         np.testing.assert_allclose(ic.evaluate_loops(tree, arrays), want, rtol=1e-9)

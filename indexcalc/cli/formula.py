@@ -25,7 +25,7 @@ from ..errors import IndexCalcError
 from ..diff import diff
 from ..evaluate import evaluate
 from .. import shifts
-from ..expr import Equation, Expr, Program, Shift, Tensor
+from ..expr import Equation, Expr, Shift, Tensor
 from ..indices import free_indices, infer_sizes
 from ..loops import evaluate_loops, evaluate_loops_at
 from ..notation import parse, written_letters
@@ -87,9 +87,9 @@ def random_arrays(
     Arrays are sized before any is made, so that a request too large fails at once.
     """
     shapes = {key: np.shape(value) for key, value in (given or {}).items()}
-    defined = {eq.lhs.name for eq in _equations(node) if isinstance(eq, Equation)}
+    defined = {eq.lhs.name for eq in node.lines if isinstance(eq, Equation)}
     wanted: dict[str, tuple[Tensor, tuple[int, ...]]] = {}
-    for eq in _equations(node):
+    for eq in node.lines:
         rhs, fixed = (eq.rhs, frozenset(eq.lhs.all_indices)) if isinstance(eq, Equation) else (eq, frozenset())
         known = infer_sizes(rhs, shapes, fixed)
         letters = {i for t in eq.walk() for i in getattr(t, "all_indices", ())}
@@ -137,10 +137,6 @@ def _shifted_extents(rhs: Expr, known: dict[str, int]) -> dict[str, tuple[int, s
             extent = max(1, shifts.largest(shift.terms, known) + shift.offset + 1)
             out[shift.index] = (extent, f"the farthest position of {shift}")
     return out
-
-
-def _equations(node: Expr) -> tuple[Expr, ...]:
-    return node.equations if isinstance(node, Program) else (node,)
 
 
 def _inputs(rhs: Expr, shapes: dict, defined: set[str]):
@@ -191,7 +187,7 @@ def _indent(text: str) -> str:
 
 
 def _result_name(node: Expr) -> str:
-    last = node.equations[-1] if isinstance(node, Program) else node
+    last = node.lines[-1]
     if isinstance(last, Equation):
         return quoted(last.lhs)
     free = free_indices(last)
@@ -331,7 +327,7 @@ def _command_diff(args) -> str:
 
 def _shown(result: Expr, everything: bool = False, order: int = 1) -> list[Expr]:
     """The lines of derivatives of at least `order` (all lines with `everything`)."""
-    lines = result.equations if isinstance(result, Program) else (result,)
+    lines = result.lines
     return [eq for eq in lines if everything or not isinstance(eq, Equation) or len(eq.lhs.derivs) >= order]
 
 
