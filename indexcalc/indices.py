@@ -503,7 +503,8 @@ def _refuse_own_name(eq: Equation) -> None:
     if one_name:  # `c_new = c - 0.1`: the name is already new, its spelling is what misleads
         advice = f"{one_name}, as in {eq.source[slice(*eq.lhs.span)]}_{{}} = {eq.rhs}"
     else:
-        advice = f"; give the new value a name of its own, as in {replace(eq, lhs=replace(eq.lhs, name=eq.lhs.name + '_new'))}"
+        renamed = replace(eq, lhs=replace(eq.lhs, name=eq.lhs.name + "_new"))
+        advice = f"; give the new value a name of its own, as in {renamed}"
     err = error_at(
         f"{eq.lhs} = ... reads {own} on its right-hand side: an equation names a new value and "
         f"cannot read its own{advice}",
