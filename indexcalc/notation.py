@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 import unicodedata
 from collections import Counter
 from contextlib import contextmanager
@@ -173,14 +172,17 @@ def _names_read_as_indices(node: Expr, text: str, err: IndexCalcError) -> str:
     indices (or of a tensor c) the user never meant to write. Where the refused line holds
     such a spelling, or another line defines the name the refusal speaks of with one, each
     of its letters found nowhere else on its line (so no index rule asked for them), the
-    message gives the other reading too."""
+    message gives the other reading too. The names the refusal speaks of are those its
+    line reads or defines (`c` read on line 1, before line 2 `c_new = ...` defines c)."""
     line = text.count("\n", 0, err.pos) if err.pos is not None else None
-    named = set(re.findall(r"[^\s,;:()]+", err.problem))
-    for part in node.lines:
-        every = [t for t in part.walk() if isinstance(t, Tensor)]
+    parts = [(part, [t for t in part.walk() if isinstance(t, Tensor)]) for part in node.lines]
+    on_line = {id(part) for part, every in parts
+               if line is None or any(t.span and text.count("\n", 0, t.span[0]) == line for t in every)}
+    named = {t.name for part, every in parts if id(part) in on_line for t in every}
+    for part, every in parts:
         counts = Counter(i for t in every for i in t.all_indices)
         tensors = [t for t in every if t.span]
-        if line is not None and tensors and text.count("\n", 0, tensors[0].span[0]) != line:
+        if id(part) not in on_line:
             tensors = [part.lhs] if isinstance(part, Equation) and part.lhs.name in named and part.lhs.span else []
         for t in tensors:
             sentence = read_as_indices(text[t.span[0]:t.span[1]], t.name, t.indices)
