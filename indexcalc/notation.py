@@ -145,11 +145,9 @@ def _program_lines(lines: list[Expr], text: str) -> list[Equation]:
             )
         if line.lhs.key in defined:
             # one name, one value: the derivative lines of `diff` refer to names
-            raise ParseError(
-                f"{line.lhs.key} is defined twice; give the new value a name of its own",
-                text=text,
-                pos=_start(line.lhs),
-            )
+            err = ParseError(f"{line.lhs.key} is defined twice; give the new value a name of its own",
+                             text=text, pos=_start(line.lhs))
+            raise err.with_hint(_names_read_as_indices(Program(tuple(lines)), text, err))  # c = 1, c_new = c - 0.1
         defined.add(line.lhs.key)
     return lines
 

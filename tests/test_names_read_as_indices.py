@@ -28,6 +28,7 @@ TEMPLATES = [
     ("{name} = {base} - 0.1\nL = {name}^2", lambda v: (3 - 0.1) ** 2),
     ("L = (a {name} - y)^2", lambda v: (0.5 * v - 0.25) ** 2),
     ("L = (a {base} - y)^2\n{name} = {base} - 0.1", None),  # read before it is defined: no fix by spelling
+    ("{base} = 1\n{name} = {base} - 0.1\nL = {name}^2", lambda v: (1 - 0.1) ** 2),  # c defined twice, as read
 ]
 
 
