@@ -97,6 +97,9 @@ class Model:
             raise ModelError(f"data is the names of the data tensors, as ['x', 'y'] or 'x y'; got {self.data!r}",
                              about="data")
         self.data = tuple(data)
+        twice = next((name for k, name in enumerate(self.data) if name in self.data[:k]), None)
+        if twice is not None:
+            raise ModelError(f"data names {twice} twice (data: {', '.join(self.data)})", about="data")
         if self.batch is not None and not (isinstance(self.batch, str)
                                            and (is_letter_index(self.batch) or is_index_name(self.batch))):
             raise ModelError(f"the batch index is a letter ('n'), a name ('sample') or None; got {self.batch!r}",
@@ -115,6 +118,10 @@ class Model:
         defined = {eq.lhs.name for eq in equations}
         read = {t.name for eq in equations for t in eq.rhs.walk() if isinstance(t, Tensor)}
         for name in self.parameters:
+            if name in self.data:  # learnt, or given with each sample: two models, so neither is chosen
+                raise ModelError(f"{name} is declared both a parameter and data: a parameter is learnt, a data "
+                                 f"tensor is given with each sample; declare {name} as one of the two",
+                                 about=f"param {name}")
             if name not in read:
                 raise ModelError(f"parameter {name} does not occur in the equations{_read_as_indices(name, equations)}",
                                  about=f"param {name}")

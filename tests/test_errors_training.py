@@ -447,6 +447,8 @@ MODEL_FILE_CASES = [
     ("seed 0", "seed -1", ["0 or more"], "seed"),
     ("dataset xor", "dataset", ["write the data set as"], "dataset"),
     ("data x y", "data", ["write the data tensors as"], "data"),
+    ("data x y", "data x y x", ["data names x twice"], "data"),
+    ("param b2[1] zeros", "param b2[1] zeros\nparam x[2]", ["x is declared both a parameter and data"], "param x"),
     ("metric accuracy yhat y", "metric accuracy yhat y\nonehot q 3", ["q is not a data tensor"], "onehot"),
     ("metric accuracy yhat y", "metric accuracy yhat y\nonehot y 1", ["at least 2 classes"], "onehot"),
     ("metric accuracy yhat y", "metric accuracy yhat y\nonehot y", ["onehot TARGET CLASSES"], "onehot"),

@@ -49,6 +49,8 @@ def tanh_data() -> dict:
     ({"batch": 3}, "the batch index is a letter"),
     ({"batch": "n n"}, "the batch index is a letter"),
     ({"output": "zz"}, "no equation computes the output 'zz' (the model computes h, yhat, loss)"),
+    ({"data": "x y x"}, "data names x twice (data: x, y, x)"),
+    ({"params": {**SHAPES, "x": 2}}, "x is declared both a parameter and data: a parameter is learnt"),
 ])
 def test_model_arguments_of_the_wrong_kind_are_named(changes, words):
     with pytest.raises(ModelError, match=re.escape(words)):
