@@ -17,6 +17,7 @@ in the loss.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -195,6 +196,7 @@ class Model:
 
     def loss_and_grads(self, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]):
         _require_params_and_data(params, data)
+        self._check_samples_first(data, self.data)
         return self.gradient({**data, **params})
 
     def evaluate(self, name: str, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -203,6 +205,7 @@ class Model:
         _require_params_and_data(params, data)
         if not isinstance(name, str):
             raise ModelError(f"the result to evaluate is named by a string, as 'yhat'; got {name!r}")
+        self._check_samples_first(data, self._forward_plan(name).inputs)
         value, _ = self._forward_plan(name)({**data, **params})
         return value
 
@@ -211,6 +214,26 @@ class Model:
         if name not in self._forward:
             self._forward[name] = compile_program(self.program, of=name)
         return self._forward[name]
+
+    def _check_samples_first(self, data, reads) -> None:
+        """Each data array that `reads` names holds the samples first: `x_j` per sample is
+        an (N, j) array. One sample given without its axis is the usual slip; it is named
+        in the user's terms (x_j), not the batched program's (x_nj)."""
+        if self.batch is None:
+            return
+        for name, indices in self._data_indices.items():
+            shape = np.shape(data[name]) if name in reads and name in data else None
+            if shape is not None and len(shape) != len(indices) + 1:
+                axes = ", ".join(("samples",) + indices) + ("," if not indices else "")
+                one = f"; one sample is {name}[None], of shape {(1, *shape)}" if len(shape) == len(indices) else ""
+                raise ModelError(f"data {name} is read per sample as {Tensor(name, indices)}, so its array holds "
+                                 f"the samples first, ({axes}); got shape {shape}{one}", about="data")
+
+    @functools.cached_property
+    def _data_indices(self) -> dict[str, tuple[str, ...]]:
+        """Each data tensor's indices as the equations read it per sample."""
+        return {t.name: t.indices for eq in self.per_sample.equations for t in eq.rhs.walk()
+                if isinstance(t, Tensor) and t.name in self.data and not t.derivs}
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -233,6 +256,10 @@ class Model:
                 or isinstance(outputs, Sequence) and all(isinstance(name, str) for name in outputs)):
             raise ModelError(f"outputs are a name or a list of names, as 'yhat' or ['h', 'yhat']; got {outputs!r}")
         names = (outputs,) if isinstance(outputs, str) else tuple(outputs or self.outputs)
+        if not names:  # a model of one line, its loss: an empty answer would look like a result
+            raise ModelError(f"the model computes nothing but its loss {self.loss}, so predict has no output to give; "
+                             f"ask for the loss by name, predict(params, data, {self.loss!r}), with the targets in data",
+                             about="output")
         defined = [eq.lhs.name for eq in self.program.equations]
         for name in names:
             if name not in defined:

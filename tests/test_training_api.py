@@ -286,3 +286,43 @@ def test_any_value_given_to_a_models_methods_works_or_is_an_indexcalc_error(meth
             calls[method]()
     except ic.IndexCalcError:
         pass
+
+
+SAMPLES_FIRST = [  # (a model's equations, its parameters, the data tensor checked and its per-sample shape)
+    ("p = w x\nL = (p - y)^2", {"w": ()}, "x", ()),
+    ("yhat_i = σ(W_ij x_j + b_i)\nL = (yhat_i - y_i)(yhat_i - y_i)", {"W": (3, 2), "b": 3}, "x", (2,)),
+    ("z = σ(sum_ij(K_ij x_ij))\nL = (z - y)^2", {"K": (2, 2)}, "x", (2, 2)),
+]
+
+
+@pytest.mark.parametrize("text, params, name, shape", SAMPLES_FIRST)
+@pytest.mark.parametrize("method", ["predict", "evaluate", "loss_and_grads"])
+def test_data_given_without_its_samples_axis_is_named_in_the_users_terms(text, params, name, shape, method):
+    """`predict(params, {"x": one_row})` met the batched program's `x_nj has 2 indices`; now
+    the data tensor as the user wrote it, the shape it wants, and for one sample `x[None]`,
+    which then gives the one-sample answer."""
+    model = Model(text, params=params, data=[name, "y"])
+    weights = model.init_params(0)
+    rng = np.random.default_rng(0)
+    target = {"y": rng.normal(size=(1,) + ((3,) if "y_i" in text else ()))}
+    call = {"predict": lambda data: model.predict(weights, data),
+            "evaluate": lambda data: model.evaluate("L", weights, {**target, **data}),
+            "loss_and_grads": lambda data: model.loss_and_grads(weights, {**target, **data})}[method]
+    one = rng.normal(size=shape)
+    with pytest.raises(ModelError, match=re.escape(f"one sample is {name}[None], of shape {(1, *shape)}")) as refused:
+        call({name: one})
+    assert f"got shape {shape}" in str(refused.value) and "_n" not in str(refused.value)
+    with pytest.raises(ModelError, match=re.escape("so its array holds the samples first")):
+        call({name: one[None, None]})
+    batch = {"x": one[None]}
+    assert np.all(np.isfinite(np.asarray(call(batch)[0] if method == "loss_and_grads" else
+                                         call(batch) if method == "evaluate" else list(call(batch).values())[0])))
+
+
+def test_predict_of_a_model_that_computes_only_its_loss_says_so_and_gives_the_loss_by_name():
+    """It returned an empty dict, which reads as a result."""
+    model = Model("L = (w x - y)^2", params={"w": ()}, data=["x", "y"])
+    data = {"x": np.array([1.0, 2.0]), "y": np.array([0.0, 1.0])}
+    with pytest.raises(ModelError, match=re.escape("predict(params, data, 'L')")):
+        model.predict({"w": 1.0}, {"x": data["x"]})
+    np.testing.assert_allclose(model.predict({"w": 1.0}, data, "L")["L"], np.mean([1.0, 1.0]))
