@@ -298,6 +298,8 @@ def _settings(settings: list[str], word: str, fail) -> dict[str, float]:
     values = {}
     for setting in settings:
         key, _, number = setting.partition("=")
+        if key in values:  # the first or the last? neither is chosen in silence
+            raise fail(word, f"{word} setting {key} is given twice ({key}={values[key]:g} and {setting})")
         try:
             values[key] = float(number)
         except ValueError:

@@ -448,6 +448,8 @@ MODEL_FILE_CASES = [
     ("dataset xor", "dataset", ["write the data set as"], "dataset"),
     ("data x y", "data", ["write the data tensors as"], "data"),
     ("data x y", "data x y x", ["data names x twice"], "data"),
+    ("optimizer adam lr=0.1", "optimizer adam lr=0.1 lr=0.2", ["setting lr is given twice (lr=0.1 and lr=0.2)"],
+     "optimizer"),
     ("param b2[1] zeros", "param b2[1] zeros\nparam x[2]", ["x is declared both a parameter and data"], "param x"),
     ("metric accuracy yhat y", "metric accuracy yhat y\nonehot q 3", ["q is not a data tensor"], "onehot"),
     ("metric accuracy yhat y", "metric accuracy yhat y\nonehot y 1", ["at least 2 classes"], "onehot"),
