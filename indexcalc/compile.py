@@ -306,6 +306,12 @@ class Compiled:
         self.backend: str | None = None  # None: the arrays' own library, call by call
         self.text = "\n".join(str(eq) for eq in forward)  # the program it came from (compile sets the text given)
 
+    def __getstate__(self) -> dict:
+        """The plans made for the shapes seen so far are code generated at run time, which
+        pickle cannot carry (a Model sent to another process, say): they are left behind
+        and made again on the first call there."""
+        return {**vars(self), "_plans": {}, "_last": None, "_fast": None}
+
     @property
     def backend(self) -> str | None:
         return self._backend

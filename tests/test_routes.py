@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pickle
 import signal
 import warnings
 
@@ -27,7 +28,7 @@ from hypothesis import Phase, event, given, strategies as st
 import indexcalc as ic
 from indexcalc import cli
 from families import long_programs
-from routes import LOOPS_LIMIT, assert_routes_agree, finite_difference, gradient_routes, loops_cost
+from routes import LOOPS_LIMIT, assert_routes_agree, finite_difference, gradient_routes, loops_cost, wrt_name
 from strategies import ROUTE_PROGRAMS, RouteCase, route_cases, sample
 
 # CI: a fixed sample, not shrunk (a shrink reruns every route hundreds of times: minutes);
@@ -122,6 +123,25 @@ def test_float32_arrays_give_one_float_type_on_every_route_whatever_else_is_give
     types = _float_types(case, arrays)
     assert types["value"] == ["float32" if types["reads"] else "float64"] * 3, types  # a program of numbers alone: float64
     assert len(set(types["derivative"])) <= 1, types
+
+
+@sample(8, database=None, derandomize=True, phases=[Phase.generate])
+@given(route_cases())
+def test_a_compiled_program_pickled_after_its_calls_gives_the_same_numbers(case):
+    """A compiled program keeps the plans it made for the shapes it has seen, code made at
+    run time; pickled after a call (a Model sent to a worker process), it raised
+    PicklingError. It leaves them behind and makes them again."""
+    arrays = case.arrays()
+    try:
+        compiled = ic.compile(case.text, wrt=[wrt_name(case.wrt)] if case.wrt else None)
+    except ic.IndexCalcError:  # a target with indices has no gradient to compile; its value's plan is kept alike
+        compiled = ic.compile(case.text)
+    value, grads = compiled(arrays)
+    again, again_grads = pickle.loads(pickle.dumps(compiled))(arrays)
+    np.testing.assert_array_equal(again, value)
+    assert again_grads.keys() == grads.keys()
+    for name in grads:
+        np.testing.assert_array_equal(again_grads[name], grads[name])
 
 
 @sample(8, database=None, derandomize=True, phases=[Phase.generate])
