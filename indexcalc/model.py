@@ -221,7 +221,7 @@ class Model:
         in the user's terms (x_j), not the batched program's (x_nj)."""
         if self.batch is None:
             return
-        for name, indices in self._data_indices.items():
+        for name, indices in self.data_indices.items():
             shape = np.shape(data[name]) if name in reads and name in data else None
             if shape is not None and len(shape) != len(indices) + 1:
                 axes = ", ".join(("samples",) + indices) + ("," if not indices else "")
@@ -230,8 +230,9 @@ class Model:
                                  f"the samples first, ({axes}); got shape {shape}{one}", about="data")
 
     @functools.cached_property
-    def _data_indices(self) -> dict[str, tuple[str, ...]]:
-        """Each data tensor's indices as the equations read it per sample."""
+    def data_indices(self) -> dict[str, tuple[str, ...]]:
+        """Each data tensor's indices as the equations read it per sample (an array of it
+        holds the samples first where the model has a batch index)."""
         return {t.name: t.indices for eq in self.per_sample.equations for t in eq.rhs.walk()
                 if isinstance(t, Tensor) and t.name in self.data and not t.derivs}
 

@@ -510,15 +510,12 @@ def check_data_ranks(model: Model, data) -> None:
     """Each data array has the axes its tensor's indices say (a batch axis first, then
     one per index), with a hint for the commonest mismatch: class labels where the
     equations read one-hot rows."""
-    uses = {t.name: t for eq in model.program.equations for t in eq.walk()
-            if isinstance(t, Tensor) and t.name in model.data and not t.derivs}
     for split, arrays in (("train", data.train), ("test", data.test)):
         for name, value in arrays.items():
-            use = uses.get(name)
-            if use is None or np.ndim(value) == len(use.indices):
+            indices = model.data_indices.get(name)
+            if indices is None or np.ndim(value) == len(indices) + bool(model.batch):
                 continue
-            written = next(t for eq in model.per_sample.equations for t in eq.walk()
-                           if isinstance(t, Tensor) and t.name == name)
+            written = Tensor(name, indices)
             shape = np.shape(value)
             if model.batch:
                 shape_note = "one number per sample" if len(shape) == 1 else f"{shape[1:]} per sample"
