@@ -196,7 +196,7 @@ class Model:
 
     def loss_and_grads(self, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]):
         _require_params_and_data(params, data)
-        self._check_samples_first(data, self.data)
+        self.check_samples_first(data)
         return self.gradient({**data, **params})
 
     def evaluate(self, name: str, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -205,7 +205,7 @@ class Model:
         _require_params_and_data(params, data)
         if not isinstance(name, str):
             raise ModelError(f"the result to evaluate is named by a string, as 'yhat'; got {name!r}")
-        self._check_samples_first(data, self._forward_plan(name).inputs)
+        self.check_samples_first(data, self._forward_plan(name).inputs)
         value, _ = self._forward_plan(name)({**data, **params})
         return value
 
@@ -215,12 +215,13 @@ class Model:
             self._forward[name] = compile_program(self.program, of=name)
         return self._forward[name]
 
-    def _check_samples_first(self, data, reads) -> None:
-        """Each data array that `reads` names holds the samples first: `x_j` per sample is
-        an (N, j) array. One sample given without its axis is the usual slip; it is named
-        in the user's terms (x_j), not the batched program's (x_nj)."""
+    def check_samples_first(self, data: Mapping[str, object], reads=None) -> None:
+        """Each data array that `reads` names (default: every data tensor) holds the samples
+        first: `x_j` per sample is an (N, j) array. One sample given without its axis is the
+        usual slip; it is named in the user's terms (x_j), not the batched program's (x_nj)."""
         if self.batch is None:
             return
+        reads = self.data if reads is None else reads
         for name, indices in self.data_indices.items():
             shape = np.shape(data[name]) if name in reads and name in data else None
             if shape is not None and len(shape) != len(indices) + 1:

@@ -236,8 +236,10 @@ class Trainer:
         if not given:
             raise TrainingError(f"no data given for {', '.join(self.model.data) or 'the model (it names no data)'}",
                                 about="data")
+        self.model.check_samples_first(train)  # one sample without its axis, before its rows are counted
         n = sample_count(dict(train), "the training data")  # every array: each is shuffled and batched
         if test:
+            self.model.check_samples_first(test)
             sample_count(dict(test), "the test data")
         if given_params is not None:
             check_initial_params(self.model, given_params)

@@ -296,7 +296,7 @@ SAMPLES_FIRST = [  # (a model's equations, its parameters, the data tensor check
 
 
 @pytest.mark.parametrize("text, params, name, shape", SAMPLES_FIRST)
-@pytest.mark.parametrize("method", ["predict", "evaluate", "loss_and_grads"])
+@pytest.mark.parametrize("method", ["predict", "evaluate", "loss_and_grads", "fit"])
 def test_data_given_without_its_samples_axis_is_named_in_the_users_terms(text, params, name, shape, method):
     """`predict(params, {"x": one_row})` met the batched program's `x_nj has 2 indices`; now
     the data tensor as the user wrote it, the shape it wants, and for one sample `x[None]`,
@@ -307,16 +307,16 @@ def test_data_given_without_its_samples_axis_is_named_in_the_users_terms(text, p
     target = {"y": rng.normal(size=(1,) + ((3,) if "y_i" in text else ()))}
     call = {"predict": lambda data: model.predict(weights, data),
             "evaluate": lambda data: model.evaluate("L", weights, {**target, **data}),
-            "loss_and_grads": lambda data: model.loss_and_grads(weights, {**target, **data})}[method]
+            "loss_and_grads": lambda data: model.loss_and_grads(weights, {**target, **data})[0],
+            "fit": lambda data: ic.Trainer(model, "sgd").fit({**target, **data}, 1).params}[method]
     one = rng.normal(size=shape)
     with pytest.raises(ModelError, match=re.escape(f"one sample is {name}[None], of shape {(1, *shape)}")) as refused:
         call({name: one})
     assert f"got shape {shape}" in str(refused.value) and "_n" not in str(refused.value)
     with pytest.raises(ModelError, match=re.escape("so its array holds the samples first")):
         call({name: one[None, None]})
-    batch = {"x": one[None]}
-    assert np.all(np.isfinite(np.asarray(call(batch)[0] if method == "loss_and_grads" else
-                                         call(batch) if method == "evaluate" else list(call(batch).values())[0])))
+    answer = call({name: one[None]})
+    assert all(np.all(np.isfinite(value)) for value in (answer.values() if isinstance(answer, dict) else [answer]))
 
 
 def test_predict_of_a_model_that_computes_only_its_loss_says_so_and_gives_the_loss_by_name():
