@@ -328,27 +328,20 @@ def test_predict_of_a_model_that_computes_only_its_loss_says_so_and_gives_the_lo
     np.testing.assert_allclose(model.predict({"w": 1.0}, data, "L")["L"], np.mean([1.0, 1.0]))
 
 
-def test_a_model_that_has_run_pickles_and_gives_the_same_numbers_in_another_process():
+def test_a_model_that_has_run_pickles_and_gives_the_same_numbers():
     """A model sent to a worker process (multiprocessing, joblib) after a call raised
-    PicklingError: its compiled plans held code made at run time."""
+    PicklingError: its compiled plans held code made at run time. (In this process: a
+    fork beside JAX's threads may hang, and the bytes are all another process gets.)"""
     import pickle
-    from concurrent.futures import ProcessPoolExecutor
 
     model, data = tanh_model(), tanh_data()
     params = model.init_params(0)
     loss, grads = model.loss_and_grads(params, data)
     predicted = model.predict(params, data)
-    with ProcessPoolExecutor(1) as pool:
-        there = pool.submit(_loss_and_prediction, pickle.dumps(model), params, data).result()
-    assert there[0] == loss and there[1].keys() == grads.keys() and there[2].keys() == predicted.keys()
+    copy = pickle.loads(pickle.dumps(model))
+    again, again_grads = copy.loss_and_grads(params, data)
+    assert again == loss and again_grads.keys() == grads.keys()
     for name in grads:
-        np.testing.assert_array_equal(there[1][name], grads[name])
-    for name in predicted:
-        np.testing.assert_array_equal(there[2][name], predicted[name])
-
-
-def _loss_and_prediction(pickled: bytes, params, data):
-    import pickle
-
-    model = pickle.loads(pickled)
-    return (*model.loss_and_grads(params, data), model.predict(params, data))
+        np.testing.assert_array_equal(again_grads[name], grads[name])
+    for name, value in copy.predict(params, data).items():
+        np.testing.assert_array_equal(value, predicted[name])
