@@ -205,8 +205,9 @@ class Model:
         _require_params_and_data(params, data)
         if not isinstance(name, str):
             raise ModelError(f"the result to evaluate is named by a string, as 'yhat'; got {name!r}")
-        self.check_samples_first(data, self._forward_plan(name).inputs)
-        value, _ = self._forward_plan(name)({**data, **params})
+        plan = self._forward_plan(name)
+        self.check_samples_first(data, plan.inputs)
+        value, _ = plan({**data, **params})
         return value
 
     def _forward_plan(self, name: str) -> Compiled:
